@@ -1,0 +1,1 @@
+//! End-to-end checks that cross crates live in `tests/tests/`.
