@@ -1,0 +1,200 @@
+//! Board `pico2`: Raspberry Pi Pico 2 (RP2350, Cortex-M33 at 150 MHz).
+//!
+//! - text: UART0, TX on GP0 (pin 1), RX on GP1 (pin 2), 115200 baud 8N1;
+//! - LED: GP25 (the green LED on the board);
+//! - defmt: RTT, read by `probe-rs run` (the runner of `cargo run`);
+//! - failures: one text line on UART0 and a defmt error, then the LED blinks the
+//!   failure's exit code forever (or, with a debugger attached, the core stops on a
+//!   breakpoint so that `probe-rs run` prints a backtrace and exits);
+//! - cost: DWT CYCCNT, core clock cycles.
+
+use core::fmt::Write as _;
+
+use defmt_rtt as _;
+use rp235x_hal as hal;
+
+use hal::clocks::Clock as _;
+use hal::fugit::RateExtU32 as _;
+use hal::gpio::bank0::{Gpio0, Gpio1, Gpio25};
+use hal::gpio::{FunctionSioOutput, FunctionUart, Pin, PullDown};
+use hal::uart::{DataBits, StopBits, UartConfig, UartPeripheral};
+
+use crate::cost::CostCounter;
+use crate::fault::Fatal;
+
+/// Name of the board in logs.
+pub const NAME: &str = "pico2 rp2350";
+
+/// Tells the boot ROM that this is a Secure Arm executable.
+#[link_section = ".start_block"]
+#[used]
+pub static IMAGE_DEF: hal::block::ImageDef = hal::block::ImageDef::secure_exe();
+
+/// Program metadata for `picotool info`.
+#[link_section = ".bi_entries"]
+#[used]
+pub static PICOTOOL_ENTRIES: [hal::binary_info::EntryAddr; 3] = [
+    hal::binary_info::rp_cargo_bin_name!(),
+    hal::binary_info::rp_cargo_version!(),
+    hal::binary_info::rp_program_description!(c"BitNet b1.58 text generation"),
+];
+
+/// The crystal of the Pico 2.
+const XTAL_FREQ_HZ: u32 = 12_000_000;
+const BAUD: u32 = 115_200;
+
+type UartPins = (
+    Pin<Gpio0, FunctionUart, PullDown>,
+    Pin<Gpio1, FunctionUart, PullDown>,
+);
+/// UART0 on GP0/GP1.
+pub type Uart = UartPeripheral<hal::uart::Enabled, hal::pac::UART0, UartPins>;
+/// The on-board LED.
+pub type Led = Pin<Gpio25, FunctionSioOutput, PullDown>;
+
+/// Everything the application needs from the board.
+pub struct Board {
+    /// Text output.
+    pub uart: Uart,
+    /// The LED toggled per token.
+    pub led: Led,
+    /// Work counter.
+    pub cost: DwtCycles,
+}
+
+/// Brings the board up: clocks at 150 MHz, UART0, LED, cycle counter.
+pub fn init() -> Board {
+    let Some(mut pac) = hal::pac::Peripherals::take() else {
+        halt_blinking(1)
+    };
+    let Some(mut core) = cortex_m::Peripherals::take() else {
+        halt_blinking(1)
+    };
+    let mut watchdog = hal::Watchdog::new(pac.WATCHDOG);
+    let Ok(clocks) = hal::clocks::init_clocks_and_plls(
+        XTAL_FREQ_HZ,
+        pac.XOSC,
+        pac.CLOCKS,
+        pac.PLL_SYS,
+        pac.PLL_USB,
+        &mut pac.RESETS,
+        &mut watchdog,
+    ) else {
+        halt_blinking(1)
+    };
+    let sio = hal::Sio::new(pac.SIO);
+    let pins = hal::gpio::Pins::new(
+        pac.IO_BANK0,
+        pac.PADS_BANK0,
+        sio.gpio_bank0,
+        &mut pac.RESETS,
+    );
+    let uart_pins: UartPins = (pins.gpio0.into_function(), pins.gpio1.into_function());
+    let Ok(uart) = UartPeripheral::new(pac.UART0, uart_pins, &mut pac.RESETS).enable(
+        UartConfig::new(BAUD.Hz(), DataBits::Eight, None, StopBits::One),
+        clocks.peripheral_clock.freq(),
+    ) else {
+        halt_blinking(1)
+    };
+    let led = pins.gpio25.into_push_pull_output();
+
+    core.DCB.enable_trace();
+    core.DWT.enable_cycle_counter();
+    defmt::info!("system clock {} Hz", clocks.system_clock.freq().to_Hz());
+    Board {
+        uart,
+        led,
+        cost: DwtCycles { high: 0, last: 0 },
+    }
+}
+
+/// Normal end of the program: the LED stays on, the core sleeps.
+pub fn finish() -> ! {
+    led_raw(true);
+    loop {
+        cortex_m::asm::wfi();
+    }
+}
+
+/// Reports a failure on UART0 and through defmt, then stops visibly.
+pub fn fatal(fatal: Fatal) -> ! {
+    defmt::error!("{}", defmt::Display2Format(&fatal));
+    let _ = writeln!(RawUart0, "\r\nfirmware: {fatal}\r");
+    if debugger_attached() && !matches!(fatal, Fatal::HardFault { .. }) {
+        // `probe-rs run` stops here, prints a backtrace and exits non-zero.
+        cortex_m::asm::bkpt();
+    }
+    halt_blinking(fatal.exit_code())
+}
+
+/// Blinks the exit code (`code` short flashes, a pause) forever.
+fn halt_blinking(code: i32) -> ! {
+    // At most 150 MHz; the loops below are a few cycles per iteration.
+    const SHORT: u32 = 15_000_000;
+    let flashes = code.clamp(1, 5);
+    loop {
+        for _ in 0..flashes {
+            led_raw(true);
+            cortex_m::asm::delay(SHORT);
+            led_raw(false);
+            cortex_m::asm::delay(SHORT);
+        }
+        cortex_m::asm::delay(6 * SHORT);
+    }
+}
+
+fn debugger_attached() -> bool {
+    // DHCSR.C_DEBUGEN
+    // SAFETY: architectural register, always readable.
+    unsafe { (0xE000_EDF0 as *const u32).read_volatile() & 1 != 0 }
+}
+
+/// Drives GP25 through the SIO registers, usable from a fault handler (the pin is
+/// configured as an output by `init`; before that this does nothing visible).
+fn led_raw(on: bool) {
+    // SAFETY: write-only set/clear registers; the write affects GP25 only.
+    let sio = unsafe { &*hal::pac::SIO::ptr() };
+    if on {
+        sio.gpio_out_set().write(|w| unsafe { w.bits(1 << 25) });
+    } else {
+        sio.gpio_out_clr().write(|w| unsafe { w.bits(1 << 25) });
+    }
+}
+
+/// UART0 through its registers (PL011, configured by `init`), for fault reports.
+struct RawUart0;
+
+impl core::fmt::Write for RawUart0 {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        // SAFETY: only the data register is written; nothing happens before `init`
+        // enabled the UART.
+        let uart = unsafe { &*hal::pac::UART0::ptr() };
+        if !uart.uartcr().read().uarten().bit_is_set() {
+            return Ok(());
+        }
+        for &b in s.as_bytes() {
+            while uart.uartfr().read().txff().bit_is_set() {}
+            uart.uartdr().write(|w| unsafe { w.data().bits(b) });
+        }
+        Ok(())
+    }
+}
+
+/// DWT CYCCNT extended to 64 bits (call [`CostCounter::now`] at least every 28 s).
+pub struct DwtCycles {
+    high: u64,
+    last: u32,
+}
+
+impl CostCounter for DwtCycles {
+    const UNIT: &'static str = "cycles";
+
+    fn now(&mut self) -> u64 {
+        let now = cortex_m::peripheral::DWT::cycle_count();
+        if now < self.last {
+            self.high += 1 << 32;
+        }
+        self.last = now;
+        self.high | u64::from(now)
+    }
+}

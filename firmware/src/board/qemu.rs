@@ -1,0 +1,284 @@
+//! Board `qemu`: QEMU `mps2-an505` (Cortex-M33, Secure state).
+//!
+//! - text: CMSDK UART0 (`0x5020_0000`) → QEMU's stdout with `-nographic`;
+//! - LED: FPGAIO LED0 (`0x5030_2000`, bit 0);
+//! - defmt frames: a host file `defmt.bin` in QEMU's working directory, written through
+//!   semihosting (decode with `defmt-print -e ELF < defmt.bin`);
+//! - failures: one plain-text line on QEMU's stderr (semihosting) and the exit status
+//!   ([`Fatal::exit_code`]);
+//! - cost: SysTick, which counts instructions when QEMU runs with `-icount shift=7`.
+
+use core::convert::Infallible;
+use core::fmt::Write as _;
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+use cortex_m::peripheral::syst::SystClkSource;
+use cortex_m::peripheral::SYST;
+use cortex_m_rt::exception;
+
+use crate::cost::CostCounter;
+use crate::fault::Fatal;
+
+/// Name of the board in logs.
+pub const NAME: &str = "qemu mps2-an505";
+
+/// Everything the application needs from the board.
+pub struct Board {
+    /// Text output.
+    pub uart: CmsdkUart,
+    /// The LED toggled per token.
+    pub led: FpgaLed,
+    /// Work counter.
+    pub cost: IcountSysTick,
+}
+
+/// Brings the board up.
+pub fn init() -> Board {
+    let core = cortex_m::Peripherals::take().unwrap_or_else(|| unreachable_twice());
+    Board {
+        uart: CmsdkUart::new(),
+        led: FpgaLed,
+        cost: IcountSysTick::start(core.SYST),
+    }
+}
+
+fn unreachable_twice() -> ! {
+    exit(1)
+}
+
+/// Normal end of the program: QEMU exits with status 0.
+pub fn finish() -> ! {
+    exit(0)
+}
+
+/// Reports a failure on stderr and through defmt, then exits QEMU non-zero.
+pub fn fatal(fatal: Fatal) -> ! {
+    defmt::error!("{}", defmt::Display2Format(&fatal));
+    if let Ok(mut stderr) = semihosting::io::stderr() {
+        let _ = writeln!(FmtAdapter(&mut stderr), "firmware: {fatal}");
+    }
+    exit(fatal.exit_code())
+}
+
+fn exit(code: i32) -> ! {
+    semihosting::process::exit(code)
+}
+
+/// `core::fmt::Write` over semihosting's `io::Write`.
+struct FmtAdapter<'a, W: semihosting::io::Write>(&'a mut W);
+
+impl<W: semihosting::io::Write> core::fmt::Write for FmtAdapter<'_, W> {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        self.0.write_all(s.as_bytes()).map_err(|_| core::fmt::Error)
+    }
+}
+
+// ----------------------------------------------------------------------------- UART
+
+/// CMSDK APB UART0 of the AN505, transmit only.
+pub struct CmsdkUart {
+    base: *mut u32,
+}
+
+impl CmsdkUart {
+    const BASE: usize = 0x5020_0000;
+    const DATA: usize = 0;
+    const STATE: usize = 1;
+    const CTRL: usize = 2;
+    const BAUDDIV: usize = 4;
+    const STATE_TX_FULL: u32 = 1;
+    const CTRL_TX_ENABLE: u32 = 1;
+
+    fn new() -> Self {
+        let uart = CmsdkUart {
+            base: Self::BASE as *mut u32,
+        };
+        // SAFETY: memory-mapped registers of the UART, owned by this driver only.
+        unsafe {
+            uart.reg(Self::BAUDDIV).write_volatile(16);
+            uart.reg(Self::CTRL).write_volatile(Self::CTRL_TX_ENABLE);
+        }
+        uart
+    }
+
+    fn reg(&self, word: usize) -> *mut u32 {
+        // SAFETY: stays inside the UART's register block.
+        unsafe { self.base.add(word) }
+    }
+
+    fn write_byte(&mut self, byte: u8) {
+        // SAFETY: see `new`.
+        unsafe {
+            while self.reg(Self::STATE).read_volatile() & Self::STATE_TX_FULL != 0 {}
+            self.reg(Self::DATA).write_volatile(u32::from(byte));
+        }
+    }
+}
+
+impl embedded_io::ErrorType for CmsdkUart {
+    type Error = Infallible;
+}
+
+impl embedded_io::Write for CmsdkUart {
+    fn write(&mut self, buf: &[u8]) -> Result<usize, Infallible> {
+        buf.iter().for_each(|&b| self.write_byte(b));
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> Result<(), Infallible> {
+        Ok(())
+    }
+}
+
+// ------------------------------------------------------------------------------ LED
+
+/// FPGAIO LED0 of the AN505 (QEMU keeps its state; it is not displayed).
+pub struct FpgaLed;
+
+impl FpgaLed {
+    const LED: *mut u32 = 0x5030_2000 as *mut u32;
+
+    fn set(&mut self, on: bool) {
+        // SAFETY: the FPGAIO LED register; only this driver writes it.
+        unsafe {
+            let v = Self::LED.read_volatile();
+            Self::LED.write_volatile(if on { v | 1 } else { v & !1 });
+        }
+    }
+}
+
+impl embedded_hal::digital::ErrorType for FpgaLed {
+    type Error = Infallible;
+}
+
+impl embedded_hal::digital::OutputPin for FpgaLed {
+    fn set_low(&mut self) -> Result<(), Infallible> {
+        self.set(false);
+        Ok(())
+    }
+
+    fn set_high(&mut self) -> Result<(), Infallible> {
+        self.set(true);
+        Ok(())
+    }
+}
+
+// ----------------------------------------------------------------------------- cost
+
+/// SysTick extended to 64 bits by counting wraps in its exception.
+///
+/// With `-icount shift=7` QEMU advances virtual time by 128 ns per instruction and the
+/// AN505 clocks SysTick at 20 MHz: 2.56 ticks per instruction, so ticks · 25 / 64 are
+/// instructions. Without `-icount` the count follows host time and means little.
+pub struct IcountSysTick {
+    _syst: SYST,
+}
+
+/// SysTick reload: the full 24 bits.
+const RELOAD: u32 = 0x00FF_FFFF;
+static WRAPS: AtomicU32 = AtomicU32::new(0);
+
+impl IcountSysTick {
+    fn start(mut syst: SYST) -> Self {
+        syst.set_clock_source(SystClkSource::Core);
+        syst.set_reload(RELOAD);
+        syst.clear_current();
+        syst.enable_interrupt();
+        syst.enable_counter();
+        IcountSysTick { _syst: syst }
+    }
+
+    fn ticks() -> u64 {
+        loop {
+            let wraps = WRAPS.load(Ordering::Acquire);
+            let current = SYST::get_current();
+            let pending = cortex_m::peripheral::SCB::is_pendst_pending();
+            if WRAPS.load(Ordering::Acquire) != wraps {
+                continue;
+            }
+            // A wrap whose exception has not run yet: count it here.
+            let wraps = u64::from(wraps) + u64::from(pending && current > RELOAD / 2);
+            return wraps * (u64::from(RELOAD) + 1) + u64::from(RELOAD - current);
+        }
+    }
+}
+
+impl CostCounter for IcountSysTick {
+    const UNIT: &'static str = "instructions";
+
+    fn now(&mut self) -> u64 {
+        Self::ticks() * 25 / 64
+    }
+}
+
+#[exception]
+fn SysTick() {
+    WRAPS.fetch_add(1, Ordering::AcqRel);
+}
+
+// ---------------------------------------------------------------------------- defmt
+
+/// defmt frames go to the host file `defmt.bin` (semihosting), so that QEMU's stdout
+/// carries only the UART text and stderr only failure messages.
+#[defmt::global_logger]
+struct SemihostingFileLogger;
+
+/// Nesting depth of acquire/release: 1 = one frame open; more = a panic while logging,
+/// whose frames are dropped rather than interleaved with the open one.
+static DEPTH: AtomicU32 = AtomicU32::new(0);
+static mut RESTORE_PRIMASK: bool = false;
+static mut ENCODER: defmt::Encoder = defmt::Encoder::new();
+static mut FILE: Option<semihosting::fs::File> = None;
+static OPENED: AtomicBool = AtomicBool::new(false);
+
+fn write_frame_bytes(bytes: &[u8]) {
+    // SAFETY: only called between acquire and release, with interrupts off.
+    let file = unsafe { &mut *core::ptr::addr_of_mut!(FILE) };
+    if let Some(file) = file {
+        use semihosting::io::Write as _;
+        let _ = file.write_all(bytes);
+    }
+}
+
+// SAFETY: acquire/release disable interrupts and track nesting, so the encoder and the
+// file are used by one frame at a time.
+unsafe impl defmt::Logger for SemihostingFileLogger {
+    fn acquire() {
+        let primask_active = cortex_m::register::primask::read().is_active();
+        cortex_m::interrupt::disable();
+        if DEPTH.fetch_add(1, Ordering::Acquire) > 0 {
+            return;
+        }
+        // SAFETY: interrupts are off and no frame is open: exclusive access.
+        unsafe {
+            RESTORE_PRIMASK = primask_active;
+            if !OPENED.swap(true, Ordering::Relaxed) {
+                *core::ptr::addr_of_mut!(FILE) = semihosting::fs::File::create(c"defmt.bin").ok();
+            }
+            (*core::ptr::addr_of_mut!(ENCODER)).start_frame(write_frame_bytes);
+        }
+    }
+
+    unsafe fn flush() {}
+
+    unsafe fn release() {
+        if DEPTH.fetch_sub(1, Ordering::Release) > 1 {
+            return;
+        }
+        // SAFETY: the outermost frame, paired with acquire (defmt's contract).
+        unsafe {
+            (*core::ptr::addr_of_mut!(ENCODER)).end_frame(write_frame_bytes);
+            if RESTORE_PRIMASK {
+                cortex_m::interrupt::enable();
+            }
+        }
+    }
+
+    unsafe fn write(bytes: &[u8]) {
+        if DEPTH.load(Ordering::Relaxed) > 1 {
+            return;
+        }
+        // SAFETY: inside the outermost frame (defmt's contract).
+        unsafe { (*core::ptr::addr_of_mut!(ENCODER)).write(bytes, write_frame_bytes) };
+    }
+}

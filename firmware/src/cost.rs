@@ -1,0 +1,36 @@
+//! Cost counters: how much work a token took, in the unit the board can measure.
+
+/// A free-running counter of work done by the core.
+pub trait CostCounter {
+    /// What one count is, for the log ("cycles", "instructions").
+    const UNIT: &'static str;
+
+    /// Counts since start-up. Never wraps in practice (64 bits).
+    fn now(&mut self) -> u64;
+}
+
+/// Work spent in the two phases of a generation.
+#[derive(Clone, Copy, Default, defmt::Format)]
+pub struct PhaseCost {
+    /// Tokens processed in the phase.
+    pub tokens: u32,
+    /// Counts (board unit) spent in the phase.
+    pub total: u64,
+}
+
+impl PhaseCost {
+    /// Adds one token that cost `count`.
+    pub fn add(&mut self, count: u64) {
+        self.tokens += 1;
+        self.total += count;
+    }
+
+    /// Mean count per token (0 when no token ran).
+    pub fn per_token(&self) -> u64 {
+        if self.tokens == 0 {
+            0
+        } else {
+            self.total / u64::from(self.tokens)
+        }
+    }
+}
