@@ -1,0 +1,261 @@
+//! Hyper-parameters: the model's shape (`ModelConfig`, the contract of `docs/MODEL.md`), the
+//! optimisation schedule (`TrainConfig`) and the three presets.
+
+use crate::error::{Result, TrainError};
+use serde::{Deserialize, Serialize};
+
+/// Version of the run-dir format written by this trainer (see `trainer/EXPORT.md`).
+pub const EXPORT_VERSION: u32 = 1;
+
+/// The model's shape. Field names are the `config.json` keys and the names of `docs/MODEL.md`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelConfig {
+    /// number of tokens (characters of the corpus)
+    pub vocab_size: usize,
+    /// residual width `d`
+    pub d_model: usize,
+    /// number of blocks
+    pub n_layers: usize,
+    /// query heads; `head_dim = d_model / n_heads`
+    pub n_heads: usize,
+    /// key/value heads (grouped-query attention)
+    pub n_kv_heads: usize,
+    /// hidden width of the feed-forward block
+    pub ffn_dim: usize,
+    /// context length trained and RoPE table length
+    pub ctx_len: usize,
+    /// RoPE base
+    pub rope_theta: f64,
+    /// epsilon of every RMSNorm
+    pub norm_eps: f64,
+}
+
+impl ModelConfig {
+    /// `d_model / n_heads`.
+    pub fn head_dim(&self) -> usize {
+        self.d_model / self.n_heads
+    }
+
+    /// Number of trainable parameters (embedding counted once: it is tied to the head).
+    pub fn n_params(&self) -> usize {
+        let (d, f, hd) = (self.d_model, self.ffn_dim, self.head_dim());
+        let attn = d * self.n_heads * hd + 2 * d * self.n_kv_heads * hd + d * d;
+        let per_layer = attn + 2 * d * f + 2 * d + f + d;
+        self.vocab_size * d + self.n_layers * per_layer + d
+    }
+
+    /// Every rule a model shape must satisfy; the first broken one as an error.
+    pub fn validate(&self) -> Result<()> {
+        let err = |m: String| Err(TrainError::Config(m));
+        for (name, v) in [
+            ("d_model", self.d_model),
+            ("layers", self.n_layers),
+            ("heads", self.n_heads),
+            ("kv heads", self.n_kv_heads),
+            ("ffn", self.ffn_dim),
+            ("ctx", self.ctx_len),
+        ] {
+            if v == 0 {
+                return err(format!("{name} must be at least 1"));
+            }
+        }
+        if self.d_model % self.n_heads != 0 {
+            return err(format!(
+                "heads ({}) must divide d_model ({})",
+                self.n_heads, self.d_model
+            ));
+        }
+        if self.n_heads % self.n_kv_heads != 0 {
+            return err(format!(
+                "kv heads ({}) must divide heads ({})",
+                self.n_kv_heads, self.n_heads
+            ));
+        }
+        if self.head_dim() % 2 != 0 {
+            return err(format!(
+                "head_dim = d_model / heads = {} must be even (RoPE rotates pairs)",
+                self.head_dim()
+            ));
+        }
+        if !(self.rope_theta > 1.0) || !(self.norm_eps > 0.0) {
+            return err("rope_theta must be > 1 and norm_eps > 0".into());
+        }
+        Ok(())
+    }
+}
+
+/// The optimisation schedule and run settings. Field names are the `config.json` keys.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// total optimiser steps of the run (the schedule is laid out over these)
+    pub steps: usize,
+    /// sequences per step
+    pub batch_size: usize,
+    /// peak learning rate (stage 1)
+    pub lr: f64,
+    /// stage-2 learning rate as a fraction of `lr` (applied from `steps / 2` on)
+    pub lr_stage2: f64,
+    /// linear warmup steps
+    pub warmup_steps: usize,
+    /// AdamW weight decay of stage 1 (stage 2 uses 0) on the matrices and the embedding
+    pub weight_decay: f64,
+    /// AdamW beta1
+    pub beta1: f64,
+    /// AdamW beta2
+    pub beta2: f64,
+    /// AdamW epsilon
+    pub adam_eps: f64,
+    /// global gradient-norm clip (0 = off)
+    pub grad_clip: f64,
+    /// seed of parameter init and of the batch sampler
+    pub seed: u64,
+    /// periodic validation every N steps (fixed random batches)
+    pub eval_every: usize,
+    /// number of fixed validation batches for periodic validation
+    pub val_batches: usize,
+    /// checkpoint every N steps
+    pub checkpoint_every: usize,
+    /// apply Q3–Q5 (embedding, head, q/k/v) with STE during training as well as Q1–Q2
+    pub qat_all: bool,
+}
+
+/// A named starting point for `ModelConfig` + `TrainConfig`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Preset {
+    /// ~70k parameters: tests and smoke runs (about a minute on 2 cores)
+    Tiny,
+    /// ~1.2M parameters: fits a Raspberry Pi Pico 2 (2-bit weights ≈ 300 KB, int8 KV cache ≈ 196 KB)
+    Mcu,
+    /// ~5.8M parameters: for a GPU
+    Small,
+}
+
+impl Preset {
+    /// The preset's name as written in `config.json`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Preset::Tiny => "tiny",
+            Preset::Mcu => "mcu",
+            Preset::Small => "small",
+        }
+    }
+
+    /// Model shape of the preset (vocab_size is filled in from the corpus later).
+    pub fn model(self) -> ModelConfig {
+        let (d_model, n_layers, n_heads, n_kv_heads, ffn_dim, ctx_len) = match self {
+            Preset::Tiny => (64, 2, 4, 4, 128, 64),
+            Preset::Mcu => (128, 6, 4, 4, 512, 128),
+            Preset::Small => (256, 8, 8, 4, 1024, 256),
+        };
+        ModelConfig {
+            vocab_size: 0,
+            d_model,
+            n_layers,
+            n_heads,
+            n_kv_heads,
+            ffn_dim,
+            ctx_len,
+            rope_theta: 10000.0,
+            norm_eps: 1e-5,
+        }
+    }
+
+    /// Training schedule of the preset.
+    pub fn train(self) -> TrainConfig {
+        let (steps, batch_size, lr, warmup_steps) = match self {
+            Preset::Tiny => (300, 16, 3e-3, 30),
+            Preset::Mcu => (2000, 32, 3e-3, 100),
+            Preset::Small => (5000, 64, 2e-3, 300),
+        };
+        TrainConfig {
+            steps,
+            batch_size,
+            lr,
+            lr_stage2: 0.3,
+            warmup_steps,
+            weight_decay: 0.1,
+            beta1: 0.9,
+            beta2: 0.95,
+            adam_eps: 1e-8,
+            grad_clip: 1.0,
+            seed: 1337,
+            eval_every: if self == Preset::Tiny { 50 } else { 100 },
+            val_batches: 8,
+            checkpoint_every: if self == Preset::Tiny { 100 } else { 250 },
+            qat_all: true,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Rules the schedule must satisfy.
+    pub fn validate(&self) -> Result<()> {
+        let err = |m: &str| Err(TrainError::Config(m.to_string()));
+        if self.steps == 0 {
+            return err("steps must be at least 1");
+        }
+        if self.batch_size == 0 {
+            return err("batch must be at least 1");
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            return err("lr must be a positive number");
+        }
+        if !(self.lr_stage2 > 0.0 && self.lr_stage2 <= 1.0) {
+            return err("lr stage-2 factor must be in (0, 1]");
+        }
+        if self.weight_decay < 0.0 || self.grad_clip < 0.0 {
+            return err("weight decay and grad clip must be >= 0");
+        }
+        if self.eval_every == 0 || self.checkpoint_every == 0 || self.val_batches == 0 {
+            return err("eval-every, checkpoint-every and val-batches must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn preset_sizes() {
+        let mut m = Preset::Mcu.model();
+        m.vocab_size = 65;
+        m.validate().unwrap();
+        // ≈ 1.2M like the PyTorch reference
+        assert!(
+            (1_150_000..1_250_000).contains(&m.n_params()),
+            "{}",
+            m.n_params()
+        );
+        let mut s = Preset::Small.model();
+        s.vocab_size = 65;
+        assert!((4_000_000..8_000_000).contains(&s.n_params()));
+        let mut t = Preset::Tiny.model();
+        t.vocab_size = 65;
+        assert!(t.n_params() < 100_000);
+    }
+
+    #[test]
+    fn invalid_shapes() {
+        let mut m = Preset::Tiny.model();
+        m.vocab_size = 10;
+        m.n_heads = 3;
+        assert!(m
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("divide d_model"));
+        let mut m = Preset::Tiny.model();
+        m.n_kv_heads = 3;
+        assert!(m
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("divide heads"));
+        let mut m = Preset::Tiny.model();
+        m.d_model = 60; // head_dim 15
+        assert!(m.validate().unwrap_err().to_string().contains("even"));
+    }
+}

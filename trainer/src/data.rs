@@ -1,0 +1,216 @@
+//! The data pipeline: character vocabulary, the 90/10 split, random training batches and the
+//! validation windows of the quantized evaluation.
+
+use crate::error::{Result, TrainError};
+use crate::rng::SplitMix64;
+use std::path::Path;
+
+/// Character vocabulary: the distinct characters of the corpus sorted by code point; a token id
+/// is the index in that order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Vocab {
+    /// token strings in id order (each one character)
+    pub tokens: Vec<char>,
+}
+
+impl Vocab {
+    /// The vocabulary of `text`.
+    pub fn from_text(text: &str) -> Self {
+        let mut tokens: Vec<char> = text.chars().collect();
+        tokens.sort_unstable();
+        tokens.dedup();
+        Self { tokens }
+    }
+
+    /// Number of tokens.
+    pub fn len(&self) -> usize {
+        self.tokens.len()
+    }
+
+    /// True when there are no tokens.
+    pub fn is_empty(&self) -> bool {
+        self.tokens.is_empty()
+    }
+
+    /// Token id of every character of `text`; `None` if one is not in the vocabulary.
+    pub fn encode(&self, text: &str) -> Option<Vec<u32>> {
+        text.chars()
+            .map(|c| self.tokens.binary_search(&c).ok().map(|i| i as u32))
+            .collect()
+    }
+
+    /// The token strings, for `vocab.json`.
+    pub fn strings(&self) -> Vec<String> {
+        self.tokens.iter().map(|c| c.to_string()).collect()
+    }
+}
+
+/// The encoded corpus split nanoGPT's way: first 90% of the characters train, the rest validate.
+#[derive(Debug, Clone)]
+pub struct Corpus {
+    /// the vocabulary built from the whole corpus
+    pub vocab: Vocab,
+    /// token ids of the training split
+    pub train: Vec<u32>,
+    /// token ids of the validation split
+    pub val: Vec<u32>,
+    /// FNV-1a 64 of the file's bytes (to check that `--resume` sees the same data)
+    pub fingerprint: u64,
+    /// number of characters in the corpus
+    pub n_chars: usize,
+}
+
+/// FNV-1a 64-bit hash.
+pub fn fnv1a64(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+impl Corpus {
+    /// Reads and splits the UTF-8 file at `path`; `ctx_len` is checked against both splits.
+    pub fn load(path: &Path, ctx_len: usize) -> Result<Self> {
+        if !path.exists() {
+            return Err(TrainError::Data(format!(
+                "data file `{}` does not exist",
+                path.display()
+            )));
+        }
+        let bytes = std::fs::read(path)
+            .map_err(TrainError::io("read the data file", path.to_path_buf()))?;
+        let text = String::from_utf8(bytes).map_err(|e| {
+            TrainError::Data(format!(
+                "data file `{}` is not UTF-8 text ({e})",
+                path.display()
+            ))
+        })?;
+        Self::from_text(&text, ctx_len)
+            .map_err(|e| TrainError::Data(format!("`{}`: {e}", path.display())))
+    }
+
+    /// Builds the vocabulary and the split from `text`.
+    pub fn from_text(text: &str, ctx_len: usize) -> std::result::Result<Self, String> {
+        if text.is_empty() {
+            return Err("the corpus is empty".into());
+        }
+        let vocab = Vocab::from_text(text);
+        let ids = vocab.encode(text).expect("vocab built from the same text");
+        let n = ids.len();
+        let n_train = n * 9 / 10;
+        let (train, val) = (ids[..n_train].to_vec(), ids[n_train..].to_vec());
+        // A window needs ctx_len + 1 tokens (inputs and shifted targets) in each split.
+        if val.len() < ctx_len + 1 || train.len() < ctx_len + 1 {
+            return Err(format!(
+                "the corpus has {n} characters; with ctx {ctx_len} it needs at least {} \
+                 (each split must hold one window of ctx+1 characters)",
+                10 * (ctx_len + 1) + 1
+            ));
+        }
+        Ok(Self {
+            vocab,
+            train,
+            val,
+            fingerprint: fnv1a64(text.as_bytes()),
+            n_chars: n,
+        })
+    }
+}
+
+/// One batch of token ids, row-major: `inputs[b*t + i]` predicts `targets[b*t + i]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch {
+    /// `[batch, ctx]` input ids
+    pub inputs: Vec<i32>,
+    /// `[batch, ctx]` target ids (inputs shifted by one)
+    pub targets: Vec<i32>,
+    /// number of sequences
+    pub batch: usize,
+    /// sequence length
+    pub ctx: usize,
+}
+
+/// `batch` windows starting at uniform random offsets in `0..len-ctx` (nanoGPT's `get_batch`).
+pub fn random_batch(data: &[u32], batch: usize, ctx: usize, rng: &mut SplitMix64) -> Batch {
+    let mut inputs = Vec::with_capacity(batch * ctx);
+    let mut targets = Vec::with_capacity(batch * ctx);
+    for _ in 0..batch {
+        let start = rng.below((data.len() - ctx) as u64) as usize;
+        inputs.extend(data[start..start + ctx].iter().map(|&t| t as i32));
+        targets.extend(data[start + 1..start + ctx + 1].iter().map(|&t| t as i32));
+    }
+    Batch {
+        inputs,
+        targets,
+        batch,
+        ctx,
+    }
+}
+
+/// The windows of the quantized validation loss: the split cut into consecutive, non-overlapping
+/// windows of `ctx + 1` tokens (a trailing partial window is dropped), grouped `batch` at a time.
+pub fn val_windows(data: &[u32], ctx: usize, batch: usize) -> Vec<Batch> {
+    let windows: Vec<&[u32]> = data.chunks_exact(ctx + 1).collect();
+    windows
+        .chunks(batch)
+        .map(|group| {
+            let mut inputs = Vec::with_capacity(group.len() * ctx);
+            let mut targets = Vec::with_capacity(group.len() * ctx);
+            for w in group {
+                inputs.extend(w[..ctx].iter().map(|&t| t as i32));
+                targets.extend(w[1..].iter().map(|&t| t as i32));
+            }
+            Batch {
+                inputs,
+                targets,
+                batch: group.len(),
+                ctx,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vocab_sorted_and_split() {
+        let text = "hello world, hello burn! ".repeat(20);
+        let c = Corpus::from_text(&text, 8).unwrap();
+        assert_eq!(c.vocab.tokens[0], ' ');
+        assert!(c.vocab.tokens.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(c.train.len() + c.val.len(), text.chars().count());
+        assert_eq!(c.train.len(), text.chars().count() * 9 / 10);
+    }
+
+    #[test]
+    fn too_short_and_empty() {
+        assert!(Corpus::from_text("", 4).is_err());
+        assert!(Corpus::from_text("abcdefghij", 4).is_err());
+    }
+
+    #[test]
+    fn windows_drop_partial() {
+        let data: Vec<u32> = (0..25).collect();
+        let w = val_windows(&data, 4, 2); // 5 full windows of 5, none left
+        assert_eq!(w.iter().map(|b| b.batch).sum::<usize>(), 5);
+        assert_eq!(w[0].inputs, vec![0, 1, 2, 3, 5, 6, 7, 8]);
+        assert_eq!(w[0].targets, vec![1, 2, 3, 4, 6, 7, 8, 9]);
+        let w = val_windows(&data[..24], 4, 8);
+        assert_eq!(w[0].batch, 4);
+    }
+
+    #[test]
+    fn batches_shift_by_one() {
+        let data: Vec<u32> = (0..100).collect();
+        let b = random_batch(&data, 3, 10, &mut SplitMix64::new(1));
+        for r in 0..3 {
+            for i in 0..10 {
+                assert_eq!(b.targets[r * 10 + i], b.inputs[r * 10 + i] + 1);
+            }
+        }
+    }
+}

@@ -1,0 +1,351 @@
+//! `trainer`: BitNet b1.58 quantization-aware training; writes a run dir for `tools pack`.
+
+use clap::{Parser, ValueEnum};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use trainer::data::Corpus;
+use trainer::runinfo::{self, RunConfig};
+use trainer::train::{self, Outcome, RunSpec};
+use trainer::{backend, Preset, TrainError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum BackendArg {
+    /// CUDA if built with `--features cuda` and a device answers, else CPU
+    Auto,
+    /// flex on the CPU (SIMD + rayon threads; RAYON_NUM_THREADS sets the count)
+    Cpu,
+    /// CUDA (needs `--features cuda`)
+    Cuda,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Qat {
+    /// Q1 (ternary weights) and Q2 (int8 BitLinear inputs) through the STE
+    Q12,
+    /// also Q3–Q5 (int8 embedding/head, int8 q/k/v): training forward = quantized evaluation
+    All,
+}
+
+/// Train a BitNet b1.58 (ternary) character language model and write a run directory
+/// (config.json, vocab.json, weights.safetensors, summary.json, metrics.csv, loss.svg,
+/// checkpoint/) that `tools pack` turns into a blob. See trainer/EXPORT.md.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// UTF-8 text corpus; first 90% of its characters train, the last 10% validate
+    #[arg(long)]
+    data: PathBuf,
+    /// model size and schedule to start from (flags below override single values)
+    #[arg(long, value_enum, default_value = "mcu")]
+    preset: Preset,
+    /// run directory to create (or, with --resume, to continue)
+    #[arg(long)]
+    out: PathBuf,
+    /// total optimiser steps (the LR/weight-decay schedule spans these)
+    #[arg(long)]
+    steps: Option<usize>,
+    /// seed of parameter init and batch sampling
+    #[arg(long)]
+    seed: Option<u64>,
+    /// continue the run in --out from its checkpoint (hyper-parameters come from its config.json;
+    /// only --steps may change)
+    #[arg(long)]
+    resume: bool,
+    /// residual width
+    #[arg(long)]
+    d_model: Option<usize>,
+    /// number of blocks
+    #[arg(long)]
+    layers: Option<usize>,
+    /// query heads (must divide d-model; head_dim must be even)
+    #[arg(long)]
+    heads: Option<usize>,
+    /// key/value heads (must divide heads)
+    #[arg(long)]
+    kv_heads: Option<usize>,
+    /// feed-forward hidden width
+    #[arg(long)]
+    ffn: Option<usize>,
+    /// context length
+    #[arg(long)]
+    ctx: Option<usize>,
+    /// sequences per step
+    #[arg(long)]
+    batch: Option<usize>,
+    /// peak learning rate
+    #[arg(long)]
+    lr: Option<f64>,
+    /// stage-2 learning rate as a fraction of --lr (from mid-run on)
+    #[arg(long)]
+    lr_stage2: Option<f64>,
+    /// linear warmup steps
+    #[arg(long)]
+    warmup: Option<usize>,
+    /// stage-1 AdamW weight decay on matrices and the embedding (0 from mid-run on)
+    #[arg(long)]
+    weight_decay: Option<f64>,
+    /// global gradient-norm clip (0 = off)
+    #[arg(long)]
+    grad_clip: Option<f64>,
+    /// validate (quantized, on fixed random validation batches) every N steps
+    #[arg(long)]
+    eval_every: Option<usize>,
+    /// number of fixed validation batches
+    #[arg(long)]
+    val_batches: Option<usize>,
+    /// write a checkpoint every N steps (also at the end and on Ctrl-C)
+    #[arg(long)]
+    checkpoint_every: Option<usize>,
+    /// which quantization points training applies through the STE
+    #[arg(long, value_enum)]
+    qat: Option<Qat>,
+    /// compute backend
+    #[arg(long, value_enum, default_value = "auto")]
+    backend: BackendArg,
+    /// CUDA device indices for data-parallel training, e.g. `0,1,2,3` (each device takes an
+    /// equal share of every batch; gradients are summed on the first)
+    #[arg(long, value_delimiter = ',')]
+    devices: Vec<usize>,
+    /// stop after this many steps with a checkpoint, as if interrupted (resume later)
+    #[arg(long)]
+    stop_after: Option<usize>,
+    /// no progress output
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn build_spec(cli: &Cli) -> Result<(RunSpec, Corpus), TrainError> {
+    let (mut model, mut tc, preset) = if cli.resume {
+        let saved = RunConfig::read(&cli.out).map_err(|e| match e {
+            TrainError::Io { .. } => TrainError::Resume(format!(
+                "`{}` holds no run to resume (no config.json)",
+                cli.out.display()
+            )),
+            e => e,
+        })?;
+        let changed = [
+            cli.d_model,
+            cli.layers,
+            cli.heads,
+            cli.kv_heads,
+            cli.ffn,
+            cli.ctx,
+            cli.batch,
+            cli.warmup,
+            cli.eval_every,
+            cli.val_batches,
+            cli.checkpoint_every,
+        ]
+        .iter()
+        .any(Option::is_some)
+            || cli.lr.is_some()
+            || cli.lr_stage2.is_some()
+            || cli.weight_decay.is_some()
+            || cli.grad_clip.is_some()
+            || cli.seed.is_some()
+            || cli.qat.is_some();
+        if changed {
+            return Err(TrainError::Config(
+                "with --resume the hyper-parameters come from the run's config.json; only --steps may change"
+                    .into(),
+            ));
+        }
+        (saved.model, saved.train, saved.preset)
+    } else {
+        (
+            cli.preset.model(),
+            cli.preset.train(),
+            cli.preset.name().to_string(),
+        )
+    };
+    if !cli.resume {
+        let set = |dst: &mut usize, v: Option<usize>| {
+            if let Some(v) = v {
+                *dst = v;
+            }
+        };
+        set(&mut model.d_model, cli.d_model);
+        set(&mut model.n_layers, cli.layers);
+        set(&mut model.n_heads, cli.heads);
+        set(&mut model.n_kv_heads, cli.kv_heads);
+        set(&mut model.ffn_dim, cli.ffn);
+        set(&mut model.ctx_len, cli.ctx);
+        set(&mut tc.batch_size, cli.batch);
+        set(&mut tc.warmup_steps, cli.warmup);
+        set(&mut tc.eval_every, cli.eval_every);
+        set(&mut tc.val_batches, cli.val_batches);
+        set(&mut tc.checkpoint_every, cli.checkpoint_every);
+        tc.lr = cli.lr.unwrap_or(tc.lr);
+        tc.lr_stage2 = cli.lr_stage2.unwrap_or(tc.lr_stage2);
+        tc.weight_decay = cli.weight_decay.unwrap_or(tc.weight_decay);
+        tc.grad_clip = cli.grad_clip.unwrap_or(tc.grad_clip);
+        tc.seed = cli.seed.unwrap_or(tc.seed);
+        if let Some(q) = cli.qat {
+            tc.qat_all = q == Qat::All;
+        }
+    }
+    tc.steps = cli.steps.unwrap_or(tc.steps);
+    // Shape rules first (vocab_size is not known yet: check with a placeholder).
+    model.vocab_size = model.vocab_size.max(1);
+    model.validate()?;
+    tc.validate()?;
+
+    let corpus = Corpus::load(&cli.data, model.ctx_len)?;
+    if cli.resume {
+        let saved = RunConfig::read(&cli.out)?;
+        if saved.data_fnv1a64 != format!("{:016x}", corpus.fingerprint) {
+            return Err(TrainError::Resume(format!(
+                "`{}` is not the corpus this run was trained on",
+                cli.data.display()
+            )));
+        }
+        runinfo::check_resume(&saved, &model, &tc)?;
+    } else {
+        model.vocab_size = corpus.vocab.len();
+        if cli.out.join("config.json").exists() {
+            return Err(TrainError::Config(format!(
+                "`{}` already holds a run; pass --resume to continue it or choose another --out",
+                cli.out.display()
+            )));
+        }
+    }
+    // Is the output dir writable? Find out now, not after an hour of training.
+    std::fs::create_dir_all(&cli.out).map_err(TrainError::io("create the output dir", &cli.out))?;
+    let probe = cli.out.join(".write-test");
+    std::fs::write(&probe, b"ok").map_err(TrainError::io("write into the output dir", &cli.out))?;
+    let _ = std::fs::remove_file(&probe);
+
+    let spec = RunSpec {
+        model,
+        train: tc,
+        preset,
+        data_path: cli.data.clone(),
+        out: cli.out.clone(),
+        command: std::env::args().collect(),
+        stop_after: cli.stop_after,
+        progress: !cli.quiet,
+        backend_name: String::new(),
+    };
+    Ok((spec, corpus))
+}
+
+fn run(cli: Cli) -> Result<i32, TrainError> {
+    let (mut spec, corpus) = build_spec(&cli)?;
+    let want_cuda = match cli.backend {
+        BackendArg::Cpu => false,
+        BackendArg::Cuda => {
+            if !cfg!(feature = "cuda") {
+                return Err(TrainError::Config(
+                    "--backend cuda needs a trainer built with `--features cuda`".into(),
+                ));
+            }
+            if !backend::cuda_available() {
+                return Err(TrainError::Config(
+                    "--backend cuda: no CUDA device answers".into(),
+                ));
+            }
+            true
+        }
+        BackendArg::Auto => backend::cuda_available(),
+    };
+    if !want_cuda && cli.devices.len() > 1 {
+        return Err(TrainError::Config(
+            "--devices with several devices needs CUDA".into(),
+        ));
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        let _ = ctrlc::set_handler(move || {
+            if stop.swap(true, Ordering::SeqCst) {
+                std::process::exit(130); // second Ctrl-C: leave now
+            }
+            eprintln!("\n[trainer] Ctrl-C: writing a checkpoint after this step (press again to quit at once)");
+        });
+    }
+    let m = &spec.model;
+    let info = format!(
+        "{} params (d {} L {} H {} Hkv {} F {} ctx {}), vocab {}, {} train / {} val chars, {} steps x {} x {}",
+        m.n_params(),
+        m.d_model,
+        m.n_layers,
+        m.n_heads,
+        m.n_kv_heads,
+        m.ffn_dim,
+        m.ctx_len,
+        m.vocab_size,
+        corpus.train.len(),
+        corpus.val.len(),
+        spec.train.steps,
+        spec.train.batch_size,
+        m.ctx_len
+    );
+
+    let outcome = if want_cuda {
+        #[cfg(feature = "cuda")]
+        {
+            let idx = if cli.devices.is_empty() {
+                vec![0]
+            } else {
+                cli.devices.clone()
+            };
+            let devs: Vec<_> = idx
+                .iter()
+                .map(|&i| burn::backend::cuda::CudaDevice::new(i))
+                .collect();
+            spec.backend_name = format!(
+                "cuda:{}",
+                idx.iter()
+                    .map(|i| i.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            );
+            runinfo::log_line(&format!("backend: {} (CUDA)", spec.backend_name));
+            runinfo::log_line(&info);
+            train::train::<backend::Gpu>(&devs, &spec, &corpus, cli.resume, &stop)?
+        }
+        #[cfg(not(feature = "cuda"))]
+        unreachable!("cuda_available() is false without the feature")
+    } else {
+        spec.backend_name = format!("flex-cpu ({} threads)", backend::cpu_threads());
+        runinfo::log_line(&format!("backend: {} (no CUDA device)", spec.backend_name));
+        runinfo::log_line(&info);
+        let dev = backend::CpuDevice::default();
+        train::train::<backend::Cpu>(&[dev], &spec, &corpus, cli.resume, &stop)?
+    };
+    match outcome {
+        Outcome::Finished(s) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&s).expect("serialisable")
+            );
+            runinfo::log_line(&format!(
+                "done: quantized val loss {:.4} nats/char, {:.0} tok/s, run dir {}",
+                s.quantized_val_loss,
+                s.tokens_per_s,
+                spec.out.display()
+            ));
+            Ok(0)
+        }
+        Outcome::Stopped(step) => {
+            runinfo::log_line(&format!(
+                "stopped at step {step}; continue with --resume --out {}",
+                spec.out.display()
+            ));
+            Ok(if stop.load(Ordering::SeqCst) { 130 } else { 0 })
+        }
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(1);
+        }
+    }
+}

@@ -1,0 +1,363 @@
+//! The BitNet b1.58 transformer of `docs/MODEL.md` as burn modules.
+//!
+//! One forward function serves training and evaluation: [`QuantMode`] says whether each
+//! quantization point (Q1–Q5) is applied exactly (quantized evaluation), through the
+//! straight-through estimator (training) or not at all.
+
+use crate::config::ModelConfig;
+use crate::quant::{absmax_int8, ste, ternary, QuantApply};
+use burn::module::{Initializer, Module, Param};
+use burn::tensor::activation::{log_softmax, relu, softmax};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Bool, Int, Tensor, TensorData};
+
+/// How each quantization point of `docs/MODEL.md` is applied in a forward pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuantMode {
+    /// Q1: ternary BitLinear weights
+    pub weights: QuantApply,
+    /// Q2: int8 BitLinear inputs (and the head's input, Q4)
+    pub acts: QuantApply,
+    /// Q3: int8 embedding rows (lookup and tied head, Q4)
+    pub embed: QuantApply,
+    /// Q5: int8 q, k, v per token and head
+    pub qkv: QuantApply,
+}
+
+impl QuantMode {
+    /// The quantized evaluation mode: Q1–Q5 exactly, the function the integer runtime computes.
+    pub const EVAL: Self = Self {
+        weights: QuantApply::Exact,
+        acts: QuantApply::Exact,
+        embed: QuantApply::Exact,
+        qkv: QuantApply::Exact,
+    };
+
+    /// The training mode: Q1 + Q2 through the STE, and Q3–Q5 too when `all`.
+    pub fn train(all: bool) -> Self {
+        let extra = if all {
+            QuantApply::Ste
+        } else {
+            QuantApply::Off
+        };
+        Self {
+            weights: QuantApply::Ste,
+            acts: QuantApply::Ste,
+            embed: extra,
+            qkv: extra,
+        }
+    }
+}
+
+/// `RMSNorm(x; g) = x / sqrt(mean(x²) + eps) · g`.
+#[derive(Module, Debug)]
+pub struct RmsNorm<B: Backend> {
+    /// gain `g` `[n]`, init 1
+    pub gain: Param<Tensor<B, 1>>,
+    eps: f64,
+}
+
+impl<B: Backend> RmsNorm<B> {
+    fn new(n: usize, eps: f64, dev: &B::Device) -> Self {
+        Self {
+            gain: Initializer::Ones.init([n], dev),
+            eps,
+        }
+    }
+
+    /// # Shapes
+    /// - `x`: `[b, t, n]` → same
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let inv_rms = (x.clone().square().mean_dim(2) + self.eps).sqrt().recip();
+        x * inv_rms * self.gain.val().unsqueeze::<3>()
+    }
+}
+
+/// Ternary linear layer without bias: `y = Q2(x) · Q1(W)`.
+#[derive(Module, Debug)]
+pub struct BitLinear<B: Backend> {
+    /// latent weight `[d_in, d_out]` (burn's `Linear` orientation: `y = x @ W`)
+    pub weight: Param<Tensor<B, 2>>,
+}
+
+impl<B: Backend> BitLinear<B> {
+    fn new(d_in: usize, d_out: usize, std: f64, dev: &B::Device) -> Self {
+        Self {
+            weight: Initializer::Normal { mean: 0.0, std }.init([d_in, d_out], dev),
+        }
+    }
+
+    /// The effective (quantized) weight.
+    pub fn effective_weight(&self, how: QuantApply) -> Tensor<B, 2> {
+        ste(self.weight.val(), how, ternary)
+    }
+
+    /// `x` must already carry Q2 (see [`quantize_input`]).
+    ///
+    /// # Shapes
+    /// - `xq`: `[b, t, d_in]` → `[b, t, d_out]`
+    pub fn forward_quantized_input(&self, xq: Tensor<B, 3>, mode: QuantMode) -> Tensor<B, 3> {
+        burn::tensor::module::linear(xq, self.effective_weight(mode.weights), None)
+    }
+
+    /// # Shapes
+    /// - `x`: `[b, t, d_in]` → `[b, t, d_out]`
+    pub fn forward(&self, x: Tensor<B, 3>, mode: QuantMode) -> Tensor<B, 3> {
+        self.forward_quantized_input(quantize_input(x, mode), mode)
+    }
+}
+
+/// Q2 on a BitLinear input (per token).
+pub fn quantize_input<B: Backend>(x: Tensor<B, 3>, mode: QuantMode) -> Tensor<B, 3> {
+    ste(x, mode.acts, absmax_int8)
+}
+
+/// Constant tables of a model on one device: RoPE cos/sin and the causal mask.
+#[derive(Debug, Clone)]
+pub struct Tables<B: Backend> {
+    /// `[ctx, H·hd]`: `cos(t·θ_i)` at columns `2i` and `2i+1` of each head
+    cos_q: Tensor<B, 2>,
+    /// `[ctx, H·hd]`: `−sin` at column `2i`, `+sin` at `2i+1`
+    sin_q: Tensor<B, 2>,
+    cos_k: Tensor<B, 2>,
+    sin_k: Tensor<B, 2>,
+    /// `[ctx, ctx]`, true above the diagonal (future positions, masked)
+    mask: Tensor<B, 2, Bool>,
+}
+
+impl<B: Backend> Tables<B> {
+    /// Tables for `cfg` on `dev`. Angles are computed in f64 and rounded to f32 once:
+    /// `θ_i = rope_theta^(−2i/hd)`, angle `t·θ_i`.
+    pub fn new(cfg: &ModelConfig, dev: &B::Device) -> Self {
+        let hd = cfg.head_dim();
+        let t_len = cfg.ctx_len;
+        let table = |heads: usize| {
+            let w = heads * hd;
+            let mut cos = vec![0f32; t_len * w];
+            let mut sin = vec![0f32; t_len * w];
+            for t in 0..t_len {
+                for h in 0..heads {
+                    for i in 0..hd / 2 {
+                        let theta = cfg.rope_theta.powf(-2.0 * i as f64 / hd as f64);
+                        let a = t as f64 * theta;
+                        let c = t * w + h * hd + 2 * i;
+                        cos[c] = a.cos() as f32;
+                        cos[c + 1] = a.cos() as f32;
+                        sin[c] = -a.sin() as f32;
+                        sin[c + 1] = a.sin() as f32;
+                    }
+                }
+            }
+            (
+                Tensor::<B, 2>::from_data(TensorData::new(cos, [t_len, w]), dev),
+                Tensor::<B, 2>::from_data(TensorData::new(sin, [t_len, w]), dev),
+            )
+        };
+        let (cos_q, sin_q) = table(cfg.n_heads);
+        let (cos_k, sin_k) = table(cfg.n_kv_heads);
+        Self {
+            cos_q,
+            sin_q,
+            cos_k,
+            sin_k,
+            mask: Tensor::<B, 2, Bool>::tril_mask([t_len, t_len], 0, dev),
+        }
+    }
+}
+
+/// RoPE on `[b, t, heads·hd]` with interleaved pairs:
+/// `out[2i] = x[2i]·cos − x[2i+1]·sin`, `out[2i+1] = x[2i]·sin + x[2i+1]·cos`.
+fn rope<B: Backend>(x: Tensor<B, 3>, cos: &Tensor<B, 2>, sin: &Tensor<B, 2>) -> Tensor<B, 3> {
+    let [b, t, w] = x.dims();
+    let swapped = x
+        .clone()
+        .reshape([b, t, w / 2, 2])
+        .flip([3])
+        .reshape([b, t, w]);
+    let cos = cos.clone().slice([0..t]).unsqueeze::<3>();
+    let sin = sin.clone().slice([0..t]).unsqueeze::<3>();
+    x * cos + swapped * sin
+}
+
+/// Attention sub-layer: q, k, v, o BitLinears and the attention sub-norm.
+#[derive(Module, Debug)]
+pub struct Attention<B: Backend> {
+    /// `[d, H·hd]`
+    pub wq: BitLinear<B>,
+    /// `[d, Hkv·hd]`
+    pub wk: BitLinear<B>,
+    /// `[d, Hkv·hd]`
+    pub wv: BitLinear<B>,
+    /// `[d, d]`
+    pub wo: BitLinear<B>,
+    /// sub-norm before `wo`, `[d]`
+    pub sub_norm: RmsNorm<B>,
+    n_heads: usize,
+    n_kv_heads: usize,
+}
+
+impl<B: Backend> Attention<B> {
+    /// # Shapes
+    /// - `h`: `[b, t, d]` (already attention-normed) → `[b, t, d]`
+    fn forward(&self, h: Tensor<B, 3>, tab: &Tables<B>, mode: QuantMode) -> Tensor<B, 3> {
+        let [b, t, d] = h.dims();
+        let (nh, nkv) = (self.n_heads, self.n_kv_heads);
+        let hd = d / nh;
+        let hq = quantize_input(h, mode); // Q2 once, shared by q, k, v
+        let q = rope(
+            self.wq.forward_quantized_input(hq.clone(), mode),
+            &tab.cos_q,
+            &tab.sin_q,
+        );
+        let k = rope(
+            self.wk.forward_quantized_input(hq.clone(), mode),
+            &tab.cos_k,
+            &tab.sin_k,
+        );
+        let v = self.wv.forward_quantized_input(hq, mode);
+        // [b, t, heads·hd] -> [b, heads, t, hd], then Q5 per (token, head)
+        let heads = |x: Tensor<B, 3>, n: usize| {
+            ste(
+                x.reshape([b, t, n, hd]).swap_dims(1, 2),
+                mode.qkv,
+                absmax_int8,
+            )
+        };
+        let (q, mut k, mut v) = (heads(q, nh), heads(k, nkv), heads(v, nkv));
+        if nkv < nh {
+            // query head h reads kv head h / (H / Hkv)
+            let g = nh / nkv;
+            let expand = |x: Tensor<B, 4>| {
+                x.reshape([b, nkv, 1, t, hd])
+                    .expand([b, nkv, g, t, hd])
+                    .reshape([b, nh, t, hd])
+            };
+            k = expand(k);
+            v = expand(v);
+        }
+        let scores = q.matmul(k.swap_dims(2, 3)) * (1.0 / (hd as f64).sqrt());
+        let mask = tab.mask.clone().slice([0..t, 0..t]).unsqueeze::<4>();
+        let p = softmax(scores.mask_fill(mask, f32::NEG_INFINITY), 3);
+        let a = p.matmul(v).swap_dims(1, 2).reshape([b, t, d]);
+        self.wo.forward(self.sub_norm.forward(a), mode)
+    }
+}
+
+/// Feed-forward sub-layer: up, ReLU², FFN sub-norm, down.
+#[derive(Module, Debug)]
+pub struct Ffn<B: Backend> {
+    /// `[d, F]`
+    pub up: BitLinear<B>,
+    /// `[F, d]`
+    pub down: BitLinear<B>,
+    /// sub-norm before `down`, `[F]`
+    pub sub_norm: RmsNorm<B>,
+}
+
+impl<B: Backend> Ffn<B> {
+    fn forward(&self, h: Tensor<B, 3>, mode: QuantMode) -> Tensor<B, 3> {
+        let u = relu(self.up.forward(h, mode)).square();
+        self.down.forward(self.sub_norm.forward(u), mode)
+    }
+}
+
+/// One pre-norm block: `x += Attn(RMSNorm(x))`, `x += FFN(RMSNorm(x))`.
+#[derive(Module, Debug)]
+pub struct Block<B: Backend> {
+    /// `[d]`
+    pub attn_norm: RmsNorm<B>,
+    /// attention sub-layer
+    pub attn: Attention<B>,
+    /// `[d]`
+    pub ffn_norm: RmsNorm<B>,
+    /// feed-forward sub-layer
+    pub ffn: Ffn<B>,
+}
+
+/// The whole model: tied int8 embedding / head, `n_layers` blocks, final norm.
+#[derive(Module, Debug)]
+pub struct Model<B: Backend> {
+    /// token embedding `[V, d]`, also the LM head (tied)
+    pub embed: Param<Tensor<B, 2>>,
+    /// the blocks
+    pub layers: Vec<Block<B>>,
+    /// final RMSNorm `[d]`
+    pub final_norm: RmsNorm<B>,
+}
+
+impl<B: Backend> Model<B> {
+    /// A freshly initialised model (uses the backend's seeded RNG: call `B::seed` first).
+    ///
+    /// Init: embedding and matrices N(0, 0.02), output projections (`wo`, `down`) N(0, 0.02/√(2L));
+    /// norm gains 1.
+    pub fn new(cfg: &ModelConfig, dev: &B::Device) -> Self {
+        let (d, f, hd) = (cfg.d_model, cfg.ffn_dim, cfg.head_dim());
+        let std = 0.02;
+        let std_out = std / (2.0 * cfg.n_layers as f64).sqrt();
+        let eps = cfg.norm_eps;
+        let layers = (0..cfg.n_layers)
+            .map(|_| Block {
+                attn_norm: RmsNorm::new(d, eps, dev),
+                attn: Attention {
+                    wq: BitLinear::new(d, cfg.n_heads * hd, std, dev),
+                    wk: BitLinear::new(d, cfg.n_kv_heads * hd, std, dev),
+                    wv: BitLinear::new(d, cfg.n_kv_heads * hd, std, dev),
+                    wo: BitLinear::new(d, d, std_out, dev),
+                    sub_norm: RmsNorm::new(d, eps, dev),
+                    n_heads: cfg.n_heads,
+                    n_kv_heads: cfg.n_kv_heads,
+                },
+                ffn_norm: RmsNorm::new(d, eps, dev),
+                ffn: Ffn {
+                    up: BitLinear::new(d, f, std, dev),
+                    down: BitLinear::new(f, d, std_out, dev),
+                    sub_norm: RmsNorm::new(f, eps, dev),
+                },
+            })
+            .collect();
+        Self {
+            embed: Initializer::Normal { mean: 0.0, std }.init([cfg.vocab_size, d], dev),
+            layers,
+            final_norm: RmsNorm::new(d, eps, dev),
+        }
+    }
+
+    /// Logits of every position.
+    ///
+    /// # Shapes
+    /// - `tokens`: `[b, t]` (t ≤ ctx_len) → `[b, t, V]`
+    pub fn forward(
+        &self,
+        tokens: Tensor<B, 2, Int>,
+        tab: &Tables<B>,
+        mode: QuantMode,
+    ) -> Tensor<B, 3> {
+        // Q3 once: the same int8 table feeds the lookup and the tied head (Q4).
+        let emb = ste(self.embed.val(), mode.embed, absmax_int8);
+        let mut x = burn::tensor::module::embedding(emb.clone(), tokens);
+        for layer in &self.layers {
+            x = x.clone() + layer.attn.forward(layer.attn_norm.forward(x), tab, mode);
+            x = x.clone() + layer.ffn.forward(layer.ffn_norm.forward(x), mode);
+        }
+        let h = quantize_input(self.final_norm.forward(x), mode);
+        burn::tensor::module::linear(h, emb.transpose(), None)
+    }
+
+    /// Sum of the negative log-likelihoods (nats) of `targets` and their count.
+    ///
+    /// # Shapes
+    /// - `tokens`, `targets`: `[b, t]`
+    pub fn nll_sum(
+        &self,
+        tokens: Tensor<B, 2, Int>,
+        targets: Tensor<B, 2, Int>,
+        tab: &Tables<B>,
+        mode: QuantMode,
+    ) -> Tensor<B, 1> {
+        let [b, t] = tokens.dims();
+        let logits = self.forward(tokens, tab, mode);
+        let v = logits.dims()[2];
+        let logp = log_softmax(logits.reshape([b * t, v]), 1);
+        logp.gather(1, targets.reshape([b * t, 1])).sum().neg()
+    }
+}

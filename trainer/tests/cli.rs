@@ -1,0 +1,180 @@
+//! Bad inputs: each gives one clear `error:` line and a non-zero exit before any training.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("trainer-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn corpus(dir: &Path, text: &str) -> PathBuf {
+    let p = dir.join("corpus.txt");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// Runs the trainer and returns (exit code, stderr).
+fn run(args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_trainer"))
+        .args(args)
+        .args(["--backend", "cpu", "--quiet"])
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn expect_error(args: &[&str], needle: &str) {
+    let (code, err) = run(args);
+    assert_ne!(code, 0, "args {args:?} should fail; stderr: {err}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "one line expected, got: {err}");
+    assert!(lines[0].starts_with("error: "), "{err}");
+    assert!(err.contains(needle), "expected `{needle}` in: {err}");
+}
+
+#[test]
+fn bad_inputs_fail_with_one_line() {
+    let d = tmp("bad");
+    let good = corpus(&d, &"to be or not to be, that is the question. ".repeat(40));
+    let good = good.to_str().unwrap();
+    let out = d.join("run");
+    let out = out.to_str().unwrap();
+
+    let missing = d.join("nope.txt");
+    expect_error(
+        &[
+            "--data",
+            missing.to_str().unwrap(),
+            "--preset",
+            "tiny",
+            "--out",
+            out,
+        ],
+        "does not exist",
+    );
+
+    let empty = d.join("empty.txt");
+    std::fs::write(&empty, "").unwrap();
+    expect_error(
+        &[
+            "--data",
+            empty.to_str().unwrap(),
+            "--preset",
+            "tiny",
+            "--out",
+            out,
+        ],
+        "empty",
+    );
+
+    let short = d.join("short.txt");
+    std::fs::write(&short, "abcdefghijklmnopqrstuvwxyz").unwrap();
+    expect_error(
+        &[
+            "--data",
+            short.to_str().unwrap(),
+            "--preset",
+            "tiny",
+            "--out",
+            out,
+        ],
+        "needs at least",
+    );
+
+    // An output dir below a regular file cannot be created (root can write anywhere else).
+    let blocked = d.join("file-not-dir");
+    std::fs::write(&blocked, "x").unwrap();
+    let unwritable = blocked.join("run");
+    expect_error(
+        &[
+            "--data",
+            good,
+            "--preset",
+            "tiny",
+            "--out",
+            unwritable.to_str().unwrap(),
+        ],
+        "output dir",
+    );
+
+    expect_error(
+        &[
+            "--data", good, "--preset", "tiny", "--out", out, "--heads", "3",
+        ],
+        "must divide d_model",
+    );
+    expect_error(
+        &[
+            "--data",
+            good,
+            "--preset",
+            "tiny",
+            "--out",
+            out,
+            "--kv-heads",
+            "3",
+        ],
+        "must divide heads",
+    );
+    expect_error(
+        &[
+            "--data",
+            good,
+            "--preset",
+            "tiny",
+            "--out",
+            out,
+            "--d-model",
+            "60",
+            "--heads",
+            "4",
+        ],
+        "must be even",
+    );
+    expect_error(
+        &[
+            "--data", good, "--preset", "tiny", "--out", out, "--steps", "0",
+        ],
+        "steps",
+    );
+    expect_error(
+        &["--data", good, "--preset", "tiny", "--out", out, "--resume"],
+        "no run to resume",
+    );
+
+    // An existing run is not overwritten.
+    std::fs::create_dir_all(d.join("run")).unwrap();
+    std::fs::write(d.join("run/config.json"), "{}").unwrap();
+    expect_error(
+        &["--data", good, "--preset", "tiny", "--out", out],
+        "already holds a run",
+    );
+    assert!(!Path::new(out).join("weights.safetensors").exists());
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn help_explains_flags() {
+    let out = Command::new(env!("CARGO_BIN_EXE_trainer"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--data",
+        "--preset",
+        "--out",
+        "--steps",
+        "--resume",
+        "--devices",
+        "--kv-heads",
+    ] {
+        assert!(text.contains(flag), "{flag} missing from --help");
+    }
+}
