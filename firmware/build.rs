@@ -3,15 +3,16 @@
 //!
 //! | variable | default | meaning |
 //! |---|---|---|
+//! | `FIRMWARE_MODEL` | `../models/shakespeare-mcu.bin` | model blob to embed; a relative path is relative to `firmware/` |
+//! | `FIRMWARE_CTX` | the model's `ctx_len` | context (positions) of the session; sizes the working memory |
 //! | `FIRMWARE_PROMPT` | `ROMEO:` | text the generation starts from, byte for byte (pass a newline as a newline, e.g. `$'a\nb'` in bash) |
 //! | `FIRMWARE_TOKENS` | `100` | number of tokens to generate after the prompt |
 //! | `FIRMWARE_SEED` | `1` | sampling seed (`u64`) |
-//! | `FIRMWARE_TEMPERATURE` | `0` | sampling temperature; `0` = greedy |
+//! | `FIRMWARE_TEMPERATURE` | `0` | sampling temperature as a decimal (at most 3 decimals, e.g. `0.8`); `0` = greedy |
 //! | `FIRMWARE_TOP_K` | `0` | sample among the `k` most likely tokens; `0` = all |
 //! | `FIRMWARE_SELFTEST` | (none) | `panic`, `hardfault`, `stack-overflow` or `bad-blob`: trigger that failure on purpose |
 
 use std::env;
-use std::fmt::Write as _;
 use std::fs;
 use std::path::PathBuf;
 
@@ -41,7 +42,118 @@ fn main() {
     println!("cargo:rustc-link-arg-bins=-Tdefmt.x");
 
     let settings = Settings::from_env();
-    fs::write(out.join("settings.rs"), settings.to_rust()).expect("write settings.rs");
+    let model = ModelInfo::load(&manifest_dir, board);
+    let mut rust = settings.to_rust();
+    rust.push_str(&model.to_rust());
+    fs::write(out.join("settings.rs"), rust).expect("write settings.rs");
+}
+
+/// RAM of each board, and what must stay free besides the working memory.
+const fn ram_bytes(board: &str) -> usize {
+    match board.as_bytes() {
+        b"pico2" => 512 * 1024,
+        _ => 4 * 1024 * 1024,
+    }
+}
+/// Kept free for the stack (the forward pass needs little; the guard catches overflow).
+const STACK_RESERVE: usize = 32 * 1024;
+/// Other statics (defmt, drivers, the prompt's tokens): a generous bound.
+const STATICS_RESERVE: usize = 8 * 1024;
+/// Flash both boards have (4 MiB), less room for the code.
+const FLASH_FOR_MODEL: usize = 4 * 1024 * 1024 - 256 * 1024;
+
+/// The embedded model: its path, and the working memory a session needs.
+struct ModelInfo {
+    path: PathBuf,
+    ctx_len: u32,
+    work_bytes: usize,
+}
+
+impl ModelInfo {
+    fn load(manifest_dir: &std::path::Path, board: &str) -> Self {
+        let given = var("FIRMWARE_MODEL");
+        let path = manifest_dir.join(given.as_deref().unwrap_or("../models/shakespeare-mcu.bin"));
+        println!("cargo:rerun-if-changed={}", path.display());
+        let bytes = fs::read(&path).unwrap_or_else(|e| {
+            fail(&format!(
+                "cannot read the model blob {} ({e}){}.\n\
+                 Pass a model at build time: FIRMWARE_MODEL=/path/to/model.bin cargo build --release \
+                 (a relative path is relative to firmware/), or run `firmware/run-qemu.sh MODEL PROMPT TOKENS SEED`.\n\
+                 A random-weight test model: cargo run -p runtime --features writer --example random_blob -- \
+                 /tmp/mcu.bin --preset mcu --seed 1",
+                path.display(),
+                if given.is_none() { " (the default; set FIRMWARE_MODEL to use another)" } else { "" }
+            ))
+        });
+        let model = runtime::Model::from_bytes(&bytes).unwrap_or_else(|e| {
+            fail(&format!(
+                "the model blob {} is not valid: {e}",
+                path.display()
+            ))
+        });
+        let config = *model.config();
+        let ctx_len = match var("FIRMWARE_CTX") {
+            None => config.ctx_len,
+            Some(text) => text
+                .trim()
+                .parse()
+                .ok()
+                .filter(|&c| c >= 1 && c <= config.ctx_len)
+                .unwrap_or_else(|| {
+                    fail(&format!(
+                        "FIRMWARE_CTX={text:?}: expected 1..={}",
+                        config.ctx_len
+                    ))
+                }),
+        };
+        let work_bytes = model.session_bytes(ctx_len);
+        let ram = ram_bytes(board);
+        let available = ram - STACK_RESERVE - STATICS_RESERVE;
+        if work_bytes > available {
+            fail(&format!(
+                "the model {} needs {work_bytes} bytes of working memory for a context of {ctx_len} \
+                 positions, but board `{board}` has {ram} bytes of RAM, of which {available} can hold it \
+                 ({STACK_RESERVE} kept for the stack, {STATICS_RESERVE} for other statics). \
+                 Use a smaller model or a shorter context (FIRMWARE_CTX).",
+                path.display()
+            ));
+        }
+        if bytes.len() > FLASH_FOR_MODEL {
+            fail(&format!(
+                "the model {} has {} bytes; at most {FLASH_FOR_MODEL} fit in the board's flash next to the code",
+                path.display(),
+                bytes.len()
+            ));
+        }
+        ModelInfo {
+            path,
+            ctx_len,
+            work_bytes,
+        }
+    }
+
+    fn to_rust(&self) -> String {
+        let ModelInfo {
+            path,
+            ctx_len,
+            work_bytes,
+        } = self;
+        let path = path
+            .to_str()
+            .unwrap_or_else(|| fail("the model path must be UTF-8"));
+        format!(
+            "/// Positions of the session (`FIRMWARE_CTX`, default the model's `ctx_len`).
+pub const CTX_LEN: u32 = {ctx_len};
+/// Working-memory bytes the session needs (`runtime::session_bytes`).
+pub const WORK_BYTES: usize = {work_bytes};
+#[repr(C, align(16))]
+struct Aligned<T: ?Sized>(T);
+static MODEL_ALIGNED: &Aligned<[u8]> = &Aligned(*include_bytes!({path:?}));
+/// The model blob (`FIRMWARE_MODEL`), 16-byte aligned, in flash.
+pub static MODEL: &[u8] = &MODEL_ALIGNED.0;
+"
+        )
+    }
 }
 
 /// The generation settings, fixed at build time.
@@ -49,7 +161,7 @@ struct Settings {
     prompt: String,
     tokens: u32,
     seed: u64,
-    temperature: String,
+    temperature_milli: u32,
     top_k: u32,
     selftest: &'static str,
 }
@@ -59,7 +171,15 @@ impl Settings {
         let prompt = var("FIRMWARE_PROMPT").unwrap_or_else(|| "ROMEO:".into());
         let tokens = parse("FIRMWARE_TOKENS", 100);
         let seed = parse("FIRMWARE_SEED", 1);
-        let temperature = var("FIRMWARE_TEMPERATURE").unwrap_or_else(|| "0".into());
+        let temperature_milli = match var("FIRMWARE_TEMPERATURE") {
+            None => 0,
+            Some(text) => parse_milli(&text).unwrap_or_else(|| {
+                fail(&format!(
+                    "FIRMWARE_TEMPERATURE={text:?}: expected a decimal number with at most 3 \
+                     decimals, e.g. 0.8"
+                ))
+            }),
+        };
         let top_k = parse("FIRMWARE_TOP_K", 0);
         let selftest = match var("FIRMWARE_SELFTEST").as_deref() {
             None | Some("") => "None",
@@ -75,49 +195,37 @@ impl Settings {
             prompt,
             tokens,
             seed,
-            temperature,
+            temperature_milli,
             top_k,
             selftest,
         }
     }
 
     fn to_rust(&self) -> String {
-        let mut s =
-            String::from("// Generated by build.rs from FIRMWARE_* environment variables.\n");
-        writeln!(
-            s,
-            "/// Text the generation starts from (`FIRMWARE_PROMPT`)."
+        let Settings {
+            prompt,
+            tokens,
+            seed,
+            temperature_milli,
+            top_k,
+            selftest,
+        } = self;
+        format!(
+            "// Generated by build.rs from the FIRMWARE_* environment variables.
+/// Text the generation starts from (`FIRMWARE_PROMPT`).
+pub const PROMPT: &str = {prompt:?};
+/// Tokens generated after the prompt (`FIRMWARE_TOKENS`).
+pub const TOKENS: u32 = {tokens};
+/// Sampling seed (`FIRMWARE_SEED`).
+pub const SEED: u64 = {seed};
+/// Sampling temperature in thousandths, 0 = greedy (`FIRMWARE_TEMPERATURE`).
+pub const TEMPERATURE_MILLI: u32 = {temperature_milli};
+/// Top-k cut-off, 0 = none (`FIRMWARE_TOP_K`).
+pub const TOP_K: u32 = {top_k};
+/// Failure to trigger on purpose (`FIRMWARE_SELFTEST`).
+pub const SELFTEST: Option<SelfTest> = {selftest};
+"
         )
-        .unwrap();
-        writeln!(s, "pub const PROMPT: &str = {:?};", self.prompt).unwrap();
-        writeln!(
-            s,
-            "/// Tokens generated after the prompt (`FIRMWARE_TOKENS`)."
-        )
-        .unwrap();
-        writeln!(s, "pub const TOKENS: u32 = {};", self.tokens).unwrap();
-        writeln!(s, "/// Sampling seed (`FIRMWARE_SEED`).").unwrap();
-        writeln!(s, "pub const SEED: u64 = {};", self.seed).unwrap();
-        writeln!(
-            s,
-            "/// Sampling temperature as written (`FIRMWARE_TEMPERATURE`)."
-        )
-        .unwrap();
-        writeln!(s, "pub const TEMPERATURE: &str = {:?};", self.temperature).unwrap();
-        writeln!(s, "/// Top-k cut-off, 0 = none (`FIRMWARE_TOP_K`).").unwrap();
-        writeln!(s, "pub const TOP_K: u32 = {};", self.top_k).unwrap();
-        writeln!(
-            s,
-            "/// Failure to trigger on purpose (`FIRMWARE_SELFTEST`)."
-        )
-        .unwrap();
-        writeln!(
-            s,
-            "pub const SELFTEST: Option<SelfTest> = {};",
-            self.selftest
-        )
-        .unwrap();
-        s
     }
 }
 
@@ -134,6 +242,21 @@ fn parse<T: std::str::FromStr>(name: &str, default: T) -> T {
             .parse()
             .unwrap_or_else(|_| fail(&format!("{name}={text:?} is not a valid number"))),
     }
+}
+
+/// `"0.8"` → 800: a decimal with at most 3 decimals, read exactly (no floating point).
+fn parse_milli(text: &str) -> Option<u32> {
+    let text = text.trim();
+    let (int, frac) = text.split_once('.').unwrap_or((text, ""));
+    if frac.len() > 3
+        || !frac.bytes().all(|b| b.is_ascii_digit())
+        || (int.is_empty() && frac.is_empty())
+    {
+        return None;
+    }
+    let int: u32 = if int.is_empty() { 0 } else { int.parse().ok()? };
+    let frac: u32 = format!("{frac:0<3}").parse().ok()?;
+    int.checked_mul(1000)?.checked_add(frac)
 }
 
 /// Stops the build with one clear message.

@@ -1,22 +1,42 @@
-//! The application: generic over the text sink, the LED and the cost counter, so the
-//! same code runs on every board.
+//! The application: load the model, encode the prompt, generate, stream the text out.
+//!
+//! Generic over the text sink (`embedded_io::Write`), the LED (`OutputPin`, toggled per
+//! token) and the cost counter, so the same code runs on every board.
+
+use core::fmt;
 
 use embedded_hal::digital::OutputPin;
 use embedded_io::Write;
+use runtime::{EncodeError, Error, Generator, LoadError, Model, SamplerConfig, Session};
 
-use crate::cost::CostCounter;
+use crate::cost::{CostCounter, PhaseCost};
 use crate::settings::{self, SelfTest};
 
+/// Longest prompt, in tokens (a character-level prompt: one token per character).
+const MAX_PROMPT_TOKENS: usize = 256;
+
 /// Why the application stopped early.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, defmt::Format)]
 pub enum AppError {
+    /// The model blob failed validation.
+    Load(LoadError),
+    /// The prompt could not be encoded with the model's vocabulary.
+    Encode(EncodeError),
+    /// The runtime refused a step (buffer too small, context full, ...).
+    Run(Error),
+    /// The working memory was already handed out.
+    WorkMemoryTaken,
     /// Writing to the text sink failed.
     Output,
 }
 
-impl core::fmt::Display for AppError {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+impl fmt::Display for AppError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            AppError::Load(e) => write!(f, "the model blob was rejected: {e}"),
+            AppError::Encode(e) => write!(f, "the prompt cannot be encoded: {e}"),
+            AppError::Run(e) => write!(f, "generation failed: {e}"),
+            AppError::WorkMemoryTaken => f.write_str("the working memory is already in use"),
             AppError::Output => f.write_str("writing the text output failed"),
         }
     }
@@ -29,19 +49,116 @@ pub fn run<W: Write, L: OutputPin, C: CostCounter>(
     cost: &mut C,
 ) -> Result<(), AppError> {
     run_selftest();
-    let start = cost.now();
+    let blob = match settings::SELFTEST {
+        // A truncated blob must be refused, never run.
+        Some(SelfTest::BadBlob) => &settings::MODEL[..settings::MODEL.len() - 1],
+        _ => settings::MODEL,
+    };
+
+    let t0 = cost.now();
+    let model = Model::from_bytes(blob).map_err(AppError::Load)?;
+    let config = *model.config();
+    defmt::info!(
+        "model: {} bytes, vocab {}, d {}, layers {}, ffn {}, ctx {}; validated in {} {}",
+        blob.len(),
+        config.vocab_size,
+        config.d_model,
+        config.n_layers,
+        config.ffn_dim,
+        config.ctx_len,
+        cost.now() - t0,
+        C::UNIT
+    );
+
+    let mut prompt = [0u16; MAX_PROMPT_TOKENS];
+    let n_prompt = runtime::encode(&model, settings::PROMPT.as_bytes(), &mut prompt)
+        .map_err(AppError::Encode)?;
+    let prompt = &prompt[..n_prompt];
+
+    let work = crate::work::take().ok_or(AppError::WorkMemoryTaken)?;
+    defmt::info!(
+        "working memory {} bytes for a context of {} (needs {})",
+        work.len(),
+        settings::CTX_LEN,
+        model.session_bytes(settings::CTX_LEN)
+    );
+    let mut session = Session::new(model, settings::CTX_LEN, work).map_err(AppError::Run)?;
+
+    let sampling = SamplerConfig {
+        temperature_milli: settings::TEMPERATURE_MILLI,
+        top_k: settings::TOP_K,
+        seed: settings::SEED,
+    };
+    defmt::info!(
+        "prompt {} tokens, generating {} (temperature {}/1000, top-k {}, seed {})",
+        n_prompt,
+        settings::TOKENS,
+        sampling.temperature_milli,
+        sampling.top_k,
+        sampling.seed
+    );
     out.write_all(settings::PROMPT.as_bytes())
         .map_err(|_| AppError::Output)?;
-    let _ = led.set_high();
     out.flush().map_err(|_| AppError::Output)?;
-    defmt::info!("wrote prompt in {} {}", cost.now() - start, C::UNIT);
+
+    let mut generator = Generator::new(&mut session, prompt, sampling);
+    // The first call runs the prompt (prefill) and samples; each later call forwards the
+    // previous token and samples (decode).
+    let mut prefill = PhaseCost::default();
+    let mut decode = PhaseCost::default();
+    let mut led_on = false;
+    for i in 0..settings::TOKENS {
+        let t = cost.now();
+        let Some(token) = generator.next_token().map_err(AppError::Run)? else {
+            defmt::warn!("context full after {} generated tokens", i);
+            break;
+        };
+        let spent = cost.now() - t;
+        if i == 0 {
+            prefill.tokens = n_prompt as u32;
+            prefill.total = spent;
+        } else {
+            decode.add(spent);
+        }
+        out.write_all(runtime::decode(generator.session().model(), token))
+            .map_err(|_| AppError::Output)?;
+        out.flush().map_err(|_| AppError::Output)?;
+        led_on = !led_on;
+        let _ = if led_on {
+            led.set_high()
+        } else {
+            led.set_low()
+        };
+        defmt::debug!("token {} = {}: {} {}", i, token, spent, C::UNIT);
+    }
+    let _ = led.set_low();
+
+    defmt::info!(
+        "cost: prefill {} tokens {} {} ({} per token); decode {} tokens {} {} ({} per token)",
+        prefill.tokens,
+        prefill.total,
+        C::UNIT,
+        prefill.per_token(),
+        decode.tokens,
+        decode.total,
+        C::UNIT,
+        decode.per_token()
+    );
+    let per_token = decode.per_token().max(1);
+    let milli_tokens_per_s = C::PER_SECOND * 1000 / per_token;
+    defmt::info!(
+        "decode: {}.{=u64:03} tokens/s at 150 MHz ({})",
+        milli_tokens_per_s / 1000,
+        milli_tokens_per_s % 1000,
+        C::RATE_NOTE
+    );
     Ok(())
 }
 
 /// Triggers the failure asked for by `FIRMWARE_SELFTEST`, to check that it is reported.
 fn run_selftest() {
     match settings::SELFTEST {
-        None => {}
+        None | Some(SelfTest::BadBlob) => {}
         Some(SelfTest::Panic) => panic!("self-test panic"),
         Some(SelfTest::HardFault) => {
             // A load from an address with nothing behind it: a BusFault, escalated.
@@ -53,6 +170,5 @@ fn run_selftest() {
             let sum = crate::fault::recurse(0);
             defmt::error!("recursion returned {}", sum);
         }
-        Some(SelfTest::BadBlob) => {}
     }
 }

@@ -5,6 +5,12 @@ pub trait CostCounter {
     /// What one count is, for the log ("cycles", "instructions").
     const UNIT: &'static str;
 
+    /// Counts per second of a 150 MHz Cortex-M33 (exact for cycles, an estimate otherwise).
+    const PER_SECOND: u64 = 150_000_000;
+
+    /// How a rate computed from [`PER_SECOND`](Self::PER_SECOND) is to be read.
+    const RATE_NOTE: &'static str;
+
     /// Counts since start-up. Never wraps in practice (64 bits).
     fn now(&mut self) -> u64;
 }

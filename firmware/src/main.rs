@@ -14,6 +14,7 @@ mod app;
 mod cost;
 mod fault;
 mod settings;
+mod work;
 
 #[cfg_attr(feature = "pico2", path = "board/pico2.rs")]
 #[cfg_attr(feature = "qemu", path = "board/qemu.rs")]

@@ -188,6 +188,7 @@ pub struct DwtCycles {
 
 impl CostCounter for DwtCycles {
     const UNIT: &'static str = "cycles";
+    const RATE_NOTE: &'static str = "measured with DWT CYCCNT";
 
     fn now(&mut self) -> u64 {
         let now = cortex_m::peripheral::DWT::cycle_count();

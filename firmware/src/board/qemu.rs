@@ -205,6 +205,8 @@ impl IcountSysTick {
 
 impl CostCounter for IcountSysTick {
     const UNIT: &'static str = "instructions";
+    const RATE_NOTE: &'static str =
+        "estimate: instructions are not cycles; assumes one instruction per cycle";
 
     fn now(&mut self) -> u64 {
         Self::ticks() * 25 / 64
