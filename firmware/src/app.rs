@@ -59,11 +59,13 @@ pub fn run<W: Write, L: OutputPin, C: CostCounter>(
     let model = Model::from_bytes(blob).map_err(AppError::Load)?;
     let config = *model.config();
     defmt::info!(
-        "model: {} bytes, vocab {}, d {}, layers {}, ffn {}, ctx {}; validated in {} {}",
+        "model: {} bytes, vocab {}, d {}, layers {}, heads {}/{}, ffn {}, ctx {}; validated in {} {}",
         blob.len(),
         config.vocab_size,
         config.d_model,
         config.n_layers,
+        config.n_heads,
+        config.n_kv_heads,
         config.ffn_dim,
         config.ctx_len,
         cost.now() - t0,
