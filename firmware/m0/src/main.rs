@@ -35,7 +35,11 @@ fn main() -> ! {
         let n = runtime::encode(&model, b"ROMEO:", &mut prompt).unwrap_or(0);
         let ctx = model.config().ctx_len;
         if let Ok(mut session) = Session::new(model, ctx, work) {
-            let sampling = SamplerConfig { temperature_milli: 800, top_k: 40, seed: 1 };
+            let sampling = SamplerConfig {
+                temperature_milli: 800,
+                top_k: 40,
+                seed: 1,
+            };
             let mut generator = Generator::new(&mut session, &prompt[..n], sampling);
             while let Ok(Some(token)) = generator.next_token() {
                 for &b in runtime::decode(generator.session().model(), token) {

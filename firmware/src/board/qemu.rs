@@ -172,6 +172,9 @@ impl embedded_hal::digital::OutputPin for FpgaLed {
 /// instructions. Without `-icount` the count follows host time and means little.
 pub struct IcountSysTick {
     _syst: SYST,
+    /// Last value returned: without `-icount` QEMU can show a wrapped counter before it
+    /// pends the exception, so a value below this one is corrected by one period.
+    last: u64,
 }
 
 /// SysTick reload: the full 24 bits.
@@ -185,7 +188,10 @@ impl IcountSysTick {
         syst.clear_current();
         syst.enable_interrupt();
         syst.enable_counter();
-        IcountSysTick { _syst: syst }
+        IcountSysTick {
+            _syst: syst,
+            last: 0,
+        }
     }
 
     fn ticks() -> u64 {
@@ -209,7 +215,12 @@ impl CostCounter for IcountSysTick {
         "estimate: instructions are not cycles; assumes one instruction per cycle";
 
     fn now(&mut self) -> u64 {
-        Self::ticks() * 25 / 64
+        let mut ticks = Self::ticks();
+        if ticks < self.last {
+            ticks += u64::from(RELOAD) + 1;
+        }
+        self.last = ticks;
+        ticks * 25 / 64
     }
 }
 
