@@ -1,0 +1,213 @@
+//! Error types: small `Copy` enums with `Display` (and `defmt::Format` behind the `defmt` feature).
+
+use core::fmt;
+
+/// Why a blob was refused by [`Model::from_bytes`](crate::Model::from_bytes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum LoadError {
+    /// Shorter than the fixed 32-byte prefix.
+    TooShort,
+    /// The first 8 bytes are not the blob magic.
+    BadMagic,
+    /// A major version this runtime cannot read.
+    UnsupportedVersion {
+        /// Major version found.
+        major: u16,
+        /// Minor version found.
+        minor: u16,
+    },
+    /// Header / data lengths or offsets in the prefix disagree with the blob length.
+    BadLength,
+    /// The CRC-32 over header and data does not match.
+    Checksum {
+        /// CRC-32 stored in the prefix.
+        stored: u32,
+        /// CRC-32 computed over the bytes.
+        computed: u32,
+    },
+    /// The postcard header could not be decoded, or has trailing bytes.
+    BadHeader,
+    /// A dimension is zero, inconsistent or too large.
+    BadConfig(ConfigError),
+    /// Tensor-table entry `index` differs from the canonical layout for this config.
+    BadTensorTable {
+        /// Position in the table.
+        index: u32,
+    },
+    /// A section holds a value outside its allowed set (see `FORMAT.md`, "Loader guarantees").
+    BadSection {
+        /// Which section.
+        section: Section,
+        /// Byte offset of the offending element inside the section.
+        offset: u32,
+    },
+}
+
+/// Which dimension check failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum ConfigError {
+    /// A dimension is zero.
+    Zero,
+    /// A dimension exceeds the documented maximum (`FORMAT.md`, "Limits").
+    TooLarge,
+    /// `d_model` is not `n_heads · head_dim` with an even `head_dim`.
+    HeadDim,
+    /// `n_heads` is not a multiple of `n_kv_heads`.
+    KvHeads,
+    /// `norm_eps` is zero or outside the storable exponent range.
+    NormEps,
+    /// The blob would exceed 4 GiB.
+    Size,
+}
+
+/// Sections of the data region (for [`LoadError::BadSection`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Section {
+    /// `vocab_offsets` / `vocab_bytes`.
+    Vocab,
+    /// Padding bytes of the embedding rows.
+    Embedding,
+    /// A row-scale or matrix-scale [`Dyadic`](crate::Dyadic).
+    Scale,
+    /// The RoPE table.
+    Rope,
+    /// A ternary matrix (an invalid code `0b10` or a non-zero padding code).
+    Ternary,
+    /// Bytes between sections (must be zero).
+    Padding,
+}
+
+/// Why a session could not be made or a step could not run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Error {
+    /// The working-memory buffer is smaller than [`session_bytes`](crate::session_bytes).
+    BufferTooSmall {
+        /// Bytes needed.
+        needed: u32,
+        /// Bytes given.
+        given: u32,
+    },
+    /// A session context longer than the model's `ctx_len` (its RoPE table), or zero.
+    BadContextLength {
+        /// Requested.
+        requested: u32,
+        /// The model's `ctx_len`.
+        max: u32,
+    },
+    /// All positions of the session are used; call `reset`.
+    ContextFull,
+    /// A token id `>= vocab_size`.
+    TokenOutOfRange(u16),
+    /// Generation needs at least one prompt token.
+    EmptyPrompt,
+}
+
+/// Why a text could not be encoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum EncodeError {
+    /// No token starts with the text at byte `offset`.
+    Unknown {
+        /// Byte offset into the text.
+        offset: u32,
+        /// The byte found there.
+        byte: u8,
+        /// The UTF-8 character starting there, if the bytes decode as one.
+        ch: Option<char>,
+    },
+    /// The output slice is full; `needed_at_least` tokens did not fit.
+    OutputFull {
+        /// Tokens written before it ran out.
+        written: u32,
+    },
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            LoadError::TooShort => write!(f, "blob shorter than its 32-byte prefix"),
+            LoadError::BadMagic => write!(f, "not a model blob (bad magic)"),
+            LoadError::UnsupportedVersion { major, minor } => write!(
+                f,
+                "blob format {major}.{minor} is not supported (this runtime reads major version {})",
+                crate::format::VERSION_MAJOR
+            ),
+            LoadError::BadLength => write!(f, "blob lengths disagree (truncated or inflated)"),
+            LoadError::Checksum { stored, computed } => write!(
+                f,
+                "checksum mismatch: stored {stored:#010x}, computed {computed:#010x}"
+            ),
+            LoadError::BadHeader => write!(f, "header does not decode"),
+            LoadError::BadConfig(e) => write!(f, "bad model config: {e}"),
+            LoadError::BadTensorTable { index } => {
+                write!(f, "tensor table entry {index} differs from the canonical layout")
+            }
+            LoadError::BadSection { section, offset } => {
+                write!(f, "invalid value in {section:?} section at byte {offset}")
+            }
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ConfigError::Zero => "a dimension is zero",
+            ConfigError::TooLarge => "a dimension exceeds the runtime's limits",
+            ConfigError::HeadDim => "d_model must be n_heads * head_dim with head_dim even",
+            ConfigError::KvHeads => "n_heads must be a multiple of n_kv_heads",
+            ConfigError::NormEps => "norm_eps is zero or out of range",
+            ConfigError::Size => "the blob would exceed 4 GiB",
+        })
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Error::BufferTooSmall { needed, given } => {
+                write!(
+                    f,
+                    "working memory too small: {given} bytes given, {needed} needed"
+                )
+            }
+            Error::BadContextLength { requested, max } => {
+                write!(f, "context length {requested} not in 1..={max}")
+            }
+            Error::ContextFull => write!(f, "context is full"),
+            Error::TokenOutOfRange(t) => write!(f, "token id {t} is outside the vocabulary"),
+            Error::EmptyPrompt => write!(f, "the prompt has no tokens"),
+        }
+    }
+}
+
+impl fmt::Display for EncodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            EncodeError::Unknown {
+                offset,
+                byte,
+                ch: Some(c),
+            } => write!(
+                f,
+                "character {c:?} (byte {byte:#04x}) at byte offset {offset} is not in the vocabulary"
+            ),
+            EncodeError::Unknown {
+                offset,
+                byte,
+                ch: None,
+            } => write!(f, "byte {byte:#04x} at offset {offset} is not in the vocabulary"),
+            EncodeError::OutputFull { written } => {
+                write!(f, "token buffer full after {written} tokens")
+            }
+        }
+    }
+}
+
+impl core::error::Error for LoadError {}
+impl core::error::Error for Error {}
+impl core::error::Error for EncodeError {}

@@ -1,0 +1,374 @@
+//! Fixed-point building blocks: the [`Dyadic`] scale type, rounding shifts, the integer `exp`.
+//!
+//! Per-element data (activations, weights, residual stream) are plain integers. Every real
+//! factor that multiplies a whole vector (a norm's `1/rms`, an activation scale, a matrix scale
+//! `γ`, an attention weight) is a [`Dyadic`]: a 32-bit mantissa and a power-of-two exponent, so
+//! its relative precision is 2^-31 whatever its magnitude. Dyadic arithmetic costs a handful of
+//! 64-bit operations and runs once per vector or per head, never per weight.
+
+use serde::{Deserialize, Serialize};
+
+/// A non-negative real number `mant · 2^exp`.
+///
+/// In the blob (matrix scales `γ`, embedding row scales, `norm_eps`) any `mant`/`exp` pair
+/// within the validated exponent range is accepted; `tools pack` should write the normalized
+/// form (`mant` in `[2^31, 2^32)`), see `FORMAT.md` §"Fixed-point formats". Inside the runtime
+/// every value is kept normalized (or is zero: `mant == 0`, `exp == 0`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[repr(C)]
+pub struct Dyadic {
+    /// Mantissa (an unsigned integer).
+    pub mant: u32,
+    /// Power-of-two exponent: the value is `mant · 2^exp`.
+    pub exp: i32,
+}
+
+/// Smallest exponent a stored [`Dyadic`] may have (validated at load).
+pub const DYADIC_EXP_MIN: i32 = -160;
+/// Largest exponent a stored [`Dyadic`] may have (validated at load).
+pub const DYADIC_EXP_MAX: i32 = 96;
+
+/// Internal exponent clamp: results smaller than `2^-2000` become zero, larger saturate.
+const EXP_FLOOR: i32 = -2000;
+const EXP_CEIL: i32 = 2000;
+
+/// `1/127` (the int8 absmax step), normalized.
+pub(crate) const INV_127: Dyadic = Dyadic::ratio(1, 127);
+
+impl Dyadic {
+    /// Zero.
+    pub const ZERO: Dyadic = Dyadic { mant: 0, exp: 0 };
+    /// One (normalized).
+    pub const ONE: Dyadic = Dyadic {
+        mant: 1 << 31,
+        exp: -31,
+    };
+
+    /// `true` when the exponent lies in the range a blob may store.
+    pub const fn is_storable(self) -> bool {
+        self.exp >= DYADIC_EXP_MIN && self.exp <= DYADIC_EXP_MAX
+    }
+
+    /// `true` for zero.
+    pub const fn is_zero(self) -> bool {
+        self.mant == 0
+    }
+
+    /// `2^e`.
+    pub const fn pow2(e: i32) -> Dyadic {
+        Dyadic {
+            mant: 1 << 31,
+            exp: e.saturating_sub(31),
+        }
+    }
+
+    /// `m · 2^e`, normalized with round-to-nearest.
+    pub const fn from_u64(m: u64, e: i32) -> Dyadic {
+        if m == 0 {
+            return Dyadic::ZERO;
+        }
+        let lz = m.leading_zeros() as i32;
+        let (mant, e) = if lz >= 32 {
+            ((m << (lz - 32)) as u32 as u64, e.saturating_sub(lz - 32))
+        } else {
+            let sh = 32 - lz; // 1..=32
+            let r = (m >> (sh - 1)).div_ceil(2); // round half up, may reach 2^32
+            (r, e.saturating_add(sh))
+        };
+        let (mant, e) = if mant >> 32 != 0 {
+            (mant >> 1, e.saturating_add(1))
+        } else {
+            (mant, e)
+        };
+        if e < EXP_FLOOR {
+            Dyadic::ZERO
+        } else if e > EXP_CEIL {
+            Dyadic {
+                mant: u32::MAX,
+                exp: EXP_CEIL,
+            }
+        } else {
+            Dyadic {
+                mant: mant as u32,
+                exp: e,
+            }
+        }
+    }
+
+    /// `num / den` (for constants; `den > 0`), normalized.
+    pub const fn ratio(num: u32, den: u32) -> Dyadic {
+        Dyadic::from_u64(num as u64, 0).div(Dyadic::from_u64(den as u64, 0))
+    }
+
+    /// The same value in normalized form.
+    pub const fn normalized(self) -> Dyadic {
+        Dyadic::from_u64(self.mant as u64, self.exp)
+    }
+
+    /// `self · other`.
+    pub const fn mul(self, other: Dyadic) -> Dyadic {
+        // < 2^64: both mantissas are < 2^32.
+        Dyadic::from_u64(
+            self.mant as u64 * other.mant as u64,
+            self.exp.saturating_add(other.exp),
+        )
+    }
+
+    /// `self / other`; division by zero gives the largest value.
+    pub const fn div(self, other: Dyadic) -> Dyadic {
+        let a = self.normalized();
+        let b = other.normalized();
+        if b.mant == 0 {
+            return Dyadic {
+                mant: u32::MAX,
+                exp: EXP_CEIL,
+            };
+        }
+        // a.mant << 32 ≤ 2^64 − 2^32 and b.mant/2 < 2^31: the rounded numerator fits u64.
+        let q = ((a.mant as u64) << 32).saturating_add(b.mant as u64 / 2) / b.mant as u64;
+        Dyadic::from_u64(q, a.exp.saturating_sub(b.exp).saturating_sub(32))
+    }
+
+    /// `self + other`.
+    pub const fn add(self, other: Dyadic) -> Dyadic {
+        let a = self.normalized();
+        let b = other.normalized();
+        if a.mant == 0 {
+            return b;
+        }
+        if b.mant == 0 {
+            return a;
+        }
+        let (hi, lo) = if a.exp >= b.exp { (a, b) } else { (b, a) };
+        let diff = hi.exp.saturating_sub(lo.exp);
+        // Mantissas moved up by 30 bits: each < 2^62, the sum < 2^63.
+        let h = (hi.mant as u64) << 30;
+        let l = if diff >= 62 {
+            0
+        } else {
+            ((lo.mant as u64) << 30) >> diff
+        };
+        Dyadic::from_u64(h + l, hi.exp.saturating_sub(30))
+    }
+
+    /// `1 / sqrt(self)`; zero gives the largest value.
+    pub const fn rsqrt(self) -> Dyadic {
+        let a = self.normalized();
+        if a.mant == 0 {
+            return Dyadic {
+                mant: u32::MAX,
+                exp: EXP_CEIL,
+            };
+        }
+        // n · 2^e2 with e2 even and n in [2^62, 2^64).
+        let (n, e2) = if a.exp % 2 == 0 {
+            ((a.mant as u64) << 32, a.exp - 32)
+        } else {
+            ((a.mant as u64) << 31, a.exp - 31)
+        };
+        let s = n.isqrt(); // in [2^31, 2^32): sqrt(value) = s · 2^(e2/2)
+        let r = ((1u64 << 63) + s / 2) / s; // 2^63 / s, in (2^31, 2^32]
+        Dyadic::from_u64(r, -63 - e2 / 2)
+    }
+
+    /// Total order on values (for maxima).
+    pub const fn gt(self, other: Dyadic) -> bool {
+        let a = self.normalized();
+        let b = other.normalized();
+        if a.mant == 0 || b.mant == 0 {
+            return a.mant > b.mant;
+        }
+        a.exp > b.exp || (a.exp == b.exp && a.mant > b.mant)
+    }
+}
+
+/// `round(x · d · 2^frac_bits)` with `|x| < 2^31`, saturated to `±2^62`.
+///
+/// Overflow: `|x · d.mant| < 2^31 · 2^32 = 2^63` fits `i64` before the shift.
+#[inline]
+pub(crate) fn mul_round(x: i64, d: Dyadic, frac_bits: i32) -> i64 {
+    debug_assert!(x.unsigned_abs() < 1 << 31);
+    let p = x * d.mant as i64;
+    shift_round(p, d.exp.saturating_add(frac_bits))
+}
+
+/// `round(p · 2^sh)`: right shifts round half up, left shifts saturate at `±2^62`.
+#[inline]
+pub(crate) fn shift_round(p: i64, sh: i32) -> i64 {
+    if sh >= 0 {
+        if p == 0 {
+            0
+        } else if sh >= 62 || p.unsigned_abs().leading_zeros() <= sh as u32 + 1 {
+            if p > 0 {
+                1 << 62
+            } else {
+                -(1 << 62)
+            }
+        } else {
+            p << sh
+        }
+    } else {
+        let r = sh.unsigned_abs();
+        if r >= 64 {
+            0
+        } else {
+            // (p + 2^(r-1)) >> r without overflow: split into the shifted part and the carry.
+            (p >> r) + ((p >> (r - 1)) & 1)
+        }
+    }
+}
+
+/// Saturate an `i64` into `i32`.
+#[inline]
+pub(crate) fn sat_i32(v: i64) -> i32 {
+    v.clamp(i32::MIN as i64, i32::MAX as i64) as i32
+}
+
+/// Number of significant bits of `v` (0 for 0).
+#[inline]
+pub(crate) const fn bit_len(v: u64) -> u32 {
+    64 - v.leading_zeros()
+}
+
+/// `round_half_even(127 · a / m)` for `0 ≤ a ≤ m`, `0 < m < 2^24`: the int8 absmax step (Q2/Q5).
+#[inline]
+pub(crate) fn q127(a: u32, m: u32) -> i32 {
+    debug_assert!(a <= m && m > 0 && m < 1 << 24);
+    let n = 127 * a; // < 2^31
+    let q = n / m;
+    let r = n % m;
+    let up = 2 * r > m || (2 * r == m && q & 1 == 1);
+    (q + up as u32) as i32
+}
+
+/// `2^(-j/64)` in Q30 for `j = 0..64` (checked against the real function in the tests).
+const EXP2_NEG_Q30: [u32; 64] = [
+    1073741824, 1062175491, 1050733751, 1039415261, 1028218693, 1017142735, 1006186087, 995347464,
+    984625594, 974019220, 963527098, 953147997, 942880699, 932724001, 922676710, 912737649,
+    902905651, 893179563, 883558244, 874040567, 864625413, 855311680, 846098274, 836984114,
+    827968132, 819049271, 810226483, 801498734, 792865000, 784324269, 775875538, 767517817,
+    759250125, 751071493, 742980960, 734977579, 727060411, 719228525, 711481005, 703816941,
+    696235434, 688735596, 681316545, 673977412, 666717336, 659535466, 652430958, 645402981,
+    638450708, 631573326, 624770026, 618040012, 611382493, 604796689, 598281827, 591837143,
+    585461881, 579155293, 572916640, 566745190, 560640218, 554601009, 548626854, 542717053,
+];
+/// `log2(e)` in Q30.
+const LOG2E_Q30: i64 = 1549082005;
+/// `ln(2)` in Q30.
+const LN2_Q30: i64 = 744261118;
+
+/// `exp(-z / 2^24)` in Q30 (so `exp_neg_q24(0) == 2^30`), for `z ≥ 0` given in Q24.
+///
+/// Method: `t = z · log2(e)` (Q26), `2^-t = 2^-n · 2^(-j/64) · 2^(-r)` with a 64-entry table
+/// and a cubic for `2^(-r) = e^(-x)`, `x = r·ln2 < 0.0109` (truncation error < 6e-10). The
+/// relative error is below 1e-7 for results above 0.05 and the absolute error below 1e-8
+/// (measured in the tests); results below 2^-30 flush to zero
+/// (`z ≥ 21.5` nats).
+pub(crate) fn exp_neg_q24(z: u64) -> u32 {
+    // Beyond 32 nats the result is 0; below, z · LOG2E_Q30 < 2^29 · 2^31 = 2^60.
+    if z >= 32 << 24 {
+        return 0;
+    }
+    let t = ((z as i64 * LOG2E_Q30 + (1 << 27)) >> 28) as u64; // Q26, error ≤ 2^-27
+    let n = t >> 26;
+    if n >= 31 {
+        return 0;
+    }
+    let f = t & ((1 << 26) - 1);
+    let j = (f >> 20) as usize; // 0..64
+    let r = (f & ((1 << 20) - 1)) as i64; // Q26, < 2^20 (r < 1/64)
+    let x = (r * LN2_Q30) >> 26; // Q30, < 0.0109 · 2^30; r · LN2_Q30 < 2^50
+    let x2 = (x * x) >> 30;
+    let x3 = (x2 * x) >> 30;
+    let poly = (1i64 << 30) - x + x2 / 2 - x3 / 6; // e^(-x) in Q30, in (0, 2^30]
+    let table = match EXP2_NEG_Q30.get(j) {
+        Some(&v) => v as i64,
+        None => 0,
+    };
+    // table · poly < 2^60; the product is Q60, back to Q30 with rounding, then 2^-n.
+    let v = (table * poly + (1 << 29)) >> 30;
+    ((v + ((1 << n) >> 1)) >> n) as u32
+}
+
+#[cfg(test)]
+#[allow(clippy::float_arithmetic)] // the tests compare with real-valued references
+mod tests {
+    use super::*;
+
+    fn val(d: Dyadic) -> f64 {
+        d.mant as f64 * (d.exp as f64).exp2()
+    }
+
+    #[test]
+    fn table_matches_exp2() {
+        for (j, &v) in EXP2_NEG_Q30.iter().enumerate() {
+            let want = (-(j as f64) / 64.0).exp2() * (1u64 << 30) as f64;
+            assert!((v as f64 - want).abs() <= 0.5, "j={j}");
+        }
+        assert_eq!(
+            LOG2E_Q30,
+            (std::f64::consts::LOG2_E * 2f64.powi(30)).round() as i64
+        );
+        assert_eq!(
+            LN2_Q30,
+            (std::f64::consts::LN_2 * 2f64.powi(30)).round() as i64
+        );
+    }
+
+    #[test]
+    fn exp_accuracy() {
+        let mut worst_rel: f64 = 0.0;
+        let mut worst_abs: f64 = 0.0;
+        for z in (0u64..(24 << 24)).step_by(37 << 8) {
+            let got = exp_neg_q24(z) as f64 / 2f64.powi(30);
+            let want = (-(z as f64) / 16777216.0).exp();
+            worst_abs = worst_abs.max((got - want).abs());
+            if want > 0.05 {
+                worst_rel = worst_rel.max((got - want).abs() / want);
+            }
+        }
+        assert!(worst_rel < 1e-7, "rel {worst_rel}");
+        assert!(worst_abs < 1e-8, "abs {worst_abs}");
+        assert_eq!(exp_neg_q24(0), 1 << 30);
+        assert_eq!(exp_neg_q24(u64::MAX), 0);
+    }
+
+    #[test]
+    fn dyadic_ops() {
+        let xs = [
+            1e-9, 3.3e-5, 0.001, 0.5, 1.0, 1.5, 7.0, 127.0, 12345.678, 3.1e9,
+        ];
+        let to = |x: f64| {
+            let e = x.log2().floor() as i32 - 31;
+            Dyadic::from_u64((x / (e as f64).exp2()).round() as u64, e)
+        };
+        for &a in &xs {
+            for &b in &xs {
+                let (da, db) = (to(a), to(b));
+                let rel = |g: f64, w: f64| ((g - w) / w).abs();
+                assert!(rel(val(da.mul(db)), a * b) < 1e-9);
+                assert!(rel(val(da.div(db)), a / b) < 1e-9);
+                assert!(rel(val(da.add(db)), a + b) < 1e-9);
+            }
+            assert!(((val(to(a).rsqrt()) - 1.0 / a.sqrt()) * a.sqrt()).abs() < 1e-9);
+        }
+        assert!((val(INV_127) - 1.0 / 127.0).abs() < 1e-12);
+        assert_eq!(val(Dyadic::ONE), 1.0);
+        assert!(to(2.0).gt(to(1.5)) && !to(1.5).gt(to(2.0)) && to(1e-9).gt(Dyadic::ZERO));
+    }
+
+    #[test]
+    fn rounding_helpers() {
+        assert_eq!(shift_round(5, -1), 3);
+        assert_eq!(shift_round(-5, -1), -2);
+        assert_eq!(shift_round(i64::MAX, -1), 1 << 62);
+        assert_eq!(shift_round(1, 70), 1 << 62);
+        assert_eq!(shift_round(-3, 2), -12);
+        assert_eq!(q127(1, 2), 64); // 63.5 -> 64 (even)
+        assert_eq!(q127(5, 10), 64);
+        assert_eq!(q127(3, 6), 64);
+        assert_eq!(q127(7, 7), 127);
+        assert_eq!(q127(0, 7), 0);
+        assert_eq!(mul_round(3, Dyadic::ONE, 16), 3 << 16);
+    }
+}

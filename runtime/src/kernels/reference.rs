@@ -1,0 +1,34 @@
+//! Scalar reference kernels: the obvious loops, the definition the fast ones must match.
+
+use super::decode_ternary;
+
+/// `y[r] = Σ_j W[r][j] · x[j]` for a 2-bit ternary matrix. Shapes: `w [rows][row_bytes]`,
+/// `x [row_bytes·4]` (zero padded), `y [rows]`.
+///
+/// Overflow: `|y[r]| ≤ 128 · row_bytes · 4 ≤ 128 · 2^15 < 2^31` for rows of at most
+/// [`MAX_WIDTH`](crate::format::MAX_WIDTH) weights (+64 padding, which holds zeros).
+pub fn ternary_matvec(w: &[u8], row_bytes: usize, x: &[i8], y: &mut [i32]) {
+    debug_assert_eq!(x.len(), row_bytes * 4);
+    debug_assert_eq!(w.len(), row_bytes * y.len());
+    for (r, out) in y.iter_mut().enumerate() {
+        let row = &w[r * row_bytes..(r + 1) * row_bytes];
+        let mut acc = 0i32;
+        for (j, xv) in x.iter().enumerate() {
+            let code = row[j / 4] >> (2 * (j % 4));
+            acc += decode_ternary(code) * *xv as i32;
+        }
+        *out = acc;
+    }
+}
+
+/// `Σ_j a[j] · b[j]` over int8 vectors of equal length.
+///
+/// Overflow: `|a·b| ≤ 2^14` per term, so the sum fits `i32` for up to `2^16` terms.
+pub fn int8_dot(a: &[i8], b: &[i8]) -> i32 {
+    debug_assert_eq!(a.len(), b.len());
+    let mut acc = 0i32;
+    for (x, y) in a.iter().zip(b) {
+        acc += *x as i32 * *y as i32;
+    }
+    acc
+}

@@ -1,0 +1,110 @@
+//! One suite for every kernel implementation: each must equal the scalar reference exactly.
+
+use super::{encode_ternary, fast, reference};
+use crate::format::{ternary_row_bytes, MAX_WIDTH};
+use std::vec;
+use std::vec::Vec;
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// Packs `[rows][cols]` weights in {-1,0,1} into padded 2-bit rows.
+fn pack(weights: &[i8], rows: usize, cols: usize) -> (Vec<u8>, usize) {
+    let rb = ternary_row_bytes(cols as u32);
+    let mut out = vec![0u8; rows * rb];
+    for r in 0..rows {
+        for c in 0..cols {
+            out[r * rb + c / 4] |= encode_ternary(weights[r * cols + c]) << (2 * (c % 4));
+        }
+    }
+    (out, rb)
+}
+
+type MatVec = fn(&[u8], usize, &[i8], &mut [i32]);
+type Dot = fn(&[i8], &[i8]) -> i32;
+const MATVECS: [(&str, MatVec); 1] = [("fast", fast::ternary_matvec)];
+const DOTS: [(&str, Dot); 1] = [("fast", fast::int8_dot)];
+
+fn check_matvec(weights: &[i8], rows: usize, cols: usize, x: &[i8]) {
+    let (w, rb) = pack(weights, rows, cols);
+    let mut xp = vec![0i8; rb * 4];
+    xp[..cols].copy_from_slice(x);
+    let mut want = vec![0i32; rows];
+    reference::ternary_matvec(&w, rb, &xp, &mut want);
+    // The reference against the plain definition on unpacked weights.
+    for r in 0..rows {
+        let d: i32 = (0..cols)
+            .map(|c| weights[r * cols + c] as i32 * x[c] as i32)
+            .sum();
+        assert_eq!(want[r], d);
+    }
+    for (name, f) in MATVECS {
+        let mut got = vec![0i32; rows];
+        f(&w, rb, &xp, &mut got);
+        assert_eq!(got, want, "{name} rows={rows} cols={cols}");
+    }
+}
+
+fn check_dot(a: &[i8], b: &[i8]) {
+    let want = reference::int8_dot(a, b);
+    let plain: i64 = a.iter().zip(b).map(|(x, y)| *x as i64 * *y as i64).sum();
+    assert_eq!(want as i64, plain);
+    for (name, f) in DOTS {
+        assert_eq!(f(a, b), want, "{name} len={}", a.len());
+    }
+}
+
+#[test]
+fn ternary_random_shapes() {
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    for _ in 0..200 {
+        let rows = 1 + rng.below(9) as usize;
+        let cols = 1 + rng.below(300) as usize;
+        let w: Vec<i8> = (0..rows * cols).map(|_| rng.below(3) as i8 - 1).collect();
+        let x: Vec<i8> = (0..cols).map(|_| rng.next() as i8).collect();
+        check_matvec(&w, rows, cols, &x);
+    }
+}
+
+#[test]
+fn ternary_extremes() {
+    let cols = MAX_WIDTH as usize; // the longest row
+    for (wv, xv) in [(1i8, 127i8), (1, -128), (-1, -128), (-1, 127)] {
+        let w = vec![wv; 3 * cols];
+        let x = vec![xv; cols];
+        check_matvec(&w, 3, cols, &x);
+    }
+    // Alternating signs, and mixed rows.
+    let w: Vec<i8> = (0..2 * 130)
+        .map(|i| if i % 2 == 0 { 1 } else { -1 })
+        .collect();
+    let x: Vec<i8> = (0..130)
+        .map(|i| if i % 3 == 0 { -128 } else { 127 })
+        .collect();
+    check_matvec(&w, 2, 130, &x);
+}
+
+#[test]
+fn int8_dot_random_and_extremes() {
+    let mut rng = Rng(12345);
+    for _ in 0..200 {
+        let n = rng.below(200) as usize;
+        let a: Vec<i8> = (0..n).map(|_| rng.next() as i8).collect();
+        let b: Vec<i8> = (0..n).map(|_| rng.next() as i8).collect();
+        check_dot(&a, &b);
+    }
+    let n = MAX_WIDTH as usize;
+    check_dot(&vec![-128; n], &vec![-128; n]);
+    check_dot(&vec![127; n], &vec![-128; n]);
+    check_dot(&vec![127; n + 1], &vec![127; n + 1]);
+}

@@ -1,0 +1,81 @@
+//! Integer-only, allocation-free runtime for ternary (BitNet b1.58) language models.
+//!
+//! `#![no_std]`, no `alloc`, no floating point: runs the same on a host and on a Cortex-M0+.
+//! The model arrives as a blob (format v1, `runtime/FORMAT.md`) written by `tools pack`; the
+//! forward pass is the one in `docs/MODEL.md`.
+//!
+//! # Contents
+//!
+//! | module | what |
+//! |---|---|
+//! | [`format`] | blob constants, header types, the canonical section [`Layout`] |
+//! | [`model`] | [`Model::from_bytes`]: validate once, borrow the weights in place |
+//! | [`session`] | [`Session`]: caller-owned working memory ([`session_bytes`]), KV cache |
+//! | `forward` | [`Session::forward`]: one token in, Q15.16 logits (nats) out |
+//! | [`kernels`] | 2-bit ternary and int8 kernels, each with a scalar reference twin |
+//! | [`fixed`] | [`Dyadic`] scales, integer `exp`/`rsqrt` |
+//! | [`tokenizer`] | [`encode`] (greedy longest match), [`decode`] |
+//! | [`sampler`] | [`SamplerConfig`], [`Sampler`], [`Pcg32`] |
+//! | [`generate`] | [`Generator`]: streaming generation, one token per call |
+//! | [`error`] | [`LoadError`], [`Error`], [`EncodeError`] |
+//! | `writer` | (feature `writer`) [`writer::ModelParams::to_blob`] |
+//!
+//! # Example
+//!
+//! ```
+//! use runtime::{decode, encode, Generator, Model, SamplerConfig, Session};
+//!
+//! fn generate(blob: &[u8], out: &mut Vec<u8>) -> Result<(), Box<dyn std::error::Error>> {
+//!     let model = Model::from_bytes(blob)?; // validates everything, copies nothing
+//!     let ctx = 64;
+//!     let mut mem = vec![0u8; model.session_bytes(ctx)]; // firmware: a static buffer
+//!     let mut session = Session::new(model, ctx, &mut mem)?;
+//!
+//!     let mut prompt = [0u16; 16];
+//!     let n = encode(&model, b"ROMEO:", &mut prompt)?;
+//!     let config = SamplerConfig { temperature_milli: 800, top_k: 10, seed: 42 };
+//!     for token in Generator::new(&mut session, &prompt[..n], config).take(40) {
+//!         out.extend_from_slice(decode(&model, token?));
+//!     }
+//!     Ok(())
+//! }
+//! ```
+//!
+//! Logits from [`Session::forward`] are `i32` with one unit = `2^-16` nats
+//! ([`format::LOGIT_FRAC_BITS`]).
+
+#![no_std]
+#![warn(missing_docs)]
+#![deny(clippy::float_arithmetic)]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
+#[cfg(feature = "writer")]
+extern crate alloc;
+#[cfg(test)]
+extern crate std;
+
+pub mod error;
+pub mod fixed;
+pub mod format;
+mod forward;
+pub mod generate;
+pub mod kernels;
+pub mod model;
+mod norm;
+pub mod sampler;
+pub mod session;
+pub mod tokenizer;
+#[cfg(feature = "writer")]
+pub mod writer;
+
+pub use error::{ConfigError, EncodeError, Error, LoadError, Section};
+pub use fixed::Dyadic;
+pub use format::{Config, Layout, LOGIT_FRAC_BITS};
+pub use generate::Generator;
+pub use model::Model;
+pub use sampler::{Pcg32, Sampler, SamplerConfig};
+pub use session::{session_bytes, Session};
+pub use tokenizer::{decode, encode};

@@ -1,0 +1,434 @@
+//! The loaded model: [`Model::from_bytes`] validates a blob once, then hands out borrowed
+//! views of its sections (execute in place, nothing copied). This file is the one place that
+//! maps the blob to weights.
+
+use crate::error::{ConfigError, LoadError, Section};
+use crate::fixed::{Dyadic, DYADIC_EXP_MAX, DYADIC_EXP_MIN};
+use crate::format::{
+    round_up, Config, ElemFormat, HeaderInfo, Layout, TensorEntry, TensorKind, DATA_ALIGN, MAGIC,
+    MAX_METADATA, PREFIX_LEN, ROPE_FRAC_BITS, VERSION_MAJOR,
+};
+
+/// CRC-32 (ISO-HDLC, the zlib/PNG one) over everything after the prefix.
+pub(crate) const CRC32: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC);
+
+/// A validated model borrowing its weights from the blob. Cheap to copy.
+#[derive(Clone, Copy, Debug)]
+pub struct Model<'a> {
+    layout: Layout,
+    norm_eps: Dyadic,
+    inv_sqrt_head_dim: Dyadic,
+    val_loss_micro_nats: Option<u64>,
+    metadata: &'a str,
+    version_minor: u16,
+    data: &'a [u8],
+}
+
+/// A vector of fixed-point norm gains in the blob (`i32` Q15.16, little-endian).
+#[derive(Clone, Copy, Debug)]
+pub struct Gains<'a>(&'a [u8]);
+
+impl<'a> Gains<'a> {
+    /// Number of gains.
+    pub fn len(&self) -> usize {
+        self.0.len() / 4
+    }
+    /// `true` when empty.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    /// The gains in order (Q15.16).
+    pub fn iter(&self) -> impl Iterator<Item = i32> + 'a {
+        self.0
+            .chunks_exact(4)
+            .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+    }
+}
+
+/// A 2-bit ternary matrix `[rows][cols]` in the blob with its scale `γ` (rows padded to
+/// `row_bytes`, see `FORMAT.md`).
+#[derive(Clone, Copy, Debug)]
+pub struct TernaryMatrix<'a> {
+    /// Packed rows, `rows · row_bytes` bytes, every code valid.
+    pub data: &'a [u8],
+    /// Output dimension.
+    pub rows: usize,
+    /// Input dimension (before padding).
+    pub cols: usize,
+    /// Stored bytes per row (a multiple of 16).
+    pub row_bytes: usize,
+    /// The matrix scale `γ` (normalized).
+    pub gamma: Dyadic,
+}
+
+/// The weights of one block.
+#[derive(Clone, Copy, Debug)]
+pub struct LayerWeights<'a> {
+    /// Attention RMSNorm gain `[d]`.
+    pub attn_norm: Gains<'a>,
+    /// `[d][d]`.
+    pub wq: TernaryMatrix<'a>,
+    /// `[Hkv·hd][d]`.
+    pub wk: TernaryMatrix<'a>,
+    /// `[Hkv·hd][d]`.
+    pub wv: TernaryMatrix<'a>,
+    /// Attention sub-norm gain `[d]`.
+    pub attn_sub_norm: Gains<'a>,
+    /// `[d][d]`.
+    pub wo: TernaryMatrix<'a>,
+    /// FFN RMSNorm gain `[d]`.
+    pub ffn_norm: Gains<'a>,
+    /// `[F][d]`.
+    pub w_up: TernaryMatrix<'a>,
+    /// FFN sub-norm gain `[F]`.
+    pub ffn_sub_norm: Gains<'a>,
+    /// `[d][F]`.
+    pub w_down: TernaryMatrix<'a>,
+}
+
+fn u16_at(b: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_le_bytes(b.get(at..at + 2)?.try_into().ok()?))
+}
+fn u32_at(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+fn dyadic_at(b: &[u8], at: usize) -> Option<Dyadic> {
+    let mant = u32_at(b, at)?;
+    let exp = u32_at(b, at + 4)? as i32;
+    Some(Dyadic { mant, exp })
+}
+
+impl<'a> Model<'a> {
+    /// Validates `blob` completely (see `FORMAT.md`, "Loader guarantees") and borrows it.
+    ///
+    /// Never panics; any inconsistency is a [`LoadError`]. Cost: one CRC-32 pass and one
+    /// validation pass over the bytes.
+    pub fn from_bytes(blob: &'a [u8]) -> Result<Model<'a>, LoadError> {
+        let prefix = blob.get(..PREFIX_LEN).ok_or(LoadError::TooShort)?;
+        if prefix.get(..8) != Some(&MAGIC[..]) {
+            return Err(LoadError::BadMagic);
+        }
+        let rd = |at| u32_at(prefix, at).ok_or(LoadError::TooShort);
+        let major = u16_at(prefix, 8).ok_or(LoadError::TooShort)?;
+        let minor = u16_at(prefix, 10).ok_or(LoadError::TooShort)?;
+        if major != VERSION_MAJOR {
+            return Err(LoadError::UnsupportedVersion { major, minor });
+        }
+        let header_len = rd(12)? as usize;
+        let data_offset = rd(16)? as usize;
+        let data_len = rd(20)? as usize;
+        let stored_crc = rd(24)?;
+        let flags = rd(28)?;
+        let header_end = PREFIX_LEN
+            .checked_add(header_len)
+            .ok_or(LoadError::BadLength)?;
+        if round_up(header_end, DATA_ALIGN) != Some(data_offset)
+            || data_offset.checked_add(data_len) != Some(blob.len())
+        {
+            return Err(LoadError::BadLength);
+        }
+        let rest = blob.get(PREFIX_LEN..).ok_or(LoadError::BadLength)?;
+        let computed = CRC32.checksum(rest);
+        if computed != stored_crc {
+            return Err(LoadError::Checksum {
+                stored: stored_crc,
+                computed,
+            });
+        }
+        if flags != 0 {
+            return Err(LoadError::BadHeader);
+        }
+
+        // The header: HeaderInfo, then n_tensors TensorEntry items (postcard).
+        let header = blob
+            .get(PREFIX_LEN..header_end)
+            .ok_or(LoadError::BadLength)?;
+        let (info, mut rest) =
+            postcard::take_from_bytes::<HeaderInfo>(header).map_err(|_| LoadError::BadHeader)?;
+        if info.metadata.len() > MAX_METADATA {
+            return Err(LoadError::BadHeader);
+        }
+        let layout =
+            Layout::new(info.config, info.vocab_bytes_len).map_err(LoadError::BadConfig)?;
+        let eps = info.norm_eps;
+        if eps.mant == 0 || !eps.is_storable() {
+            return Err(LoadError::BadConfig(ConfigError::NormEps));
+        }
+        if layout.data_len() != data_len {
+            return Err(LoadError::BadLength);
+        }
+        if info.n_tensors as usize != layout.n_tensors() {
+            return Err(LoadError::BadTensorTable {
+                index: info.n_tensors,
+            });
+        }
+        for i in 0..layout.n_tensors() {
+            let (entry, r) =
+                postcard::take_from_bytes::<TensorEntry>(rest).map_err(|_| LoadError::BadHeader)?;
+            if layout.entry(i) != Some(entry) {
+                return Err(LoadError::BadTensorTable { index: i as u32 });
+            }
+            rest = r;
+        }
+        // Minor versions may append fields to the header; 1.0 has none.
+        if minor == 0 && !rest.is_empty() {
+            return Err(LoadError::BadHeader);
+        }
+        let pad = blob
+            .get(header_end..data_offset)
+            .ok_or(LoadError::BadLength)?;
+        if pad.iter().any(|b| *b != 0) {
+            return Err(LoadError::BadSection {
+                section: Section::Padding,
+                offset: 0,
+            });
+        }
+        let data = blob.get(data_offset..).ok_or(LoadError::BadLength)?;
+        validate_sections(&layout, data)?;
+
+        let hd = Dyadic::from_u64(info.config.head_dim() as u64, 0);
+        Ok(Model {
+            layout,
+            norm_eps: eps.normalized(),
+            inv_sqrt_head_dim: hd.rsqrt(),
+            val_loss_micro_nats: info.val_loss_micro_nats,
+            metadata: info.metadata,
+            version_minor: minor,
+            data,
+        })
+    }
+
+    /// Model dimensions.
+    pub fn config(&self) -> &Config {
+        self.layout.config()
+    }
+
+    /// The canonical section layout (also the header's tensor table: `layout().entry(i)`).
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// Minor format version of the blob.
+    pub fn version_minor(&self) -> u16 {
+        self.version_minor
+    }
+
+    /// `norm_eps` of the RMSNorms.
+    pub fn norm_eps(&self) -> Dyadic {
+        self.norm_eps
+    }
+
+    /// The trainer's quantized validation loss (micro-nats per token), if the blob has it.
+    pub fn val_loss_micro_nats(&self) -> Option<u64> {
+        self.val_loss_micro_nats
+    }
+
+    /// The header's free-form metadata string.
+    pub fn metadata(&self) -> &'a str {
+        self.metadata
+    }
+
+    /// The byte string of token `id`, `None` when `id >= vocab_size`.
+    pub fn token_bytes(&self, id: u16) -> Option<&'a [u8]> {
+        let offs = self.global(TensorKind::VocabOffsets);
+        let bytes = self.global(TensorKind::VocabBytes);
+        let i = id as usize * 4;
+        let start = u32_at(offs, i)? as usize;
+        let end = u32_at(offs, i + 4)? as usize;
+        bytes.get(start..end)
+    }
+
+    /// Session working-memory size for a context of `ctx_len` positions (see
+    /// [`session_bytes`](crate::session_bytes)).
+    pub fn session_bytes(&self, ctx_len: u32) -> usize {
+        crate::session_bytes(self.config(), ctx_len)
+    }
+
+    pub(crate) fn inv_sqrt_head_dim(&self) -> Dyadic {
+        self.inv_sqrt_head_dim
+    }
+
+    fn global(&self, kind: TensorKind) -> &'a [u8] {
+        self.data.get(self.layout.global_range(kind)).unwrap_or(&[])
+    }
+
+    /// Int8 embedding row of `token` (`row_bytes` long, zero padded) and its scale `e_v`.
+    pub(crate) fn embedding_row(&self, token: usize) -> (&'a [i8], Dyadic) {
+        let rb = crate::format::int8_row_bytes(self.config().d_model);
+        let rows = self.global(TensorKind::Embedding);
+        let row = rows.get(token * rb..(token + 1) * rb).unwrap_or(&[]);
+        let scale =
+            dyadic_at(self.global(TensorKind::EmbeddingScales), token * 8).unwrap_or(Dyadic::ZERO);
+        (as_i8(row), scale.normalized())
+    }
+
+    /// The whole embedding table (rows of `int8_row_bytes(d)`) for the LM head.
+    pub(crate) fn embedding(&self) -> &'a [i8] {
+        as_i8(self.global(TensorKind::Embedding))
+    }
+
+    /// Row scale `e_v` of token `v`.
+    pub(crate) fn embedding_scale(&self, v: usize) -> Dyadic {
+        dyadic_at(self.global(TensorKind::EmbeddingScales), v * 8)
+            .unwrap_or(Dyadic::ZERO)
+            .normalized()
+    }
+
+    /// RoPE `(cos, sin)` pairs for position `t`: `head_dim/2` pairs of Q1.30 `i32`.
+    pub(crate) fn rope_row(&self, t: usize) -> &'a [u8] {
+        let n = self.config().head_dim() as usize * 4;
+        self.global(TensorKind::Rope)
+            .get(t * n..(t + 1) * n)
+            .unwrap_or(&[])
+    }
+
+    /// Final RMSNorm gain.
+    pub(crate) fn final_norm(&self) -> Gains<'a> {
+        Gains(self.global(TensorKind::FinalNorm))
+    }
+
+    /// The weights of block `l` (`l < n_layers`).
+    pub fn layer(&self, l: usize) -> LayerWeights<'a> {
+        let sec = |k| self.data.get(self.layout.layer_range(l, k)).unwrap_or(&[]);
+        let scales = sec(TensorKind::LayerScales);
+        let matrix = |k, i: usize| {
+            let e = self.layout.entry_for_layer(l, k);
+            let (rows, cols, row_bytes) = match e.map(|e| (e.rows, e.cols, e.format)) {
+                Some((r, c, ElemFormat::Ternary2 { row_bytes })) => {
+                    (r as usize, c as usize, row_bytes as usize)
+                }
+                _ => (0, 0, 0),
+            };
+            TernaryMatrix {
+                data: sec(k),
+                rows,
+                cols,
+                row_bytes,
+                gamma: dyadic_at(scales, i * 8)
+                    .unwrap_or(Dyadic::ZERO)
+                    .normalized(),
+            }
+        };
+        LayerWeights {
+            attn_norm: Gains(sec(TensorKind::AttnNorm)),
+            wq: matrix(TensorKind::Wq, 0),
+            wk: matrix(TensorKind::Wk, 1),
+            wv: matrix(TensorKind::Wv, 2),
+            attn_sub_norm: Gains(sec(TensorKind::AttnSubNorm)),
+            wo: matrix(TensorKind::Wo, 3),
+            ffn_norm: Gains(sec(TensorKind::FfnNorm)),
+            w_up: matrix(TensorKind::WUp, 4),
+            ffn_sub_norm: Gains(sec(TensorKind::FfnSubNorm)),
+            w_down: matrix(TensorKind::WDown, 5),
+        }
+    }
+}
+
+/// Views bytes as `i8`.
+fn as_i8(b: &[u8]) -> &[i8] {
+    // SAFETY: `u8` and `i8` have the same size and alignment and every bit pattern is valid.
+    unsafe { core::slice::from_raw_parts(b.as_ptr().cast::<i8>(), b.len()) }
+}
+
+/// Checks every section's contents and that all bytes between sections are zero.
+fn validate_sections(layout: &Layout, data: &[u8]) -> Result<(), LoadError> {
+    let bad = |section, offset: usize| LoadError::BadSection {
+        section,
+        offset: offset as u32,
+    };
+    let mut covered = 0usize;
+    let mut i = 0;
+    while let Some(e) = layout.entry(i) {
+        i += 1;
+        let start = e.offset as usize;
+        let end = start + e.len as usize;
+        let gap = data.get(covered..start).ok_or(LoadError::BadLength)?;
+        if let Some(p) = gap.iter().position(|b| *b != 0) {
+            return Err(bad(Section::Padding, covered + p));
+        }
+        covered = end;
+        let s = data.get(start..end).ok_or(LoadError::BadLength)?;
+        match (e.kind, e.format) {
+            (TensorKind::VocabOffsets, _) => {
+                let mut prev = None;
+                for (k, c) in s.chunks_exact(4).enumerate() {
+                    let v = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+                    let ok = match prev {
+                        None => v == 0,
+                        Some(p) => v > p, // every token has at least one byte
+                    };
+                    if !ok {
+                        return Err(bad(Section::Vocab, k * 4));
+                    }
+                    prev = Some(v);
+                }
+                let vb = layout.entry(1).map(|e| e.len);
+                if prev != vb {
+                    return Err(bad(Section::Vocab, s.len()));
+                }
+            }
+            (TensorKind::Embedding, ElemFormat::Int8Rows { row_bytes }) => {
+                let rb = row_bytes as usize;
+                for (r, row) in s.chunks_exact(rb.max(1)).enumerate() {
+                    let pad = row.get(e.cols as usize..).unwrap_or(&[]);
+                    if let Some(p) = pad.iter().position(|b| *b != 0) {
+                        return Err(bad(Section::Embedding, r * rb + e.cols as usize + p));
+                    }
+                }
+            }
+            (_, ElemFormat::Dyadic) => {
+                for (k, c) in s.chunks_exact(8).enumerate() {
+                    let exp = i32::from_le_bytes([c[4], c[5], c[6], c[7]]);
+                    if !(DYADIC_EXP_MIN..=DYADIC_EXP_MAX).contains(&exp) {
+                        return Err(bad(Section::Scale, k * 8));
+                    }
+                }
+            }
+            (TensorKind::Rope, _) => {
+                let one = 1i32 << ROPE_FRAC_BITS;
+                for (k, c) in s.chunks_exact(4).enumerate() {
+                    let v = i32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+                    if !(-one..=one).contains(&v) {
+                        return Err(bad(Section::Rope, k * 4));
+                    }
+                }
+            }
+            (_, ElemFormat::Ternary2 { row_bytes }) => {
+                validate_ternary(s, row_bytes as usize, e.cols as usize)
+                    .map_err(|off| bad(Section::Ternary, off))?;
+            }
+            _ => {} // token bytes, gains: every value is allowed
+        }
+    }
+    let tail = data.get(covered..).ok_or(LoadError::BadLength)?;
+    if let Some(p) = tail.iter().position(|b| *b != 0) {
+        return Err(bad(Section::Padding, covered + p));
+    }
+    Ok(())
+}
+
+/// Every code is `0b00`, `0b01` or `0b11`, and codes past `cols` are `0b00`.
+fn validate_ternary(s: &[u8], row_bytes: usize, cols: usize) -> Result<(), usize> {
+    if row_bytes == 0 {
+        return Ok(());
+    }
+    let full = cols / 4; // bytes whose 4 codes are all real weights
+    let part = cols % 4; // real codes in byte `full`
+    for (r, row) in s.chunks_exact(row_bytes).enumerate() {
+        for (k, &b) in row.iter().enumerate() {
+            // 0b10 in any field: high bit set, low bit clear.
+            let invalid = (b >> 1) & !b & 0x55 != 0;
+            let allowed_mask: u8 = if k < full {
+                0xFF
+            } else if k == full {
+                ((1u16 << (2 * part)) - 1) as u8
+            } else {
+                0
+            };
+            if invalid || b & !allowed_mask != 0 {
+                return Err(r * row_bytes + k);
+            }
+        }
+    }
+    Ok(())
+}

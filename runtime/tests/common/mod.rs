@@ -1,0 +1,344 @@
+//! Test support (floats allowed here): random integer models, the f64 reference forward pass,
+//! real -> fixed-point conversions (the ones `tools pack` must do, see FORMAT.md).
+#![allow(dead_code)]
+
+use runtime::writer::{LayerParams, ModelParams, TernaryParams};
+use runtime::{Config, Dyadic};
+
+/// SplitMix64: a tiny deterministic RNG for tests.
+pub struct Rng(pub u64);
+impl Rng {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+    /// Uniform in [0, 1).
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    pub fn normal(&mut self) -> f64 {
+        let u1 = self.unit().max(1e-300);
+        let u2 = self.unit();
+        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+    }
+}
+
+/// Real -> Dyadic, normalized (mant in [2^31, 2^32)): what `tools pack` does for γ, e_v, eps.
+pub fn to_dyadic(x: f64) -> Dyadic {
+    assert!(x >= 0.0 && x.is_finite());
+    if x == 0.0 {
+        return Dyadic { mant: 0, exp: 0 };
+    }
+    let mut e = x.log2().floor() as i32 - 31;
+    let mut m = (x / 2f64.powi(e)).round();
+    if m >= 4294967296.0 {
+        m = (m / 2.0).round();
+        e += 1;
+    }
+    Dyadic {
+        mant: m as u32,
+        exp: e,
+    }
+}
+
+pub fn dyadic_value(d: Dyadic) -> f64 {
+    d.mant as f64 * 2f64.powi(d.exp)
+}
+
+/// Real gain -> Q15.16.
+pub fn gain_q16(g: f64) -> i32 {
+    (g * 65536.0).round() as i32
+}
+
+/// The RoPE table `[T][hd/2][(cos, sin)]` in Q1.30 for rope_theta.
+pub fn rope_table(ctx: u32, hd: u32, theta: f64) -> Vec<i32> {
+    let mut t = Vec::new();
+    for pos in 0..ctx {
+        for i in 0..hd / 2 {
+            let freq = theta.powf(-2.0 * i as f64 / hd as f64);
+            let a = pos as f64 * freq;
+            t.push((a.cos() * 1073741824.0).round() as i32);
+            t.push((a.sin() * 1073741824.0).round() as i32);
+        }
+    }
+    t
+}
+
+/// The character set of tiny-Shakespeare (65 tokens, sorted), then more printable ASCII.
+pub fn vocab(n: u32) -> Vec<Vec<u8>> {
+    let mut chars: Vec<u8> = b"\n !$&',-.3:;?".to_vec();
+    chars.extend(b'A'..=b'Z');
+    chars.extend(b'a'..=b'z');
+    for c in 0x21u8..0x7F {
+        if !chars.contains(&c) {
+            chars.push(c);
+        }
+    }
+    assert!(n as usize <= chars.len());
+    chars[..n as usize].iter().map(|c| vec![*c]).collect()
+}
+
+pub const TINY: Config = Config {
+    vocab_size: 65,
+    d_model: 32,
+    n_layers: 2,
+    n_heads: 2,
+    n_kv_heads: 2,
+    ffn_dim: 64,
+    ctx_len: 32,
+    rope_theta: 10000,
+};
+
+pub const MCU: Config = Config {
+    vocab_size: 65,
+    d_model: 128,
+    n_layers: 6,
+    n_heads: 4,
+    n_kv_heads: 4,
+    ffn_dim: 512,
+    ctx_len: 128,
+    rope_theta: 10000,
+};
+
+fn ternary(rng: &mut Rng, rows: u32, cols: u32) -> TernaryParams {
+    let weights: Vec<i8> = (0..rows * cols).map(|_| rng.below(3) as i8 - 1).collect();
+    // Output of order one for inputs of rms one: γ ≈ 1/sqrt(2K/3), times a random factor.
+    let gamma = (1.5 / cols as f64).sqrt() * (0.6 + 0.8 * rng.unit());
+    TernaryParams {
+        weights,
+        gamma: to_dyadic(gamma),
+    }
+}
+
+fn gains(rng: &mut Rng, n: u32) -> Vec<i32> {
+    (0..n).map(|_| gain_q16(1.0 + 0.3 * rng.normal())).collect()
+}
+
+/// A random model with every parameter already quantized as MODEL.md says.
+pub fn random_model(c: Config, seed: u64) -> ModelParams {
+    let mut rng = Rng(seed);
+    let (d, f, kv) = (c.d_model, c.ffn_dim, c.kv_dim());
+    let mut embedding = Vec::new();
+    let mut embedding_scales = Vec::new();
+    for _ in 0..c.vocab_size {
+        let row: Vec<f64> = (0..d).map(|_| rng.normal() * 0.7).collect();
+        let e = row.iter().fold(0f64, |m, v| m.max(v.abs())).max(1e-5) / 127.0;
+        let ed = to_dyadic(e);
+        let e = dyadic_value(ed);
+        embedding.extend(
+            row.iter()
+                .map(|v| (v / e).round_ties_even().clamp(-127.0, 127.0) as i8),
+        );
+        embedding_scales.push(ed);
+    }
+    let layers = (0..c.n_layers)
+        .map(|_| LayerParams {
+            attn_norm: gains(&mut rng, d),
+            wq: ternary(&mut rng, d, d),
+            wk: ternary(&mut rng, kv, d),
+            wv: ternary(&mut rng, kv, d),
+            attn_sub_norm: gains(&mut rng, d),
+            wo: ternary(&mut rng, d, d),
+            ffn_norm: gains(&mut rng, d),
+            w_up: ternary(&mut rng, f, d),
+            ffn_sub_norm: gains(&mut rng, f),
+            w_down: ternary(&mut rng, d, f),
+        })
+        .collect();
+    ModelParams {
+        config: c,
+        norm_eps: to_dyadic(1e-5),
+        val_loss_micro_nats: Some(1_234_567),
+        metadata: format!("random model, seed {seed}"),
+        vocab: vocab(c.vocab_size),
+        embedding,
+        embedding_scales,
+        rope: rope_table(c.ctx_len, c.head_dim(), c.rope_theta as f64),
+        final_norm: gains(&mut rng, d),
+        layers,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// f64 reference forward pass (docs/MODEL.md) on the same quantized parameters, with exact
+// RoPE angles, real rsqrt / exp and unrounded attention probabilities.
+
+/// Q2 / Q5: absmax int8 with the 1e-5 floor and round-half-even; returns the effective vector.
+fn quant(h: &[f64]) -> (Vec<f64>, f64) {
+    let s = h.iter().fold(0f64, |m, v| m.max(v.abs())).max(1e-5) / 127.0;
+    let q = h
+        .iter()
+        .map(|v| (v / s).round_ties_even().clamp(-128.0, 127.0))
+        .collect();
+    (q, s)
+}
+
+fn rmsnorm(x: &[f64], g: &[i32], eps: f64) -> Vec<f64> {
+    let ms = x.iter().map(|v| v * v).sum::<f64>() / x.len() as f64;
+    let r = 1.0 / (ms + eps).sqrt();
+    x.iter()
+        .zip(g)
+        .map(|(v, g)| v * r * (*g as f64 / 65536.0))
+        .collect()
+}
+
+fn bitlinear(m: &TernaryParams, h: &[f64]) -> Vec<f64> {
+    let (hq, s) = quant(h);
+    let k = h.len();
+    let gamma = dyadic_value(m.gamma);
+    m.weights
+        .chunks(k)
+        .map(|row| {
+            let dot: f64 = row.iter().zip(&hq).map(|(w, x)| *w as f64 * x).sum();
+            dot * s * gamma
+        })
+        .collect()
+}
+
+/// BitLinear output as exact integer dot products and the common real factor `s·γ`.
+fn bitlinear_int(m: &TernaryParams, h: &[f64]) -> (Vec<f64>, f64) {
+    let (hq, s) = quant(h);
+    let k = h.len();
+    let dots = m
+        .weights
+        .chunks(k)
+        .map(|row| row.iter().zip(&hq).map(|(w, x)| *w as f64 * x).sum())
+        .collect();
+    (dots, s * dyadic_value(m.gamma))
+}
+
+/// Q5 of `v = c · dots` per head, computed on the integers so exact ties (k + 1/2) stay exact.
+fn quant_heads_int((dots, c): &(Vec<f64>, f64), hd: usize) -> Vec<f64> {
+    dots.chunks(hd)
+        .flat_map(|h| {
+            let m = h.iter().fold(0f64, |m, v| m.max(v.abs()));
+            let s = (m * c).max(1e-5) / 127.0;
+            h.iter().map(move |v| {
+                let q = if m == 0.0 {
+                    0.0
+                } else {
+                    (127.0 * v / m).round_ties_even()
+                };
+                q * s
+            })
+        })
+        .collect()
+}
+
+fn rope(v: &mut [f64], pos: usize, hd: usize, theta: f64) {
+    for head in v.chunks_mut(hd) {
+        for i in 0..hd / 2 {
+            let a = pos as f64 * theta.powf(-2.0 * i as f64 / hd as f64);
+            let (s, c) = a.sin_cos();
+            let (x0, x1) = (head[2 * i], head[2 * i + 1]);
+            head[2 * i] = x0 * c - x1 * s;
+            head[2 * i + 1] = x0 * s + x1 * c;
+        }
+    }
+}
+
+fn quant_heads(v: &[f64], hd: usize) -> Vec<f64> {
+    v.chunks(hd)
+        .flat_map(|h| {
+            let (q, s) = quant(h);
+            q.into_iter().map(move |x| x * s)
+        })
+        .collect()
+}
+
+/// Logits (nats) after each token of `tokens`.
+pub fn reference_logits(p: &ModelParams, tokens: &[u16]) -> Vec<Vec<f64>> {
+    let c = p.config;
+    let (d, hd) = (c.d_model as usize, c.head_dim() as usize);
+    let (nh, nkv) = (c.n_heads as usize, c.n_kv_heads as usize);
+    let eps = dyadic_value(p.norm_eps);
+    let theta = c.rope_theta as f64;
+    let mut kcache: Vec<Vec<Vec<f64>>> = vec![Vec::new(); c.n_layers as usize];
+    let mut vcache: Vec<Vec<Vec<f64>>> = vec![Vec::new(); c.n_layers as usize];
+    let mut out = Vec::new();
+    for (t, &tok) in tokens.iter().enumerate() {
+        let tok = tok as usize;
+        let e = dyadic_value(p.embedding_scales[tok]);
+        let mut x: Vec<f64> = p.embedding[tok * d..(tok + 1) * d]
+            .iter()
+            .map(|q| *q as f64 * e)
+            .collect();
+        for (l, lp) in p.layers.iter().enumerate() {
+            let h = rmsnorm(&x, &lp.attn_norm, eps);
+            // Position 0 rotates by angle 0: quantize the integer dot products directly so
+            // exact ties stay exact (f64 noise would break them at random).
+            let qk = |m: &TernaryParams| {
+                if t == 0 {
+                    quant_heads_int(&bitlinear_int(m, &h), hd)
+                } else {
+                    let mut v = bitlinear(m, &h);
+                    rope(&mut v, t, hd, theta);
+                    quant_heads(&v, hd)
+                }
+            };
+            let q = qk(&lp.wq);
+            kcache[l].push(qk(&lp.wk));
+            let v = bitlinear_int(&lp.wv, &h);
+            vcache[l].push(quant_heads_int(&v, hd));
+            let mut a = vec![0f64; d];
+            for h in 0..nh {
+                let g = h / (nh / nkv);
+                let qh = &q[h * hd..(h + 1) * hd];
+                let scores: Vec<f64> = kcache[l]
+                    .iter()
+                    .map(|k| {
+                        let kh = &k[g * hd..(g + 1) * hd];
+                        qh.iter().zip(kh).map(|(a, b)| a * b).sum::<f64>() / (hd as f64).sqrt()
+                    })
+                    .collect();
+                let m = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let w: Vec<f64> = scores.iter().map(|s| (s - m).exp()).collect();
+                let sum: f64 = w.iter().sum();
+                for (ws, vs) in w.iter().zip(&vcache[l]) {
+                    for i in 0..hd {
+                        a[h * hd + i] += ws / sum * vs[g * hd + i];
+                    }
+                }
+            }
+            let o = bitlinear(&lp.wo, &rmsnorm(&a, &lp.attn_sub_norm, eps));
+            x.iter_mut().zip(&o).for_each(|(x, o)| *x += o);
+            let u: Vec<f64> = bitlinear(&lp.w_up, &rmsnorm(&x, &lp.ffn_norm, eps))
+                .into_iter()
+                .map(|u| u.max(0.0).powi(2))
+                .collect();
+            let y = bitlinear(&lp.w_down, &rmsnorm(&u, &lp.ffn_sub_norm, eps));
+            x.iter_mut().zip(&y).for_each(|(x, y)| *x += y);
+        }
+        let (hq, s) = quant(&rmsnorm(&x, &p.final_norm, eps));
+        let logits = (0..c.vocab_size as usize)
+            .map(|v| {
+                let ev = dyadic_value(p.embedding_scales[v]);
+                let dot: f64 = p.embedding[v * d..(v + 1) * d]
+                    .iter()
+                    .zip(&hq)
+                    .map(|(e, h)| *e as f64 * h)
+                    .sum();
+                s * ev * dot
+            })
+            .collect();
+        out.push(logits);
+    }
+    out
+}
+
+/// Index of the largest value (first on ties).
+pub fn argmax<T: PartialOrd + Copy>(v: &[T]) -> usize {
+    let mut best = 0;
+    for (i, x) in v.iter().enumerate() {
+        if *x > v[best] {
+            best = i;
+        }
+    }
+    best
+}
