@@ -75,7 +75,7 @@ fn session_memory_checks_and_any_alignment() {
     assert_eq!(need, session_bytes(&TINY, TINY.ctx_len));
     // A `const` size, as firmware would compute it.
     const NEED: usize = session_bytes(&common::MCU, 128);
-    assert!(NEED > 6 * 128 * 128 * 2);
+    const { assert!(NEED > 6 * 128 * 128 * 2) };
 
     let mut mem = vec![0u8; need + 8];
     let mut reference = None;
