@@ -8,8 +8,9 @@
 # Exit status: 0 on success; the firmware's own status on failure (1 application error
 # such as a rejected model, 2 HardFault, 3 stack overflow, 101 panic); 124 if it hung
 # (QEMU_TIMEOUT seconds, default 300); 125 for a usage or build error.
-# stderr: build errors, the firmware's failure message, and its defmt log decoded by
-# `defmt-print` when that is installed (`cargo install defmt-print --locked`).
+# A failure's one-line reason ("firmware: ...") comes on the UART, i.e. stdout, after any
+# text, as on the Pico 2. stderr: build errors, a summary line on failure, and the defmt log
+# decoded by `defmt-print` when that is installed (`cargo install defmt-print --locked`).
 #
 # Environment: QEMU_TIMEOUT (seconds), QEMU_ICOUNT=0 (drop `-icount shift=7`, which makes
 # virtual time, and so the instruction counts in the log, deterministic at ~35% more run

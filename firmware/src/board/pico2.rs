@@ -119,7 +119,7 @@ pub fn finish() -> ! {
 /// Reports a failure on UART0 and through defmt, then stops visibly.
 pub fn fatal(fatal: Fatal) -> ! {
     defmt::error!("{}", defmt::Display2Format(&fatal));
-    let _ = writeln!(RawUart0, "\r\nfirmware: {fatal}\r");
+    let _ = write!(RawUart0, "\nfirmware: {fatal}\n");
     if debugger_attached() && !matches!(fatal, Fatal::HardFault { .. }) {
         // `probe-rs run` stops here, prints a backtrace and exits non-zero.
         cortex_m::asm::bkpt();

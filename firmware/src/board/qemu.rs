@@ -4,8 +4,8 @@
 //! - LED: FPGAIO LED0 (`0x5030_2000`, bit 0);
 //! - defmt frames: a host file `defmt.bin` in QEMU's working directory, written through
 //!   semihosting (decode with `defmt-print -e ELF < defmt.bin`);
-//! - failures: one plain-text line on QEMU's stderr (semihosting) and the exit status
-//!   ([`Fatal::exit_code`]);
+//! - failures: one text line on the UART (as on the Pico 2), a defmt error, and the exit
+//!   status ([`Fatal::exit_code`]);
 //! - cost: SysTick, which counts instructions when QEMU runs with `-icount shift=7`.
 
 use core::convert::Infallible;
@@ -51,26 +51,16 @@ pub fn finish() -> ! {
     exit(0)
 }
 
-/// Reports a failure on stderr and through defmt, then exits QEMU non-zero.
+/// Reports a failure on the UART and through defmt, then exits QEMU non-zero.
 pub fn fatal(fatal: Fatal) -> ! {
     defmt::error!("{}", defmt::Display2Format(&fatal));
-    if let Ok(mut stderr) = semihosting::io::stderr() {
-        let _ = writeln!(FmtAdapter(&mut stderr), "firmware: {fatal}");
-    }
+    // Re-initialising the UART is harmless and makes this usable before `init`.
+    let _ = write!(CmsdkUart::new(), "\nfirmware: {fatal}\n");
     exit(fatal.exit_code())
 }
 
 fn exit(code: i32) -> ! {
     semihosting::process::exit(code)
-}
-
-/// `core::fmt::Write` over semihosting's `io::Write`.
-struct FmtAdapter<'a, W: semihosting::io::Write>(&'a mut W);
-
-impl<W: semihosting::io::Write> core::fmt::Write for FmtAdapter<'_, W> {
-    fn write_str(&mut self, s: &str) -> core::fmt::Result {
-        self.0.write_all(s.as_bytes()).map_err(|_| core::fmt::Error)
-    }
 }
 
 // ----------------------------------------------------------------------------- UART
@@ -112,6 +102,13 @@ impl CmsdkUart {
             while self.reg(Self::STATE).read_volatile() & Self::STATE_TX_FULL != 0 {}
             self.reg(Self::DATA).write_volatile(u32::from(byte));
         }
+    }
+}
+
+impl core::fmt::Write for CmsdkUart {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        s.bytes().for_each(|b| self.write_byte(b));
+        Ok(())
     }
 }
 
