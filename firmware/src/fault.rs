@@ -88,6 +88,24 @@ pub fn arm_stack_guard() {
     unsafe { cortex_m::register::msplim::write(limit) };
 }
 
+extern "C" {
+    /// Top of the stack (cortex-m-rt's `link.x`).
+    static _stack_start: u32;
+}
+
+/// Deepest stack use so far, in bytes: the reset handler painted the stack with
+/// `0xCCCC_CCCC` (cortex-m-rt's `paint-stack`); the lowest overwritten word marks the depth.
+pub fn stack_high_water() -> usize {
+    let bottom = core::ptr::addr_of!(_stack_end) as usize;
+    let top = core::ptr::addr_of!(_stack_start) as usize;
+    let mut addr = bottom;
+    // SAFETY: reads words of the stack region, which is RAM.
+    while addr < top && unsafe { (addr as *const u32).read_volatile() } == 0xCCCC_CCCC {
+        addr += 4;
+    }
+    top - addr
+}
+
 /// The stack limit as set by [`arm_stack_guard`], for the start-up log.
 pub fn stack_limit() -> u32 {
     cortex_m::register::msplim::read()

@@ -31,7 +31,10 @@ fn main() -> ! {
         fault::stack_limit()
     );
     match app::run(&mut board.uart, &mut board.led, &mut board.cost) {
-        Ok(()) => board::finish(),
+        Ok(()) => {
+            defmt::info!("stack used: {} bytes", fault::stack_high_water());
+            board::finish()
+        }
         Err(error) => board::fatal(fault::Fatal::App(&error)),
     }
 }
