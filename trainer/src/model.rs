@@ -9,7 +9,7 @@ use crate::quant::{absmax_int8, ste, ternary, QuantApply};
 use burn::module::{Initializer, Module, Param};
 use burn::tensor::activation::{log_softmax, relu, softmax};
 use burn::tensor::backend::Backend;
-use burn::tensor::{Bool, Int, Tensor, TensorData};
+use burn::tensor::{Int, Tensor, TensorData};
 
 /// How each quantization point of `docs/MODEL.md` is applied in a forward pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,17 +112,21 @@ pub fn quantize_input<B: Backend>(x: Tensor<B, 3>, mode: QuantMode) -> Tensor<B,
     ste(x, mode.acts, absmax_int8)
 }
 
-/// Constant tables of a model on one device: RoPE cos/sin and the causal mask.
+/// Constant tables of a model on one device: RoPE cos/sin, the pair-swap matrices and the causal
+/// mask bias.
 #[derive(Debug, Clone)]
 pub struct Tables<B: Backend> {
     /// `[ctx, H·hd]`: `cos(t·θ_i)` at columns `2i` and `2i+1` of each head
     cos_q: Tensor<B, 2>,
-    /// `[ctx, H·hd]`: `−sin` at column `2i`, `+sin` at `2i+1`
+    /// `[ctx, H·hd]`: `sin(t·θ_i)` at columns `2i` and `2i+1` of each head
     sin_q: Tensor<B, 2>,
     cos_k: Tensor<B, 2>,
     sin_k: Tensor<B, 2>,
-    /// `[ctx, ctx]`, true above the diagonal (future positions, masked)
-    mask: Tensor<B, 2, Bool>,
+    /// `[H·hd, H·hd]` signed pair swap: `(x @ P)[2i] = −x[2i+1]`, `(x @ P)[2i+1] = x[2i]`
+    swap_q: Tensor<B, 2>,
+    swap_k: Tensor<B, 2>,
+    /// `[ctx, ctx]`: 0 on and below the diagonal, −inf above (future positions)
+    mask_bias: Tensor<B, 2>,
 }
 
 impl<B: Backend> Tables<B> {
@@ -143,40 +147,64 @@ impl<B: Backend> Tables<B> {
                         let c = t * w + h * hd + 2 * i;
                         cos[c] = a.cos() as f32;
                         cos[c + 1] = a.cos() as f32;
-                        sin[c] = -a.sin() as f32;
+                        sin[c] = a.sin() as f32;
                         sin[c + 1] = a.sin() as f32;
                     }
                 }
             }
+            let mut swap = vec![0f32; w * w];
+            for i in 0..w / 2 {
+                swap[(2 * i + 1) * w + 2 * i] = -1.0; // out[2i] = −x[2i+1]
+                swap[(2 * i) * w + 2 * i + 1] = 1.0; // out[2i+1] = x[2i]
+            }
             (
                 Tensor::<B, 2>::from_data(TensorData::new(cos, [t_len, w]), dev),
                 Tensor::<B, 2>::from_data(TensorData::new(sin, [t_len, w]), dev),
+                Tensor::<B, 2>::from_data(TensorData::new(swap, [w, w]), dev),
             )
         };
-        let (cos_q, sin_q) = table(cfg.n_heads);
-        let (cos_k, sin_k) = table(cfg.n_kv_heads);
+        let (cos_q, sin_q, swap_q) = table(cfg.n_heads);
+        let (cos_k, sin_k, swap_k) = table(cfg.n_kv_heads);
+        let mut bias = vec![0f32; t_len * t_len];
+        for i in 0..t_len {
+            for j in i + 1..t_len {
+                bias[i * t_len + j] = f32::NEG_INFINITY;
+            }
+        }
         Self {
             cos_q,
             sin_q,
             cos_k,
             sin_k,
-            mask: Tensor::<B, 2, Bool>::tril_mask([t_len, t_len], 0, dev),
+            swap_q,
+            swap_k,
+            mask_bias: Tensor::from_data(TensorData::new(bias, [t_len, t_len]), dev),
         }
     }
 }
 
-/// RoPE on `[b, t, heads·hd]` with interleaved pairs:
+/// BitLinear followed by RoPE, on `[b, t, heads·hd]` with interleaved pairs:
 /// `out[2i] = x[2i]·cos − x[2i+1]·sin`, `out[2i+1] = x[2i]·sin + x[2i+1]·cos`.
-fn rope<B: Backend>(x: Tensor<B, 3>, cos: &Tensor<B, 2>, sin: &Tensor<B, 2>) -> Tensor<B, 3> {
-    let [b, t, w] = x.dims();
-    let swapped = x
-        .clone()
-        .reshape([b, t, w / 2, 2])
-        .flip([3])
-        .reshape([b, t, w]);
-    let cos = cos.clone().slice([0..t]).unsqueeze::<3>();
-    let sin = sin.clone().slice([0..t]).unsqueeze::<3>();
-    x * cos + swapped * sin
+///
+/// The pair swap is folded into the (ternary) weight, `x @ P = hq @ (W·P)`, so no strided copy
+/// is needed: `rope(hq @ W) = (hq @ W)·cos + (hq @ (W·P))·sin`.
+fn linear_rope<B: Backend>(
+    hq: Tensor<B, 3>,
+    w: Tensor<B, 2>,
+    swap: &Tensor<B, 2>,
+    cos: &Tensor<B, 2>,
+    sin: &Tensor<B, 2>,
+) -> Tensor<B, 3> {
+    let [b, t, _] = hq.dims();
+    let n = w.dims()[1];
+    let w_swapped = w.clone().matmul(swap.clone());
+    // Flattened to [b, t·n] so that the [1, t·n] tables broadcast as one shared row (flex's
+    // SIMD fast path; a [1, t, n] table would take its slow strided path).
+    let x = burn::tensor::module::linear(hq.clone(), w, None).reshape([b, t * n]);
+    let xs = burn::tensor::module::linear(hq, w_swapped, None).reshape([b, t * n]);
+    let cos = cos.clone().slice([0..t]).reshape([1, t * n]);
+    let sin = sin.clone().slice([0..t]).reshape([1, t * n]);
+    (x * cos + xs * sin).reshape([b, t, n])
 }
 
 /// Attention sub-layer: q, k, v, o BitLinears and the attention sub-norm.
@@ -204,26 +232,29 @@ impl<B: Backend> Attention<B> {
         let (nh, nkv) = (self.n_heads, self.n_kv_heads);
         let hd = d / nh;
         let hq = quantize_input(h, mode); // Q2 once, shared by q, k, v
-        let q = rope(
-            self.wq.forward_quantized_input(hq.clone(), mode),
+        let q = linear_rope(
+            hq.clone(),
+            self.wq.effective_weight(mode.weights),
+            &tab.swap_q,
             &tab.cos_q,
             &tab.sin_q,
         );
-        let k = rope(
-            self.wk.forward_quantized_input(hq.clone(), mode),
+        let k = linear_rope(
+            hq.clone(),
+            self.wk.effective_weight(mode.weights),
+            &tab.swap_k,
             &tab.cos_k,
             &tab.sin_k,
         );
         let v = self.wv.forward_quantized_input(hq, mode);
-        // [b, t, heads·hd] -> [b, heads, t, hd], then Q5 per (token, head)
-        let heads = |x: Tensor<B, 3>, n: usize| {
-            ste(
-                x.reshape([b, t, n, hd]).swap_dims(1, 2),
-                mode.qkv,
-                absmax_int8,
-            )
-        };
-        let (q, mut k, mut v) = (heads(q, nh), heads(k, nkv), heads(v, nkv));
+        // Q5 per (token, head) on the contiguous [b, t, heads, hd] layout, then heads first
+        // (a strided view: flex's matmul reads it without a copy).
+        let heads =
+            |x: Tensor<B, 3>, n: usize| ste(x.reshape([b, t, n, hd]), mode.qkv, absmax_int8);
+        // 1/sqrt(hd) goes on q while it is contiguous (4× smaller than the scores).
+        let q = (heads(q, nh) * (1.0 / (hd as f64).sqrt())).swap_dims(1, 2);
+        let mut k = heads(k, nkv).swap_dims(1, 2);
+        let mut v = heads(v, nkv).swap_dims(1, 2);
         if nkv < nh {
             // query head h reads kv head h / (H / Hkv)
             let g = nh / nkv;
@@ -235,9 +266,17 @@ impl<B: Backend> Attention<B> {
             k = expand(k);
             v = expand(v);
         }
-        let scores = q.matmul(k.swap_dims(2, 3)) * (1.0 / (hd as f64).sqrt());
-        let mask = tab.mask.clone().slice([0..t, 0..t]).unsqueeze::<4>();
-        let p = softmax(scores.mask_fill(mask, f32::NEG_INFINITY), 3);
+        // Causal mask as an additive bias, flattened to one shared row (see `linear_rope`).
+        let bias = if t == tab.mask_bias.dims()[0] {
+            tab.mask_bias.clone().reshape([1, t * t])
+        } else {
+            tab.mask_bias
+                .clone()
+                .slice([0..t, 0..t])
+                .reshape([1, t * t])
+        };
+        let scores = q.matmul(k.swap_dims(2, 3)).reshape([b * nh, t * t]) + bias;
+        let p = softmax(scores.reshape([b, nh, t, t]), 3);
         let a = p.matmul(v).swap_dims(1, 2).reshape([b, t, d]);
         self.wo.forward(self.sub_norm.forward(a), mode)
     }
