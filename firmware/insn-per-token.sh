@@ -54,7 +54,7 @@ macs=$(( layers * (2 * d * d + 2 * kv_dim * d + 2 * ffn * d) ))
 # Run 2: the plugin, over the same ELF.
 range=""
 if [[ -n "${FUNC:-}" ]]; then
-  line="$(nm -S -C "$work/firmware.elf" | grep -E " [tTwW] .*${FUNC}" | sort -k2 -r | head -1)"
+  line="$(nm -S -C "$work/firmware.elf" | grep -E " [tTwW] .*${FUNC}" | sort -k2 -r | head -1 || true)"
   [[ -n "$line" ]] || { echo "insn-per-token.sh: no function matching '$FUNC' (inlined?)" >&2; exit 1; }
   lo=$((16#$(awk '{print $1}' <<<"$line"))) size=$((16#$(awk '{print $2}' <<<"$line")))
   lo=$(( lo & ~1 ))
