@@ -1,0 +1,155 @@
+//! `tools eval`: the validation loss of a blob, computed by the integer runtime on the split
+//! and windows the trainer uses for its `quantized_val_loss` (`trainer/EXPORT.md`).
+
+use std::collections::HashMap;
+
+use anyhow::{bail, Result};
+use runtime::{session_bytes, Model, Session, LOGIT_FRAC_BITS};
+use serde::Serialize;
+
+/// The validation split of `text` (nanoGPT's: the last 10% of the characters) as token ids,
+/// one token per character.
+pub fn validation_tokens(model: &Model<'_>, text: &str) -> Result<Vec<u16>> {
+    let mut ids = HashMap::new();
+    for id in 0..model.config().vocab_size as u16 {
+        if let Some(b) = model.token_bytes(id) {
+            ids.insert(b, id);
+        }
+    }
+    let n = text.chars().count();
+    let start = 9 * n / 10;
+    let mut buf = [0u8; 4];
+    text.chars()
+        .enumerate()
+        .skip(start)
+        .map(|(i, ch)| {
+            let bytes: &[u8] = ch.encode_utf8(&mut buf).as_bytes();
+            match ids.get(bytes) {
+                Some(&id) => Ok(id),
+                None => bail!(
+                    "character {ch:?} (U+{:04X}) at character {i} of the data is not in the model's vocabulary",
+                    ch as u32
+                ),
+            }
+        })
+        .collect()
+}
+
+/// `−ln softmax(logits)[target]` for Q15.16 logits, in f64.
+pub fn nll(logits: &[i32], target: u16) -> f64 {
+    let unit = 1.0 / (1u64 << LOGIT_FRAC_BITS) as f64;
+    let max = logits.iter().copied().max().unwrap_or(0);
+    let sum: f64 = logits
+        .iter()
+        .map(|&l| ((l - max) as f64 * unit).exp())
+        .sum();
+    sum.ln() - (logits[target as usize] - max) as f64 * unit
+}
+
+/// Result of [`evaluate`].
+#[derive(Clone, Debug, Serialize)]
+pub struct EvalReport {
+    /// Windows of `ctx_len + 1` tokens evaluated.
+    pub windows: usize,
+    /// Positions predicted (`windows · ctx_len`).
+    pub positions: usize,
+    /// Mean NLL in nats per character, from the integer runtime's logits.
+    pub integer_val_loss: f64,
+    /// The trainer's `quantized_val_loss` recorded in the blob, if any.
+    pub trainer_quantized_val_loss: Option<f64>,
+    /// `integer_val_loss − trainer_quantized_val_loss`.
+    pub gap: Option<f64>,
+    /// Wall time of the evaluation.
+    pub seconds: f64,
+}
+
+/// Mean NLL over consecutive non-overlapping windows of `ctx_len + 1` tokens (a fresh context
+/// per window), at most `max_windows` of them, on `threads` threads. `progress` is called
+/// after each window.
+pub fn evaluate(
+    model: Model<'_>,
+    tokens: &[u16],
+    max_windows: Option<usize>,
+    threads: usize,
+    progress: &(dyn Fn() + Sync),
+) -> Result<EvalReport> {
+    let t0 = std::time::Instant::now();
+    let ctx = model.config().ctx_len as usize;
+    let mut windows: Vec<&[u16]> = tokens.chunks_exact(ctx + 1).collect();
+    if let Some(m) = max_windows {
+        windows.truncate(m);
+    }
+    if windows.is_empty() {
+        bail!(
+            "the validation split has {} tokens, fewer than one window of ctx_len + 1 = {}",
+            tokens.len(),
+            ctx + 1
+        );
+    }
+    let threads = threads.clamp(1, windows.len());
+    let per = windows.len().div_ceil(threads);
+    let sums: Vec<Result<f64>> = std::thread::scope(|s| {
+        let handles: Vec<_> = windows
+            .chunks(per)
+            .map(|chunk| {
+                s.spawn(move || -> Result<f64> {
+                    let mut mem = vec![0u8; session_bytes(model.config(), ctx as u32)];
+                    let mut session = Session::new(model, ctx as u32, &mut mem)
+                        .map_err(|e| anyhow::anyhow!("{e}"))?;
+                    let mut sum = 0.0;
+                    for w in chunk {
+                        session.reset();
+                        for t in 0..ctx {
+                            let logits =
+                                session.forward(w[t]).map_err(|e| anyhow::anyhow!("{e}"))?;
+                            sum += nll(logits, w[t + 1]);
+                        }
+                        progress();
+                    }
+                    Ok(sum)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| bail!("an eval thread panicked"))
+            })
+            .collect()
+    });
+    let mut total = 0.0;
+    for s in sums {
+        total += s?;
+    }
+    let positions = windows.len() * ctx;
+    let loss = total / positions as f64;
+    let trainer = model.val_loss_micro_nats().map(|m| m as f64 / 1e6);
+    Ok(EvalReport {
+        windows: windows.len(),
+        positions,
+        integer_val_loss: loss,
+        trainer_quantized_val_loss: trainer,
+        gap: trainer.map(|t| loss - t),
+        seconds: t0.elapsed().as_secs_f64(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::nll;
+
+    #[test]
+    fn nll_of_uniform_logits_is_ln_v() {
+        let l = [7 << 16; 4];
+        assert!((nll(&l, 2) - 4f64.ln()).abs() < 1e-12);
+    }
+
+    #[test]
+    fn nll_prefers_the_larger_logit() {
+        let l = [0, 2 << 16];
+        let expect = (1.0 + (-2f64).exp()).ln();
+        assert!((nll(&l, 1) - expect).abs() < 1e-12);
+        assert!(nll(&l, 0) > nll(&l, 1));
+    }
+}

@@ -1,0 +1,216 @@
+//! `tools inspect`: what a blob holds.
+
+use std::fmt;
+
+use runtime::format::{ElemFormat, TensorKind};
+use runtime::{session_bytes, Model};
+use serde::Serialize;
+
+/// One row of the tensor table.
+#[derive(Clone, Debug, Serialize)]
+pub struct TensorRow {
+    /// Section kind.
+    pub kind: String,
+    /// Layer (0 for global sections).
+    pub layer: u16,
+    /// Logical rows.
+    pub rows: u32,
+    /// Logical columns.
+    pub cols: u32,
+    /// Storage.
+    pub format: String,
+    /// Offset in the data region.
+    pub offset: u32,
+    /// Bytes.
+    pub len: u32,
+}
+
+/// Everything `inspect` reports.
+#[derive(Clone, Debug, Serialize)]
+pub struct Inspection {
+    /// `major.minor`.
+    pub format_version: String,
+    /// The stored CRC-32 (verified: a blob that fails it does not load).
+    pub checksum: String,
+    /// Dimensions.
+    pub vocab_size: u32,
+    /// d.
+    pub d_model: u32,
+    /// L.
+    pub n_layers: u32,
+    /// H.
+    pub n_heads: u32,
+    /// Hkv.
+    pub n_kv_heads: u32,
+    /// F.
+    pub ffn_dim: u32,
+    /// T.
+    pub ctx_len: u32,
+    /// RoPE base.
+    pub rope_theta: u32,
+    /// The token strings, lossily decoded.
+    pub vocab: Vec<String>,
+    /// Blob size (flash).
+    pub flash_bytes: usize,
+    /// Ternary weights in the model.
+    pub ternary_weights: u64,
+    /// Bytes of the ternary sections plus their scales (padding included).
+    pub ternary_bytes: u64,
+    /// `8 · ternary_bytes / ternary_weights`.
+    pub bits_per_ternary_weight: f64,
+    /// All parameters (ternary + embedding + gains).
+    pub parameters: u64,
+    /// `8 · flash_bytes / parameters`.
+    pub bits_per_parameter_overall: f64,
+    /// Working memory of a session over the whole context.
+    pub session_ram_bytes: usize,
+    /// The trainer's quantized validation loss recorded in the blob.
+    pub trainer_quantized_val_loss: Option<f64>,
+    /// Free-form metadata.
+    pub metadata: String,
+    /// The tensor table.
+    pub tensors: Vec<TensorRow>,
+}
+
+fn format_name(f: ElemFormat) -> String {
+    match f {
+        ElemFormat::Bytes => "u8".into(),
+        ElemFormat::U32 => "u32".into(),
+        ElemFormat::Int8Rows { row_bytes } => format!("i8 rows of {row_bytes} B"),
+        ElemFormat::Dyadic => "dyadic".into(),
+        ElemFormat::FixedI32 { frac_bits } => format!("i32 Q.{frac_bits}"),
+        ElemFormat::Ternary2 { row_bytes } => format!("2-bit ternary, rows of {row_bytes} B"),
+    }
+}
+
+/// Inspects a loaded model; `blob` is its bytes.
+pub fn inspect(model: &Model<'_>, blob: &[u8]) -> Inspection {
+    let c = *model.config();
+    let layout = model.layout();
+    let mut tensors = Vec::new();
+    let (mut tw, mut tb, mut params) = (0u64, 0u64, 0u64);
+    for i in 0..layout.n_tensors() {
+        let Some(e) = layout.entry(i) else { break };
+        let elems = e.rows as u64 * e.cols as u64;
+        match (e.kind, e.format) {
+            (_, ElemFormat::Ternary2 { .. }) => {
+                tw += elems;
+                tb += e.len as u64;
+                params += elems;
+            }
+            (TensorKind::LayerScales, _) => tb += e.len as u64,
+            (TensorKind::Embedding, _) => params += elems,
+            (TensorKind::FinalNorm, _)
+            | (TensorKind::AttnNorm, _)
+            | (TensorKind::AttnSubNorm, _)
+            | (TensorKind::FfnNorm, _)
+            | (TensorKind::FfnSubNorm, _) => params += elems,
+            _ => {}
+        }
+        tensors.push(TensorRow {
+            kind: format!("{:?}", e.kind),
+            layer: e.layer,
+            rows: e.rows,
+            cols: e.cols,
+            format: format_name(e.format),
+            offset: e.offset,
+            len: e.len,
+        });
+    }
+    let crc = blob
+        .get(24..28)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .unwrap_or(0);
+    Inspection {
+        format_version: format!(
+            "{}.{}",
+            runtime::format::VERSION_MAJOR,
+            model.version_minor()
+        ),
+        checksum: format!("CRC-32 {crc:08x} (verified)"),
+        vocab_size: c.vocab_size,
+        d_model: c.d_model,
+        n_layers: c.n_layers,
+        n_heads: c.n_heads,
+        n_kv_heads: c.n_kv_heads,
+        ffn_dim: c.ffn_dim,
+        ctx_len: c.ctx_len,
+        rope_theta: c.rope_theta,
+        vocab: (0..c.vocab_size as u16)
+            .map(|i| String::from_utf8_lossy(model.token_bytes(i).unwrap_or(&[])).into_owned())
+            .collect(),
+        flash_bytes: blob.len(),
+        ternary_weights: tw,
+        ternary_bytes: tb,
+        bits_per_ternary_weight: 8.0 * tb as f64 / tw.max(1) as f64,
+        parameters: params,
+        bits_per_parameter_overall: 8.0 * blob.len() as f64 / params.max(1) as f64,
+        session_ram_bytes: session_bytes(&c, c.ctx_len),
+        trainer_quantized_val_loss: model.val_loss_micro_nats().map(|m| m as f64 / 1e6),
+        metadata: model.metadata().to_string(),
+        tensors,
+    }
+}
+
+impl fmt::Display for Inspection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "format        v{}, {}",
+            self.format_version, self.checksum
+        )?;
+        writeln!(
+            f,
+            "config        vocab {} · d_model {} · layers {} · heads {} (kv {}) · ffn {} · ctx {} · rope θ {}",
+            self.vocab_size, self.d_model, self.n_layers, self.n_heads, self.n_kv_heads,
+            self.ffn_dim, self.ctx_len, self.rope_theta
+        )?;
+        let shown: String = self.vocab.iter().map(|t| format!("{t:?} ")).collect();
+        writeln!(
+            f,
+            "vocabulary    {} tokens: {}",
+            self.vocab_size,
+            shown.trim_end()
+        )?;
+        writeln!(
+            f,
+            "flash         {} bytes ({:.1} KiB), {} parameters, {:.2} bits/parameter overall",
+            self.flash_bytes,
+            self.flash_bytes as f64 / 1024.0,
+            self.parameters,
+            self.bits_per_parameter_overall
+        )?;
+        writeln!(
+            f,
+            "ternary       {} weights in {} bytes: {:.3} bits/weight (scales and padding included)",
+            self.ternary_weights, self.ternary_bytes, self.bits_per_ternary_weight
+        )?;
+        writeln!(
+            f,
+            "session RAM   {} bytes ({:.1} KiB) for ctx {}",
+            self.session_ram_bytes,
+            self.session_ram_bytes as f64 / 1024.0,
+            self.ctx_len
+        )?;
+        if let Some(l) = self.trainer_quantized_val_loss {
+            writeln!(f, "trainer loss  {l:.4} nats/char (quantized eval mode)")?;
+        }
+        if !self.metadata.is_empty() {
+            writeln!(f, "metadata      {}", self.metadata)?;
+        }
+        writeln!(f, "tensors       {}", self.tensors.len())?;
+        writeln!(
+            f,
+            "  {:<16} {:>5} {:>6} {:>6} {:>9} {:>8}  format",
+            "kind", "layer", "rows", "cols", "offset", "bytes"
+        )?;
+        for t in &self.tensors {
+            writeln!(
+                f,
+                "  {:<16} {:>5} {:>6} {:>6} {:>9} {:>8}  {}",
+                t.kind, t.layer, t.rows, t.cols, t.offset, t.len, t.format
+            )?;
+        }
+        Ok(())
+    }
+}

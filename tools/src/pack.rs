@@ -1,0 +1,118 @@
+//! `tools pack`: a trainer run directory → a blob, through the runtime's own writer.
+
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use runtime::writer::{LayerParams, ModelParams};
+use runtime::Config;
+
+use crate::convert::{dyadic, embedding, gains, rope_table, ternarize};
+use crate::rundir::Run;
+
+/// Converts a loaded run into the runtime's integer parameters (`docs/MODEL.md` Q1 and Q3;
+/// `runtime/FORMAT.md` for the fixed-point forms).
+pub fn model_params(run: &Run) -> Result<ModelParams> {
+    let c = &run.config;
+    let head_dim = c.d_model / c.n_heads;
+    let kv = c.n_kv_heads * head_dim;
+    let u = |x: usize, what: &str| -> Result<u32> {
+        u32::try_from(x).with_context(|| format!("{what} {x} is too large"))
+    };
+    let config = Config {
+        vocab_size: u(c.vocab_size, "vocab_size")?,
+        d_model: u(c.d_model, "d_model")?,
+        n_layers: u(c.n_layers, "n_layers")?,
+        n_heads: u(c.n_heads, "n_heads")?,
+        n_kv_heads: u(c.n_kv_heads, "n_kv_heads")?,
+        ffn_dim: u(c.ffn_dim, "ffn_dim")?,
+        ctx_len: u(c.ctx_len, "ctx_len")?,
+        rope_theta: {
+            anyhow::ensure!(
+                c.rope_theta.fract() == 0.0 && c.rope_theta >= 1.0 && c.rope_theta < 4.0e9,
+                "rope_theta {} is not a whole number the blob can store",
+                c.rope_theta
+            );
+            c.rope_theta as u32
+        },
+    };
+    let (d, f) = (c.d_model, c.ffn_dim);
+    let (emb, emb_scales) = embedding(run.tensor("embed"), c.vocab_size, d)?;
+    let mut layers = Vec::with_capacity(c.n_layers);
+    for i in 0..c.n_layers {
+        let name = |n: &str| format!("layers.{i}.{n}");
+        let tern = |n: &str, din, dout| ternarize(&name(n), run.tensor(&name(n)), din, dout);
+        let gain = |n: &str| gains(&name(n), run.tensor(&name(n)));
+        layers.push(LayerParams {
+            attn_norm: gain("attn_norm")?,
+            wq: tern("wq", d, d)?,
+            wk: tern("wk", d, kv)?,
+            wv: tern("wv", d, kv)?,
+            attn_sub_norm: gain("attn_sub_norm")?,
+            wo: tern("wo", d, d)?,
+            ffn_norm: gain("ffn_norm")?,
+            w_up: tern("w_up", d, f)?,
+            ffn_sub_norm: gain("ffn_sub_norm")?,
+            w_down: tern("w_down", f, d)?,
+        });
+    }
+    let run_name = run
+        .dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut metadata = format!(
+        "run {run_name}; trainer {}; preset {}; steps {}",
+        c.trainer_version, c.preset, run.summary.steps
+    );
+    metadata.truncate(runtime::format::MAX_METADATA);
+    Ok(ModelParams {
+        config,
+        norm_eps: dyadic(c.norm_eps)?,
+        val_loss_micro_nats: Some((run.summary.quantized_val_loss * 1e6).round().max(0.0) as u64),
+        metadata,
+        vocab: run.vocab.iter().map(|t| t.as_bytes().to_vec()).collect(),
+        embedding: emb,
+        embedding_scales: emb_scales,
+        rope: rope_table(c.ctx_len, head_dim, c.rope_theta),
+        final_norm: gains("final_norm", run.tensor("final_norm"))?,
+        layers,
+    })
+}
+
+/// Packs run dir `run_dir` into the blob `out`. The file appears whole or not at all: it is
+/// written next to `out` under a temporary name, synced, then renamed.
+pub fn pack(run_dir: &Path, out: &Path) -> Result<Vec<u8>> {
+    let run = Run::load(run_dir)?;
+    let params = model_params(&run)?;
+    let blob = params
+        .to_blob()
+        .map_err(|e| anyhow::anyhow!("cannot write the blob: {e}"))?;
+    write_atomically(out, &blob)?;
+    Ok(blob)
+}
+
+/// Writes `bytes` to `path` via a temporary file in the same directory and a rename.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .with_context(|| format!("{} is not a file path", path.display()))?;
+    let tmp = dir.join(format!(".{}.tmp", name.to_string_lossy()));
+    let result = (|| -> Result<()> {
+        let mut f =
+            fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+        f.write_all(bytes)
+            .and_then(|_| f.sync_all())
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
+        fs::rename(&tmp, path).with_context(|| format!("cannot rename to {}", path.display()))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
