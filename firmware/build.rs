@@ -1,14 +1,16 @@
 //! Build script: picks the board's `memory.x`, passes the link scripts, and turns the
 //! build-time settings (environment variables) into constants in `$OUT_DIR/settings.rs`.
 //!
+//! The defaults are those of `tools generate`, so both print the same text.
+//!
 //! | variable | default | meaning |
 //! |---|---|---|
 //! | `FIRMWARE_MODEL` | `../models/shakespeare-mcu.bin` | model blob to embed; a relative path is relative to `firmware/` |
 //! | `FIRMWARE_CTX` | the model's `ctx_len` | context (positions) of the session; sizes the working memory |
 //! | `FIRMWARE_PROMPT` | `ROMEO:` | text the generation starts from, byte for byte (pass a newline as a newline, e.g. `$'a\nb'` in bash) |
 //! | `FIRMWARE_TOKENS` | `100` | number of tokens to generate after the prompt |
-//! | `FIRMWARE_SEED` | `1` | sampling seed (`u64`) |
-//! | `FIRMWARE_TEMPERATURE` | `0` | sampling temperature as a decimal (at most 3 decimals, e.g. `0.8`); `0` = greedy |
+//! | `FIRMWARE_SEED` | `0` | sampling seed (`u64`) |
+//! | `FIRMWARE_TEMPERATURE` | `0.8` | sampling temperature as a decimal (at most 3 decimals, e.g. `0.8`); `0` = greedy |
 //! | `FIRMWARE_TOP_K` | `0` | sample among the `k` most likely tokens; `0` = all |
 //! | `FIRMWARE_SELFTEST` | (none) | `panic`, `hardfault`, `stack-overflow` or `bad-blob`: trigger that failure on purpose |
 
@@ -171,9 +173,9 @@ impl Settings {
     fn from_env() -> Self {
         let prompt = var("FIRMWARE_PROMPT").unwrap_or_else(|| "ROMEO:".into());
         let tokens = parse("FIRMWARE_TOKENS", 100);
-        let seed = parse("FIRMWARE_SEED", 1);
+        let seed = parse("FIRMWARE_SEED", 0);
         let temperature_milli = match var("FIRMWARE_TEMPERATURE") {
-            None => 0,
+            None => 800,
             Some(text) => parse_milli(&text).unwrap_or_else(|| {
                 fail(&format!(
                     "FIRMWARE_TEMPERATURE={text:?}: expected a decimal number with at most 3 \
