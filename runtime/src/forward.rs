@@ -49,8 +49,9 @@ fn residual_add(x: &mut [i64], y: &[i32], scale: Dyadic) {
 }
 
 impl Session<'_, '_> {
-    /// Runs one token at the current position, advances the position, and returns the logits
-    /// for the next token: `i32`, one unit = `2^-16` nats (Q15.16, [`LOGIT_FRAC_BITS`]).
+    /// Runs one token at the current position, records it ([`Session::tokens`]), advances the
+    /// position, and returns the logits for the next token: `i32`, one unit = `2^-16` nats
+    /// (Q15.16, [`LOGIT_FRAC_BITS`]).
     ///
     /// Errors: [`Error::TokenOutOfRange`], [`Error::ContextFull`] (all `ctx_len` positions used).
     pub fn forward(&mut self, token: u16) -> Result<&[i32], Error> {
@@ -60,6 +61,9 @@ impl Session<'_, '_> {
         }
         if self.pos >= self.ctx_len {
             return Err(Error::ContextFull);
+        }
+        if let Some(slot) = self.tokens.get_mut(self.pos) {
+            *slot = token;
         }
         // x = e_tok · E_q[tok]  (Q3), into Q31.32.
         let (row, e) = self.model.embedding_row(token as usize);

@@ -10,13 +10,13 @@
 //! |---|---|
 //! | [`format`] | blob constants, header types, the canonical section [`Layout`] |
 //! | [`model`] | [`Model::from_bytes`]: validate once, borrow the weights in place |
-//! | [`session`] | [`Session`]: caller-owned working memory ([`session_bytes`]), KV cache |
+//! | [`session`] | [`Session`]: caller-owned working memory ([`session_bytes`]), KV cache, token history |
 //! | `forward` | [`Session::forward`]: one token in, Q15.16 logits (nats) out |
 //! | [`kernels`] | 2-bit ternary and int8 kernels, each with a scalar reference twin |
 //! | [`fixed`] | [`Dyadic`] scales, integer `exp`/`rsqrt` |
 //! | [`tokenizer`] | [`encode`] (greedy longest match), [`decode`] |
 //! | [`sampler`] | [`SamplerConfig`], [`Sampler`], [`Pcg32`] |
-//! | [`generate`] | [`Generator`]: streaming generation, one token per call |
+//! | [`generate`] | [`Generator`]: streaming generation, one token per call, sliding window |
 //! | [`error`] | [`LoadError`], [`Error`], [`EncodeError`] |
 //! | `writer` | (feature `writer`) [`writer::ModelParams::to_blob`] |
 //!

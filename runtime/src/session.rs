@@ -1,4 +1,5 @@
-//! A session: caller-owned working memory (activations and the KV cache) and the position.
+//! A session: caller-owned working memory (activations, the KV cache, the token history) and
+//! the position.
 
 use crate::error::Error;
 use crate::fixed::Dyadic;
@@ -63,7 +64,7 @@ const fn region_sizes(c: &Config, ctx_len: u32) -> [usize; 15] {
         t.saturating_mul(8),                       // scores: i64[T]
         t.saturating_mul(4),                       // coef: i32[T]
         (c.vocab_size as usize).saturating_mul(4), // logits: i32[V]
-        0,
+        t.saturating_mul(2),                       // tokens: u16[T]
     ]
 }
 
@@ -74,6 +75,8 @@ const fn region_sizes(c: &Config, ctx_len: u32) -> [usize; 15] {
 unsafe trait Pod: Copy {}
 // SAFETY: integers have no invalid bit patterns.
 unsafe impl Pod for i8 {}
+// SAFETY: as above.
+unsafe impl Pod for u16 {}
 // SAFETY: as above.
 unsafe impl Pod for i32 {}
 // SAFETY: as above.
@@ -97,12 +100,14 @@ fn carve<'b, T: Pod>(buf: &mut &'b mut [u8], n: usize) -> Option<&'b mut [T]> {
     mid.get_mut(..n)
 }
 
-/// Inference state over caller-owned memory: the residual stream, scratch vectors, the KV cache
-/// and the current position. Positions run `0..ctx_len`; when all are used, [`forward`]
-/// returns [`Error::ContextFull`] (no sliding window) until [`reset`].
+/// Inference state over caller-owned memory: the residual stream, scratch vectors, the KV cache,
+/// the token fed at each position ([`tokens`]) and the current position. Positions run
+/// `0..ctx_len`; when all are used, [`forward`] returns [`Error::ContextFull`] until [`reset`].
+/// The session itself does not slide; [`Generator`](crate::Generator) does, from [`tokens`].
 ///
 /// [`forward`]: Session::forward
 /// [`reset`]: Session::reset
+/// [`tokens`]: Session::tokens
 pub struct Session<'m, 'b> {
     pub(crate) model: Model<'m>,
     pub(crate) ctx_len: usize,
@@ -136,6 +141,8 @@ pub struct Session<'m, 'b> {
     pub(crate) coef: &'b mut [i32],
     /// Logits `[V]`, Q15.16 nats.
     pub(crate) logits: &'b mut [i32],
+    /// The token fed at each position `[T]` (valid below `pos`).
+    pub(crate) tokens: &'b mut [u16],
 }
 
 impl<'m, 'b> Session<'m, 'b> {
@@ -182,6 +189,7 @@ impl<'m, 'b> Session<'m, 'b> {
             scores: carve(b, r[11] / 8).ok_or(too_small)?,
             coef: carve(b, r[12] / 4).ok_or(too_small)?,
             logits: carve(b, r[13] / 4).ok_or(too_small)?,
+            tokens: carve(b, r[14] / 2).ok_or(too_small)?,
         })
     }
 
@@ -198,6 +206,11 @@ impl<'m, 'b> Session<'m, 'b> {
     /// Positions this session holds.
     pub fn ctx_len(&self) -> u32 {
         self.ctx_len as u32
+    }
+
+    /// The tokens fed since the last reset, one per position (`position()` of them).
+    pub fn tokens(&self) -> &[u16] {
+        self.tokens.get(..self.pos).unwrap_or(&[])
     }
 
     /// Forgets the context (the next `forward` is position 0). O(1).

@@ -76,6 +76,7 @@ fn session_memory_checks_and_any_alignment() {
     // A `const` size, as firmware would compute it.
     const NEED: usize = session_bytes(&common::MCU, 128);
     const { assert!(NEED > 6 * 128 * 128 * 2) };
+    assert_eq!(NEED, 255_696, "FORMAT.md's example");
 
     let mut mem = vec![0u8; need + 8];
     let mut reference = None;
@@ -114,6 +115,7 @@ fn forward_errors_and_reset() {
     assert_eq!(s.forward(1).unwrap(), &first[..]);
 }
 
+/// The first `T − P + 1` tokens (before the window slides).
 fn generate(blob: &[u8], prompt: &[u8], cfg: SamplerConfig, ctx: u32) -> Vec<u8> {
     let m = Model::from_bytes(blob).unwrap();
     let mut mem = vec![0u8; m.session_bytes(ctx)];
@@ -121,6 +123,7 @@ fn generate(blob: &[u8], prompt: &[u8], cfg: SamplerConfig, ctx: u32) -> Vec<u8>
     let mut toks = [0u16; 64];
     let n = encode(&m, prompt, &mut toks).unwrap();
     Generator::new(&mut s, &toks[..n], cfg)
+        .take(ctx as usize - n + 1)
         .flat_map(|t| decode(&m, t.unwrap()).to_vec())
         .collect()
 }
@@ -157,10 +160,30 @@ fn generator_errors() {
     let mut g = Generator::new(&mut s, &[], SamplerConfig::GREEDY);
     assert_eq!(g.next_token(), Err(Error::EmptyPrompt));
     assert_eq!(g.next_token(), Ok(None));
-    let long = [1u16; 5];
-    let mut g = Generator::new(&mut s, &long, SamplerConfig::GREEDY);
-    assert_eq!(g.next_token(), Err(Error::ContextFull));
+    let mut g = Generator::new(&mut s, &[1, 2, 99], SamplerConfig::GREEDY);
+    assert_eq!(g.next_token(), Err(Error::TokenOutOfRange(99)));
+    assert_eq!(g.next_token(), Ok(None));
+    // A full context slides instead of ending (tests/window.rs checks the policy).
     let mut g = Generator::new(&mut s, &[1, 2, 3, 4], SamplerConfig::GREEDY);
     assert!(g.next_token().unwrap().is_some());
-    assert_eq!(g.next_token(), Ok(None));
+    assert!(g.next_token().unwrap().is_some());
+    assert_eq!(g.slides(), 1);
+    assert_eq!(s.position(), 3, "2 kept + the pending token");
+}
+
+#[test]
+fn session_records_its_tokens() {
+    let blob = random_model(TINY, 8).to_blob().unwrap();
+    let m = Model::from_bytes(&blob).unwrap();
+    let mut mem = vec![0u8; m.session_bytes(4)];
+    let mut s = Session::new(m, 4, &mut mem).unwrap();
+    assert_eq!(s.tokens(), &[] as &[u16]);
+    s.forward(5).unwrap();
+    s.forward(64).unwrap();
+    assert!(s.forward(65).is_err());
+    assert_eq!(s.tokens(), &[5, 64]);
+    s.reset();
+    assert_eq!(s.tokens(), &[] as &[u16]);
+    s.forward(9).unwrap();
+    assert_eq!(s.tokens(), &[9]);
 }

@@ -27,7 +27,9 @@ fn run(blob: &[u8], cfg: SamplerConfig) -> String {
     let mut s = Session::new(m, TINY.ctx_len, &mut mem).unwrap();
     let mut toks = [0u16; 16];
     let n = encode(&m, b"ROMEO:\n", &mut toks).unwrap();
+    // T − P + 1 tokens: the window never slides, so the expected text predates sliding.
     let out: Vec<u8> = Generator::new(&mut s, &toks[..n], cfg)
+        .take(TINY.ctx_len as usize - n + 1)
         .flat_map(|t| decode(&m, t.unwrap()).to_vec())
         .collect();
     String::from_utf8(out).unwrap()

@@ -161,17 +161,12 @@ fn run(cli: Cli) -> Result<()> {
             let mut out = std::io::stdout().lock();
             out.write_all(prompt.as_bytes())?;
             out.flush()?;
-            let mut produced = 0;
             for tok in Generator::new(&mut session, &ids[..n], config).take(tokens) {
                 let tok = tok.map_err(|e| anyhow::anyhow!("{e}"))?;
                 out.write_all(decode(&model, tok))?;
                 out.flush()?;
-                produced += 1;
             }
             writeln!(out)?;
-            if produced < tokens {
-                eprintln!("(context of {ctx} tokens full after {produced} generated tokens)");
-            }
             Ok(())
         }
         Command::Eval {
