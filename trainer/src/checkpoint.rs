@@ -113,7 +113,7 @@ pub fn save<B: AutodiffBackend>(
 /// Loads the checkpoint of the run in `out` (falling back to `checkpoint.old` if a crash hit
 /// between the two renames).
 #[allow(clippy::type_complexity)]
-pub fn load<B: AutodiffBackend>(
+pub fn load<B: AutodiffBackend + crate::fused::FusedOps>(
     out: &Path,
     cfg: &ModelConfig,
     dev: &B::Device,

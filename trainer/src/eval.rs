@@ -19,7 +19,7 @@ pub fn batch_tensors<B: Backend>(
 }
 
 /// Mean negative log-likelihood (nats) over every predicted position of `batches`.
-pub fn mean_nll<B: Backend>(
+pub fn mean_nll<B: crate::fused::FusedOps>(
     model: &Model<B>,
     batches: &[Batch],
     tab: &Tables<B>,

@@ -5,7 +5,8 @@
 //!
 //! - [`config`]: hyper-parameters and presets
 //! - [`data`]: character vocabulary, split, batches, validation windows
-//! - [`quant`]: the quantizers Q1–Q5 and the straight-through estimator
+//! - [`quant`]: the quantizers Q1–Q5 and the straight-through estimator; [`fused`]: their
+//!   fused CPU kernel and STE op
 //! - [`model`]: the transformer as burn modules
 //! - [`train`]: the training loop; [`schedule`]: LR and weight decay
 //! - [`eval`]: losses without autodiff (the quantized validation loss)
@@ -18,6 +19,7 @@ pub mod config;
 pub mod data;
 pub mod error;
 pub mod eval;
+pub mod fused;
 pub mod metrics;
 pub mod model;
 pub mod quant;

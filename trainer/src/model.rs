@@ -5,7 +5,8 @@
 //! straight-through estimator (training) or not at all.
 
 use crate::config::ModelConfig;
-use crate::quant::{absmax_int8, ste, ternary, QuantApply};
+use crate::fused::FusedOps;
+use crate::quant::{act_quant, ste, ternary, QuantApply};
 use burn::module::{Initializer, Module, Param};
 use burn::tensor::activation::{log_softmax, relu, softmax};
 use burn::tensor::backend::Backend;
@@ -80,7 +81,7 @@ pub struct BitLinear<B: Backend> {
     pub weight: Param<Tensor<B, 2>>,
 }
 
-impl<B: Backend> BitLinear<B> {
+impl<B: FusedOps> BitLinear<B> {
     fn new(d_in: usize, d_out: usize, std: f64, dev: &B::Device) -> Self {
         Self {
             weight: Initializer::Normal { mean: 0.0, std }.init([d_in, d_out], dev),
@@ -108,8 +109,8 @@ impl<B: Backend> BitLinear<B> {
 }
 
 /// Q2 on a BitLinear input (per token).
-pub fn quantize_input<B: Backend>(x: Tensor<B, 3>, mode: QuantMode) -> Tensor<B, 3> {
-    ste(x, mode.acts, absmax_int8)
+pub fn quantize_input<B: FusedOps>(x: Tensor<B, 3>, mode: QuantMode) -> Tensor<B, 3> {
+    act_quant(x, mode.acts)
 }
 
 /// Constant tables of a model on one device: RoPE cos/sin, the pair-swap matrices and the causal
@@ -224,7 +225,7 @@ pub struct Attention<B: Backend> {
     n_kv_heads: usize,
 }
 
-impl<B: Backend> Attention<B> {
+impl<B: FusedOps> Attention<B> {
     /// # Shapes
     /// - `h`: `[b, t, d]` (already attention-normed) → `[b, t, d]`
     fn forward(&self, h: Tensor<B, 3>, tab: &Tables<B>, mode: QuantMode) -> Tensor<B, 3> {
@@ -249,8 +250,7 @@ impl<B: Backend> Attention<B> {
         let v = self.wv.forward_quantized_input(hq, mode);
         // Q5 per (token, head) on the contiguous [b, t, heads, hd] layout, then heads first
         // (a strided view: flex's matmul reads it without a copy).
-        let heads =
-            |x: Tensor<B, 3>, n: usize| ste(x.reshape([b, t, n, hd]), mode.qkv, absmax_int8);
+        let heads = |x: Tensor<B, 3>, n: usize| act_quant(x.reshape([b, t, n, hd]), mode.qkv);
         // 1/sqrt(hd) goes on q while it is contiguous (4× smaller than the scores).
         let q = (heads(q, nh) * (1.0 / (hd as f64).sqrt())).swap_dims(1, 2);
         let mut k = heads(k, nkv).swap_dims(1, 2);
@@ -293,7 +293,7 @@ pub struct Ffn<B: Backend> {
     pub sub_norm: RmsNorm<B>,
 }
 
-impl<B: Backend> Ffn<B> {
+impl<B: FusedOps> Ffn<B> {
     fn forward(&self, h: Tensor<B, 3>, mode: QuantMode) -> Tensor<B, 3> {
         let u = relu(self.up.forward(h, mode)).square();
         self.down.forward(self.sub_norm.forward(u), mode)
@@ -324,7 +324,7 @@ pub struct Model<B: Backend> {
     pub final_norm: RmsNorm<B>,
 }
 
-impl<B: Backend> Model<B> {
+impl<B: FusedOps> Model<B> {
     /// A freshly initialised model (uses the backend's seeded RNG: call `B::seed` first).
     ///
     /// Init: embedding and matrices N(0, 0.02), output projections (`wo`, `down`) N(0, 0.02/√(2L));
@@ -360,7 +360,9 @@ impl<B: Backend> Model<B> {
             final_norm: RmsNorm::new(d, eps, dev),
         }
     }
+}
 
+impl<B: FusedOps> Model<B> {
     /// Logits of every position.
     ///
     /// # Shapes
@@ -372,7 +374,7 @@ impl<B: Backend> Model<B> {
         mode: QuantMode,
     ) -> Tensor<B, 3> {
         // Q3 once: the same int8 table feeds the lookup and the tied head (Q4).
-        let emb = ste(self.embed.val(), mode.embed, absmax_int8);
+        let emb = act_quant(self.embed.val(), mode.embed);
         let mut x = burn::tensor::module::embedding(emb.clone(), tokens);
         for layer in &self.layers {
             x = x.clone() + layer.attn.forward(layer.attn_norm.forward(x), tab, mode);

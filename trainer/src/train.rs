@@ -6,6 +6,7 @@ use crate::config::{ModelConfig, TrainConfig};
 use crate::data::{random_batch, val_windows, Batch, Corpus};
 use crate::error::{Result, TrainError};
 use crate::eval::{batch_tensors, mean_nll};
+use crate::fused::FusedOps;
 use crate::metrics::MetricRow;
 use crate::model::{Model, QuantMode, Tables};
 use crate::rng::SplitMix64;
@@ -123,7 +124,7 @@ fn clip_global_norm<B: AutodiffBackend>(
 /// Loss and gradients of one batch, split across `devices` (data parallel) when there are several.
 /// The loss is the mean NLL over the whole batch; each device's share is divided by the total
 /// token count, so the summed gradients are those of the mean.
-fn loss_and_grads<B: AutodiffBackend>(
+fn loss_and_grads<B: AutodiffBackend + FusedOps>(
     model: &Model<B>,
     batch: &Batch,
     devices: &[B::Device],
@@ -180,13 +181,16 @@ fn loss_and_grads<B: AutodiffBackend>(
 
 /// Trains (or resumes) the run described by `spec` on `devices` (the first one holds the
 /// model; more than one means data parallel). `stop` is raised by Ctrl-C.
-pub fn train<B: AutodiffBackend>(
+pub fn train<B: AutodiffBackend + FusedOps>(
     devices: &[B::Device],
     spec: &RunSpec,
     corpus: &Corpus,
     resume: bool,
     stop: &AtomicBool,
-) -> Result<Outcome> {
+) -> Result<Outcome>
+where
+    B::InnerBackend: FusedOps,
+{
     let dev = &devices[0];
     let (mcfg, tcfg) = (&spec.model, &spec.train);
     let out = &spec.out;
@@ -217,7 +221,7 @@ pub fn train<B: AutodiffBackend>(
 }
 
 #[allow(clippy::too_many_arguments)]
-fn run_loop<B: AutodiffBackend>(
+fn run_loop<B: AutodiffBackend + FusedOps>(
     devices: &[B::Device],
     spec: &RunSpec,
     corpus: &Corpus,
@@ -227,7 +231,10 @@ fn run_loop<B: AutodiffBackend>(
     mut opt_rest: Opt<B>,
     mut state: TrainState,
     stop: &AtomicBool,
-) -> Result<Outcome> {
+) -> Result<Outcome>
+where
+    B::InnerBackend: FusedOps,
+{
     let dev = &devices[0];
     let (mcfg, tcfg) = (&spec.model, &spec.train);
     let tables: Vec<Tables<B>> = devices.iter().map(|d| Tables::new(mcfg, d)).collect();
@@ -302,16 +309,22 @@ fn run_loop<B: AutodiffBackend>(
             tokens_per_s: tok_s,
             wall_s: wall_before + session_start.elapsed().as_secs_f64(),
         };
-        if state.step % tcfg.eval_every == 0 || state.step == tcfg.steps {
+        let eval_now = state.step % tcfg.eval_every == 0 || state.step == tcfg.steps;
+        if eval_now {
             let v = mean_nll(&model.valid(), &val_fixed, &inner_tab, QuantMode::EVAL, dev);
             row.val_loss_fixed = Some(v);
-            if plain_lines {
-                let eta = (tcfg.steps - state.step) as f64 * tokens_per_step as f64 / tok_s;
-                runinfo::log_line(&format!(
-                    "step {}/{} loss {loss:.4} val {v:.4} lr {lr:.2e} {tok_s:.0} tok/s eta {eta:.0}s",
-                    state.step, tcfg.steps
-                ));
-            }
+        }
+        // Without a terminal (nohup, CI): a plain line four times per eval period.
+        if plain_lines && (eval_now || state.step % (tcfg.eval_every / 4).max(1) == 0) {
+            let eta = (tcfg.steps - state.step) as f64 * tokens_per_step as f64 / tok_s;
+            let val = row
+                .val_loss_fixed
+                .map(|v| format!(" val(q) {v:.4}"))
+                .unwrap_or_default();
+            runinfo::log_line(&format!(
+                "step {}/{} loss {loss:.4}{val} lr {lr:.2e} {tok_s:.0} tok/s eta {eta:.0}s",
+                state.step, tcfg.steps
+            ));
         }
         bar.set_position(state.step as u64);
         bar.set_message(format!("loss {loss:.4} | {:.1}k tok/s", tok_s / 1000.0));
