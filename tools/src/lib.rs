@@ -8,6 +8,7 @@
 //! | [`convert`] | trained f32 values → the runtime's fixed-point forms (`runtime/FORMAT.md`) |
 //! | [`pack`] | run dir → blob, written atomically |
 //! | [`blob`] | reading blob files, the shipped model's path |
+//! | [`generate`] | streaming generation (the CLI and the QEMU parity test share it) |
 //! | [`eval`] | validation loss of a blob, computed by the integer runtime |
 //! | [`bench`] | prefill/decode speed and latency of a blob |
 //! | [`inspect`] | what a blob holds, for people (`Display`) and machines (JSON) |
@@ -16,6 +17,7 @@ pub mod bench;
 pub mod blob;
 pub mod convert;
 pub mod eval;
+pub mod generate;
 pub mod inspect;
 pub mod pack;
 pub mod rundir;

@@ -3,15 +3,13 @@
 //! Data goes to stdout, progress and diagnostics to stderr; failures exit non-zero with a
 //! one-line reason.
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use runtime::{decode, encode, session_bytes, Generator, SamplerConfig, Session};
-use tools::{bench, blob, eval, inspect, pack};
+use tools::{bench, blob, eval, generate, inspect, pack};
 
 #[derive(Parser)]
 #[command(
@@ -51,7 +49,7 @@ enum Command {
         /// Text to continue; every character must be in the model's vocabulary.
         #[arg(long, default_value = "ROMEO:")]
         prompt: String,
-        /// Tokens to generate (generation also stops when the context is full).
+        /// Tokens to generate (past the context the window slides: the last ctx/2 tokens are kept).
         #[arg(long, default_value_t = 100)]
         tokens: usize,
         /// Seed of the sampler's PRNG.
@@ -140,33 +138,14 @@ fn run(cli: Cli) -> Result<()> {
             let path = blob::model_path(model.as_deref());
             let bytes = blob::read(&path)?;
             let model = blob::load(&path, &bytes)?;
-            if !(temperature.is_finite() && (0.0..=100.0).contains(&temperature)) {
-                bail!("--temperature must be between 0 and 100, got {temperature}");
-            }
-            let config = SamplerConfig {
-                temperature_milli: (temperature * 1000.0).round() as u32,
-                top_k,
-                seed,
-            };
-            let ctx = model.config().ctx_len;
-            let mut ids = vec![0u16; prompt.len().max(1)];
-            let n = encode(&model, prompt.as_bytes(), &mut ids)
-                .map_err(|e| anyhow::anyhow!("prompt: {e}"))?;
-            if n == 0 {
-                bail!("--prompt must not be empty");
-            }
-            let mut mem = vec![0u8; session_bytes(model.config(), ctx)];
-            let mut session =
-                Session::new(model, ctx, &mut mem).map_err(|e| anyhow::anyhow!("{e}"))?;
-            let mut out = std::io::stdout().lock();
-            out.write_all(prompt.as_bytes())?;
-            out.flush()?;
-            for tok in Generator::new(&mut session, &ids[..n], config).take(tokens) {
-                let tok = tok.map_err(|e| anyhow::anyhow!("{e}"))?;
-                out.write_all(decode(&model, tok))?;
-                out.flush()?;
-            }
-            writeln!(out)?;
+            let config = generate::sampler(temperature, top_k, seed)?;
+            generate::generate(
+                model,
+                &prompt,
+                tokens,
+                config,
+                &mut std::io::stdout().lock(),
+            )?;
             Ok(())
         }
         Command::Eval {

@@ -1,0 +1,46 @@
+//! `tools generate`: stream a continuation of a prompt, token by token.
+
+use std::io::Write;
+
+use anyhow::{anyhow, bail, Result};
+use runtime::{decode, encode, session_bytes, Generator, Model, SamplerConfig, Session};
+
+/// The runtime's sampler settings for a real-valued temperature (used in thousandths, as the
+/// firmware's build-time setting is).
+pub fn sampler(temperature: f64, top_k: u32, seed: u64) -> Result<SamplerConfig> {
+    if !(temperature.is_finite() && (0.0..=100.0).contains(&temperature)) {
+        bail!("temperature must be between 0 and 100, got {temperature}");
+    }
+    Ok(SamplerConfig {
+        temperature_milli: (temperature * 1000.0).round() as u32,
+        top_k,
+        seed,
+    })
+}
+
+/// Writes `prompt`, then `tokens` generated tokens, to `out`, flushing after each token. The
+/// session spans the model's whole context; the runtime's [`Generator`] slides its window when
+/// the context is full, exactly as the firmware does.
+pub fn generate(
+    model: Model<'_>,
+    prompt: &str,
+    tokens: usize,
+    config: SamplerConfig,
+    out: &mut impl Write,
+) -> Result<()> {
+    let mut ids = vec![0u16; prompt.len()];
+    let n = encode(&model, prompt.as_bytes(), &mut ids).map_err(|e| anyhow!("prompt: {e}"))?;
+    if n == 0 {
+        bail!("the prompt must not be empty");
+    }
+    let ctx = model.config().ctx_len;
+    let mut mem = vec![0u8; session_bytes(model.config(), ctx)];
+    let mut session = Session::new(model, ctx, &mut mem).map_err(|e| anyhow!("{e}"))?;
+    out.write_all(prompt.as_bytes())?;
+    out.flush()?;
+    for tok in Generator::new(&mut session, &ids[..n], config).take(tokens) {
+        out.write_all(decode(&model, tok.map_err(|e| anyhow!("{e}"))?))?;
+        out.flush()?;
+    }
+    Ok(())
+}
