@@ -131,7 +131,7 @@ pub fn load<B: AutodiffBackend + crate::fused::FusedOps>(
         }
     }
     let rec = Rec::new();
-    let model = Model::<B>::new(cfg, dev)
+    let model = Model::<B>::new(cfg, dev, 0)
         .load_file(d.join("model"), &rec, dev)
         .map_err(rec_err("read checkpoint", &d))?;
     let o_decay: OptRecord<B> = Recorder::<B>::load(&rec, d.join("opt_decay"), dev)

@@ -30,6 +30,56 @@ pub trait FusedOps: Backend {
     fn absmax_int8_ste<const D: usize>(x: Tensor<Self, D>) -> Tensor<Self, D> {
         Self::absmax_int8(x)
     }
+
+    /// `RMSNorm(x; g) = x / sqrt(mean(x²) + eps) · g` over the last dim.
+    fn rms_norm<const D: usize>(
+        x: Tensor<Self, D>,
+        gain: Tensor<Self, 1>,
+        eps: f64,
+    ) -> Tensor<Self, D> {
+        let inv_rms = (x.clone().square().mean_dim(D - 1) + eps).sqrt().recip();
+        x * inv_rms * gain.unsqueeze::<D>()
+    }
+
+    /// Gradients of [`FusedOps::rms_norm`] on rows: with `r = 1/sqrt(mean(x²)+eps)`,
+    /// `dx_j = r·g_j·dy_j − x_j·r³·Σ_i g_i·dy_i·x_i / n` and `dg_j = Σ_rows dy_j·x_j·r`.
+    ///
+    /// # Shapes
+    /// - `x`, `dy`: `[rows, n]`; `gain`: `[n]` → (`[rows, n]`, `[n]`)
+    fn rms_norm_backward(
+        x: Tensor<Self, 2>,
+        gain: Tensor<Self, 1>,
+        dy: Tensor<Self, 2>,
+        eps: f64,
+    ) -> (Tensor<Self, 2>, Tensor<Self, 1>) {
+        let n = x.dims()[1];
+        let r = (x.clone().square().mean_dim(1) + eps).sqrt().recip(); // [rows, 1]
+        let gdy = dy.clone() * gain.unsqueeze::<2>();
+        let dot = (gdy.clone() * x.clone()).sum_dim(1); // [rows, 1]
+        let r3 = r.clone() * r.clone() * r.clone();
+        let dx = gdy * r.clone() - x.clone() * (r3 * dot / n as f64);
+        let dg = (dy * x * r).sum_dim(0).reshape([n]);
+        (dx, dg)
+    }
+}
+
+/// Rows handled by one rayon task in the flex kernels (fixed, so sums are reproducible).
+fn rows_per_task(n: usize) -> usize {
+    (16384 / n).max(1)
+}
+
+fn flex_rows<const D: usize>(x: Tensor<Flex, D>) -> burn::backend::flex::FlexTensor {
+    let t = x.into_primitive().tensor();
+    if t.is_contiguous() {
+        t
+    } else {
+        t.to_contiguous()
+    }
+}
+
+fn flex_tensor<const D: usize>(data: Vec<f32>, dims: [usize; D]) -> Tensor<Flex, D> {
+    let flex = burn::backend::flex::FlexTensor::from_data(TensorData::new(data, dims));
+    Tensor::from_primitive(TensorPrimitive::Float(flex))
 }
 
 /// Scalar kernel of Q2/Q3/Q5 over rows of `n` values: `s = max(max|x|, 1e-5)/127`,
@@ -40,9 +90,9 @@ pub trait FusedOps: Backend {
 pub fn absmax_int8_rows(src: &[f32], dst: &mut [f32], n: usize) {
     debug_assert_eq!(src.len(), dst.len());
     debug_assert!(n > 0 && src.len() % n == 0);
-    let rows_per_task = (16384 / n).max(1);
-    dst.par_chunks_mut(rows_per_task * n)
-        .zip(src.par_chunks(rows_per_task * n))
+    let chunk = rows_per_task(n) * n;
+    dst.par_chunks_mut(chunk)
+        .zip(src.par_chunks(chunk))
         .for_each(|(d, s)| {
             for (dr, sr) in d.chunks_exact_mut(n).zip(s.chunks_exact(n)) {
                 let amax = sr.iter().fold(0f32, |m, v| m.max(v.abs()));
@@ -66,19 +116,98 @@ fn round_half_even_small(v: f32) -> f32 {
 impl FusedOps for Flex {
     fn absmax_int8<const D: usize>(x: Tensor<Self, D>) -> Tensor<Self, D> {
         let dims = x.dims();
-        let n = dims[D - 1];
-        let t = x.into_primitive().tensor();
-        let t = if t.is_contiguous() {
-            t
-        } else {
-            t.to_contiguous()
-        };
+        let t = flex_rows(x);
         let src = t.as_slice::<f32>().expect("contiguous f32 tensor");
         let mut out = vec![0f32; src.len()];
-        absmax_int8_rows(src, &mut out, n);
-        let flex = burn::backend::flex::FlexTensor::from_data(TensorData::new(out, dims));
-        Tensor::from_primitive(TensorPrimitive::Float(flex))
+        absmax_int8_rows(src, &mut out, dims[D - 1]);
+        flex_tensor(out, dims)
     }
+
+    fn rms_norm<const D: usize>(
+        x: Tensor<Self, D>,
+        gain: Tensor<Self, 1>,
+        eps: f64,
+    ) -> Tensor<Self, D> {
+        let dims = x.dims();
+        let n = dims[D - 1];
+        let (t, g) = (flex_rows(x), flex_rows(gain));
+        let (src, g) = (
+            t.as_slice::<f32>().expect("f32"),
+            g.as_slice::<f32>().expect("f32"),
+        );
+        let mut out = vec![0f32; src.len()];
+        let chunk = rows_per_task(n) * n;
+        out.par_chunks_mut(chunk)
+            .zip(src.par_chunks(chunk))
+            .for_each(|(d, s)| {
+                for (dr, sr) in d.chunks_exact_mut(n).zip(s.chunks_exact(n)) {
+                    let r = inv_rms(sr, eps);
+                    for ((o, &v), &gi) in dr.iter_mut().zip(sr).zip(g) {
+                        *o = v * r * gi;
+                    }
+                }
+            });
+        flex_tensor(out, dims)
+    }
+
+    fn rms_norm_backward(
+        x: Tensor<Self, 2>,
+        gain: Tensor<Self, 1>,
+        dy: Tensor<Self, 2>,
+        eps: f64,
+    ) -> (Tensor<Self, 2>, Tensor<Self, 1>) {
+        let dims = x.dims();
+        let n = dims[1];
+        let (xt, gt, dyt) = (flex_rows(x), flex_rows(gain), flex_rows(dy));
+        let xs = xt.as_slice::<f32>().expect("f32");
+        let g = gt.as_slice::<f32>().expect("f32");
+        let dys = dyt.as_slice::<f32>().expect("f32");
+        let mut dx = vec![0f32; xs.len()];
+        let chunk = rows_per_task(n) * n;
+        // One partial dg per task, summed in task order afterwards: reproducible for any
+        // number of threads.
+        let partials: Vec<Vec<f32>> = dx
+            .par_chunks_mut(chunk)
+            .zip(xs.par_chunks(chunk))
+            .zip(dys.par_chunks(chunk))
+            .map(|((dxc, xc), dyc)| {
+                let mut dg = vec![0f32; n];
+                let rows = dxc
+                    .chunks_exact_mut(n)
+                    .zip(xc.chunks_exact(n))
+                    .zip(dyc.chunks_exact(n));
+                for ((dxr, xr), dyr) in rows {
+                    let r = inv_rms(xr, eps);
+                    let dot: f32 = xr
+                        .iter()
+                        .zip(dyr)
+                        .zip(g)
+                        .map(|((x, dy), g)| g * dy * x)
+                        .sum();
+                    let c = r * r * r * dot / n as f32;
+                    for j in 0..n {
+                        dxr[j] = r * g[j] * dyr[j] - xr[j] * c;
+                        dg[j] += dyr[j] * xr[j] * r;
+                    }
+                }
+                dg
+            })
+            .collect();
+        let mut dg = vec![0f32; n];
+        for p in &partials {
+            for (a, b) in dg.iter_mut().zip(p) {
+                *a += b;
+            }
+        }
+        (flex_tensor(dx, dims), flex_tensor(dg, [n]))
+    }
+}
+
+/// `1/sqrt(mean(x²) + eps)` of one row.
+#[inline]
+fn inv_rms(row: &[f32], eps: f64) -> f32 {
+    let ms = row.iter().map(|v| v * v).sum::<f32>() / row.len() as f32;
+    1.0 / (ms + eps as f32).sqrt()
 }
 
 #[cfg(feature = "cuda")]
@@ -96,7 +225,69 @@ impl<B: Backend> Backward<B, 1> for StraightThrough {
     }
 }
 
+/// Backward of the fused RMSNorm; state: input, gain, eps, input dims.
+#[derive(Debug)]
+struct RmsNormBackward;
+
+impl<B: FusedOps> Backward<B, 2> for RmsNormBackward {
+    type State = (
+        B::FloatTensorPrimitive,
+        B::FloatTensorPrimitive,
+        f64,
+        Vec<usize>,
+    );
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (x, gain, eps, dims) = ops.state;
+        let n = *dims.last().expect("rank >= 1");
+        let rows = dims.iter().product::<usize>() / n;
+        let dy = grads.consume::<B>(&ops.node);
+        let as2 = |p: B::FloatTensorPrimitive| {
+            let t = Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(B::float_reshape(
+                p,
+                [rows * n].into(),
+            )));
+            t.reshape([rows, n])
+        };
+        let gain = Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(gain));
+        let (dx, dg) = B::rms_norm_backward(as2(x), gain, as2(dy), eps);
+        let [px, pg] = ops.parents;
+        if let Some(node) = px {
+            let dx = B::float_reshape(dx.into_primitive().tensor(), dims.into());
+            grads.register::<B>(node.id, dx);
+        }
+        if let Some(node) = pg {
+            grads.register::<B>(node.id, dg.into_primitive().tensor());
+        }
+    }
+}
+
 impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
+    fn rms_norm<const D: usize>(
+        x: Tensor<Self, D>,
+        gain: Tensor<Self, 1>,
+        eps: f64,
+    ) -> Tensor<Self, D> {
+        let dims = x.dims().to_vec();
+        let x = x.into_primitive().tensor();
+        let g = gain.into_primitive().tensor();
+        let y = B::rms_norm(
+            Tensor::<B, D>::from_primitive(TensorPrimitive::Float(x.primitive.clone())),
+            Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(g.primitive.clone())),
+            eps,
+        )
+        .into_primitive()
+        .tensor();
+        let out = match RmsNormBackward
+            .prepare::<C>([x.node.clone(), g.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish((x.primitive, g.primitive, eps, dims), y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        };
+        Tensor::from_primitive(TensorPrimitive::Float(out))
+    }
     fn absmax_int8_ste<const D: usize>(x: Tensor<Self, D>) -> Tensor<Self, D> {
         let x = x.into_primitive().tensor();
         let inner = Tensor::<B, D>::from_primitive(TensorPrimitive::Float(x.primitive.clone()));
@@ -144,6 +335,41 @@ mod tests {
             .max()
             .into_scalar();
         assert_eq!(d, 0.0);
+    }
+
+    #[test]
+    fn rms_norm_fused_matches_tensor_ops() {
+        type A = Autodiff<Flex>;
+        let dev = Default::default();
+        let x0 = Tensor::<Flex, 3>::random([3, 5, 24], Distribution::Normal(0.0, 2.0), &dev);
+        let g0 = Tensor::<Flex, 1>::random([24], Distribution::Normal(1.0, 0.3), &dev);
+        let up = Tensor::<Flex, 3>::random([3, 5, 24], Distribution::Normal(0.0, 1.0), &dev);
+        // reference: the tensor-op formulation, differentiated by burn
+        let reference = |x: Tensor<A, 3>, g: Tensor<A, 1>| {
+            let inv = (x.clone().square().mean_dim(2) + 1e-5).sqrt().recip();
+            x * inv * g.unsqueeze::<3>()
+        };
+        let run = |fused: bool| {
+            let x = Tensor::<A, 3>::from_inner(x0.clone()).require_grad();
+            let g = Tensor::<A, 1>::from_inner(g0.clone()).require_grad();
+            let y = if fused {
+                <A as FusedOps>::rms_norm(x.clone(), g.clone(), 1e-5)
+            } else {
+                reference(x.clone(), g.clone())
+            };
+            let grads = (y.clone() * Tensor::from_inner(up.clone()))
+                .sum()
+                .backward();
+            (y.inner(), x.grad(&grads).unwrap(), g.grad(&grads).unwrap())
+        };
+        let (y1, dx1, dg1) = run(true);
+        let (y2, dx2, dg2) = run(false);
+        let close =
+            |a: Tensor<Flex, 3>, b: Tensor<Flex, 3>| -> f32 { (a - b).abs().max().into_scalar() };
+        assert!(close(y1, y2) < 1e-5);
+        assert!(close(dx1, dx2) < 1e-4);
+        let dg: f32 = (dg1 - dg2).abs().max().into_scalar();
+        assert!(dg < 1e-3, "{dg}");
     }
 
     #[test]

@@ -7,7 +7,8 @@
 use crate::config::ModelConfig;
 use crate::fused::FusedOps;
 use crate::quant::{act_quant, ste, ternary, QuantApply};
-use burn::module::{Initializer, Module, Param};
+use crate::rng::SplitMix64;
+use burn::module::{Module, Param};
 use burn::tensor::activation::{log_softmax, relu, softmax};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
@@ -50,6 +51,32 @@ impl QuantMode {
     }
 }
 
+/// Parameter initialisation from a SplitMix64 stream (Box–Muller normals).
+pub struct InitRng(SplitMix64);
+
+impl InitRng {
+    fn normal<B: Backend>(
+        &mut self,
+        shape: [usize; 2],
+        std: f64,
+        dev: &B::Device,
+    ) -> Param<Tensor<B, 2>> {
+        let n = shape[0] * shape[1];
+        let mut v = Vec::with_capacity(n);
+        while v.len() < n {
+            // two uniforms in (0, 1] from the top 53 bits
+            let u1 = ((self.0.next_u64() >> 11) + 1) as f64 / (1u64 << 53) as f64;
+            let u2 = ((self.0.next_u64() >> 11) + 1) as f64 / (1u64 << 53) as f64;
+            let r = (-2.0 * u1.ln()).sqrt() * std;
+            let a = 2.0 * std::f64::consts::PI * u2;
+            v.push((r * a.cos()) as f32);
+            v.push((r * a.sin()) as f32);
+        }
+        v.truncate(n);
+        Param::from_tensor(Tensor::from_data(TensorData::new(v, shape), dev))
+    }
+}
+
 /// `RMSNorm(x; g) = x / sqrt(mean(x²) + eps) · g`.
 #[derive(Module, Debug)]
 pub struct RmsNorm<B: Backend> {
@@ -58,10 +85,10 @@ pub struct RmsNorm<B: Backend> {
     eps: f64,
 }
 
-impl<B: Backend> RmsNorm<B> {
+impl<B: FusedOps> RmsNorm<B> {
     fn new(n: usize, eps: f64, dev: &B::Device) -> Self {
         Self {
-            gain: Initializer::Ones.init([n], dev),
+            gain: Param::from_tensor(Tensor::ones([n], dev)),
             eps,
         }
     }
@@ -69,8 +96,7 @@ impl<B: Backend> RmsNorm<B> {
     /// # Shapes
     /// - `x`: `[b, t, n]` → same
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let inv_rms = (x.clone().square().mean_dim(2) + self.eps).sqrt().recip();
-        x * inv_rms * self.gain.val().unsqueeze::<3>()
+        B::rms_norm(x, self.gain.val(), self.eps)
     }
 }
 
@@ -82,9 +108,9 @@ pub struct BitLinear<B: Backend> {
 }
 
 impl<B: FusedOps> BitLinear<B> {
-    fn new(d_in: usize, d_out: usize, std: f64, dev: &B::Device) -> Self {
+    fn new(d_in: usize, d_out: usize, std: f64, init: &mut InitRng, dev: &B::Device) -> Self {
         Self {
-            weight: Initializer::Normal { mean: 0.0, std }.init([d_in, d_out], dev),
+            weight: init.normal([d_in, d_out], std, dev),
         }
     }
 
@@ -325,11 +351,14 @@ pub struct Model<B: Backend> {
 }
 
 impl<B: FusedOps> Model<B> {
-    /// A freshly initialised model (uses the backend's seeded RNG: call `B::seed` first).
+    /// A freshly initialised model, drawn from `seed` by our own generator (so it does not depend
+    /// on the backend's global RNG, which other threads may use).
     ///
     /// Init: embedding and matrices N(0, 0.02), output projections (`wo`, `down`) N(0, 0.02/√(2L));
-    /// norm gains 1.
-    pub fn new(cfg: &ModelConfig, dev: &B::Device) -> Self {
+    /// norm gains 1. Draw order: embedding, then per layer wq, wk, wv, wo, up, down.
+    pub fn new(cfg: &ModelConfig, dev: &B::Device, seed: u64) -> Self {
+        let mut init = InitRng(SplitMix64::new(seed ^ 0x696e_6974_5f77_6569));
+        let embed = init.normal([cfg.vocab_size, cfg.d_model], 0.02, dev);
         let (d, f, hd) = (cfg.d_model, cfg.ffn_dim, cfg.head_dim());
         let std = 0.02;
         let std_out = std / (2.0 * cfg.n_layers as f64).sqrt();
@@ -338,24 +367,24 @@ impl<B: FusedOps> Model<B> {
             .map(|_| Block {
                 attn_norm: RmsNorm::new(d, eps, dev),
                 attn: Attention {
-                    wq: BitLinear::new(d, cfg.n_heads * hd, std, dev),
-                    wk: BitLinear::new(d, cfg.n_kv_heads * hd, std, dev),
-                    wv: BitLinear::new(d, cfg.n_kv_heads * hd, std, dev),
-                    wo: BitLinear::new(d, d, std_out, dev),
+                    wq: BitLinear::new(d, cfg.n_heads * hd, std, &mut init, dev),
+                    wk: BitLinear::new(d, cfg.n_kv_heads * hd, std, &mut init, dev),
+                    wv: BitLinear::new(d, cfg.n_kv_heads * hd, std, &mut init, dev),
+                    wo: BitLinear::new(d, d, std_out, &mut init, dev),
                     sub_norm: RmsNorm::new(d, eps, dev),
                     n_heads: cfg.n_heads,
                     n_kv_heads: cfg.n_kv_heads,
                 },
                 ffn_norm: RmsNorm::new(d, eps, dev),
                 ffn: Ffn {
-                    up: BitLinear::new(d, f, std, dev),
-                    down: BitLinear::new(f, d, std_out, dev),
+                    up: BitLinear::new(d, f, std, &mut init, dev),
+                    down: BitLinear::new(f, d, std_out, &mut init, dev),
                     sub_norm: RmsNorm::new(f, eps, dev),
                 },
             })
             .collect();
         Self {
-            embed: Initializer::Normal { mean: 0.0, std }.init([cfg.vocab_size, d], dev),
+            embed,
             layers,
             final_norm: RmsNorm::new(d, eps, dev),
         }

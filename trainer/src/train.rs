@@ -195,7 +195,7 @@ where
     let (mcfg, tcfg) = (&spec.model, &spec.train);
     let out = &spec.out;
     B::seed(dev, tcfg.seed);
-    let mut model = Model::<B>::new(mcfg, dev);
+    let mut model = Model::<B>::new(mcfg, dev, tcfg.seed);
     let mut opt_rest = adamw::<B>(tcfg, 0.0);
     let mut state = TrainState::new(tcfg.seed);
     if resume {

@@ -163,7 +163,7 @@ fn eval_mode_matches_scalar_reference() {
     };
     let dev = Default::default();
     <B as burn::tensor::backend::Backend>::seed(&dev, 5);
-    let model = Model::<B>::new(&cfg, &dev).map(&mut Noise);
+    let model = Model::<B>::new(&cfg, &dev, 5).map(&mut Noise);
     let tensors: HashMap<String, Vec<f32>> = export_tensors(&model)
         .into_iter()
         .map(|(n, _, v)| (n, v))

@@ -94,9 +94,10 @@ fn tiny_model_learns_structure() {
         "unigram entropy {h:.3} nats, quantized val loss {:.4}",
         sum.quantized_val_loss
     );
-    // Measured: entropy 2.51 nats; quantized val loss LEARN_MEASURED after 200 steps.
-    assert!(h > 2.3);
-    assert!(sum.quantized_val_loss < 1.0, "{}", sum.quantized_val_loss);
+    // Measured (flex CPU): unigram entropy 2.589 nats; quantized val loss 0.395 after 200 steps.
+    // The floor is ln(8)/6.4 ≈ 0.32 nats/char (one of 8 words per 6.4 characters on average).
+    assert!(h > 2.5);
+    assert!(sum.quantized_val_loss < 0.6, "{}", sum.quantized_val_loss);
     for f in [
         "config.json",
         "vocab.json",
