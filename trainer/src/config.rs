@@ -59,25 +59,29 @@ impl ModelConfig {
                 return err(format!("{name} must be at least 1"));
             }
         }
-        if self.d_model % self.n_heads != 0 {
+        if !self.d_model.is_multiple_of(self.n_heads) {
             return err(format!(
                 "heads ({}) must divide d_model ({})",
                 self.n_heads, self.d_model
             ));
         }
-        if self.n_heads % self.n_kv_heads != 0 {
+        if !self.n_heads.is_multiple_of(self.n_kv_heads) {
             return err(format!(
                 "kv heads ({}) must divide heads ({})",
                 self.n_kv_heads, self.n_heads
             ));
         }
-        if self.head_dim() % 2 != 0 {
+        if !self.head_dim().is_multiple_of(2) {
             return err(format!(
                 "head_dim = d_model / heads = {} must be even (RoPE rotates pairs)",
                 self.head_dim()
             ));
         }
-        if !(self.rope_theta > 1.0) || !(self.norm_eps > 0.0) {
+        if self.rope_theta.is_nan()
+            || self.rope_theta <= 1.0
+            || self.norm_eps.is_nan()
+            || self.norm_eps <= 0.0
+        {
             return err("rope_theta must be > 1 and norm_eps > 0".into());
         }
         Ok(())

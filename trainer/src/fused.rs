@@ -89,7 +89,7 @@ fn flex_tensor<const D: usize>(data: Vec<f32>, dims: [usize; D]) -> Tensor<Flex,
 /// - `src`, `dst`: `[rows·n]`
 pub fn absmax_int8_rows(src: &[f32], dst: &mut [f32], n: usize) {
     debug_assert_eq!(src.len(), dst.len());
-    debug_assert!(n > 0 && src.len() % n == 0);
+    debug_assert!(n > 0 && src.len().is_multiple_of(n));
     let chunk = rows_per_task(n) * n;
     dst.par_chunks_mut(chunk)
         .zip(src.par_chunks(chunk))

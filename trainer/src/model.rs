@@ -229,8 +229,8 @@ fn linear_rope<B: Backend>(
     // SIMD fast path; a [1, t, n] table would take its slow strided path).
     let x = burn::tensor::module::linear(hq.clone(), w, None).reshape([b, t * n]);
     let xs = burn::tensor::module::linear(hq, w_swapped, None).reshape([b, t * n]);
-    let cos = cos.clone().slice([0..t]).reshape([1, t * n]);
-    let sin = sin.clone().slice([0..t]).reshape([1, t * n]);
+    let cos = cos.clone().narrow(0, 0, t).reshape([1, t * n]);
+    let sin = sin.clone().narrow(0, 0, t).reshape([1, t * n]);
     (x * cos + xs * sin).reshape([b, t, n])
 }
 

@@ -309,13 +309,13 @@ where
             tokens_per_s: tok_s,
             wall_s: wall_before + session_start.elapsed().as_secs_f64(),
         };
-        let eval_now = state.step % tcfg.eval_every == 0 || state.step == tcfg.steps;
+        let eval_now = state.step.is_multiple_of(tcfg.eval_every) || state.step == tcfg.steps;
         if eval_now {
             let v = mean_nll(&model.valid(), &val_fixed, &inner_tab, QuantMode::EVAL, dev);
             row.val_loss_fixed = Some(v);
         }
         // Without a terminal (nohup, CI): a plain line four times per eval period.
-        if plain_lines && (eval_now || state.step % (tcfg.eval_every / 4).max(1) == 0) {
+        if plain_lines && (eval_now || state.step.is_multiple_of((tcfg.eval_every / 4).max(1))) {
             let eta = (tcfg.steps - state.step) as f64 * tokens_per_step as f64 / tok_s;
             let val = row
                 .val_loss_fixed
@@ -329,7 +329,7 @@ where
         bar.set_position(state.step as u64);
         bar.set_message(format!("loss {loss:.4} | {:.1}k tok/s", tok_s / 1000.0));
         state.metrics.push(row);
-        if state.step % tcfg.checkpoint_every == 0 && state.step < tcfg.steps {
+        if state.step.is_multiple_of(tcfg.checkpoint_every) && state.step < tcfg.steps {
             state.wall_s = wall_before + session_start.elapsed().as_secs_f64();
             checkpoint::save(&spec.out, &model, &opt_decay, &opt_rest, &state)?;
         }
