@@ -61,6 +61,29 @@ pub trait FusedOps: Backend {
         let dg = (dy * x * r).sum_dim(0).reshape([n]);
         (dx, dg)
     }
+
+    /// Causal softmax over the last dim of attention scores: row `i` of each `[t, t]` block keeps
+    /// columns `0..=i` and gives probability 0 to the future (`softmax(x + mask)` with `−inf`
+    /// above the diagonal).
+    ///
+    /// # Shapes
+    /// - `x`: `[b, h, t, t]` → same
+    fn causal_softmax(x: Tensor<Self, 4>) -> Tensor<Self, 4> {
+        let [b, h, t, _] = x.dims();
+        let mask = Tensor::<Self, 2, burn::tensor::Bool>::tril_mask([t, t], 0, &x.device());
+        let bias = Tensor::<Self, 2>::zeros([t, t], &x.device()).mask_fill(mask, f32::NEG_INFINITY);
+        let scores = x.reshape([b * h, t * t]) + bias.reshape([1, t * t]);
+        burn::tensor::activation::softmax(scores.reshape([b, h, t, t]), 3)
+    }
+
+    /// Gradient of a softmax from its output `p`: `dx = p ⊙ (dp − Σ_j p_j·dp_j)`.
+    ///
+    /// # Shapes
+    /// - `p`, `dp`: `[rows, n]` → `[rows, n]`
+    fn softmax_backward(p: Tensor<Self, 2>, dp: Tensor<Self, 2>) -> Tensor<Self, 2> {
+        let dot = (p.clone() * dp.clone()).sum_dim(1);
+        p * (dp - dot)
+    }
 }
 
 /// Rows handled by one rayon task in the flex kernels (fixed, so sums are reproducible).
@@ -201,6 +224,65 @@ impl FusedOps for Flex {
         }
         (flex_tensor(dx, dims), flex_tensor(dg, [n]))
     }
+
+    fn causal_softmax(x: Tensor<Self, 4>) -> Tensor<Self, 4> {
+        let dims = x.dims();
+        let t = dims[3];
+        debug_assert_eq!(dims[2], t);
+        let xt = flex_rows(x);
+        let src = xt.as_slice::<f32>().expect("f32");
+        let mut out = vec![0f32; src.len()];
+        // Whole [t, t] blocks per task, so the row index inside a block is known.
+        let chunk = (16384 / (t * t)).max(1) * t * t;
+        out.par_chunks_mut(chunk)
+            .zip(src.par_chunks(chunk))
+            .for_each(|(d, s)| {
+                for (r, (dr, sr)) in d.chunks_exact_mut(t).zip(s.chunks_exact(t)).enumerate() {
+                    let i = r % t; // query position: keys 0..=i are visible
+                    let visible = &sr[..=i];
+                    let m = visible.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+                    let mut z = 0f32;
+                    for (o, &v) in dr[..=i].iter_mut().zip(visible) {
+                        *o = (v - m).exp();
+                        z += *o;
+                    }
+                    let inv = 1.0 / z;
+                    for o in dr[..=i].iter_mut() {
+                        *o *= inv;
+                    }
+                    // dr[i+1..] stays 0
+                }
+            });
+        flex_tensor(out, dims)
+    }
+
+    fn softmax_backward(p: Tensor<Self, 2>, dp: Tensor<Self, 2>) -> Tensor<Self, 2> {
+        let dims = p.dims();
+        let n = dims[1];
+        let (pt, dpt) = (flex_rows(p), flex_rows(dp));
+        let (ps, dps) = (
+            pt.as_slice::<f32>().expect("f32"),
+            dpt.as_slice::<f32>().expect("f32"),
+        );
+        let mut dx = vec![0f32; ps.len()];
+        let chunk = rows_per_task(n) * n;
+        dx.par_chunks_mut(chunk)
+            .zip(ps.par_chunks(chunk))
+            .zip(dps.par_chunks(chunk))
+            .for_each(|((dxc, pc), dpc)| {
+                let rows = dxc
+                    .chunks_exact_mut(n)
+                    .zip(pc.chunks_exact(n))
+                    .zip(dpc.chunks_exact(n));
+                for ((dxr, pr), dpr) in rows {
+                    let dot: f32 = pr.iter().zip(dpr).map(|(p, d)| p * d).sum();
+                    for ((o, &p), &d) in dxr.iter_mut().zip(pr).zip(dpr) {
+                        *o = p * (d - dot);
+                    }
+                }
+            });
+        flex_tensor(dx, dims)
+    }
 }
 
 /// `1/sqrt(mean(x²) + eps)` of one row.
@@ -262,7 +344,47 @@ impl<B: FusedOps> Backward<B, 2> for RmsNormBackward {
     }
 }
 
+/// Backward of the fused causal softmax; state: its output `p`, dims.
+#[derive(Debug)]
+struct CausalSoftmaxBackward;
+
+impl<B: FusedOps> Backward<B, 1> for CausalSoftmaxBackward {
+    type State = (B::FloatTensorPrimitive, [usize; 4]);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (p, dims) = ops.state;
+        let rows = dims[0] * dims[1] * dims[2];
+        let n = dims[3];
+        unary::<B, _>(ops.parents, ops.node, grads, |dp| {
+            let as2 = |x: B::FloatTensorPrimitive| {
+                Tensor::<B, 4>::from_primitive(TensorPrimitive::Float(x)).reshape([rows, n])
+            };
+            let dx = B::softmax_backward(as2(p), as2(dp));
+            dx.reshape(dims).into_primitive().tensor()
+        });
+    }
+}
+
 impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
+    fn causal_softmax(x: Tensor<Self, 4>) -> Tensor<Self, 4> {
+        let dims = x.dims();
+        let x = x.into_primitive().tensor();
+        let p = B::causal_softmax(Tensor::<B, 4>::from_primitive(TensorPrimitive::Float(
+            x.primitive.clone(),
+        )))
+        .into_primitive()
+        .tensor();
+        let out = match CausalSoftmaxBackward
+            .prepare::<C>([x.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish((p.clone(), dims), p),
+            OpsKind::UnTracked(prep) => prep.finish(p),
+        };
+        Tensor::from_primitive(TensorPrimitive::Float(out))
+    }
+
     fn rms_norm<const D: usize>(
         x: Tensor<Self, D>,
         gain: Tensor<Self, 1>,
@@ -370,6 +492,38 @@ mod tests {
         assert!(close(dx1, dx2) < 1e-4);
         let dg: f32 = (dg1 - dg2).abs().max().into_scalar();
         assert!(dg < 1e-3, "{dg}");
+    }
+
+    #[test]
+    fn causal_softmax_fused_matches_tensor_ops() {
+        type A = Autodiff<Flex>;
+        let dev = Default::default();
+        let x0 = Tensor::<Flex, 4>::random([2, 3, 7, 7], Distribution::Normal(0.0, 2.0), &dev);
+        let up = Tensor::<Flex, 4>::random([2, 3, 7, 7], Distribution::Normal(0.0, 1.0), &dev);
+        let run = |fused: bool| {
+            let x = Tensor::<A, 4>::from_inner(x0.clone()).require_grad();
+            let p = if fused {
+                <A as FusedOps>::causal_softmax(x.clone())
+            } else {
+                // the trait's tensor-op default, differentiated by burn
+                let mask = Tensor::<A, 2, burn::tensor::Bool>::tril_mask([7, 7], 0, &dev);
+                let bias = Tensor::<A, 2>::zeros([7, 7], &dev).mask_fill(mask, f32::NEG_INFINITY);
+                burn::tensor::activation::softmax(x.clone() + bias.unsqueeze::<4>(), 3)
+            };
+            let grads = (p.clone() * Tensor::from_inner(up.clone()))
+                .sum()
+                .backward();
+            (p.inner(), x.grad(&grads).unwrap())
+        };
+        let (p1, g1) = run(true);
+        let (p2, g2) = run(false);
+        let dp: f32 = (p1.clone() - p2).abs().max().into_scalar();
+        let dg: f32 = (g1 - g2).abs().max().into_scalar();
+        assert!(dp < 1e-6 && dg < 1e-5, "{dp} {dg}");
+        // the future gets exactly zero
+        let v = p1.into_data().to_vec::<f32>().unwrap();
+        assert_eq!(v[1], 0.0);
+        assert_eq!(v[6], 0.0);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use crate::fused::FusedOps;
 use crate::quant::{act_quant, ste, ternary, QuantApply};
 use crate::rng::SplitMix64;
 use burn::module::{Module, Param};
-use burn::tensor::activation::{log_softmax, relu, softmax};
+use burn::tensor::activation::{log_softmax, relu};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 
@@ -139,8 +139,7 @@ pub fn quantize_input<B: FusedOps>(x: Tensor<B, 3>, mode: QuantMode) -> Tensor<B
     act_quant(x, mode.acts)
 }
 
-/// Constant tables of a model on one device: RoPE cos/sin, the pair-swap matrices and the causal
-/// mask bias.
+/// Constant tables of a model on one device: RoPE cos/sin and the pair-swap matrices.
 #[derive(Debug, Clone)]
 pub struct Tables<B: Backend> {
     /// `[ctx, H·hd]`: `cos(t·θ_i)` at columns `2i` and `2i+1` of each head
@@ -152,8 +151,6 @@ pub struct Tables<B: Backend> {
     /// `[H·hd, H·hd]` signed pair swap: `(x @ P)[2i] = −x[2i+1]`, `(x @ P)[2i+1] = x[2i]`
     swap_q: Tensor<B, 2>,
     swap_k: Tensor<B, 2>,
-    /// `[ctx, ctx]`: 0 on and below the diagonal, −inf above (future positions)
-    mask_bias: Tensor<B, 2>,
 }
 
 impl<B: Backend> Tables<B> {
@@ -192,12 +189,6 @@ impl<B: Backend> Tables<B> {
         };
         let (cos_q, sin_q, swap_q) = table(cfg.n_heads);
         let (cos_k, sin_k, swap_k) = table(cfg.n_kv_heads);
-        let mut bias = vec![0f32; t_len * t_len];
-        for i in 0..t_len {
-            for j in i + 1..t_len {
-                bias[i * t_len + j] = f32::NEG_INFINITY;
-            }
-        }
         Self {
             cos_q,
             sin_q,
@@ -205,7 +196,6 @@ impl<B: Backend> Tables<B> {
             sin_k,
             swap_q,
             swap_k,
-            mask_bias: Tensor::from_data(TensorData::new(bias, [t_len, t_len]), dev),
         }
     }
 }
@@ -292,17 +282,7 @@ impl<B: FusedOps> Attention<B> {
             k = expand(k);
             v = expand(v);
         }
-        // Causal mask as an additive bias, flattened to one shared row (see `linear_rope`).
-        let bias = if t == tab.mask_bias.dims()[0] {
-            tab.mask_bias.clone().reshape([1, t * t])
-        } else {
-            tab.mask_bias
-                .clone()
-                .slice([0..t, 0..t])
-                .reshape([1, t * t])
-        };
-        let scores = q.matmul(k.swap_dims(2, 3)).reshape([b * nh, t * t]) + bias;
-        let p = softmax(scores.reshape([b, nh, t, t]), 3);
+        let p = B::causal_softmax(q.matmul(k.swap_dims(2, 3)));
         let a = p.matmul(v).swap_dims(1, 2).reshape([b, t, d]);
         self.wo.forward(self.sub_norm.forward(a), mode)
     }
