@@ -23,7 +23,7 @@ pub enum TrainError {
     Resume(String),
     /// The training loss became NaN or infinite.
     NonFinite {
-        /// the step whose loss was not finite
+        /// the step (1-based, as in metrics.csv) whose loss was not finite
         step: usize,
         /// the loss value
         loss: f32,

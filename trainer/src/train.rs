@@ -281,7 +281,10 @@ where
         let (loss, mut grads) = loss_and_grads(&model, &batch, devices, &tables, mode);
         if !loss.is_finite() {
             bar.abandon();
-            return Err(TrainError::NonFinite { step, loss });
+            return Err(TrainError::NonFinite {
+                step: step + 1,
+                loss,
+            });
         }
         let grad_norm = clip_global_norm(&model, &mut grads, tcfg.grad_clip);
         // Split off the decayed group (all rank-2 parameters).

@@ -159,6 +159,45 @@ fn bad_inputs_fail_with_one_line() {
     let _ = std::fs::remove_dir_all(&d);
 }
 
+/// An absurd learning rate blows the weights up: the run stops with a clear error and the
+/// last good checkpoint stays.
+#[test]
+fn non_finite_loss_stops_and_keeps_checkpoint() {
+    let d = tmp("nan");
+    let words = ["alpha ", "bravo ", "charlie ", "delta "];
+    let text: String = (0..3000).map(|i| words[(i * 7 + i / 3) % 4]).collect();
+    let data = corpus(&d, &text);
+    let out = d.join("run");
+    let (code, err) = run(&[
+        "--data",
+        data.to_str().unwrap(),
+        "--preset",
+        "tiny",
+        "--ctx",
+        "32",
+        "--steps",
+        "20",
+        "--lr",
+        "1e30",
+        "--warmup",
+        "1",
+        "--grad-clip",
+        "0",
+        "--checkpoint-every",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "{err}");
+    let last = err.lines().last().unwrap();
+    assert!(last.starts_with("error: training loss became"), "{err}");
+    assert!(last.contains("last good checkpoint"), "{err}");
+    let state = std::fs::read_to_string(out.join("checkpoint/state.json")).unwrap();
+    assert!(state.contains("\"step\":"), "{state}");
+    assert!(!out.join("weights.safetensors").exists());
+    let _ = std::fs::remove_dir_all(&d);
+}
+
 #[test]
 fn help_explains_flags() {
     let out = Command::new(env!("CARGO_BIN_EXE_trainer"))
