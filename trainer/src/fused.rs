@@ -76,6 +76,19 @@ pub trait FusedOps: Backend {
         burn::tensor::activation::softmax(scores.reshape([b, h, t, t]), 3)
     }
 
+    /// `relu(x)²` (the FFN activation).
+    fn relu_sq<const D: usize>(x: Tensor<Self, D>) -> Tensor<Self, D> {
+        burn::tensor::activation::relu(x).square()
+    }
+
+    /// Gradient of [`FusedOps::relu_sq`]: `dx = 2·relu(x)·dy`.
+    fn relu_sq_backward<const D: usize>(
+        x: Tensor<Self, D>,
+        dy: Tensor<Self, D>,
+    ) -> Tensor<Self, D> {
+        burn::tensor::activation::relu(x) * dy * 2.0
+    }
+
     /// Gradient of a softmax from its output `p`: `dx = p ⊙ (dp − Σ_j p_j·dp_j)`.
     ///
     /// # Shapes
@@ -256,6 +269,44 @@ impl FusedOps for Flex {
         flex_tensor(out, dims)
     }
 
+    fn relu_sq<const D: usize>(x: Tensor<Self, D>) -> Tensor<Self, D> {
+        let dims = x.dims();
+        let xt = flex_rows(x);
+        let src = xt.as_slice::<f32>().expect("f32");
+        let mut out = vec![0f32; src.len()];
+        out.par_chunks_mut(16384)
+            .zip(src.par_chunks(16384))
+            .for_each(|(d, s)| {
+                for (o, &v) in d.iter_mut().zip(s) {
+                    let r = v.max(0.0);
+                    *o = r * r;
+                }
+            });
+        flex_tensor(out, dims)
+    }
+
+    fn relu_sq_backward<const D: usize>(
+        x: Tensor<Self, D>,
+        dy: Tensor<Self, D>,
+    ) -> Tensor<Self, D> {
+        let dims = x.dims();
+        let (xt, dyt) = (flex_rows(x), flex_rows(dy));
+        let (xs, dys) = (
+            xt.as_slice::<f32>().expect("f32"),
+            dyt.as_slice::<f32>().expect("f32"),
+        );
+        let mut out = vec![0f32; xs.len()];
+        out.par_chunks_mut(16384)
+            .zip(xs.par_chunks(16384))
+            .zip(dys.par_chunks(16384))
+            .for_each(|((d, x), g)| {
+                for ((o, &v), &gv) in d.iter_mut().zip(x).zip(g) {
+                    *o = 2.0 * v.max(0.0) * gv;
+                }
+            });
+        flex_tensor(out, dims)
+    }
+
     fn softmax_backward(p: Tensor<Self, 2>, dp: Tensor<Self, 2>) -> Tensor<Self, 2> {
         let dims = p.dims();
         let n = dims[1];
@@ -365,7 +416,49 @@ impl<B: FusedOps> Backward<B, 1> for CausalSoftmaxBackward {
     }
 }
 
+/// Backward of the fused ReLU²; state: its input, as a flat `[n]` tensor, and the dims.
+#[derive(Debug)]
+struct ReluSqBackward;
+
+impl<B: FusedOps> Backward<B, 1> for ReluSqBackward {
+    type State = (B::FloatTensorPrimitive, Vec<usize>);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (x, dims) = ops.state;
+        let n: usize = dims.iter().product();
+        unary::<B, _>(ops.parents, ops.node, grads, |dy| {
+            let flat = |p: B::FloatTensorPrimitive| {
+                Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(B::float_reshape(
+                    p,
+                    [n].into(),
+                )))
+            };
+            let dx = B::relu_sq_backward(flat(x), flat(dy));
+            B::float_reshape(dx.into_primitive().tensor(), dims.into())
+        });
+    }
+}
+
 impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
+    fn relu_sq<const D: usize>(x: Tensor<Self, D>) -> Tensor<Self, D> {
+        let dims = x.dims().to_vec();
+        let x = x.into_primitive().tensor();
+        let y = B::relu_sq(Tensor::<B, D>::from_primitive(TensorPrimitive::Float(
+            x.primitive.clone(),
+        )))
+        .into_primitive()
+        .tensor();
+        let out = match ReluSqBackward
+            .prepare::<C>([x.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish((x.primitive, dims), y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        };
+        Tensor::from_primitive(TensorPrimitive::Float(out))
+    }
+
     fn causal_softmax(x: Tensor<Self, 4>) -> Tensor<Self, 4> {
         let dims = x.dims();
         let x = x.into_primitive().tensor();
@@ -524,6 +617,30 @@ mod tests {
         let v = p1.into_data().to_vec::<f32>().unwrap();
         assert_eq!(v[1], 0.0);
         assert_eq!(v[6], 0.0);
+    }
+
+    #[test]
+    fn relu_sq_fused_matches_tensor_ops() {
+        type A = Autodiff<Flex>;
+        let dev = Default::default();
+        let x0 = Tensor::<Flex, 3>::random([2, 5, 33], Distribution::Normal(0.0, 1.0), &dev);
+        let up = Tensor::<Flex, 3>::random([2, 5, 33], Distribution::Normal(0.0, 1.0), &dev);
+        let run = |fused: bool| {
+            let x = Tensor::<A, 3>::from_inner(x0.clone()).require_grad();
+            let y = if fused {
+                <A as FusedOps>::relu_sq(x.clone())
+            } else {
+                burn::tensor::activation::relu(x.clone()).square()
+            };
+            let grads = (y.clone() * Tensor::from_inner(up.clone()))
+                .sum()
+                .backward();
+            (y.inner(), x.grad(&grads).unwrap())
+        };
+        let ((y1, g1), (y2, g2)) = (run(true), run(false));
+        let dy: f32 = (y1 - y2).abs().max().into_scalar();
+        let dg: f32 = (g1 - g2).abs().max().into_scalar();
+        assert!(dy == 0.0 && dg < 1e-6, "{dy} {dg}");
     }
 
     #[test]

@@ -9,7 +9,7 @@ use crate::fused::FusedOps;
 use crate::quant::{act_quant, ste, ternary, QuantApply};
 use crate::rng::SplitMix64;
 use burn::module::{Module, Param};
-use burn::tensor::activation::{log_softmax, relu};
+use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 
@@ -301,7 +301,7 @@ pub struct Ffn<B: Backend> {
 
 impl<B: FusedOps> Ffn<B> {
     fn forward(&self, h: Tensor<B, 3>, mode: QuantMode) -> Tensor<B, 3> {
-        let u = relu(self.up.forward(h, mode)).square();
+        let u = B::relu_sq(self.up.forward(h, mode));
         self.down.forward(self.sub_norm.forward(u), mode)
     }
 }
