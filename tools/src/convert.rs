@@ -171,10 +171,10 @@ mod tests {
     #[test]
     fn ternarize_transposes_and_uses_absmean() {
         // [d_in = 2, d_out = 3]; mean|W| = 1.0
-        let w = [2.0, -0.4, 0.6, -1.0, 0.5, -2.0];
+        let w = [2.0, -0.4, 0.6, -1.0, 0.5, -1.5];
         let t = ternarize("w", &w, 2, 3).unwrap();
         assert_eq!(dyadic_value(t.gamma), 1.0);
-        // out-major: out 0 = (2.0, -1.0), out 1 = (-0.4, 0.5), out 2 = (0.6, -2.0)
+        // out-major: out 0 = (2.0, -1.0), out 1 = (-0.4, 0.5), out 2 = (0.6, -1.5)
         // round half to even: 0.5 -> 0
         assert_eq!(t.weights, vec![1, -1, 0, 0, 1, -1]);
     }

@@ -116,7 +116,7 @@ impl Run {
             "config.json: zero dimension"
         );
         ensure!(
-            c.d_model % c.n_heads == 0 && c.n_heads % c.n_kv_heads == 0,
+            c.d_model.is_multiple_of(c.n_heads) && c.n_heads.is_multiple_of(c.n_kv_heads),
             "config.json: n_heads {} must divide d_model {} and n_kv_heads {} must divide n_heads",
             c.n_heads,
             c.d_model,
