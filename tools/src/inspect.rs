@@ -3,7 +3,7 @@
 use std::fmt;
 
 use runtime::format::{ElemFormat, TensorKind};
-use runtime::{session_bytes, Model};
+use runtime::{session_bytes, Config, Model};
 use serde::Serialize;
 
 /// One row of the tensor table.
@@ -32,22 +32,8 @@ pub struct Inspection {
     pub format_version: String,
     /// The stored CRC-32 (verified: a blob that fails it does not load).
     pub checksum: String,
-    /// Dimensions.
-    pub vocab_size: u32,
-    /// d.
-    pub d_model: u32,
-    /// L.
-    pub n_layers: u32,
-    /// H.
-    pub n_heads: u32,
-    /// Hkv.
-    pub n_kv_heads: u32,
-    /// F.
-    pub ffn_dim: u32,
-    /// T.
-    pub ctx_len: u32,
-    /// RoPE base.
-    pub rope_theta: u32,
+    /// Dimensions, as stored in the header.
+    pub config: Config,
     /// The token strings, lossily decoded.
     pub vocab: Vec<String>,
     /// Blob size (flash).
@@ -128,14 +114,7 @@ pub fn inspect(model: &Model<'_>, blob: &[u8]) -> Inspection {
             model.version_minor()
         ),
         checksum: format!("CRC-32 {crc:08x} (verified)"),
-        vocab_size: c.vocab_size,
-        d_model: c.d_model,
-        n_layers: c.n_layers,
-        n_heads: c.n_heads,
-        n_kv_heads: c.n_kv_heads,
-        ffn_dim: c.ffn_dim,
-        ctx_len: c.ctx_len,
-        rope_theta: c.rope_theta,
+        config: c,
         vocab: (0..c.vocab_size as u16)
             .map(|i| String::from_utf8_lossy(model.token_bytes(i).unwrap_or(&[])).into_owned())
             .collect(),
@@ -154,6 +133,7 @@ pub fn inspect(model: &Model<'_>, blob: &[u8]) -> Inspection {
 
 impl fmt::Display for Inspection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = &self.config;
         writeln!(
             f,
             "format        v{}, {}",
@@ -162,14 +142,14 @@ impl fmt::Display for Inspection {
         writeln!(
             f,
             "config        vocab {} · d_model {} · layers {} · heads {} (kv {}) · ffn {} · ctx {} · rope θ {}",
-            self.vocab_size, self.d_model, self.n_layers, self.n_heads, self.n_kv_heads,
-            self.ffn_dim, self.ctx_len, self.rope_theta
+            c.vocab_size, c.d_model, c.n_layers, c.n_heads, c.n_kv_heads, c.ffn_dim, c.ctx_len,
+            c.rope_theta
         )?;
         let shown: String = self.vocab.iter().map(|t| format!("{t:?} ")).collect();
         writeln!(
             f,
             "vocabulary    {} tokens: {}",
-            self.vocab_size,
+            c.vocab_size,
             shown.trim_end()
         )?;
         writeln!(
@@ -190,7 +170,7 @@ impl fmt::Display for Inspection {
             "session RAM   {} bytes ({:.1} KiB) for ctx {}",
             self.session_ram_bytes,
             self.session_ram_bytes as f64 / 1024.0,
-            self.ctx_len
+            c.ctx_len
         )?;
         if let Some(l) = self.trainer_quantized_val_loss {
             writeln!(f, "trainer loss  {l:.4} nats/char (quantized eval mode)")?;

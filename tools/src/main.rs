@@ -3,6 +3,7 @@
 //! Data goes to stdout, progress and diagnostics to stderr; failures exit non-zero with a
 //! one-line reason.
 
+use std::io::{stdout, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -97,11 +98,20 @@ enum Command {
 fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
+        // `tools … | head` closes stdout early: not an error.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("tools: {e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -121,9 +131,9 @@ fn run(cli: Cli) -> Result<()> {
             let model = blob::load(&file, &bytes)?;
             let report = inspect::inspect(&model, &bytes);
             if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                writeln!(stdout(), "{}", serde_json::to_string_pretty(&report)?)?;
             } else {
-                print!("{report}");
+                write!(stdout(), "{report}")?;
             }
             Ok(())
         }
@@ -171,18 +181,21 @@ fn run(cli: Cli) -> Result<()> {
             let report = eval::evaluate(m, &tokens, max_windows, threads, &|| bar.inc(1))?;
             bar.finish_and_clear();
             if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                writeln!(stdout(), "{}", serde_json::to_string_pretty(&report)?)?;
             } else {
-                println!(
+                writeln!(stdout(),
                     "integer val loss   {:.4} nats/char over {} positions ({} windows of {}), {:.1} s",
                     report.integer_val_loss, report.positions, report.windows, ctx + 1, report.seconds
-                );
+                )?;
                 match (report.trainer_quantized_val_loss, report.gap) {
                     (Some(t), Some(g)) => {
-                        println!("trainer quantized  {t:.4} nats/char (recorded in the blob)");
-                        println!("gap                {g:+.4} nats");
+                        writeln!(
+                            stdout(),
+                            "trainer quantized  {t:.4} nats/char (recorded in the blob)"
+                        )?;
+                        writeln!(stdout(), "gap                {g:+.4} nats")?;
                     }
-                    _ => println!("trainer quantized  (not recorded in the blob)"),
+                    _ => writeln!(stdout(), "trainer quantized  (not recorded in the blob)")?,
                 }
             }
             Ok(())
@@ -197,26 +210,36 @@ fn run(cli: Cli) -> Result<()> {
             let m = blob::load(&path, &bytes)?;
             let r = bench::bench(m, bytes.len(), rounds.max(1))?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&r)?);
+                writeln!(stdout(), "{}", serde_json::to_string_pretty(&r)?)?;
             } else {
-                println!("model              {}", path.display());
-                println!(
+                writeln!(stdout(), "model              {}", path.display())?;
+                writeln!(
+                    stdout(),
                     "prefill            {:.0} tokens/s ({} tokens × {} rounds)",
-                    r.prefill_tokens_per_s, r.prefill_tokens, r.rounds
-                );
-                println!(
+                    r.prefill_tokens_per_s,
+                    r.prefill_tokens,
+                    r.rounds
+                )?;
+                writeln!(
+                    stdout(),
                     "decode             {:.0} tokens/s ({} tokens × {} rounds)",
-                    r.decode_tokens_per_s, r.decode_tokens, r.rounds
-                );
-                println!(
+                    r.decode_tokens_per_s,
+                    r.decode_tokens,
+                    r.rounds
+                )?;
+                writeln!(
+                    stdout(),
                     "decode latency     median {:.1} µs, p99 {:.1} µs",
-                    r.decode_latency_median_us, r.decode_latency_p99_us
-                );
-                println!(
+                    r.decode_latency_median_us,
+                    r.decode_latency_p99_us
+                )?;
+                writeln!(
+                    stdout(),
                     "session RAM        {} bytes (ctx {})",
-                    r.session_ram_bytes, r.ctx_len
-                );
-                println!("flash              {} bytes", r.flash_bytes);
+                    r.session_ram_bytes,
+                    r.ctx_len
+                )?;
+                writeln!(stdout(), "flash              {} bytes", r.flash_bytes)?;
             }
             Ok(())
         }
