@@ -1,6 +1,7 @@
 //! Checkpoints: `checkpoint/` in the run dir holds the model record, both optimiser records and
-//! `state.json` (step, RNG, metrics so far). Written to `checkpoint.tmp/` first, then swapped in
-//! by renames, so a crash never leaves a half-written checkpoint behind.
+//! `state.json` (step, RNG, metrics so far). Written to `checkpoint.tmp/` first (each file
+//! flushed to the disk), then swapped in by renames, so a crash never leaves a half-written
+//! checkpoint behind.
 
 use crate::config::ModelConfig;
 use crate::error::{Result, TrainError};
@@ -9,12 +10,17 @@ use crate::model::Model;
 use crate::rng::SplitMix64;
 use burn::module::Module;
 use burn::optim::Optimizer;
-use burn::record::{BinFileRecorder, FullPrecisionSettings, Recorder};
+use burn::record::{BinBytesRecorder, BinFileRecorder, FullPrecisionSettings, Recorder};
 use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
+/// Reads checkpoints (returns errors on a truncated or corrupt file, where the bytes recorder
+/// would panic).
 type Rec = BinFileRecorder<FullPrecisionSettings>;
+/// Writes them: the same bytes as `Rec` writes, but into memory, so that writing the file is ours
+/// and every write error is reported (the file recorder drops its `BufWriter` without `flush`).
+type BytesRec = BinBytesRecorder<FullPrecisionSettings>;
 type OptRecord<B> =
     <burn::optim::adaptor::OptimizerAdaptor<burn::optim::AdamW, Model<B>, B> as Optimizer<
         Model<B>,
@@ -54,19 +60,23 @@ pub fn dir(out: &Path) -> PathBuf {
     out.join("checkpoint")
 }
 
-fn rec_err(
-    what: &'static str,
-    path: &Path,
-) -> impl FnOnce(burn::record::RecorderError) -> TrainError {
-    let path = path.to_path_buf();
-    move |e| TrainError::Io {
-        what,
-        path,
-        source: std::io::Error::other(e.to_string()),
+/// `out/checkpoint` or, when a crash hit between its two renames, `out/checkpoint.old`: the
+/// checkpoint `--resume` reads, if there is one.
+pub fn exists(out: &Path) -> bool {
+    dir(out).join("state.json").exists() || out.join("checkpoint.old/state.json").exists()
+}
+
+/// The message of a recorder error (its `Display` is its `Debug`).
+fn rec_msg(e: burn::record::RecorderError) -> String {
+    use burn::record::RecorderError as E;
+    match e {
+        E::FileNotFound(m) | E::DeserializeError(m) | E::Unknown(m) => m,
     }
 }
 
-/// Writes a checkpoint atomically (temp dir + rename).
+/// Writes a checkpoint atomically: into `checkpoint.tmp/`, then renamed to `checkpoint/` (the
+/// previous one is `checkpoint.old/` in between). On an error (disk full, read-only) the partial
+/// `checkpoint.tmp/` is removed and the previous checkpoint stays as it was.
 pub fn save<B: AutodiffBackend>(
     out: &Path,
     model: &Model<B>,
@@ -75,24 +85,13 @@ pub fn save<B: AutodiffBackend>(
     state: &TrainState,
 ) -> Result<()> {
     let tmp = out.join("checkpoint.tmp");
+    let res = write_tmp(&tmp, model, opt_decay, opt_rest, state);
+    if res.is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    res?;
     let old = out.join("checkpoint.old");
     let fin = dir(out);
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(TrainError::io("remove", &tmp))?;
-    }
-    std::fs::create_dir_all(&tmp).map_err(TrainError::io("create", &tmp))?;
-    let rec = Rec::new();
-    model
-        .clone()
-        .save_file(tmp.join("model"), &rec)
-        .map_err(rec_err("write checkpoint", &tmp))?;
-    Recorder::<B>::record(&rec, opt_decay.to_record(), tmp.join("opt_decay"))
-        .map_err(rec_err("write checkpoint", &tmp))?;
-    Recorder::<B>::record(&rec, opt_rest.to_record(), tmp.join("opt_rest"))
-        .map_err(rec_err("write checkpoint", &tmp))?;
-    let st = tmp.join("state.json");
-    let json = serde_json::to_string(state).expect("state serialises");
-    std::fs::write(&st, json).map_err(TrainError::io("write", &st))?;
     if fin.exists() {
         if old.exists() {
             std::fs::remove_dir_all(&old).map_err(TrainError::io("remove", &old))?;
@@ -100,44 +99,111 @@ pub fn save<B: AutodiffBackend>(
         std::fs::rename(&fin, &old).map_err(TrainError::io("rename", &fin))?;
     }
     std::fs::rename(&tmp, &fin).map_err(TrainError::io("rename", &tmp))?;
+    crate::runinfo::sync_dir(out);
     if old.exists() {
         std::fs::remove_dir_all(&old).map_err(TrainError::io("remove", &old))?;
     }
     // Keep metrics.csv in step with the checkpoint.
-    let csv = out.join("metrics.csv");
-    std::fs::write(&csv, crate::metrics::to_csv(&state.metrics))
-        .map_err(TrainError::io("write", &csv))?;
+    crate::runinfo::write_atomic(
+        &out.join("metrics.csv"),
+        crate::metrics::to_csv(&state.metrics).as_bytes(),
+    )
+}
+
+/// Writes the four checkpoint files into `tmp` (created afresh).
+fn write_tmp<B: AutodiffBackend>(
+    tmp: &Path,
+    model: &Model<B>,
+    opt_decay: &impl Optimizer<Model<B>, B, Record = OptRecord<B>>,
+    opt_rest: &impl Optimizer<Model<B>, B, Record = OptRecord<B>>,
+    state: &TrainState,
+) -> Result<()> {
+    if tmp.exists() {
+        std::fs::remove_dir_all(tmp).map_err(TrainError::io("remove", tmp))?;
+    }
+    std::fs::create_dir_all(tmp).map_err(TrainError::io("create", tmp))?;
+    let rec = BytesRec::new();
+    let encode = |r: std::result::Result<Vec<u8>, burn::record::RecorderError>| {
+        r.map_err(|e| TrainError::Io {
+            what: "encode checkpoint",
+            path: tmp.to_path_buf(),
+            source: std::io::Error::other(rec_msg(e)),
+        })
+    };
+    let files = [
+        (
+            "model.bin",
+            encode(Recorder::<B>::record(&rec, model.clone().into_record(), ()))?,
+        ),
+        (
+            "opt_decay.bin",
+            encode(Recorder::<B>::record(&rec, opt_decay.to_record(), ()))?,
+        ),
+        (
+            "opt_rest.bin",
+            encode(Recorder::<B>::record(&rec, opt_rest.to_record(), ()))?,
+        ),
+        (
+            "state.json",
+            serde_json::to_vec(state).expect("state serialises"),
+        ),
+    ];
+    // state.json last: a checkpoint dir with a state.json is complete.
+    for (name, bytes) in files {
+        crate::runinfo::write_synced(&tmp.join(name), &bytes)?;
+    }
+    crate::runinfo::sync_dir(tmp);
     Ok(())
 }
 
-/// Loads the checkpoint of the run in `out` (falling back to `checkpoint.old` if a crash hit
-/// between the two renames).
+/// Loads the checkpoint of the run in `out`. Falls back to `checkpoint.old` when `checkpoint/`
+/// is missing (a crash between the two renames) or cannot be read.
 #[allow(clippy::type_complexity)]
 pub fn load<B: AutodiffBackend + crate::fused::FusedOps>(
     out: &Path,
     cfg: &ModelConfig,
     dev: &B::Device,
 ) -> Result<(Model<B>, OptRecord<B>, OptRecord<B>, TrainState)> {
-    let mut d = dir(out);
+    let old = out.join("checkpoint.old");
+    let has_old = old.join("state.json").exists();
+    let d = dir(out);
     if !d.join("state.json").exists() {
-        let old = out.join("checkpoint.old");
-        if old.join("state.json").exists() {
-            d = old;
-        } else {
-            return Err(TrainError::Resume(format!(
-                "no checkpoint in `{}`",
-                out.display()
-            )));
+        if has_old {
+            return load_from::<B>(&old, cfg, dev);
         }
+        return Err(TrainError::Resume(format!(
+            "no checkpoint in `{}`",
+            out.display()
+        )));
     }
+    match load_from::<B>(&d, cfg, dev) {
+        Err(e) if has_old => {
+            crate::runinfo::log_line(&format!("{e}; using {} instead", old.display()));
+            load_from::<B>(&old, cfg, dev)
+        }
+        r => r,
+    }
+}
+
+#[allow(clippy::type_complexity)]
+fn load_from<B: AutodiffBackend + crate::fused::FusedOps>(
+    d: &Path,
+    cfg: &ModelConfig,
+    dev: &B::Device,
+) -> Result<(Model<B>, OptRecord<B>, OptRecord<B>, TrainState)> {
+    let bad = |e| {
+        TrainError::Resume(format!(
+            "cannot read the checkpoint in `{}`: {}",
+            d.display(),
+            rec_msg(e)
+        ))
+    };
     let rec = Rec::new();
     let model = Model::<B>::new(cfg, dev, 0)
         .load_file(d.join("model"), &rec, dev)
-        .map_err(rec_err("read checkpoint", &d))?;
-    let o_decay: OptRecord<B> = Recorder::<B>::load(&rec, d.join("opt_decay"), dev)
-        .map_err(rec_err("read checkpoint", &d))?;
-    let o_rest: OptRecord<B> = Recorder::<B>::load(&rec, d.join("opt_rest"), dev)
-        .map_err(rec_err("read checkpoint", &d))?;
+        .map_err(bad)?;
+    let o_decay: OptRecord<B> = Recorder::<B>::load(&rec, d.join("opt_decay"), dev).map_err(bad)?;
+    let o_rest: OptRecord<B> = Recorder::<B>::load(&rec, d.join("opt_rest"), dev).map_err(bad)?;
     let st = d.join("state.json");
     let text = std::fs::read_to_string(&st).map_err(TrainError::io("read", &st))?;
     let state: TrainState = serde_json::from_str(&text)

@@ -135,19 +135,55 @@ pub fn progress_bar(show: bool, steps: usize, pos: usize) -> ProgressBar {
     bar
 }
 
-fn write_json(path: &Path, v: &impl Serialize) -> Result<()> {
-    let text = serde_json::to_string_pretty(v).expect("serialisable") + "\n";
-    std::fs::write(path, text).map_err(TrainError::io("write", path))
+/// Writes `bytes` to `path` and flushes them to the disk; every error is reported (unlike a
+/// `BufWriter` dropped without `flush`, which loses the error of its last write).
+pub fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).map_err(TrainError::io("create", path))?;
+    f.write_all(bytes).map_err(TrainError::io("write", path))?;
+    f.sync_all().map_err(TrainError::io("write", path))
 }
 
-/// Creates the run dir and writes `config.json`, `vocab.json` and `command.txt`.
+/// Flushes a directory's entries (renames) to the disk; best effort (not every file system
+/// can open a directory for that).
+pub fn sync_dir(dir: &Path) {
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+/// Replaces `path` by `bytes` atomically: written to `path.tmp`, then renamed over `path`, so a
+/// crash or a full disk leaves either the old file or the new one, never a truncated one.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    let res = write_synced(&tmp, bytes)
+        .and_then(|()| std::fs::rename(&tmp, path).map_err(TrainError::io("rename", &tmp)));
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    } else if let Some(dir) = path.parent() {
+        sync_dir(dir);
+    }
+    res
+}
+
+fn write_json(path: &Path, v: &impl Serialize) -> Result<()> {
+    let text = serde_json::to_string_pretty(v).expect("serialisable") + "\n";
+    write_atomic(path, text.as_bytes())
+}
+
+/// Creates the run dir and writes `vocab.json`, `command.txt` and, last, `config.json` (so a
+/// run dir with a `config.json` has all three).
 pub fn write_start(spec: &RunSpec, corpus: &Corpus) -> Result<()> {
     let out = &spec.out;
     std::fs::create_dir_all(out).map_err(TrainError::io("create the output dir", out))?;
-    write_json(&out.join("config.json"), &RunConfig::new(spec, corpus))?;
     write_json(&out.join("vocab.json"), &corpus.vocab.strings())?;
-    let cmd = out.join("command.txt");
-    std::fs::write(&cmd, spec.command.join(" ") + "\n").map_err(TrainError::io("write", &cmd))
+    write_atomic(
+        &out.join("command.txt"),
+        (spec.command.join(" ") + "\n").as_bytes(),
+    )?;
+    write_json(&out.join("config.json"), &RunConfig::new(spec, corpus))
 }
 
 /// `(name, shape, f32 values)` of every tensor of `weights.safetensors`, in file order.
@@ -205,11 +241,36 @@ pub fn write_weights<B: Backend>(model: &Model<B>, path: &Path) -> Result<()> {
             "bitnet-mcu latent f32 weights".to_string(),
         ),
     ]);
-    safetensors::serialize_to_file(views, Some(meta), path).map_err(|e| TrainError::Io {
+    let bytes = safetensors::serialize(views, Some(meta)).map_err(|e| TrainError::Io {
         what: "write",
         path: path.to_path_buf(),
         source: std::io::Error::other(e.to_string()),
-    })
+    })?;
+    write_atomic(path, &sorted_header(bytes))
+}
+
+/// safetensors writes `__metadata__` from a `HashMap`, so its key order (and the file's bytes)
+/// changes from one process to the next. Re-emits the JSON header with sorted keys (same tensors,
+/// same offsets, padded with spaces to 8 bytes as safetensors does): equal weights give equal files.
+fn sorted_header(bytes: Vec<u8>) -> Vec<u8> {
+    use std::collections::BTreeMap;
+    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
+    let mut header: BTreeMap<String, serde_json::Value> =
+        serde_json::from_slice(&bytes[8..8 + n]).expect("safetensors wrote a JSON header");
+    if let Some(m) = header.get_mut("__metadata__") {
+        let sorted: BTreeMap<String, String> =
+            serde_json::from_value(m.take()).expect("string metadata");
+        *m = serde_json::to_value(sorted).expect("serialisable");
+    }
+    let mut text = serde_json::to_string(&header).expect("serialisable");
+    while !text.len().is_multiple_of(8) {
+        text.push(' ');
+    }
+    let mut out = Vec::with_capacity(8 + text.len() + bytes.len() - 8 - n);
+    out.extend_from_slice(&(text.len() as u64).to_le_bytes());
+    out.extend_from_slice(text.as_bytes());
+    out.extend_from_slice(&bytes[8 + n..]);
+    out
 }
 
 /// Writes the end-of-run files.
@@ -226,9 +287,10 @@ pub fn write_end<B: Backend>(
     write_json(&out.join("config.json"), &cfg)?;
     write_weights(model, &out.join("weights.safetensors"))?;
     write_json(&out.join("summary.json"), summary)?;
-    let csv = out.join("metrics.csv");
-    std::fs::write(&csv, crate::metrics::to_csv(&state.metrics))
-        .map_err(TrainError::io("write", &csv))?;
+    write_atomic(
+        &out.join("metrics.csv"),
+        crate::metrics::to_csv(&state.metrics).as_bytes(),
+    )?;
     let title = format!(
         "{} · {} steps · quantized val loss {:.4}",
         spec.preset, summary.steps, summary.quantized_val_loss

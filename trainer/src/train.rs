@@ -198,7 +198,11 @@ where
     let mut model = Model::<B>::new(mcfg, dev, tcfg.seed);
     let mut opt_rest = adamw::<B>(tcfg, 0.0);
     let mut state = TrainState::new(tcfg.seed);
-    if resume {
+    if resume && !checkpoint::exists(out) && !out.join("weights.safetensors").exists() {
+        // Killed after the run dir was set up but before the first checkpoint: the state at
+        // step 0 is a function of the seed, so start over (config.json is the run's).
+        runinfo::log_line("no checkpoint yet: starting the run from step 0");
+    } else if resume {
         let (m, o_decay, o_rest, st) = checkpoint::load::<B>(out, mcfg, dev)?;
         model = m;
         opt_rest = opt_rest.load_record(o_rest);
@@ -214,7 +218,9 @@ where
         let opt = adamw::<B>(tcfg, wd).load_record(o_decay);
         return run_loop(devices, spec, corpus, model, opt, wd, opt_rest, state, stop);
     }
-    runinfo::write_start(spec, corpus)?;
+    if !resume {
+        runinfo::write_start(spec, corpus)?;
+    }
     let wd = schedule::weight_decay(tcfg, 0);
     let opt = adamw::<B>(tcfg, wd);
     run_loop(devices, spec, corpus, model, opt, wd, opt_rest, state, stop)
