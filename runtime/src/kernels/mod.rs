@@ -1,17 +1,23 @@
 //! Integer kernels: each has a plain scalar reference twin (`reference`) and the variant the
 //! runtime calls (`fast`). One shared test suite (below) demands exact equality between them on
-//! random and extreme inputs. A SIMD/DSP variant would go in its own file beside `fast.rs` and be
-//! selected here by `cfg(target_feature = ...)`.
+//! random and extreme inputs. On Arm cores with the DSP extension (`cfg(runtime_dsp)`, set by
+//! `build.rs`: stable Rust does not expose the `dsp` target feature to `cfg`) the ternary
+//! matvec is [`dsp::ternary_matvec`] (`SMLAD`); everywhere else it is [`fast::ternary_matvec`].
 //!
 //! Ternary code mapping (2-bit two's complement, 4 weights per byte, weight `j` of a row in bits
 //! `2·(j % 4)` of byte `j / 4`): `0b00 = 0`, `0b01 = +1`, `0b11 = −1`; `0b10` never occurs
 //! (the loader refuses it). Sign-extending a 2-bit field is one `SBFX` on Cortex-M33 or a
 //! shift-left / arithmetic-shift-right pair anywhere, so decoding needs no table and no branch.
 
+pub mod dsp;
 pub mod fast;
 pub mod reference;
 
-pub use fast::{int8_dot, ternary_matvec};
+#[cfg(runtime_dsp)]
+pub use dsp::ternary_matvec;
+pub use fast::int8_dot;
+#[cfg(not(runtime_dsp))]
+pub use fast::ternary_matvec;
 
 /// Decodes one 2-bit ternary code (`0b10` is treated as 0; the loader never lets it through).
 #[inline(always)]

@@ -1,6 +1,6 @@
 //! One suite for every kernel implementation: each must equal the scalar reference exactly.
 
-use super::{encode_ternary, fast, reference};
+use super::{decode_ternary, dsp, encode_ternary, fast, reference};
 use crate::format::{ternary_row_bytes, MAX_WIDTH};
 use std::vec;
 use std::vec::Vec;
@@ -32,7 +32,12 @@ fn pack(weights: &[i8], rows: usize, cols: usize) -> (Vec<u8>, usize) {
 
 type MatVec = fn(&[u8], usize, &[i8], &mut [i32]);
 type Dot = fn(&[i8], &[i8]) -> i32;
-const MATVECS: [(&str, MatVec); 1] = [("fast", fast::ternary_matvec)];
+const MATVECS: &[(&str, MatVec)] = &[
+    ("fast", fast::ternary_matvec),
+    ("dsp lanes (portable SMLAD)", dsp::ternary_matvec_lanes),
+    #[cfg(runtime_dsp)]
+    ("dsp", dsp::ternary_matvec),
+];
 const DOTS: [(&str, Dot); 1] = [("fast", fast::int8_dot)];
 
 fn check_matvec(weights: &[i8], rows: usize, cols: usize, x: &[i8]) {
@@ -48,7 +53,7 @@ fn check_matvec(weights: &[i8], rows: usize, cols: usize, x: &[i8]) {
             .sum();
         assert_eq!(want[r], d);
     }
-    for (name, f) in MATVECS {
+    for &(name, f) in MATVECS {
         let mut got = vec![0i32; rows];
         f(&w, rb, &xp, &mut got);
         assert_eq!(got, want, "{name} rows={rows} cols={cols}");
@@ -74,6 +79,42 @@ fn ternary_random_shapes() {
         let x: Vec<i8> = (0..cols).map(|_| rng.next() as i8).collect();
         check_matvec(&w, rows, cols, &x);
     }
+}
+
+#[test]
+fn ternary_long_rows_cross_dsp_chunks() {
+    // Rows longer than one packed chunk, with lengths around its multiples.
+    let mut rng = Rng(0xD1B5_4A32_D192_ED03);
+    let c = dsp::CHUNK;
+    for cols in [c - 1, c, c + 1, c + 64, 2 * c - 3, 2 * c + 100, 3 * c + 17] {
+        let rows = 1 + rng.below(5) as usize;
+        let w: Vec<i8> = (0..rows * cols).map(|_| rng.below(3) as i8 - 1).collect();
+        let x: Vec<i8> = (0..cols).map(|_| rng.next() as i8).collect();
+        check_matvec(&w, rows, cols, &x);
+    }
+}
+
+#[test]
+fn dsp_lane_table_and_packing() {
+    for b in 0..=255u8 {
+        let [lo, hi] = dsp::LANES[b as usize];
+        let lanes = [lo as i16, (lo >> 16) as i16, hi as i16, (hi >> 16) as i16];
+        for (j, l) in lanes.iter().enumerate() {
+            assert_eq!(*l as i32, decode_ternary(b >> (2 * j)), "byte {b:#04x} weight {j}");
+        }
+    }
+    let x: Vec<i8> = vec![-128, 127, -1, 0, 5, -7, 1, -128];
+    let mut p = vec![0u32; 4];
+    dsp::pack_pairs(&x, &mut p);
+    for (k, w) in p.iter().enumerate() {
+        assert_eq!(*w as i16, x[2 * k] as i16);
+        assert_eq!((*w >> 16) as i16, x[2 * k + 1] as i16);
+    }
+    // SMLAD: signed 16-bit halves, products summed, wrapping.
+    let h = |lo: i16, hi: i16| (lo as u16) as u32 | ((hi as u16) as u32) << 16;
+    assert_eq!(dsp::smlad(10, h(-1, 1), h(-128, 127)), 10 + 128 + 127);
+    assert_eq!(dsp::smlad(0, h(-32768, -32768), h(-32768, -32768)), i32::MIN);
+    assert_eq!(dsp::smlad(-5, h(3, -2), h(-7, 9)), -5 - 21 - 18);
 }
 
 #[test]
