@@ -108,10 +108,30 @@ impl Dyadic {
     /// `self · other`.
     pub const fn mul(self, other: Dyadic) -> Dyadic {
         // < 2^64: both mantissas are < 2^32.
-        Dyadic::from_u64(
-            self.mant as u64 * other.mant as u64,
-            self.exp.saturating_add(other.exp),
-        )
+        let p = self.mant as u64 * other.mant as u64;
+        let e = self.exp.saturating_add(other.exp);
+        if p >> 62 == 0 {
+            return Dyadic::from_u64(p, e);
+        }
+        // Normalized operands (the usual case): p in [2^62, 2^64), so `from_u64` would find
+        // 0 or 1 leading zeros. The same rounding without counting them: keep the top 33
+        // bits, round half up to 32, renormalize if that carried to 2^32.
+        let top = (p >> 63) as i32; // 1: 64 significant bits, 0: 63
+        let sh = 31 + top;
+        let r = ((p >> (sh - 1)) + 1) >> 1; // ≤ 2^32
+        let carry = (r >> 32) as i32;
+        let e = e.saturating_add(sh).saturating_add(carry);
+        let mant = (r >> carry) as u32;
+        if e < EXP_FLOOR {
+            Dyadic::ZERO
+        } else if e > EXP_CEIL {
+            Dyadic {
+                mant: u32::MAX,
+                exp: EXP_CEIL,
+            }
+        } else {
+            Dyadic { mant, exp: e }
+        }
     }
 
     /// `self / other`; division by zero gives the largest value.
@@ -280,7 +300,9 @@ pub(crate) fn exp_neg_q24(z: u64) -> u32 {
     let x = (r * LN2_Q30) >> 26; // Q30, < 0.0109 · 2^30; r · LN2_Q30 < 2^50
     let x2 = (x * x) >> 30;
     let x3 = (x2 * x) >> 30;
-    let poly = (1i64 << 30) - x + x2 / 2 - x3 / 6; // e^(-x) in Q30, in (0, 2^30]
+    // x ≥ 0, so x3 < 2^12 is non-negative: dividing it as u32 gives the same quotient without
+    // a 64-bit division (a library call on 32-bit cores).
+    let poly = (1i64 << 30) - x + x2 / 2 - ((x3 as u32) / 6) as i64; // e^(-x) in Q30, in (0, 2^30]
     let table = match EXP2_NEG_Q30.get(j) {
         Some(&v) => v as i64,
         None => 0,
@@ -355,6 +377,56 @@ mod tests {
         assert!((val(INV_127) - 1.0 / 127.0).abs() < 1e-12);
         assert_eq!(val(Dyadic::ONE), 1.0);
         assert!(to(2.0).gt(to(1.5)) && !to(1.5).gt(to(2.0)) && to(1e-9).gt(Dyadic::ZERO));
+    }
+
+    #[test]
+    fn mul_fast_path_matches_from_u64() {
+        let mut seed = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let edge = [
+            1u32 << 31,
+            (1 << 31) + 1,
+            u32::MAX,
+            u32::MAX - 1,
+            0xB504_F334,
+            0xB504_F333,
+        ];
+        let exps = [0, -31, 5, -1000, 1000, -2000, 1990, i32::MIN, i32::MAX];
+        for i in 0..20000 {
+            let pick = |r: u64| -> u32 {
+                if r % 4 == 0 {
+                    edge[(r >> 8) as usize % edge.len()]
+                } else if r % 4 == 1 {
+                    (r >> 16) as u32 >> (r % 32) // any mantissa, not normalized
+                } else {
+                    (r >> 16) as u32 | 1 << 31
+                }
+            };
+            let (ra, rb) = (next(), next());
+            let a = Dyadic {
+                mant: pick(ra),
+                exp: exps[(ra >> 40) as usize % exps.len()].saturating_sub(i % 7),
+            };
+            let b = Dyadic {
+                mant: pick(rb),
+                exp: exps[(rb >> 40) as usize % exps.len()].saturating_add(i % 5),
+            };
+            let want = Dyadic::from_u64(a.mant as u64 * b.mant as u64, a.exp.saturating_add(b.exp));
+            assert_eq!(a.mul(b), want, "{a:?} * {b:?}");
+        }
+    }
+
+    #[test]
+    fn exp_polynomial_small_division() {
+        // The cubic's x3 / 6 as u32 equals the i64 quotient over the whole range of x3.
+        for x3 in 0i64..(1 << 13) {
+            assert_eq!(((x3 as u32) / 6) as i64, x3 / 6);
+        }
     }
 
     #[test]

@@ -37,6 +37,20 @@ fn rope(y: &[i32], table: &[u8], out: &mut [i64]) {
     }
 }
 
+/// A [`Dyadic`] in one `i64` slot (exponent high, mantissa low); [`unpack_dyadic`] inverts it.
+#[inline(always)]
+fn pack_dyadic(d: Dyadic) -> i64 {
+    ((d.exp as i64) << 32) | d.mant as i64
+}
+
+#[inline(always)]
+fn unpack_dyadic(v: i64) -> Dyadic {
+    Dyadic {
+        mant: v as u32,
+        exp: (v >> 32) as i32,
+    }
+}
+
 /// Residual values saturate at `±2^62` (`±2^30` in real units), far beyond any trained model.
 const RESID_LIMIT: i64 = 1 << 62;
 
@@ -164,23 +178,23 @@ impl Session<'_, '_> {
             }
             let smax = self.scores[..=t].iter().copied().max().unwrap_or(0);
             // Softmax weights w_s = exp(score_s − max) in Q30 (the maximum gets 2^30).
+            // c_s = w_s · v_scale_s replaces score_s in `scores` (packed, see `pack_dyadic`).
             let mut wsum = 0u64; // ≤ T · 2^30 < 2^46
             let mut cmax = Dyadic::ZERO;
             for s in 0..=t {
                 let i = (l * tl + s) * nkv + g;
                 let wgt = exp_neg_q24(smax.saturating_sub(self.scores[s]) as u64);
-                self.coef[s] = wgt as i32;
                 wsum += wgt as u64;
                 let cs = Dyadic::from_u64(wgt as u64, -30).mul(self.v_scale[i]);
                 if cs.gt(cmax) {
                     cmax = cs;
                 }
+                self.scores[s] = pack_dyadic(cs);
             }
             // Coefficients c_s = w_s · v_scale_s as integers in units of 2^e (< 2^24).
             let e = cmax.exp.saturating_add(8);
             for s in 0..=t {
-                let i = (l * tl + s) * nkv + g;
-                let cs = Dyadic::from_u64(self.coef[s] as u64, -30).mul(self.v_scale[i]);
+                let cs = unpack_dyadic(self.scores[s]);
                 let sh = e.saturating_sub(cs.exp);
                 self.coef[s] = if cs.is_zero() || sh >= 40 {
                     0

@@ -135,9 +135,9 @@ pub struct Session<'m, 'b> {
     pub(crate) k_scale: &'b mut [Dyadic],
     /// Real value of one value unit `[L][T][Hkv]`.
     pub(crate) v_scale: &'b mut [Dyadic],
-    /// Attention scores `[T]`, Q24 nats.
+    /// Attention scores `[T]`, Q24 nats; then the products `w_s · v_scale_s` (packed Dyadics).
     pub(crate) scores: &'b mut [i64],
-    /// Softmax weights, then value coefficients `[T]`.
+    /// Value coefficients `[T]`.
     pub(crate) coef: &'b mut [i32],
     /// Logits `[V]`, Q15.16 nats.
     pub(crate) logits: &'b mut [i32],

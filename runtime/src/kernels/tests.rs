@@ -100,7 +100,11 @@ fn dsp_lane_table_and_packing() {
         let [lo, hi] = dsp::LANES[b as usize];
         let lanes = [lo as i16, (lo >> 16) as i16, hi as i16, (hi >> 16) as i16];
         for (j, l) in lanes.iter().enumerate() {
-            assert_eq!(*l as i32, decode_ternary(b >> (2 * j)), "byte {b:#04x} weight {j}");
+            assert_eq!(
+                *l as i32,
+                decode_ternary(b >> (2 * j)),
+                "byte {b:#04x} weight {j}"
+            );
         }
     }
     let x: Vec<i8> = vec![-128, 127, -1, 0, 5, -7, 1, -128];
@@ -113,7 +117,10 @@ fn dsp_lane_table_and_packing() {
     // SMLAD: signed 16-bit halves, products summed, wrapping.
     let h = |lo: i16, hi: i16| (lo as u16) as u32 | ((hi as u16) as u32) << 16;
     assert_eq!(dsp::smlad(10, h(-1, 1), h(-128, 127)), 10 + 128 + 127);
-    assert_eq!(dsp::smlad(0, h(-32768, -32768), h(-32768, -32768)), i32::MIN);
+    assert_eq!(
+        dsp::smlad(0, h(-32768, -32768), h(-32768, -32768)),
+        i32::MIN
+    );
     assert_eq!(dsp::smlad(-5, h(3, -2), h(-7, 9)), -5 - 21 - 18);
 }
 
