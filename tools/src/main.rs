@@ -193,7 +193,7 @@ fn run(cli: Cli) -> Result<()> {
                             stdout(),
                             "trainer quantized  {t:.4} nats/char (recorded in the blob)"
                         )?;
-                        writeln!(stdout(), "gap                {g:+.4} nats")?;
+                        writeln!(stdout(), "gap                {g:+.5} nats")?;
                     }
                     _ => writeln!(stdout(), "trainer quantized  (not recorded in the blob)")?,
                 }
