@@ -72,10 +72,15 @@ pub fn run<W: Write, L: OutputPin, C: CostCounter>(
         C::UNIT
     );
 
-    let mut prompt = [0u16; MAX_PROMPT_TOKENS];
+    // The encoded prompt: a fixed-capacity vector (no allocator) that carries its length.
+    let mut prompt: heapless::Vec<u16, MAX_PROMPT_TOKENS> = heapless::Vec::new();
+    // Cannot fail: the capacity is MAX_PROMPT_TOKENS (an empty buffer would surface as
+    // EncodeError::OutputFull below anyway).
+    let _ = prompt.resize_default(MAX_PROMPT_TOKENS);
     let n_prompt = runtime::encode(&model, settings::PROMPT.as_bytes(), &mut prompt)
         .map_err(AppError::Encode)?;
-    let prompt = &prompt[..n_prompt];
+    prompt.truncate(n_prompt);
+    let prompt = prompt.as_slice();
 
     let work = crate::work::take().ok_or(AppError::WorkMemoryTaken)?;
     defmt::info!(
