@@ -34,13 +34,17 @@ enum Qat {
 #[command(version, about)]
 struct Cli {
     /// UTF-8 text corpus; first 90% of its characters train, the last 10% validate
-    #[arg(long)]
+    /// (default: tiny Shakespeare where this project's workplace keeps it)
+    #[arg(long, default_value = "../shared/data/tinyshakespeare.txt")]
     data: PathBuf,
     /// model size and schedule to start from (flags below override single values)
     #[arg(long, value_enum, default_value = "mcu")]
     preset: Preset,
-    /// run directory to create (or, with --resume, to continue)
-    #[arg(long)]
+    /// run directory to create (or, with --resume, to continue) [default: runs/<preset>]
+    #[arg(long = "out", value_name = "OUT")]
+    out_arg: Option<PathBuf>,
+    /// `--out`, or its default
+    #[arg(skip)]
     out: PathBuf,
     /// total optimiser steps (the LR/weight-decay schedule spans these)
     #[arg(long)]
@@ -340,7 +344,11 @@ fn run(cli: Cli) -> Result<i32, TrainError> {
 }
 
 fn main() {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    cli.out = cli
+        .out_arg
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("runs").join(cli.preset.name()));
     match run(cli) {
         Ok(code) => std::process::exit(code),
         Err(e) => {
