@@ -124,7 +124,7 @@ impl<B: FusedOps> BitLinear<B> {
     /// # Shapes
     /// - `xq`: `[b, t, d_in]` → `[b, t, d_out]`
     pub fn forward_quantized_input(&self, xq: Tensor<B, 3>, mode: QuantMode) -> Tensor<B, 3> {
-        burn::tensor::module::linear(xq, self.effective_weight(mode.weights), None)
+        linear_rows(xq, self.effective_weight(mode.weights))
     }
 
     /// # Shapes
@@ -132,6 +132,22 @@ impl<B: FusedOps> BitLinear<B> {
     pub fn forward(&self, x: Tensor<B, 3>, mode: QuantMode) -> Tensor<B, 3> {
         self.forward_quantized_input(quantize_input(x, mode), mode)
     }
+}
+
+/// `x @ w` on `[b, t, d_in]` as one `[b·t, d_in] @ [d_in, d_out]` product.
+///
+/// burn's `linear` on a rank-3 input is a batched matmul against the broadcast weight: `b` small
+/// products (each below flex's threshold for a threaded gemm) and, in the backward pass, a
+/// `[b, d_in, d_out]` weight gradient summed over the batch afterwards. On the flattened rows the
+/// forward and both gradients are single large gemms (threaded inside gemm) and `dW = xᵀ·dy` is
+/// accumulated by the gemm itself.
+///
+/// # Shapes
+/// - `x`: `[b, t, d_in]`, `w`: `[d_in, d_out]` → `[b, t, d_out]`
+pub fn linear_rows<B: Backend>(x: Tensor<B, 3>, w: Tensor<B, 2>) -> Tensor<B, 3> {
+    let [b, t, d_in] = x.dims();
+    let n = w.dims()[1];
+    burn::tensor::module::linear(x.reshape([b * t, d_in]), w, None).reshape([b, t, n])
 }
 
 /// Q2 on a BitLinear input (per token).
@@ -217,8 +233,8 @@ fn linear_rope<B: Backend>(
     let w_swapped = w.clone().matmul(swap.clone());
     // Flattened to [b, t·n] so that the [1, t·n] tables broadcast as one shared row (flex's
     // SIMD fast path; a [1, t, n] table would take its slow strided path).
-    let x = burn::tensor::module::linear(hq.clone(), w, None).reshape([b, t * n]);
-    let xs = burn::tensor::module::linear(hq, w_swapped, None).reshape([b, t * n]);
+    let x = linear_rows(hq.clone(), w).reshape([b, t * n]);
+    let xs = linear_rows(hq, w_swapped).reshape([b, t * n]);
     let cos = cos.clone().narrow(0, 0, t).reshape([1, t * n]);
     let sin = sin.clone().narrow(0, 0, t).reshape([1, t * n]);
     (x * cos + xs * sin).reshape([b, t, n])
@@ -390,7 +406,7 @@ impl<B: FusedOps> Model<B> {
             x = x.clone() + layer.ffn.forward(layer.ffn_norm.forward(x), mode);
         }
         let h = quantize_input(self.final_norm.forward(x), mode);
-        burn::tensor::module::linear(h, emb.transpose(), None)
+        linear_rows(h, emb.transpose())
     }
 
     /// Sum of the negative log-likelihoods (nats) of `targets` and their count.
@@ -409,5 +425,41 @@ impl<B: FusedOps> Model<B> {
         let v = logits.dims()[2];
         let logp = log_softmax(logits.reshape([b * t, v]), 1);
         logp.gather(1, targets.reshape([b * t, 1])).sum().neg()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::{Autodiff, Flex};
+    use burn::tensor::Distribution;
+
+    #[test]
+    fn linear_rows_matches_batched_linear() {
+        type A = Autodiff<Flex>;
+        let dev = Default::default();
+        let x0 = Tensor::<Flex, 3>::random([3, 5, 24], Distribution::Normal(0.0, 1.0), &dev);
+        let w0 = Tensor::<Flex, 2>::random([24, 10], Distribution::Normal(0.0, 1.0), &dev);
+        let up = Tensor::<Flex, 3>::random([3, 5, 10], Distribution::Normal(0.0, 1.0), &dev);
+        let run = |rows: bool| {
+            let x = Tensor::<A, 3>::from_inner(x0.clone()).require_grad();
+            let w = Tensor::<A, 2>::from_inner(w0.clone()).require_grad();
+            let y = if rows {
+                linear_rows(x.clone(), w.clone())
+            } else {
+                burn::tensor::module::linear(x.clone(), w.clone(), None)
+            };
+            let grads = (y.clone() * Tensor::from_inner(up.clone()))
+                .sum()
+                .backward();
+            (y.inner(), x.grad(&grads).unwrap(), w.grad(&grads).unwrap())
+        };
+        let ((y1, dx1, dw1), (y2, dx2, dw2)) = (run(true), run(false));
+        let d3 =
+            |a: Tensor<Flex, 3>, b: Tensor<Flex, 3>| -> f32 { (a - b).abs().max().into_scalar() };
+        assert!(d3(y1, y2) < 1e-5);
+        assert!(d3(dx1, dx2) < 1e-5);
+        let dw: f32 = (dw1 - dw2).abs().max().into_scalar();
+        assert!(dw < 1e-4, "{dw}");
     }
 }
