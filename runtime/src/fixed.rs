@@ -80,19 +80,7 @@ impl Dyadic {
         } else {
             (mant, e)
         };
-        if e < EXP_FLOOR {
-            Dyadic::ZERO
-        } else if e > EXP_CEIL {
-            Dyadic {
-                mant: u32::MAX,
-                exp: EXP_CEIL,
-            }
-        } else {
-            Dyadic {
-                mant: mant as u32,
-                exp: e,
-            }
-        }
+        Dyadic::clamped(mant as u32, e)
     }
 
     /// `num / den` (for constants; `den > 0`), normalized.
@@ -122,6 +110,12 @@ impl Dyadic {
         let carry = (r >> 32) as i32;
         let e = e.saturating_add(sh).saturating_add(carry);
         let mant = (r >> carry) as u32;
+        Dyadic::clamped(mant, e)
+    }
+
+    /// `mant · 2^e` with the internal exponent clamp: below `2^EXP_FLOOR` it is zero, above
+    /// `EXP_CEIL` it saturates.
+    const fn clamped(mant: u32, e: i32) -> Dyadic {
         if e < EXP_FLOOR {
             Dyadic::ZERO
         } else if e > EXP_CEIL {

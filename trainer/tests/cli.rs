@@ -38,6 +38,13 @@ fn expect_error(args: &[&str], needle: &str) {
     assert!(err.contains(needle), "expected `{needle}` in: {err}");
 }
 
+/// `--data DATA --preset tiny --out OUT` followed by `extra`.
+fn tiny<'a>(data: &'a str, out: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["--data", data, "--preset", "tiny", "--out", out];
+    args.extend_from_slice(extra);
+    args
+}
+
 #[test]
 fn bad_inputs_fail_with_one_line() {
     let d = tmp("bad");
@@ -47,114 +54,35 @@ fn bad_inputs_fail_with_one_line() {
     let out = out.to_str().unwrap();
 
     let missing = d.join("nope.txt");
-    expect_error(
-        &[
-            "--data",
-            missing.to_str().unwrap(),
-            "--preset",
-            "tiny",
-            "--out",
-            out,
-        ],
-        "does not exist",
-    );
+    expect_error(&tiny(missing.to_str().unwrap(), out, &[]), "does not exist");
 
     let empty = d.join("empty.txt");
     std::fs::write(&empty, "").unwrap();
-    expect_error(
-        &[
-            "--data",
-            empty.to_str().unwrap(),
-            "--preset",
-            "tiny",
-            "--out",
-            out,
-        ],
-        "empty",
-    );
+    expect_error(&tiny(empty.to_str().unwrap(), out, &[]), "empty");
 
     let short = d.join("short.txt");
     std::fs::write(&short, "abcdefghijklmnopqrstuvwxyz").unwrap();
-    expect_error(
-        &[
-            "--data",
-            short.to_str().unwrap(),
-            "--preset",
-            "tiny",
-            "--out",
-            out,
-        ],
-        "needs at least",
-    );
+    expect_error(&tiny(short.to_str().unwrap(), out, &[]), "needs at least");
 
     // An output dir below a regular file cannot be created (root can write anywhere else).
     let blocked = d.join("file-not-dir");
     std::fs::write(&blocked, "x").unwrap();
     let unwritable = blocked.join("run");
-    expect_error(
-        &[
-            "--data",
-            good,
-            "--preset",
-            "tiny",
-            "--out",
-            unwritable.to_str().unwrap(),
-        ],
-        "output dir",
-    );
+    expect_error(&tiny(good, unwritable.to_str().unwrap(), &[]), "output dir");
 
+    expect_error(&tiny(good, out, &["--heads", "3"]), "must divide d_model");
+    expect_error(&tiny(good, out, &["--kv-heads", "3"]), "must divide heads");
     expect_error(
-        &[
-            "--data", good, "--preset", "tiny", "--out", out, "--heads", "3",
-        ],
-        "must divide d_model",
-    );
-    expect_error(
-        &[
-            "--data",
-            good,
-            "--preset",
-            "tiny",
-            "--out",
-            out,
-            "--kv-heads",
-            "3",
-        ],
-        "must divide heads",
-    );
-    expect_error(
-        &[
-            "--data",
-            good,
-            "--preset",
-            "tiny",
-            "--out",
-            out,
-            "--d-model",
-            "60",
-            "--heads",
-            "4",
-        ],
+        &tiny(good, out, &["--d-model", "60", "--heads", "4"]),
         "must be even",
     );
-    expect_error(
-        &[
-            "--data", good, "--preset", "tiny", "--out", out, "--steps", "0",
-        ],
-        "steps",
-    );
-    expect_error(
-        &["--data", good, "--preset", "tiny", "--out", out, "--resume"],
-        "no run to resume",
-    );
+    expect_error(&tiny(good, out, &["--steps", "0"]), "steps");
+    expect_error(&tiny(good, out, &["--resume"]), "no run to resume");
 
     // An existing run is not overwritten.
     std::fs::create_dir_all(d.join("run")).unwrap();
     std::fs::write(d.join("run/config.json"), "{}").unwrap();
-    expect_error(
-        &["--data", good, "--preset", "tiny", "--out", out],
-        "already holds a run",
-    );
+    expect_error(&tiny(good, out, &[]), "already holds a run");
     assert!(!Path::new(out).join("weights.safetensors").exists());
     let _ = std::fs::remove_dir_all(&d);
 }
