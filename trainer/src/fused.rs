@@ -8,7 +8,8 @@
 //!   backward passes the gradient through unchanged (no `x + (q − x).detach()` arithmetic);
 //! - other backends (CUDA) use the tensor-op formulation of `crate::quant`.
 
-use crate::quant;
+use crate::attention::{self, AttnShape, Rope};
+use crate::quant::{self, QuantApply};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
@@ -89,6 +90,39 @@ pub trait FusedOps: Backend {
         burn::tensor::activation::relu(x) * dy * 2.0
     }
 
+    /// Causal self-attention with RoPE and Q5 from the fused q|k|v projection (see
+    /// [`crate::attention`]).
+    ///
+    /// # Shapes
+    /// - `qkv`: `[b, t, (H + 2·Hkv)·hd]` → `[b, t, H·hd]`
+    fn rope_attention(
+        qkv: Tensor<Self, 3>,
+        rope: &Rope,
+        s: AttnShape,
+        quant: QuantApply,
+    ) -> Tensor<Self, 3> {
+        attention::attention_ops(qkv, rope, s, quant)
+    }
+
+    /// True when the backend has its own [`FusedOps::rope_attention_backward`]; otherwise autodiff
+    /// differentiates the tensor-op formulation.
+    fn has_fused_rope_attention() -> bool {
+        false
+    }
+
+    /// Gradient of [`FusedOps::attention`] with respect to `qkv` for the output gradient `dy`
+    /// (Q5 through the straight-through estimator). Only called when
+    /// [`FusedOps::has_fused_rope_attention`] is true.
+    fn rope_attention_backward(
+        _qkv: Tensor<Self, 3>,
+        _dy: Tensor<Self, 3>,
+        _rope: &Rope,
+        _s: AttnShape,
+        _quant: QuantApply,
+    ) -> Tensor<Self, 3> {
+        unreachable!("attention_backward of a backend without a fused attention kernel")
+    }
+
     /// Gradient of a softmax from its output `p`: `dx = p ⊙ (dp − Σ_j p_j·dp_j)`.
     ///
     /// # Shapes
@@ -144,7 +178,7 @@ pub fn absmax_int8_rows(src: &[f32], dst: &mut [f32], n: usize) {
 /// adding and subtracting 1.5·2^23 leaves the nearest integer, ties to even, under the default
 /// rounding mode. Here `|v| ≤ 127·(1 + 2^-23)`.
 #[inline(always)]
-fn round_half_even_small(v: f32) -> f32 {
+pub(crate) fn round_half_even_small(v: f32) -> f32 {
     const MAGIC: f32 = 12_582_912.0; // 1.5 · 2^23
     (v + MAGIC) - MAGIC
 }
@@ -307,6 +341,42 @@ impl FusedOps for Flex {
         flex_tensor(out, dims)
     }
 
+    fn rope_attention(
+        qkv: Tensor<Self, 3>,
+        rope: &Rope,
+        s: AttnShape,
+        quant: QuantApply,
+    ) -> Tensor<Self, 3> {
+        let [b, t, _] = qkv.dims();
+        let xt = flex_rows(qkv);
+        let out = attention::attention_flex(xt.as_slice::<f32>().expect("f32"), t, rope, s, quant);
+        flex_tensor(out, [b, t, s.out_width()])
+    }
+
+    fn has_fused_rope_attention() -> bool {
+        true
+    }
+
+    fn rope_attention_backward(
+        qkv: Tensor<Self, 3>,
+        dy: Tensor<Self, 3>,
+        rope: &Rope,
+        s: AttnShape,
+        quant: QuantApply,
+    ) -> Tensor<Self, 3> {
+        let dims = qkv.dims();
+        let (xt, dyt) = (flex_rows(qkv), flex_rows(dy));
+        let dx = attention::attention_flex_backward(
+            xt.as_slice::<f32>().expect("f32"),
+            dyt.as_slice::<f32>().expect("f32"),
+            dims[1],
+            rope,
+            s,
+            quant,
+        );
+        flex_tensor(dx, dims)
+    }
+
     fn softmax_backward(p: Tensor<Self, 2>, dp: Tensor<Self, 2>) -> Tensor<Self, 2> {
         let dims = p.dims();
         let n = dims[1];
@@ -416,6 +486,24 @@ impl<B: FusedOps> Backward<B, 1> for CausalSoftmaxBackward {
     }
 }
 
+/// Backward of the fused attention; state: its input and settings (P is recomputed).
+#[derive(Debug)]
+struct AttentionBackward;
+
+impl<B: FusedOps> Backward<B, 1> for AttentionBackward {
+    type State = (B::FloatTensorPrimitive, Rope, AttnShape, QuantApply);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (qkv, rope, s, quant) = ops.state;
+        unary::<B, _>(ops.parents, ops.node, grads, |dy| {
+            let t3 = |p| Tensor::<B, 3>::from_primitive(TensorPrimitive::Float(p));
+            B::rope_attention_backward(t3(qkv), t3(dy), &rope, s, quant)
+                .into_primitive()
+                .tensor()
+        });
+    }
+}
+
 /// Backward of the fused ReLU²; state: its input, as a flat `[n]` tensor, and the dims.
 #[derive(Debug)]
 struct ReluSqBackward;
@@ -454,6 +542,35 @@ impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
             .stateful()
         {
             OpsKind::Tracked(prep) => prep.finish((x.primitive, dims), y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        };
+        Tensor::from_primitive(TensorPrimitive::Float(out))
+    }
+
+    fn rope_attention(
+        qkv: Tensor<Self, 3>,
+        rope: &Rope,
+        s: AttnShape,
+        quant: QuantApply,
+    ) -> Tensor<Self, 3> {
+        if !B::has_fused_rope_attention() {
+            return attention::attention_ops(qkv, rope, s, quant);
+        }
+        let x = qkv.into_primitive().tensor();
+        let y = B::rope_attention(
+            Tensor::<B, 3>::from_primitive(TensorPrimitive::Float(x.primitive.clone())),
+            rope,
+            s,
+            quant,
+        )
+        .into_primitive()
+        .tensor();
+        let out = match AttentionBackward
+            .prepare::<C>([x.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish((x.primitive, rope.clone(), s, quant), y),
             OpsKind::UnTracked(prep) => prep.finish(y),
         };
         Tensor::from_primitive(TensorPrimitive::Float(out))

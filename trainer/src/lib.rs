@@ -6,13 +6,14 @@
 //! - [`config`]: hyper-parameters and presets
 //! - [`data`]: character vocabulary, split, batches, validation windows
 //! - [`quant`]: the quantizers Q1–Q5 and the straight-through estimator; [`fused`]: their
-//!   fused CPU kernel and STE op
+//!   fused CPU kernels and STE op; [`attention`]: RoPE + Q5 + causal attention as one op
 //! - [`model`]: the transformer as burn modules
 //! - [`train`]: the training loop; [`schedule`]: LR and weight decay
 //! - [`eval`]: losses without autodiff (the quantized validation loss)
 //! - [`checkpoint`], [`runinfo`], [`metrics`]: what goes to disk
 //! - [`backend`]: CPU / CUDA selection
 
+pub mod attention;
 pub mod backend;
 pub mod checkpoint;
 pub mod config;

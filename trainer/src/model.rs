@@ -4,6 +4,7 @@
 //! quantization point (Q1–Q5) is applied exactly (quantized evaluation), through the
 //! straight-through estimator (training) or not at all.
 
+use crate::attention::{AttnShape, Rope};
 use crate::config::ModelConfig;
 use crate::fused::FusedOps;
 use crate::quant::{act_quant, ste, ternary, QuantApply};
@@ -12,6 +13,7 @@ use burn::module::{Module, Param};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
+use std::marker::PhantomData;
 
 /// How each quantization point of `docs/MODEL.md` is applied in a forward pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -155,89 +157,22 @@ pub fn quantize_input<B: FusedOps>(x: Tensor<B, 3>, mode: QuantMode) -> Tensor<B
     act_quant(x, mode.acts)
 }
 
-/// Constant tables of a model on one device: RoPE cos/sin and the pair-swap matrices.
+/// Constant tables of a model: the RoPE cos/sin table (host memory; the tensor-op attention
+/// uploads the rows it needs).
 #[derive(Debug, Clone)]
 pub struct Tables<B: Backend> {
-    /// `[ctx, H·hd]`: `cos(t·θ_i)` at columns `2i` and `2i+1` of each head
-    cos_q: Tensor<B, 2>,
-    /// `[ctx, H·hd]`: `sin(t·θ_i)` at columns `2i` and `2i+1` of each head
-    sin_q: Tensor<B, 2>,
-    cos_k: Tensor<B, 2>,
-    sin_k: Tensor<B, 2>,
-    /// `[H·hd, H·hd]` signed pair swap: `(x @ P)[2i] = −x[2i+1]`, `(x @ P)[2i+1] = x[2i]`
-    swap_q: Tensor<B, 2>,
-    swap_k: Tensor<B, 2>,
+    rope: Rope,
+    _backend: PhantomData<B>,
 }
 
 impl<B: Backend> Tables<B> {
-    /// Tables for `cfg` on `dev`. Angles are computed in f64 and rounded to f32 once:
-    /// `θ_i = rope_theta^(−2i/hd)`, angle `t·θ_i`.
-    pub fn new(cfg: &ModelConfig, dev: &B::Device) -> Self {
-        let hd = cfg.head_dim();
-        let t_len = cfg.ctx_len;
-        let table = |heads: usize| {
-            let w = heads * hd;
-            let mut cos = vec![0f32; t_len * w];
-            let mut sin = vec![0f32; t_len * w];
-            for t in 0..t_len {
-                for h in 0..heads {
-                    for i in 0..hd / 2 {
-                        let theta = cfg.rope_theta.powf(-2.0 * i as f64 / hd as f64);
-                        let a = t as f64 * theta;
-                        let c = t * w + h * hd + 2 * i;
-                        cos[c] = a.cos() as f32;
-                        cos[c + 1] = a.cos() as f32;
-                        sin[c] = a.sin() as f32;
-                        sin[c + 1] = a.sin() as f32;
-                    }
-                }
-            }
-            let mut swap = vec![0f32; w * w];
-            for i in 0..w / 2 {
-                swap[(2 * i + 1) * w + 2 * i] = -1.0; // out[2i] = −x[2i+1]
-                swap[(2 * i) * w + 2 * i + 1] = 1.0; // out[2i+1] = x[2i]
-            }
-            (
-                Tensor::<B, 2>::from_data(TensorData::new(cos, [t_len, w]), dev),
-                Tensor::<B, 2>::from_data(TensorData::new(sin, [t_len, w]), dev),
-                Tensor::<B, 2>::from_data(TensorData::new(swap, [w, w]), dev),
-            )
-        };
-        let (cos_q, sin_q, swap_q) = table(cfg.n_heads);
-        let (cos_k, sin_k, swap_k) = table(cfg.n_kv_heads);
+    /// Tables for `cfg` (see [`Rope::new`]); `_dev` is kept for symmetry with device tensors.
+    pub fn new(cfg: &ModelConfig, _dev: &B::Device) -> Self {
         Self {
-            cos_q,
-            sin_q,
-            cos_k,
-            sin_k,
-            swap_q,
-            swap_k,
+            rope: Rope::new(cfg.head_dim(), cfg.ctx_len, cfg.rope_theta),
+            _backend: PhantomData,
         }
     }
-}
-
-/// BitLinear followed by RoPE, on `[b, t, heads·hd]` with interleaved pairs:
-/// `out[2i] = x[2i]·cos − x[2i+1]·sin`, `out[2i+1] = x[2i]·sin + x[2i+1]·cos`.
-///
-/// The pair swap is folded into the (ternary) weight, `x @ P = hq @ (W·P)`, so no strided copy
-/// is needed: `rope(hq @ W) = (hq @ W)·cos + (hq @ (W·P))·sin`.
-fn linear_rope<B: Backend>(
-    hq: Tensor<B, 3>,
-    w: Tensor<B, 2>,
-    swap: &Tensor<B, 2>,
-    cos: &Tensor<B, 2>,
-    sin: &Tensor<B, 2>,
-) -> Tensor<B, 3> {
-    let [b, t, _] = hq.dims();
-    let n = w.dims()[1];
-    let w_swapped = w.clone().matmul(swap.clone());
-    // Flattened to [b, t·n] so that the [1, t·n] tables broadcast as one shared row (flex's
-    // SIMD fast path; a [1, t, n] table would take its slow strided path).
-    let x = linear_rows(hq.clone(), w).reshape([b, t * n]);
-    let xs = linear_rows(hq, w_swapped).reshape([b, t * n]);
-    let cos = cos.clone().narrow(0, 0, t).reshape([1, t * n]);
-    let sin = sin.clone().narrow(0, 0, t).reshape([1, t * n]);
-    (x * cos + xs * sin).reshape([b, t, n])
 }
 
 /// Attention sub-layer: q, k, v, o BitLinears and the attention sub-norm.
@@ -261,45 +196,24 @@ impl<B: FusedOps> Attention<B> {
     /// # Shapes
     /// - `h`: `[b, t, d]` (already attention-normed) → `[b, t, d]`
     fn forward(&self, h: Tensor<B, 3>, tab: &Tables<B>, mode: QuantMode) -> Tensor<B, 3> {
-        let [b, t, d] = h.dims();
-        let (nh, nkv) = (self.n_heads, self.n_kv_heads);
-        let hd = d / nh;
-        let hq = quantize_input(h, mode); // Q2 once, shared by q, k, v
-        let q = linear_rope(
-            hq.clone(),
-            self.wq.effective_weight(mode.weights),
-            &tab.swap_q,
-            &tab.cos_q,
-            &tab.sin_q,
+        let d = h.dims()[2];
+        let shape = AttnShape {
+            n_heads: self.n_heads,
+            n_kv_heads: self.n_kv_heads,
+            head_dim: d / self.n_heads,
+        };
+        // Q2 once, then q, k and v as one product against the side-by-side (each separately
+        // ternary) weights.
+        let hq = quantize_input(h, mode);
+        let w = Tensor::cat(
+            vec![
+                self.wq.effective_weight(mode.weights),
+                self.wk.effective_weight(mode.weights),
+                self.wv.effective_weight(mode.weights),
+            ],
+            1,
         );
-        let k = linear_rope(
-            hq.clone(),
-            self.wk.effective_weight(mode.weights),
-            &tab.swap_k,
-            &tab.cos_k,
-            &tab.sin_k,
-        );
-        let v = self.wv.forward_quantized_input(hq, mode);
-        // Q5 per (token, head) on the contiguous [b, t, heads, hd] layout, then heads first
-        // (a strided view: flex's matmul reads it without a copy).
-        let heads = |x: Tensor<B, 3>, n: usize| act_quant(x.reshape([b, t, n, hd]), mode.qkv);
-        // 1/sqrt(hd) goes on q while it is contiguous (4× smaller than the scores).
-        let q = (heads(q, nh) * (1.0 / (hd as f64).sqrt())).swap_dims(1, 2);
-        let mut k = heads(k, nkv).swap_dims(1, 2);
-        let mut v = heads(v, nkv).swap_dims(1, 2);
-        if nkv < nh {
-            // query head h reads kv head h / (H / Hkv)
-            let g = nh / nkv;
-            let expand = |x: Tensor<B, 4>| {
-                x.reshape([b, nkv, 1, t, hd])
-                    .expand([b, nkv, g, t, hd])
-                    .reshape([b, nh, t, hd])
-            };
-            k = expand(k);
-            v = expand(v);
-        }
-        let p = B::causal_softmax(q.matmul(k.swap_dims(2, 3)));
-        let a = p.matmul(v).swap_dims(1, 2).reshape([b, t, d]);
+        let a = B::rope_attention(linear_rows(hq, w), &tab.rope, shape, mode.qkv);
         self.wo.forward(self.sub_norm.forward(a), mode)
     }
 }

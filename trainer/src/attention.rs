@@ -1,0 +1,472 @@
+//! Causal self-attention with RoPE and Q5 as one fused operation.
+//!
+//! Input is the output of the fused q|k|v projection, `[b, t, (H + 2·Hkv)·hd]` (columns: the `H`
+//! query heads, then the `Hkv` key heads, then the `Hkv` value heads, each `hd` wide); output is
+//! `[b, t, H·hd]`, heads side by side, ready for the attention sub-norm. Per head it computes
+//! (docs/MODEL.md):
+//! - `q' = Q5(rope(q))/√hd`, `k' = Q5(rope(k))`, `v' = Q5(v)` (Q5 per token and head, int8 absmax;
+//!   through the straight-through estimator when training);
+//! - `P = causal_softmax(q'·k'ᵀ)`, `out = P·v'`; query head `h` reads kv head `h / (H/Hkv)`.
+//!
+//! [`attention_ops`] writes this with burn tensor ops (any backend; CUDA uses it). On flex,
+//! [`attention_flex`] and [`attention_flex_backward`] do it in plain Rust, one batch row per rayon
+//! task, small matrix products through the `gemm` crate (the one flex itself uses): no head
+//! transposes, no `[b, H, t, t]` tensors in the autodiff graph, RoPE without the pair-swap
+//! products. The backward pass recomputes `P` from the saved input (as FlashAttention does), so
+//! the op keeps only its input alive between the passes.
+
+use crate::fused::FusedOps;
+use crate::quant::{act_quant, QuantApply, SCALE_FLOOR};
+use burn::tensor::{Tensor, TensorData};
+use rayon::prelude::*;
+use std::sync::Arc;
+
+/// Head layout of one attention layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttnShape {
+    /// query heads `H`
+    pub n_heads: usize,
+    /// key/value heads `Hkv` (divides `H`)
+    pub n_kv_heads: usize,
+    /// head dimension `hd` (even)
+    pub head_dim: usize,
+}
+
+impl AttnShape {
+    /// Width of the fused q|k|v rows, `(H + 2·Hkv)·hd`.
+    pub fn qkv_width(&self) -> usize {
+        (self.n_heads + 2 * self.n_kv_heads) * self.head_dim
+    }
+
+    /// Width of the output rows, `H·hd`.
+    pub fn out_width(&self) -> usize {
+        self.n_heads * self.head_dim
+    }
+
+    /// `1/√hd` as f32, the factor on q'.
+    fn inv_sqrt_hd(&self) -> f32 {
+        (1.0 / (self.head_dim as f64).sqrt()) as f32
+    }
+}
+
+/// RoPE tables on the host: `cos(t·θ_i)` and `sin(t·θ_i)` for `t < ctx`, `i < hd/2`, with
+/// `θ_i = rope_theta^(−2i/hd)`; angles in f64, rounded to f32 once. Pairs are interleaved:
+/// `out[2i] = x[2i]·cos − x[2i+1]·sin`, `out[2i+1] = x[2i]·sin + x[2i+1]·cos`.
+#[derive(Debug, Clone)]
+pub struct Rope {
+    half: usize,
+    ctx: usize,
+    cos: Arc<[f32]>,
+    sin: Arc<[f32]>,
+}
+
+impl Rope {
+    /// Tables for head dimension `hd` (even) and `ctx` positions.
+    pub fn new(hd: usize, ctx: usize, rope_theta: f64) -> Self {
+        let half = hd / 2;
+        let mut cos = Vec::with_capacity(ctx * half);
+        let mut sin = Vec::with_capacity(ctx * half);
+        for t in 0..ctx {
+            for i in 0..half {
+                let theta = rope_theta.powf(-2.0 * i as f64 / hd as f64);
+                let a = t as f64 * theta;
+                cos.push(a.cos() as f32);
+                sin.push(a.sin() as f32);
+            }
+        }
+        Self {
+            half,
+            ctx,
+            cos: cos.into(),
+            sin: sin.into(),
+        }
+    }
+
+    /// `dst = rope(src)` at position `t`.
+    #[inline]
+    fn rotate(&self, t: usize, src: &[f32], dst: &mut [f32]) {
+        let (c, s) = self.row(t);
+        for i in 0..self.half {
+            let (x0, x1) = (src[2 * i], src[2 * i + 1]);
+            dst[2 * i] = x0 * c[i] - x1 * s[i];
+            dst[2 * i + 1] = x0 * s[i] + x1 * c[i];
+        }
+    }
+
+    /// `dst = rope(·)ᵀ · src` at position `t` (the gradient through [`Rope::rotate`]).
+    #[inline]
+    fn rotate_back(&self, t: usize, src: &[f32], dst: &mut [f32]) {
+        let (c, s) = self.row(t);
+        for i in 0..self.half {
+            let (d0, d1) = (src[2 * i], src[2 * i + 1]);
+            dst[2 * i] = d0 * c[i] + d1 * s[i];
+            dst[2 * i + 1] = d1 * c[i] - d0 * s[i];
+        }
+    }
+
+    fn row(&self, t: usize) -> (&[f32], &[f32]) {
+        let r = t * self.half..(t + 1) * self.half;
+        (&self.cos[r.clone()], &self.sin[r])
+    }
+}
+
+/// Q5 on one row in place: `s = max(max|x|, 1e-5)/127`, `x = round_half_even(x/s)·s` — the
+/// same arithmetic as [`crate::fused::absmax_int8_rows`].
+#[inline]
+fn absmax_int8_in_place(row: &mut [f32]) {
+    let amax = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let scale = amax.max(SCALE_FLOOR) / 127.0;
+    for v in row.iter_mut() {
+        *v = crate::fused::round_half_even_small(*v / scale) * scale;
+    }
+}
+
+/// The reference formulation with burn tensor ops (autodiff differentiates it as usual).
+///
+/// # Shapes
+/// - `qkv`: `[b, t, (H + 2·Hkv)·hd]` → `[b, t, H·hd]`
+pub fn attention_ops<B: FusedOps>(
+    qkv: Tensor<B, 3>,
+    rope: &Rope,
+    s: AttnShape,
+    quant: QuantApply,
+) -> Tensor<B, 3> {
+    let [b, t, _] = qkv.dims();
+    let (nh, nkv, hd) = (s.n_heads, s.n_kv_heads, s.head_dim);
+    let half = hd / 2;
+    let dev = qkv.device();
+    let table = |v: &[f32]| {
+        Tensor::<B, 2>::from_data(TensorData::new(v[..t * half].to_vec(), [t, half]), &dev)
+            .reshape([1, t, 1, half])
+    };
+    let (cos, sin) = (table(&rope.cos), table(&rope.sin));
+    let rot = |x: Tensor<B, 4>| {
+        let n = x.dims()[2];
+        let x = x.reshape([b, t, n, half, 2]);
+        let x0 = x.clone().narrow(4, 0, 1).reshape([b, t, n, half]);
+        let x1 = x.narrow(4, 1, 1).reshape([b, t, n, half]);
+        let y0 = x0.clone() * cos.clone() - x1.clone() * sin.clone();
+        let y1 = x0 * sin.clone() + x1 * cos.clone();
+        Tensor::stack::<5>(vec![y0, y1], 4).reshape([b, t, n, hd])
+    };
+    let part = |from: usize, n: usize| {
+        qkv.clone()
+            .narrow(2, from * hd, n * hd)
+            .reshape([b, t, n, hd])
+    };
+    let q = act_quant(rot(part(0, nh)), quant) * s.inv_sqrt_hd() as f64;
+    let k = act_quant(rot(part(nh, nkv)), quant);
+    let v = act_quant(part(nh + nkv, nkv), quant);
+    let (q, mut k, mut v) = (q.swap_dims(1, 2), k.swap_dims(1, 2), v.swap_dims(1, 2));
+    if nkv < nh {
+        let g = nh / nkv;
+        let expand = |x: Tensor<B, 4>| {
+            x.reshape([b, nkv, 1, t, hd])
+                .expand([b, nkv, g, t, hd])
+                .reshape([b, nh, t, hd])
+        };
+        k = expand(k);
+        v = expand(v);
+    }
+    let p = B::causal_softmax(q.matmul(k.swap_dims(2, 3)));
+    p.matmul(v).swap_dims(1, 2).reshape([b, t, nh * hd])
+}
+
+/// `dst = (acc ? dst : 0) + lhs·rhs` for an `m×k` by `k×n` product; each operand is a slice with
+/// its (row stride, column stride), so transposed operands cost nothing. Bounds are checked
+/// here, which is what makes the `gemm` call sound.
+#[allow(clippy::too_many_arguments)]
+fn matmul(
+    (m, n, k): (usize, usize, usize),
+    dst: &mut [f32],
+    dst_rs: usize,
+    acc: bool,
+    (lhs, lhs_rs, lhs_cs): (&[f32], usize, usize),
+    (rhs, rhs_rs, rhs_cs): (&[f32], usize, usize),
+) {
+    let last = |rows: usize, rs: usize, cols: usize, cs: usize| (rows - 1) * rs + (cols - 1) * cs;
+    assert!(m > 0 && n > 0 && k > 0);
+    assert!(last(m, dst_rs, n, 1) < dst.len(), "dst out of bounds");
+    assert!(last(m, lhs_rs, k, lhs_cs) < lhs.len(), "lhs out of bounds");
+    assert!(last(k, rhs_rs, n, rhs_cs) < rhs.len(), "rhs out of bounds");
+    assert!(dst_rs >= n, "dst rows overlap");
+    // SAFETY: every element the product reads or writes lies inside its slice (checked above);
+    // `dst` is exclusively borrowed and its rows do not overlap, so it aliases nothing.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            dst_rs as isize,
+            acc,
+            lhs.as_ptr(),
+            lhs_cs as isize,
+            lhs_rs as isize,
+            rhs.as_ptr(),
+            rhs_cs as isize,
+            rhs_rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+/// Scratch and loaders for one batch row `x` (`[t, (H + 2·Hkv)·hd]`).
+struct Row<'a> {
+    x: &'a [f32],
+    t: usize,
+    s: AttnShape,
+    rope: &'a Rope,
+    quant: bool,
+}
+
+impl Row<'_> {
+    /// Head `head` (counted over the q|k|v columns) of every position into `dst` (`[t, hd]`):
+    /// rotated when `rotate`, then Q5 when quantizing, then times `scale`.
+    fn load(&self, head: usize, rotate: bool, scale: f32, dst: &mut [f32]) {
+        let (hd, w) = (self.s.head_dim, self.s.qkv_width());
+        for (ti, d) in dst.chunks_exact_mut(hd).enumerate().take(self.t) {
+            let src = &self.x[ti * w + head * hd..ti * w + (head + 1) * hd];
+            if rotate {
+                self.rope.rotate(ti, src, d);
+            } else {
+                d.copy_from_slice(src);
+            }
+            if self.quant {
+                absmax_int8_in_place(d);
+            }
+            if scale != 1.0 {
+                d.iter_mut().for_each(|v| *v *= scale);
+            }
+        }
+    }
+
+    /// `p = causal_softmax(q·kᵀ)` (`[t, t]`, zero above the diagonal).
+    fn probs(&self, q: &[f32], k: &[f32], p: &mut [f32]) {
+        let (t, hd) = (self.t, self.s.head_dim);
+        matmul((t, t, hd), p, t, false, (q, hd, 1), (k, 1, hd));
+        for (i, row) in p.chunks_exact_mut(t).enumerate() {
+            let (vis, future) = row.split_at_mut(i + 1);
+            let m = vis.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+            let mut z = 0f32;
+            for v in vis.iter_mut() {
+                *v = (*v - m).exp();
+                z += *v;
+            }
+            let inv = 1.0 / z;
+            vis.iter_mut().for_each(|v| *v *= inv);
+            future.fill(0.0);
+        }
+    }
+}
+
+/// Forward pass on flex buffers: `x` is `[b, t, (H + 2·Hkv)·hd]`, returns `[b, t, H·hd]`.
+pub fn attention_flex(
+    x: &[f32],
+    t: usize,
+    rope: &Rope,
+    s: AttnShape,
+    quant: QuantApply,
+) -> Vec<f32> {
+    let (w, d, hd) = (s.qkv_width(), s.out_width(), s.head_dim);
+    assert!(t <= rope.ctx && x.len().is_multiple_of(t * w));
+    let mut out = vec![0f32; x.len() / w * d];
+    let group = s.n_heads / s.n_kv_heads;
+    out.par_chunks_mut(t * d)
+        .zip(x.par_chunks(t * w))
+        .for_each(|(o, x)| {
+            let row = Row {
+                x,
+                t,
+                s,
+                rope,
+                quant: quant != QuantApply::Off,
+            };
+            let (mut q, mut k, mut v) =
+                (vec![0f32; t * hd], vec![0f32; t * hd], vec![0f32; t * hd]);
+            let mut p = vec![0f32; t * t];
+            for g in 0..s.n_kv_heads {
+                row.load(s.n_heads + g, true, 1.0, &mut k);
+                row.load(s.n_heads + s.n_kv_heads + g, false, 1.0, &mut v);
+                for h in g * group..(g + 1) * group {
+                    row.load(h, true, s.inv_sqrt_hd(), &mut q);
+                    row.probs(&q, &k, &mut p);
+                    matmul(
+                        (t, hd, t),
+                        &mut o[h * hd..],
+                        d,
+                        false,
+                        (&p, t, 1),
+                        (&v, hd, 1),
+                    );
+                }
+            }
+        });
+    out
+}
+
+/// Backward pass on flex buffers: the gradient of [`attention_flex`] at `x` for the output
+/// gradient `dy` (`[b, t, H·hd]`); Q5 passes gradients straight through. Returns `[b, t, W]`.
+pub fn attention_flex_backward(
+    x: &[f32],
+    dy: &[f32],
+    t: usize,
+    rope: &Rope,
+    s: AttnShape,
+    quant: QuantApply,
+) -> Vec<f32> {
+    let (w, d, hd) = (s.qkv_width(), s.out_width(), s.head_dim);
+    assert!(t <= rope.ctx && x.len().is_multiple_of(t * w));
+    assert_eq!(x.len() / w, dy.len() / d);
+    let mut dx = vec![0f32; x.len()];
+    let group = s.n_heads / s.n_kv_heads;
+    let inv = s.inv_sqrt_hd();
+    dx.par_chunks_mut(t * w)
+        .zip(x.par_chunks(t * w))
+        .zip(dy.par_chunks(t * d))
+        .for_each(|((dx, x), dy)| {
+            let row = Row {
+                x,
+                t,
+                s,
+                rope,
+                quant: quant != QuantApply::Off,
+            };
+            let buf = || vec![0f32; t * hd];
+            let (mut q, mut k, mut v, mut dq) = (buf(), buf(), buf(), buf());
+            let (mut dk, mut dv) = (buf(), buf());
+            let (mut p, mut ds) = (vec![0f32; t * t], vec![0f32; t * t]);
+            // writes `src` (`[t, hd]`) into head `head` of dx, through RoPE's transpose if `rotate`
+            let store = |dx: &mut [f32], head: usize, rotate: bool, src: &[f32]| {
+                for (ti, sr) in src.chunks_exact(hd).enumerate() {
+                    let dst = &mut dx[ti * w + head * hd..ti * w + (head + 1) * hd];
+                    if rotate {
+                        rope.rotate_back(ti, sr, dst);
+                    } else {
+                        dst.copy_from_slice(sr);
+                    }
+                }
+            };
+            for g in 0..s.n_kv_heads {
+                row.load(s.n_heads + g, true, 1.0, &mut k);
+                row.load(s.n_heads + s.n_kv_heads + g, false, 1.0, &mut v);
+                dk.fill(0.0);
+                dv.fill(0.0);
+                for h in g * group..(g + 1) * group {
+                    row.load(h, true, inv, &mut q);
+                    row.probs(&q, &k, &mut p);
+                    let dyh = &dy[h * hd..];
+                    // dV += Pᵀ·dY_h
+                    matmul((t, hd, t), &mut dv, hd, true, (&p, 1, t), (dyh, d, 1));
+                    // dP = dY_h·Vᵀ, then dS = P ⊙ (dP − Σ_j P·dP) row by row
+                    matmul((t, t, hd), &mut ds, t, false, (dyh, d, 1), (&v, 1, hd));
+                    for (pr, dr) in p.chunks_exact(t).zip(ds.chunks_exact_mut(t)) {
+                        let dot: f32 = pr.iter().zip(dr.iter()).map(|(p, d)| p * d).sum();
+                        for (dv, &pv) in dr.iter_mut().zip(pr) {
+                            *dv = pv * (*dv - dot);
+                        }
+                    }
+                    // dq' = dS·K, through the 1/√hd factor, Q5 (identity) and RoPE
+                    matmul((t, hd, t), &mut dq, hd, false, (&ds, t, 1), (&k, hd, 1));
+                    dq.iter_mut().for_each(|v| *v *= inv);
+                    store(dx, h, true, &dq);
+                    // dK += dSᵀ·q'
+                    matmul((t, hd, t), &mut dk, hd, true, (&ds, 1, t), (&q, hd, 1));
+                }
+                store(dx, s.n_heads + g, true, &dk);
+                store(dx, s.n_heads + s.n_kv_heads + g, false, &dv);
+            }
+        });
+    dx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::{Autodiff, Flex};
+    use burn::tensor::Distribution;
+
+    /// The flex kernels against the tensor-op formulation under autodiff: output and input
+    /// gradient for a random upstream gradient.
+    fn fused_matches_ops(s: AttnShape, t: usize, quant: QuantApply) {
+        type A = Autodiff<Flex>;
+        let dev = Default::default();
+        let b = 3;
+        let rope = Rope::new(s.head_dim, t + 5, 10000.0);
+        let normal = Distribution::Normal(0.0, 1.0);
+        let x0 = Tensor::<Flex, 3>::random([b, t, s.qkv_width()], normal, &dev);
+        let up = Tensor::<Flex, 3>::random([b, t, s.out_width()], normal, &dev);
+        let run = |fused: bool| {
+            let x = Tensor::<A, 3>::from_inner(x0.clone()).require_grad();
+            let y = if fused {
+                A::rope_attention(x.clone(), &rope, s, quant)
+            } else {
+                attention_ops::<A>(x.clone(), &rope, s, quant)
+            };
+            let grads = (y.clone() * Tensor::from_inner(up.clone()))
+                .sum()
+                .backward();
+            (y.inner(), x.grad(&grads).expect("x has a gradient"))
+        };
+        let ((y1, dx1), (y2, dx2)) = (run(true), run(false));
+        let diff = |a: Tensor<Flex, 3>, b: Tensor<Flex, 3>| -> (f32, f32) {
+            let scale: f32 = b.clone().abs().max().into_scalar();
+            ((a - b).abs().max().into_scalar(), scale)
+        };
+        let (dy, sy) = diff(y1, y2);
+        let (dg, sg) = diff(dx1, dx2);
+        assert!(
+            dy <= 1e-5 * sy.max(1.0),
+            "{s:?} {quant:?}: output differs by {dy}"
+        );
+        assert!(
+            dg <= 1e-4 * sg.max(1.0),
+            "{s:?} {quant:?}: gradient differs by {dg} (max {sg})"
+        );
+        assert!(sg > 0.0);
+    }
+
+    #[test]
+    fn mha_matches_tensor_ops() {
+        let s = AttnShape {
+            n_heads: 4,
+            n_kv_heads: 4,
+            head_dim: 8,
+        };
+        fused_matches_ops(s, 11, QuantApply::Ste);
+        fused_matches_ops(s, 11, QuantApply::Off);
+    }
+
+    #[test]
+    fn gqa_and_mqa_match_tensor_ops() {
+        for n_kv_heads in [2, 1] {
+            let s = AttnShape {
+                n_heads: 4,
+                n_kv_heads,
+                head_dim: 6,
+            };
+            fused_matches_ops(s, 9, QuantApply::Ste);
+            fused_matches_ops(s, 1, QuantApply::Off);
+        }
+    }
+
+    #[test]
+    fn rotate_back_is_the_transpose() {
+        let rope = Rope::new(8, 4, 10000.0);
+        let a: Vec<f32> = (0..8).map(|i| (i as f32 * 0.37).sin()).collect();
+        let g: Vec<f32> = (0..8).map(|i| (i as f32 * 0.91).cos()).collect();
+        let (mut ra, mut rg) = ([0f32; 8], [0f32; 8]);
+        rope.rotate(3, &a, &mut ra);
+        rope.rotate_back(3, &g, &mut rg);
+        // <R·a, g> = <a, Rᵀ·g>
+        let lhs: f32 = ra.iter().zip(&g).map(|(x, y)| x * y).sum();
+        let rhs: f32 = a.iter().zip(&rg).map(|(x, y)| x * y).sum();
+        assert!((lhs - rhs).abs() < 1e-6, "{lhs} vs {rhs}");
+    }
+}
