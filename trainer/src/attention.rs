@@ -10,12 +10,13 @@
 //!
 //! [`attention_ops`] writes this with burn tensor ops (any backend; CUDA uses it). On flex,
 //! [`attention_flex`] and [`attention_flex_backward`] do it in plain Rust, one batch row per rayon
-//! task, small matrix products through the `gemm` crate (the one flex itself uses): no head
+//! task, small matrix products through the `gemm` crate ([`crate::linalg`]): no head
 //! transposes, no `[b, H, t, t]` tensors in the autodiff graph, RoPE without the pair-swap
 //! products. The backward pass recomputes `P` from the saved input (as FlashAttention does), so
 //! the op keeps only its input alive between the passes.
 
 use crate::fused::FusedOps;
+use crate::linalg::matmul;
 use crate::quant::{act_quant, QuantApply, SCALE_FLOOR};
 use burn::tensor::{Tensor, TensorData};
 use rayon::prelude::*;
@@ -86,10 +87,10 @@ impl Rope {
     #[inline]
     fn rotate(&self, t: usize, src: &[f32], dst: &mut [f32]) {
         let (c, s) = self.row(t);
-        for i in 0..self.half {
-            let (x0, x1) = (src[2 * i], src[2 * i + 1]);
-            dst[2 * i] = x0 * c[i] - x1 * s[i];
-            dst[2 * i + 1] = x0 * s[i] + x1 * c[i];
+        let pairs = dst.chunks_exact_mut(2).zip(src.chunks_exact(2));
+        for ((d, x), (&c, &s)) in pairs.zip(c.iter().zip(s)) {
+            d[0] = x[0] * c - x[1] * s;
+            d[1] = x[0] * s + x[1] * c;
         }
     }
 
@@ -97,10 +98,10 @@ impl Rope {
     #[inline]
     fn rotate_back(&self, t: usize, src: &[f32], dst: &mut [f32]) {
         let (c, s) = self.row(t);
-        for i in 0..self.half {
-            let (d0, d1) = (src[2 * i], src[2 * i + 1]);
-            dst[2 * i] = d0 * c[i] + d1 * s[i];
-            dst[2 * i + 1] = d1 * c[i] - d0 * s[i];
+        let pairs = dst.chunks_exact_mut(2).zip(src.chunks_exact(2));
+        for ((d, g), (&c, &s)) in pairs.zip(c.iter().zip(s)) {
+            d[0] = g[0] * c + g[1] * s;
+            d[1] = g[1] * c - g[0] * s;
         }
     }
 
@@ -114,10 +115,42 @@ impl Rope {
 /// same arithmetic as [`crate::fused::absmax_int8_rows`].
 #[inline]
 fn absmax_int8_in_place(row: &mut [f32]) {
-    let amax = row.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let scale = amax.max(SCALE_FLOOR) / 127.0;
+    let scale = crate::fused::max_abs(row).max(SCALE_FLOOR) / 127.0;
     for v in row.iter_mut() {
         *v = crate::fused::round_half_even_small(*v / scale) * scale;
+    }
+}
+
+/// `e^x` for `x ≤ 0`, in a form that vectorizes (libm's `expf` is a call per element): `x = n·ln 2 + r`
+/// with `|r| ≤ ln 2 / 2` (Cody–Waite split of ln 2), `e^r` by its Taylor polynomial to degree 7
+/// (truncation < 6e-9 relative), `2^n` built in the exponent bits. Below −87 the result (< 2^-125)
+/// flushes to 0. Within 2 ulp of `f32::exp` (tested).
+#[inline(always)]
+fn exp_nonpositive(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4; // ln 2 rounded to 12 significant bits: n·LN2_HI is exact
+    const LN2_LO: f32 = -2.121_944_4e-4; // ln 2 − LN2_HI
+    const MAGIC: f32 = 12_582_912.0; // 1.5 · 2^23: (v + MAGIC) − MAGIC rounds to an integer
+    let (flush, x) = (x < -87.0, x.max(-87.0));
+    let n = (x * LOG2E + MAGIC) - MAGIC;
+    let r = (x - n * LN2_HI) - n * LN2_LO;
+    let mut p = 1.0 / 5040.0;
+    for c in [
+        1.0 / 720.0,
+        1.0 / 120.0,
+        1.0 / 24.0,
+        1.0 / 6.0,
+        0.5,
+        1.0,
+        1.0,
+    ] {
+        p = p * r + c;
+    }
+    let y = p * f32::from_bits(((n as i32 + 127) as u32) << 23);
+    if flush {
+        0.0
+    } else {
+        y
     }
 }
 
@@ -172,51 +205,6 @@ pub fn attention_ops<B: FusedOps>(
     p.matmul(v).swap_dims(1, 2).reshape([b, t, nh * hd])
 }
 
-/// `dst = (acc ? dst : 0) + lhs·rhs` for an `m×k` by `k×n` product; each operand is a slice with
-/// its (row stride, column stride), so transposed operands cost nothing. Bounds are checked
-/// here, which is what makes the `gemm` call sound.
-#[allow(clippy::too_many_arguments)]
-fn matmul(
-    (m, n, k): (usize, usize, usize),
-    dst: &mut [f32],
-    dst_rs: usize,
-    acc: bool,
-    (lhs, lhs_rs, lhs_cs): (&[f32], usize, usize),
-    (rhs, rhs_rs, rhs_cs): (&[f32], usize, usize),
-) {
-    let last = |rows: usize, rs: usize, cols: usize, cs: usize| (rows - 1) * rs + (cols - 1) * cs;
-    assert!(m > 0 && n > 0 && k > 0);
-    assert!(last(m, dst_rs, n, 1) < dst.len(), "dst out of bounds");
-    assert!(last(m, lhs_rs, k, lhs_cs) < lhs.len(), "lhs out of bounds");
-    assert!(last(k, rhs_rs, n, rhs_cs) < rhs.len(), "rhs out of bounds");
-    assert!(dst_rs >= n, "dst rows overlap");
-    // SAFETY: every element the product reads or writes lies inside its slice (checked above);
-    // `dst` is exclusively borrowed and its rows do not overlap, so it aliases nothing.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            dst_rs as isize,
-            acc,
-            lhs.as_ptr(),
-            lhs_cs as isize,
-            lhs_rs as isize,
-            rhs.as_ptr(),
-            rhs_cs as isize,
-            rhs_rs as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
-    }
-}
-
 /// Scratch and loaders for one batch row `x` (`[t, (H + 2·Hkv)·hd]`).
 struct Row<'a> {
     x: &'a [f32],
@@ -254,12 +242,8 @@ impl Row<'_> {
         for (i, row) in p.chunks_exact_mut(t).enumerate() {
             let (vis, future) = row.split_at_mut(i + 1);
             let m = vis.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-            let mut z = 0f32;
-            for v in vis.iter_mut() {
-                *v = (*v - m).exp();
-                z += *v;
-            }
-            let inv = 1.0 / z;
+            vis.iter_mut().for_each(|v| *v = exp_nonpositive(*v - m));
+            let inv = 1.0 / crate::fused::sum(vis);
             vis.iter_mut().for_each(|v| *v *= inv);
             future.fill(0.0);
         }
@@ -367,7 +351,7 @@ pub fn attention_flex_backward(
                     // dP = dY_h·Vᵀ, then dS = P ⊙ (dP − Σ_j P·dP) row by row
                     matmul((t, t, hd), &mut ds, t, false, (dyh, d, 1), (&v, 1, hd));
                     for (pr, dr) in p.chunks_exact(t).zip(ds.chunks_exact_mut(t)) {
-                        let dot: f32 = pr.iter().zip(dr.iter()).map(|(p, d)| p * d).sum();
+                        let dot = crate::fused::dot(pr, dr);
                         for (dv, &pv) in dr.iter_mut().zip(pr) {
                             *dv = pv * (*dv - dot);
                         }
@@ -454,6 +438,20 @@ mod tests {
             fused_matches_ops(s, 9, QuantApply::Ste);
             fused_matches_ops(s, 1, QuantApply::Off);
         }
+    }
+
+    #[test]
+    fn exp_within_two_ulp() {
+        let mut worst = 0f64;
+        for i in 0..=2_000_000 {
+            let x = -87.0 * i as f32 / 2_000_000.0;
+            let (got, want) = (exp_nonpositive(x) as f64, x.exp() as f64);
+            worst = worst.max((got - want).abs() / want);
+        }
+        assert!(worst < 2.5e-7, "relative error {worst}");
+        assert_eq!(exp_nonpositive(0.0), 1.0);
+        assert_eq!(exp_nonpositive(-90.0), 0.0);
+        assert_eq!(exp_nonpositive(f32::NEG_INFINITY), 0.0);
     }
 
     #[test]

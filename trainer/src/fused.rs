@@ -9,6 +9,7 @@
 //! - other backends (CUDA) use the tensor-op formulation of `crate::quant`.
 
 use crate::attention::{self, AttnShape, Rope};
+use crate::linalg;
 use crate::quant::{self, QuantApply};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -90,6 +91,34 @@ pub trait FusedOps: Backend {
         burn::tensor::activation::relu(x) * dy * 2.0
     }
 
+    /// `x·w` on rows.
+    ///
+    /// # Shapes
+    /// - `x`: `[rows, d_in]`, `w`: `[d_in, d_out]` → `[rows, d_out]`
+    fn linear_2d(x: Tensor<Self, 2>, w: Tensor<Self, 2>) -> Tensor<Self, 2> {
+        burn::tensor::module::linear(x, w, None)
+    }
+
+    /// True when the backend has its own [`FusedOps::linear_2d_backward`]; otherwise autodiff
+    /// differentiates burn's `linear`.
+    fn has_fused_linear() -> bool {
+        false
+    }
+
+    /// Gradients of [`FusedOps::linear_2d`] for the output gradient `dy`: `dx = dy·wᵀ` (when
+    /// `want_dx`) and `dw = xᵀ·dy` (when `want_dw`).
+    fn linear_2d_backward(
+        x: Tensor<Self, 2>,
+        w: Tensor<Self, 2>,
+        dy: Tensor<Self, 2>,
+        want_dx: bool,
+        want_dw: bool,
+    ) -> (Option<Tensor<Self, 2>>, Option<Tensor<Self, 2>>) {
+        let dx = want_dx.then(|| dy.clone().matmul(w.transpose()));
+        let dw = want_dw.then(|| x.transpose().matmul(dy));
+        (dx, dw)
+    }
+
     /// Causal self-attention with RoPE and Q5 from the fused q|k|v projection (see
     /// [`crate::attention`]).
     ///
@@ -165,8 +194,7 @@ pub fn absmax_int8_rows(src: &[f32], dst: &mut [f32], n: usize) {
         .zip(src.par_chunks(chunk))
         .for_each(|(d, s)| {
             for (dr, sr) in d.chunks_exact_mut(n).zip(s.chunks_exact(n)) {
-                let amax = sr.iter().fold(0f32, |m, v| m.max(v.abs()));
-                let scale = amax.max(quant::SCALE_FLOOR) / 127.0;
+                let scale = max_abs(sr).max(quant::SCALE_FLOOR) / 127.0;
                 for (o, &v) in dr.iter_mut().zip(sr) {
                     *o = round_half_even_small(v / scale) * scale;
                 }
@@ -248,16 +276,14 @@ impl FusedOps for Flex {
                     .zip(dyc.chunks_exact(n));
                 for ((dxr, xr), dyr) in rows {
                     let r = inv_rms(xr, eps);
-                    let dot: f32 = xr
-                        .iter()
-                        .zip(dyr)
-                        .zip(g)
-                        .map(|((x, dy), g)| g * dy * x)
-                        .sum();
-                    let c = r * r * r * dot / n as f32;
-                    for j in 0..n {
-                        dxr[j] = r * g[j] * dyr[j] - xr[j] * c;
-                        dg[j] += dyr[j] * xr[j] * r;
+                    let c = r * r * r * dot3(g, dyr, xr) / n as f32;
+                    let cols = dxr
+                        .iter_mut()
+                        .zip(dg.iter_mut())
+                        .zip(xr.iter().zip(dyr).zip(g));
+                    for ((dx, dg), ((&x, &dy), &g)) in cols {
+                        *dx = r * g * dy - x * c;
+                        *dg += dy * x * r;
                     }
                 }
                 dg
@@ -357,6 +383,47 @@ impl FusedOps for Flex {
         true
     }
 
+    fn linear_2d(x: Tensor<Self, 2>, w: Tensor<Self, 2>) -> Tensor<Self, 2> {
+        let ([rows, d_in], d_out) = (x.dims(), w.dims()[1]);
+        let (xt, wt) = (flex_rows(x), flex_rows(w));
+        let (xs, ws) = (
+            xt.as_slice::<f32>().expect("f32"),
+            wt.as_slice::<f32>().expect("f32"),
+        );
+        let y = linalg::matmul_new((rows, d_out, d_in), (xs, d_in, 1), (ws, d_out, 1));
+        flex_tensor(y, [rows, d_out])
+    }
+
+    fn has_fused_linear() -> bool {
+        true
+    }
+
+    fn linear_2d_backward(
+        x: Tensor<Self, 2>,
+        w: Tensor<Self, 2>,
+        dy: Tensor<Self, 2>,
+        want_dx: bool,
+        want_dw: bool,
+    ) -> (Option<Tensor<Self, 2>>, Option<Tensor<Self, 2>>) {
+        let ([rows, d_in], d_out) = (x.dims(), w.dims()[1]);
+        let (xt, wt, dyt) = (flex_rows(x), flex_rows(w), flex_rows(dy));
+        let (xs, ws, dys) = (
+            xt.as_slice::<f32>().expect("f32"),
+            wt.as_slice::<f32>().expect("f32"),
+            dyt.as_slice::<f32>().expect("f32"),
+        );
+        // dx = dy·wᵀ: wᵀ read through strides; dw = xᵀ·dy: xᵀ likewise
+        let dx = want_dx.then(|| {
+            let v = linalg::matmul_new((rows, d_in, d_out), (dys, d_out, 1), (ws, 1, d_out));
+            flex_tensor(v, [rows, d_in])
+        });
+        let dw = want_dw.then(|| {
+            let v = linalg::matmul_new((d_in, d_out, rows), (xs, 1, d_in), (dys, d_out, 1));
+            flex_tensor(v, [d_in, d_out])
+        });
+        (dx, dw)
+    }
+
     fn rope_attention_backward(
         qkv: Tensor<Self, 3>,
         dy: Tensor<Self, 3>,
@@ -396,7 +463,7 @@ impl FusedOps for Flex {
                     .zip(pc.chunks_exact(n))
                     .zip(dpc.chunks_exact(n));
                 for ((dxr, pr), dpr) in rows {
-                    let dot: f32 = pr.iter().zip(dpr).map(|(p, d)| p * d).sum();
+                    let dot = dot(pr, dpr);
                     for ((o, &p), &d) in dxr.iter_mut().zip(pr).zip(dpr) {
                         *o = p * (d - dot);
                     }
@@ -409,8 +476,84 @@ impl FusedOps for Flex {
 /// `1/sqrt(mean(x²) + eps)` of one row.
 #[inline]
 fn inv_rms(row: &[f32], eps: f64) -> f32 {
-    let ms = row.iter().map(|v| v * v).sum::<f32>() / row.len() as f32;
+    let ms = dot(row, row) / row.len() as f32;
     1.0 / (ms + eps as f32).sqrt()
+}
+
+/// Lanes of the row reductions below: 16 independent partial results, so the loops vectorize
+/// (a plain `f32` sum must keep its order and stays scalar). The order is fixed, so results do not
+/// depend on the thread count.
+const LANES: usize = 16;
+
+/// `Σ a_i·b_i`.
+#[inline]
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; LANES];
+    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..LANES {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// `Σ a_i`.
+#[inline]
+pub(crate) fn sum(a: &[f32]) -> f32 {
+    let mut acc = [0f32; LANES];
+    let ca = a.chunks_exact(LANES);
+    let tail: f32 = ca.remainder().iter().sum();
+    for x in ca {
+        for i in 0..LANES {
+            acc[i] += x[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// `Σ a_i·b_i·c_i`.
+#[inline]
+fn dot3(a: &[f32], b: &[f32], c: &[f32]) -> f32 {
+    let mut acc = [0f32; LANES];
+    let (ca, cb, cc) = (
+        a.chunks_exact(LANES),
+        b.chunks_exact(LANES),
+        c.chunks_exact(LANES),
+    );
+    let tail: f32 = (ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .zip(cc.remainder()))
+    .map(|((x, y), z)| x * y * z)
+    .sum();
+    for ((x, y), z) in ca.zip(cb).zip(cc) {
+        for i in 0..LANES {
+            acc[i] += x[i] * y[i] * z[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// `max_i |a_i|` (0 for an empty row).
+#[inline]
+pub(crate) fn max_abs(a: &[f32]) -> f32 {
+    let mut acc = [0f32; LANES];
+    let ca = a.chunks_exact(LANES);
+    let tail = ca.remainder().iter().fold(0f32, |m, v| m.max(v.abs()));
+    for x in ca {
+        for i in 0..LANES {
+            acc[i] = acc[i].max(x[i].abs());
+        }
+    }
+    acc.iter().fold(tail, |m, &v| m.max(v))
 }
 
 #[cfg(feature = "cuda")]
@@ -486,6 +629,28 @@ impl<B: FusedOps> Backward<B, 1> for CausalSoftmaxBackward {
     }
 }
 
+/// Backward of the fused linear; state: both inputs.
+#[derive(Debug)]
+struct LinearBackward;
+
+impl<B: FusedOps> Backward<B, 2> for LinearBackward {
+    type State = (B::FloatTensorPrimitive, B::FloatTensorPrimitive);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (x, w) = ops.state;
+        let dy = grads.consume::<B>(&ops.node);
+        let t2 = |p| Tensor::<B, 2>::from_primitive(TensorPrimitive::Float(p));
+        let [px, pw] = ops.parents;
+        let (dx, dw) = B::linear_2d_backward(t2(x), t2(w), t2(dy), px.is_some(), pw.is_some());
+        if let (Some(node), Some(dx)) = (px, dx) {
+            grads.register::<B>(node.id, dx.into_primitive().tensor());
+        }
+        if let (Some(node), Some(dw)) = (pw, dw) {
+            grads.register::<B>(node.id, dw.into_primitive().tensor());
+        }
+    }
+}
+
 /// Backward of the fused attention; state: its input and settings (P is recomputed).
 #[derive(Debug)]
 struct AttentionBackward;
@@ -542,6 +707,26 @@ impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
             .stateful()
         {
             OpsKind::Tracked(prep) => prep.finish((x.primitive, dims), y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        };
+        Tensor::from_primitive(TensorPrimitive::Float(out))
+    }
+
+    fn linear_2d(x: Tensor<Self, 2>, w: Tensor<Self, 2>) -> Tensor<Self, 2> {
+        if !B::has_fused_linear() {
+            return burn::tensor::module::linear(x, w, None);
+        }
+        let (x, w) = (x.into_primitive().tensor(), w.into_primitive().tensor());
+        let t2 = |p| Tensor::<B, 2>::from_primitive(TensorPrimitive::Float(p));
+        let y = B::linear_2d(t2(x.primitive.clone()), t2(w.primitive.clone()))
+            .into_primitive()
+            .tensor();
+        let out = match LinearBackward
+            .prepare::<C>([x.node.clone(), w.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish((x.primitive, w.primitive), y),
             OpsKind::UnTracked(prep) => prep.finish(y),
         };
         Tensor::from_primitive(TensorPrimitive::Float(out))

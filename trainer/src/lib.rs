@@ -7,6 +7,7 @@
 //! - [`data`]: character vocabulary, split, batches, validation windows
 //! - [`quant`]: the quantizers Q1–Q5 and the straight-through estimator; [`fused`]: their
 //!   fused CPU kernels and STE op; [`attention`]: RoPE + Q5 + causal attention as one op
+//! - [`linalg`]: strided matrix products on slices (gemm) for those kernels
 //! - [`model`]: the transformer as burn modules
 //! - [`train`]: the training loop; [`schedule`]: LR and weight decay
 //! - [`eval`]: losses without autodiff (the quantized validation loss)
@@ -21,6 +22,7 @@ pub mod data;
 pub mod error;
 pub mod eval;
 pub mod fused;
+pub mod linalg;
 pub mod metrics;
 pub mod model;
 pub mod quant;

@@ -142,14 +142,16 @@ impl<B: FusedOps> BitLinear<B> {
 /// products (each below flex's threshold for a threaded gemm) and, in the backward pass, a
 /// `[b, d_in, d_out]` weight gradient summed over the batch afterwards. On the flattened rows the
 /// forward and both gradients are single large gemms (threaded inside gemm) and `dW = xᵀ·dy` is
-/// accumulated by the gemm itself.
+/// accumulated by the gemm itself. On flex the product and its backward are
+/// [`FusedOps::linear_2d`]: gemm straight into fresh buffers (flex's matmul zero-fills and then
+/// copies each output).
 ///
 /// # Shapes
 /// - `x`: `[b, t, d_in]`, `w`: `[d_in, d_out]` → `[b, t, d_out]`
-pub fn linear_rows<B: Backend>(x: Tensor<B, 3>, w: Tensor<B, 2>) -> Tensor<B, 3> {
+pub fn linear_rows<B: FusedOps>(x: Tensor<B, 3>, w: Tensor<B, 2>) -> Tensor<B, 3> {
     let [b, t, d_in] = x.dims();
     let n = w.dims()[1];
-    burn::tensor::module::linear(x.reshape([b * t, d_in]), w, None).reshape([b, t, n])
+    B::linear_2d(x.reshape([b * t, d_in]), w).reshape([b, t, n])
 }
 
 /// Q2 on a BitLinear input (per token).
