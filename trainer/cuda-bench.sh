@@ -8,6 +8,8 @@
 #   TRAINER_BIN  a trainer built with `--features cuda` (default: build one with cargo)
 #   TOOLS_BIN    a tools binary; when set (or cargo is there) the run is packed into OUT/small.bin
 #   BUDGET_S     seconds for the main run (default 300); its step count is chosen from a probe run
+#   STEPS        train exactly this many steps instead (no probe run)
+#   TRAIN_ARGS   more trainer flags for the main run, e.g. "--dropout 0.1"
 #
 # Steps: show the GPU; find libnvrtc (burn-cuda compiles its kernels at run time); a 30-step
 # probe run measures the steady-state step time (steps 10–30, after kernel compilation and
@@ -52,31 +54,35 @@ step_time() { # file from to
     awk -F, -v a="$2" -v b="$3" '$1==a {wa=$9} $1==b {wb=$9} END {printf "%.6f", (wb-wa)/(b-a)}' "$1"
 }
 
-echo "== probe: small preset, 30 steps"
-rm -rf "$OUT/probe"
-t0=$SECONDS
-"$TRAINER_BIN" --backend cuda --preset small --data "$DATA" --out "$OUT/probe" \
-    --steps 30 --eval-every 1000 >/dev/null 2>"$OUT/probe.log" || {
-    tail -20 "$OUT/probe.log"
-    echo "LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}"
-    ldconfig -p | grep -E 'libcuda|libnvrtc' || true
-    exit 1
-}
-grep -E 'backend' "$OUT/probe.log"
-probe_s=$(step_time "$OUT/probe/metrics.csv" 10 30)
-echo "probe: $((SECONDS - t0)) s wall (kernel compilation, autotune, final eval included)"
-echo "probe: steady step $probe_s s = $(awk -v s="$probe_s" 'BEGIN {printf "%.0f", 64 * 256 / s}') tok/s"
+if [[ -z "${STEPS:-}" ]]; then
+    echo "== probe: small preset, 30 steps"
+    rm -rf "$OUT/probe"
+    t0=$SECONDS
+    "$TRAINER_BIN" --backend cuda --preset small --data "$DATA" --out "$OUT/probe" \
+        --steps 30 --eval-every 1000 >/dev/null 2>"$OUT/probe.log" || {
+        tail -20 "$OUT/probe.log"
+        echo "LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}"
+        ldconfig -p | grep -E 'libcuda|libnvrtc' || true
+        exit 1
+    }
+    grep -E 'backend' "$OUT/probe.log"
+    probe_s=$(step_time "$OUT/probe/metrics.csv" 10 30)
+    echo "probe: $((SECONDS - t0)) s wall (kernel compilation, autotune, final eval included)"
+    echo "probe: steady step $probe_s s = $(awk -v s="$probe_s" 'BEGIN {printf "%.0f", 64 * 256 / s}') tok/s"
 
-# Leave a fifth of the budget for evaluation, export and the final quantized eval.
-steps=$(awk -v b="$BUDGET_S" -v s="$probe_s" 'BEGIN {printf "%d", b * 0.8 / s}')
-((steps > 5000)) && steps=5000
-((steps < 100)) && steps=100
+    # Leave a fifth of the budget for evaluation, export and the final quantized eval.
+    steps=$(awk -v b="$BUDGET_S" -v s="$probe_s" 'BEGIN {printf "%d", b * 0.8 / s}')
+    ((steps > 5000)) && steps=5000
+    ((steps < 100)) && steps=100
+else
+    steps=$STEPS
+fi
 warmup=$((steps * 3 / 50)) # the preset's 300 of 5000
 echo "== main run: small preset, $steps steps (budget ${BUDGET_S}s)"
 rm -rf "$OUT/small"
 t0=$SECONDS
 "$TRAINER_BIN" --backend cuda --preset small --data "$DATA" --out "$OUT/small" \
-    --steps "$steps" --warmup "$warmup" --checkpoint-every 100000 >/dev/null 2>"$OUT/small.log" || {
+    --steps "$steps" --warmup "$warmup" --checkpoint-every 100000 ${TRAIN_ARGS:-} >/dev/null 2>"$OUT/small.log" || {
     tail -20 "$OUT/small.log"
     exit 1
 }

@@ -121,6 +121,10 @@ pub struct TrainConfig {
     pub checkpoint_every: usize,
     /// apply Q3–Q5 (embedding, head, q/k/v) with STE during training as well as Q1–Q2
     pub qat_all: bool,
+    /// dropout on the two residual branches of every block (attention and FFN outputs) while
+    /// training; 0 = off. Evaluation never drops. Absent in runs written before it existed.
+    #[serde(default)]
+    pub dropout: f64,
 }
 
 /// A named starting point for `ModelConfig` + `TrainConfig`.
@@ -188,6 +192,7 @@ impl Preset {
             val_batches: 8,
             checkpoint_every: if self == Preset::Tiny { 100 } else { 250 },
             qat_all: true,
+            dropout: 0.0,
         }
     }
 }
@@ -210,6 +215,9 @@ impl TrainConfig {
         }
         if self.weight_decay < 0.0 || self.grad_clip < 0.0 {
             return err("weight decay and grad clip must be >= 0");
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return err("dropout must be in [0, 1)");
         }
         if self.eval_every == 0 || self.checkpoint_every == 0 || self.val_batches == 0 {
             return err("eval-every, checkpoint-every and val-batches must be at least 1");

@@ -92,6 +92,9 @@ struct Cli {
     /// global gradient-norm clip (0 = off)
     #[arg(long)]
     grad_clip: Option<f64>,
+    /// dropout on the residual branches while training (0 = off)
+    #[arg(long)]
+    dropout: Option<f64>,
     /// validate (quantized, on fixed random validation batches) every N steps
     #[arg(long)]
     eval_every: Option<usize>,
@@ -147,6 +150,7 @@ fn build_spec(cli: &Cli) -> Result<(RunSpec, Corpus), TrainError> {
             || cli.lr_stage2.is_some()
             || cli.weight_decay.is_some()
             || cli.grad_clip.is_some()
+            || cli.dropout.is_some()
             || cli.seed.is_some()
             || cli.qat.is_some();
         if changed {
@@ -184,6 +188,7 @@ fn build_spec(cli: &Cli) -> Result<(RunSpec, Corpus), TrainError> {
         tc.lr_stage2 = cli.lr_stage2.unwrap_or(tc.lr_stage2);
         tc.weight_decay = cli.weight_decay.unwrap_or(tc.weight_decay);
         tc.grad_clip = cli.grad_clip.unwrap_or(tc.grad_clip);
+        tc.dropout = cli.dropout.unwrap_or(tc.dropout);
         tc.seed = cli.seed.unwrap_or(tc.seed);
         if let Some(q) = cli.qat {
             tc.qat_all = q == Qat::All;

@@ -16,7 +16,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 use std::marker::PhantomData;
 
 /// How each quantization point of `docs/MODEL.md` is applied in a forward pass.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct QuantMode {
     /// Q1: ternary BitLinear weights
     pub weights: QuantApply,
@@ -26,6 +26,9 @@ pub struct QuantMode {
     pub embed: QuantApply,
     /// Q5: int8 q, k, v per token and head
     pub qkv: QuantApply,
+    /// residual-branch dropout probability (training only; not a quantization point, but part of
+    /// how the forward pass runs)
+    pub dropout: f64,
 }
 
 impl QuantMode {
@@ -35,9 +38,10 @@ impl QuantMode {
         acts: QuantApply::Exact,
         embed: QuantApply::Exact,
         qkv: QuantApply::Exact,
+        dropout: 0.0,
     };
 
-    /// The training mode: Q1 + Q2 through the STE, and Q3–Q5 too when `all`.
+    /// The training mode: Q1 + Q2 through the STE, and Q3–Q5 too when `all`; no dropout.
     pub fn train(all: bool) -> Self {
         let extra = if all {
             QuantApply::Ste
@@ -49,7 +53,13 @@ impl QuantMode {
             acts: QuantApply::Ste,
             embed: extra,
             qkv: extra,
+            dropout: 0.0,
         }
+    }
+
+    /// The same with residual dropout `p` (applied only under autodiff).
+    pub fn with_dropout(self, p: f64) -> Self {
+        Self { dropout: p, ..self }
     }
 }
 
@@ -152,6 +162,16 @@ pub fn linear_rows<B: FusedOps>(x: Tensor<B, 3>, w: Tensor<B, 2>) -> Tensor<B, 3
     let [b, t, d_in] = x.dims();
     let n = w.dims()[1];
     B::linear_2d(x.reshape([b * t, d_in]), w).reshape([b, t, n])
+}
+
+/// Inverted dropout with probability `p`, only where autodiff is on (training); the mask comes
+/// from the backend's RNG, which the training loop seeds per step (reproducible, also on resume).
+fn dropout<B: Backend>(x: Tensor<B, 3>, p: f64) -> Tensor<B, 3> {
+    if p == 0.0 || !B::ad_enabled(&x.device()) {
+        return x;
+    }
+    let keep = x.random_like(burn::tensor::Distribution::Bernoulli(1.0 - p));
+    x * keep * (1.0 / (1.0 - p))
 }
 
 /// Q2 on a BitLinear input (per token).
@@ -317,9 +337,10 @@ impl<B: FusedOps> Model<B> {
         // Q3 once: the same int8 table feeds the lookup and the tied head (Q4).
         let emb = act_quant(self.embed.val(), mode.embed);
         let mut x = burn::tensor::module::embedding(emb.clone(), tokens);
+        let drop = |y: Tensor<B, 3>| dropout(y, mode.dropout);
         for layer in &self.layers {
-            x = x.clone() + layer.attn.forward(layer.attn_norm.forward(x), tab, mode);
-            x = x.clone() + layer.ffn.forward(layer.ffn_norm.forward(x), mode);
+            x = x.clone() + drop(layer.attn.forward(layer.attn_norm.forward(x), tab, mode));
+            x = x.clone() + drop(layer.ffn.forward(layer.ffn_norm.forward(x), mode));
         }
         let h = quantize_input(self.final_norm.forward(x), mode);
         linear_rows(h, emb.transpose())

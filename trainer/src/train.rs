@@ -245,7 +245,7 @@ where
     let (mcfg, tcfg) = (&spec.model, &spec.train);
     let tables: Vec<Tables<B>> = devices.iter().map(|d| Tables::new(mcfg, d)).collect();
     let inner_tab = Tables::<B::InnerBackend>::new(mcfg, dev);
-    let mode = QuantMode::train(tcfg.qat_all);
+    let mode = QuantMode::train(tcfg.qat_all).with_dropout(tcfg.dropout);
     let mut ids = MatrixIds(Vec::new());
     model.visit(&mut ids);
     let decay_ids = ids.0;
@@ -284,6 +284,14 @@ where
         }
         let t0 = Instant::now();
         let batch = random_batch(&corpus.train, tcfg.batch_size, mcfg.ctx_len, &mut state.rng);
+        if tcfg.dropout > 0.0 {
+            // Dropout masks from the backend RNG, seeded from (seed, step, device): the same
+            // masks after a resume.
+            for (i, d) in devices.iter().enumerate() {
+                let mut mix = SplitMix64::new(tcfg.seed ^ ((step as u64) << 16) ^ i as u64);
+                B::seed(d, mix.next_u64());
+            }
+        }
         let (loss, mut grads) = loss_and_grads(&model, &batch, devices, &tables, mode);
         if !loss.is_finite() {
             bar.abandon();

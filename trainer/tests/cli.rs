@@ -73,6 +73,10 @@ fn bad_inputs_fail_with_one_line() {
     expect_error(&tiny(good, out, &["--heads", "3"]), "must divide d_model");
     expect_error(&tiny(good, out, &["--kv-heads", "3"]), "must divide heads");
     expect_error(
+        &tiny(good, out, &["--dropout", "1"]),
+        "dropout must be in [0, 1)",
+    );
+    expect_error(
         &tiny(good, out, &["--d-model", "60", "--heads", "4"]),
         "must be even",
     );
