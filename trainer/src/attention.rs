@@ -132,7 +132,11 @@ fn exp_nonpositive(x: f32) -> f32 {
     const LN2_LO: f32 = -2.121_944_4e-4; // ln 2 − LN2_HI
     const MAGIC: f32 = 12_582_912.0; // 1.5 · 2^23: (v + MAGIC) − MAGIC rounds to an integer
     let (flush, x) = (x < -87.0, x.max(-87.0));
-    let n = (x * LOG2E + MAGIC) - MAGIC;
+    let z = x * LOG2E + MAGIC;
+    let n = z - MAGIC;
+    // The integer n sits in z's low mantissa bits: no float-to-int cast (a saturating `as`
+    // conversion does not vectorize).
+    let n_int = (z.to_bits() as i32).wrapping_sub(MAGIC.to_bits() as i32);
     let r = (x - n * LN2_HI) - n * LN2_LO;
     let mut p = 1.0 / 5040.0;
     for c in [
@@ -146,7 +150,7 @@ fn exp_nonpositive(x: f32) -> f32 {
     ] {
         p = p * r + c;
     }
-    let y = p * f32::from_bits(((n as i32 + 127) as u32) << 23);
+    let y = p * f32::from_bits(((n_int + 127) as u32) << 23);
     if flush {
         0.0
     } else {
@@ -205,126 +209,110 @@ pub fn attention_ops<B: FusedOps>(
     p.matmul(v).swap_dims(1, 2).reshape([b, t, nh * hd])
 }
 
-/// Scratch and loaders for one batch row `x` (`[t, (H + 2·Hkv)·hd]`).
-struct Row<'a> {
-    x: &'a [f32],
-    t: usize,
-    s: AttnShape,
-    rope: &'a Rope,
-    quant: bool,
-}
-
-impl Row<'_> {
-    /// Head `head` (counted over the q|k|v columns) of every position into `dst` (`[t, hd]`):
-    /// rotated when `rotate`, then Q5 when quantizing, then times `scale`.
-    fn load(&self, head: usize, rotate: bool, scale: f32, dst: &mut [f32]) {
-        let (hd, w) = (self.s.head_dim, self.s.qkv_width());
-        for (ti, d) in dst.chunks_exact_mut(hd).enumerate().take(self.t) {
-            let src = &self.x[ti * w + head * hd..ti * w + (head + 1) * hd];
-            if rotate {
-                self.rope.rotate(ti, src, d);
+/// RoPE, Q5 and `1/√hd` on one batch row `x` (`[t, W]`, W = `(H + 2·Hkv)·hd`), written row by row
+/// into `out` (same layout): q heads rotated, quantized and scaled; k heads rotated and quantized;
+/// v heads quantized. The attention products then read heads straight from it through strides.
+fn prepare(x: &[f32], out: &mut [f32], s: AttnShape, rope: &Rope, quant: bool) {
+    let (w, hd, nh, nkv) = (s.qkv_width(), s.head_dim, s.n_heads, s.n_kv_heads);
+    let inv = s.inv_sqrt_hd();
+    for (ti, (src, dst)) in x.chunks_exact(w).zip(out.chunks_exact_mut(w)).enumerate() {
+        for (head, (sh, dh)) in src
+            .chunks_exact(hd)
+            .zip(dst.chunks_exact_mut(hd))
+            .enumerate()
+        {
+            if head < nh + nkv {
+                rope.rotate(ti, sh, dh);
             } else {
-                d.copy_from_slice(src);
+                dh.copy_from_slice(sh);
             }
-            if self.quant {
-                absmax_int8_in_place(d);
+            if quant {
+                absmax_int8_in_place(dh);
             }
-            if scale != 1.0 {
-                d.iter_mut().for_each(|v| *v *= scale);
+            if head < nh {
+                dh.iter_mut().for_each(|v| *v *= inv);
             }
-        }
-    }
-
-    /// `p = causal_softmax(q·kᵀ)` (`[t, t]`, zero above the diagonal).
-    fn probs(&self, q: &[f32], k: &[f32], p: &mut [f32]) {
-        let (t, hd) = (self.t, self.s.head_dim);
-        matmul((t, t, hd), p, t, false, (q, hd, 1), (k, 1, hd));
-        for (i, row) in p.chunks_exact_mut(t).enumerate() {
-            let (vis, future) = row.split_at_mut(i + 1);
-            let m = vis.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-            vis.iter_mut().for_each(|v| *v = exp_nonpositive(*v - m));
-            let inv = 1.0 / crate::fused::sum(vis);
-            vis.iter_mut().for_each(|v| *v *= inv);
-            future.fill(0.0);
         }
     }
 }
 
-/// Forward pass on flex buffers: `x` is `[b, t, (H + 2·Hkv)·hd]`, returns `[b, t, H·hd]`.
+/// `p = causal_softmax(q·kᵀ)` (`[t, t]`, zero above the diagonal) for one head of a prepared
+/// row: `q` and `k` start at the head's first column and have row stride `w`.
+fn probs(t: usize, hd: usize, w: usize, q: &[f32], k: &[f32], p: &mut [f32]) {
+    matmul((t, t, hd), p, t, false, (q, w, 1), (k, 1, w));
+    for (i, row) in p.chunks_exact_mut(t).enumerate() {
+        let (vis, future) = row.split_at_mut(i + 1);
+        let m = vis.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+        vis.iter_mut().for_each(|v| *v = exp_nonpositive(*v - m));
+        let inv = 1.0 / crate::fused::sum(vis);
+        vis.iter_mut().for_each(|v| *v *= inv);
+        future.fill(0.0);
+    }
+}
+
+/// Forward pass on flex buffers: `x` is `[b, t, W]`; returns the output `[b, t, H·hd]` and the
+/// prepared input (see `prepare`; the backward pass needs only that).
 pub fn attention_flex(
     x: &[f32],
     t: usize,
     rope: &Rope,
     s: AttnShape,
     quant: QuantApply,
-) -> Vec<f32> {
+) -> (Vec<f32>, Vec<f32>) {
     let (w, d, hd) = (s.qkv_width(), s.out_width(), s.head_dim);
     assert!(t <= rope.ctx && x.len().is_multiple_of(t * w));
     let mut out = vec![0f32; x.len() / w * d];
+    let mut prep = vec![0f32; x.len()];
     let group = s.n_heads / s.n_kv_heads;
     out.par_chunks_mut(t * d)
+        .zip(prep.par_chunks_mut(t * w))
         .zip(x.par_chunks(t * w))
-        .for_each(|(o, x)| {
-            let row = Row {
-                x,
-                t,
-                s,
-                rope,
-                quant: quant != QuantApply::Off,
-            };
-            let (mut q, mut k, mut v) =
-                (vec![0f32; t * hd], vec![0f32; t * hd], vec![0f32; t * hd]);
+        .for_each(|((o, pr), x)| {
+            prepare(x, pr, s, rope, quant != QuantApply::Off);
             let mut p = vec![0f32; t * t];
             for g in 0..s.n_kv_heads {
-                row.load(s.n_heads + g, true, 1.0, &mut k);
-                row.load(s.n_heads + s.n_kv_heads + g, false, 1.0, &mut v);
+                let (k, v) = (
+                    &pr[(s.n_heads + g) * hd..],
+                    &pr[(s.n_heads + s.n_kv_heads + g) * hd..],
+                );
                 for h in g * group..(g + 1) * group {
-                    row.load(h, true, s.inv_sqrt_hd(), &mut q);
-                    row.probs(&q, &k, &mut p);
+                    probs(t, hd, w, &pr[h * hd..], k, &mut p);
                     matmul(
                         (t, hd, t),
                         &mut o[h * hd..],
                         d,
                         false,
                         (&p, t, 1),
-                        (&v, hd, 1),
+                        (v, w, 1),
                     );
                 }
             }
         });
-    out
+    (out, prep)
 }
 
-/// Backward pass on flex buffers: the gradient of [`attention_flex`] at `x` for the output
-/// gradient `dy` (`[b, t, H·hd]`); Q5 passes gradients straight through. Returns `[b, t, W]`.
+/// Backward pass on flex buffers: the gradient with respect to `x` of [`attention_flex`], given
+/// its prepared input `prep` (`[b, t, W]`) and the output gradient `dy` (`[b, t, H·hd]`); Q5
+/// passes gradients straight through, RoPE's transpose rotates them back. Returns `[b, t, W]`.
 pub fn attention_flex_backward(
-    x: &[f32],
+    prep: &[f32],
     dy: &[f32],
     t: usize,
     rope: &Rope,
     s: AttnShape,
-    quant: QuantApply,
 ) -> Vec<f32> {
     let (w, d, hd) = (s.qkv_width(), s.out_width(), s.head_dim);
-    assert!(t <= rope.ctx && x.len().is_multiple_of(t * w));
-    assert_eq!(x.len() / w, dy.len() / d);
-    let mut dx = vec![0f32; x.len()];
+    assert!(t <= rope.ctx && prep.len().is_multiple_of(t * w));
+    assert_eq!(prep.len() / w, dy.len() / d);
+    let mut dx = vec![0f32; prep.len()];
     let group = s.n_heads / s.n_kv_heads;
     let inv = s.inv_sqrt_hd();
     dx.par_chunks_mut(t * w)
-        .zip(x.par_chunks(t * w))
+        .zip(prep.par_chunks(t * w))
         .zip(dy.par_chunks(t * d))
-        .for_each(|((dx, x), dy)| {
-            let row = Row {
-                x,
-                t,
-                s,
-                rope,
-                quant: quant != QuantApply::Off,
-            };
+        .for_each(|((dx, pr), dy)| {
             let buf = || vec![0f32; t * hd];
-            let (mut q, mut k, mut v, mut dq) = (buf(), buf(), buf(), buf());
-            let (mut dk, mut dv) = (buf(), buf());
+            let (mut dq, mut dk, mut dv) = (buf(), buf(), buf());
             let (mut p, mut ds) = (vec![0f32; t * t], vec![0f32; t * t]);
             // writes `src` (`[t, hd]`) into head `head` of dx, through RoPE's transpose if `rotate`
             let store = |dx: &mut [f32], head: usize, rotate: bool, src: &[f32]| {
@@ -338,18 +326,20 @@ pub fn attention_flex_backward(
                 }
             };
             for g in 0..s.n_kv_heads {
-                row.load(s.n_heads + g, true, 1.0, &mut k);
-                row.load(s.n_heads + s.n_kv_heads + g, false, 1.0, &mut v);
+                let (k, v) = (
+                    &pr[(s.n_heads + g) * hd..],
+                    &pr[(s.n_heads + s.n_kv_heads + g) * hd..],
+                );
                 dk.fill(0.0);
                 dv.fill(0.0);
                 for h in g * group..(g + 1) * group {
-                    row.load(h, true, inv, &mut q);
-                    row.probs(&q, &k, &mut p);
+                    let q = &pr[h * hd..];
+                    probs(t, hd, w, q, k, &mut p);
                     let dyh = &dy[h * hd..];
                     // dV += Pᵀ·dY_h
                     matmul((t, hd, t), &mut dv, hd, true, (&p, 1, t), (dyh, d, 1));
                     // dP = dY_h·Vᵀ, then dS = P ⊙ (dP − Σ_j P·dP) row by row
-                    matmul((t, t, hd), &mut ds, t, false, (dyh, d, 1), (&v, 1, hd));
+                    matmul((t, t, hd), &mut ds, t, false, (dyh, d, 1), (v, 1, w));
                     for (pr, dr) in p.chunks_exact(t).zip(ds.chunks_exact_mut(t)) {
                         let dot = crate::fused::dot(pr, dr);
                         for (dv, &pv) in dr.iter_mut().zip(pr) {
@@ -357,11 +347,11 @@ pub fn attention_flex_backward(
                         }
                     }
                     // dq' = dS·K, through the 1/√hd factor, Q5 (identity) and RoPE
-                    matmul((t, hd, t), &mut dq, hd, false, (&ds, t, 1), (&k, hd, 1));
+                    matmul((t, hd, t), &mut dq, hd, false, (&ds, t, 1), (k, w, 1));
                     dq.iter_mut().for_each(|v| *v *= inv);
                     store(dx, h, true, &dq);
                     // dK += dSᵀ·q'
-                    matmul((t, hd, t), &mut dk, hd, true, (&ds, 1, t), (&q, hd, 1));
+                    matmul((t, hd, t), &mut dk, hd, true, (&ds, 1, t), (q, w, 1));
                 }
                 store(dx, s.n_heads + g, true, &dk);
                 store(dx, s.n_heads + s.n_kv_heads + g, false, &dv);

@@ -139,17 +139,27 @@ pub trait FusedOps: Backend {
         false
     }
 
-    /// Gradient of [`FusedOps::attention`] with respect to `qkv` for the output gradient `dy`
-    /// (Q5 through the straight-through estimator). Only called when
-    /// [`FusedOps::has_fused_rope_attention`] is true.
-    fn rope_attention_backward(
+    /// [`FusedOps::rope_attention`] plus what its backward pass needs (for flex: the input after
+    /// RoPE, Q5 and `1/√hd`). Only called when [`FusedOps::has_fused_rope_attention`] is true.
+    fn rope_attention_saving(
         _qkv: Tensor<Self, 3>,
-        _dy: Tensor<Self, 3>,
         _rope: &Rope,
         _s: AttnShape,
         _quant: QuantApply,
+    ) -> (Tensor<Self, 3>, Tensor<Self, 3>) {
+        unreachable!("rope_attention_saving of a backend without a fused attention kernel")
+    }
+
+    /// Gradient of [`FusedOps::rope_attention`] with respect to `qkv` for the output gradient `dy`,
+    /// from what [`FusedOps::rope_attention_saving`] saved (Q5 through the straight-through
+    /// estimator). Only called when [`FusedOps::has_fused_rope_attention`] is true.
+    fn rope_attention_backward(
+        _saved: Tensor<Self, 3>,
+        _dy: Tensor<Self, 3>,
+        _rope: &Rope,
+        _s: AttnShape,
     ) -> Tensor<Self, 3> {
-        unreachable!("attention_backward of a backend without a fused attention kernel")
+        unreachable!("rope_attention_backward of a backend without a fused attention kernel")
     }
 
     /// Gradient of a softmax from its output `p`: `dx = p ⊙ (dp − Σ_j p_j·dp_j)`.
@@ -373,14 +383,27 @@ impl FusedOps for Flex {
         s: AttnShape,
         quant: QuantApply,
     ) -> Tensor<Self, 3> {
-        let [b, t, _] = qkv.dims();
-        let xt = flex_rows(qkv);
-        let out = attention::attention_flex(xt.as_slice::<f32>().expect("f32"), t, rope, s, quant);
-        flex_tensor(out, [b, t, s.out_width()])
+        Self::rope_attention_saving(qkv, rope, s, quant).0
     }
 
     fn has_fused_rope_attention() -> bool {
         true
+    }
+
+    fn rope_attention_saving(
+        qkv: Tensor<Self, 3>,
+        rope: &Rope,
+        s: AttnShape,
+        quant: QuantApply,
+    ) -> (Tensor<Self, 3>, Tensor<Self, 3>) {
+        let dims = qkv.dims();
+        let xt = flex_rows(qkv);
+        let (out, prep) =
+            attention::attention_flex(xt.as_slice::<f32>().expect("f32"), dims[1], rope, s, quant);
+        (
+            flex_tensor(out, [dims[0], dims[1], s.out_width()]),
+            flex_tensor(prep, dims),
+        )
     }
 
     fn linear_2d(x: Tensor<Self, 2>, w: Tensor<Self, 2>) -> Tensor<Self, 2> {
@@ -425,21 +448,19 @@ impl FusedOps for Flex {
     }
 
     fn rope_attention_backward(
-        qkv: Tensor<Self, 3>,
+        saved: Tensor<Self, 3>,
         dy: Tensor<Self, 3>,
         rope: &Rope,
         s: AttnShape,
-        quant: QuantApply,
     ) -> Tensor<Self, 3> {
-        let dims = qkv.dims();
-        let (xt, dyt) = (flex_rows(qkv), flex_rows(dy));
+        let dims = saved.dims();
+        let (pt, dyt) = (flex_rows(saved), flex_rows(dy));
         let dx = attention::attention_flex_backward(
-            xt.as_slice::<f32>().expect("f32"),
+            pt.as_slice::<f32>().expect("f32"),
             dyt.as_slice::<f32>().expect("f32"),
             dims[1],
             rope,
             s,
-            quant,
         );
         flex_tensor(dx, dims)
     }
@@ -651,18 +672,18 @@ impl<B: FusedOps> Backward<B, 2> for LinearBackward {
     }
 }
 
-/// Backward of the fused attention; state: its input and settings (P is recomputed).
+/// Backward of the fused attention; state: the prepared input and settings (P is recomputed).
 #[derive(Debug)]
 struct AttentionBackward;
 
 impl<B: FusedOps> Backward<B, 1> for AttentionBackward {
-    type State = (B::FloatTensorPrimitive, Rope, AttnShape, QuantApply);
+    type State = (B::FloatTensorPrimitive, Rope, AttnShape);
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let (qkv, rope, s, quant) = ops.state;
+        let (saved, rope, s) = ops.state;
         unary::<B, _>(ops.parents, ops.node, grads, |dy| {
             let t3 = |p| Tensor::<B, 3>::from_primitive(TensorPrimitive::Float(p));
-            B::rope_attention_backward(t3(qkv), t3(dy), &rope, s, quant)
+            B::rope_attention_backward(t3(saved), t3(dy), &rope, s)
                 .into_primitive()
                 .tensor()
         });
@@ -742,21 +763,21 @@ impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
             return attention::attention_ops(qkv, rope, s, quant);
         }
         let x = qkv.into_primitive().tensor();
-        let y = B::rope_attention(
-            Tensor::<B, 3>::from_primitive(TensorPrimitive::Float(x.primitive.clone())),
-            rope,
-            s,
-            quant,
-        )
-        .into_primitive()
-        .tensor();
+        let inner = Tensor::<B, 3>::from_primitive(TensorPrimitive::Float(x.primitive));
         let out = match AttentionBackward
             .prepare::<C>([x.node.clone()])
             .compute_bound()
             .stateful()
         {
-            OpsKind::Tracked(prep) => prep.finish((x.primitive, rope.clone(), s, quant), y),
-            OpsKind::UnTracked(prep) => prep.finish(y),
+            OpsKind::Tracked(prep) => {
+                let (y, saved) = B::rope_attention_saving(inner, rope, s, quant);
+                let saved = saved.into_primitive().tensor();
+                prep.finish((saved, rope.clone(), s), y.into_primitive().tensor())
+            }
+            OpsKind::UnTracked(prep) => {
+                let y = B::rope_attention(inner, rope, s, quant);
+                prep.finish(y.into_primitive().tensor())
+            }
         };
         Tensor::from_primitive(TensorPrimitive::Float(out))
     }
