@@ -12,8 +12,9 @@
 //! [`attention_flex`] and [`attention_flex_backward`] do it in plain Rust, one batch row per rayon
 //! task, small matrix products through the `gemm` crate ([`crate::linalg`]): no head
 //! transposes, no `[b, H, t, t]` tensors in the autodiff graph, RoPE without the pair-swap
-//! products. The backward pass recomputes `P` from the saved input (as FlashAttention does), so
-//! the op keeps only its input alive between the passes.
+//! products. The forward pass applies RoPE, Q5 and `1/√hd` once per row into a buffer of the
+//! input's size, which is all the backward pass keeps: it recomputes `P` from it (as
+//! FlashAttention does) instead of holding `[b, H, t, t]` probabilities.
 
 use crate::fused::FusedOps;
 use crate::linalg::matmul;
