@@ -21,29 +21,26 @@ fn parallelism(m: usize, n: usize, k: usize) -> gemm::Parallelism {
     }
 }
 
-/// `dst = (acc ? dst : 0) + lhs·rhs` for an `m×k` by `k×n` product; `dst` has row stride `dst_rs`.
-/// Bounds are checked here, which is what makes the `gemm` call sound.
-pub fn matmul(
+/// `dst = (acc ? dst : 0) + lhs·rhs` on raw pointers; `dst` is row-major with row stride `dst_rs`.
+///
+/// # Safety
+/// Every element the product reads (operands, and `dst` when `acc`) or writes (`m×n` elements of
+/// `dst`) must be in bounds, and `dst` must not alias the operands.
+unsafe fn gemm_raw(
     (m, n, k): (usize, usize, usize),
-    dst: &mut [f32],
+    dst: *mut f32,
     dst_rs: usize,
     acc: bool,
     (lhs, lhs_rs, lhs_cs): Operand,
     (rhs, rhs_rs, rhs_cs): Operand,
 ) {
-    assert!(m > 0 && n > 0 && k > 0);
-    assert!(last(m, dst_rs, n, 1) < dst.len(), "dst out of bounds");
-    assert!(last(m, lhs_rs, k, lhs_cs) < lhs.len(), "lhs out of bounds");
-    assert!(last(k, rhs_rs, n, rhs_cs) < rhs.len(), "rhs out of bounds");
-    assert!(dst_rs >= n, "dst rows overlap");
-    // SAFETY: every element the product reads or writes lies inside its slice (checked above);
-    // `dst` is exclusively borrowed and its rows do not overlap, so it aliases nothing.
+    // SAFETY: forwarded from the caller's contract.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst,
             1,
             dst_rs as isize,
             acc,
@@ -63,38 +60,43 @@ pub fn matmul(
     }
 }
 
-/// `lhs·rhs` as a new row-major `m×n` buffer (not zero-filled first: gemm writes every element).
-pub fn matmul_new((m, n, k): (usize, usize, usize), lhs: Operand, rhs: Operand) -> Vec<f32> {
-    let mut out = Vec::with_capacity(m * n);
-    let dst = out.spare_capacity_mut();
+/// Checks that both operands of an `m×k` by `k×n` product lie inside their slices.
+fn check_operands((m, n, k): (usize, usize, usize), lhs: Operand, rhs: Operand) {
     assert!(m > 0 && n > 0 && k > 0);
     assert!(last(m, lhs.1, k, lhs.2) < lhs.0.len(), "lhs out of bounds");
     assert!(last(k, rhs.1, n, rhs.2) < rhs.0.len(), "rhs out of bounds");
+}
+
+/// `dst = (acc ? dst : 0) + lhs·rhs` for an `m×k` by `k×n` product; `dst` has row stride `dst_rs`.
+/// Bounds are checked here, which is what makes the `gemm` call sound.
+pub fn matmul(
+    mnk: (usize, usize, usize),
+    dst: &mut [f32],
+    dst_rs: usize,
+    acc: bool,
+    lhs: Operand,
+    rhs: Operand,
+) {
+    check_operands(mnk, lhs, rhs);
+    let (m, n, _) = mnk;
+    assert!(last(m, dst_rs, n, 1) < dst.len(), "dst out of bounds");
+    assert!(dst_rs >= n, "dst rows overlap");
+    // SAFETY: every element the product reads or writes lies inside its slice (checked above);
+    // `dst` is exclusively borrowed and its rows do not overlap, so it aliases nothing.
+    unsafe { gemm_raw(mnk, dst.as_mut_ptr(), dst_rs, acc, lhs, rhs) }
+}
+
+/// `lhs·rhs` as a new row-major `m×n` buffer (not zero-filled first: gemm writes every element).
+pub fn matmul_new(mnk: (usize, usize, usize), lhs: Operand, rhs: Operand) -> Vec<f32> {
+    check_operands(mnk, lhs, rhs);
+    let (m, n, _) = mnk;
+    let mut out = Vec::with_capacity(m * n);
+    let dst = out.spare_capacity_mut().as_mut_ptr().cast::<f32>();
     // SAFETY: operands are in bounds (checked above) and `dst` holds `m·n` elements of fresh
-    // capacity. With `read_dst = false` and `k > 0`, gemm writes all `m·n` elements of the
-    // destination without reading them, so the first `m·n` elements are initialized afterwards.
+    // capacity. With `acc = false` and `k > 0`, gemm writes all `m·n` elements of the destination
+    // without reading them, so the first `m·n` elements are initialized afterwards.
     unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr().cast::<f32>(),
-            1,
-            n as isize,
-            false,
-            lhs.0.as_ptr(),
-            lhs.2 as isize,
-            lhs.1 as isize,
-            rhs.0.as_ptr(),
-            rhs.2 as isize,
-            rhs.1 as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            parallelism(m, n, k),
-        );
+        gemm_raw(mnk, dst, n, false, lhs, rhs);
         out.set_len(m * n);
     }
     out
