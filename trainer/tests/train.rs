@@ -3,11 +3,23 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
+use std::sync::{Mutex, MutexGuard};
 use trainer::backend::{Cpu, CpuDevice};
 use trainer::data::Corpus;
 use trainer::rng::SplitMix64;
 use trainer::train::{self, Outcome, RunSpec};
 use trainer::Preset;
+
+/// burn-flex's RNG is process-global and `train::train` seeds it, so two trainings running at once
+/// in one process (test threads) would draw each other's dropout masks. The trainer runs one
+/// training per process; the tests here take turns.
+static ONE_TRAINING_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    ONE_TRAINING_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 fn tmp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("trainer-train-{}-{name}", std::process::id()));
@@ -75,6 +87,7 @@ fn finished(o: Outcome) -> trainer::runinfo::Summary {
 
 #[test]
 fn tiny_model_learns_structure() {
+    let _turn = one_at_a_time();
     let text = words_corpus(6000, 7);
     let h = unigram_entropy_nats(&text);
     let corpus = Corpus::from_text(&text, 32).unwrap();
@@ -114,12 +127,14 @@ fn tiny_model_learns_structure() {
 
 #[test]
 fn resume_is_bit_identical() {
+    let _turn = one_at_a_time();
     check_resume(0.0);
 }
 
 /// Dropout masks come from the backend RNG, seeded per step: a resumed run draws the same ones.
 #[test]
 fn resume_with_dropout_is_bit_identical() {
+    let _turn = one_at_a_time();
     let with = check_resume(0.2);
     let without = check_resume(0.0);
     assert!(
