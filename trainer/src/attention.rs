@@ -16,9 +16,9 @@
 //! input's size, which is all the backward pass keeps: it recomputes `P` from it (as
 //! FlashAttention does) instead of holding `[b, H, t, t]` probabilities.
 
-use crate::fused::FusedOps;
+use crate::fused::{int8_scale, int8_value, FusedOps};
 use crate::linalg::matmul;
-use crate::quant::{act_quant, QuantApply, SCALE_FLOOR};
+use crate::quant::{act_quant, QuantApply};
 use burn::tensor::{Tensor, TensorData};
 use rayon::prelude::*;
 use std::sync::Arc;
@@ -68,9 +68,11 @@ impl Rope {
         let half = hd / 2;
         let mut cos = Vec::with_capacity(ctx * half);
         let mut sin = Vec::with_capacity(ctx * half);
+        let theta: Vec<f64> = (0..half)
+            .map(|i| rope_theta.powf(-2.0 * i as f64 / hd as f64))
+            .collect();
         for t in 0..ctx {
-            for i in 0..half {
-                let theta = rope_theta.powf(-2.0 * i as f64 / hd as f64);
+            for &theta in &theta {
                 let a = t as f64 * theta;
                 cos.push(a.cos() as f32);
                 sin.push(a.sin() as f32);
@@ -112,14 +114,11 @@ impl Rope {
     }
 }
 
-/// Q5 on one row in place: `s = max(max|x|, 1e-5)/127`, `x = round_half_even(x/s)·s` — the
-/// same arithmetic as [`crate::fused::absmax_int8_rows`].
+/// Q5 on one row in place, with the arithmetic of [`crate::fused::absmax_int8_rows`].
 #[inline]
 fn absmax_int8_in_place(row: &mut [f32]) {
-    let scale = crate::fused::max_abs(row).max(SCALE_FLOOR) / 127.0;
-    for v in row.iter_mut() {
-        *v = crate::fused::round_half_even_small(*v / scale) * scale;
-    }
+    let scale = int8_scale(row);
+    row.iter_mut().for_each(|v| *v = int8_value(*v, scale));
 }
 
 /// `e^x` for `x ≤ 0`, in a form that vectorizes (libm's `expf` is a call per element): `x = n·ln 2 + r`

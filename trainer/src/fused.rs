@@ -204,19 +204,31 @@ pub fn absmax_int8_rows(src: &[f32], dst: &mut [f32], n: usize) {
         .zip(src.par_chunks(chunk))
         .for_each(|(d, s)| {
             for (dr, sr) in d.chunks_exact_mut(n).zip(s.chunks_exact(n)) {
-                let scale = max_abs(sr).max(quant::SCALE_FLOOR) / 127.0;
+                let scale = int8_scale(sr);
                 for (o, &v) in dr.iter_mut().zip(sr) {
-                    *o = round_half_even_small(v / scale) * scale;
+                    *o = int8_value(v, scale);
                 }
             }
         });
+}
+
+/// Scale of the int8 absmax quantizer for one row: `max(max|x|, 1e-5)/127`.
+#[inline]
+pub(crate) fn int8_scale(row: &[f32]) -> f32 {
+    max_abs(row).max(quant::SCALE_FLOOR) / 127.0
+}
+
+/// The quantized value of `v` at `scale`: `round_half_even(v/scale)·scale`.
+#[inline(always)]
+pub(crate) fn int8_value(v: f32, scale: f32) -> f32 {
+    round_half_even_small(v / scale) * scale
 }
 
 /// `v.round_ties_even()` for `|v| ≤ 2^22`, without the libm call (so the loop vectorizes):
 /// adding and subtracting 1.5·2^23 leaves the nearest integer, ties to even, under the default
 /// rounding mode. Here `|v| ≤ 127·(1 + 2^-23)`.
 #[inline(always)]
-pub(crate) fn round_half_even_small(v: f32) -> f32 {
+fn round_half_even_small(v: f32) -> f32 {
     const MAGIC: f32 = 12_582_912.0; // 1.5 · 2^23
     (v + MAGIC) - MAGIC
 }
