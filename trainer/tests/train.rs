@@ -150,17 +150,19 @@ fn check_resume(dropout: f64) -> Vec<u8> {
     let corpus = Corpus::from_text(&text, 32).unwrap();
     let dev = [CpuDevice::default()];
     let no = AtomicBool::new(false);
-    let spec = |out: &Path| {
+    let spec_with_dropout = |out: &Path| {
         let mut s = spec(out, &corpus, 24);
         s.train.dropout = dropout;
         s
     };
 
     let straight = tmp(&format!("straight-{dropout}"));
-    let a = finished(train::train::<Cpu>(&dev, &spec(&straight), &corpus, false, &no).unwrap());
+    let a = finished(
+        train::train::<Cpu>(&dev, &spec_with_dropout(&straight), &corpus, false, &no).unwrap(),
+    );
 
     let split = tmp(&format!("split-{dropout}"));
-    let mut s = spec(&split);
+    let mut s = spec_with_dropout(&split);
     s.stop_after = Some(12);
     match train::train::<Cpu>(&dev, &s, &corpus, false, &no).unwrap() {
         Outcome::Stopped(12) => {}
