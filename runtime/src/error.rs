@@ -2,6 +2,9 @@
 
 use core::fmt;
 
+pub use crate::format::ConfigError;
+use crate::format::VERSION_MAJOR;
+
 /// Why a blob was refused by [`Model::from_bytes`](crate::Model::from_bytes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -42,24 +45,6 @@ pub enum LoadError {
         /// Byte offset of the offending element inside the section.
         offset: u32,
     },
-}
-
-/// Which dimension check failed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub enum ConfigError {
-    /// A dimension is zero.
-    Zero,
-    /// A dimension exceeds the documented maximum (`FORMAT.md`, "Limits").
-    TooLarge,
-    /// `d_model` is not `n_heads · head_dim` with an even `head_dim`.
-    HeadDim,
-    /// `n_heads` is not a multiple of `n_kv_heads`.
-    KvHeads,
-    /// `norm_eps` is zero or outside the storable exponent range.
-    NormEps,
-    /// The blob would exceed 4 GiB.
-    Size,
 }
 
 /// Sections of the data region (for [`LoadError::BadSection`]).
@@ -134,7 +119,7 @@ impl fmt::Display for LoadError {
             LoadError::UnsupportedVersion { major, minor } => write!(
                 f,
                 "blob format {major}.{minor} is not supported (this runtime reads major version {})",
-                crate::format::VERSION_MAJOR
+                VERSION_MAJOR
             ),
             LoadError::BadLength => write!(f, "blob lengths disagree (truncated or inflated)"),
             LoadError::Checksum { stored, computed } => write!(
@@ -150,19 +135,6 @@ impl fmt::Display for LoadError {
                 write!(f, "invalid value in {section:?} section at byte {offset}")
             }
         }
-    }
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            ConfigError::Zero => "a dimension is zero",
-            ConfigError::TooLarge => "a dimension exceeds the runtime's limits",
-            ConfigError::HeadDim => "d_model must be n_heads * head_dim with head_dim even",
-            ConfigError::KvHeads => "n_heads must be a multiple of n_kv_heads",
-            ConfigError::NormEps => "norm_eps is zero or out of range",
-            ConfigError::Size => "the blob would exceed 4 GiB",
-        })
     }
 }
 

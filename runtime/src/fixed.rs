@@ -44,6 +44,49 @@ impl Dyadic {
         exp: -31,
     };
 
+    /// The normalized `Dyadic` nearest to the IEEE-754 binary64 number with bits `bits`
+    /// (`mant ∈ [2^31, 2^32)`, the 53-bit significand rounded to 32 bits, ties away from zero;
+    /// relative error ≤ 2^-32). This is the one real → `Dyadic` conversion of the project:
+    /// `tools pack` stores every scale with it (`x.to_bits()`) and the tests build their models
+    /// with it. Integer operations only (`FORMAT.md` §5).
+    ///
+    /// `None` when the number is not positive and finite, or when the result's exponent lies
+    /// outside `[DYADIC_EXP_MIN, DYADIC_EXP_MAX]` (not storable in a blob).
+    pub const fn from_ieee754(bits: u64) -> Option<Dyadic> {
+        let negative = bits >> 63 != 0;
+        let biased = ((bits >> 52) & 0x7FF) as i32;
+        let fraction = bits & ((1u64 << 52) - 1);
+        if negative || biased == 0x7FF || (biased == 0 && fraction == 0) {
+            return None;
+        }
+        // value = m · 2^e with m < 2^53 (subnormals: no implicit bit).
+        let (mut m, mut e) = if biased == 0 {
+            (fraction, -1074)
+        } else {
+            (fraction | (1u64 << 52), biased - 1075)
+        };
+        while m < (1u64 << 52) {
+            m <<= 1;
+            e -= 1;
+        }
+        // Keep the top 32 of 53 bits, rounding half up (the value is positive).
+        let mut mant = (m + (1u64 << 20)) >> 21;
+        e += 21;
+        if mant == 1u64 << 32 {
+            mant = 1u64 << 31;
+            e += 1;
+        }
+        let d = Dyadic {
+            mant: mant as u32,
+            exp: e,
+        };
+        if d.is_storable() {
+            Some(d)
+        } else {
+            None
+        }
+    }
+
     /// `true` when the exponent lies in the range a blob may store.
     pub const fn is_storable(self) -> bool {
         self.exp >= DYADIC_EXP_MIN && self.exp <= DYADIC_EXP_MAX
@@ -310,6 +353,72 @@ pub(crate) fn exp_neg_q24(z: u64) -> u32 {
 #[allow(clippy::float_arithmetic)] // the tests compare with real-valued references
 mod tests {
     use super::*;
+
+    /// The float formulation (`tools pack`'s before this function existed): `f = x / 2^e` in
+    /// `[0.5, 1)`, `mant = round(f · 2^32)`.
+    fn dyadic_by_floats(x: f64) -> Dyadic {
+        let mut e = x.log2().floor() as i32 + 1;
+        let mut f = x / 2f64.powi(e);
+        while f >= 1.0 {
+            f /= 2.0;
+            e += 1;
+        }
+        while f < 0.5 {
+            f *= 2.0;
+            e -= 1;
+        }
+        let mut mant = (f * 4294967296.0).round() as u64;
+        if mant == 1 << 32 {
+            mant = 1 << 31;
+            e += 1;
+        }
+        Dyadic {
+            mant: mant as u32,
+            exp: e - 32,
+        }
+    }
+
+    #[test]
+    fn from_ieee754_matches_the_float_formulation() {
+        let mut seed = 0x1234_5678_9abc_def0u64;
+        let mut xs = std::vec![1e-5, 1.0 / 127.0, 0.1, 1.0, 1.5, 3.0, 127.0, 1e6];
+        for k in -100..60 {
+            let p = 2f64.powi(k);
+            // Powers of two, their neighbours, and values just below a rounding carry.
+            xs.extend([p, p * (1.0 - f64::EPSILON), p * (1.0 + f64::EPSILON)]);
+            xs.push(p * (1.0 - 2f64.powi(-33)));
+            xs.push(p * (1.0 - 2f64.powi(-32)));
+        }
+        for _ in 0..20_000 {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let x = f64::from_bits((seed >> 12) | (0x3C0u64 << 52)) * 2f64.powi((seed % 97) as i32);
+            xs.push(x);
+        }
+        for x in xs {
+            let want = dyadic_by_floats(x);
+            let got = Dyadic::from_ieee754(x.to_bits());
+            if want.is_storable() {
+                assert_eq!(got, Some(want), "{x:e}");
+                assert!(want.mant >= 1 << 31);
+            } else {
+                assert_eq!(got, None, "{x:e}");
+            }
+        }
+        for bad in [
+            0.0,
+            -0.0,
+            -1.0,
+            f64::NAN,
+            f64::INFINITY,
+            1e300,
+            1e-300,
+            5e-324,
+        ] {
+            assert_eq!(Dyadic::from_ieee754(f64::to_bits(bad)), None, "{bad:e}");
+        }
+    }
 
     fn val(d: Dyadic) -> f64 {
         d.mant as f64 * (d.exp as f64).exp2()

@@ -1,12 +1,12 @@
-//! Blob format v1: constants, the postcard header types and the canonical section layout.
+//! Blob format v1: constants, limits, the config and the postcard header types.
 //!
-//! This file is the single definition of the byte layout shared by the reader
-//! ([`Model::from_bytes`](crate::Model::from_bytes)) and the writer (feature `writer`).
-//! `FORMAT.md` describes the same layout in prose and tables.
+//! Which sections a blob holds is declared in [`schema`](crate::schema); where they lie is
+//! [`Layout`](crate::Layout). `FORMAT.md` describes the same format in prose and tables.
+
+use core::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::ConfigError;
 use crate::fixed::Dyadic;
 
 /// The first 8 bytes of every blob.
@@ -25,9 +25,6 @@ pub const SECTION_ALIGN: usize = 16;
 pub const TERNARY_ROW_ALIGN: usize = 16;
 /// Int8 embedding rows are padded to a multiple of this many bytes.
 pub const INT8_ROW_ALIGN: usize = 16;
-/// Matrices per layer, in the order of [`LayerScales`](TensorKind::LayerScales):
-/// `wq, wk, wv, wo, w_up, w_down`.
-pub const MATRICES_PER_LAYER: usize = 6;
 
 /// Fractional bits of the norm gains (`i32`, Q15.16): `g_q = round(g · 2^16)`.
 pub const GAIN_FRAC_BITS: u32 = 16;
@@ -115,6 +112,37 @@ impl Config {
     }
 }
 
+/// Which dimension check failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum ConfigError {
+    /// A dimension is zero.
+    Zero,
+    /// A dimension exceeds the documented maximum (`FORMAT.md`, "Limits").
+    TooLarge,
+    /// `d_model` is not `n_heads · head_dim` with an even `head_dim`.
+    HeadDim,
+    /// `n_heads` is not a multiple of `n_kv_heads`.
+    KvHeads,
+    /// `norm_eps` is zero or outside the storable exponent range.
+    NormEps,
+    /// The blob would exceed 4 GiB.
+    Size,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ConfigError::Zero => "a dimension is zero",
+            ConfigError::TooLarge => "a dimension exceeds the runtime's limits",
+            ConfigError::HeadDim => "d_model must be n_heads * head_dim with head_dim even",
+            ConfigError::KvHeads => "n_heads must be a multiple of n_kv_heads",
+            ConfigError::NormEps => "norm_eps is zero or out of range",
+            ConfigError::Size => "the blob would exceed 4 GiB",
+        })
+    }
+}
+
 /// The first postcard item of the header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HeaderInfo<'a> {
@@ -132,42 +160,43 @@ pub struct HeaderInfo<'a> {
     pub n_tensors: u32,
 }
 
-/// What a section holds.
+/// What a section holds. Shapes, encodings and order are declared in
+/// [`schema`](crate::schema); new kinds are appended (the blob stores the variant index).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TensorKind {
-    /// `u32[V + 1]`: start of each token in `vocab_bytes`.
+    /// Start of each token in the vocabulary bytes.
     VocabOffsets,
     /// The concatenated token byte strings.
     VocabBytes,
-    /// `i8[V][row_bytes]`: Q3 embedding (tied LM head).
+    /// The int8 token embedding (Q3), also the tied LM head.
     Embedding,
-    /// `Dyadic[V]`: the Q3 row scales `e_v`.
+    /// The embedding's row scales `e_v`.
     EmbeddingScales,
-    /// `i32[T][head_dim/2][2]`: `(cos, sin)` of `t·θ_i`, Q1.30.
+    /// `(cos, sin)` of `t·θ_i`.
     Rope,
-    /// `i32[d]`: final RMSNorm gain, Q15.16.
+    /// Final RMSNorm gain.
     FinalNorm,
-    /// `Dyadic[6]`: `γ` of `wq, wk, wv, wo, w_up, w_down` of one layer.
+    /// The `γ` of the layer's ternary matrices.
     LayerScales,
-    /// `i32[d]`: attention RMSNorm gain.
+    /// Attention RMSNorm gain.
     AttnNorm,
-    /// Ternary `[d][d]`.
+    /// Query projection.
     Wq,
-    /// Ternary `[Hkv·hd][d]`.
+    /// Key projection.
     Wk,
-    /// Ternary `[Hkv·hd][d]`.
+    /// Value projection.
     Wv,
-    /// `i32[d]`: attention sub-norm gain.
+    /// Attention sub-norm gain.
     AttnSubNorm,
-    /// Ternary `[d][d]`.
+    /// Attention output projection.
     Wo,
-    /// `i32[d]`: FFN RMSNorm gain.
+    /// FFN RMSNorm gain.
     FfnNorm,
-    /// Ternary `[F][d]`.
+    /// FFN up projection.
     WUp,
-    /// `i32[F]`: FFN sub-norm gain.
+    /// FFN sub-norm gain.
     FfnSubNorm,
-    /// Ternary `[d][F]`.
+    /// FFN down projection.
     WDown,
 }
 
@@ -216,30 +245,6 @@ pub struct TensorEntry {
     pub len: u32,
 }
 
-/// Global sections before the layers, in order.
-const GLOBAL_KINDS: [TensorKind; 6] = [
-    TensorKind::VocabOffsets,
-    TensorKind::VocabBytes,
-    TensorKind::Embedding,
-    TensorKind::EmbeddingScales,
-    TensorKind::Rope,
-    TensorKind::FinalNorm,
-];
-/// Sections of one layer, in order.
-const LAYER_KINDS: [TensorKind; 11] = [
-    TensorKind::LayerScales,
-    TensorKind::AttnNorm,
-    TensorKind::Wq,
-    TensorKind::Wk,
-    TensorKind::Wv,
-    TensorKind::AttnSubNorm,
-    TensorKind::Wo,
-    TensorKind::FfnNorm,
-    TensorKind::WUp,
-    TensorKind::FfnSubNorm,
-    TensorKind::WDown,
-];
-
 /// `n` rounded up to a multiple of `a` (a power of two), `None` on overflow.
 pub(crate) const fn round_up(n: usize, a: usize) -> Option<usize> {
     match n.checked_add(a - 1) {
@@ -257,189 +262,4 @@ pub const fn ternary_row_bytes(cols: u32) -> usize {
 /// Stored bytes of an int8 row of `cols` values.
 pub const fn int8_row_bytes(cols: u32) -> usize {
     (cols as usize).div_ceil(INT8_ROW_ALIGN) * INT8_ROW_ALIGN
-}
-
-/// The canonical placement of every section, computed from the config alone.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Layout {
-    config: Config,
-    vocab_bytes_len: u32,
-    /// Offsets of the global sections (data-relative), in `GLOBAL_KINDS` order.
-    global: [u32; 6],
-    /// Offsets of the layer sections relative to the layer's start, in `LAYER_KINDS` order.
-    layer: [u32; 11],
-    /// Start of layer 0.
-    layers_start: u32,
-    /// Bytes from one layer's start to the next.
-    layer_stride: u32,
-    /// Length of the data region.
-    total: u32,
-}
-
-impl Layout {
-    /// Computes the layout; `Err` when the config is invalid or the blob would exceed 4 GiB.
-    pub fn new(config: Config, vocab_bytes_len: u32) -> Result<Layout, ConfigError> {
-        config.validate()?;
-        let mut l = Layout {
-            config,
-            vocab_bytes_len,
-            global: [0; 6],
-            layer: [0; 11],
-            layers_start: 0,
-            layer_stride: 0,
-            total: 0,
-        };
-        let mut pos = 0usize;
-        for (i, kind) in GLOBAL_KINDS.iter().enumerate() {
-            pos = round_up(pos, SECTION_ALIGN).ok_or(ConfigError::Size)?;
-            l.global[i] = u32::try_from(pos).map_err(|_| ConfigError::Size)?;
-            pos = pos.checked_add(l.len_of(*kind)?).ok_or(ConfigError::Size)?;
-        }
-        let layers_start = round_up(pos, SECTION_ALIGN).ok_or(ConfigError::Size)?;
-        let mut rel = 0usize;
-        for (i, kind) in LAYER_KINDS.iter().enumerate() {
-            rel = round_up(rel, SECTION_ALIGN).ok_or(ConfigError::Size)?;
-            l.layer[i] = u32::try_from(rel).map_err(|_| ConfigError::Size)?;
-            rel = rel.checked_add(l.len_of(*kind)?).ok_or(ConfigError::Size)?;
-        }
-        let stride = round_up(rel, SECTION_ALIGN).ok_or(ConfigError::Size)?;
-        let total = stride
-            .checked_mul(config.n_layers as usize)
-            .and_then(|v| v.checked_add(layers_start))
-            .ok_or(ConfigError::Size)?;
-        // The whole blob (prefix + header + data) must stay below 4 GiB: leave 1 MiB of room.
-        if total > (u32::MAX as usize) - (1 << 20) {
-            return Err(ConfigError::Size);
-        }
-        l.layers_start = layers_start as u32;
-        l.layer_stride = stride as u32;
-        l.total = total as u32;
-        Ok(l)
-    }
-
-    /// The config this layout was made for.
-    pub const fn config(&self) -> &Config {
-        &self.config
-    }
-
-    /// Length of the data region in bytes.
-    pub const fn data_len(&self) -> usize {
-        self.total as usize
-    }
-
-    /// Number of entries in the tensor table.
-    pub const fn n_tensors(&self) -> usize {
-        GLOBAL_KINDS.len() + LAYER_KINDS.len() * self.config.n_layers as usize
-    }
-
-    /// `(rows, cols, format)` of a section kind.
-    fn shape_of(&self, kind: TensorKind) -> (u32, u32, ElemFormat) {
-        let c = &self.config;
-        let (d, f) = (c.d_model, c.ffn_dim);
-        let tern = |rows: u32, cols: u32| {
-            let rb = ternary_row_bytes(cols) as u32;
-            (rows, cols, ElemFormat::Ternary2 { row_bytes: rb })
-        };
-        let gain = |n: u32| {
-            (
-                1,
-                n,
-                ElemFormat::FixedI32 {
-                    frac_bits: GAIN_FRAC_BITS as u8,
-                },
-            )
-        };
-        match kind {
-            TensorKind::VocabOffsets => (1, c.vocab_size + 1, ElemFormat::U32),
-            TensorKind::VocabBytes => (1, self.vocab_bytes_len, ElemFormat::Bytes),
-            TensorKind::Embedding => (
-                c.vocab_size,
-                d,
-                ElemFormat::Int8Rows {
-                    row_bytes: int8_row_bytes(d) as u32,
-                },
-            ),
-            TensorKind::EmbeddingScales => (1, c.vocab_size, ElemFormat::Dyadic),
-            TensorKind::Rope => (
-                c.ctx_len,
-                c.head_dim(),
-                ElemFormat::FixedI32 {
-                    frac_bits: ROPE_FRAC_BITS as u8,
-                },
-            ),
-            TensorKind::FinalNorm | TensorKind::AttnNorm | TensorKind::AttnSubNorm => gain(d),
-            TensorKind::FfnNorm => gain(d),
-            TensorKind::FfnSubNorm => gain(f),
-            TensorKind::LayerScales => (1, MATRICES_PER_LAYER as u32, ElemFormat::Dyadic),
-            TensorKind::Wq | TensorKind::Wo => tern(d, d),
-            TensorKind::Wk | TensorKind::Wv => tern(c.kv_dim(), d),
-            TensorKind::WUp => tern(f, d),
-            TensorKind::WDown => tern(d, f),
-        }
-    }
-
-    /// Byte length of a section kind.
-    fn len_of(&self, kind: TensorKind) -> Result<usize, ConfigError> {
-        let (rows, cols, format) = self.shape_of(kind);
-        let (rows, cols) = (rows as usize, cols as usize);
-        let per_row = match format {
-            ElemFormat::Bytes => Some(cols),
-            ElemFormat::U32 | ElemFormat::FixedI32 { .. } => cols.checked_mul(4),
-            ElemFormat::Dyadic => cols.checked_mul(8),
-            ElemFormat::Int8Rows { row_bytes } | ElemFormat::Ternary2 { row_bytes } => {
-                Some(row_bytes as usize)
-            }
-        };
-        per_row
-            .and_then(|r| r.checked_mul(rows))
-            .ok_or(ConfigError::Size)
-    }
-
-    /// Entry `i` of the canonical tensor table (`None` past the end).
-    pub fn entry(&self, i: usize) -> Option<TensorEntry> {
-        let (kind, layer, offset) = if i < GLOBAL_KINDS.len() {
-            (*GLOBAL_KINDS.get(i)?, 0u16, *self.global.get(i)?)
-        } else {
-            let j = i - GLOBAL_KINDS.len();
-            let layer = j / LAYER_KINDS.len();
-            if layer >= self.config.n_layers as usize {
-                return None;
-            }
-            let k = j % LAYER_KINDS.len();
-            let off = self.layers_start + self.layer_stride * layer as u32 + *self.layer.get(k)?;
-            (*LAYER_KINDS.get(k)?, layer as u16, off)
-        };
-        let (rows, cols, format) = self.shape_of(kind);
-        let len = self.len_of(kind).ok()? as u32;
-        Some(TensorEntry {
-            kind,
-            layer,
-            rows,
-            cols,
-            format,
-            offset,
-            len,
-        })
-    }
-
-    /// The canonical entry of section `kind` of layer `l`.
-    pub(crate) fn entry_for_layer(&self, l: usize, kind: TensorKind) -> Option<TensorEntry> {
-        let k = LAYER_KINDS.iter().position(|x| *x == kind)?;
-        self.entry(GLOBAL_KINDS.len() + l * LAYER_KINDS.len() + k)
-    }
-
-    /// Byte range of a global section in the data region.
-    pub(crate) fn global_range(&self, kind: TensorKind) -> core::ops::Range<usize> {
-        let i = GLOBAL_KINDS.iter().position(|k| *k == kind).unwrap_or(0);
-        let start = self.global[i] as usize;
-        start..start + self.len_of(kind).unwrap_or(0)
-    }
-
-    /// Byte range of a section of layer `l` in the data region.
-    pub(crate) fn layer_range(&self, l: usize, kind: TensorKind) -> core::ops::Range<usize> {
-        let i = LAYER_KINDS.iter().position(|k| *k == kind).unwrap_or(0);
-        let start =
-            self.layers_start as usize + self.layer_stride as usize * l + self.layer[i] as usize;
-        start..start + self.len_of(kind).unwrap_or(0)
-    }
 }

@@ -8,7 +8,9 @@
 //!
 //! | module | what |
 //! |---|---|
-//! | [`format`] | blob constants, header types, the canonical section [`Layout`] |
+//! | [`format`] | blob constants, limits, [`Config`], header types |
+//! | [`schema`] | every tensor of the model, declared once: kind, shape, encoding, source |
+//! | [`layout`] | [`Layout`]: where each section lies, computed from the config and the schema |
 //! | [`model`] | [`Model::from_bytes`]: validate once, borrow the weights in place |
 //! | [`session`] | [`Session`]: caller-owned working memory ([`session_bytes`]), KV cache, token history |
 //! | `forward` | [`Session::forward`]: one token in, Q15.16 logits (nats) out |
@@ -63,9 +65,11 @@ pub mod format;
 mod forward;
 pub mod generate;
 pub mod kernels;
+pub mod layout;
 pub mod model;
 mod norm;
 pub mod sampler;
+pub mod schema;
 pub mod session;
 pub mod tokenizer;
 #[cfg(feature = "writer")]
@@ -73,8 +77,9 @@ pub mod writer;
 
 pub use error::{ConfigError, EncodeError, Error, LoadError, Section};
 pub use fixed::Dyadic;
-pub use format::{Config, Layout, LOGIT_FRAC_BITS};
+pub use format::{Config, LOGIT_FRAC_BITS};
 pub use generate::Generator;
+pub use layout::Layout;
 pub use model::Model;
 pub use sampler::{Pcg32, Sampler, SamplerConfig};
 pub use session::{session_bytes, Session};

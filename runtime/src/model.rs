@@ -5,9 +5,11 @@
 use crate::error::{ConfigError, LoadError, Section};
 use crate::fixed::{Dyadic, DYADIC_EXP_MAX, DYADIC_EXP_MIN};
 use crate::format::{
-    round_up, Config, ElemFormat, HeaderInfo, Layout, TensorEntry, TensorKind, DATA_ALIGN, MAGIC,
+    round_up, Config, ElemFormat, HeaderInfo, TensorEntry, TensorKind, DATA_ALIGN, MAGIC,
     MAX_METADATA, PREFIX_LEN, ROPE_FRAC_BITS, VERSION_MAJOR,
 };
+use crate::layout::Layout;
+use crate::schema;
 
 /// CRC-32 (ISO-HDLC, the zlib/PNG one) over everything after the prefix.
 pub(crate) const CRC32: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC);
@@ -249,7 +251,41 @@ impl<'a> Model<'a> {
     }
 
     fn global(&self, kind: TensorKind) -> &'a [u8] {
-        self.data.get(self.layout.global_range(kind)).unwrap_or(&[])
+        self.section(self.layout.global_entry(kind))
+    }
+
+    fn section(&self, entry: Option<TensorEntry>) -> &'a [u8] {
+        entry
+            .and_then(|e| self.data.get(Layout::range(&e)))
+            .unwrap_or(&[])
+    }
+
+    /// Gains `kind` of layer `l`.
+    fn layer_gains(&self, l: usize, kind: TensorKind) -> Gains<'a> {
+        Gains(self.section(self.layout.layer_entry(l, kind)))
+    }
+
+    /// Ternary matrix `kind` of layer `l` with its `γ` from the layer's `LayerScales`.
+    fn layer_matrix(&self, l: usize, kind: TensorKind) -> TernaryMatrix<'a> {
+        let e = self.layout.layer_entry(l, kind);
+        let (rows, cols, row_bytes) = match e.map(|e| (e.rows, e.cols, e.format)) {
+            Some((r, c, ElemFormat::Ternary2 { row_bytes })) => {
+                (r as usize, c as usize, row_bytes as usize)
+            }
+            _ => (0, 0, 0),
+        };
+        let scales = self.section(self.layout.layer_entry(l, TensorKind::LayerScales));
+        let gamma = schema::matrix_index(kind)
+            .and_then(|i| dyadic_at(scales, i * 8))
+            .unwrap_or(Dyadic::ZERO)
+            .normalized();
+        TernaryMatrix {
+            data: self.section(e),
+            rows,
+            cols,
+            row_bytes,
+            gamma,
+        }
     }
 
     /// Int8 embedding row of `token` (`row_bytes` long, zero padded) and its scale `e_v`.
@@ -289,37 +325,17 @@ impl<'a> Model<'a> {
 
     /// The weights of block `l` (`l < n_layers`).
     pub fn layer(&self, l: usize) -> LayerWeights<'a> {
-        let sec = |k| self.data.get(self.layout.layer_range(l, k)).unwrap_or(&[]);
-        let scales = sec(TensorKind::LayerScales);
-        let matrix = |k, i: usize| {
-            let e = self.layout.entry_for_layer(l, k);
-            let (rows, cols, row_bytes) = match e.map(|e| (e.rows, e.cols, e.format)) {
-                Some((r, c, ElemFormat::Ternary2 { row_bytes })) => {
-                    (r as usize, c as usize, row_bytes as usize)
-                }
-                _ => (0, 0, 0),
-            };
-            TernaryMatrix {
-                data: sec(k),
-                rows,
-                cols,
-                row_bytes,
-                gamma: dyadic_at(scales, i * 8)
-                    .unwrap_or(Dyadic::ZERO)
-                    .normalized(),
-            }
-        };
         LayerWeights {
-            attn_norm: Gains(sec(TensorKind::AttnNorm)),
-            wq: matrix(TensorKind::Wq, 0),
-            wk: matrix(TensorKind::Wk, 1),
-            wv: matrix(TensorKind::Wv, 2),
-            attn_sub_norm: Gains(sec(TensorKind::AttnSubNorm)),
-            wo: matrix(TensorKind::Wo, 3),
-            ffn_norm: Gains(sec(TensorKind::FfnNorm)),
-            w_up: matrix(TensorKind::WUp, 4),
-            ffn_sub_norm: Gains(sec(TensorKind::FfnSubNorm)),
-            w_down: matrix(TensorKind::WDown, 5),
+            attn_norm: self.layer_gains(l, TensorKind::AttnNorm),
+            wq: self.layer_matrix(l, TensorKind::Wq),
+            wk: self.layer_matrix(l, TensorKind::Wk),
+            wv: self.layer_matrix(l, TensorKind::Wv),
+            attn_sub_norm: self.layer_gains(l, TensorKind::AttnSubNorm),
+            wo: self.layer_matrix(l, TensorKind::Wo),
+            ffn_norm: self.layer_gains(l, TensorKind::FfnNorm),
+            w_up: self.layer_matrix(l, TensorKind::WUp),
+            ffn_sub_norm: self.layer_gains(l, TensorKind::FfnSubNorm),
+            w_down: self.layer_matrix(l, TensorKind::WDown),
         }
     }
 }
@@ -337,9 +353,7 @@ fn validate_sections(layout: &Layout, data: &[u8]) -> Result<(), LoadError> {
         offset: offset as u32,
     };
     let mut covered = 0usize;
-    let mut i = 0;
-    while let Some(e) = layout.entry(i) {
-        i += 1;
+    for e in layout.entries() {
         let start = e.offset as usize;
         let end = start + e.len as usize;
         let gap = data.get(covered..start).ok_or(LoadError::BadLength)?;
@@ -362,7 +376,7 @@ fn validate_sections(layout: &Layout, data: &[u8]) -> Result<(), LoadError> {
                     }
                     prev = Some(v);
                 }
-                let vb = layout.entry(1).map(|e| e.len);
+                let vb = layout.global_entry(TensorKind::VocabBytes).map(|e| e.len);
                 if prev != vb {
                     return Err(bad(Section::Vocab, s.len()));
                 }

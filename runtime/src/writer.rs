@@ -11,13 +11,14 @@ use core::fmt;
 
 use crate::error::{ConfigError, LoadError};
 use crate::fixed::Dyadic;
-use crate::format::Config;
 use crate::format::{
-    round_up, ElemFormat, HeaderInfo, Layout, TensorKind, DATA_ALIGN, MAGIC, MAX_METADATA,
-    PREFIX_LEN, ROPE_FRAC_BITS, VERSION_MAJOR, VERSION_MINOR,
+    round_up, Config, ElemFormat, HeaderInfo, TensorEntry, TensorKind, DATA_ALIGN, MAGIC,
+    MAX_METADATA, PREFIX_LEN, ROPE_FRAC_BITS, VERSION_MAJOR, VERSION_MINOR,
 };
 use crate::kernels::encode_ternary;
+use crate::layout::Layout;
 use crate::model::{Model, CRC32};
+use crate::schema::{self, Source};
 
 /// A ternary matrix `[out][in]` (row-major) with its scale `γ`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -28,29 +29,47 @@ pub struct TernaryParams {
     pub gamma: Dyadic,
 }
 
-/// One block's parameters. Gains are Q15.16 (`round(g · 2^16)`).
+/// The values of one section of a block, as the writer takes them.
 #[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LayerTensor {
+    /// Norm gains, Q15.16 (`round(g · 2^16)`).
+    Gains(Vec<i32>),
+    /// A ternary matrix with its scale.
+    Ternary(TernaryParams),
+}
+
+/// One block's parameters: the values of every [`schema::LAYER`] section that is not derived
+/// (gains and ternary matrices), by kind. Order does not matter; each kind appears once.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LayerParams {
-    /// `[d]`.
-    pub attn_norm: Vec<i32>,
-    /// `[d][d]`.
-    pub wq: TernaryParams,
-    /// `[Hkv·hd][d]`.
-    pub wk: TernaryParams,
-    /// `[Hkv·hd][d]`.
-    pub wv: TernaryParams,
-    /// `[d]`.
-    pub attn_sub_norm: Vec<i32>,
-    /// `[d][d]`.
-    pub wo: TernaryParams,
-    /// `[d]`.
-    pub ffn_norm: Vec<i32>,
-    /// `[F][d]`.
-    pub w_up: TernaryParams,
-    /// `[F]`.
-    pub ffn_sub_norm: Vec<i32>,
-    /// `[d][F]`.
-    pub w_down: TernaryParams,
+    /// `(kind, values)` pairs.
+    pub tensors: Vec<(TensorKind, LayerTensor)>,
+}
+
+impl LayerParams {
+    /// The values of section `kind`.
+    pub fn get(&self, kind: TensorKind) -> Option<&LayerTensor> {
+        self.tensors
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .map(|(_, t)| t)
+    }
+
+    /// Ternary matrix `kind`, if present.
+    pub fn ternary(&self, kind: TensorKind) -> Option<&TernaryParams> {
+        match self.get(kind) {
+            Some(LayerTensor::Ternary(t)) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// Gains `kind`, if present.
+    pub fn gains(&self, kind: TensorKind) -> Option<&[i32]> {
+        match self.get(kind) {
+            Some(LayerTensor::Gains(g)) => Some(g),
+            _ => None,
+        }
+    }
 }
 
 /// Everything a blob holds, as integers.
@@ -83,6 +102,13 @@ pub struct ModelParams {
 pub enum WriteError {
     /// The config is invalid.
     Config(ConfigError),
+    /// A section's values are missing, or of the wrong type.
+    Missing {
+        /// Which section.
+        kind: TensorKind,
+        /// Its layer.
+        layer: u16,
+    },
     /// A vector or matrix has the wrong number of elements.
     Shape {
         /// Which parameter.
@@ -115,6 +141,9 @@ impl fmt::Display for WriteError {
                 expected,
                 got,
             } => write!(f, "{what}: expected {expected} elements, got {got}"),
+            WriteError::Missing { kind, layer } => {
+                write!(f, "layer {layer}: no {kind:?} values of the schema's type")
+            }
             WriteError::NotTernary { what } => write!(f, "{what}: weight outside {{-1, 0, 1}}"),
             WriteError::BadValue { what } => write!(f, "{what}: value out of range"),
             WriteError::Reload(e) => write!(f, "written blob does not load: {e}"),
@@ -179,6 +208,37 @@ fn put_ternary(
 impl ModelParams {
     /// Serializes to a blob (format v1), checked by loading it back.
     pub fn to_blob(&self) -> Result<Vec<u8>, WriteError> {
+        let layout = self.check()?;
+        let mut data = vec![0u8; layout.data_len()];
+        let mut table = Vec::new();
+        for e in layout.entries() {
+            table.extend(postcard::to_allocvec(&e).map_err(|_| WriteError::BadValue {
+                what: "tensor table",
+            })?);
+            let dst = &mut data[e.offset as usize..(e.offset + e.len) as usize];
+            self.put_section(&e, dst)?;
+        }
+        let info = HeaderInfo {
+            config: self.config,
+            norm_eps: self.norm_eps,
+            vocab_bytes_len: layout
+                .global_entry(TensorKind::VocabBytes)
+                .map_or(0, |e| e.len),
+            val_loss_micro_nats: self.val_loss_micro_nats,
+            metadata: &self.metadata,
+            n_tensors: layout.n_tensors() as u32,
+        };
+        let mut header =
+            postcard::to_allocvec(&info).map_err(|_| WriteError::BadValue { what: "header" })?;
+        header.extend(table);
+        let blob = assemble(&header, &data)?;
+        Model::from_bytes(&blob).map_err(WriteError::Reload)?;
+        Ok(blob)
+    }
+
+    /// Checks the parts that are not sections (config, metadata, vocabulary, eps, layer
+    /// count) and returns the layout.
+    fn check(&self) -> Result<Layout, WriteError> {
         let c = self.config;
         c.validate().map_err(WriteError::Config)?;
         if self.metadata.len() > MAX_METADATA {
@@ -192,132 +252,129 @@ impl ModelParams {
             return Err(WriteError::BadValue { what: "norm_eps" });
         }
         check_len("layers", self.layers.len(), c.n_layers as usize)?;
-        let vocab_bytes: Vec<u8> = self.vocab.concat();
-        let vb_len =
-            u32::try_from(vocab_bytes.len()).map_err(|_| WriteError::Config(ConfigError::Size))?;
-        let layout = Layout::new(c, vb_len).map_err(WriteError::Config)?;
+        let vb_len = self.vocab.iter().map(Vec::len).sum::<usize>();
+        let vb_len = u32::try_from(vb_len).map_err(|_| WriteError::Config(ConfigError::Size))?;
+        Layout::new(c, vb_len).map_err(WriteError::Config)
+    }
 
-        let mut data = vec![0u8; layout.data_len()];
-        let mut table = Vec::new();
-        let mut i = 0;
-        while let Some(e) = layout.entry(i) {
-            i += 1;
-            table.extend(postcard::to_allocvec(&e).map_err(|_| WriteError::BadValue {
-                what: "tensor table",
-            })?);
-            let dst = &mut data[e.offset as usize..(e.offset + e.len) as usize];
-            let layer = self.layers.get(e.layer as usize);
-            let tern_rb = match e.format {
-                ElemFormat::Ternary2 { row_bytes } => row_bytes,
-                _ => 0,
-            };
-            let tern = |what, m: &TernaryParams, dst: &mut [u8]| {
-                put_ternary(dst, what, m, e.rows, e.cols, tern_rb)
-            };
-            match (e.kind, layer) {
-                (TensorKind::VocabOffsets, _) => {
-                    let mut off = 0u32;
-                    dst[..4].copy_from_slice(&0u32.to_le_bytes());
-                    for (k, t) in self.vocab.iter().enumerate() {
-                        off += t.len() as u32;
-                        dst[4 * (k + 1)..4 * (k + 2)].copy_from_slice(&off.to_le_bytes());
+    /// Writes the values of section `e` into `dst` (zeroed, `e.len` bytes).
+    fn put_section(&self, e: &TensorEntry, dst: &mut [u8]) -> Result<(), WriteError> {
+        let c = &self.config;
+        let spec = schema::spec_of(e.kind).ok_or(WriteError::Missing {
+            kind: e.kind,
+            layer: e.layer,
+        })?;
+        let layer = || {
+            self.layers
+                .get(e.layer as usize)
+                .ok_or(WriteError::Missing {
+                    kind: e.kind,
+                    layer: e.layer,
+                })
+        };
+        let missing = WriteError::Missing {
+            kind: e.kind,
+            layer: e.layer,
+        };
+        match (spec.source, e.kind) {
+            (Source::Vocab, TensorKind::VocabOffsets) => {
+                let mut off = 0u32;
+                for (k, t) in core::iter::once(&[][..])
+                    .chain(self.vocab.iter().map(Vec::as_slice))
+                    .enumerate()
+                {
+                    off += t.len() as u32;
+                    dst[4 * k..4 * (k + 1)].copy_from_slice(&off.to_le_bytes());
+                }
+            }
+            (Source::Vocab, _) => {
+                let mut at = 0;
+                for t in &self.vocab {
+                    dst[at..at + t.len()].copy_from_slice(t);
+                    at += t.len();
+                }
+            }
+            (Source::Embedding { .. }, _) => {
+                let d = c.d_model as usize;
+                check_len("embedding", self.embedding.len(), c.vocab_size as usize * d)?;
+                let rb = match e.format {
+                    ElemFormat::Int8Rows { row_bytes } => row_bytes as usize,
+                    _ => d,
+                };
+                for (row, out) in self.embedding.chunks_exact(d).zip(dst.chunks_exact_mut(rb)) {
+                    for (o, v) in out.iter_mut().zip(row) {
+                        *o = *v as u8;
                     }
                 }
-                (TensorKind::VocabBytes, _) => dst.copy_from_slice(&vocab_bytes),
-                (TensorKind::Embedding, _) => {
-                    let d = c.d_model as usize;
-                    check_len("embedding", self.embedding.len(), c.vocab_size as usize * d)?;
-                    let rb = match e.format {
-                        ElemFormat::Int8Rows { row_bytes } => row_bytes as usize,
-                        _ => d,
-                    };
-                    for (r, row) in self.embedding.chunks_exact(d).enumerate() {
-                        for (k, v) in row.iter().enumerate() {
-                            dst[r * rb + k] = *v as u8;
-                        }
+            }
+            (Source::EmbeddingScales, _) => {
+                let n = c.vocab_size as usize;
+                check_len("embedding_scales", self.embedding_scales.len(), n)?;
+                put_dyadics(dst, "embedding_scales", &self.embedding_scales)?;
+            }
+            (Source::Rope, _) => {
+                let n = (c.ctx_len * c.head_dim()) as usize;
+                check_len("rope", self.rope.len(), n)?;
+                let one = 1i32 << ROPE_FRAC_BITS;
+                for (ch, v) in dst.chunks_exact_mut(4).zip(&self.rope) {
+                    if !(-one..=one).contains(v) {
+                        return Err(WriteError::BadValue { what: "rope" });
+                    }
+                    ch.copy_from_slice(&v.to_le_bytes());
+                }
+            }
+            (Source::Gain { name }, TensorKind::FinalNorm) => {
+                put_gains(dst, name, &self.final_norm, e.cols)?
+            }
+            (Source::Gain { name }, kind) => {
+                let g = layer()?.gains(kind).ok_or(missing)?;
+                put_gains(dst, name, g, e.cols)?
+            }
+            (Source::Ternary { name }, kind) => {
+                let m = layer()?.ternary(kind).ok_or(missing)?;
+                let ElemFormat::Ternary2 { row_bytes } = e.format else {
+                    return Err(missing);
+                };
+                put_ternary(dst, name, m, e.rows, e.cols, row_bytes)?
+            }
+            (Source::LayerScales, _) => {
+                let lp = layer()?;
+                let mut gammas = Vec::with_capacity(schema::MATRICES_PER_LAYER);
+                for s in schema::LAYER {
+                    if matches!(s.source, Source::Ternary { .. }) {
+                        let m = lp.ternary(s.kind).ok_or(WriteError::Missing {
+                            kind: s.kind,
+                            layer: e.layer,
+                        })?;
+                        gammas.push(m.gamma);
                     }
                 }
-                (TensorKind::EmbeddingScales, _) => {
-                    let n = c.vocab_size as usize;
-                    check_len("embedding_scales", self.embedding_scales.len(), n)?;
-                    put_dyadics(dst, "embedding_scales", &self.embedding_scales)?;
-                }
-                (TensorKind::Rope, _) => {
-                    let n = (c.ctx_len * c.head_dim()) as usize;
-                    check_len("rope", self.rope.len(), n)?;
-                    let one = 1i32 << ROPE_FRAC_BITS;
-                    for (ch, v) in dst.chunks_exact_mut(4).zip(&self.rope) {
-                        if !(-one..=one).contains(v) {
-                            return Err(WriteError::BadValue { what: "rope" });
-                        }
-                        ch.copy_from_slice(&v.to_le_bytes());
-                    }
-                }
-                (TensorKind::FinalNorm, _) => {
-                    put_gains(dst, "final_norm", &self.final_norm, c.d_model)?
-                }
-                (_, None) => return Err(WriteError::Config(ConfigError::Size)),
-                (kind, Some(lp)) => match kind {
-                    TensorKind::LayerScales => {
-                        let g = [
-                            lp.wq.gamma,
-                            lp.wk.gamma,
-                            lp.wv.gamma,
-                            lp.wo.gamma,
-                            lp.w_up.gamma,
-                            lp.w_down.gamma,
-                        ];
-                        put_dyadics(dst, "gamma", &g)?;
-                    }
-                    TensorKind::AttnNorm => put_gains(dst, "attn_norm", &lp.attn_norm, e.cols)?,
-                    TensorKind::AttnSubNorm => {
-                        put_gains(dst, "attn_sub_norm", &lp.attn_sub_norm, e.cols)?
-                    }
-                    TensorKind::FfnNorm => put_gains(dst, "ffn_norm", &lp.ffn_norm, e.cols)?,
-                    TensorKind::FfnSubNorm => {
-                        put_gains(dst, "ffn_sub_norm", &lp.ffn_sub_norm, e.cols)?
-                    }
-                    TensorKind::Wq => tern("wq", &lp.wq, dst)?,
-                    TensorKind::Wk => tern("wk", &lp.wk, dst)?,
-                    TensorKind::Wv => tern("wv", &lp.wv, dst)?,
-                    TensorKind::Wo => tern("wo", &lp.wo, dst)?,
-                    TensorKind::WUp => tern("w_up", &lp.w_up, dst)?,
-                    TensorKind::WDown => tern("w_down", &lp.w_down, dst)?,
-                    _ => {}
-                },
+                put_dyadics(dst, "gamma", &gammas)?;
             }
         }
-
-        let info = HeaderInfo {
-            config: c,
-            norm_eps: self.norm_eps,
-            vocab_bytes_len: vb_len,
-            val_loss_micro_nats: self.val_loss_micro_nats,
-            metadata: &self.metadata,
-            n_tensors: layout.n_tensors() as u32,
-        };
-        let mut header =
-            postcard::to_allocvec(&info).map_err(|_| WriteError::BadValue { what: "header" })?;
-        header.extend(table);
-        let header_end = PREFIX_LEN + header.len();
-        let data_offset =
-            round_up(header_end, DATA_ALIGN).ok_or(WriteError::Config(ConfigError::Size))?;
-        let total = data_offset + data.len();
-        if total > u32::MAX as usize {
-            return Err(WriteError::Config(ConfigError::Size));
-        }
-        let mut blob = vec![0u8; total];
-        blob[PREFIX_LEN..header_end].copy_from_slice(&header);
-        blob[data_offset..].copy_from_slice(&data);
-        let crc = CRC32.checksum(&blob[PREFIX_LEN..]);
-        blob[..8].copy_from_slice(&MAGIC);
-        blob[8..10].copy_from_slice(&VERSION_MAJOR.to_le_bytes());
-        blob[10..12].copy_from_slice(&VERSION_MINOR.to_le_bytes());
-        blob[12..16].copy_from_slice(&(header.len() as u32).to_le_bytes());
-        blob[16..20].copy_from_slice(&(data_offset as u32).to_le_bytes());
-        blob[20..24].copy_from_slice(&(data.len() as u32).to_le_bytes());
-        blob[24..28].copy_from_slice(&crc.to_le_bytes());
-        Model::from_bytes(&blob).map_err(WriteError::Reload)?;
-        Ok(blob)
+        Ok(())
     }
+}
+
+/// Prefix + header + zero padding to [`DATA_ALIGN`] + data, with the CRC.
+fn assemble(header: &[u8], data: &[u8]) -> Result<Vec<u8>, WriteError> {
+    let too_big = WriteError::Config(ConfigError::Size);
+    let header_end = PREFIX_LEN + header.len();
+    let data_offset = round_up(header_end, DATA_ALIGN).ok_or(too_big)?;
+    let total = data_offset + data.len();
+    if total > u32::MAX as usize {
+        return Err(too_big);
+    }
+    let mut blob = vec![0u8; total];
+    blob[PREFIX_LEN..header_end].copy_from_slice(header);
+    blob[data_offset..].copy_from_slice(data);
+    let crc = CRC32.checksum(&blob[PREFIX_LEN..]);
+    blob[..8].copy_from_slice(&MAGIC);
+    blob[8..10].copy_from_slice(&VERSION_MAJOR.to_le_bytes());
+    blob[10..12].copy_from_slice(&VERSION_MINOR.to_le_bytes());
+    blob[12..16].copy_from_slice(&(header.len() as u32).to_le_bytes());
+    blob[16..20].copy_from_slice(&(data_offset as u32).to_le_bytes());
+    blob[20..24].copy_from_slice(&(data.len() as u32).to_le_bytes());
+    blob[24..28].copy_from_slice(&crc.to_le_bytes());
+    Ok(blob)
 }

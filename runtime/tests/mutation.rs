@@ -15,8 +15,9 @@ use common::{random_model, Rng};
 use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::test_runner::{Config as PtConfig, TestRunner};
-use runtime::format::{ElemFormat, HeaderInfo, Layout, TensorEntry, TensorKind, DATA_ALIGN};
+use runtime::format::{ElemFormat, HeaderInfo, TensorEntry, TensorKind, DATA_ALIGN};
 use runtime::format::{MAGIC, PREFIX_LEN, VERSION_MAJOR};
+use runtime::Layout;
 use runtime::{decode, Config, Dyadic, Generator, LoadError, Model, SamplerConfig, Session};
 use std::cell::Cell;
 use std::sync::OnceLock;
@@ -212,16 +213,11 @@ impl Tally {
     }
 }
 
+/// The embedding and every ternary matrix (from the schema).
 fn is_weight(kind: TensorKind) -> bool {
     matches!(
-        kind,
-        TensorKind::Embedding
-            | TensorKind::Wq
-            | TensorKind::Wk
-            | TensorKind::Wv
-            | TensorKind::Wo
-            | TensorKind::WUp
-            | TensorKind::WDown
+        runtime::schema::spec_of(kind).map(|s| s.source),
+        Some(runtime::schema::Source::Embedding { .. } | runtime::schema::Source::Ternary { .. })
     )
 }
 

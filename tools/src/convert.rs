@@ -1,8 +1,7 @@
 //! Real-valued trained parameters → the runtime's integer forms (`runtime/FORMAT.md`,
 //! "Fixed-point formats"). Every rule here mirrors one quantization point of `docs/MODEL.md`.
 
-use anyhow::{bail, ensure, Result};
-use runtime::fixed::{DYADIC_EXP_MAX, DYADIC_EXP_MIN};
+use anyhow::{bail, ensure, Context, Result};
 use runtime::format::{GAIN_FRAC_BITS, ROPE_FRAC_BITS};
 use runtime::writer::TernaryParams;
 use runtime::Dyadic;
@@ -10,39 +9,15 @@ use runtime::Dyadic;
 /// The smallest scale any quantizer uses (`max(…, 1e-5)` in `docs/MODEL.md`).
 pub const SCALE_FLOOR: f32 = 1e-5;
 
-/// `x` (finite, > 0) as a normalized [`Dyadic`]: `mant ∈ [2^31, 2^32)`, round to nearest.
-/// The relative error is at most `2^-32`.
+/// `x` (finite, > 0) as a normalized [`Dyadic`] ([`Dyadic::from_ieee754`], the project's one
+/// real → fixed-point conversion): `mant ∈ [2^31, 2^32)`, relative error at most `2^-32`.
 pub fn dyadic(x: f64) -> Result<Dyadic> {
     ensure!(
         x.is_finite() && x > 0.0,
-        "scale {x} is not a positive finite number"
+        "scale {x:e} is not a positive finite number"
     );
-    // x = f · 2^e with f ∈ [0.5, 1): mant = round(f · 2^32) ∈ [2^31, 2^32].
-    let mut e = x.log2().floor() as i32 + 1;
-    let mut f = x / 2f64.powi(e);
-    // log2 can be off by one ulp near powers of two: fix up.
-    while f >= 1.0 {
-        f /= 2.0;
-        e += 1;
-    }
-    while f < 0.5 {
-        f *= 2.0;
-        e -= 1;
-    }
-    let mut mant = (f * 4294967296.0).round() as u64;
-    if mant == 1 << 32 {
-        mant = 1 << 31;
-        e += 1;
-    }
-    let d = Dyadic {
-        mant: mant as u32,
-        exp: e - 32,
-    };
-    ensure!(
-        (DYADIC_EXP_MIN..=DYADIC_EXP_MAX).contains(&d.exp),
-        "scale {x} is outside the range a blob can store"
-    );
-    Ok(d)
+    Dyadic::from_ieee754(x.to_bits())
+        .with_context(|| format!("scale {x:e} is outside the range a blob can store"))
 }
 
 /// The real value of a [`Dyadic`] (host side, for reports and tests).

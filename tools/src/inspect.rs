@@ -2,7 +2,8 @@
 
 use std::fmt;
 
-use runtime::format::{ElemFormat, TensorKind};
+use runtime::format::ElemFormat;
+use runtime::schema::{self, Source};
 use runtime::{session_bytes, Config, Model};
 use serde::Serialize;
 
@@ -75,22 +76,18 @@ pub fn inspect(model: &Model<'_>, blob: &[u8]) -> Inspection {
     let layout = model.layout();
     let mut tensors = Vec::new();
     let (mut tw, mut tb, mut params) = (0u64, 0u64, 0u64);
-    for i in 0..layout.n_tensors() {
-        let Some(e) = layout.entry(i) else { break };
+    for e in layout.entries() {
         let elems = e.rows as u64 * e.cols as u64;
-        match (e.kind, e.format) {
-            (_, ElemFormat::Ternary2 { .. }) => {
+        // Parameters: what the trainer learned (matrices, embedding, gains). Ternary bytes
+        // include the matrices' scales.
+        match schema::spec_of(e.kind).map(|s| s.source) {
+            Some(Source::Ternary { .. }) => {
                 tw += elems;
                 tb += e.len as u64;
                 params += elems;
             }
-            (TensorKind::LayerScales, _) => tb += e.len as u64,
-            (TensorKind::Embedding, _) => params += elems,
-            (TensorKind::FinalNorm, _)
-            | (TensorKind::AttnNorm, _)
-            | (TensorKind::AttnSubNorm, _)
-            | (TensorKind::FfnNorm, _)
-            | (TensorKind::FfnSubNorm, _) => params += elems,
+            Some(Source::LayerScales) => tb += e.len as u64,
+            Some(Source::Embedding { .. } | Source::Gain { .. }) => params += elems,
             _ => {}
         }
         tensors.push(TensorRow {

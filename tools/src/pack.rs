@@ -5,7 +5,8 @@ use std::io::Write;
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use runtime::writer::{LayerParams, ModelParams};
+use runtime::schema::{self, Source};
+use runtime::writer::{LayerParams, LayerTensor, ModelParams};
 use runtime::Config;
 
 use crate::convert::{dyadic, embedding, gains, rope_table, ternarize};
@@ -16,7 +17,6 @@ use crate::rundir::Run;
 pub fn model_params(run: &Run) -> Result<ModelParams> {
     let c = &run.config;
     let head_dim = c.d_model / c.n_heads;
-    let kv = c.n_kv_heads * head_dim;
     let u = |x: usize, what: &str| -> Result<u32> {
         u32::try_from(x).with_context(|| format!("{what} {x} is too large"))
     };
@@ -37,26 +37,10 @@ pub fn model_params(run: &Run) -> Result<ModelParams> {
             c.rope_theta as u32
         },
     };
-    let (d, f) = (c.d_model, c.ffn_dim);
-    let (emb, emb_scales) = embedding(run.tensor("embed"), c.vocab_size, d)?;
-    let mut layers = Vec::with_capacity(c.n_layers);
-    for i in 0..c.n_layers {
-        let name = |n: &str| format!("layers.{i}.{n}");
-        let tern = |n: &str, din, dout| ternarize(&name(n), run.tensor(&name(n)), din, dout);
-        let gain = |n: &str| gains(&name(n), run.tensor(&name(n)));
-        layers.push(LayerParams {
-            attn_norm: gain("attn_norm")?,
-            wq: tern("wq", d, d)?,
-            wk: tern("wk", d, kv)?,
-            wv: tern("wv", d, kv)?,
-            attn_sub_norm: gain("attn_sub_norm")?,
-            wo: tern("wo", d, d)?,
-            ffn_norm: gain("ffn_norm")?,
-            w_up: tern("w_up", d, f)?,
-            ffn_sub_norm: gain("ffn_sub_norm")?,
-            w_down: tern("w_down", f, d)?,
-        });
-    }
+    let (emb, emb_scales) = embedding(run.tensor("embed"), c.vocab_size, c.d_model)?;
+    let layers = (0..c.n_layers)
+        .map(|l| layer_params(run, &config, l))
+        .collect::<Result<Vec<_>>>()?;
     let run_name = run
         .dir
         .file_name()
@@ -79,6 +63,30 @@ pub fn model_params(run: &Run) -> Result<ModelParams> {
         final_norm: gains("final_norm", run.tensor("final_norm"))?,
         layers,
     })
+}
+
+/// The values of layer `l`: every gain and ternary matrix of [`schema::LAYER`], converted
+/// from the run's tensor `layers.{l}.{name}`.
+fn layer_params(run: &Run, config: &Config, l: usize) -> Result<LayerParams> {
+    let mut tensors = Vec::new();
+    for spec in schema::LAYER {
+        let Some(name) = spec.trainer_name() else {
+            continue; // derived (LayerScales)
+        };
+        let mut full = String::new();
+        schema::layer_tensor_name(&mut full, l, name)?;
+        let values = match spec.source {
+            Source::Gain { .. } => LayerTensor::Gains(gains(&full, run.tensor(&full))?),
+            Source::Ternary { .. } => {
+                let (d_out, d_in) = (spec.rows.eval(config, 0), spec.cols.eval(config, 0));
+                let t = ternarize(&full, run.tensor(&full), d_in as usize, d_out as usize)?;
+                LayerTensor::Ternary(t)
+            }
+            other => anyhow::bail!("schema source {other:?} of {full} has no conversion in pack"),
+        };
+        tensors.push((spec.kind, values));
+    }
+    Ok(LayerParams { tensors })
 }
 
 /// Packs run dir `run_dir` into the blob `out`. The file appears whole or not at all: it is

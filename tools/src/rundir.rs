@@ -5,6 +5,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, ensure, Context, Result};
+use runtime::schema;
 use safetensors::{Dtype, SafeTensors};
 use serde::Deserialize;
 
@@ -166,36 +167,49 @@ impl Run {
         Ok(run)
     }
 
-    /// Every tensor `docs/MODEL.md` needs, with its expected shape.
-    pub fn expected_tensors(&self) -> Vec<(String, Vec<usize>)> {
+    /// Every tensor `docs/MODEL.md` needs, with its expected shape: the trainer tensors of
+    /// [`schema::GLOBAL`] and, for each layer, of [`schema::LAYER`] (`layers.{l}.{name}`).
+    pub fn expected_tensors(&self) -> Result<Vec<(String, Vec<usize>)>> {
         let c = &self.config;
-        let (v, d, f) = (c.vocab_size, c.d_model, c.ffn_dim);
-        let kv = c.n_kv_heads * (d / c.n_heads);
-        let mut out = vec![
-            ("embed".to_string(), vec![v, d]),
-            ("final_norm".to_string(), vec![d]),
-        ];
-        for i in 0..c.n_layers {
-            for (name, shape) in [
-                ("attn_norm", vec![d]),
-                ("wq", vec![d, d]),
-                ("wk", vec![d, kv]),
-                ("wv", vec![d, kv]),
-                ("attn_sub_norm", vec![d]),
-                ("wo", vec![d, d]),
-                ("ffn_norm", vec![d]),
-                ("w_up", vec![d, f]),
-                ("ffn_sub_norm", vec![f]),
-                ("w_down", vec![f, d]),
-            ] {
-                out.push((format!("layers.{i}.{name}"), shape));
+        let u = |x: usize| u32::try_from(x).unwrap_or(u32::MAX);
+        let config = runtime::Config {
+            vocab_size: u(c.vocab_size),
+            d_model: u(c.d_model),
+            n_layers: u(c.n_layers),
+            n_heads: u(c.n_heads),
+            n_kv_heads: u(c.n_kv_heads),
+            ffn_dim: u(c.ffn_dim),
+            ctx_len: u(c.ctx_len),
+            rope_theta: 0,
+        };
+        config
+            .validate()
+            .map_err(|e| anyhow::anyhow!("config.json: {e}"))?;
+        let shape = |s: &schema::TensorSpec| -> Vec<usize> {
+            s.trainer_shape(&config)
+                .map(|t| t.dims().iter().map(|&d| d as usize).collect())
+                .unwrap_or_default()
+        };
+        let mut out = Vec::new();
+        for s in schema::GLOBAL {
+            if let Some(name) = s.trainer_name() {
+                out.push((name.to_string(), shape(s)));
             }
         }
-        out
+        for l in 0..c.n_layers {
+            for s in schema::LAYER {
+                if let Some(name) = s.trainer_name() {
+                    let mut full = String::new();
+                    schema::layer_tensor_name(&mut full, l, name)?;
+                    out.push((full, shape(s)));
+                }
+            }
+        }
+        Ok(out)
     }
 
     fn check_shapes(&self) -> Result<()> {
-        let expected = self.expected_tensors();
+        let expected = self.expected_tensors()?;
         for (name, shape) in &expected {
             match self.tensors.get(name) {
                 None => bail!(

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use runtime::schema;
 use runtime::Model;
 use safetensors::tensor::TensorView;
 use safetensors::Dtype;
@@ -47,22 +48,31 @@ fn write_run(dir: &Path) {
         r#"{"steps": 10, "quantized_val_loss": 1.25, "tokens_seen": 100}"#,
     )
     .unwrap();
-    let kv = D / 2;
-    let mut shapes: Vec<(String, Vec<usize>)> =
-        vec![("embed".into(), vec![V, D]), ("final_norm".into(), vec![D])];
-    for (n, s) in [
-        ("attn_norm", vec![D]),
-        ("wq", vec![D, D]),
-        ("wk", vec![D, kv]),
-        ("wv", vec![D, kv]),
-        ("attn_sub_norm", vec![D]),
-        ("wo", vec![D, D]),
-        ("ffn_norm", vec![D]),
-        ("w_up", vec![D, F]),
-        ("ffn_sub_norm", vec![F]),
-        ("w_down", vec![F, D]),
-    ] {
-        shapes.push((format!("layers.0.{n}"), s));
+    // Every trainer tensor the schema declares, with its run-dir shape.
+    let config = runtime::Config {
+        vocab_size: V as u32,
+        d_model: D as u32,
+        n_layers: L as u32,
+        n_heads: 2,
+        n_kv_heads: 1,
+        ffn_dim: F as u32,
+        ctx_len: 16,
+        rope_theta: 10000,
+    };
+    let dims = |s: &schema::TensorSpec| -> Vec<usize> {
+        let t = s.trainer_shape(&config).unwrap();
+        t.dims().iter().map(|&d| d as usize).collect()
+    };
+    let mut shapes: Vec<(String, Vec<usize>)> = schema::GLOBAL
+        .iter()
+        .filter_map(|s| Some((s.trainer_name()?.to_string(), dims(s))))
+        .collect();
+    for l in 0..L {
+        for s in schema::LAYER {
+            if let Some(n) = s.trainer_name() {
+                shapes.push((format!("layers.{l}.{n}"), dims(s)));
+            }
+        }
     }
     let data: Vec<(String, Vec<usize>, Vec<u8>)> = shapes
         .into_iter()

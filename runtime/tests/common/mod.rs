@@ -2,7 +2,9 @@
 //! real -> fixed-point conversions (the ones `tools pack` must do, see FORMAT.md).
 #![allow(dead_code)]
 
-use runtime::writer::{LayerParams, ModelParams, TernaryParams};
+use runtime::format::TensorKind as K;
+use runtime::schema::{self, Source};
+use runtime::writer::{LayerParams, LayerTensor, ModelParams, TernaryParams};
 use runtime::{Config, Dyadic};
 
 /// SplitMix64: a tiny deterministic RNG for tests.
@@ -29,22 +31,9 @@ impl Rng {
     }
 }
 
-/// Real -> Dyadic, normalized (mant in [2^31, 2^32)): what `tools pack` does for γ, e_v, eps.
+/// Real -> Dyadic: the one conversion `tools pack` uses ([`Dyadic::from_ieee754`]).
 pub fn to_dyadic(x: f64) -> Dyadic {
-    assert!(x >= 0.0 && x.is_finite());
-    if x == 0.0 {
-        return Dyadic { mant: 0, exp: 0 };
-    }
-    let mut e = x.log2().floor() as i32 - 31;
-    let mut m = (x / 2f64.powi(e)).round();
-    if m >= 4294967296.0 {
-        m = (m / 2.0).round();
-        e += 1;
-    }
-    Dyadic {
-        mant: m as u32,
-        exp: e,
-    }
+    Dyadic::from_ieee754(x.to_bits()).unwrap_or_else(|| panic!("{x} is not a storable scale"))
 }
 
 pub fn dyadic_value(d: Dyadic) -> f64 {
@@ -123,7 +112,7 @@ fn gains(rng: &mut Rng, n: u32) -> Vec<i32> {
 /// A random model with every parameter already quantized as MODEL.md says.
 pub fn random_model(c: Config, seed: u64) -> ModelParams {
     let mut rng = Rng(seed);
-    let (d, f, kv) = (c.d_model, c.ffn_dim, c.kv_dim());
+    let d = c.d_model;
     let mut embedding = Vec::new();
     let mut embedding_scales = Vec::new();
     for _ in 0..c.vocab_size {
@@ -137,18 +126,23 @@ pub fn random_model(c: Config, seed: u64) -> ModelParams {
         );
         embedding_scales.push(ed);
     }
+    // Parameters drawn in schema order.
     let layers = (0..c.n_layers)
         .map(|_| LayerParams {
-            attn_norm: gains(&mut rng, d),
-            wq: ternary(&mut rng, d, d),
-            wk: ternary(&mut rng, kv, d),
-            wv: ternary(&mut rng, kv, d),
-            attn_sub_norm: gains(&mut rng, d),
-            wo: ternary(&mut rng, d, d),
-            ffn_norm: gains(&mut rng, d),
-            w_up: ternary(&mut rng, f, d),
-            ffn_sub_norm: gains(&mut rng, f),
-            w_down: ternary(&mut rng, d, f),
+            tensors: schema::LAYER
+                .iter()
+                .filter_map(|s| {
+                    let (rows, cols) = (s.rows.eval(&c, 0), s.cols.eval(&c, 0));
+                    let values = match s.source {
+                        Source::Gain { .. } => LayerTensor::Gains(gains(&mut rng, cols)),
+                        Source::Ternary { .. } => {
+                            LayerTensor::Ternary(ternary(&mut rng, rows, cols))
+                        }
+                        _ => return None,
+                    };
+                    Some((s.kind, values))
+                })
+                .collect(),
         })
         .collect();
     ModelParams {
@@ -168,6 +162,16 @@ pub fn random_model(c: Config, seed: u64) -> ModelParams {
 // ---------------------------------------------------------------------------------------------
 // f64 reference forward pass (docs/MODEL.md) on the same quantized parameters, with exact
 // RoPE angles, real rsqrt / exp and unrounded attention probabilities.
+
+/// Gains `k` of a layer.
+fn g(lp: &LayerParams, k: K) -> &[i32] {
+    lp.gains(k).expect("gains in the model")
+}
+
+/// Ternary matrix `k` of a layer.
+fn m(lp: &LayerParams, k: K) -> &TernaryParams {
+    lp.ternary(k).expect("matrix in the model")
+}
 
 /// Q2 / Q5: absmax int8 with the 1e-5 floor and round-half-even; returns the effective vector.
 fn quant(h: &[f64]) -> (Vec<f64>, f64) {
@@ -270,7 +274,7 @@ pub fn reference_logits(p: &ModelParams, tokens: &[u16]) -> Vec<Vec<f64>> {
             .map(|q| *q as f64 * e)
             .collect();
         for (l, lp) in p.layers.iter().enumerate() {
-            let h = rmsnorm(&x, &lp.attn_norm, eps);
+            let h = rmsnorm(&x, g(lp, K::AttnNorm), eps);
             // Position 0 rotates by angle 0: quantize the integer dot products directly so
             // exact ties stay exact (f64 noise would break them at random).
             let qk = |m: &TernaryParams| {
@@ -282,9 +286,9 @@ pub fn reference_logits(p: &ModelParams, tokens: &[u16]) -> Vec<Vec<f64>> {
                     quant_heads(&v, hd)
                 }
             };
-            let q = qk(&lp.wq);
-            kcache[l].push(qk(&lp.wk));
-            let v = bitlinear_int(&lp.wv, &h);
+            let q = qk(m(lp, K::Wq));
+            kcache[l].push(qk(m(lp, K::Wk)));
+            let v = bitlinear_int(m(lp, K::Wv), &h);
             vcache[l].push(quant_heads_int(&v, hd));
             let mut a = vec![0f64; d];
             for h in 0..nh {
@@ -306,13 +310,13 @@ pub fn reference_logits(p: &ModelParams, tokens: &[u16]) -> Vec<Vec<f64>> {
                     }
                 }
             }
-            let o = bitlinear(&lp.wo, &rmsnorm(&a, &lp.attn_sub_norm, eps));
+            let o = bitlinear(m(lp, K::Wo), &rmsnorm(&a, g(lp, K::AttnSubNorm), eps));
             x.iter_mut().zip(&o).for_each(|(x, o)| *x += o);
-            let u: Vec<f64> = bitlinear(&lp.w_up, &rmsnorm(&x, &lp.ffn_norm, eps))
+            let u: Vec<f64> = bitlinear(m(lp, K::WUp), &rmsnorm(&x, g(lp, K::FfnNorm), eps))
                 .into_iter()
                 .map(|u| u.max(0.0).powi(2))
                 .collect();
-            let y = bitlinear(&lp.w_down, &rmsnorm(&u, &lp.ffn_sub_norm, eps));
+            let y = bitlinear(m(lp, K::WDown), &rmsnorm(&u, g(lp, K::FfnSubNorm), eps));
             x.iter_mut().zip(&y).for_each(|(x, y)| *x += y);
         }
         let (hq, s) = quant(&rmsnorm(&x, &p.final_norm, eps));
