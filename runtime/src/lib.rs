@@ -20,7 +20,7 @@
 //! | [`sampler`] | [`SamplerConfig`], [`Sampler`], [`Pcg32`] |
 //! | [`generate`] | [`Generator`]: streaming generation, one token per call, sliding window |
 //! | [`error`] | [`LoadError`], [`Error`], [`EncodeError`] |
-//! | `writer` | (feature `writer`) [`writer::ModelParams::to_blob`] |
+//! | `writer` | (feature `writer`) `writer::ModelParams::to_blob`: the blob writer |
 //!
 //! # Example
 //!
