@@ -8,7 +8,7 @@ use burn::backend::{Autodiff, Flex};
 use burn::tensor::{Distribution, Tensor};
 
 #[test]
-fn flex_kernel_matches_tensor_ops() {
+fn absmax_int8_flex_matches_tensor_ops() {
     let dev = Default::default();
     let x = Tensor::<Flex, 3>::random([3, 7, 40], Distribution::Normal(0.0, 2.0), &dev);
     let a = <Flex as FusedOps>::absmax_int8(x.clone());
@@ -59,8 +59,10 @@ fn rms_norm_fused_matches_tensor_ops() {
     assert!(dg < 1e-3, "{dg}");
 }
 
+/// The causal softmax as one autodiff op (what CUDA's tensor-op attention runs under autodiff)
+/// against burn differentiating the masked softmax itself.
 #[test]
-fn causal_softmax_fused_matches_tensor_ops() {
+fn causal_softmax_op_matches_tensor_ops() {
     type A = Autodiff<Flex>;
     let dev = Default::default();
     let x0 = Tensor::<Flex, 4>::random([2, 3, 7, 7], Distribution::Normal(0.0, 2.0), &dev);
@@ -70,7 +72,7 @@ fn causal_softmax_fused_matches_tensor_ops() {
         let p = if fused {
             <A as FusedOps>::causal_softmax(x.clone())
         } else {
-            // the trait's tensor-op default, differentiated by burn
+            // the masked softmax, differentiated by burn
             let mask = Tensor::<A, 2, burn::tensor::Bool>::tril_mask([7, 7], 0, &dev);
             let bias = Tensor::<A, 2>::zeros([7, 7], &dev).mask_fill(mask, f32::NEG_INFINITY);
             burn::tensor::activation::softmax(x.clone() + bias.unsqueeze::<4>(), 3)
@@ -195,4 +197,38 @@ fn gqa_and_mqa_match_tensor_ops() {
         fused_matches_ops(s, 9, QuantApply::Ste);
         fused_matches_ops(s, 1, QuantApply::Off);
     }
+}
+
+/// Without a gradient to track, every autodiff op takes `custom_op`'s untracked path: its output
+/// equals the inner backend's.
+#[test]
+fn untracked_ops_equal_the_inner_backend() {
+    type A = Autodiff<Flex>;
+    let dev = Default::default();
+    let normal = Distribution::Normal(0.0, 1.0);
+    let x = Tensor::<Flex, 3>::random([2, 5, 24], normal, &dev);
+    let g = Tensor::<Flex, 1>::random([24], normal, &dev);
+    let w = Tensor::<Flex, 2>::random([24, 12], normal, &dev);
+    let outer = |t: &Tensor<Flex, 3>| Tensor::<A, 3>::from_inner(t.clone());
+    let same = |a: Tensor<A, 3>, b: Tensor<Flex, 3>| {
+        assert_eq!(a.inner().into_data(), b.into_data());
+    };
+    same(A::absmax_int8_ste(outer(&x)), Flex::absmax_int8(x.clone()));
+    same(A::relu_sq(outer(&x)), Flex::relu_sq(x.clone()));
+    let g_a = Tensor::<A, 1>::from_inner(g.clone());
+    same(A::rms_norm(outer(&x), g_a, 1e-5), Flex::rms_norm(x.clone(), g, 1e-5));
+    let rows = |t: Tensor<Flex, 3>| t.reshape([10, 24]);
+    let y_a = A::linear_2d(Tensor::from_inner(rows(x.clone())), Tensor::from_inner(w.clone()));
+    same(y_a.reshape([2, 5, 12]), Flex::linear_2d(rows(x.clone()), w).reshape([2, 5, 12]));
+    let s = AttnShape {
+        n_heads: 2,
+        n_kv_heads: 1,
+        head_dim: 6,
+    };
+    let rope = Rope::new(s.head_dim, 5, 10000.0);
+    let qkv = x.narrow(2, 0, s.qkv_width());
+    same(
+        A::rope_attention(outer(&qkv), &rope, s, QuantApply::Ste),
+        Flex::rope_attention(qkv, &rope, s, QuantApply::Ste),
+    );
 }
