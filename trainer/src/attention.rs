@@ -8,18 +8,17 @@
 //!   through the straight-through estimator when training);
 //! - `P = causal_softmax(q'·k'ᵀ)`, `out = P·v'`; query head `h` reads kv head `h / (H/Hkv)`.
 //!
-//! [`attention_ops`] writes this with burn tensor ops (any backend; CUDA uses it). On flex,
-//! [`attention_flex`] and [`attention_flex_backward`] do it in plain Rust, one batch row per rayon
+//! `crate::fused::attention_ops` writes this with burn tensor ops (any backend; CUDA uses it).
+//! On flex, [`attention_flex`] and [`attention_flex_backward`] do it in plain Rust, one batch row per rayon
 //! task, small matrix products through the `gemm` crate ([`crate::linalg`]): no head
 //! transposes, no `[b, H, t, t]` tensors in the autodiff graph, RoPE without the pair-swap
 //! products. The forward pass applies RoPE, Q5 and `1/√hd` once per row into a buffer of the
 //! input's size, which is all the backward pass keeps: it recomputes `P` from it (as
 //! FlashAttention does) instead of holding `[b, H, t, t]` probabilities.
 
-use crate::fused::{int8_scale, int8_value, FusedOps};
 use crate::linalg::matmul;
-use crate::quant::{act_quant, QuantApply};
-use burn::tensor::{Tensor, TensorData};
+use crate::quant::QuantApply;
+use crate::rows::{absmax_int8_in_place, dot, sum};
 use rayon::prelude::*;
 use std::sync::Arc;
 
@@ -46,7 +45,7 @@ impl AttnShape {
     }
 
     /// `1/√hd` as f32, the factor on q'.
-    fn inv_sqrt_hd(&self) -> f32 {
+    pub fn inv_sqrt_hd(&self) -> f32 {
         (1.0 / (self.head_dim as f64).sqrt()) as f32
     }
 }
@@ -108,17 +107,15 @@ impl Rope {
         }
     }
 
+    /// `cos` and `sin` of the first `t` positions, `[t, hd/2]` each, row-major.
+    pub fn tables(&self, t: usize) -> (&[f32], &[f32]) {
+        (&self.cos[..t * self.half], &self.sin[..t * self.half])
+    }
+
     fn row(&self, t: usize) -> (&[f32], &[f32]) {
         let r = t * self.half..(t + 1) * self.half;
         (&self.cos[r.clone()], &self.sin[r])
     }
-}
-
-/// Q5 on one row in place, with the arithmetic of [`crate::fused::absmax_int8_rows`].
-#[inline]
-fn absmax_int8_in_place(row: &mut [f32]) {
-    let scale = int8_scale(row);
-    row.iter_mut().for_each(|v| *v = int8_value(*v, scale));
 }
 
 /// `e^x` for `x ≤ 0`, in a form that vectorizes (libm's `expf` is a call per element): `x = n·ln 2 + r`
@@ -158,57 +155,6 @@ fn exp_nonpositive(x: f32) -> f32 {
     }
 }
 
-/// The reference formulation with burn tensor ops (autodiff differentiates it as usual).
-///
-/// # Shapes
-/// - `qkv`: `[b, t, (H + 2·Hkv)·hd]` → `[b, t, H·hd]`
-pub fn attention_ops<B: FusedOps>(
-    qkv: Tensor<B, 3>,
-    rope: &Rope,
-    s: AttnShape,
-    quant: QuantApply,
-) -> Tensor<B, 3> {
-    let [b, t, _] = qkv.dims();
-    let (nh, nkv, hd) = (s.n_heads, s.n_kv_heads, s.head_dim);
-    let half = hd / 2;
-    let dev = qkv.device();
-    let table = |v: &[f32]| {
-        Tensor::<B, 2>::from_data(TensorData::new(v[..t * half].to_vec(), [t, half]), &dev)
-            .reshape([1, t, 1, half])
-    };
-    let (cos, sin) = (table(&rope.cos), table(&rope.sin));
-    let rot = |x: Tensor<B, 4>| {
-        let n = x.dims()[2];
-        let x = x.reshape([b, t, n, half, 2]);
-        let x0 = x.clone().narrow(4, 0, 1).reshape([b, t, n, half]);
-        let x1 = x.narrow(4, 1, 1).reshape([b, t, n, half]);
-        let y0 = x0.clone() * cos.clone() - x1.clone() * sin.clone();
-        let y1 = x0 * sin.clone() + x1 * cos.clone();
-        Tensor::stack::<5>(vec![y0, y1], 4).reshape([b, t, n, hd])
-    };
-    let part = |from: usize, n: usize| {
-        qkv.clone()
-            .narrow(2, from * hd, n * hd)
-            .reshape([b, t, n, hd])
-    };
-    let q = act_quant(rot(part(0, nh)), quant) * s.inv_sqrt_hd() as f64;
-    let k = act_quant(rot(part(nh, nkv)), quant);
-    let v = act_quant(part(nh + nkv, nkv), quant);
-    let (q, mut k, mut v) = (q.swap_dims(1, 2), k.swap_dims(1, 2), v.swap_dims(1, 2));
-    if nkv < nh {
-        let g = nh / nkv;
-        let expand = |x: Tensor<B, 4>| {
-            x.reshape([b, nkv, 1, t, hd])
-                .expand([b, nkv, g, t, hd])
-                .reshape([b, nh, t, hd])
-        };
-        k = expand(k);
-        v = expand(v);
-    }
-    let p = B::causal_softmax(q.matmul(k.swap_dims(2, 3)));
-    p.matmul(v).swap_dims(1, 2).reshape([b, t, nh * hd])
-}
-
 /// RoPE, Q5 and `1/√hd` on one batch row `x` (`[t, W]`, W = `(H + 2·Hkv)·hd`), written row by row
 /// into `out` (same layout): q heads rotated, quantized and scaled; k heads rotated and quantized;
 /// v heads quantized. The attention products then read heads straight from it through strides.
@@ -244,7 +190,7 @@ fn probs(t: usize, hd: usize, w: usize, q: &[f32], k: &[f32], p: &mut [f32]) {
         let (vis, future) = row.split_at_mut(i + 1);
         let m = vis.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
         vis.iter_mut().for_each(|v| *v = exp_nonpositive(*v - m));
-        let inv = 1.0 / crate::fused::sum(vis);
+        let inv = 1.0 / sum(vis);
         vis.iter_mut().for_each(|v| *v *= inv);
         future.fill(0.0);
     }
@@ -341,9 +287,9 @@ pub fn attention_flex_backward(
                     // dP = dY_h·Vᵀ, then dS = P ⊙ (dP − Σ_j P·dP) row by row
                     matmul((t, t, hd), &mut ds, t, false, (dyh, d, 1), (v, 1, w));
                     for (pr, dr) in p.chunks_exact(t).zip(ds.chunks_exact_mut(t)) {
-                        let dot = crate::fused::dot(pr, dr);
+                        let p_dp = dot(pr, dr);
                         for (dv, &pv) in dr.iter_mut().zip(pr) {
-                            *dv = pv * (*dv - dot);
+                            *dv = pv * (*dv - p_dp);
                         }
                     }
                     // dq' = dS·K, through the 1/√hd factor, Q5 (identity) and RoPE
@@ -363,72 +309,6 @@ pub fn attention_flex_backward(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::backend::{Autodiff, Flex};
-    use burn::tensor::Distribution;
-
-    /// The flex kernels against the tensor-op formulation under autodiff: output and input
-    /// gradient for a random upstream gradient.
-    fn fused_matches_ops(s: AttnShape, t: usize, quant: QuantApply) {
-        type A = Autodiff<Flex>;
-        let dev = Default::default();
-        let b = 3;
-        let rope = Rope::new(s.head_dim, t + 5, 10000.0);
-        let normal = Distribution::Normal(0.0, 1.0);
-        let x0 = Tensor::<Flex, 3>::random([b, t, s.qkv_width()], normal, &dev);
-        let up = Tensor::<Flex, 3>::random([b, t, s.out_width()], normal, &dev);
-        let run = |fused: bool| {
-            let x = Tensor::<A, 3>::from_inner(x0.clone()).require_grad();
-            let y = if fused {
-                A::rope_attention(x.clone(), &rope, s, quant)
-            } else {
-                attention_ops::<A>(x.clone(), &rope, s, quant)
-            };
-            let grads = (y.clone() * Tensor::from_inner(up.clone()))
-                .sum()
-                .backward();
-            (y.inner(), x.grad(&grads).expect("x has a gradient"))
-        };
-        let ((y1, dx1), (y2, dx2)) = (run(true), run(false));
-        let diff = |a: Tensor<Flex, 3>, b: Tensor<Flex, 3>| -> (f32, f32) {
-            let scale: f32 = b.clone().abs().max().into_scalar();
-            ((a - b).abs().max().into_scalar(), scale)
-        };
-        let (dy, sy) = diff(y1, y2);
-        let (dg, sg) = diff(dx1, dx2);
-        assert!(
-            dy <= 1e-5 * sy.max(1.0),
-            "{s:?} {quant:?}: output differs by {dy}"
-        );
-        assert!(
-            dg <= 1e-4 * sg.max(1.0),
-            "{s:?} {quant:?}: gradient differs by {dg} (max {sg})"
-        );
-        assert!(sg > 0.0);
-    }
-
-    #[test]
-    fn mha_matches_tensor_ops() {
-        let s = AttnShape {
-            n_heads: 4,
-            n_kv_heads: 4,
-            head_dim: 8,
-        };
-        fused_matches_ops(s, 11, QuantApply::Ste);
-        fused_matches_ops(s, 11, QuantApply::Off);
-    }
-
-    #[test]
-    fn gqa_and_mqa_match_tensor_ops() {
-        for n_kv_heads in [2, 1] {
-            let s = AttnShape {
-                n_heads: 4,
-                n_kv_heads,
-                head_dim: 6,
-            };
-            fused_matches_ops(s, 9, QuantApply::Ste);
-            fused_matches_ops(s, 1, QuantApply::Off);
-        }
-    }
 
     #[test]
     fn exp_within_two_ulp() {

@@ -5,9 +5,12 @@
 
 use crate::config::ModelConfig;
 use crate::error::{Result, TrainError};
-use crate::metrics::MetricRow;
+use crate::files::{sync_dir, write_atomic, write_synced};
+use crate::fused::FusedOps;
+use crate::metrics::{to_csv, MetricRow};
 use crate::model::Model;
 use crate::rng::SplitMix64;
+use crate::runinfo::log_line;
 use burn::module::Module;
 use burn::optim::Optimizer;
 use burn::record::{BinBytesRecorder, BinFileRecorder, FullPrecisionSettings, Recorder};
@@ -99,15 +102,12 @@ pub fn save<B: AutodiffBackend>(
         std::fs::rename(&fin, &old).map_err(TrainError::io("rename", &fin))?;
     }
     std::fs::rename(&tmp, &fin).map_err(TrainError::io("rename", &tmp))?;
-    crate::runinfo::sync_dir(out);
+    sync_dir(out);
     if old.exists() {
         std::fs::remove_dir_all(&old).map_err(TrainError::io("remove", &old))?;
     }
     // Keep metrics.csv in step with the checkpoint.
-    crate::runinfo::write_atomic(
-        &out.join("metrics.csv"),
-        crate::metrics::to_csv(&state.metrics).as_bytes(),
-    )
+    write_atomic(&out.join("metrics.csv"), to_csv(&state.metrics).as_bytes())
 }
 
 /// Writes the four checkpoint files into `tmp` (created afresh).
@@ -150,16 +150,16 @@ fn write_tmp<B: AutodiffBackend>(
     ];
     // state.json last: a checkpoint dir with a state.json is complete.
     for (name, bytes) in files {
-        crate::runinfo::write_synced(&tmp.join(name), &bytes)?;
+        write_synced(&tmp.join(name), &bytes)?;
     }
-    crate::runinfo::sync_dir(tmp);
+    sync_dir(tmp);
     Ok(())
 }
 
 /// Loads the checkpoint of the run in `out`. Falls back to `checkpoint.old` when `checkpoint/`
 /// is missing (a crash between the two renames) or cannot be read.
 #[allow(clippy::type_complexity)]
-pub fn load<B: AutodiffBackend + crate::fused::FusedOps>(
+pub fn load<B: AutodiffBackend + FusedOps>(
     out: &Path,
     cfg: &ModelConfig,
     dev: &B::Device,
@@ -178,7 +178,7 @@ pub fn load<B: AutodiffBackend + crate::fused::FusedOps>(
     }
     match load_from::<B>(&d, cfg, dev) {
         Err(e) if has_old => {
-            crate::runinfo::log_line(&format!("{e}; using {} instead", old.display()));
+            log_line(&format!("{e}; using {} instead", old.display()));
             load_from::<B>(&old, cfg, dev)
         }
         r => r,
@@ -186,7 +186,7 @@ pub fn load<B: AutodiffBackend + crate::fused::FusedOps>(
 }
 
 #[allow(clippy::type_complexity)]
-fn load_from<B: AutodiffBackend + crate::fused::FusedOps>(
+fn load_from<B: AutodiffBackend + FusedOps>(
     d: &Path,
     cfg: &ModelConfig,
     dev: &B::Device,

@@ -2,6 +2,7 @@
 //! validation loss over the whole validation split (the number a run reports).
 
 use crate::data::Batch;
+use crate::fused::FusedOps;
 use crate::model::{Model, QuantMode, Tables};
 use burn::tensor::backend::Backend;
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
@@ -19,7 +20,7 @@ pub fn batch_tensors<B: Backend>(
 }
 
 /// Mean negative log-likelihood (nats) over every predicted position of `batches`.
-pub fn mean_nll<B: crate::fused::FusedOps>(
+pub fn mean_nll<B: FusedOps>(
     model: &Model<B>,
     batches: &[Batch],
     tab: &Tables<B>,

@@ -3,33 +3,51 @@
 //! The model and its quantized forward pass are those of `docs/MODEL.md`; the run directory the
 //! trainer writes (read by `tools pack`) is specified in `trainer/EXPORT.md`.
 //!
-//! - [`config`]: hyper-parameters and presets
-//! - [`data`]: character vocabulary, split, batches, validation windows
-//! - [`quant`]: the quantizers Q1–Q5 and the straight-through estimator; [`fused`]: their
-//!   fused CPU kernels and STE op; [`attention`]: RoPE + Q5 + causal attention as one op
-//! - [`linalg`]: strided matrix products on slices (gemm) for those kernels
+//! Modules, each using only those listed before it:
+//! - [`error`], [`config`]: errors; hyper-parameters and presets
+//! - [`rng`], [`data`]: the seeded generator; character vocabulary, split, batches, validation
+//!   windows
+//! - [`quant`]: the quantizers Q1–Q5 and the straight-through estimator, as tensor ops
+//! - [`linalg`], [`rows`]: strided matrix products on slices (gemm); row reductions and the int8
+//!   row quantizer, for the CPU kernels
+//! - [`attention`]: RoPE + Q5 + causal attention as one op (its CPU kernels)
+//! - [`fused`]: the [`fused::FusedOps`] trait (tensor-op defaults), its flex (CPU) and autodiff
+//!   implementations
 //! - [`model`]: the transformer as burn modules
-//! - [`train`]: the training loop; [`schedule`]: LR and weight decay
 //! - [`eval`]: losses without autodiff (the quantized validation loss)
-//! - [`checkpoint`], [`runinfo`], [`metrics`]: what goes to disk
+//! - [`metrics`], [`files`], [`weights`], [`spec`], [`runinfo`], [`checkpoint`]: what goes to
+//!   disk, and the run a command line asks for
+//! - [`schedule`], [`gradients`], [`train`]: LR and weight decay; loss, gradients and clipping of
+//!   one step; the training loop
 //! - [`backend`]: CPU / CUDA selection
 
-pub mod attention;
-pub mod backend;
-pub mod checkpoint;
+pub mod error;
+
 pub mod config;
 pub mod data;
-pub mod error;
-pub mod eval;
+pub mod rng;
+
+pub mod attention;
 pub mod fused;
 pub mod linalg;
-pub mod metrics;
-pub mod model;
 pub mod quant;
-pub mod rng;
+pub mod rows;
+
+pub mod eval;
+pub mod model;
+
+pub mod checkpoint;
+pub mod files;
+pub mod metrics;
 pub mod runinfo;
+pub mod spec;
+pub mod weights;
+
+pub mod gradients;
 pub mod schedule;
 pub mod train;
+
+pub mod backend;
 
 pub use config::{ModelConfig, Preset, TrainConfig, EXPORT_VERSION};
 pub use error::{Result, TrainError};

@@ -6,8 +6,8 @@
 
 use crate::attention::{AttnShape, Rope};
 use crate::config::ModelConfig;
-use crate::fused::FusedOps;
-use crate::quant::{act_quant, ste, ternary, QuantApply};
+use crate::fused::{act_quant, FusedOps};
+use crate::quant::{ste, ternary, QuantApply};
 use crate::rng::SplitMix64;
 use burn::module::{Module, Param};
 use burn::tensor::activation::log_softmax;

@@ -69,18 +69,6 @@ pub fn ste<B: Backend, const D: usize>(
     }
 }
 
-/// Q2/Q3/Q5 applied the way `how` says, through the backend's fused kernels.
-pub fn act_quant<B: crate::fused::FusedOps, const D: usize>(
-    x: Tensor<B, D>,
-    how: QuantApply,
-) -> Tensor<B, D> {
-    match how {
-        QuantApply::Exact => B::absmax_int8(x),
-        QuantApply::Ste => B::absmax_int8_ste(x),
-        QuantApply::Off => x,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,49 +1,29 @@
-//! The training loop: batches, forward/backward, global-norm clipping, two AdamW groups,
-//! schedule, periodic validation, checkpoints, Ctrl-C and `--resume`.
+//! The training loop: a [`Trainer`] holds the loop state and takes one optimiser step at a time
+//! (batch, forward/backward, global-norm clipping, two AdamW groups, schedule); periodic
+//! validation and checkpoints, Ctrl-C, `--stop-after` and `--resume` around it.
 
 use crate::checkpoint::{self, TrainState};
-use crate::config::{ModelConfig, TrainConfig};
+use crate::config::TrainConfig;
 use crate::data::{random_batch, val_windows, Batch, Corpus};
 use crate::error::{Result, TrainError};
-use crate::eval::{batch_tensors, mean_nll};
+use crate::eval::mean_nll;
 use crate::fused::FusedOps;
+use crate::gradients::{clip_global_norm, loss_and_grads, matrix_ids, split_off};
 use crate::metrics::MetricRow;
 use crate::model::{Model, QuantMode, Tables};
 use crate::rng::SplitMix64;
 use crate::runinfo::{self, Summary};
 use crate::schedule;
-use burn::module::{AutodiffModule, Module, ModuleVisitor, Param, ParamId};
+use burn::module::{AutodiffModule, ParamId};
 use burn::optim::adaptor::OptimizerAdaptor;
-use burn::optim::{AdamW, AdamWConfig, GradientsAccumulator, GradientsParams, Optimizer};
-use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{ElementConversion, Tensor};
+use burn::optim::{AdamW, AdamWConfig, Optimizer};
+use burn::tensor::backend::AutodiffBackend;
+use indicatif::ProgressBar;
 use std::io::IsTerminal;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-/// Everything a run needs besides the data and the backend.
-#[derive(Debug, Clone)]
-pub struct RunSpec {
-    /// model shape (vocab_size filled in)
-    pub model: ModelConfig,
-    /// schedule and run settings
-    pub train: TrainConfig,
-    /// preset name the run started from
-    pub preset: String,
-    /// the corpus file
-    pub data_path: PathBuf,
-    /// the run directory
-    pub out: PathBuf,
-    /// the command line, recorded in the run dir
-    pub command: Vec<String>,
-    /// stop (with a checkpoint, as on Ctrl-C) once this many steps are done
-    pub stop_after: Option<usize>,
-    /// show a progress bar / progress lines on stderr
-    pub progress: bool,
-    /// name of the backend, for the summary ("flex-cpu", "cuda:0", ...)
-    pub backend_name: String,
-}
+pub use crate::spec::RunSpec;
 
 /// How a call to [`train`] ended.
 #[derive(Debug, Clone)]
@@ -52,131 +32,6 @@ pub enum Outcome {
     Finished(Summary),
     /// Stopped early (Ctrl-C or `--stop-after`) after a checkpoint at this step.
     Stopped(usize),
-}
-
-type Opt<B> = OptimizerAdaptor<AdamW, Model<B>, B>;
-
-fn adamw<B: AutodiffBackend>(cfg: &TrainConfig, weight_decay: f64) -> Opt<B> {
-    AdamWConfig::new()
-        .with_beta_1(cfg.beta1 as f32)
-        .with_beta_2(cfg.beta2 as f32)
-        .with_epsilon(cfg.adam_eps as f32)
-        .with_weight_decay(weight_decay as f32)
-        .init::<B, Model<B>>()
-}
-
-/// Ids of the decayed parameters: every matrix (BitLinear weights and the embedding); norm gains
-/// are not decayed.
-struct MatrixIds(Vec<ParamId>);
-impl<B: Backend> ModuleVisitor<B> for MatrixIds {
-    fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<B, D>>) {
-        if D == 2 {
-            self.0.push(p.id);
-        }
-    }
-}
-
-/// Squared global gradient norm, one partial sum per parameter.
-struct GradSq<'a, B: AutodiffBackend> {
-    grads: &'a GradientsParams,
-    sq: Vec<Tensor<B::InnerBackend, 1>>,
-}
-impl<B: AutodiffBackend> ModuleVisitor<B> for GradSq<'_, B> {
-    fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<B, D>>) {
-        if let Some(g) = self.grads.get::<B::InnerBackend, D>(p.id) {
-            self.sq.push(g.square().sum());
-        }
-    }
-}
-
-/// Multiplies every gradient by `scale`.
-struct GradScale<'a> {
-    grads: &'a mut GradientsParams,
-    scale: f32,
-}
-impl<B: AutodiffBackend> ModuleVisitor<B> for GradScale<'_> {
-    fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<B, D>>) {
-        if let Some(g) = self.grads.remove::<B::InnerBackend, D>(p.id) {
-            self.grads.register(p.id, g * self.scale);
-        }
-    }
-}
-
-/// Global L2 norm of the gradients; scales them to `max_norm` when above it (0 = no clipping).
-fn clip_global_norm<B: AutodiffBackend>(
-    model: &Model<B>,
-    grads: &mut GradientsParams,
-    max_norm: f64,
-) -> f32 {
-    let mut v = GradSq::<B> {
-        grads,
-        sq: Vec::new(),
-    };
-    model.visit(&mut v);
-    let norm: f32 = Tensor::cat(v.sq, 0).sum().sqrt().into_scalar().elem();
-    if max_norm > 0.0 && f64::from(norm) > max_norm && norm.is_finite() {
-        let scale = (max_norm / f64::from(norm)) as f32;
-        model.visit(&mut GradScale { grads, scale });
-    }
-    norm
-}
-
-/// Loss and gradients of one batch, split across `devices` (data parallel) when there are several.
-/// The loss is the mean NLL over the whole batch; each device's share is divided by the total
-/// token count, so the summed gradients are those of the mean.
-fn loss_and_grads<B: AutodiffBackend + FusedOps>(
-    model: &Model<B>,
-    batch: &Batch,
-    devices: &[B::Device],
-    tables: &[Tables<B>],
-    mode: QuantMode,
-) -> (f32, GradientsParams) {
-    let n_tok = (batch.batch * batch.ctx) as f64;
-    let run = |m: &Model<B>, b: &Batch, dev: &B::Device, tab: &Tables<B>| {
-        let (x, y) = batch_tensors::<B>(b, dev);
-        let loss = m.nll_sum(x, y, tab, mode) / n_tok;
-        let value: f32 = loss.clone().into_scalar().elem();
-        (value, GradientsParams::from_grads(loss.backward(), m))
-    };
-    if devices.len() == 1 {
-        return run(model, batch, &devices[0], &tables[0]);
-    }
-    // Data parallel: rows dealt out to the devices, one thread each, gradients summed on device 0.
-    let per = batch.batch.div_ceil(devices.len());
-    let parts: Vec<(f32, GradientsParams)> = std::thread::scope(|s| {
-        let handles: Vec<_> = devices
-            .iter()
-            .zip(tables)
-            .enumerate()
-            .filter_map(|(i, (dev, tab))| {
-                let rows = (i * per)..((i + 1) * per).min(batch.batch);
-                if rows.is_empty() {
-                    return None;
-                }
-                let t = batch.ctx;
-                let sub = Batch {
-                    inputs: batch.inputs[rows.start * t..rows.end * t].to_vec(),
-                    targets: batch.targets[rows.start * t..rows.end * t].to_vec(),
-                    batch: rows.len(),
-                    ctx: t,
-                };
-                let m = model.clone().fork(dev);
-                let run = &run;
-                Some(s.spawn(move || run(&m, &sub, dev, tab)))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("device thread"))
-            .collect()
-    });
-    let mut acc = GradientsAccumulator::<Model<B>>::new();
-    let mut loss = 0f32;
-    for (l, g) in parts {
-        loss += l;
-        acc.accumulate(model, g.to_device(&devices[0], model));
-    }
-    (loss, acc.grads())
 }
 
 /// Trains (or resumes) the run described by `spec` on `devices` (the first one holds the
@@ -191,209 +46,327 @@ pub fn train<B: AutodiffBackend + FusedOps>(
 where
     B::InnerBackend: FusedOps,
 {
-    let dev = &devices[0];
-    let (mcfg, tcfg) = (&spec.model, &spec.train);
-    let out = &spec.out;
-    B::seed(dev, tcfg.seed);
-    let mut model = Model::<B>::new(mcfg, dev, tcfg.seed);
-    let mut opt_rest = adamw::<B>(tcfg, 0.0);
-    let mut state = TrainState::new(tcfg.seed);
-    if resume && !checkpoint::exists(out) && !out.join("weights.safetensors").exists() {
-        // Killed after the run dir was set up but before the first checkpoint: the state at
-        // step 0 is a function of the seed, so start over (config.json is the run's).
-        runinfo::log_line("no checkpoint yet: starting the run from step 0");
-    } else if resume {
-        let (m, o_decay, o_rest, st) = checkpoint::load::<B>(out, mcfg, dev)?;
-        model = m;
-        opt_rest = opt_rest.load_record(o_rest);
-        state = st;
-        if state.step > tcfg.steps {
-            return Err(TrainError::Resume(format!(
-                "the checkpoint is at step {}, past --steps {}",
-                state.step, tcfg.steps
-            )));
+    let mut run = Trainer::<B>::start(devices, spec, corpus, resume)?;
+    while run.state.step < spec.train.steps {
+        if stop.load(Ordering::SeqCst) || spec.stop_after.is_some_and(|n| run.state.step >= n) {
+            return run.stop();
         }
-        runinfo::log_line(&format!("resuming at step {}", state.step));
-        let wd = schedule::weight_decay(tcfg, state.step);
-        let opt = adamw::<B>(tcfg, wd).load_record(o_decay);
-        return run_loop(devices, spec, corpus, model, opt, wd, opt_rest, state, stop);
+        run = run.step()?;
     }
-    if !resume {
-        runinfo::write_start(spec, corpus)?;
-    }
-    let wd = schedule::weight_decay(tcfg, 0);
-    let opt = adamw::<B>(tcfg, wd);
-    run_loop(devices, spec, corpus, model, opt, wd, opt_rest, state, stop)
+    run.finish().map(Outcome::Finished)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn run_loop<B: AutodiffBackend + FusedOps>(
-    devices: &[B::Device],
-    spec: &RunSpec,
-    corpus: &Corpus,
-    mut model: Model<B>,
-    mut opt_decay: Opt<B>,
-    mut opt_decay_wd: f64,
-    mut opt_rest: Opt<B>,
-    mut state: TrainState,
-    stop: &AtomicBool,
-) -> Result<Outcome>
+type Opt<B> = OptimizerAdaptor<AdamW, Model<B>, B>;
+
+fn adamw<B: AutodiffBackend>(cfg: &TrainConfig, weight_decay: f64) -> Opt<B> {
+    AdamWConfig::new()
+        .with_beta_1(cfg.beta1 as f32)
+        .with_beta_2(cfg.beta2 as f32)
+        .with_epsilon(cfg.adam_eps as f32)
+        .with_weight_decay(weight_decay as f32)
+        .init::<B, Model<B>>()
+}
+
+/// Wall time of a session on top of the sessions before it, and time spent in training steps.
+struct Clock {
+    session_start: Instant,
+    /// wall seconds of the earlier sessions (from the checkpoint)
+    wall_before: f64,
+    /// seconds spent in the steps of this session (no evaluation, no checkpoints)
+    train_s: f64,
+}
+
+impl Clock {
+    /// Wall seconds of the whole run so far.
+    fn wall_s(&self) -> f64 {
+        self.wall_before + self.session_start.elapsed().as_secs_f64()
+    }
+}
+
+/// The state of a training session between two steps: the model, its two AdamW groups and the
+/// checkpointed [`TrainState`], plus what the session computes once.
+struct Trainer<'a, B: AutodiffBackend> {
+    devices: &'a [B::Device],
+    spec: &'a RunSpec,
+    corpus: &'a Corpus,
+    model: Model<B>,
+    /// AdamW of the matrices, at weight decay `decay_wd`
+    opt_decay: Opt<B>,
+    decay_wd: f64,
+    /// AdamW of the other parameters (norm gains), without weight decay
+    opt_rest: Opt<B>,
+    /// ids of the parameters `opt_decay` updates
+    decay_ids: Vec<ParamId>,
+    state: TrainState,
+    /// RoPE tables per device (training) and for the evaluation backend
+    tables: Vec<Tables<B>>,
+    eval_tables: Tables<B::InnerBackend>,
+    /// how the training forward runs (quantizers, dropout)
+    mode: QuantMode,
+    /// fixed validation batches: the same in every run and after every resume
+    val_fixed: Vec<Batch>,
+    tokens_per_step: u64,
+    /// `state.step` when this session started
+    start_step: usize,
+    clock: Clock,
+    bar: ProgressBar,
+    /// progress as plain lines (progress wanted, stderr not a terminal)
+    plain_lines: bool,
+}
+
+impl<'a, B: AutodiffBackend + FusedOps> Trainer<'a, B>
 where
     B::InnerBackend: FusedOps,
 {
-    let dev = &devices[0];
-    let (mcfg, tcfg) = (&spec.model, &spec.train);
-    let tables: Vec<Tables<B>> = devices.iter().map(|d| Tables::new(mcfg, d)).collect();
-    let inner_tab = Tables::<B::InnerBackend>::new(mcfg, dev);
-    let mode = QuantMode::train(tcfg.qat_all).with_dropout(tcfg.dropout);
-    let mut ids = MatrixIds(Vec::new());
-    model.visit(&mut ids);
-    let decay_ids = ids.0;
+    /// A fresh run (its run dir set up) or, with `resume`, the run in `spec.out` at its last
+    /// checkpoint.
+    fn start(
+        devices: &'a [B::Device],
+        spec: &'a RunSpec,
+        corpus: &'a Corpus,
+        resume: bool,
+    ) -> Result<Self> {
+        let dev = &devices[0];
+        let (mcfg, tcfg, out) = (&spec.model, &spec.train, &spec.out);
+        B::seed(dev, tcfg.seed);
+        let resumed = if !resume {
+            runinfo::write_start(spec, corpus)?;
+            None
+        } else if !checkpoint::exists(out) && !out.join("weights.safetensors").exists() {
+            // Killed after the run dir was set up but before the first checkpoint: the state at
+            // step 0 is a function of the seed, so start over (config.json is the run's).
+            runinfo::log_line("no checkpoint yet: starting the run from step 0");
+            None
+        } else {
+            Some(checkpoint::load::<B>(out, mcfg, dev)?)
+        };
+        let (model, state, opt_decay, decay_wd, opt_rest) = match resumed {
+            None => {
+                let wd = schedule::weight_decay(tcfg, 0);
+                let model = Model::<B>::new(mcfg, dev, tcfg.seed);
+                let (opt_decay, opt_rest) = (adamw::<B>(tcfg, wd), adamw::<B>(tcfg, 0.0));
+                (model, TrainState::new(tcfg.seed), opt_decay, wd, opt_rest)
+            }
+            Some((model, o_decay, o_rest, state)) => {
+                if state.step > tcfg.steps {
+                    return Err(TrainError::Resume(format!(
+                        "the checkpoint is at step {}, past --steps {}",
+                        state.step, tcfg.steps
+                    )));
+                }
+                runinfo::log_line(&format!("resuming at step {}", state.step));
+                let wd = schedule::weight_decay(tcfg, state.step);
+                let opt_decay = adamw::<B>(tcfg, wd).load_record(o_decay);
+                let opt_rest = adamw::<B>(tcfg, 0.0).load_record(o_rest);
+                (model, state, opt_decay, wd, opt_rest)
+            }
+        };
+        // Fixed validation batches: the same RNG stream in every run and after every resume.
+        let mut val_rng = SplitMix64::new(tcfg.seed ^ 0x7661_6c5f_6261_7463);
+        let val_fixed = (0..tcfg.val_batches)
+            .map(|_| random_batch(&corpus.val, tcfg.batch_size, mcfg.ctx_len, &mut val_rng))
+            .collect();
+        let clock = Clock {
+            session_start: Instant::now(),
+            wall_before: state.wall_s,
+            train_s: 0.0,
+        };
+        Ok(Self {
+            devices,
+            spec,
+            corpus,
+            decay_ids: matrix_ids(&model),
+            model,
+            opt_decay,
+            decay_wd,
+            opt_rest,
+            tables: devices.iter().map(|d| Tables::new(mcfg, d)).collect(),
+            eval_tables: Tables::new(mcfg, dev),
+            mode: QuantMode::train(tcfg.qat_all).with_dropout(tcfg.dropout),
+            val_fixed,
+            tokens_per_step: (tcfg.batch_size * mcfg.ctx_len) as u64,
+            start_step: state.step,
+            bar: runinfo::progress_bar(spec.progress, tcfg.steps, state.step),
+            plain_lines: spec.progress && !std::io::stderr().is_terminal(),
+            state,
+            clock,
+        })
+    }
 
-    // Fixed validation batches: same RNG stream in every run and after every resume.
-    let mut val_rng = SplitMix64::new(tcfg.seed ^ 0x7661_6c5f_6261_7463);
-    let val_fixed: Vec<Batch> = (0..tcfg.val_batches)
-        .map(|_| random_batch(&corpus.val, tcfg.batch_size, mcfg.ctx_len, &mut val_rng))
-        .collect();
-
-    let tokens_per_step = (tcfg.batch_size * mcfg.ctx_len) as u64;
-    let start_step = state.step;
-    let session_start = Instant::now();
-    let wall_before = state.wall_s;
-    let mut train_s_session = 0f64;
-    let bar = runinfo::progress_bar(spec.progress, tcfg.steps, start_step);
-    let plain_lines = spec.progress && !std::io::stderr().is_terminal();
-
-    while state.step < tcfg.steps {
-        if stop.load(Ordering::SeqCst) || spec.stop_after.is_some_and(|n| state.step >= n) {
-            state.wall_s = wall_before + session_start.elapsed().as_secs_f64();
-            checkpoint::save(&spec.out, &model, &opt_decay, &opt_rest, &state)?;
-            bar.abandon_with_message(format!(
-                "stopped at step {}; checkpoint written",
-                state.step
-            ));
-            return Ok(Outcome::Stopped(state.step));
-        }
-        let step = state.step;
+    /// One optimiser step: draw the batch, loss and gradients, clip, update both groups, record
+    /// the metrics row (validating on eval steps), checkpoint on checkpoint steps.
+    fn step(mut self) -> Result<Self> {
+        let tcfg = &self.spec.train;
+        let step = self.state.step;
         let lr = schedule::lr(tcfg, step);
         let wd = schedule::weight_decay(tcfg, step);
-        if wd != opt_decay_wd {
+        if wd != self.decay_wd {
             // Stage 2: same moments, new weight decay.
-            opt_decay = adamw::<B>(tcfg, wd).load_record(opt_decay.to_record());
-            opt_decay_wd = wd;
+            self.opt_decay = adamw::<B>(tcfg, wd).load_record(self.opt_decay.to_record());
+            self.decay_wd = wd;
         }
         let t0 = Instant::now();
-        let batch = random_batch(&corpus.train, tcfg.batch_size, mcfg.ctx_len, &mut state.rng);
-        if tcfg.dropout > 0.0 {
-            // Dropout masks from the backend RNG, seeded from (seed, step, device): the same
-            // masks after a resume.
-            for (i, d) in devices.iter().enumerate() {
-                let mut mix = SplitMix64::new(tcfg.seed ^ ((step as u64) << 16) ^ i as u64);
-                B::seed(d, mix.next_u64());
-            }
-        }
-        let (loss, mut grads) = loss_and_grads(&model, &batch, devices, &tables, mode);
+        let batch = random_batch(
+            &self.corpus.train,
+            tcfg.batch_size,
+            self.spec.model.ctx_len,
+            &mut self.state.rng,
+        );
+        self.seed_dropout(step);
+        let (loss, mut grads) =
+            loss_and_grads(&self.model, &batch, self.devices, &self.tables, self.mode);
         if !loss.is_finite() {
-            bar.abandon();
+            self.bar.abandon();
             return Err(TrainError::NonFinite {
                 step: step + 1,
                 loss,
             });
         }
-        let grad_norm = clip_global_norm(&model, &mut grads, tcfg.grad_clip);
-        // Split off the decayed group (all rank-2 parameters).
-        let mut g_decay = GradientsParams::new();
-        for id in &decay_ids {
-            if let Some(g) = grads.remove::<B::InnerBackend, 2>(*id) {
-                g_decay.register(*id, g);
-            }
-        }
-        model = opt_decay.step(lr, model, g_decay);
-        model = opt_rest.step(lr, model, grads);
-        train_s_session += t0.elapsed().as_secs_f64();
-        state.step += 1;
-        state.tokens_seen += tokens_per_step;
+        let grad_norm = clip_global_norm(&self.model, &mut grads, tcfg.grad_clip);
+        let g_decay = split_off::<B>(&mut grads, &self.decay_ids);
+        self.model = self.opt_decay.step(lr, self.model, g_decay);
+        self.model = self.opt_rest.step(lr, self.model, grads);
+        self.clock.train_s += t0.elapsed().as_secs_f64();
+        self.state.step += 1;
+        self.state.tokens_seen += self.tokens_per_step;
 
-        let tok_s = ((state.step - start_step) as u64 * tokens_per_step) as f64 / train_s_session;
-        let mut row = MetricRow {
-            step: state.step,
-            tokens: state.tokens_seen,
+        let (tokens_per_s, wall_s) = (self.tokens_per_s(), self.clock.wall_s());
+        let eval_now =
+            self.state.step.is_multiple_of(tcfg.eval_every) || self.state.step == tcfg.steps;
+        let row = MetricRow {
+            step: self.state.step,
+            tokens: self.state.tokens_seen,
             lr,
             weight_decay: wd,
             train_loss: loss,
             grad_norm,
-            val_loss_fixed: None,
-            tokens_per_s: tok_s,
-            wall_s: wall_before + session_start.elapsed().as_secs_f64(),
+            val_loss_fixed: eval_now.then(|| self.validate()),
+            tokens_per_s,
+            wall_s,
         };
-        let eval_now = state.step.is_multiple_of(tcfg.eval_every) || state.step == tcfg.steps;
-        if eval_now {
-            let v = mean_nll(&model.valid(), &val_fixed, &inner_tab, QuantMode::EVAL, dev);
-            row.val_loss_fixed = Some(v);
+        self.show_progress(&row);
+        self.state.metrics.push(row);
+        if self.state.step.is_multiple_of(tcfg.checkpoint_every) && self.state.step < tcfg.steps {
+            self.checkpoint()?;
         }
-        // Without a terminal (nohup, CI): a plain line four times per eval period.
-        if plain_lines && (eval_now || state.step.is_multiple_of((tcfg.eval_every / 4).max(1))) {
-            let eta = (tcfg.steps - state.step) as f64 * tokens_per_step as f64 / tok_s;
+        Ok(self)
+    }
+
+    /// Dropout masks come from the backend RNG, seeded from (seed, step, device): the same masks
+    /// after a resume.
+    fn seed_dropout(&self, step: usize) {
+        let tcfg = &self.spec.train;
+        if tcfg.dropout > 0.0 {
+            for (i, d) in self.devices.iter().enumerate() {
+                let mut mix = SplitMix64::new(tcfg.seed ^ ((step as u64) << 16) ^ i as u64);
+                B::seed(d, mix.next_u64());
+            }
+        }
+    }
+
+    /// Training tokens per second of this session's steps.
+    fn tokens_per_s(&self) -> f64 {
+        let tokens = (self.state.step - self.start_step) as u64 * self.tokens_per_step;
+        tokens as f64 / self.clock.train_s
+    }
+
+    /// Quantized-mode loss on the fixed validation batches.
+    fn validate(&self) -> f64 {
+        let dev = &self.devices[0];
+        let valid = self.model.valid();
+        mean_nll(
+            &valid,
+            &self.val_fixed,
+            &self.eval_tables,
+            QuantMode::EVAL,
+            dev,
+        )
+    }
+
+    /// The progress bar; without a terminal (nohup, CI), a plain line four times per eval period.
+    fn show_progress(&self, row: &MetricRow) {
+        let tcfg = &self.spec.train;
+        let (step, loss, tok_s) = (row.step, row.train_loss, row.tokens_per_s);
+        let quarter = step.is_multiple_of((tcfg.eval_every / 4).max(1));
+        if self.plain_lines && (row.val_loss_fixed.is_some() || quarter) {
+            let eta = (tcfg.steps - step) as f64 * self.tokens_per_step as f64 / tok_s;
             let val = row
                 .val_loss_fixed
                 .map(|v| format!(" val(q) {v:.4}"))
                 .unwrap_or_default();
+            let lr = row.lr;
             runinfo::log_line(&format!(
-                "step {}/{} loss {loss:.4}{val} lr {lr:.2e} {tok_s:.0} tok/s eta {eta:.0}s",
-                state.step, tcfg.steps
+                "step {step}/{} loss {loss:.4}{val} lr {lr:.2e} {tok_s:.0} tok/s eta {eta:.0}s",
+                tcfg.steps
             ));
         }
-        bar.set_position(state.step as u64);
-        bar.set_message(format!("loss {loss:.4} | {:.1}k tok/s", tok_s / 1000.0));
-        state.metrics.push(row);
-        if state.step.is_multiple_of(tcfg.checkpoint_every) && state.step < tcfg.steps {
-            state.wall_s = wall_before + session_start.elapsed().as_secs_f64();
-            checkpoint::save(&spec.out, &model, &opt_decay, &opt_rest, &state)?;
-        }
+        self.bar.set_position(step as u64);
+        self.bar
+            .set_message(format!("loss {loss:.4} | {:.1}k tok/s", tok_s / 1000.0));
     }
-    bar.finish_and_clear();
-    state.wall_s = wall_before + session_start.elapsed().as_secs_f64();
-    checkpoint::save(&spec.out, &model, &opt_decay, &opt_rest, &state)?;
 
-    // Final evaluation and export.
-    let valid = model.valid();
-    let t_eval = Instant::now();
-    let val_train_mode = mean_nll(
-        &valid,
-        &val_fixed,
-        &inner_tab,
-        QuantMode::train(tcfg.qat_all),
-        dev,
-    );
-    let windows = val_windows(&corpus.val, mcfg.ctx_len, tcfg.batch_size);
-    let q_val = mean_nll(&valid, &windows, &inner_tab, QuantMode::EVAL, dev);
-    let tail: Vec<f32> = state
-        .metrics
-        .iter()
-        .rev()
-        .take(50)
-        .map(|r| r.train_loss)
-        .collect();
-    let summary = Summary {
-        export_version: crate::config::EXPORT_VERSION,
-        steps: state.step,
-        tokens_seen: state.tokens_seen,
-        wall_time_s: state.wall_s,
-        backend: spec.backend_name.clone(),
-        devices: devices.len(),
-        tokens_per_s: if train_s_session > 0.0 {
-            ((state.step - start_step) as u64 * tokens_per_step) as f64 / train_s_session
-        } else {
-            0.0
-        },
-        final_train_loss: state.metrics.last().map_or(f32::NAN, |r| r.train_loss),
-        final_train_loss_avg50: tail.iter().sum::<f32>() / tail.len().max(1) as f32,
-        val_loss_train_forward: val_train_mode,
-        quantized_val_loss: q_val,
-        quantized_val_positions: windows.iter().map(|b| b.batch * b.ctx).sum(),
-        quantized_eval_s: t_eval.elapsed().as_secs_f64(),
-        n_params: mcfg.n_params(),
-    };
-    runinfo::write_end(spec, &valid, &state, &summary)?;
-    Ok(Outcome::Finished(summary))
+    /// Writes a checkpoint of the current state.
+    fn checkpoint(&mut self) -> Result<()> {
+        self.state.wall_s = self.clock.wall_s();
+        let (model, state) = (&self.model, &self.state);
+        checkpoint::save(
+            &self.spec.out,
+            model,
+            &self.opt_decay,
+            &self.opt_rest,
+            state,
+        )
+    }
+
+    /// Stops early (Ctrl-C, `--stop-after`) with a checkpoint.
+    fn stop(mut self) -> Result<Outcome> {
+        self.checkpoint()?;
+        let step = self.state.step;
+        self.bar
+            .abandon_with_message(format!("stopped at step {step}; checkpoint written"));
+        Ok(Outcome::Stopped(step))
+    }
+
+    /// After the last step: the final checkpoint, the final evaluations, the exported run dir.
+    fn finish(mut self) -> Result<Summary> {
+        self.bar.finish_and_clear();
+        self.checkpoint()?;
+        let (mcfg, tcfg) = (&self.spec.model, &self.spec.train);
+        let (dev, tab) = (&self.devices[0], &self.eval_tables);
+        let valid = self.model.valid();
+        let t_eval = Instant::now();
+        let train_mode = QuantMode::train(tcfg.qat_all);
+        let val_train_mode = mean_nll(&valid, &self.val_fixed, tab, train_mode, dev);
+        let windows = val_windows(&self.corpus.val, mcfg.ctx_len, tcfg.batch_size);
+        let q_val = mean_nll(&valid, &windows, tab, QuantMode::EVAL, dev);
+        let metrics = &self.state.metrics;
+        let tail: Vec<f32> = metrics
+            .iter()
+            .rev()
+            .take(50)
+            .map(|r| r.train_loss)
+            .collect();
+        let summary = Summary {
+            export_version: crate::config::EXPORT_VERSION,
+            steps: self.state.step,
+            tokens_seen: self.state.tokens_seen,
+            wall_time_s: self.state.wall_s,
+            backend: self.spec.backend_name.clone(),
+            devices: self.devices.len(),
+            tokens_per_s: if self.clock.train_s > 0.0 {
+                self.tokens_per_s()
+            } else {
+                0.0
+            },
+            final_train_loss: metrics.last().map_or(f32::NAN, |r| r.train_loss),
+            final_train_loss_avg50: tail.iter().sum::<f32>() / tail.len().max(1) as f32,
+            val_loss_train_forward: val_train_mode,
+            quantized_val_loss: q_val,
+            quantized_val_positions: windows.iter().map(|b| b.batch * b.ctx).sum(),
+            quantized_eval_s: t_eval.elapsed().as_secs_f64(),
+            n_params: mcfg.n_params(),
+        };
+        runinfo::write_end(self.spec, &valid, metrics, &summary)?;
+        Ok(summary)
+    }
 }

@@ -8,7 +8,7 @@ use burn::module::{Module, ModuleMapper, Param};
 use burn::tensor::{Distribution, Int, Tensor, TensorData};
 use std::collections::HashMap;
 use trainer::model::{Model, QuantMode, Tables};
-use trainer::runinfo::export_tensors;
+use trainer::weights::export_tensors;
 use trainer::ModelConfig;
 
 type B = Flex;
