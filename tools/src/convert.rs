@@ -15,7 +15,7 @@ pub const SCALE_FLOOR: f32 = 1e-5;
 pub fn dyadic(x: f64) -> Result<Dyadic> {
     ensure!(
         x.is_finite() && x > 0.0,
-        "scale {x} is not a positive finite number"
+        "scale {x:e} is not a positive finite number"
     );
     // x = f · 2^e with f ∈ [0.5, 1): mant = round(f · 2^32) ∈ [2^31, 2^32].
     let mut e = x.log2().floor() as i32 + 1;
@@ -40,7 +40,9 @@ pub fn dyadic(x: f64) -> Result<Dyadic> {
     };
     ensure!(
         (DYADIC_EXP_MIN..=DYADIC_EXP_MAX).contains(&d.exp),
-        "scale {x} is outside the range a blob can store"
+        "scale {x:e} is outside the range a blob can store (2^{}..2^{})",
+        DYADIC_EXP_MIN + 31,
+        DYADIC_EXP_MAX + 32
     );
     Ok(d)
 }
