@@ -11,19 +11,28 @@ use anyhow::{bail, Context, Result};
 /// and its length. `what` names the file in errors ("model", "data file", …).
 pub fn open_regular(path: &Path, what: &str) -> Result<(File, u64)> {
     let p = path.display();
+    // The type first, from the path: opening a FIFO for reading would block.
+    let meta = std::fs::metadata(path).with_context(|| format!("cannot read {what} {p}"))?;
+    check_regular(&meta, what, path)?;
     let file = File::open(path).with_context(|| format!("cannot read {what} {p}"))?;
+    // Again on the open file, in case the path changed in between.
     let meta = file
         .metadata()
         .with_context(|| format!("cannot read {what} {p}"))?;
+    check_regular(&meta, what, path)?;
+    Ok((file, meta.len()))
+}
+
+fn check_regular(meta: &std::fs::Metadata, what: &str, path: &Path) -> Result<()> {
     if !meta.is_file() {
         let kind = if meta.is_dir() {
             "a directory"
         } else {
             "not a regular file"
         };
-        bail!("{what} {p} is {kind}");
+        bail!("{what} {} is {kind}", path.display());
     }
-    Ok((file, meta.len()))
+    Ok(())
 }
 
 /// Reads the whole regular file `path`, refusing one over `max` bytes before reading it.
