@@ -58,6 +58,7 @@ fn a_session_larger_than_the_cap_is_refused_before_allocating() {
         );
         assert!(e.contains("--max-memory"), "{e}");
     }
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -209,6 +210,7 @@ fn files_are_checked_before_they_are_read() {
         1,
     );
     assert!(e.contains("--max-memory"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
