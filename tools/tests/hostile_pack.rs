@@ -152,6 +152,7 @@ fn oversized_run_files_are_not_read() {
         e.contains("weights.safetensors") && e.contains("bytes"),
         "{e}"
     );
+    let _ = std::fs::remove_dir_all(&dir);
     // config.json as a FIFO (never written): refused without blocking on it.
     let dir = tmp("fifo-config");
     write_run(&dir);
