@@ -238,7 +238,12 @@ fn eval_threads_are_bounded_and_spawn_failures_are_errors() {
         &["eval", "--model", m, "--data", d, "--threads", "1024"],
     );
     let e = fails_with(&out, 1);
-    assert!(e.contains("thread") && e.contains("--threads"), "{e}");
+    // Usually a thread's stack is what fails; on some allocators a thread's session first.
+    assert!(
+        (e.contains("cannot start eval thread") && e.contains("--threads"))
+            || e.contains("refused"),
+        "{e}"
+    );
     let out = tools(&[
         "eval",
         "--model",

@@ -23,6 +23,9 @@ pub const MAX_PARAMS: usize = 4 << 30;
 pub const MAX_BATCH_TOKENS: usize = 1 << 20;
 /// Most tokens in the fixed validation batches (`val_batches × batch × ctx`), held in memory.
 pub const MAX_VAL_TOKENS: usize = 1 << 26;
+/// Most attention scores of one layer in one step (`batch × heads × ctx²`, f32: 16 GiB).
+/// These limits are sanity bounds against absurd overrides, not a memory budget.
+pub const MAX_ATTENTION_SCORES: usize = 1 << 32;
 /// Most optimiser steps of one run.
 pub const MAX_STEPS: usize = 1_000_000_000;
 
@@ -289,6 +292,16 @@ impl TrainConfig {
                 self.batch_size, model.ctx_len
             )));
         }
+        // Attention probabilities `[b, H, t, t]` (burn's tensor-op path materialises them).
+        let scores = step_tokens
+            .saturating_mul(model.n_heads)
+            .saturating_mul(model.ctx_len);
+        if scores > MAX_ATTENTION_SCORES {
+            return Err(TrainError::Config(format!(
+                "batch {} × heads {} × ctx² {}² = {scores} attention scores per layer is more than {MAX_ATTENTION_SCORES}",
+                self.batch_size, model.n_heads, model.ctx_len
+            )));
+        }
         let val_tokens = step_tokens.saturating_mul(self.val_batches);
         if val_tokens > MAX_VAL_TOKENS {
             return Err(TrainError::Config(format!(
@@ -356,6 +369,14 @@ mod tests {
         };
         assert!(tmsg(&|t| t.batch_size = 1 << 40).contains("tokens per step"));
         assert!(tmsg(&|t| t.val_batches = 1 << 40).contains("validation tokens"));
+        let long = ModelConfig {
+            ctx_len: 32768,
+            ..Preset::Tiny.model()
+        };
+        let mut t = Preset::Tiny.train();
+        t.batch_size = 1;
+        let e = t.validate_for(&long).unwrap_err().to_string();
+        assert!(e.contains("attention scores"), "{e}");
         assert!(tmsg(&|t| t.weight_decay = f64::NAN).contains("weight decay"));
         assert!(tmsg(&|t| t.grad_clip = f64::INFINITY).contains("grad clip"));
         assert!(tmsg(&|t| t.steps = usize::MAX).contains("steps"));

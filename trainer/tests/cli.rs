@@ -107,6 +107,7 @@ fn hostile_inputs_fail_with_one_line() {
         ("--layers", "1000000000000", "layers"),
         ("--ffn", "4294967296", "ffn"),
         ("--ctx", "100000000", "ctx"),
+        ("--ctx", "32768", "attention scores"),
         ("--batch", "1000000000000", "tokens per step"),
         ("--val-batches", "1000000000", "validation tokens"),
         ("--steps", "18446744073709551615", "steps"),
