@@ -374,7 +374,7 @@ mod tests {
             ..Preset::Tiny.model()
         };
         let mut t = Preset::Tiny.train();
-        t.batch_size = 1;
+        t.batch_size = 2; // 2 × 4 heads × 2^30 = 2^33 scores
         let e = t.validate_for(&long).unwrap_err().to_string();
         assert!(e.contains("attention scores"), "{e}");
         assert!(tmsg(&|t| t.weight_decay = f64::NAN).contains("weight decay"));
