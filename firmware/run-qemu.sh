@@ -35,7 +35,8 @@ command -v qemu-system-arm >/dev/null || {
 }
 
 export FIRMWARE_MODEL="$model" FIRMWARE_PROMPT="$2" FIRMWARE_TOKENS="$3" FIRMWARE_SEED="$4"
-export FIRMWARE_TEMPERATURE="${5:-0}" FIRMWARE_TOP_K="${6:-0}"
+# TEMPERATURE defaults to 0.8, as in `tools generate` and the firmware's build: one default everywhere.
+export FIRMWARE_TEMPERATURE="${5:-0.8}" FIRMWARE_TOP_K="${6:-0}"
 
 work="$(mktemp -d)"
 if [[ -n "${QEMU_KEEP:-}" ]]; then mkdir -p "$QEMU_KEEP" && work="$(cd "$QEMU_KEEP" && pwd)"; fi

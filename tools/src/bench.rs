@@ -41,18 +41,33 @@ fn argmax(logits: &[i32]) -> u16 {
     best as u16
 }
 
+/// Working memory [`bench`] needs for `rounds` rounds: the session and the latency samples.
+pub fn bench_bytes(config: &runtime::Config, rounds: usize) -> u64 {
+    let ctx = config.ctx_len as usize;
+    let decode = ctx - (ctx / 2).max(1).min(ctx);
+    let samples = (rounds as u64)
+        .saturating_mul(decode as u64)
+        .saturating_mul(8);
+    (session_bytes(config, config.ctx_len) as u64).saturating_add(samples)
+}
+
 /// Runs `rounds` rounds (plus one warm-up): prefill half the context with a fixed token pattern,
 /// then decode greedily to the end of the context, timing every decode step.
 pub fn bench(model: Model<'_>, flash_bytes: usize, rounds: usize) -> Result<BenchReport> {
     let ctx = model.config().ctx_len;
     let vocab = model.config().vocab_size as u16;
     let ram = session_bytes(model.config(), ctx);
-    let mut mem = vec![0u8; ram];
+    let mut mem = crate::memory::zeroed(ram)?;
     let mut session = Session::new(model, ctx, &mut mem).map_err(|e| anyhow!("{e}"))?;
     let prefill = (ctx as usize / 2).max(1);
     let decode = ctx as usize - prefill;
     let mut prefill_s = 0.0;
-    let mut latencies = Vec::with_capacity(rounds * decode);
+    let mut latencies: Vec<f64> = Vec::new();
+    latencies
+        .try_reserve_exact(rounds.saturating_mul(decode))
+        .map_err(|_| {
+            anyhow!("--rounds {rounds}: no memory for {rounds} × {decode} latency samples")
+        })?;
     for round in 0..=rounds {
         session.reset();
         let t0 = Instant::now();
@@ -74,7 +89,8 @@ pub fn bench(model: Model<'_>, flash_bytes: usize, rounds: usize) -> Result<Benc
         }
     }
     let decode_s: f64 = latencies.iter().sum();
-    let mut sorted = latencies.clone();
+    let n_latencies = latencies.len();
+    let mut sorted = latencies;
     sorted.sort_by(f64::total_cmp);
     let pct = |q: f64| {
         if sorted.is_empty() {
@@ -87,10 +103,14 @@ pub fn bench(model: Model<'_>, flash_bytes: usize, rounds: usize) -> Result<Benc
         ctx_len: ctx,
         rounds,
         prefill_tokens: prefill,
-        prefill_tokens_per_s: (prefill * rounds) as f64 / prefill_s,
+        prefill_tokens_per_s: if prefill_s > 0.0 {
+            prefill as f64 * rounds as f64 / prefill_s
+        } else {
+            0.0
+        },
         decode_tokens: decode,
         decode_tokens_per_s: if decode_s > 0.0 {
-            latencies.len() as f64 / decode_s
+            n_latencies as f64 / decode_s
         } else {
             0.0
         },

@@ -35,15 +35,15 @@ pub fn validation_tokens(model: &Model<'_>, text: &str) -> Result<Vec<u16>> {
         .collect()
 }
 
-/// `−ln softmax(logits)[target]` for Q15.16 logits, in f64.
+/// `−ln softmax(logits)[target]` for Q15.16 logits, in f64. The differences are taken in
+/// `i64`: logits of a valid blob may span more than `2^31` units.
 pub fn nll(logits: &[i32], target: u16) -> f64 {
     let unit = 1.0 / (1u64 << LOGIT_FRAC_BITS) as f64;
-    let max = logits.iter().copied().max().unwrap_or(0);
-    let sum: f64 = logits
-        .iter()
-        .map(|&l| ((l - max) as f64 * unit).exp())
-        .sum();
-    sum.ln() - (logits[target as usize] - max) as f64 * unit
+    let max = i64::from(logits.iter().copied().max().unwrap_or(0));
+    let rel = |l: i32| (i64::from(l) - max) as f64 * unit;
+    let sum: f64 = logits.iter().map(|&l| rel(l).exp()).sum();
+    let target = logits.get(target as usize).copied().unwrap_or(i32::MIN);
+    sum.ln() - rel(target)
 }
 
 /// Result of [`evaluate`].
@@ -91,9 +91,10 @@ pub fn evaluate(
     let sums: Vec<Result<f64>> = std::thread::scope(|s| {
         let handles: Vec<_> = windows
             .chunks(per)
-            .map(|chunk| {
-                s.spawn(move || -> Result<f64> {
-                    let mut mem = vec![0u8; session_bytes(model.config(), ctx as u32)];
+            .enumerate()
+            .map(|(k, chunk)| {
+                std::thread::Builder::new().spawn_scoped(s, move || -> Result<f64> {
+                    let mut mem = crate::memory::zeroed(session_bytes(model.config(), ctx as u32))?;
                     let mut session = Session::new(model, ctx as u32, &mut mem)
                         .map_err(|e| anyhow::anyhow!("{e}"))?;
                     let mut sum = 0.0;
@@ -108,13 +109,16 @@ pub fn evaluate(
                     }
                     Ok(sum)
                 })
+                .map_err(|e| anyhow::anyhow!("cannot start eval thread {} of {threads}: {e} (try a smaller --threads)", k + 1))
             })
             .collect();
         handles
             .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| bail!("an eval thread panicked"))
+            .map(|h| match h {
+                Ok(h) => h
+                    .join()
+                    .unwrap_or_else(|_| bail!("an eval thread panicked")),
+                Err(e) => Err(e),
             })
             .collect()
     });
@@ -143,6 +147,16 @@ mod tests {
     fn nll_of_uniform_logits_is_ln_v() {
         let l = [7 << 16; 4];
         assert!((nll(&l, 2) - 4f64.ln()).abs() < 1e-12);
+    }
+
+    #[test]
+    fn nll_survives_logits_spanning_more_than_i32() {
+        // A valid blob with extreme scales: the difference overflows i32.
+        let l = [i32::MAX, i32::MIN, 0];
+        let n = nll(&l, 1);
+        let expect = (i32::MAX as f64 - i32::MIN as f64) / 65536.0;
+        assert!(n.is_finite() && (n - expect).abs() < 1e-6, "{n}");
+        assert!(nll(&l, 0).abs() < 1e-9);
     }
 
     #[test]

@@ -26,7 +26,7 @@ pub fn generate(
     prompt: &str,
     tokens: usize,
     config: SamplerConfig,
-    out: &mut impl Write,
+    out: &mut (impl Write + ?Sized),
 ) -> Result<()> {
     let mut ids = vec![0u16; prompt.len()];
     let n = encode(&model, prompt.as_bytes(), &mut ids).map_err(|e| anyhow!("prompt: {e}"))?;
@@ -34,7 +34,7 @@ pub fn generate(
         bail!("the prompt must not be empty");
     }
     let ctx = model.config().ctx_len;
-    let mut mem = vec![0u8; session_bytes(model.config(), ctx)];
+    let mut mem = crate::memory::zeroed(session_bytes(model.config(), ctx))?;
     let mut session = Session::new(model, ctx, &mut mem).map_err(|e| anyhow!("{e}"))?;
     out.write_all(prompt.as_bytes())?;
     out.flush()?;
