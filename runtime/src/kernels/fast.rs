@@ -83,3 +83,14 @@ pub fn int8_dot(a: &[i8], b: &[i8]) -> i32 {
     }
     s
 }
+
+/// Same contract as [`reference::int8_matvec`](super::reference::int8_matvec): [`int8_dot`]
+/// per row.
+pub fn int8_matvec(m: &[i8], stride: usize, x: &[i8], y: &mut [i32]) {
+    let len = x.len();
+    for (r, out) in y.iter_mut().enumerate() {
+        *out = m
+            .get(r * stride..r * stride + len)
+            .map_or(0, |row| int8_dot(row, x));
+    }
+}

@@ -32,3 +32,21 @@ pub fn int8_dot(a: &[i8], b: &[i8]) -> i32 {
     }
     acc
 }
+
+/// `Y[t] = W · X[t]` for a block of `n` tokens: [`ternary_matvec`] per token. Shapes:
+/// `w [rows][row_bytes]`, `x [n][row_bytes·4]`, `y [n][rows]` (token-major).
+pub fn ternary_matmul(w: &[u8], row_bytes: usize, x: &[i8], y: &mut [i32]) {
+    let rows = w.len() / row_bytes;
+    for (xt, yt) in x.chunks_exact(row_bytes * 4).zip(y.chunks_exact_mut(rows)) {
+        ternary_matvec(w, row_bytes, xt, yt);
+    }
+}
+
+/// `y[r] = Σ_j m[r·stride + j] · x[j]` for `j < x.len()`: [`int8_dot`] against rows that start
+/// `stride` elements apart (keys of one KV head across positions, the embedding rows).
+pub fn int8_matvec(m: &[i8], stride: usize, x: &[i8], y: &mut [i32]) {
+    let len = x.len();
+    for (r, out) in y.iter_mut().enumerate() {
+        *out = int8_dot(&m[r * stride..r * stride + len], x);
+    }
+}

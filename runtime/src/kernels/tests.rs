@@ -1,6 +1,6 @@
 //! One suite for every kernel implementation: each must equal the scalar reference exactly.
 
-use super::{decode_ternary, dsp, encode_ternary, fast, reference};
+use super::{decode_ternary, dsp, encode_ternary, fast, reference, Level};
 use crate::format::{ternary_row_bytes, MAX_WIDTH};
 use std::vec;
 use std::vec::Vec;
@@ -32,12 +32,72 @@ fn pack(weights: &[i8], rows: usize, cols: usize) -> (Vec<u8>, usize) {
 
 type MatVec = fn(&[u8], usize, &[i8], &mut [i32]);
 type Dot = fn(&[i8], &[i8]) -> i32;
-const MATVECS: &[(&str, MatVec)] = &[
-    ("fast", fast::ternary_matvec),
-    ("dsp lanes (portable SMLAD)", dsp::ternary_matvec_lanes),
-    #[cfg(runtime_dsp)]
-    ("dsp", dsp::ternary_matvec),
-];
+type Int8MatVec = fn(&[i8], usize, &[i8], &mut [i32]);
+
+/// Runs `f` at `level` through the public dispatching entry points, or returns false when
+/// this CPU lacks the level. Levels are process-wide, but every level returns the same
+/// results, so tests running in parallel cannot disturb one another.
+fn at_level<R>(level: Level, f: impl FnOnce() -> R) -> Option<R> {
+    super::set_level(level).ok()?;
+    let r = f();
+    let _ = super::set_level(super::detected());
+    Some(r)
+}
+
+/// The matvec variants this CPU can run, by name.
+fn matvecs() -> Vec<(&'static str, MatVec)> {
+    let mut v: Vec<(&'static str, MatVec)> = vec![
+        ("fast", fast::ternary_matvec),
+        ("dsp lanes (portable SMLAD)", dsp::ternary_matvec_lanes),
+        #[cfg(runtime_dsp)]
+        ("dsp", dsp::ternary_matvec),
+    ];
+    #[cfg(target_arch = "x86_64")]
+    {
+        use super::x86_64 as x;
+        if Level::Avx2.supported() {
+            v.push(("avx2", |w, rb, xs, y| {
+                // SAFETY: AVX2 is supported (checked above).
+                unsafe { x::ternary_matvec_avx2(w, rb, xs, y) }
+            }));
+            v.push(("avx2 matmul (one token)", |w, rb, xs, y| {
+                let mut scratch = vec![0i8; super::matmul_scratch_bytes(rb * 4, 1)];
+                // SAFETY: as above.
+                unsafe { x::ternary_matmul_avx2(w, rb, xs, y, &mut scratch) }
+            }));
+        }
+        if Level::Avx512Vnni.supported() {
+            v.push(("avx512vnni", |w, rb, xs, y| {
+                // SAFETY: AVX-512 VNNI is supported (checked above).
+                unsafe { x::ternary_matvec_vnni(w, rb, xs, y) }
+            }));
+            v.push(("avx512vnni matmul (one token)", |w, rb, xs, y| {
+                let mut scratch = vec![0i8; super::matmul_scratch_bytes(rb * 4, 1)];
+                // SAFETY: as above.
+                unsafe { x::ternary_matmul_vnni(w, rb, xs, y, &mut scratch) }
+            }));
+        }
+    }
+    #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+    v.push(("neon", super::aarch64::ternary_matvec_neon));
+    v
+}
+
+/// The int8 matrix-vector variants this CPU can run.
+fn int8_matvecs() -> Vec<(&'static str, Int8MatVec)> {
+    let mut v: Vec<(&'static str, Int8MatVec)> = vec![("fast", fast::int8_matvec)];
+    #[cfg(target_arch = "x86_64")]
+    if Level::Avx2.supported() {
+        v.push(("avx2", |m, stride, x, y| {
+            // SAFETY: AVX2 is supported (checked above).
+            unsafe { super::x86_64::int8_matvec_avx2(m, stride, x, y) }
+        }));
+    }
+    #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+    v.push(("neon", super::aarch64::int8_matvec_neon));
+    v
+}
+
 const DOTS: [(&str, Dot); 1] = [("fast", fast::int8_dot)];
 
 fn check_matvec(weights: &[i8], rows: usize, cols: usize, x: &[i8]) {
@@ -53,10 +113,107 @@ fn check_matvec(weights: &[i8], rows: usize, cols: usize, x: &[i8]) {
             .sum();
         assert_eq!(want[r], d);
     }
-    for &(name, f) in MATVECS {
-        let mut got = vec![0i32; rows];
+    for (name, f) in matvecs() {
+        let mut got = vec![-7i32; rows];
         f(&w, rb, &xp, &mut got);
         assert_eq!(got, want, "{name} rows={rows} cols={cols}");
+    }
+    // Through the dispatcher at every level this CPU has.
+    for level in super::supported_levels() {
+        let got = at_level(level, || {
+            let mut got = vec![-7i32; rows];
+            super::ternary_matvec(&w, rb, &xp, &mut got);
+            got
+        });
+        if let Some(got) = got {
+            assert_eq!(got, want, "dispatch {level} rows={rows} cols={cols}");
+        }
+    }
+}
+
+/// A block of `n` tokens through every matrix kernel, against the reference token by token.
+fn check_matmul(weights: &[i8], rows: usize, cols: usize, xs: &[i8], n: usize) {
+    let (w, rb) = pack(weights, rows, cols);
+    let a = rb * 4;
+    let mut xp = vec![0i8; n * a];
+    for t in 0..n {
+        xp[t * a..t * a + cols].copy_from_slice(&xs[t * cols..(t + 1) * cols]);
+        // Padding activations may hold anything (the weights' padding codes are zero).
+        for (k, v) in xp[t * a + cols..(t + 1) * a].iter_mut().enumerate() {
+            *v = (k as i8).wrapping_mul(37);
+        }
+    }
+    let mut want = vec![0i32; n * rows];
+    reference::ternary_matmul(&w, rb, &xp, &mut want);
+    for t in 0..n {
+        let mut one = vec![0i32; rows];
+        reference::ternary_matvec(&w, rb, &xp[t * a..(t + 1) * a], &mut one);
+        assert_eq!(one, want[t * rows..(t + 1) * rows]);
+    }
+    let mut kernels: Vec<(&str, MatMul)> = Vec::new();
+    #[cfg(target_arch = "x86_64")]
+    {
+        if Level::Avx2.supported() {
+            kernels.push(("avx2", |w, rb, x, y, s| {
+                // SAFETY: AVX2 is supported (checked above).
+                unsafe { super::x86_64::ternary_matmul_avx2(w, rb, x, y, s) }
+            }));
+        }
+        if Level::Avx512Vnni.supported() {
+            kernels.push(("avx512vnni", |w, rb, x, y, s| {
+                // SAFETY: AVX-512 VNNI is supported (checked above).
+                unsafe { super::x86_64::ternary_matmul_vnni(w, rb, x, y, s) }
+            }));
+        }
+    }
+    kernels.push(("dispatch", super::ternary_matmul));
+    for (name, f) in kernels {
+        let mut scratch = vec![1i8; super::matmul_scratch_bytes(a, n)];
+        let mut got = vec![-7i32; n * rows];
+        f(&w, rb, &xp, &mut got, &mut scratch);
+        assert_eq!(got, want, "{name} rows={rows} cols={cols} n={n}");
+    }
+    // Too little scratch: still exact (token by token).
+    let mut got = vec![-7i32; n * rows];
+    super::ternary_matmul(&w, rb, &xp, &mut got, &mut []);
+    assert_eq!(got, want, "no scratch rows={rows} cols={cols} n={n}");
+    for level in super::supported_levels() {
+        if let Some(got) = at_level(level, || {
+            let mut scratch = vec![0i8; super::matmul_scratch_bytes(a, n)];
+            let mut got = vec![-7i32; n * rows];
+            super::ternary_matmul(&w, rb, &xp, &mut got, &mut scratch);
+            got
+        }) {
+            assert_eq!(got, want, "dispatch {level} rows={rows} cols={cols} n={n}");
+        }
+    }
+}
+
+type MatMul = fn(&[u8], usize, &[i8], &mut [i32], &mut [i8]);
+
+/// `y[r] = m[r·stride..][..len] · x` through every variant.
+fn check_int8_matvec(m: &[i8], stride: usize, x: &[i8], rows: usize) {
+    let mut want = vec![0i32; rows];
+    reference::int8_matvec(m, stride, x, &mut want);
+    for (r, w) in want.iter().enumerate() {
+        let plain: i64 = (0..x.len())
+            .map(|j| m[r * stride + j] as i64 * x[j] as i64)
+            .sum();
+        assert_eq!(*w as i64, plain);
+    }
+    for (name, f) in int8_matvecs() {
+        let mut got = vec![-7i32; rows];
+        f(m, stride, x, &mut got);
+        assert_eq!(got, want, "{name} len={} stride={stride} rows={rows}", x.len());
+    }
+    for level in super::supported_levels() {
+        if let Some(got) = at_level(level, || {
+            let mut got = vec![-7i32; rows];
+            super::int8_matvec(m, stride, x, &mut got);
+            got
+        }) {
+            assert_eq!(got, want, "dispatch {level} len={}", x.len());
+        }
     }
 }
 
@@ -155,4 +312,88 @@ fn int8_dot_random_and_extremes() {
     check_dot(&vec![-128; n], &vec![-128; n]);
     check_dot(&vec![127; n], &vec![-128; n]);
     check_dot(&vec![127; n + 1], &vec![127; n + 1]);
+}
+
+#[test]
+fn ternary_matmul_random_blocks() {
+    let mut rng = Rng(0x5DEE_CE66_D1CE_4E5B);
+    for _ in 0..60 {
+        let rows = 1 + rng.below(11) as usize;
+        let cols = 1 + rng.below(600) as usize;
+        let n = 1 + rng.below(9) as usize;
+        let w: Vec<i8> = (0..rows * cols).map(|_| rng.below(3) as i8 - 1).collect();
+        let x: Vec<i8> = (0..n * cols).map(|_| rng.next() as i8).collect();
+        check_matmul(&w, rows, cols, &x, n);
+    }
+    // More tokens than one tile, rows wider than one pass.
+    for (rows, cols, n) in [(5, 128, 70), (3, 1100, 5), (4, 2048 + 64, 3), (2, 64, 130)] {
+        let w: Vec<i8> = (0..rows * cols).map(|_| rng.below(3) as i8 - 1).collect();
+        let x: Vec<i8> = (0..n * cols).map(|_| rng.next() as i8).collect();
+        check_matmul(&w, rows, cols, &x, n);
+    }
+}
+
+#[test]
+fn ternary_matmul_extremes() {
+    for (wv, xv) in [(1i8, 127i8), (1, -128), (-1, -128), (-1, 127)] {
+        for cols in [64, 128, 192, 1024 + 64, MAX_WIDTH as usize] {
+            let (rows, n) = (5, 3);
+            check_matmul(&vec![wv; rows * cols], rows, cols, &vec![xv; n * cols], n);
+        }
+    }
+}
+
+#[test]
+fn ternary_wide_passes_and_all_ones_rows() {
+    // Rows across the SIMD kernels' 1024-column passes, and whole rows of +1 / -1.
+    let mut rng = Rng(0x0123_4567_89AB_CDEF);
+    for cols in [960, 1024, 1088, 2047, 3000] {
+        for rows in [1, 4, 7] {
+            let w: Vec<i8> = (0..rows * cols)
+                .map(|i| if (i / cols) % 2 == 0 { 1 } else { -1 })
+                .collect();
+            let x: Vec<i8> = (0..cols).map(|_| rng.next() as i8).collect();
+            check_matvec(&w, rows, cols, &x);
+        }
+    }
+}
+
+#[test]
+fn int8_matvec_random_and_extremes() {
+    let mut rng = Rng(0x1357_9BDF_2468_ACE0);
+    for _ in 0..100 {
+        let len = rng.below(150) as usize;
+        let stride = len + rng.below(40) as usize;
+        let rows = rng.below(10) as usize;
+        let m: Vec<i8> = (0..rows * stride + len).map(|_| rng.next() as i8).collect();
+        let x: Vec<i8> = (0..len).map(|_| rng.next() as i8).collect();
+        check_int8_matvec(&m, stride, &x, rows);
+    }
+    let n = MAX_WIDTH as usize;
+    for (a, b) in [(-128i8, -128i8), (127, -128), (127, 127)] {
+        for len in [1, 15, 16, 17, 33, n] {
+            check_int8_matvec(&vec![a; 3 * len], len, &vec![b; len], 3);
+        }
+    }
+}
+
+#[test]
+fn dispatch_levels() {
+    let best = super::detected();
+    assert!(best.supported());
+    assert!(Level::Portable.supported());
+    let levels: Vec<Level> = super::supported_levels().collect();
+    assert_eq!(levels.first(), Some(&Level::Portable));
+    assert_eq!(levels.last(), Some(&best));
+    #[cfg(target_arch = "x86_64")]
+    {
+        assert!(!Level::Neon.supported());
+        assert_eq!(
+            super::set_level(Level::Neon),
+            Err(super::dispatch::Unsupported(Level::Neon))
+        );
+    }
+    #[cfg(target_arch = "aarch64")]
+    assert_eq!(best, Level::Neon);
+    at_level(Level::Portable, || assert_eq!(super::level(), Level::Portable)).unwrap();
 }

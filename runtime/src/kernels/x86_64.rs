@@ -1,0 +1,527 @@
+//! x86-64 kernels: AVX2 (`vpmaddubsw`) and AVX-512 VNNI (`vpdpbusd`), chosen at run time by
+//! [`super::dispatch`]. Every function here has the contract of its twin in
+//! [`reference`](super::reference) and is checked against it by the shared suite.
+//!
+//! # Ternary products: `Σ w·x = Σ (w+1)·x − Σ x`
+//!
+//! A 2-bit code becomes `q = w + 1 ∈ {0, 1, 2}` with one `vpshufb` (code `0b10`, which the
+//! loader never lets through, maps to `q = 1`, i.e. `w = 0`, as in
+//! [`decode_ternary`](super::decode_ternary)). `q` is unsigned, so `vpmaddubsw(q, x)` and
+//! `vpdpbusd(q, x)` multiply it with signed activations exactly (`|q·x| ≤ 256`: no saturation),
+//! and `Σ x` of the padded activation vector, computed once per vector, takes the `+1` back out.
+//! Padding codes are `0b00` (`q = 1`), which is why `Σ x` runs over the same padded columns.
+//!
+//! # Activation layout
+//!
+//! A packed 32-byte weight vector shifted right by `2s` and masked holds the weights
+//! `4i + s` for `i = 0..32`. The activations are permuted to match, per *chunk* of
+//! [`CHUNK`] columns: `xp[s·32 + i] = x[4i + s]` (see [`permute_chunk`]); a half chunk (64
+//! columns, 16 weight bytes, the blob's row alignment) fills slots `0..16` of each group and
+//! zeroes the rest. Permuting costs ~24 instructions per 128 activations, once per vector.
+//!
+//! Overflow: every partial sum is bounded by `2 · 128 · cols ≤ 2^8 · (2^15 + 64) < 2^24`.
+
+use core::arch::x86_64::*;
+
+/// Columns per permuted chunk (32 weight bytes, one `ymm` of codes).
+pub const CHUNK: usize = 128;
+/// Columns per pass over a matrix: the permuted activations of one pass live on the stack (1 KiB).
+const PASS: usize = 8 * CHUNK;
+/// Tokens per tile of [`ternary_matmul_avx2`] (their `Σ x` lives on the stack).
+pub const TILE: usize = 64;
+
+/// `row_bytes` the vector kernels accept (whole half chunks); others use the portable kernel.
+pub const fn row_bytes_ok(row_bytes: usize) -> bool {
+    row_bytes % 16 == 0 && row_bytes > 0
+}
+
+/// Bytes of permuted scratch one token needs in a pass over `cols` columns: whole chunks.
+pub const fn permuted_len(cols: usize) -> usize {
+    let c = if cols < PASS { cols } else { PASS };
+    c.div_ceil(CHUNK) * CHUNK
+}
+
+/// Permutes 128 activations (`x[..128]`) into chunk layout `out[s·32 + i] = x[4i + s]`.
+///
+/// Bytes `4i+s` of each 16-byte lane are first grouped by `s` (`vpshufb`), giving dwords
+/// `D[m][s]` (lane `m`, 4 bytes each); an 8×4 dword transpose (`vpunpck*`, `vpermd`) then
+/// lays out `D[0][s], …, D[7][s]` for each `s`.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn permute_chunk(x: &[i8; CHUNK], out: &mut [i8; CHUNK]) {
+    let shuf = _mm256_setr_epi8(
+        0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15, 0, 4, 8, 12, 1, 5, 9, 13, 2, 6,
+        10, 14, 3, 7, 11, 15,
+    );
+    let p = x.as_ptr() as *const __m256i;
+    // SAFETY: `x` holds 128 bytes: four unaligned 32-byte loads.
+    let [y0, y1, y2, y3] = unsafe {
+        [0, 1, 2, 3].map(|k| _mm256_shuffle_epi8(_mm256_loadu_si256(p.add(k)), shuf))
+    };
+    let lo01 = _mm256_unpacklo_epi32(y0, y1);
+    let hi01 = _mm256_unpackhi_epi32(y0, y1);
+    let lo23 = _mm256_unpacklo_epi32(y2, y3);
+    let hi23 = _mm256_unpackhi_epi32(y2, y3);
+    let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    let s = [
+        _mm256_unpacklo_epi64(lo01, lo23),
+        _mm256_unpackhi_epi64(lo01, lo23),
+        _mm256_unpacklo_epi64(hi01, hi23),
+        _mm256_unpackhi_epi64(hi01, hi23),
+    ];
+    let o = out.as_mut_ptr() as *mut __m256i;
+    for (k, v) in s.into_iter().enumerate() {
+        // SAFETY: `out` holds 128 bytes: four unaligned 32-byte stores.
+        unsafe { _mm256_storeu_si256(o.add(k), _mm256_permutevar8x32_epi32(v, order)) };
+    }
+}
+
+/// Permutes `x` (a multiple of 64 long, at most [`PASS`]) into chunk layout in `out` and
+/// returns `Σ x`. `out` must hold [`permuted_len`]`(x.len())` bytes.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn permute(x: &[i8], out: &mut [i8]) -> i32 {
+    let mut sum = 0i32;
+    for (xc, oc) in x.chunks(CHUNK).zip(out.chunks_exact_mut(CHUNK)) {
+        if let (Ok(xc), Ok(oc)) = (<&[i8; CHUNK]>::try_from(xc), <&mut [i8; CHUNK]>::try_from(&mut *oc)) {
+            permute_chunk(xc, oc);
+        } else {
+            // A half chunk: 16 weights per group, the rest zero.
+            oc.fill(0);
+            for (i, q) in xc.chunks_exact(4).enumerate() {
+                for (s, v) in q.iter().enumerate() {
+                    oc[s * 32 + i] = *v;
+                }
+            }
+        }
+        for v in xc {
+            sum += *v as i32;
+        }
+    }
+    sum
+}
+
+/// The `q = w + 1` table for `vpshufb` (index = 2-bit code).
+#[inline]
+#[target_feature(enable = "avx2")]
+fn q_table256() -> __m256i {
+    _mm256_setr_epi8(
+        1, 2, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        0, 0,
+    )
+}
+
+/// `q = w + 1` of weights `4i + S` of a 32-byte code vector.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn q_of<const SHIFT: i32>(codes: __m256i, table: __m256i) -> __m256i {
+    let three = _mm256_set1_epi8(3);
+    _mm256_shuffle_epi8(
+        table,
+        _mm256_and_si256(_mm256_srli_epi16::<SHIFT>(codes), three),
+    )
+}
+
+/// The four `q` vectors of one 32-byte (or, zero extended, 16-byte) code vector.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn q4(codes: __m256i, table: __m256i) -> [__m256i; 4] {
+    [
+        q_of::<0>(codes, table),
+        q_of::<2>(codes, table),
+        q_of::<4>(codes, table),
+        q_of::<6>(codes, table),
+    ]
+}
+
+/// Loads the codes of chunk `c` of a row slice (32 bytes, or 16 zero extended at the end).
+///
+/// # Safety
+/// `row` must hold bytes `32c..min(32c + 32, row.len())` with `row.len() - 32c ≥ 16`.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn load_codes(row: &[u8], c: usize) -> __m256i {
+    let p = row.as_ptr().add(32 * c);
+    if row.len() >= 32 * c + 32 {
+        _mm256_loadu_si256(p as *const __m256i)
+    } else {
+        _mm256_zextsi128_si256(_mm_loadu_si128(p as *const __m128i))
+    }
+}
+
+/// `Σ_i` of the 16-bit lanes `q·x` of one chunk, widened to eight `i32` lanes.
+/// `|Σ| ≤ 4 · 512` per 16-bit lane before widening.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn chunk_dot(q: &[__m256i; 4], xp: *const __m256i) -> __m256i {
+    // SAFETY (for callers): `xp` points at one permuted chunk (128 bytes).
+    let x = unsafe { [0, 1, 2, 3].map(|s| _mm256_loadu_si256(xp.add(s))) };
+    let p01 = _mm256_add_epi16(_mm256_maddubs_epi16(q[0], x[0]), _mm256_maddubs_epi16(q[1], x[1]));
+    let p23 = _mm256_add_epi16(_mm256_maddubs_epi16(q[2], x[2]), _mm256_maddubs_epi16(q[3], x[3]));
+    _mm256_madd_epi16(_mm256_add_epi16(p01, p23), _mm256_set1_epi16(1))
+}
+
+/// The sums of the eight `i32` lanes of four vectors: `[Σa, Σb, Σc, Σd]`.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn hsum4(a: __m256i, b: __m256i, c: __m256i, d: __m256i) -> [i32; 4] {
+    let h = _mm256_hadd_epi32(_mm256_hadd_epi32(a, b), _mm256_hadd_epi32(c, d));
+    let s = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256::<1>(h));
+    let mut out = [0i32; 4];
+    // SAFETY: 16-byte store into a 16-byte array.
+    unsafe { _mm_storeu_si128(out.as_mut_ptr() as *mut __m128i, s) };
+    out
+}
+
+/// Splits `0..row_bytes` into passes of at most [`PASS`] columns: `(first byte, bytes)`.
+fn passes(row_bytes: usize) -> impl Iterator<Item = (usize, usize)> {
+    (0..row_bytes)
+        .step_by(PASS / 4)
+        .map(move |b0| (b0, (row_bytes - b0).min(PASS / 4)))
+}
+
+/// `y = W · x` with AVX2: the contract of
+/// [`reference::ternary_matvec`](super::reference::ternary_matvec), for
+/// [`row_bytes_ok`] rows.
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[target_feature(enable = "avx2")]
+pub unsafe fn ternary_matvec_avx2(w: &[u8], row_bytes: usize, x: &[i8], y: &mut [i32]) {
+    debug_assert!(row_bytes_ok(row_bytes));
+    debug_assert_eq!(x.len(), row_bytes * 4);
+    debug_assert_eq!(w.len(), row_bytes * y.len());
+    y.fill(0);
+    let table = q_table256();
+    let mut xp = [0i8; PASS];
+    for (b0, nb) in passes(row_bytes) {
+        let (Some(xs), Some(xp)) = (x.get(4 * b0..4 * (b0 + nb)), xp.get_mut(..permuted_len(4 * nb)))
+        else {
+            return;
+        };
+        let sum_x = permute(xs, xp);
+        let chunks = nb.div_ceil(32);
+        let px = xp.as_ptr() as *const __m256i;
+        let mut rows4 = w.chunks_exact(row_bytes);
+        let mut outs = y.chunks_exact_mut(4);
+        for out in outs.by_ref() {
+            let r: [&[u8]; 4] = core::array::from_fn(|_| rows4.next().unwrap_or(&[]));
+            let r = r.map(|row| row.get(b0..b0 + nb).unwrap_or(&[]));
+            if r.iter().any(|row| row.len() != nb) {
+                return;
+            }
+            let mut acc = [_mm256_setzero_si256(); 4];
+            for c in 0..chunks {
+                for k in 0..4 {
+                    // SAFETY: `r[k]` has `nb` bytes, `nb - 32c ≥ 16`; `xp` holds `chunks` chunks.
+                    let q = q4(unsafe { load_codes(r[k], c) }, table);
+                    acc[k] = _mm256_add_epi32(acc[k], chunk_dot(&q, unsafe { px.add(4 * c) }));
+                }
+            }
+            let s = hsum4(acc[0], acc[1], acc[2], acc[3]);
+            for (o, v) in out.iter_mut().zip(s) {
+                *o = o.wrapping_add(v.wrapping_sub(sum_x));
+            }
+        }
+        for out in outs.into_remainder() {
+            let Some(row) = rows4.next().and_then(|r| r.get(b0..b0 + nb)) else {
+                return;
+            };
+            let mut acc = _mm256_setzero_si256();
+            for c in 0..chunks {
+                // SAFETY: as above.
+                let q = q4(unsafe { load_codes(row, c) }, table);
+                acc = _mm256_add_epi32(acc, chunk_dot(&q, unsafe { px.add(4 * c) }));
+            }
+            let z = _mm256_setzero_si256();
+            let s = hsum4(acc, z, z, z)[0];
+            *out = out.wrapping_add(s.wrapping_sub(sum_x));
+        }
+    }
+}
+
+/// `Y[t] = W · X[t]` for a block of tokens with AVX2, reading each weight row once per tile of
+/// [`TILE`] tokens: the row's codes are turned into `q` vectors once and applied to every
+/// token. Shapes: `x [n][row_bytes·4]`, `y [n][rows]`, `scratch [≥ min(n, TILE) ·
+/// permuted_len(row_bytes·4)]`. The contract of
+/// [`reference::ternary_matmul`](super::reference::ternary_matmul).
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[target_feature(enable = "avx2")]
+pub unsafe fn ternary_matmul_avx2(
+    w: &[u8],
+    row_bytes: usize,
+    x: &[i8],
+    y: &mut [i32],
+    scratch: &mut [i8],
+) {
+    let cols = row_bytes * 4;
+    debug_assert!(row_bytes_ok(row_bytes));
+    let rows = w.len() / row_bytes;
+    let n = x.len() / cols;
+    debug_assert_eq!(y.len(), n * rows);
+    y.fill(0);
+    let table = q_table256();
+    for t0 in (0..n).step_by(TILE) {
+        let nt = (n - t0).min(TILE);
+        for (b0, nb) in passes(row_bytes) {
+            let plen = permuted_len(4 * nb);
+            let Some(xp) = scratch.get_mut(..nt * plen) else {
+                return;
+            };
+            let mut sum_x = [0i32; TILE];
+            for (t, (xt, s)) in xp.chunks_exact_mut(plen).zip(sum_x.iter_mut()).enumerate() {
+                let Some(xs) = x.get((t0 + t) * cols + 4 * b0..(t0 + t) * cols + 4 * (b0 + nb))
+                else {
+                    return;
+                };
+                *s = permute(xs, xt);
+            }
+            let chunks = nb.div_ceil(32);
+            for (r, row) in w.chunks_exact(row_bytes).enumerate() {
+                let Some(row) = row.get(b0..b0 + nb) else {
+                    return;
+                };
+                // Tokens four at a time, one chunk's q vectors shared by the four.
+                let mut t = 0;
+                while t < nt {
+                    let k = (nt - t).min(4);
+                    let mut acc = [_mm256_setzero_si256(); 4];
+                    for c in 0..chunks {
+                        // SAFETY: `row` has `nb` bytes with `nb - 32c ≥ 16`.
+                        let q = q4(unsafe { load_codes(row, c) }, table);
+                        for (j, a) in acc.iter_mut().enumerate().take(k) {
+                            // SAFETY: token `t + j < nt` owns `plen ≥ 128·chunks` bytes of `xp`.
+                            let px = unsafe { xp.as_ptr().add((t + j) * plen + c * CHUNK) };
+                            *a = _mm256_add_epi32(*a, chunk_dot(&q, px as *const __m256i));
+                        }
+                    }
+                    let s = hsum4(acc[0], acc[1], acc[2], acc[3]);
+                    for j in 0..k {
+                        if let Some(o) = y.get_mut((t0 + t + j) * rows + r) {
+                            *o = o.wrapping_add(s[j].wrapping_sub(sum_x[t + j]));
+                        }
+                    }
+                    t += k;
+                }
+            }
+        }
+    }
+}
+
+/// `q = w + 1` of weights `4i + S` of a 64-byte code vector (two 32-byte rows or chunks).
+#[inline]
+#[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn q_of512<const SHIFT: u32>(codes: __m512i, table: __m512i) -> __m512i {
+    let three = _mm512_set1_epi8(3);
+    _mm512_shuffle_epi8(
+        table,
+        _mm512_and_si512(_mm512_srli_epi16::<SHIFT>(codes), three),
+    )
+}
+
+/// Two rows' codes of chunk `c`: row `a` in the low half, row `b` in the high half.
+///
+/// # Safety
+/// As [`load_codes`] for both rows.
+#[inline]
+#[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn load_codes2(a: &[u8], b: &[u8], c: usize) -> __m512i {
+    _mm512_inserti64x4::<1>(
+        _mm512_castsi256_si512(load_codes(a, c)),
+        load_codes(b, c),
+    )
+}
+
+/// `y = W · x` with AVX-512 VNNI: two rows per `zmm` (the activations broadcast to both
+/// halves), four rows per step, `vpdpbusd` accumulating `q·x` straight into `i32` lanes.
+/// Remaining rows go through [`ternary_matvec_avx2`]'s loop. The contract of
+/// [`reference::ternary_matvec`](super::reference::ternary_matvec), for [`row_bytes_ok`] rows.
+///
+/// # Safety
+/// The CPU must support AVX-512 F, BW, VL and VNNI.
+#[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn ternary_matvec_vnni(w: &[u8], row_bytes: usize, x: &[i8], y: &mut [i32]) {
+    debug_assert!(row_bytes_ok(row_bytes));
+    debug_assert_eq!(x.len(), row_bytes * 4);
+    debug_assert_eq!(w.len(), row_bytes * y.len());
+    let full = y.len() & !3;
+    let (y4, y_rest) = y.split_at_mut(full);
+    let (w4, w_rest) = w.split_at(full * row_bytes);
+    // The rows that do not fill a group of four.
+    // SAFETY: AVX-512 implies AVX2.
+    unsafe { ternary_matvec_avx2(w_rest, row_bytes, x, y_rest) };
+    y4.fill(0);
+    let table = _mm512_broadcast_i32x4(_mm256_castsi256_si128(q_table256()));
+    let mut xp = [0i8; PASS];
+    for (b0, nb) in passes(row_bytes) {
+        let (Some(xs), Some(xp)) = (x.get(4 * b0..4 * (b0 + nb)), xp.get_mut(..permuted_len(4 * nb)))
+        else {
+            return;
+        };
+        let sum_x = permute(xs, xp);
+        let chunks = nb.div_ceil(32);
+        let px = xp.as_ptr() as *const __m256i;
+        for (out, rows) in y4.chunks_exact_mut(4).zip(w4.chunks_exact(4 * row_bytes)) {
+            let r: [&[u8]; 4] =
+                core::array::from_fn(|k| rows.get(k * row_bytes + b0..k * row_bytes + b0 + nb).unwrap_or(&[]));
+            if r.iter().any(|row| row.len() != nb) {
+                return;
+            }
+            let (mut a01, mut a23) = (_mm512_setzero_si512(), _mm512_setzero_si512());
+            for c in 0..chunks {
+                // SAFETY: every row has `nb` bytes, `nb - 32c ≥ 16`; `xp` holds `chunks` chunks.
+                let (c01, c23) = unsafe { (load_codes2(r[0], r[1], c), load_codes2(r[2], r[3], c)) };
+                let xs = unsafe {
+                    [0, 1, 2, 3].map(|s| _mm512_broadcast_i64x4(_mm256_loadu_si256(px.add(4 * c + s))))
+                };
+                a01 = _mm512_dpbusd_epi32(a01, q_of512::<0>(c01, table), xs[0]);
+                a23 = _mm512_dpbusd_epi32(a23, q_of512::<0>(c23, table), xs[0]);
+                a01 = _mm512_dpbusd_epi32(a01, q_of512::<2>(c01, table), xs[1]);
+                a23 = _mm512_dpbusd_epi32(a23, q_of512::<2>(c23, table), xs[1]);
+                a01 = _mm512_dpbusd_epi32(a01, q_of512::<4>(c01, table), xs[2]);
+                a23 = _mm512_dpbusd_epi32(a23, q_of512::<4>(c23, table), xs[2]);
+                a01 = _mm512_dpbusd_epi32(a01, q_of512::<6>(c01, table), xs[3]);
+                a23 = _mm512_dpbusd_epi32(a23, q_of512::<6>(c23, table), xs[3]);
+            }
+            let s = hsum4(
+                _mm512_castsi512_si256(a01),
+                _mm512_extracti64x4_epi64::<1>(a01),
+                _mm512_castsi512_si256(a23),
+                _mm512_extracti64x4_epi64::<1>(a23),
+            );
+            for (o, v) in out.iter_mut().zip(s) {
+                *o = o.wrapping_add(v.wrapping_sub(sum_x));
+            }
+        }
+    }
+}
+
+/// [`ternary_matmul_avx2`] with `vpdpbusd`: each chunk's `q` vectors of one row are built once
+/// (as two `zmm`: groups `s = 0, 1` and `s = 2, 3`, matching two consecutive 64-byte halves of
+/// the permuted chunk) and applied to four tokens per step. Same contract and scratch.
+///
+/// # Safety
+/// The CPU must support AVX-512 F, BW, VL and VNNI.
+#[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn ternary_matmul_vnni(
+    w: &[u8],
+    row_bytes: usize,
+    x: &[i8],
+    y: &mut [i32],
+    scratch: &mut [i8],
+) {
+    let cols = row_bytes * 4;
+    debug_assert!(row_bytes_ok(row_bytes));
+    let rows = w.len() / row_bytes;
+    let n = x.len() / cols;
+    debug_assert_eq!(y.len(), n * rows);
+    y.fill(0);
+    let table = q_table256();
+    for t0 in (0..n).step_by(TILE) {
+        let nt = (n - t0).min(TILE);
+        for (b0, nb) in passes(row_bytes) {
+            let plen = permuted_len(4 * nb);
+            let Some(xp) = scratch.get_mut(..nt * plen) else {
+                return;
+            };
+            let mut sum_x = [0i32; TILE];
+            for (t, (xt, s)) in xp.chunks_exact_mut(plen).zip(sum_x.iter_mut()).enumerate() {
+                let Some(xs) = x.get((t0 + t) * cols + 4 * b0..(t0 + t) * cols + 4 * (b0 + nb))
+                else {
+                    return;
+                };
+                *s = permute(xs, xt);
+            }
+            let chunks = nb.div_ceil(32);
+            for (r, row) in w.chunks_exact(row_bytes).enumerate() {
+                let Some(row) = row.get(b0..b0 + nb) else {
+                    return;
+                };
+                let mut t = 0;
+                while t < nt {
+                    let k = (nt - t).min(4);
+                    let mut acc = [_mm512_setzero_si512(); 4];
+                    for c in 0..chunks {
+                        // SAFETY: `row` has `nb` bytes with `nb - 32c ≥ 16`.
+                        let q = q4(unsafe { load_codes(row, c) }, table);
+                        let q01 = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(q[0]), q[1]);
+                        let q23 = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(q[2]), q[3]);
+                        for (j, a) in acc.iter_mut().enumerate().take(k) {
+                            // SAFETY: token `t + j < nt` owns `plen ≥ 128·chunks` bytes of `xp`.
+                            let px = unsafe { xp.as_ptr().add((t + j) * plen + c * CHUNK) }
+                                as *const __m512i;
+                            let (x01, x23) =
+                                unsafe { (_mm512_loadu_si512(px), _mm512_loadu_si512(px.add(1))) };
+                            *a = _mm512_dpbusd_epi32(*a, q01, x01);
+                            *a = _mm512_dpbusd_epi32(*a, q23, x23);
+                        }
+                    }
+                    let half = |a: __m512i| {
+                        _mm256_add_epi32(_mm512_castsi512_si256(a), _mm512_extracti64x4_epi64::<1>(a))
+                    };
+                    let s = hsum4(half(acc[0]), half(acc[1]), half(acc[2]), half(acc[3]));
+                    for j in 0..k {
+                        if let Some(o) = y.get_mut((t0 + t + j) * rows + r) {
+                            *o = o.wrapping_add(s[j].wrapping_sub(sum_x[t + j]));
+                        }
+                    }
+                    t += k;
+                }
+            }
+        }
+    }
+}
+
+/// `y[r] = Σ_{j < len} m[r·stride + j] · x[j]` (`len = x.len()`) with AVX2: both sides widened
+/// to `i16` (`vpmovsxbw`), `vpmaddwd` into `i32` (exact for every `i8`, `-128·-128`
+/// included), four rows per step. The contract of
+/// [`reference::int8_matvec`](super::reference::int8_matvec).
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[target_feature(enable = "avx2")]
+pub unsafe fn int8_matvec_avx2(m: &[i8], stride: usize, x: &[i8], y: &mut [i32]) {
+    let len = x.len();
+    debug_assert!(y.is_empty() || m.len() >= (y.len() - 1) * stride + len);
+    let body = len & !15;
+    let row = |r: usize| m.get(r * stride..r * stride + len).unwrap_or(&[]);
+    let dot16 = |a: &[i8], j: usize| {
+        // SAFETY: callers pass rows of `len ≥ j + 16` bytes; `x` has `len` bytes.
+        unsafe {
+            let va = _mm256_cvtepi8_epi16(_mm_loadu_si128(a.as_ptr().add(j) as *const __m128i));
+            let vx = _mm256_cvtepi8_epi16(_mm_loadu_si128(x.as_ptr().add(j) as *const __m128i));
+            _mm256_madd_epi16(va, vx)
+        }
+    };
+    let tail = |a: &[i8]| -> i32 {
+        a.iter()
+            .zip(x)
+            .skip(body)
+            .fold(0i32, |s, (p, q)| s.wrapping_add(*p as i32 * *q as i32))
+    };
+    let mut r = 0;
+    while r < y.len() {
+        let k = (y.len() - r).min(4);
+        let rows: [&[i8]; 4] = core::array::from_fn(|i| if i < k { row(r + i) } else { &[] });
+        if rows.iter().take(k).any(|a| a.len() != len) {
+            return;
+        }
+        let mut acc = [_mm256_setzero_si256(); 4];
+        for j in (0..body).step_by(16) {
+            for i in 0..k {
+                acc[i] = _mm256_add_epi32(acc[i], dot16(rows[i], j));
+            }
+        }
+        let s = hsum4(acc[0], acc[1], acc[2], acc[3]);
+        for i in 0..k {
+            if let Some(o) = y.get_mut(r + i) {
+                *o = s[i].wrapping_add(tail(rows[i]));
+            }
+        }
+        r += k;
+    }
+}
+
+const _: () = assert!(TILE == super::MATMUL_TILE && PASS == super::MATMUL_PASS);
