@@ -77,5 +77,5 @@ pub use format::{Config, Layout, LOGIT_FRAC_BITS};
 pub use generate::Generator;
 pub use model::Model;
 pub use sampler::{Pcg32, Sampler, SamplerConfig};
-pub use session::{session_bytes, Session};
+pub use session::{session_bytes, session_bytes_prefill, Session};
 pub use tokenizer::{decode, encode};

@@ -43,8 +43,16 @@ const MATMUL_PASS: usize = 1024;
 /// `block` tokens: `min(block, 64) · roundup(min(cols, 1024), 128)`. With less it still runs,
 /// token by token.
 pub const fn matmul_scratch_bytes(cols: usize, block: usize) -> usize {
-    let t = if block < MATMUL_TILE { block } else { MATMUL_TILE };
-    let c = if cols < MATMUL_PASS { cols } else { MATMUL_PASS };
+    let t = if block < MATMUL_TILE {
+        block
+    } else {
+        MATMUL_TILE
+    };
+    let c = if cols < MATMUL_PASS {
+        cols
+    } else {
+        MATMUL_PASS
+    };
     t.saturating_mul(c.div_ceil(128).saturating_mul(128))
 }
 

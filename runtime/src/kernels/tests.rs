@@ -204,7 +204,12 @@ fn check_int8_matvec(m: &[i8], stride: usize, x: &[i8], rows: usize) {
     for (name, f) in int8_matvecs() {
         let mut got = vec![-7i32; rows];
         f(m, stride, x, &mut got);
-        assert_eq!(got, want, "{name} len={} stride={stride} rows={rows}", x.len());
+        assert_eq!(
+            got,
+            want,
+            "{name} len={} stride={stride} rows={rows}",
+            x.len()
+        );
     }
     for level in super::supported_levels() {
         if let Some(got) = at_level(level, || {
@@ -395,5 +400,8 @@ fn dispatch_levels() {
     }
     #[cfg(target_arch = "aarch64")]
     assert_eq!(best, Level::Neon);
-    at_level(Level::Portable, || assert_eq!(super::level(), Level::Portable)).unwrap();
+    at_level(Level::Portable, || {
+        assert_eq!(super::level(), Level::Portable)
+    })
+    .unwrap();
 }

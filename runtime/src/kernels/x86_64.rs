@@ -50,14 +50,13 @@ pub const fn permuted_len(cols: usize) -> usize {
 #[target_feature(enable = "avx2")]
 fn permute_chunk(x: &[i8; CHUNK], out: &mut [i8; CHUNK]) {
     let shuf = _mm256_setr_epi8(
-        0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15, 0, 4, 8, 12, 1, 5, 9, 13, 2, 6,
-        10, 14, 3, 7, 11, 15,
+        0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15, 0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10,
+        14, 3, 7, 11, 15,
     );
     let p = x.as_ptr() as *const __m256i;
     // SAFETY: `x` holds 128 bytes: four unaligned 32-byte loads.
-    let [y0, y1, y2, y3] = unsafe {
-        [0, 1, 2, 3].map(|k| _mm256_shuffle_epi8(_mm256_loadu_si256(p.add(k)), shuf))
-    };
+    let [y0, y1, y2, y3] =
+        unsafe { [0, 1, 2, 3].map(|k| _mm256_shuffle_epi8(_mm256_loadu_si256(p.add(k)), shuf)) };
     let lo01 = _mm256_unpacklo_epi32(y0, y1);
     let hi01 = _mm256_unpackhi_epi32(y0, y1);
     let lo23 = _mm256_unpacklo_epi32(y2, y3);
@@ -83,7 +82,10 @@ fn permute_chunk(x: &[i8; CHUNK], out: &mut [i8; CHUNK]) {
 fn permute(x: &[i8], out: &mut [i8]) -> i32 {
     let mut sum = 0i32;
     for (xc, oc) in x.chunks(CHUNK).zip(out.chunks_exact_mut(CHUNK)) {
-        if let (Ok(xc), Ok(oc)) = (<&[i8; CHUNK]>::try_from(xc), <&mut [i8; CHUNK]>::try_from(&mut *oc)) {
+        if let (Ok(xc), Ok(oc)) = (
+            <&[i8; CHUNK]>::try_from(xc),
+            <&mut [i8; CHUNK]>::try_from(&mut *oc),
+        ) {
             permute_chunk(xc, oc);
         } else {
             // A half chunk: 16 weights per group, the rest zero.
@@ -156,8 +158,14 @@ unsafe fn load_codes(row: &[u8], c: usize) -> __m256i {
 fn chunk_dot(q: &[__m256i; 4], xp: *const __m256i) -> __m256i {
     // SAFETY (for callers): `xp` points at one permuted chunk (128 bytes).
     let x = unsafe { [0, 1, 2, 3].map(|s| _mm256_loadu_si256(xp.add(s))) };
-    let p01 = _mm256_add_epi16(_mm256_maddubs_epi16(q[0], x[0]), _mm256_maddubs_epi16(q[1], x[1]));
-    let p23 = _mm256_add_epi16(_mm256_maddubs_epi16(q[2], x[2]), _mm256_maddubs_epi16(q[3], x[3]));
+    let p01 = _mm256_add_epi16(
+        _mm256_maddubs_epi16(q[0], x[0]),
+        _mm256_maddubs_epi16(q[1], x[1]),
+    );
+    let p23 = _mm256_add_epi16(
+        _mm256_maddubs_epi16(q[2], x[2]),
+        _mm256_maddubs_epi16(q[3], x[3]),
+    );
     _mm256_madd_epi16(_mm256_add_epi16(p01, p23), _mm256_set1_epi16(1))
 }
 
@@ -195,8 +203,10 @@ pub unsafe fn ternary_matvec_avx2(w: &[u8], row_bytes: usize, x: &[i8], y: &mut 
     let table = q_table256();
     let mut xp = [0i8; PASS];
     for (b0, nb) in passes(row_bytes) {
-        let (Some(xs), Some(xp)) = (x.get(4 * b0..4 * (b0 + nb)), xp.get_mut(..permuted_len(4 * nb)))
-        else {
+        let (Some(xs), Some(xp)) = (
+            x.get(4 * b0..4 * (b0 + nb)),
+            xp.get_mut(..permuted_len(4 * nb)),
+        ) else {
             return;
         };
         let sum_x = permute(xs, xp);
@@ -328,10 +338,7 @@ fn q_of512<const SHIFT: u32>(codes: __m512i, table: __m512i) -> __m512i {
 #[inline]
 #[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn load_codes2(a: &[u8], b: &[u8], c: usize) -> __m512i {
-    _mm512_inserti64x4::<1>(
-        _mm512_castsi256_si512(load_codes(a, c)),
-        load_codes(b, c),
-    )
+    _mm512_inserti64x4::<1>(_mm512_castsi256_si512(load_codes(a, c)), load_codes(b, c))
 }
 
 /// `y = W · x` with AVX-512 VNNI: two rows per `zmm` (the activations broadcast to both
@@ -356,25 +363,31 @@ pub unsafe fn ternary_matvec_vnni(w: &[u8], row_bytes: usize, x: &[i8], y: &mut 
     let table = _mm512_broadcast_i32x4(_mm256_castsi256_si128(q_table256()));
     let mut xp = [0i8; PASS];
     for (b0, nb) in passes(row_bytes) {
-        let (Some(xs), Some(xp)) = (x.get(4 * b0..4 * (b0 + nb)), xp.get_mut(..permuted_len(4 * nb)))
-        else {
+        let (Some(xs), Some(xp)) = (
+            x.get(4 * b0..4 * (b0 + nb)),
+            xp.get_mut(..permuted_len(4 * nb)),
+        ) else {
             return;
         };
         let sum_x = permute(xs, xp);
         let chunks = nb.div_ceil(32);
         let px = xp.as_ptr() as *const __m256i;
         for (out, rows) in y4.chunks_exact_mut(4).zip(w4.chunks_exact(4 * row_bytes)) {
-            let r: [&[u8]; 4] =
-                core::array::from_fn(|k| rows.get(k * row_bytes + b0..k * row_bytes + b0 + nb).unwrap_or(&[]));
+            let r: [&[u8]; 4] = core::array::from_fn(|k| {
+                rows.get(k * row_bytes + b0..k * row_bytes + b0 + nb)
+                    .unwrap_or(&[])
+            });
             if r.iter().any(|row| row.len() != nb) {
                 return;
             }
             let (mut a01, mut a23) = (_mm512_setzero_si512(), _mm512_setzero_si512());
             for c in 0..chunks {
                 // SAFETY: every row has `nb` bytes, `nb - 32c ≥ 16`; `xp` holds `chunks` chunks.
-                let (c01, c23) = unsafe { (load_codes2(r[0], r[1], c), load_codes2(r[2], r[3], c)) };
+                let (c01, c23) =
+                    unsafe { (load_codes2(r[0], r[1], c), load_codes2(r[2], r[3], c)) };
                 let xs = unsafe {
-                    [0, 1, 2, 3].map(|s| _mm512_broadcast_i64x4(_mm256_loadu_si256(px.add(4 * c + s))))
+                    [0, 1, 2, 3]
+                        .map(|s| _mm512_broadcast_i64x4(_mm256_loadu_si256(px.add(4 * c + s))))
                 };
                 a01 = _mm512_dpbusd_epi32(a01, q_of512::<0>(c01, table), xs[0]);
                 a23 = _mm512_dpbusd_epi32(a23, q_of512::<0>(c23, table), xs[0]);
@@ -459,7 +472,10 @@ pub unsafe fn ternary_matmul_vnni(
                         }
                     }
                     let half = |a: __m512i| {
-                        _mm256_add_epi32(_mm512_castsi512_si256(a), _mm512_extracti64x4_epi64::<1>(a))
+                        _mm256_add_epi32(
+                            _mm512_castsi512_si256(a),
+                            _mm512_extracti64x4_epi64::<1>(a),
+                        )
                     };
                     let s = hsum4(half(acc[0]), half(acc[1]), half(acc[2]), half(acc[3]));
                     for j in 0..k {
