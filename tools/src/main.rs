@@ -235,6 +235,20 @@ fn run(cli: Cli) -> Result<()> {
                 )?;
                 writeln!(
                     stdout(),
+                    "decode, all cores  {:.0} tokens/s ({} sessions at once)",
+                    r.decode_tokens_per_s_all_cores,
+                    r.threads
+                )?;
+                writeln!(
+                    stdout(),
+                    "ternary matvec     {:.2} G MACs/s ({}×{}, {} kernels)",
+                    r.matvec_macs_per_s / 1e9,
+                    r.matvec_shape[0],
+                    r.matvec_shape[1],
+                    r.kernels
+                )?;
+                writeln!(
+                    stdout(),
                     "session RAM        {} bytes (ctx {})",
                     r.session_ram_bytes,
                     r.ctx_len
