@@ -12,7 +12,7 @@ use crate::fixed::{bit_len, exp_neg_q24, mul_round, sat_i32, Dyadic, INV_127};
 use crate::format::{
     int8_row_bytes, ternary_row_bytes, LOGIT_FRAC_BITS, RESID_FRAC_BITS, ROPE_FRAC_BITS,
 };
-use crate::kernels::{int8_matvec, ternary_matmul, ternary_matvec};
+use crate::kernels::{int8_matvec, int8_weighted_sum, ternary_matmul, ternary_matvec};
 use crate::model::{Gains, TernaryMatrix};
 use crate::norm::{absmax_quantize, rmsnorm_quantize, to_block_i32};
 use crate::session::Session;
@@ -129,24 +129,6 @@ fn softmax_coefficients(
         };
     }
     (if cmax.is_zero() { None } else { Some(e) }, wsum)
-}
-
-/// `acc_i = Σ_s c_s · v_s,i` over positions whose values sit `stride` apart in `v` (one KV
-/// head): `|c_s| ≤ 2^24`, `|v| ≤ 128`, `T ≤ 2^15`, so `|acc| < 2^46`.
-fn accumulate_values(coef: &[i32], v: &[i8], stride: usize, acc: &mut [i64]) {
-    acc.iter_mut().for_each(|a| *a = 0);
-    let hd = acc.len();
-    for (s, c) in coef.iter().enumerate() {
-        let cs = *c as i64;
-        if cs == 0 {
-            continue;
-        }
-        if let Some(vs) = v.get(s * stride..s * stride + hd) {
-            for (a, v) in acc.iter_mut().zip(vs) {
-                *a += cs * *v as i64;
-            }
-        }
-    }
 }
 
 /// Concatenates the heads' accumulators `acc [H][hd]` (real value `acc · head_scale[h]`)
@@ -429,7 +411,8 @@ impl Session<'_, '_> {
                 softmax_coefficients(&mut self.scores[..=p], &mut self.coef[..=p], v_scale, nkv);
             let values = &self.v_cache[(first + g) * hd..];
             let acc = &mut self.wide[h * hd..(h + 1) * hd];
-            accumulate_values(&self.coef[..=p], values, nkv * hd, acc);
+            // acc_i = Σ_s c_s · v_s,i: |c_s| ≤ 2^24, |v| ≤ 128, T ≤ 2^15 → < 2^46.
+            int8_weighted_sum(&self.coef[..=p], values, nkv * hd, acc);
             // a_real = acc · 2^e / Σw_real with Σw_real = wsum · 2^-30.
             self.head_scale[h] = match e {
                 Some(e) => Dyadic::pow2(e).div(Dyadic::from_u64(wsum, -30)),

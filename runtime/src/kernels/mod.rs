@@ -4,7 +4,7 @@
 //! that demands exact equality between all of them on random and extreme inputs.
 //!
 //! The functions exported here ([`ternary_matvec`], [`ternary_matmul`], [`int8_matvec`],
-//! [`int8_dot`]) pick the variant at run time ([`dispatch`]: `CPUID` on x86-64, no `std`
+//! [`int8_weighted_sum`], [`int8_dot`]) pick the variant at run time ([`dispatch`]: `CPUID` on x86-64, no `std`
 //! needed); [`force_portable`] and [`set_level`] override the choice. Integer sums are exact in
 //! any order, so every variant returns the same bits and the choice never changes an output.
 //!
@@ -132,6 +132,18 @@ pub fn int8_matvec(m: &[i8], stride: usize, x: &[i8], y: &mut [i32]) {
         return aarch64::int8_matvec_neon(m, stride, x, y);
     }
     fast::int8_matvec(m, stride, x, y)
+}
+
+/// `acc[i] = Σ_s coef[s] · v[s·stride + i]` (the contract of
+/// [`reference::int8_weighted_sum`]): the attention's value accumulation.
+#[inline]
+pub fn int8_weighted_sum(coef: &[i32], v: &[i8], stride: usize, acc: &mut [i64]) {
+    #[cfg(target_arch = "x86_64")]
+    if matches!(level(), Level::Avx2 | Level::Avx512Vnni) {
+        // SAFETY: `level()` only reports levels the CPU supports.
+        return unsafe { x86_64::int8_weighted_sum_avx2(coef, v, stride, acc) };
+    }
+    fast::int8_weighted_sum(coef, v, stride, acc)
 }
 
 /// Decodes one 2-bit ternary code (`0b10` is treated as 0; the loader never lets it through).

@@ -50,3 +50,16 @@ pub fn int8_matvec(m: &[i8], stride: usize, x: &[i8], y: &mut [i32]) {
         *out = int8_dot(&m[r * stride..r * stride + len], x);
     }
 }
+
+/// `acc[i] = Σ_s coef[s] · v[s·stride + i]` for `i < acc.len()`, `s < coef.len()`: the
+/// attention's value accumulation over one KV head's positions.
+///
+/// Overflow: `|coef| ≤ 2^24`, `|v| ≤ 2^7`, `s < 2^15`, so `|acc| < 2^46`.
+pub fn int8_weighted_sum(coef: &[i32], v: &[i8], stride: usize, acc: &mut [i64]) {
+    for (i, a) in acc.iter_mut().enumerate() {
+        *a = 0;
+        for (s, c) in coef.iter().enumerate() {
+            *a += *c as i64 * v[s * stride + i] as i64;
+        }
+    }
+}

@@ -405,3 +405,48 @@ fn dispatch_levels() {
     })
     .unwrap();
 }
+
+#[test]
+fn int8_weighted_sum_random_and_extremes() {
+    let mut rng = Rng(0xC0FF_EE00_1234_5678);
+    let check = |coef: &[i32], v: &[i8], stride: usize, hd: usize| {
+        let mut want = vec![0i64; hd];
+        reference::int8_weighted_sum(coef, v, stride, &mut want);
+        let mut got = vec![-3i64; hd];
+        fast::int8_weighted_sum(coef, v, stride, &mut got);
+        assert_eq!(got, want, "fast");
+        #[cfg(target_arch = "x86_64")]
+        if Level::Avx2.supported() {
+            let mut got = vec![-3i64; hd];
+            // SAFETY: AVX2 is supported (checked above).
+            unsafe { super::x86_64::int8_weighted_sum_avx2(coef, v, stride, &mut got) };
+            assert_eq!(got, want, "avx2");
+        }
+        for level in super::supported_levels() {
+            let got = at_level(level, || {
+                let mut got = vec![-3i64; hd];
+                super::int8_weighted_sum(coef, v, stride, &mut got);
+                got
+            });
+            assert_eq!(got, Some(want.clone()), "dispatch {level}");
+        }
+    };
+    for _ in 0..100 {
+        let hd = 1 + rng.below(70) as usize;
+        let stride = hd + rng.below(3) as usize * hd;
+        let t = 1 + rng.below(140) as usize;
+        let coef: Vec<i32> = (0..t)
+            .map(|_| match rng.below(4) {
+                0 => 0,
+                _ => (rng.next() % (1 << 24)) as i32,
+            })
+            .collect();
+        let v: Vec<i8> = (0..t * stride).map(|_| rng.next() as i8).collect();
+        check(&coef, &v, stride, hd);
+    }
+    // Largest coefficients against -128 / +127 over the longest context.
+    let t = crate::format::MAX_CTX as usize;
+    for x in [-128i8, 127] {
+        check(&vec![1 << 24; t], &vec![x; t * 32], 32, 32);
+    }
+}

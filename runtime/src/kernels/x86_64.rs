@@ -212,20 +212,27 @@ pub unsafe fn ternary_matvec_avx2(w: &[u8], row_bytes: usize, x: &[i8], y: &mut 
         let sum_x = permute(xs, xp);
         let chunks = nb.div_ceil(32);
         let px = xp.as_ptr() as *const __m256i;
+        if w.len() < y.len() * row_bytes {
+            return;
+        }
         let mut rows4 = w.chunks_exact(row_bytes);
         let mut outs = y.chunks_exact_mut(4);
         for out in outs.by_ref() {
-            let r: [&[u8]; 4] = core::array::from_fn(|_| rows4.next().unwrap_or(&[]));
-            let r = r.map(|row| row.get(b0..b0 + nb).unwrap_or(&[]));
-            if r.iter().any(|row| row.len() != nb) {
+            let Some(r0) = rows4.next() else {
                 return;
-            }
+            };
+            let r0 = r0.as_ptr().wrapping_add(b0);
+            let _ = (rows4.next(), rows4.next(), rows4.next());
             let mut acc = [_mm256_setzero_si256(); 4];
             for c in 0..chunks {
-                for k in 0..4 {
-                    // SAFETY: `r[k]` has `nb` bytes, `nb - 32c ≥ 16`; `xp` holds `chunks` chunks.
-                    let q = q4(unsafe { load_codes(r[k], c) }, table);
-                    acc[k] = _mm256_add_epi32(acc[k], chunk_dot(&q, unsafe { px.add(4 * c) }));
+                for (k, a) in acc.iter_mut().enumerate() {
+                    // SAFETY: rows `r..r+4` exist (checked above); the chunk read stays within
+                    // bytes `b0..b0 + nb` of row `r + k`; `xp` holds `chunks` permuted chunks.
+                    let q = q4(
+                        unsafe { load_codes_at(r0.add(k * row_bytes), nb, c) },
+                        table,
+                    );
+                    *a = _mm256_add_epi32(*a, chunk_dot(&q, unsafe { px.add(4 * c) }));
                 }
             }
             let s = hsum4(acc[0], acc[1], acc[2], acc[3]);
@@ -331,14 +338,20 @@ fn q_of512<const SHIFT: u32>(codes: __m512i, table: __m512i) -> __m512i {
     )
 }
 
-/// Two rows' codes of chunk `c`: row `a` in the low half, row `b` in the high half.
+/// The codes of chunk `c` of the row slice at `p` with `nb` bytes (32 bytes, or the last 16
+/// zero extended).
 ///
 /// # Safety
-/// As [`load_codes`] for both rows.
+/// `p` must be valid for reads of bytes `32c..min(32c + 32, nb)`, with `nb - 32c ≥ 16`.
 #[inline]
-#[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn load_codes2(a: &[u8], b: &[u8], c: usize) -> __m512i {
-    _mm512_inserti64x4::<1>(_mm512_castsi256_si512(load_codes(a, c)), load_codes(b, c))
+#[target_feature(enable = "avx2")]
+unsafe fn load_codes_at(p: *const u8, nb: usize, c: usize) -> __m256i {
+    let p = p.add(32 * c);
+    if nb >= 32 * c + 32 {
+        _mm256_loadu_si256(p as *const __m256i)
+    } else {
+        _mm256_zextsi128_si256(_mm_loadu_si128(p as *const __m128i))
+    }
 }
 
 /// `y = W · x` with AVX-512 VNNI: two rows per `zmm` (the activations broadcast to both
@@ -372,32 +385,43 @@ pub unsafe fn ternary_matvec_vnni(w: &[u8], row_bytes: usize, x: &[i8], y: &mut 
         let sum_x = permute(xs, xp);
         let chunks = nb.div_ceil(32);
         let px = xp.as_ptr() as *const __m256i;
-        for (out, rows) in y4.chunks_exact_mut(4).zip(w4.chunks_exact(4 * row_bytes)) {
-            let r: [&[u8]; 4] = core::array::from_fn(|k| {
-                rows.get(k * row_bytes + b0..k * row_bytes + b0 + nb)
-                    .unwrap_or(&[])
-            });
-            if r.iter().any(|row| row.len() != nb) {
-                return;
-            }
-            let (mut a01, mut a23) = (_mm512_setzero_si512(), _mm512_setzero_si512());
-            for c in 0..chunks {
-                // SAFETY: every row has `nb` bytes, `nb - 32c ≥ 16`; `xp` holds `chunks` chunks.
-                let (c01, c23) =
-                    unsafe { (load_codes2(r[0], r[1], c), load_codes2(r[2], r[3], c)) };
-                let xs = unsafe {
-                    [0, 1, 2, 3]
-                        .map(|s| _mm512_broadcast_i64x4(_mm256_loadu_si256(px.add(4 * c + s))))
-                };
-                a01 = _mm512_dpbusd_epi32(a01, q_of512::<0>(c01, table), xs[0]);
-                a23 = _mm512_dpbusd_epi32(a23, q_of512::<0>(c23, table), xs[0]);
-                a01 = _mm512_dpbusd_epi32(a01, q_of512::<2>(c01, table), xs[1]);
-                a23 = _mm512_dpbusd_epi32(a23, q_of512::<2>(c23, table), xs[1]);
-                a01 = _mm512_dpbusd_epi32(a01, q_of512::<4>(c01, table), xs[2]);
-                a23 = _mm512_dpbusd_epi32(a23, q_of512::<4>(c23, table), xs[2]);
-                a01 = _mm512_dpbusd_epi32(a01, q_of512::<6>(c01, table), xs[3]);
-                a23 = _mm512_dpbusd_epi32(a23, q_of512::<6>(c23, table), xs[3]);
-            }
+        if w4.len() < y4.len() * row_bytes {
+            return;
+        }
+        for (i, out) in y4.chunks_exact_mut(4).enumerate() {
+            // SAFETY: rows `4i..4i+4` exist (`w4` holds `y4.len()` rows, checked); each
+            // chunk read stays within bytes `b0..b0 + nb ≤ row_bytes` of its row (`nb - 32c ≥
+            // 16` for `c < chunks`), and `xp` holds `chunks` permuted chunks.
+            let (a01, a23) = unsafe {
+                let r0 = w4.as_ptr().add(4 * i * row_bytes + b0);
+                let (r1, r2, r3) = (
+                    r0.add(row_bytes),
+                    r0.add(2 * row_bytes),
+                    r0.add(3 * row_bytes),
+                );
+                let (mut a01, mut a23) = (_mm512_setzero_si512(), _mm512_setzero_si512());
+                for c in 0..chunks {
+                    let c01 = _mm512_inserti64x4::<1>(
+                        _mm512_castsi256_si512(load_codes_at(r0, nb, c)),
+                        load_codes_at(r1, nb, c),
+                    );
+                    let c23 = _mm512_inserti64x4::<1>(
+                        _mm512_castsi256_si512(load_codes_at(r2, nb, c)),
+                        load_codes_at(r3, nb, c),
+                    );
+                    let xs = [0, 1, 2, 3]
+                        .map(|s| _mm512_broadcast_i64x4(_mm256_loadu_si256(px.add(4 * c + s))));
+                    a01 = _mm512_dpbusd_epi32(a01, q_of512::<0>(c01, table), xs[0]);
+                    a23 = _mm512_dpbusd_epi32(a23, q_of512::<0>(c23, table), xs[0]);
+                    a01 = _mm512_dpbusd_epi32(a01, q_of512::<2>(c01, table), xs[1]);
+                    a23 = _mm512_dpbusd_epi32(a23, q_of512::<2>(c23, table), xs[1]);
+                    a01 = _mm512_dpbusd_epi32(a01, q_of512::<4>(c01, table), xs[2]);
+                    a23 = _mm512_dpbusd_epi32(a23, q_of512::<4>(c23, table), xs[2]);
+                    a01 = _mm512_dpbusd_epi32(a01, q_of512::<6>(c01, table), xs[3]);
+                    a23 = _mm512_dpbusd_epi32(a23, q_of512::<6>(c23, table), xs[3]);
+                }
+                (a01, a23)
+            };
             let s = hsum4(
                 _mm512_castsi512_si256(a01),
                 _mm512_extracti64x4_epi64::<1>(a01),
@@ -541,3 +565,13 @@ pub unsafe fn int8_matvec_avx2(m: &[i8], stride: usize, x: &[i8], y: &mut [i32])
 }
 
 const _: () = assert!(TILE == super::MATMUL_TILE && PASS == super::MATMUL_PASS);
+
+/// [`fast::int8_weighted_sum`](super::fast::int8_weighted_sum) compiled with AVX2 (the
+/// compiler vectorizes its `i64` multiply-adds with `vpmuldq`).
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[target_feature(enable = "avx2")]
+pub unsafe fn int8_weighted_sum_avx2(coef: &[i32], v: &[i8], stride: usize, acc: &mut [i64]) {
+    super::fast::int8_weighted_sum(coef, v, stride, acc)
+}
