@@ -25,6 +25,7 @@ const RESID_LIMIT: i64 = 1 << 62;
 
 /// `Y[t] = W · act[t]` for `t < n`. Shapes: `act [n][stride]` (each row's first
 /// `row_bytes · 4` entries are the matrix input), `y [n][rows]`. The hot loop.
+#[inline(always)]
 fn matmul(
     w: &TernaryMatrix<'_>,
     act: &[i8],
@@ -54,6 +55,7 @@ fn matmul(
 /// Rotates one head: `out[2i] = y0·cos − y1·sin`, `out[2i+1] = y0·sin + y1·cos` with the
 /// Q1.30 table row, so `out` is in units of `2^-30` of `y`'s units.
 /// Overflow: `|y| < 2^22`, `|cos|, |sin| ≤ 2^30`: each term `< 2^52`, sum `< 2^53`.
+#[inline(always)]
 fn rope(y: &[i32], table: &[u8], out: &mut [i64]) {
     for ((pair, cs), o) in y
         .chunks_exact(2)
@@ -83,6 +85,7 @@ fn unpack_dyadic(v: i64) -> Dyadic {
 }
 
 /// `x[i] += round(y[i] · scale · 2^32)`, saturating at `±2^62` (the residual update).
+#[inline(always)]
 fn residual_add(x: &mut [i64], y: &[i32], scale: Dyadic) {
     for (xi, yi) in x.iter_mut().zip(y) {
         let dx = mul_round(*yi as i64, scale, RESID_FRAC_BITS as i32); // |dx| ≤ 2^62
@@ -96,6 +99,7 @@ fn residual_add(x: &mut [i64], y: &[i32], scale: Dyadic) {
 ///
 /// `scores [p+1]` holds Q24 nats on entry (clobbered), `v_scale` the value scales of the
 /// head's positions `0..=p` (`v_scale[s · nkv]`).
+#[inline(always)]
 fn softmax_coefficients(
     scores: &mut [i64],
     coef: &mut [i32],
@@ -133,6 +137,7 @@ fn softmax_coefficients(
 
 /// Concatenates the heads' accumulators `acc [H][hd]` (real value `acc · head_scale[h]`)
 /// into one block-scaled `i32` vector `y [d]` with `|y| ≤ 2^30`; returns its unit.
+#[inline(always)]
 fn merge_heads(acc: &[i64], head_scale: &[Dyadic], hd: usize, y: &mut [i32]) -> Dyadic {
     let mut amax = Dyadic::ZERO;
     for (a, hs) in acc.chunks_exact(hd).zip(head_scale) {
@@ -243,8 +248,35 @@ impl Session<'_, '_> {
         }
     }
 
-    /// One pass over the `n ≤ block` tokens recorded at `pos..pos + n`: the forward pass.
+    /// One pass over the `n ≤ block` tokens recorded at `pos..pos + n`. On x86-64 CPUs with
+    /// the AVX2 kernels, the whole pass is compiled a second time for x86-64-v3 (AVX2, BMI2,
+    /// LZCNT: vectorized norms, one-uop variable shifts and leading-zero counts); the
+    /// arithmetic is the same integer code, so the bits are too.
     fn run(&mut self, n: usize) {
+        #[cfg(target_arch = "x86_64")]
+        if matches!(
+            crate::kernels::level(),
+            crate::kernels::Level::Avx2 | crate::kernels::Level::Avx512Vnni
+        ) {
+            // SAFETY: `level()` reports AVX2 only on CPUs with AVX2, BMI1, BMI2 and LZCNT.
+            return unsafe { self.run_v3(n) };
+        }
+        self.run_pass(n)
+    }
+
+    /// [`run_pass`](Session::run_pass) compiled with the x86-64-v3 integer features.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2, BMI1, BMI2 and LZCNT.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,bmi1,bmi2,lzcnt,popcnt")]
+    unsafe fn run_v3(&mut self, n: usize) {
+        self.run_pass(n)
+    }
+
+    /// The forward pass proper (inlined into each compiled variant of [`run`](Session::run)).
+    #[inline(always)]
+    fn run_pass(&mut self, n: usize) {
         let layers = self.model.config().n_layers as usize;
         self.embed(n);
         for l in 0..layers {
@@ -257,6 +289,7 @@ impl Session<'_, '_> {
     }
 
     /// `x[t] = e_tok · E_q[tok]` (Q3), into Q31.32.
+    #[inline(always)]
     fn embed(&mut self, n: usize) {
         let d = self.model.config().d_model as usize;
         for t in 0..n {
@@ -270,6 +303,7 @@ impl Session<'_, '_> {
 
     /// `act[t] = Q2(RMSNorm(x[t]; gain))` for each token (rows `stride` apart), scales into
     /// `act_scale`.
+    #[inline(always)]
     fn norm_residual(&mut self, n: usize, gain: Gains<'_>, stride: usize) {
         let d = self.model.config().d_model as usize;
         let eps = self.model.norm_eps();
@@ -281,6 +315,7 @@ impl Session<'_, '_> {
     }
 
     /// `x += Wo · Q2(SubNorm(Attention(Q2(RMSNorm(x)))))` for block `l`, every token.
+    #[inline(always)]
     fn attention(&mut self, l: usize, n: usize) {
         let c = *self.model.config();
         let w = self.model.layer(l);
@@ -305,6 +340,7 @@ impl Session<'_, '_> {
 
     /// Queries: project, rotate, quantize per head (Q5) into `q8[t]`, `q_scale[t]`. The
     /// `1/sqrt(hd)` of the scores is folded into the scale.
+    #[inline(always)]
     fn project_queries(&mut self, l: usize, n: usize, stride: usize) {
         let c = *self.model.config();
         let w = self.model.layer(l);
@@ -339,6 +375,7 @@ impl Session<'_, '_> {
 
     /// Keys (rotated) and values of each token, quantized per KV head (Q5), into the cache
     /// slots `[l][pos + t][g]`.
+    #[inline(always)]
     fn project_keys_values(&mut self, l: usize, n: usize, stride: usize) {
         let c = *self.model.config();
         let w = self.model.layer(l);
@@ -387,6 +424,7 @@ impl Session<'_, '_> {
     /// Causal softmax attention of token `t` (position `p = pos + t`) over positions `0..=p`
     /// for every query head: scores, softmax weights, value accumulation, head merge; then the
     /// sub-norm quantizes the merged heads into `act[t]` (scale `act_scale[t]`).
+    #[inline(always)]
     fn attend(&mut self, l: usize, t: usize, stride: usize) {
         let c = *self.model.config();
         let (d, hd) = (c.d_model as usize, c.head_dim() as usize);
@@ -427,6 +465,7 @@ impl Session<'_, '_> {
     }
 
     /// `x += Wdown · Q2(SubNorm(ReLU²(Wup · Q2(RMSNorm(x)))))` for block `l`, every token.
+    #[inline(always)]
     fn feed_forward(&mut self, l: usize, n: usize) {
         let c = *self.model.config();
         let w = self.model.layer(l);
@@ -471,6 +510,7 @@ impl Session<'_, '_> {
     }
 
     /// `logits[t]_v = s · e_v · Σ_i h_q,i E_q,vi` (Q4) with the tied int8 head, every token.
+    #[inline(always)]
     fn lm_head(&mut self, n: usize) {
         let c = *self.model.config();
         let d = c.d_model as usize;

@@ -16,7 +16,7 @@ use core::sync::atomic::{AtomicU8, Ordering};
 pub enum Level {
     /// Scalar kernels (`fast`; `dsp` on Arm cores with the DSP extension). Every target.
     Portable = 1,
-    /// x86-64 AVX2 (`vpmaddubsw`).
+    /// x86-64 AVX2 (`vpmaddubsw`), with BMI1/2, LZCNT and POPCNT (x86-64-v3's integer set).
     Avx2 = 2,
     /// x86-64 AVX-512 F/BW/VL with VNNI (`vpdpbusd`).
     Avx512Vnni = 3,
@@ -139,9 +139,17 @@ fn detect() -> Level {
     }
     // SAFETY: OSXSAVE is set, so XGETBV is enabled; `xsave` is what the intrinsic requires.
     let xcr0 = unsafe { xgetbv0() };
+    // The AVX2 level is x86-64-v3's integer set: AVX2, BMI1, BMI2, LZCNT (the forward pass
+    // is compiled for it too, see `forward.rs`).
     let avx2 = leaf7.ebx & (1 << 5) != 0;
+    let bmi = leaf7.ebx & (1 << 3) != 0 && leaf7.ebx & (1 << 8) != 0;
+    // SAFETY: CPUID exists; leaf 0x8000_0001 is read only if the extended range reaches it.
+    let lzcnt = unsafe {
+        __cpuid(0x8000_0000).eax >= 0x8000_0001 && __cpuid(0x8000_0001).ecx & (1 << 5) != 0
+    };
+    let popcnt = leaf1.ecx & (1 << 23) != 0;
     // XMM and YMM state saved by the OS.
-    if !(avx2 && xcr0 & 0b110 == 0b110) {
+    if !(avx2 && bmi && lzcnt && popcnt && xcr0 & 0b110 == 0b110) {
         return Level::Portable;
     }
     let avx512f = leaf7.ebx & (1 << 16) != 0;
