@@ -4,7 +4,7 @@
 //!
 //! # Ternary products: `Σ w·x = Σ (w+1)·x − Σ x`
 //!
-//! A 2-bit code becomes `q = w + 1 ∈ {0, 1, 2}` with one `vpshufb` (code `0b10`, which the
+//! A 2-bit code becomes `q = w + 1 ∈ {0, 1, 2}` with one `vpshufb` per nibble table (code `0b10`, which the
 //! loader never lets through, maps to `q = 1`, i.e. `w = 0`, as in
 //! [`decode_ternary`](super::decode_ternary)). `q` is unsigned, so `vpmaddubsw(q, x)` and
 //! `vpdpbusd(q, x)` multiply it with signed activations exactly (`|q·x| ≤ 256`: no saturation),
@@ -13,8 +13,9 @@
 //!
 //! # Activation layout
 //!
-//! A packed 32-byte weight vector shifted right by `2s` and masked holds the weights
-//! `4i + s` for `i = 0..32`. The activations are permuted to match, per *chunk* of
+//! Looking up the low (high) nibble of each byte of a 32-byte weight vector in the table of its
+//! low or high code gives the weights `4i + s` for `i = 0..32` (`s = 0, 1`: low nibble; `2, 3`:
+//! high nibble). The activations are permuted to match, per *chunk* of
 //! [`CHUNK`] columns: `xp[s·32 + i] = x[4i + s]` (see [`permute_chunk`]); a half chunk (64
 //! columns, 16 weight bytes, the blob's row alignment) fills slots `0..16` of each group and
 //! zeroes the rest. Permuting costs ~24 instructions per 128 activations, once per vector.
@@ -103,36 +104,62 @@ fn permute(x: &[i8], out: &mut [i8]) -> i32 {
     sum
 }
 
-/// The `q = w + 1` table for `vpshufb` (index = 2-bit code).
+/// `q = w + 1` tables for `vpshufb` indexed by a nibble (two codes): `[0]` gives `q` of the
+/// nibble's low code, `[1]` of its high code. Code `0b10` (never stored) gives `q = 1`.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn q_table256() -> __m256i {
-    _mm256_setr_epi8(
-        1, 2, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-        0, 0,
-    )
+fn q_tables256() -> [__m256i; 2] {
+    const fn q(code: usize) -> i8 {
+        [1, 2, 1, 0][code & 3]
+    }
+    const fn table(high: bool) -> [i8; 32] {
+        let mut t = [0i8; 32];
+        let mut i = 0;
+        while i < 32 {
+            t[i] = q(if high { (i & 15) >> 2 } else { i & 3 });
+            i += 1;
+        }
+        t
+    }
+    const LOW: [i8; 32] = table(false);
+    const HIGH: [i8; 32] = table(true);
+    // SAFETY: 32-byte unaligned loads of 32-byte arrays.
+    unsafe {
+        [
+            _mm256_loadu_si256(LOW.as_ptr() as *const __m256i),
+            _mm256_loadu_si256(HIGH.as_ptr() as *const __m256i),
+        ]
+    }
 }
 
-/// `q = w + 1` of weights `4i + S` of a 32-byte code vector.
+/// The four `q` vectors (weights `4i + s`, `s = 0..4`) of a 32-byte code vector: the low and
+/// high nibble of each byte index the two tables (3 instructions to split, 4 `vpshufb`).
 #[inline]
 #[target_feature(enable = "avx2")]
-fn q_of<const SHIFT: i32>(codes: __m256i, table: __m256i) -> __m256i {
-    let three = _mm256_set1_epi8(3);
-    _mm256_shuffle_epi8(
-        table,
-        _mm256_and_si256(_mm256_srli_epi16::<SHIFT>(codes), three),
-    )
-}
-
-/// The four `q` vectors of one 32-byte (or, zero extended, 16-byte) code vector.
-#[inline]
-#[target_feature(enable = "avx2")]
-fn q4(codes: __m256i, table: __m256i) -> [__m256i; 4] {
+fn q4(codes: __m256i, t: [__m256i; 2]) -> [__m256i; 4] {
+    let nib = _mm256_set1_epi8(15);
+    let lo = _mm256_and_si256(codes, nib);
+    let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(codes), nib);
     [
-        q_of::<0>(codes, table),
-        q_of::<2>(codes, table),
-        q_of::<4>(codes, table),
-        q_of::<6>(codes, table),
+        _mm256_shuffle_epi8(t[0], lo),
+        _mm256_shuffle_epi8(t[1], lo),
+        _mm256_shuffle_epi8(t[0], hi),
+        _mm256_shuffle_epi8(t[1], hi),
+    ]
+}
+
+/// [`q4`] on 64 bytes of codes (two rows' chunks side by side).
+#[inline]
+#[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn q4_512(codes: __m512i, t: [__m512i; 2]) -> [__m512i; 4] {
+    let nib = _mm512_set1_epi8(15);
+    let lo = _mm512_and_si512(codes, nib);
+    let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(codes), nib);
+    [
+        _mm512_shuffle_epi8(t[0], lo),
+        _mm512_shuffle_epi8(t[1], lo),
+        _mm512_shuffle_epi8(t[0], hi),
+        _mm512_shuffle_epi8(t[1], hi),
     ]
 }
 
@@ -200,7 +227,7 @@ pub unsafe fn ternary_matvec_avx2(w: &[u8], row_bytes: usize, x: &[i8], y: &mut 
     debug_assert_eq!(x.len(), row_bytes * 4);
     debug_assert_eq!(w.len(), row_bytes * y.len());
     y.fill(0);
-    let table = q_table256();
+    let table = q_tables256();
     let mut xp = [0i8; PASS];
     for (b0, nb) in passes(row_bytes) {
         let (Some(xs), Some(xp)) = (
@@ -257,9 +284,95 @@ pub unsafe fn ternary_matvec_avx2(w: &[u8], row_bytes: usize, x: &[i8], y: &mut 
     }
 }
 
+/// Permuted activations of one tile of tokens and one pass of columns.
+struct Tile<'a> {
+    /// `[nt][plen]` permuted activations.
+    xp: &'a [i8],
+    /// Bytes per token in `xp`.
+    plen: usize,
+    /// `Σ x` of each token's pass columns.
+    sum_x: [i32; TILE],
+    /// Tokens in the tile.
+    nt: usize,
+    /// First token of the tile.
+    t0: usize,
+}
+
+/// Permutes tokens `t0..t0 + nt` of `x` (`[n][cols]`), columns `4·b0..4·(b0 + nb)`, into
+/// `scratch`; `None` if something does not fit (never for a well-formed call).
+#[inline]
+#[target_feature(enable = "avx2")]
+fn permute_tile<'a>(
+    x: &[i8],
+    cols: usize,
+    (t0, nt): (usize, usize),
+    (b0, nb): (usize, usize),
+    scratch: &'a mut [i8],
+) -> Option<Tile<'a>> {
+    let plen = permuted_len(4 * nb);
+    let xp = scratch.get_mut(..nt * plen)?;
+    let mut sum_x = [0i32; TILE];
+    for (t, (xt, s)) in xp.chunks_exact_mut(plen).zip(sum_x.iter_mut()).enumerate() {
+        let start = (t0 + t) * cols + 4 * b0;
+        *s = permute(x.get(start..start + 4 * nb)?, xt);
+    }
+    Some(Tile {
+        xp,
+        plen,
+        sum_x,
+        nt,
+        t0,
+    })
+}
+
+/// Adds rows `r0..r1` of one pass (`nb` code bytes from byte `b0` of each row) for every token
+/// of `tile` into `y [n][rows]`, one row at a time, four tokens per step sharing the row's `q`
+/// vectors.
+#[inline]
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+fn rows_by_one(
+    w: &[u8],
+    row_bytes: usize,
+    (r0, r1): (usize, usize),
+    (b0, nb): (usize, usize),
+    tile: &Tile<'_>,
+    rows: usize,
+    y: &mut [i32],
+) {
+    let table = q_tables256();
+    let chunks = nb.div_ceil(32);
+    for r in r0..r1 {
+        let Some(row) = w.get(r * row_bytes + b0..r * row_bytes + b0 + nb) else {
+            return;
+        };
+        let mut t = 0;
+        while t < tile.nt {
+            let k = (tile.nt - t).min(4);
+            let mut acc = [_mm256_setzero_si256(); 4];
+            for c in 0..chunks {
+                // SAFETY: `row` has `nb` bytes with `nb - 32c ≥ 16`.
+                let q = q4(unsafe { load_codes(row, c) }, table);
+                for (j, a) in acc.iter_mut().enumerate().take(k) {
+                    // SAFETY: token `t + j < nt` owns `plen ≥ 128·chunks` bytes of `xp`.
+                    let px = unsafe { tile.xp.as_ptr().add((t + j) * tile.plen + c * CHUNK) };
+                    *a = _mm256_add_epi32(*a, chunk_dot(&q, px as *const __m256i));
+                }
+            }
+            let s = hsum4(acc[0], acc[1], acc[2], acc[3]);
+            for j in 0..k {
+                if let Some(o) = y.get_mut((tile.t0 + t + j) * rows + r) {
+                    *o = o.wrapping_add(s[j].wrapping_sub(tile.sum_x[t + j]));
+                }
+            }
+            t += k;
+        }
+    }
+}
+
 /// `Y[t] = W · X[t]` for a block of tokens with AVX2, reading each weight row once per tile of
-/// [`TILE`] tokens: the row's codes are turned into `q` vectors once and applied to every
-/// token. Shapes: `x [n][row_bytes·4]`, `y [n][rows]`, `scratch [≥ min(n, TILE) ·
+/// [`TILE`] tokens: the row's codes are turned into `q` vectors once per four tokens. Shapes:
+/// `x [n][row_bytes·4]`, `y [n][rows]`, `scratch [≥ min(n, TILE) ·
 /// permuted_len(row_bytes·4)]`. The contract of
 /// [`reference::ternary_matmul`](super::reference::ternary_matmul).
 ///
@@ -279,63 +392,15 @@ pub unsafe fn ternary_matmul_avx2(
     let n = x.len() / cols;
     debug_assert_eq!(y.len(), n * rows);
     y.fill(0);
-    let table = q_table256();
     for t0 in (0..n).step_by(TILE) {
         let nt = (n - t0).min(TILE);
-        for (b0, nb) in passes(row_bytes) {
-            let plen = permuted_len(4 * nb);
-            let Some(xp) = scratch.get_mut(..nt * plen) else {
+        for pass in passes(row_bytes) {
+            let Some(tile) = permute_tile(x, cols, (t0, nt), pass, scratch) else {
                 return;
             };
-            let mut sum_x = [0i32; TILE];
-            for (t, (xt, s)) in xp.chunks_exact_mut(plen).zip(sum_x.iter_mut()).enumerate() {
-                let Some(xs) = x.get((t0 + t) * cols + 4 * b0..(t0 + t) * cols + 4 * (b0 + nb))
-                else {
-                    return;
-                };
-                *s = permute(xs, xt);
-            }
-            let chunks = nb.div_ceil(32);
-            for (r, row) in w.chunks_exact(row_bytes).enumerate() {
-                let Some(row) = row.get(b0..b0 + nb) else {
-                    return;
-                };
-                // Tokens four at a time, one chunk's q vectors shared by the four.
-                let mut t = 0;
-                while t < nt {
-                    let k = (nt - t).min(4);
-                    let mut acc = [_mm256_setzero_si256(); 4];
-                    for c in 0..chunks {
-                        // SAFETY: `row` has `nb` bytes with `nb - 32c ≥ 16`.
-                        let q = q4(unsafe { load_codes(row, c) }, table);
-                        for (j, a) in acc.iter_mut().enumerate().take(k) {
-                            // SAFETY: token `t + j < nt` owns `plen ≥ 128·chunks` bytes of `xp`.
-                            let px = unsafe { xp.as_ptr().add((t + j) * plen + c * CHUNK) };
-                            *a = _mm256_add_epi32(*a, chunk_dot(&q, px as *const __m256i));
-                        }
-                    }
-                    let s = hsum4(acc[0], acc[1], acc[2], acc[3]);
-                    for j in 0..k {
-                        if let Some(o) = y.get_mut((t0 + t + j) * rows + r) {
-                            *o = o.wrapping_add(s[j].wrapping_sub(sum_x[t + j]));
-                        }
-                    }
-                    t += k;
-                }
-            }
+            rows_by_one(w, row_bytes, (0, rows), pass, &tile, rows, y);
         }
     }
-}
-
-/// `q = w + 1` of weights `4i + S` of a 64-byte code vector (two 32-byte rows or chunks).
-#[inline]
-#[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl,avx512vnni")]
-fn q_of512<const SHIFT: u32>(codes: __m512i, table: __m512i) -> __m512i {
-    let three = _mm512_set1_epi8(3);
-    _mm512_shuffle_epi8(
-        table,
-        _mm512_and_si512(_mm512_srli_epi16::<SHIFT>(codes), three),
-    )
 }
 
 /// The codes of chunk `c` of the row slice at `p` with `nb` bytes (32 bytes, or the last 16
@@ -355,7 +420,7 @@ unsafe fn load_codes_at(p: *const u8, nb: usize, c: usize) -> __m256i {
 }
 
 /// `y = W · x` with AVX-512 VNNI: two rows per `zmm` (the activations broadcast to both
-/// halves), four rows per step, `vpdpbusd` accumulating `q·x` straight into `i32` lanes.
+/// halves), eight rows per step, `vpdpbusd` accumulating `q·x` straight into `i32` lanes.
 /// Remaining rows go through [`ternary_matvec_avx2`]'s loop. The contract of
 /// [`reference::ternary_matvec`](super::reference::ternary_matvec), for [`row_bytes_ok`] rows.
 ///
@@ -366,14 +431,15 @@ pub unsafe fn ternary_matvec_vnni(w: &[u8], row_bytes: usize, x: &[i8], y: &mut 
     debug_assert!(row_bytes_ok(row_bytes));
     debug_assert_eq!(x.len(), row_bytes * 4);
     debug_assert_eq!(w.len(), row_bytes * y.len());
-    let full = y.len() & !3;
-    let (y4, y_rest) = y.split_at_mut(full);
-    let (w4, w_rest) = w.split_at(full * row_bytes);
-    // The rows that do not fill a group of four.
+    let full = y.len() & !7;
+    let (y8, y_rest) = y.split_at_mut(full);
+    let (w8, w_rest) = w.split_at(full * row_bytes);
+    // The rows that do not fill a group of eight.
     // SAFETY: AVX-512 implies AVX2.
     unsafe { ternary_matvec_avx2(w_rest, row_bytes, x, y_rest) };
-    y4.fill(0);
-    let table = _mm512_broadcast_i32x4(_mm256_castsi256_si128(q_table256()));
+    y8.fill(0);
+    let t = q_tables256();
+    let table = [0, 1].map(|k| _mm512_inserti64x4::<1>(_mm512_castsi256_si512(t[k]), t[k]));
     let mut xp = [0i8; PASS];
     for (b0, nb) in passes(row_bytes) {
         let (Some(xs), Some(xp)) = (
@@ -385,59 +451,51 @@ pub unsafe fn ternary_matvec_vnni(w: &[u8], row_bytes: usize, x: &[i8], y: &mut 
         let sum_x = permute(xs, xp);
         let chunks = nb.div_ceil(32);
         let px = xp.as_ptr() as *const __m256i;
-        if w4.len() < y4.len() * row_bytes {
+        if w8.len() < y8.len() * row_bytes {
             return;
         }
-        for (i, out) in y4.chunks_exact_mut(4).enumerate() {
-            // SAFETY: rows `4i..4i+4` exist (`w4` holds `y4.len()` rows, checked); each
+        for (i, out) in y8.chunks_exact_mut(8).enumerate() {
+            // SAFETY: rows `8i..8i+8` exist (`w8` holds `y8.len()` rows, checked); each
             // chunk read stays within bytes `b0..b0 + nb ≤ row_bytes` of its row (`nb - 32c ≥
             // 16` for `c < chunks`), and `xp` holds `chunks` permuted chunks.
-            let (a01, a23) = unsafe {
-                let r0 = w4.as_ptr().add(4 * i * row_bytes + b0);
-                let (r1, r2, r3) = (
-                    r0.add(row_bytes),
-                    r0.add(2 * row_bytes),
-                    r0.add(3 * row_bytes),
-                );
-                let (mut a01, mut a23) = (_mm512_setzero_si512(), _mm512_setzero_si512());
+            let acc = unsafe {
+                let r0 = w8.as_ptr().add(8 * i * row_bytes + b0);
+                let mut acc = [_mm512_setzero_si512(); 4];
                 for c in 0..chunks {
-                    let c01 = _mm512_inserti64x4::<1>(
-                        _mm512_castsi256_si512(load_codes_at(r0, nb, c)),
-                        load_codes_at(r1, nb, c),
-                    );
-                    let c23 = _mm512_inserti64x4::<1>(
-                        _mm512_castsi256_si512(load_codes_at(r2, nb, c)),
-                        load_codes_at(r3, nb, c),
-                    );
                     let xs = [0, 1, 2, 3]
                         .map(|s| _mm512_broadcast_i64x4(_mm256_loadu_si256(px.add(4 * c + s))));
-                    a01 = _mm512_dpbusd_epi32(a01, q_of512::<0>(c01, table), xs[0]);
-                    a23 = _mm512_dpbusd_epi32(a23, q_of512::<0>(c23, table), xs[0]);
-                    a01 = _mm512_dpbusd_epi32(a01, q_of512::<2>(c01, table), xs[1]);
-                    a23 = _mm512_dpbusd_epi32(a23, q_of512::<2>(c23, table), xs[1]);
-                    a01 = _mm512_dpbusd_epi32(a01, q_of512::<4>(c01, table), xs[2]);
-                    a23 = _mm512_dpbusd_epi32(a23, q_of512::<4>(c23, table), xs[2]);
-                    a01 = _mm512_dpbusd_epi32(a01, q_of512::<6>(c01, table), xs[3]);
-                    a23 = _mm512_dpbusd_epi32(a23, q_of512::<6>(c23, table), xs[3]);
+                    for (k, a) in acc.iter_mut().enumerate() {
+                        // Rows 2k (low half) and 2k + 1 (high half).
+                        let ra = r0.add(2 * k * row_bytes);
+                        let codes = _mm512_inserti64x4::<1>(
+                            _mm512_castsi256_si512(load_codes_at(ra, nb, c)),
+                            load_codes_at(ra.add(row_bytes), nb, c),
+                        );
+                        let q = q4_512(codes, table);
+                        *a = _mm512_dpbusd_epi32(*a, q[0], xs[0]);
+                        *a = _mm512_dpbusd_epi32(*a, q[1], xs[1]);
+                        *a = _mm512_dpbusd_epi32(*a, q[2], xs[2]);
+                        *a = _mm512_dpbusd_epi32(*a, q[3], xs[3]);
+                    }
                 }
-                (a01, a23)
+                acc
             };
-            let s = hsum4(
-                _mm512_castsi512_si256(a01),
-                _mm512_extracti64x4_epi64::<1>(a01),
-                _mm512_castsi512_si256(a23),
-                _mm512_extracti64x4_epi64::<1>(a23),
-            );
-            for (o, v) in out.iter_mut().zip(s) {
+            let lo = |a: __m512i| _mm512_castsi512_si256(a);
+            let hi = |a: __m512i| _mm512_extracti64x4_epi64::<1>(a);
+            let s0 = hsum4(lo(acc[0]), hi(acc[0]), lo(acc[1]), hi(acc[1]));
+            let s1 = hsum4(lo(acc[2]), hi(acc[2]), lo(acc[3]), hi(acc[3]));
+            for (o, v) in out.iter_mut().zip(s0.into_iter().chain(s1)) {
                 *o = o.wrapping_add(v.wrapping_sub(sum_x));
             }
         }
     }
 }
 
-/// [`ternary_matmul_avx2`] with `vpdpbusd`: each chunk's `q` vectors of one row are built once
-/// (as two `zmm`: groups `s = 0, 1` and `s = 2, 3`, matching two consecutive 64-byte halves of
-/// the permuted chunk) and applied to four tokens per step. Same contract and scratch.
+/// [`ternary_matmul_avx2`] with `vpdpbusd`, eight rows at a time: for each chunk the eight
+/// rows' `q` vectors are built once (16 `zmm`, two rows per register) and stay in registers
+/// while every token of the tile streams past (four broadcasts, 16 `vpdpbusd`, one 8-way
+/// reduction and one `ymm` add into `y[t][r..r + 8]` per token). Rows beyond a multiple of
+/// eight take the AVX2 loop. Same contract and scratch.
 ///
 /// # Safety
 /// The CPU must support AVX-512 F, BW, VL and VNNI.
@@ -454,64 +512,85 @@ pub unsafe fn ternary_matmul_vnni(
     let rows = w.len() / row_bytes;
     let n = x.len() / cols;
     debug_assert_eq!(y.len(), n * rows);
+    if y.len() < n * rows || w.len() < rows * row_bytes {
+        return;
+    }
     y.fill(0);
-    let table = q_table256();
+    let full = rows & !7;
+    let t = q_tables256();
+    let table = [0, 1].map(|k| _mm512_inserti64x4::<1>(_mm512_castsi256_si512(t[k]), t[k]));
     for t0 in (0..n).step_by(TILE) {
         let nt = (n - t0).min(TILE);
         for (b0, nb) in passes(row_bytes) {
-            let plen = permuted_len(4 * nb);
-            let Some(xp) = scratch.get_mut(..nt * plen) else {
+            let Some(tile) = permute_tile(x, cols, (t0, nt), (b0, nb), scratch) else {
                 return;
             };
-            let mut sum_x = [0i32; TILE];
-            for (t, (xt, s)) in xp.chunks_exact_mut(plen).zip(sum_x.iter_mut()).enumerate() {
-                let Some(xs) = x.get((t0 + t) * cols + 4 * b0..(t0 + t) * cols + 4 * (b0 + nb))
-                else {
-                    return;
-                };
-                *s = permute(xs, xt);
-            }
             let chunks = nb.div_ceil(32);
-            for (r, row) in w.chunks_exact(row_bytes).enumerate() {
-                let Some(row) = row.get(b0..b0 + nb) else {
-                    return;
-                };
-                let mut t = 0;
-                while t < nt {
-                    let k = (nt - t).min(4);
-                    let mut acc = [_mm512_setzero_si512(); 4];
-                    for c in 0..chunks {
-                        // SAFETY: `row` has `nb` bytes with `nb - 32c ≥ 16`.
-                        let q = q4(unsafe { load_codes(row, c) }, table);
-                        let q01 = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(q[0]), q[1]);
-                        let q23 = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(q[2]), q[3]);
-                        for (j, a) in acc.iter_mut().enumerate().take(k) {
-                            // SAFETY: token `t + j < nt` owns `plen ≥ 128·chunks` bytes of `xp`.
-                            let px = unsafe { xp.as_ptr().add((t + j) * plen + c * CHUNK) }
-                                as *const __m512i;
-                            let (x01, x23) =
-                                unsafe { (_mm512_loadu_si512(px), _mm512_loadu_si512(px.add(1))) };
-                            *a = _mm512_dpbusd_epi32(*a, q01, x01);
-                            *a = _mm512_dpbusd_epi32(*a, q23, x23);
+            for g in (0..full).step_by(8) {
+                for c in 0..chunks {
+                    // SAFETY: rows `g..g+8 ≤ rows` exist (checked); each read stays within
+                    // bytes `b0..b0 + nb` of its row (`nb - 32c ≥ 16`).
+                    let q: [[__m512i; 4]; 4] = core::array::from_fn(|k| unsafe {
+                        let ra = w.as_ptr().add((g + 2 * k) * row_bytes + b0);
+                        let codes = _mm512_inserti64x4::<1>(
+                            _mm512_castsi256_si512(load_codes_at(ra, nb, c)),
+                            load_codes_at(ra.add(row_bytes), nb, c),
+                        );
+                        q4_512(codes, table)
+                    });
+                    for tt in 0..nt {
+                        // SAFETY: token `tt < nt` owns `plen ≥ 128·chunks` bytes of `xp`;
+                        // `y` holds `n · rows` entries and `t0 + tt < n`, `g + 8 ≤ rows`.
+                        unsafe {
+                            let px =
+                                tile.xp.as_ptr().add(tt * tile.plen + c * CHUNK) as *const __m256i;
+                            let xs = [0, 1, 2, 3]
+                                .map(|s| _mm512_broadcast_i64x4(_mm256_loadu_si256(px.add(s))));
+                            let acc = q.map(|qk| {
+                                let a = _mm512_dpbusd_epi32(_mm512_setzero_si512(), qk[0], xs[0]);
+                                let a = _mm512_dpbusd_epi32(a, qk[1], xs[1]);
+                                let a = _mm512_dpbusd_epi32(a, qk[2], xs[2]);
+                                _mm512_dpbusd_epi32(a, qk[3], xs[3])
+                            });
+                            let sums = hsum8(acc);
+                            let out = y.as_mut_ptr().add((t0 + tt) * rows + g) as *mut __m256i;
+                            _mm256_storeu_si256(
+                                out,
+                                _mm256_add_epi32(_mm256_loadu_si256(out), sums),
+                            );
                         }
                     }
-                    let half = |a: __m512i| {
-                        _mm256_add_epi32(
-                            _mm512_castsi512_si256(a),
-                            _mm512_extracti64x4_epi64::<1>(a),
-                        )
-                    };
-                    let s = hsum4(half(acc[0]), half(acc[1]), half(acc[2]), half(acc[3]));
-                    for j in 0..k {
-                        if let Some(o) = y.get_mut((t0 + t + j) * rows + r) {
-                            *o = o.wrapping_add(s[j].wrapping_sub(sum_x[t + j]));
-                        }
+                }
+                for tt in 0..nt {
+                    let sx = tile.sum_x[tt];
+                    if let Some(out) = y.get_mut((t0 + tt) * rows + g..(t0 + tt) * rows + g + 8) {
+                        out.iter_mut().for_each(|o| *o = o.wrapping_sub(sx));
                     }
-                    t += k;
                 }
             }
+            rows_by_one(w, row_bytes, (full, rows), (b0, nb), &tile, rows, y);
         }
     }
+}
+
+/// The lane sums of four register pairs: `[Σ lo(a0), Σ hi(a0), Σ lo(a1), …, Σ hi(a3)]` (the
+/// eight rows of a [`ternary_matmul_vnni`] group, in order).
+#[inline]
+#[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn hsum8(a: [__m512i; 4]) -> __m256i {
+    let lo = |v: __m512i| _mm512_castsi512_si256(v);
+    let hi = |v: __m512i| _mm512_extracti64x4_epi64::<1>(v);
+    // Pairwise adds: after three rounds of hadd each 128-bit lane holds four row sums.
+    let h01 = _mm256_hadd_epi32(lo(a[0]), hi(a[0]));
+    let h23 = _mm256_hadd_epi32(lo(a[1]), hi(a[1]));
+    let h45 = _mm256_hadd_epi32(lo(a[2]), hi(a[2]));
+    let h67 = _mm256_hadd_epi32(lo(a[3]), hi(a[3]));
+    let h0123 = _mm256_hadd_epi32(h01, h23); // lane l: partial sums of rows 0..4
+    let h4567 = _mm256_hadd_epi32(h45, h67); // lane l: partial sums of rows 4..8
+                                             // Add the two 128-bit lanes: rows 0..4 from h0123, rows 4..8 from h4567.
+    let lo4 = _mm256_permute2x128_si256::<0x20>(h0123, h4567);
+    let hi4 = _mm256_permute2x128_si256::<0x31>(h0123, h4567);
+    _mm256_add_epi32(lo4, hi4)
 }
 
 /// `y[r] = Σ_{j < len} m[r·stride + j] · x[j]` (`len = x.len()`) with AVX2: both sides widened
