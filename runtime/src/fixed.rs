@@ -393,7 +393,7 @@ mod tests {
         let exps = [0, -31, 5, -1000, 1000, -2000, 1990, i32::MIN, i32::MAX];
         for i in 0..20000 {
             let pick = |r: u64| -> u32 {
-                if r % 4 == 0 {
+                if r.is_multiple_of(4) {
                     edge[(r >> 8) as usize % edge.len()]
                 } else if r % 4 == 1 {
                     (r >> 16) as u32 >> (r % 32) // any mantissa, not normalized

@@ -29,7 +29,7 @@ impl Q127 {
         let m = m.max(1);
         let l = 32 - (m - 1).leading_zeros(); // ⌈log2 m⌉ ≤ 24
         let shift = 32 + l;
-        let magic = ((1u64 << shift) + m as u64 - 1) / m as u64; // < 2^33
+        let magic = (1u64 << shift).div_ceil(m as u64); // < 2^33
         Q127 { m, magic, shift }
     }
 

@@ -15,7 +15,7 @@ use core::arch::aarch64::*;
 
 /// `row_bytes` the NEON kernel accepts (whole 16-byte code vectors).
 pub const fn row_bytes_ok(row_bytes: usize) -> bool {
-    row_bytes % 16 == 0 && row_bytes > 0
+    row_bytes.is_multiple_of(16) && row_bytes > 0
 }
 
 /// Code → weight table for `vqtbl1q_s8` (code `0b10`, never stored, maps to 0).

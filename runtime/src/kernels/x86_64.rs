@@ -33,7 +33,7 @@ pub const TILE: usize = 64;
 
 /// `row_bytes` the vector kernels accept (whole half chunks); others use the portable kernel.
 pub const fn row_bytes_ok(row_bytes: usize) -> bool {
-    row_bytes % 16 == 0 && row_bytes > 0
+    row_bytes.is_multiple_of(16) && row_bytes > 0
 }
 
 /// Bytes of permuted scratch one token needs in a pass over `cols` columns: whole chunks.
@@ -360,9 +360,9 @@ fn rows_by_one(
                 }
             }
             let s = hsum4(acc[0], acc[1], acc[2], acc[3]);
-            for j in 0..k {
+            for (j, sj) in s.into_iter().enumerate().take(k) {
                 if let Some(o) = y.get_mut((tile.t0 + t + j) * rows + r) {
-                    *o = o.wrapping_add(s[j].wrapping_sub(tile.sum_x[t + j]));
+                    *o = o.wrapping_add(sj.wrapping_sub(tile.sum_x[t + j]));
                 }
             }
             t += k;
