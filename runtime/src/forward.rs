@@ -254,13 +254,24 @@ impl Session<'_, '_> {
     /// arithmetic is the same integer code, so the bits are too.
     fn run(&mut self, n: usize) {
         #[cfg(target_arch = "x86_64")]
-        if matches!(
-            crate::kernels::level(),
-            crate::kernels::Level::Avx2 | crate::kernels::Level::Avx512Vnni
-        ) {
+        match crate::kernels::level() {
             // SAFETY: `level()` reports AVX2 only on CPUs with AVX2, BMI1, BMI2 and LZCNT.
-            return unsafe { self.run_v3(n) };
+            crate::kernels::Level::Avx2 => return unsafe { self.run_v3(n) },
+            // SAFETY: the AVX-512 VNNI level includes AVX-512 F/BW/VL/DQ and the AVX2 level's.
+            crate::kernels::Level::Avx512Vnni => return unsafe { self.run_v4(n) },
+            _ => {}
         }
+        self.run_pass(n)
+    }
+
+    /// [`run_pass`](Session::run_pass) compiled with x86-64-v4's integer features (AVX-512
+    /// F/BW/VL/DQ: `vpmullq` lets the compiler vectorize the quantizers' 64-bit products).
+    ///
+    /// # Safety
+    /// The CPU must support AVX2, BMI1, BMI2, LZCNT, POPCNT and AVX-512 F, BW, VL, DQ.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,bmi1,bmi2,lzcnt,popcnt,avx512f,avx512bw,avx512vl,avx512dq")]
+    unsafe fn run_v4(&mut self, n: usize) {
         self.run_pass(n)
     }
 
