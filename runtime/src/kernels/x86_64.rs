@@ -603,47 +603,54 @@ fn hsum8(a: [__m512i; 4]) -> __m256i {
 #[target_feature(enable = "avx2")]
 pub unsafe fn int8_matvec_avx2(m: &[i8], stride: usize, x: &[i8], y: &mut [i32]) {
     let len = x.len();
-    debug_assert!(y.is_empty() || m.len() >= (y.len() - 1) * stride + len);
+    let rows = y.len();
+    if rows == 0 || m.len() < (rows - 1) * stride + len {
+        return;
+    }
     let body = len & !15;
-    let row = |r: usize| m.get(r * stride..r * stride + len).unwrap_or(&[]);
-    let dot16 = |a: &[i8], j: usize| {
-        // SAFETY: callers pass rows of `len ≥ j + 16` bytes; `x` has `len` bytes.
-        unsafe {
-            let va = _mm256_cvtepi8_epi16(_mm_loadu_si128(a.as_ptr().add(j) as *const __m128i));
-            let vx = _mm256_cvtepi8_epi16(_mm_loadu_si128(x.as_ptr().add(j) as *const __m128i));
-            _mm256_madd_epi16(va, vx)
-        }
-    };
-    let tail = |a: &[i8]| -> i32 {
-        a.iter()
+    // `x` widened once: `body / 16` vectors of 16 `i16`.
+    let mut xw = [_mm256_setzero_si256(); 8];
+    let tail = |r: usize| -> i32 {
+        let row = &m[r * stride..r * stride + len];
+        row.iter()
             .zip(x)
             .skip(body)
             .fold(0i32, |s, (p, q)| s.wrapping_add(*p as i32 * *q as i32))
     };
-    let mut r = 0;
-    while r < y.len() {
-        let k = (y.len() - r).min(4);
-        let rows: [&[i8]; 4] = core::array::from_fn(|i| if i < k { row(r + i) } else { &[] });
-        if rows.iter().take(k).any(|a| a.len() != len) {
-            return;
+    if body <= 128 {
+        for (j, v) in xw.iter_mut().enumerate().take(body / 16) {
+            // SAFETY: `16j + 16 ≤ body ≤ len`.
+            *v = _mm256_cvtepi8_epi16(unsafe { _mm_loadu_si128(x.as_ptr().add(16 * j) as *const __m128i) });
         }
+    }
+    let mut r = 0;
+    while r < rows {
+        let k = (rows - r).min(4);
         let mut acc = [_mm256_setzero_si256(); 4];
-        for j in (0..body).step_by(16) {
-            for i in 0..k {
-                acc[i] = _mm256_add_epi32(acc[i], dot16(rows[i], j));
+        for (i, a) in acc.iter_mut().enumerate().take(k) {
+            // SAFETY: row `r + i < rows` spans `(r+i)·stride .. + len ≤ m.len()` (checked);
+            // loads read 16 bytes at `j < body ≤ len` of the row and of `x`.
+            unsafe {
+                let p = m.as_ptr().add((r + i) * stride);
+                for j in (0..body).step_by(16) {
+                    let va = _mm256_cvtepi8_epi16(_mm_loadu_si128(p.add(j) as *const __m128i));
+                    let vx = if body <= 128 {
+                        xw[j / 16]
+                    } else {
+                        _mm256_cvtepi8_epi16(_mm_loadu_si128(x.as_ptr().add(j) as *const __m128i))
+                    };
+                    *a = _mm256_add_epi32(*a, _mm256_madd_epi16(va, vx));
+                }
             }
         }
         let s = hsum4(acc[0], acc[1], acc[2], acc[3]);
-        for i in 0..k {
-            if let Some(o) = y.get_mut(r + i) {
-                *o = s[i].wrapping_add(tail(rows[i]));
-            }
+        for (i, si) in s.into_iter().enumerate().take(k) {
+            let t = if body < len { tail(r + i) } else { 0 };
+            y[r + i] = si.wrapping_add(t);
         }
         r += k;
     }
 }
-
-const _: () = assert!(TILE == super::MATMUL_TILE && PASS == super::MATMUL_PASS);
 
 /// [`fast::int8_weighted_sum`](super::fast::int8_weighted_sum) compiled with AVX2 (the
 /// compiler vectorizes its `i64` multiply-adds with `vpmuldq`).
