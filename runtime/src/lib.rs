@@ -10,9 +10,9 @@
 //! |---|---|
 //! | [`format`] | blob constants, header types, the canonical section [`Layout`] |
 //! | [`model`] | [`Model::from_bytes`]: validate once, borrow the weights in place |
-//! | [`session`] | [`Session`]: caller-owned working memory ([`session_bytes`]), KV cache, token history |
-//! | `forward` | [`Session::forward`]: one token in, Q15.16 logits (nats) out |
-//! | [`kernels`] | 2-bit ternary and int8 kernels, each with a scalar reference twin |
+//! | [`session`] | [`Session`]: caller-owned working memory ([`session_bytes`], [`session_bytes_prefill`]), KV cache, token history |
+//! | `forward` | [`Session::forward`]: one token in, Q15.16 logits (nats) out; [`Session::prefill`] / [`Session::forward_block`]: a block of tokens per pass, bit-identical |
+//! | [`kernels`] | 2-bit ternary and int8 kernels (scalar, Cortex-M DSP, AVX2, AVX-512 VNNI, NEON; chosen at run time), each with a scalar reference twin |
 //! | [`fixed`] | [`Dyadic`] scales, integer `exp`/`rsqrt` |
 //! | [`tokenizer`] | [`encode`] (greedy longest match), [`decode`] |
 //! | [`sampler`] | [`SamplerConfig`], [`Sampler`], [`Pcg32`] |
