@@ -13,7 +13,7 @@ use crate::format::{
     int8_row_bytes, ternary_row_bytes, LOGIT_FRAC_BITS, RESID_FRAC_BITS, ROPE_FRAC_BITS,
 };
 use crate::kernels::{int8_matvec, int8_weighted_sum, ternary_matmul, ternary_matvec};
-use crate::model::{Gains, TernaryMatrix};
+use crate::model::{Gains, LayerWeights, TernaryMatrix};
 use crate::norm::{absmax_quantize, rmsnorm_quantize, to_block_i32};
 use crate::session::Session;
 
@@ -291,8 +291,9 @@ impl Session<'_, '_> {
         let layers = self.model.config().n_layers as usize;
         self.embed(n);
         for l in 0..layers {
-            self.attention(l, n);
-            self.feed_forward(l, n);
+            let w = self.model.layer(l);
+            self.attention(&w, l, n);
+            self.feed_forward(&w, n);
         }
         self.lm_head(n);
         self.pos += n;
@@ -327,15 +328,14 @@ impl Session<'_, '_> {
 
     /// `x += Wo · Q2(SubNorm(Attention(Q2(RMSNorm(x)))))` for block `l`, every token.
     #[inline(always)]
-    fn attention(&mut self, l: usize, n: usize) {
+    fn attention(&mut self, w: &LayerWeights<'_>, l: usize, n: usize) {
         let c = *self.model.config();
-        let w = self.model.layer(l);
         let stride = ternary_row_bytes(c.d_model) * 4;
         self.norm_residual(n, w.attn_norm, stride);
-        self.project_queries(l, n, stride);
-        self.project_keys_values(l, n, stride);
+        self.project_queries(w, n, stride);
+        self.project_keys_values(w, l, n, stride);
         for t in 0..n {
-            self.attend(l, t, stride);
+            self.attend(w, l, t, stride);
         }
         matmul(&w.wo, self.act, stride, n, self.y, self.scratch);
         let d = c.d_model as usize;
@@ -352,9 +352,8 @@ impl Session<'_, '_> {
     /// Queries: project, rotate, quantize per head (Q5) into `q8[t]`, `q_scale[t]`. The
     /// `1/sqrt(hd)` of the scores is folded into the scale.
     #[inline(always)]
-    fn project_queries(&mut self, l: usize, n: usize, stride: usize) {
+    fn project_queries(&mut self, w: &LayerWeights<'_>, n: usize, stride: usize) {
         let c = *self.model.config();
-        let w = self.model.layer(l);
         let (d, hd, nh) = (
             c.d_model as usize,
             c.head_dim() as usize,
@@ -387,9 +386,8 @@ impl Session<'_, '_> {
     /// Keys (rotated) and values of each token, quantized per KV head (Q5), into the cache
     /// slots `[l][pos + t][g]`.
     #[inline(always)]
-    fn project_keys_values(&mut self, l: usize, n: usize, stride: usize) {
+    fn project_keys_values(&mut self, w: &LayerWeights<'_>, l: usize, n: usize, stride: usize) {
         let c = *self.model.config();
-        let w = self.model.layer(l);
         let (hd, nkv) = (c.head_dim() as usize, c.n_kv_heads as usize);
         let kv = nkv * hd;
         let rope_unit = Dyadic::pow2(-(ROPE_FRAC_BITS as i32));
@@ -436,7 +434,7 @@ impl Session<'_, '_> {
     /// for every query head: scores, softmax weights, value accumulation, head merge; then the
     /// sub-norm quantizes the merged heads into `act[t]` (scale `act_scale[t]`).
     #[inline(always)]
-    fn attend(&mut self, l: usize, t: usize, stride: usize) {
+    fn attend(&mut self, w: &LayerWeights<'_>, l: usize, t: usize, stride: usize) {
         let c = *self.model.config();
         let (d, hd) = (c.d_model as usize, c.head_dim() as usize);
         let (nh, nkv) = (c.n_heads as usize, c.n_kv_heads as usize);
@@ -469,7 +467,6 @@ impl Session<'_, '_> {
             };
         }
         let a_scale = merge_heads(&self.wide[..d], self.head_scale, hd, &mut self.y[..d]);
-        let w = self.model.layer(l);
         let eps = self.model.norm_eps();
         let act = &mut self.act[t * stride..];
         self.act_scale[t] = rmsnorm_quantize(&self.y[..d], a_scale, w.attn_sub_norm, eps, act);
@@ -477,9 +474,8 @@ impl Session<'_, '_> {
 
     /// `x += Wdown · Q2(SubNorm(ReLU²(Wup · Q2(RMSNorm(x)))))` for block `l`, every token.
     #[inline(always)]
-    fn feed_forward(&mut self, l: usize, n: usize) {
+    fn feed_forward(&mut self, w: &LayerWeights<'_>, n: usize) {
         let c = *self.model.config();
-        let w = self.model.layer(l);
         let eps = self.model.norm_eps();
         let (d, f) = (c.d_model as usize, c.ffn_dim as usize);
         let stride_d = ternary_row_bytes(c.d_model) * 4;

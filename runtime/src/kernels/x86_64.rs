@@ -620,7 +620,9 @@ pub unsafe fn int8_matvec_avx2(m: &[i8], stride: usize, x: &[i8], y: &mut [i32])
     if body <= 128 {
         for (j, v) in xw.iter_mut().enumerate().take(body / 16) {
             // SAFETY: `16j + 16 ≤ body ≤ len`.
-            *v = _mm256_cvtepi8_epi16(unsafe { _mm_loadu_si128(x.as_ptr().add(16 * j) as *const __m128i) });
+            *v = _mm256_cvtepi8_epi16(unsafe {
+                _mm_loadu_si128(x.as_ptr().add(16 * j) as *const __m128i)
+            });
         }
     }
     let mut r = 0;
