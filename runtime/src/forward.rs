@@ -84,6 +84,19 @@ fn unpack_dyadic(v: i64) -> Dyadic {
     }
 }
 
+/// [`Dyadic::gt`] for operands that are already normalized (every result of `mul`, and zero):
+/// the same order without normalizing both sides again (this runs once per key and head).
+#[inline(always)]
+fn gt_normalized(a: Dyadic, b: Dyadic) -> bool {
+    let r = if a.mant == 0 || b.mant == 0 {
+        a.mant > b.mant
+    } else {
+        a.exp > b.exp || (a.exp == b.exp && a.mant > b.mant)
+    };
+    debug_assert_eq!(r, a.gt(b));
+    r
+}
+
 /// `x[i] += round(y[i] · scale · 2^32)`, saturating at `±2^62` (the residual update).
 #[inline(always)]
 fn residual_add(x: &mut [i64], y: &[i32], scale: Dyadic) {
@@ -116,7 +129,7 @@ fn softmax_coefficients(
         wsum += wgt as u64;
         let vs = v_scale.get(s * nkv).copied().unwrap_or(Dyadic::ZERO);
         let cs = Dyadic::from_u64(wgt as u64, -30).mul(vs);
-        if cs.gt(cmax) {
+        if gt_normalized(cs, cmax) {
             cmax = cs;
         }
         *score = pack_dyadic(cs);
