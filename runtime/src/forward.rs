@@ -8,11 +8,13 @@
 //! feeding its tokens one at a time (tested in `runtime/tests/prefill.rs`).
 
 use crate::error::Error;
-use crate::fixed::{bit_len, exp_neg_q24, mul_round, sat_i32, Dyadic, INV_127};
+use crate::fixed::{bit_len, mul_round, sat_i32, Dyadic, INV_127};
 use crate::format::{
     int8_row_bytes, ternary_row_bytes, LOGIT_FRAC_BITS, RESID_FRAC_BITS, ROPE_FRAC_BITS,
 };
-use crate::kernels::{int8_matvec, int8_weighted_sum, ternary_matmul, ternary_matvec};
+use crate::kernels::{
+    int8_matvec, int8_weighted_sum, softmax_coefficients, ternary_matmul, ternary_matvec,
+};
 use crate::model::{Gains, LayerWeights, TernaryMatrix};
 use crate::norm::{absmax_quantize, rmsnorm_quantize, to_block_i32};
 use crate::session::Session;
@@ -70,33 +72,6 @@ fn rope(y: &[i32], table: &[u8], out: &mut [i64]) {
     }
 }
 
-/// A [`Dyadic`] in one `i64` slot (exponent high, mantissa low); [`unpack_dyadic`] inverts it.
-#[inline(always)]
-fn pack_dyadic(d: Dyadic) -> i64 {
-    ((d.exp as i64) << 32) | d.mant as i64
-}
-
-#[inline(always)]
-fn unpack_dyadic(v: i64) -> Dyadic {
-    Dyadic {
-        mant: v as u32,
-        exp: (v >> 32) as i32,
-    }
-}
-
-/// [`Dyadic::gt`] for operands that are already normalized (every result of `mul`, and zero):
-/// the same order without normalizing both sides again (this runs once per key and head).
-#[inline(always)]
-fn gt_normalized(a: Dyadic, b: Dyadic) -> bool {
-    let r = if a.mant == 0 || b.mant == 0 {
-        a.mant > b.mant
-    } else {
-        a.exp > b.exp || (a.exp == b.exp && a.mant > b.mant)
-    };
-    debug_assert_eq!(r, a.gt(b));
-    r
-}
-
 /// `x[i] += round(y[i] · scale · 2^32)`, saturating at `±2^62` (the residual update).
 #[inline(always)]
 fn residual_add(x: &mut [i64], y: &[i32], scale: Dyadic) {
@@ -104,48 +79,6 @@ fn residual_add(x: &mut [i64], y: &[i32], scale: Dyadic) {
         let dx = mul_round(*yi as i64, scale, RESID_FRAC_BITS as i32); // |dx| ≤ 2^62
         *xi = xi.saturating_add(dx).clamp(-RESID_LIMIT, RESID_LIMIT);
     }
-}
-
-/// Softmax weights of one head turned into value coefficients: returns `(e, Σw)` such that
-/// `c_s · 2^e ≈ w_s · v_scale_s` with `c_s < 2^24` in `coef[s]`, and `Σw` the weights' sum in
-/// Q30; `e = None` when every coefficient is zero.
-///
-/// `scores [p+1]` holds Q24 nats on entry (clobbered), `v_scale` the value scales of the
-/// head's positions `0..=p` (`v_scale[s · nkv]`).
-#[inline(always)]
-fn softmax_coefficients(
-    scores: &mut [i64],
-    coef: &mut [i32],
-    v_scale: &[Dyadic],
-    nkv: usize,
-) -> (Option<i32>, u64) {
-    let smax = scores.iter().copied().max().unwrap_or(0);
-    // Softmax weights w_s = exp(score_s − max) in Q30 (the maximum gets 2^30).
-    // c_s = w_s · v_scale_s replaces score_s in `scores` (packed, see `pack_dyadic`).
-    let mut wsum = 0u64; // ≤ T · 2^30 < 2^46
-    let mut cmax = Dyadic::ZERO;
-    for (s, score) in scores.iter_mut().enumerate() {
-        let wgt = exp_neg_q24(smax.saturating_sub(*score) as u64);
-        wsum += wgt as u64;
-        let vs = v_scale.get(s * nkv).copied().unwrap_or(Dyadic::ZERO);
-        let cs = Dyadic::from_u64(wgt as u64, -30).mul(vs);
-        if gt_normalized(cs, cmax) {
-            cmax = cs;
-        }
-        *score = pack_dyadic(cs);
-    }
-    // Coefficients c_s = w_s · v_scale_s as integers in units of 2^e (< 2^24).
-    let e = cmax.exp.saturating_add(8);
-    for (c, packed) in coef.iter_mut().zip(scores.iter()) {
-        let cs = unpack_dyadic(*packed);
-        let sh = e.saturating_sub(cs.exp);
-        *c = if cs.is_zero() || sh >= 40 {
-            0
-        } else {
-            ((cs.mant as u64 + (1u64 << (sh - 1))) >> sh) as i32
-        };
-    }
-    (if cmax.is_zero() { None } else { Some(e) }, wsum)
 }
 
 /// Concatenates the heads' accumulators `acc [H][hd]` (real value `acc · head_scale[h]`)

@@ -18,7 +18,7 @@ pub enum Level {
     Portable = 1,
     /// x86-64 AVX2 (`vpmaddubsw`), with BMI1/2, LZCNT and POPCNT (x86-64-v3's integer set).
     Avx2 = 2,
-    /// x86-64 AVX-512 F/BW/VL/DQ with VNNI (`vpdpbusd`), on top of the AVX2 level.
+    /// x86-64 AVX-512 F/BW/VL/DQ/CD with VNNI (`vpdpbusd`), on top of the AVX2 level.
     Avx512Vnni = 3,
     /// aarch64 Advanced SIMD (NEON).
     Neon = 4,
@@ -155,10 +155,18 @@ fn detect() -> Level {
     let avx512f = leaf7.ebx & (1 << 16) != 0;
     let avx512bw = leaf7.ebx & (1 << 30) != 0;
     let avx512dq = leaf7.ebx & (1 << 17) != 0;
+    let avx512cd = leaf7.ebx & (1 << 28) != 0;
     let avx512vl = leaf7.ebx & (1 << 31) != 0;
     let vnni = leaf7.ecx & (1 << 11) != 0;
     // Opmask, ZMM0-15 upper halves and ZMM16-31 saved too.
-    if avx512f && avx512bw && avx512vl && avx512dq && vnni && xcr0 & 0b1110_0110 == 0b1110_0110 {
+    if avx512f
+        && avx512bw
+        && avx512vl
+        && avx512dq
+        && avx512cd
+        && vnni
+        && xcr0 & 0b1110_0110 == 0b1110_0110
+    {
         return Level::Avx512Vnni;
     }
     return Level::Avx2;

@@ -23,11 +23,13 @@ pub mod dispatch;
 pub mod dsp;
 pub mod fast;
 pub mod reference;
+pub mod softmax;
 #[cfg(target_arch = "x86_64")]
 pub mod x86_64;
 
 pub use dispatch::{detected, force_portable, level, set_level, supported_levels, Level};
 pub use fast::int8_dot;
+pub use softmax::softmax_coefficients;
 
 #[cfg(runtime_dsp)]
 use dsp::ternary_matvec as portable_ternary_matvec;

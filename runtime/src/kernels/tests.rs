@@ -450,3 +450,87 @@ fn int8_weighted_sum_random_and_extremes() {
         check(&vec![1 << 24; t], &vec![x; t * 32], 32, 32);
     }
 }
+
+#[test]
+fn softmax_coefficients_twins() {
+    use super::softmax::{softmax_coefficients, softmax_coefficients_scalar};
+    use crate::fixed::Dyadic;
+    let mut rng = Rng(0x0DDB_1A5E_5BAD_5EED);
+    // `vector`: whether the AVX-512 twin must take the inputs (else it declines with `None`).
+    let mut run_with = |scores: &[i64], v_scale: &[Dyadic], nkv: usize, vector: bool| {
+        let len = scores.len();
+        let (mut s_want, mut c_want) = (scores.to_vec(), vec![-1i32; len]);
+        let want = softmax_coefficients_scalar(&mut s_want, &mut c_want, v_scale, nkv);
+        #[cfg(target_arch = "x86_64")]
+        if Level::Avx512Vnni.supported() {
+            let (mut s, mut c) = (scores.to_vec(), vec![-1i32; len]);
+            // SAFETY: the VNNI level (AVX-512 F/BW/VL/DQ/CD) is supported (checked above).
+            let got =
+                unsafe { super::x86_64::softmax_coefficients_avx512(&mut s, &mut c, v_scale, nkv) };
+            if vector {
+                assert_eq!(got, Some(want), "len {len} nkv {nkv}");
+                assert_eq!(
+                    (s, c),
+                    (s_want.clone(), c_want.clone()),
+                    "len {len} nkv {nkv}"
+                );
+            } else {
+                assert_eq!(got, None);
+            }
+        }
+        for level in super::supported_levels() {
+            let got = at_level(level, || {
+                let (mut s, mut c) = (scores.to_vec(), vec![-1i32; len]);
+                let r = softmax_coefficients(&mut s, &mut c, v_scale, nkv);
+                (r, s, c)
+            });
+            assert_eq!(got, Some((want, s_want.clone(), c_want.clone())), "{level}");
+        }
+    };
+    let normal = |rng: &mut Rng, lo: i32, hi: i32| Dyadic {
+        mant: (1 << 31) | (rng.next() as u32 >> 1),
+        exp: lo + rng.below((hi - lo + 1) as u64) as i32,
+    };
+    for _ in 0..300 {
+        let len = 1 + rng.below(150) as usize;
+        let nkv = 1 + rng.below(4) as usize;
+        // Scores in Q24 nats: a spread of a few nats, or tens (weights underflow), or extremes.
+        let spread: i64 = [1 << 24, 8 << 24, 40 << 24, 1 << 62][rng.below(4) as usize];
+        let base = rng.next() as i64 >> 3;
+        let scores: Vec<i64> = (0..len)
+            .map(|_| match rng.below(20) {
+                0 => -(1 << 62),
+                1 => 1 << 62,
+                _ => base.saturating_sub((rng.next() >> 1) as i64 % spread),
+            })
+            .collect();
+        let (lo, hi) =
+            [(-80, 20), (-2000, -1900), (1950, 2000), (-2000, 2000)][rng.below(4) as usize];
+        let v_scale: Vec<Dyadic> = (0..len * nkv)
+            .map(|_| match rng.below(10) {
+                0 => Dyadic::ZERO,
+                _ => normal(&mut rng, lo, hi),
+            })
+            .collect();
+        run_with(&scores, &v_scale, nkv, true);
+    }
+    // Every weight and scale zero; one key; the largest scales.
+    run_with(&[5, 5, 5], &[Dyadic::ZERO; 3], 1, true);
+    run_with(&[0], &[Dyadic::ONE], 1, true);
+    run_with(
+        &[7; 9],
+        &[Dyadic {
+            mant: u32::MAX,
+            exp: 2000,
+        }; 9],
+        1,
+        true,
+    );
+    // A non-normalized scale: the vector twin declines, the dispatcher still matches.
+    run_with(
+        &[0, -3, 9, 1 << 30],
+        &[Dyadic { mant: 3, exp: 0 }; 4],
+        1,
+        false,
+    );
+}

@@ -663,3 +663,163 @@ pub unsafe fn int8_matvec_avx2(m: &[i8], stride: usize, x: &[i8], y: &mut [i32])
 pub unsafe fn int8_weighted_sum_avx2(coef: &[i32], v: &[i8], stride: usize, acc: &mut [i64]) {
     super::fast::int8_weighted_sum(coef, v, stride, acc)
 }
+
+/// [`softmax_coefficients_scalar`](super::softmax::softmax_coefficients_scalar) eight keys at a
+/// time with AVX-512: the integer `exp` (`vpmullq`, a gathered `2^(-j/64)` table, per-lane
+/// shifts), the exact normalization of `from_u64` for weights `≤ 2^30` (`vplzcntq`), the
+/// normalized-operand path of `Dyadic::mul` (`vpmuludq`, rounding, carry, the exponent clamp),
+/// the maximum as one unsigned key per lane. Returns `None` (and touches nothing) unless every
+/// value scale read is normalized or zero with an exponent in the clamp range, as the forward
+/// pass's always are; the caller then runs the scalar code.
+///
+/// # Safety
+/// The CPU must support AVX-512 F, BW, VL, DQ and CD.
+#[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl,avx512dq,avx512cd")]
+pub unsafe fn softmax_coefficients_avx512(
+    scores: &mut [i64],
+    coef: &mut [i32],
+    v_scale: &[crate::fixed::Dyadic],
+    nkv: usize,
+) -> Option<(Option<i32>, u64)> {
+    use crate::fixed::{EXP2_NEG_Q30, EXP_CEIL, EXP_FLOOR, LN2_Q30, LOG2E_Q30};
+    let len = scores.len();
+    if len == 0 || coef.len() < len || nkv == 0 || v_scale.len() < (len - 1) * nkv + 1 {
+        return None;
+    }
+    // Operands the vector `mul` handles: normalized or zero, exponent within the clamp.
+    for s in 0..len {
+        let vs = v_scale[s * nkv];
+        let normal = vs.mant == 0 || vs.mant >= 1 << 31;
+        if !normal || vs.exp < EXP_FLOOR || vs.exp > EXP_CEIL {
+            return None;
+        }
+    }
+    let smax = scores.iter().copied().max().unwrap_or(0);
+    // exp(-z) is 0 for z ≥ 32 nats (Q24): score ≤ smax − 2^29.
+    let thr = _mm512_set1_epi64(smax.saturating_sub(32 << 24));
+    let vmax = _mm512_set1_epi64(smax);
+    let one = _mm512_set1_epi64(1);
+    let key_bias = 4096i64; // exponent + bias > 0: nonzero keys beat zero
+    let mut wsum = _mm512_setzero_si512();
+    let mut kmax = _mm512_setzero_si512();
+    let stride_idx = _mm512_mullo_epi64(
+        _mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7),
+        _mm512_set1_epi64(nkv as i64),
+    );
+    let mut s0 = 0;
+    while s0 < len {
+        let k = (len - s0).min(8);
+        let m: __mmask8 = if k == 8 { 0xFF } else { (1u8 << k) - 1 };
+        let sc = _mm512_maskz_loadu_epi64(m, scores.as_ptr().add(s0));
+        // z = smax − score (< 2^29 where the weight is not zero).
+        let zero_w = _mm512_cmple_epi64_mask(sc, thr) | !m;
+        let z = _mm512_sub_epi64(vmax, sc);
+        let t = _mm512_srli_epi64::<28>(_mm512_add_epi64(
+            _mm512_mullo_epi64(z, _mm512_set1_epi64(LOG2E_Q30)),
+            _mm512_set1_epi64(1 << 27),
+        ));
+        let n = _mm512_srli_epi64::<26>(t);
+        let zero_w = zero_w | _mm512_cmpge_epu64_mask(n, _mm512_set1_epi64(31));
+        let f = _mm512_and_si512(t, _mm512_set1_epi64((1 << 26) - 1));
+        let j = _mm512_srli_epi64::<20>(f);
+        let r = _mm512_and_si512(f, _mm512_set1_epi64((1 << 20) - 1));
+        let x = _mm512_srai_epi64::<26>(_mm512_mullo_epi64(r, _mm512_set1_epi64(LN2_Q30)));
+        let x2 = _mm512_srai_epi64::<30>(_mm512_mullo_epi64(x, x));
+        let x3 = _mm512_srai_epi64::<30>(_mm512_mullo_epi64(x2, x));
+        // (x3 as u32) / 6 = (x3 · 0xAAAAAAAB) >> 34 for every u32.
+        let x3_6 = _mm512_srli_epi64::<34>(_mm512_mul_epu32(x3, _mm512_set1_epi64(0xAAAA_AAAB)));
+        let poly = _mm512_sub_epi64(
+            _mm512_add_epi64(
+                _mm512_sub_epi64(_mm512_set1_epi64(1 << 30), x),
+                _mm512_srai_epi64::<1>(x2),
+            ),
+            x3_6,
+        );
+        // Lanes with a zero weight may hold any j: read entry 0 there.
+        let j = _mm512_maskz_mov_epi64(!zero_w, j);
+        let table = _mm512_cvtepu32_epi64(_mm512_i64gather_epi32::<4>(
+            j,
+            EXP2_NEG_Q30.as_ptr() as *const i32,
+        ));
+        let v = _mm512_srai_epi64::<30>(_mm512_add_epi64(
+            _mm512_mullo_epi64(table, poly),
+            _mm512_set1_epi64(1 << 29),
+        ));
+        let half = _mm512_srli_epi64::<1>(_mm512_sllv_epi64(one, n));
+        let wgt = _mm512_srlv_epi64(_mm512_add_epi64(v, half), n);
+        let wgt = _mm512_maskz_mov_epi64(!zero_w, wgt);
+        wsum = _mm512_add_epi64(wsum, wgt);
+        // from_u64(wgt, -30): 0 < wgt ≤ 2^30, so 33+ leading zeros and an exact shift.
+        let nz_w = _mm512_test_epi64_mask(wgt, wgt);
+        let lz = _mm512_lzcnt_epi64(wgt);
+        let up = _mm512_sub_epi64(lz, _mm512_set1_epi64(32));
+        let a_mant = _mm512_sllv_epi64(wgt, up);
+        let a_exp = _mm512_sub_epi64(_mm512_set1_epi64(-30), up);
+        // The value scales, gathered: low half mantissa, high half exponent.
+        let idx = _mm512_add_epi64(stride_idx, _mm512_set1_epi64((s0 * nkv) as i64));
+        let vsl = _mm512_mask_i64gather_epi64::<8>(
+            _mm512_setzero_si512(),
+            m,
+            idx,
+            v_scale.as_ptr() as *const i64,
+        );
+        let b_mant = _mm512_and_si512(vsl, _mm512_set1_epi64(0xFFFF_FFFF));
+        let b_exp = _mm512_srai_epi64::<32>(vsl);
+        // mul: p = a·b (≥ 2^62 when both are nonzero), keep the top 32 bits rounded.
+        let p = _mm512_mul_epu32(a_mant, b_mant);
+        let nz = nz_w & _mm512_test_epi64_mask(p, p);
+        let top = _mm512_srli_epi64::<63>(p);
+        let sh = _mm512_add_epi64(_mm512_set1_epi64(31), top);
+        let rr = _mm512_srli_epi64::<1>(_mm512_add_epi64(
+            _mm512_srlv_epi64(p, _mm512_sub_epi64(sh, one)),
+            one,
+        ));
+        let carry = _mm512_srli_epi64::<32>(rr);
+        let e = _mm512_add_epi64(_mm512_add_epi64(a_exp, b_exp), _mm512_add_epi64(sh, carry));
+        let mant = _mm512_srlv_epi64(rr, carry);
+        // The clamp: below EXP_FLOOR zero, above EXP_CEIL (u32::MAX, EXP_CEIL).
+        let under = _mm512_cmplt_epi64_mask(e, _mm512_set1_epi64(EXP_FLOOR as i64));
+        let over = _mm512_cmpgt_epi64_mask(e, _mm512_set1_epi64(EXP_CEIL as i64));
+        let mant = _mm512_mask_mov_epi64(mant, over, _mm512_set1_epi64(u32::MAX as i64));
+        let e = _mm512_mask_mov_epi64(e, over, _mm512_set1_epi64(EXP_CEIL as i64));
+        let keep = nz & !under;
+        let mant = _mm512_maskz_mov_epi64(keep, mant);
+        let e = _mm512_maskz_mov_epi64(keep, e);
+        // pack_dyadic: exponent high, mantissa low.
+        let packed = _mm512_or_si512(_mm512_slli_epi64::<32>(e), mant);
+        _mm512_mask_storeu_epi64(scores.as_mut_ptr().add(s0), m, packed);
+        let key = _mm512_or_si512(
+            _mm512_slli_epi64::<32>(_mm512_add_epi64(e, _mm512_set1_epi64(key_bias))),
+            mant,
+        );
+        kmax = _mm512_max_epu64(kmax, _mm512_maskz_mov_epi64(keep, key));
+        s0 += 8;
+    }
+    let wsum = _mm512_reduce_add_epi64(wsum) as u64;
+    let kmax = _mm512_reduce_max_epu64(kmax);
+    if kmax == 0 {
+        coef[..len].fill(0);
+        return Some((None, wsum));
+    }
+    let cmax_exp = ((kmax >> 32) as i64 - key_bias) as i32;
+    // Coefficients: round(mant / 2^sh), sh = e − exp_s (≥ 8 for nonzero entries).
+    let e = cmax_exp.saturating_add(8);
+    let mut s0 = 0;
+    while s0 < len {
+        let k = (len - s0).min(8);
+        let m: __mmask8 = if k == 8 { 0xFF } else { (1u8 << k) - 1 };
+        let packed = _mm512_maskz_loadu_epi64(m, scores.as_ptr().add(s0));
+        let mant = _mm512_and_si512(packed, _mm512_set1_epi64(0xFFFF_FFFF));
+        let exp = _mm512_srai_epi64::<32>(packed);
+        let sh = _mm512_sub_epi64(_mm512_set1_epi64(e as i64), exp);
+        let live = _mm512_test_epi64_mask(mant, mant)
+            & _mm512_cmplt_epi64_mask(sh, _mm512_set1_epi64(40))
+            & _mm512_cmpgt_epi64_mask(sh, _mm512_setzero_si512());
+        let half = _mm512_sllv_epi64(one, _mm512_sub_epi64(sh, one));
+        let c = _mm512_srlv_epi64(_mm512_add_epi64(mant, half), sh);
+        let c = _mm512_maskz_mov_epi64(live, c);
+        _mm256_mask_storeu_epi32(coef.as_mut_ptr().add(s0), m, _mm512_cvtepi64_epi32(c));
+        s0 += 8;
+    }
+    Some((Some(e), wsum))
+}
