@@ -457,7 +457,7 @@ fn softmax_coefficients_twins() {
     use crate::fixed::Dyadic;
     let mut rng = Rng(0x0DDB_1A5E_5BAD_5EED);
     // `vector`: whether the AVX-512 twin must take the inputs (else it declines with `None`).
-    let mut run_with = |scores: &[i64], v_scale: &[Dyadic], nkv: usize, vector: bool| {
+    let run_with = |scores: &[i64], v_scale: &[Dyadic], nkv: usize, vector: bool| {
         let len = scores.len();
         let (mut s_want, mut c_want) = (scores.to_vec(), vec![-1i32; len]);
         let want = softmax_coefficients_scalar(&mut s_want, &mut c_want, v_scale, nkv);
