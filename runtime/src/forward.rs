@@ -13,7 +13,8 @@ use crate::format::{
     int8_row_bytes, ternary_row_bytes, LOGIT_FRAC_BITS, RESID_FRAC_BITS, ROPE_FRAC_BITS,
 };
 use crate::kernels::{
-    int8_matvec, int8_weighted_sum, softmax_coefficients, ternary_matmul, ternary_matvec,
+    attention_scores, int8_matvec, int8_weighted_sum, softmax_coefficients, ternary_matmul,
+    ternary_matvec,
 };
 use crate::model::{Gains, LayerWeights, TernaryMatrix};
 use crate::norm::{absmax_quantize, rmsnorm_quantize, to_block_i32};
@@ -395,10 +396,8 @@ impl Session<'_, '_> {
             let dots = &mut self.coef[..=p];
             int8_matvec(keys, nkv * hd, q, dots);
             let q_scale = self.q_scale[t * nh + h];
-            for (s, (score, dot)) in self.scores[..=p].iter_mut().zip(dots.iter()).enumerate() {
-                let k_scale = self.k_scale[first + s * nkv + g];
-                *score = mul_round(*dot as i64, q_scale.mul(k_scale), 24);
-            }
+            let k_scale = &self.k_scale[first + g..];
+            attention_scores(dots, q_scale, k_scale, nkv, &mut self.scores[..=p]);
             let v_scale = &self.v_scale[first + g..];
             let (e, wsum) =
                 softmax_coefficients(&mut self.scores[..=p], &mut self.coef[..=p], v_scale, nkv);

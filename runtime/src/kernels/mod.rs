@@ -29,7 +29,7 @@ pub mod x86_64;
 
 pub use dispatch::{detected, force_portable, level, set_level, supported_levels, Level};
 pub use fast::int8_dot;
-pub use softmax::softmax_coefficients;
+pub use softmax::{attention_scores, softmax_coefficients};
 
 #[cfg(runtime_dsp)]
 use dsp::ternary_matvec as portable_ternary_matvec;

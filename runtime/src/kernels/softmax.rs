@@ -1,9 +1,46 @@
-//! The attention's softmax step for one head: scores in, value coefficients out. The scalar
-//! definition ([`softmax_coefficients_scalar`]) and the dispatching entry point (an AVX-512
+//! The attention's per-key steps for one head: scores from dot products
+//! ([`attention_scores_scalar`]), and the softmax step, scores in, value coefficients out
+//! ([`softmax_coefficients_scalar`]). Each has its scalar definition and a dispatching entry
+//! point (an AVX-512
 //! twin on x86-64 at the VNNI level, eight keys per step; every other level runs the scalar
 //! code). Both return the same bits (tested in the shared suite).
 
-use crate::fixed::{exp_neg_q24, Dyadic};
+use crate::fixed::{exp_neg_q24, mul_round, Dyadic};
+
+/// `scores[s] = round(dots[s] · q_scale · k_scale[s·nkv] · 2^24)` (Q24 nats), saturating at
+/// `±2^62`: the attention scores of one head from its int8 dot products. The scalar definition.
+#[inline(always)]
+pub fn attention_scores_scalar(
+    dots: &[i32],
+    q_scale: Dyadic,
+    k_scale: &[Dyadic],
+    nkv: usize,
+    scores: &mut [i64],
+) {
+    for (s, (score, dot)) in scores.iter_mut().zip(dots).enumerate() {
+        let ks = k_scale.get(s * nkv).copied().unwrap_or(Dyadic::ZERO);
+        *score = mul_round(*dot as i64, q_scale.mul(ks), 24);
+    }
+}
+
+/// Same contract as [`attention_scores_scalar`], at the current kernel level.
+#[inline]
+pub fn attention_scores(
+    dots: &[i32],
+    q_scale: Dyadic,
+    k_scale: &[Dyadic],
+    nkv: usize,
+    scores: &mut [i64],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if super::level() == super::Level::Avx512Vnni {
+        // SAFETY: the VNNI level includes AVX-512 F/BW/VL/DQ/CD.
+        if unsafe { super::x86_64::attention_scores_avx512(dots, q_scale, k_scale, nkv, scores) } {
+            return;
+        }
+    }
+    attention_scores_scalar(dots, q_scale, k_scale, nkv, scores)
+}
 
 /// Same contract as [`softmax_coefficients_scalar`], at the current kernel level.
 #[inline]

@@ -534,3 +534,76 @@ fn softmax_coefficients_twins() {
         false,
     );
 }
+
+#[test]
+fn attention_scores_twins() {
+    use super::softmax::{attention_scores, attention_scores_scalar};
+    use crate::fixed::Dyadic;
+    let mut rng = Rng(0xA77E_4710_5C0B_E5ED);
+    let run = |dots: &[i32], q: Dyadic, ks: &[Dyadic], nkv: usize, vector: bool| {
+        let len = dots.len();
+        let mut want = vec![-1i64; len];
+        attention_scores_scalar(dots, q, ks, nkv, &mut want);
+        #[cfg(target_arch = "x86_64")]
+        if Level::Avx512Vnni.supported() {
+            let mut got = vec![-1i64; len];
+            // SAFETY: the VNNI level (AVX-512 F/BW/VL/DQ/CD) is supported (checked above).
+            let took =
+                unsafe { super::x86_64::attention_scores_avx512(dots, q, ks, nkv, &mut got) };
+            assert_eq!(took, vector);
+            if vector {
+                assert_eq!(got, want, "q {q:?}");
+            }
+        }
+        for level in super::supported_levels() {
+            let got = at_level(level, || {
+                let mut got = vec![-1i64; len];
+                attention_scores(dots, q, ks, nkv, &mut got);
+                got
+            });
+            assert_eq!(got.as_ref(), Some(&want), "{level}");
+        }
+    };
+    let normal = |rng: &mut Rng, lo: i32, hi: i32| Dyadic {
+        mant: (1 << 31) | (rng.next() as u32 >> 1),
+        exp: lo + rng.below((hi - lo + 1) as u64) as i32,
+    };
+    for _ in 0..400 {
+        let len = 1 + rng.below(140) as usize;
+        let nkv = 1 + rng.below(4) as usize;
+        // Exponent ranges: typical, shifts far right (0), far left (saturation), clamps.
+        let (lo, hi) = [
+            (-90, -40),
+            (-200, -100),
+            (-40, 40),
+            (-2000, 2000),
+            (1990, 2000),
+        ][rng.below(5) as usize];
+        let q = match rng.below(8) {
+            0 => Dyadic::ZERO,
+            _ => normal(&mut rng, lo / 2, hi / 2),
+        };
+        let ks: Vec<Dyadic> = (0..len * nkv)
+            .map(|_| match rng.below(8) {
+                0 => Dyadic::ZERO,
+                _ => normal(&mut rng, lo / 2, hi / 2),
+            })
+            .collect();
+        let dots: Vec<i32> = (0..len)
+            .map(|_| match rng.below(10) {
+                0 => 0,
+                1 => -(1 << 29),
+                2 => (1 << 29) - 1,
+                _ => (rng.next() as i32) >> (2 + rng.below(25)),
+            })
+            .collect();
+        run(&dots, q, &ks, nkv, true);
+    }
+    run(
+        &[5, -5],
+        Dyadic { mant: 7, exp: 0 },
+        &[Dyadic::ONE; 2],
+        1,
+        false,
+    );
+}

@@ -823,3 +823,100 @@ pub unsafe fn softmax_coefficients_avx512(
     }
     Some((Some(e), wsum))
 }
+
+/// [`attention_scores_scalar`](super::softmax::attention_scores_scalar) eight keys at a time
+/// with AVX-512: `Dyadic::mul` on normalized operands, then `mul_round` (`vpmullq`, per-lane
+/// rounding right shifts or saturating left shifts). Returns `false` (and touches nothing)
+/// unless `q_scale` and every key scale read are normalized or zero with exponents in the clamp
+/// range; the caller then runs the scalar code.
+///
+/// # Safety
+/// The CPU must support AVX-512 F, BW, VL, DQ and CD.
+#[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl,avx512dq,avx512cd")]
+pub unsafe fn attention_scores_avx512(
+    dots: &[i32],
+    q_scale: crate::fixed::Dyadic,
+    k_scale: &[crate::fixed::Dyadic],
+    nkv: usize,
+    scores: &mut [i64],
+) -> bool {
+    use crate::fixed::{EXP_CEIL, EXP_FLOOR};
+    let len = scores.len();
+    if len == 0 || dots.len() < len || nkv == 0 || k_scale.len() < (len - 1) * nkv + 1 {
+        return false;
+    }
+    let ok = |d: crate::fixed::Dyadic| {
+        (d.mant == 0 || d.mant >= 1 << 31) && d.exp >= EXP_FLOOR && d.exp <= EXP_CEIL
+    };
+    if !ok(q_scale) || (0..len).any(|s| !ok(k_scale[s * nkv])) {
+        return false;
+    }
+    let one = _mm512_set1_epi64(1);
+    let a_mant = _mm512_set1_epi64(q_scale.mant as i64);
+    let a_exp = _mm512_set1_epi64(q_scale.exp as i64);
+    let limit = _mm512_set1_epi64(1 << 62);
+    let stride_idx = _mm512_mullo_epi64(
+        _mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7),
+        _mm512_set1_epi64(nkv as i64),
+    );
+    let mut s0 = 0;
+    while s0 < len {
+        let k = (len - s0).min(8);
+        let m: __mmask8 = if k == 8 { 0xFF } else { (1u8 << k) - 1 };
+        let idx = _mm512_add_epi64(stride_idx, _mm512_set1_epi64((s0 * nkv) as i64));
+        let ks = _mm512_mask_i64gather_epi64::<8>(
+            _mm512_setzero_si512(),
+            m,
+            idx,
+            k_scale.as_ptr() as *const i64,
+        );
+        let b_mant = _mm512_and_si512(ks, _mm512_set1_epi64(0xFFFF_FFFF));
+        let b_exp = _mm512_srai_epi64::<32>(ks);
+        // Dyadic::mul of normalized operands (or zero).
+        let p = _mm512_mul_epu32(a_mant, b_mant);
+        let nz = _mm512_test_epi64_mask(p, p);
+        let top = _mm512_srli_epi64::<63>(p);
+        let sh = _mm512_add_epi64(_mm512_set1_epi64(31), top);
+        let rr = _mm512_srli_epi64::<1>(_mm512_add_epi64(
+            _mm512_srlv_epi64(p, _mm512_sub_epi64(sh, one)),
+            one,
+        ));
+        let carry = _mm512_srli_epi64::<32>(rr);
+        let e = _mm512_add_epi64(_mm512_add_epi64(a_exp, b_exp), _mm512_add_epi64(sh, carry));
+        let mant = _mm512_srlv_epi64(rr, carry);
+        let under = _mm512_cmplt_epi64_mask(e, _mm512_set1_epi64(EXP_FLOOR as i64));
+        let over = _mm512_cmpgt_epi64_mask(e, _mm512_set1_epi64(EXP_CEIL as i64));
+        let mant = _mm512_mask_mov_epi64(mant, over, _mm512_set1_epi64(u32::MAX as i64));
+        let e = _mm512_mask_mov_epi64(e, over, _mm512_set1_epi64(EXP_CEIL as i64));
+        let keep = nz & !under;
+        let mant = _mm512_maskz_mov_epi64(keep, mant);
+        let e = _mm512_maskz_mov_epi64(keep, e);
+        // mul_round(dot, d, 24): x · mant (|·| < 2^63), then shift_round by exp + 24.
+        let dot = _mm512_cvtepi32_epi64(_mm256_maskz_loadu_epi32(m, dots.as_ptr().add(s0)));
+        let x = _mm512_mullo_epi64(dot, mant);
+        let sh = _mm512_add_epi64(e, _mm512_set1_epi64(24));
+        let left = _mm512_cmpge_epi64_mask(sh, _mm512_setzero_si512());
+        // Left: 0 stays 0; saturate when sh ≥ 62 or the shift would reach bit 62.
+        let ax = _mm512_abs_epi64(x);
+        let lz = _mm512_lzcnt_epi64(ax);
+        let sat = _mm512_cmpge_epi64_mask(sh, _mm512_set1_epi64(62))
+            | _mm512_cmple_epi64_mask(lz, _mm512_add_epi64(sh, one));
+        let neg = _mm512_cmplt_epi64_mask(x, _mm512_setzero_si512());
+        let shifted = _mm512_sllv_epi64(x, sh);
+        let satv = _mm512_mask_sub_epi64(limit, neg, _mm512_setzero_si512(), limit);
+        let lv = _mm512_mask_mov_epi64(shifted, sat, satv);
+        let lv = _mm512_maskz_mov_epi64(_mm512_test_epi64_mask(x, x), lv);
+        // Right: r = −sh; r ≥ 64 gives 0, else (x >> r) + ((x >> (r − 1)) & 1).
+        let r = _mm512_sub_epi64(_mm512_setzero_si512(), sh);
+        let far = _mm512_cmpge_epi64_mask(r, _mm512_set1_epi64(64));
+        let rv = _mm512_add_epi64(
+            _mm512_srav_epi64(x, r),
+            _mm512_and_si512(_mm512_srav_epi64(x, _mm512_sub_epi64(r, one)), one),
+        );
+        let rv = _mm512_maskz_mov_epi64(!far, rv);
+        let out = _mm512_mask_mov_epi64(rv, left, lv);
+        _mm512_mask_storeu_epi64(scores.as_mut_ptr().add(s0), m, out);
+        s0 += 8;
+    }
+    true
+}
