@@ -17,7 +17,7 @@ use crate::kernels::{
     ternary_matvec,
 };
 use crate::model::{Gains, LayerWeights, TernaryMatrix};
-use crate::norm::{absmax_quantize, rmsnorm_quantize, to_block_i32};
+use crate::norm::{absmax_quantize, max_abs_i64, rmsnorm_quantize, to_block_i32};
 use crate::session::Session;
 
 /// Real value of one unit of the residual stream: `2^-32`.
@@ -88,7 +88,7 @@ fn residual_add(x: &mut [i64], y: &[i32], scale: Dyadic) {
 fn merge_heads(acc: &[i64], head_scale: &[Dyadic], hd: usize, y: &mut [i32]) -> Dyadic {
     let mut amax = Dyadic::ZERO;
     for (a, hs) in acc.chunks_exact(hd).zip(head_scale) {
-        let m = a.iter().map(|v| v.unsigned_abs()).max().unwrap_or(0);
+        let m = max_abs_i64(a);
         let r = Dyadic::from_u64(m, 0).mul(*hs);
         if r.gt(amax) {
             amax = r;
@@ -103,7 +103,7 @@ fn merge_heads(acc: &[i64], head_scale: &[Dyadic], hd: usize, y: &mut [i32]) -> 
         .zip(head_scale)
         .zip(y.chunks_exact_mut(hd))
     {
-        let m = a.iter().map(|v| v.unsigned_abs()).max().unwrap_or(0);
+        let m = max_abs_i64(a);
         let k = bit_len(m).saturating_sub(31); // acc >> k fits i32
         let ratio = if amax.is_zero() {
             Dyadic::ZERO

@@ -48,6 +48,27 @@ impl Q127 {
     }
 }
 
+/// `max |v[i]|` (0 for none) as a plain loop that is always inlined, so it vectorizes with
+/// the caller's target features (`Iterator::max` may stay an out-of-line scalar call).
+#[inline(always)]
+pub(crate) fn max_abs_i64(v: &[i64]) -> u64 {
+    let mut m = 0u64;
+    for x in v {
+        m = m.max(x.unsigned_abs());
+    }
+    m
+}
+
+/// [`max_abs_i64`] for `i32`.
+#[inline(always)]
+pub(crate) fn max_abs_i32(v: &[i32]) -> u32 {
+    let mut m = 0u32;
+    for x in v {
+        m = m.max(x.unsigned_abs());
+    }
+    m
+}
+
 /// `out = Q2(RMSNorm(x; g))`. Shapes: `x [n]`, `gain [n]`, `out [≥ n]` (only `out[..n]` written).
 ///
 /// `x` holds integers whose real values are `x[i] · x_scale`; `gain` is Q15.16; `eps` is the
@@ -66,7 +87,7 @@ pub(crate) fn rmsnorm_quantize(
     debug_assert!(out.len() >= x.len());
     let n = x.len();
     // Σ x² on values cut to 24 bits: each square < 2^48, n ≤ 2^15 terms, sum < 2^63.
-    let maxabs = x.iter().map(|v| v.unsigned_abs()).max().unwrap_or(0);
+    let maxabs = max_abs_i32(x);
     let k = bit_len(maxabs as u64).saturating_sub(24);
     let sumsq: u64 = x
         .iter()
@@ -82,12 +103,10 @@ pub(crate) fn rmsnorm_quantize(
     let inv_rms = mean_sq.add(eps).rsqrt();
 
     // z = x·g: |x| < 2^31, |g| < 2^31, so |z| < 2^62.
-    let m = x
-        .iter()
-        .zip(gain.iter())
-        .map(|(v, g)| (*v as i64 * g as i64).unsigned_abs())
-        .max()
-        .unwrap_or(0);
+    let mut m = 0u64;
+    for (v, g) in x.iter().zip(gain.iter()) {
+        m = m.max((*v as i64 * g as i64).unsigned_abs());
+    }
     if m == 0 {
         out.iter_mut().take(n).for_each(|o| *o = 0);
         return Dyadic::ZERO;
@@ -110,7 +129,7 @@ pub(crate) fn rmsnorm_quantize(
 #[inline(always)]
 pub(crate) fn absmax_quantize(v: &[i64], out: &mut [i8]) -> u64 {
     debug_assert_eq!(v.len(), out.len());
-    let m = v.iter().map(|x| x.unsigned_abs()).max().unwrap_or(0);
+    let m = max_abs_i64(v);
     if m == 0 {
         out.iter_mut().for_each(|o| *o = 0);
         return 0;
@@ -129,7 +148,7 @@ pub(crate) fn absmax_quantize(v: &[i64], out: &mut [i8]) -> u64 {
 #[inline(always)]
 pub(crate) fn to_block_i32(x: &[i64], x_scale: Dyadic, out: &mut [i32]) -> Dyadic {
     debug_assert_eq!(x.len(), out.len());
-    let m = x.iter().map(|v| v.unsigned_abs()).max().unwrap_or(0);
+    let m = max_abs_i64(x);
     let k = bit_len(m).saturating_sub(30);
     for (o, v) in out.iter_mut().zip(x) {
         // |v| ≤ 2^62 (residual_add saturates there), so adding the half step cannot overflow.

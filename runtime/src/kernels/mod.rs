@@ -141,9 +141,14 @@ pub fn int8_matvec(m: &[i8], stride: usize, x: &[i8], y: &mut [i32]) {
 #[inline]
 pub fn int8_weighted_sum(coef: &[i32], v: &[i8], stride: usize, acc: &mut [i64]) {
     #[cfg(target_arch = "x86_64")]
-    if matches!(level(), Level::Avx2 | Level::Avx512Vnni) {
+    match level() {
         // SAFETY: `level()` only reports levels the CPU supports.
-        return unsafe { x86_64::int8_weighted_sum_avx2(coef, v, stride, acc) };
+        Level::Avx512Vnni => {
+            return unsafe { x86_64::int8_weighted_sum_avx512(coef, v, stride, acc) }
+        }
+        // SAFETY: as above.
+        Level::Avx2 => return unsafe { x86_64::int8_weighted_sum_avx2(coef, v, stride, acc) },
+        _ => {}
     }
     fast::int8_weighted_sum(coef, v, stride, acc)
 }

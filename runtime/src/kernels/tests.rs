@@ -422,6 +422,13 @@ fn int8_weighted_sum_random_and_extremes() {
             unsafe { super::x86_64::int8_weighted_sum_avx2(coef, v, stride, &mut got) };
             assert_eq!(got, want, "avx2");
         }
+        #[cfg(target_arch = "x86_64")]
+        if Level::Avx512Vnni.supported() {
+            let mut got = vec![-3i64; hd];
+            // SAFETY: AVX-512 is supported (checked above).
+            unsafe { super::x86_64::int8_weighted_sum_avx512(coef, v, stride, &mut got) };
+            assert_eq!(got, want, "avx512");
+        }
         for level in super::supported_levels() {
             let got = at_level(level, || {
                 let mut got = vec![-3i64; hd];
@@ -432,7 +439,11 @@ fn int8_weighted_sum_random_and_extremes() {
         }
     };
     for _ in 0..100 {
-        let hd = 1 + rng.below(70) as usize;
+        let hd = if rng.below(2) == 0 {
+            8 * (1 + rng.below(9) as usize)
+        } else {
+            1 + rng.below(70) as usize
+        };
         let stride = hd + rng.below(3) as usize * hd;
         let t = 1 + rng.below(140) as usize;
         let coef: Vec<i32> = (0..t)
@@ -448,6 +459,7 @@ fn int8_weighted_sum_random_and_extremes() {
     let t = crate::format::MAX_CTX as usize;
     for x in [-128i8, 127] {
         check(&vec![1 << 24; t], &vec![x; t * 32], 32, 32);
+        check(&vec![-(1 << 24); t], &vec![x; t * 40], 40, 40);
     }
 }
 

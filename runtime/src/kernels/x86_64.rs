@@ -920,3 +920,38 @@ pub unsafe fn attention_scores_avx512(
     }
     true
 }
+
+/// [`fast::int8_weighted_sum`](super::fast::int8_weighted_sum) with AVX-512: eight `i64`
+/// lanes per register, each product by `vpmuldq` (signed 32 × 32 → 64: `|c| ≤ 2^24` and
+/// `|v| ≤ 2^7` fit), so no 64-bit multiply; rows of `hd` values, 32 per step.
+///
+/// # Safety
+/// The CPU must support AVX-512 F, BW, VL, DQ.
+#[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl,avx512dq")]
+pub unsafe fn int8_weighted_sum_avx512(coef: &[i32], v: &[i8], stride: usize, acc: &mut [i64]) {
+    let hd = acc.len();
+    let t = coef.len();
+    if !hd.is_multiple_of(8) || t == 0 || v.len() < (t - 1) * stride + hd {
+        return super::fast::int8_weighted_sum(coef, v, stride, acc);
+    }
+    acc.fill(0);
+    for j0 in (0..hd).step_by(32) {
+        let lanes = ((hd - j0) / 8).min(4);
+        let mut a = [_mm512_setzero_si512(); 4];
+        for (s, c) in coef.iter().enumerate() {
+            if *c == 0 {
+                continue;
+            }
+            let cv = _mm512_set1_epi64(*c as i64);
+            // SAFETY: row `s` spans `s·stride + j0 + 8·lanes ≤ s·stride + hd ≤ v.len()`.
+            let p = v.as_ptr().add(s * stride + j0);
+            for (k, ak) in a.iter_mut().enumerate().take(lanes) {
+                let x = _mm512_cvtepi8_epi64(_mm_loadl_epi64(p.add(8 * k) as *const __m128i));
+                *ak = _mm512_add_epi64(*ak, _mm512_mul_epi32(cv, x));
+            }
+        }
+        for (k, ak) in a.iter().enumerate().take(lanes) {
+            _mm512_storeu_si512(acc.as_mut_ptr().add(j0 + 8 * k) as *mut __m512i, *ak);
+        }
+    }
+}
