@@ -8,7 +8,7 @@ use crate::fixed::{bit_len, q127, Dyadic, INV_127};
 use crate::format::GAIN_FRAC_BITS;
 use crate::model::Gains;
 
-/// [`q127`](crate::fixed::q127) for one divisor `m` shared by a whole vector, with the division
+/// [`q127`] for one divisor `m` shared by a whole vector, with the division
 /// replaced by a multiply-high (Granlund–Montgomery, "Division by invariant integers using
 /// multiplication", 1994, Thm 4.2): with `l = ⌈log2 m⌉` and `magic = ⌈2^(32+l) / m⌉`,
 /// `⌊n / m⌋ = ⌊n · magic / 2^(32+l)⌋` for every `n < 2^32`, since `magic · m − 2^(32+l) < m ≤ 2^l`.

@@ -1,4 +1,4 @@
-//! Integer kernels, tract/candle style: a plain scalar [`reference`] twin for each, a portable
+//! Integer kernels, tract/candle style: a plain scalar [`reference`](mod@reference) twin for each, a portable
 //! optimized variant ([`fast`]; [`dsp`] on Arm cores with the DSP extension), per-architecture
 //! SIMD variants (`x86_64`: AVX2 and AVX-512 VNNI; `aarch64`: NEON), and one shared test suite
 //! that demands exact equality between all of them on random and extreme inputs.
