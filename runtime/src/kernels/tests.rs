@@ -150,7 +150,8 @@ fn check_matmul(weights: &[i8], rows: usize, cols: usize, xs: &[i8], n: usize) {
         reference::ternary_matvec(&w, rb, &xp[t * a..(t + 1) * a], &mut one);
         assert_eq!(one, want[t * rows..(t + 1) * rows]);
     }
-    let mut kernels: Vec<(&str, MatMul)> = Vec::new();
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
+    let mut kernels: Vec<(&str, MatMul)> = vec![("dispatch", super::ternary_matmul)];
     #[cfg(target_arch = "x86_64")]
     {
         if Level::Avx2.supported() {
@@ -166,7 +167,6 @@ fn check_matmul(weights: &[i8], rows: usize, cols: usize, xs: &[i8], n: usize) {
             }));
         }
     }
-    kernels.push(("dispatch", super::ternary_matmul));
     for (name, f) in kernels {
         let mut scratch = vec![1i8; super::matmul_scratch_bytes(a, n)];
         let mut got = vec![-7i32; n * rows];
@@ -470,6 +470,7 @@ fn softmax_coefficients_twins() {
     let mut rng = Rng(0x0DDB_1A5E_5BAD_5EED);
     // `vector`: whether the AVX-512 twin must take the inputs (else it declines with `None`).
     let run_with = |scores: &[i64], v_scale: &[Dyadic], nkv: usize, vector: bool| {
+        let _ = vector; // only the x86-64 twin uses it
         let len = scores.len();
         let (mut s_want, mut c_want) = (scores.to_vec(), vec![-1i32; len]);
         let want = softmax_coefficients_scalar(&mut s_want, &mut c_want, v_scale, nkv);
@@ -553,6 +554,7 @@ fn attention_scores_twins() {
     use crate::fixed::Dyadic;
     let mut rng = Rng(0xA77E_4710_5C0B_E5ED);
     let run = |dots: &[i32], q: Dyadic, ks: &[Dyadic], nkv: usize, vector: bool| {
+        let _ = vector; // only the x86-64 twin uses it
         let len = dots.len();
         let mut want = vec![-1i64; len];
         attention_scores_scalar(dots, q, ks, nkv, &mut want);
