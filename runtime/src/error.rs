@@ -101,6 +101,13 @@ pub enum Error {
     TokenOutOfRange(u16),
     /// Generation needs at least one prompt token.
     EmptyPrompt,
+    /// More tokens for one `forward_block` than the session's block holds.
+    BlockTooLarge {
+        /// Tokens given.
+        tokens: u32,
+        /// The session's block.
+        block: u32,
+    },
 }
 
 /// Why a text could not be encoded.
@@ -174,6 +181,10 @@ impl fmt::Display for Error {
             Error::ContextFull => write!(f, "context is full"),
             Error::TokenOutOfRange(t) => write!(f, "token id {t} is outside the vocabulary"),
             Error::EmptyPrompt => write!(f, "the prompt has no tokens"),
+            Error::BlockTooLarge { tokens, block } => write!(
+                f,
+                "{tokens} tokens in one forward pass, but the session runs blocks of at most {block}"
+            ),
         }
     }
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use runtime::{session_bytes, Model};
+use runtime::{session_bytes_prefill, Model};
 
 use crate::memory::{self, DEFAULT_MAX_MEMORY};
 use crate::{bench, blob, eval, files, generate, inspect, pack};
@@ -192,9 +192,9 @@ fn inspect_cmd(file: &Path, json: bool, out: &mut dyn Write) -> Result<()> {
     Ok(())
 }
 
-/// The session over the whole context must fit the cap.
-fn check_session(model: &Model<'_>, cap: MemoryCap) -> Result<u64> {
-    let need = session_bytes(model.config(), model.config().ctx_len) as u64;
+/// A session over the whole context, prefilling `block` tokens at a time, must fit the cap.
+fn check_session(model: &Model<'_>, block: u32, cap: MemoryCap) -> Result<u64> {
+    let need = session_bytes_prefill(model.config(), model.config().ctx_len, block) as u64;
     memory::check(need, cap.max_memory).context("a session over the model's whole context")?;
     Ok(need)
 }
@@ -211,7 +211,7 @@ fn generate_cmd(
     let path = blob::model_path(model);
     let bytes = blob::read(&path)?;
     let model = blob::load(&path, &bytes)?;
-    check_session(&model, cap)?;
+    check_session(&model, (model.config().ctx_len / 2).max(1), cap)?;
     generate::generate(model, prompt, tokens, sampler, out)
 }
 
@@ -227,7 +227,7 @@ fn eval_cmd(
 ) -> Result<()> {
     let bytes = blob::read(model_path)?;
     let m = blob::load(model_path, &bytes)?;
-    let session = check_session(&m, cap)?;
+    let session = check_session(&m, m.config().ctx_len, cap)?;
     // The corpus, its validation tokens (2 bytes per character of the last tenth) and one
     // session must fit the cap; more threads only while their sessions fit too.
     let (file, len) = files::open_regular(data, "data file")?;
@@ -322,6 +322,19 @@ fn bench_cmd(
         out,
         "decode latency     median {:.1} µs, p99 {:.1} µs",
         r.decode_latency_median_us, r.decode_latency_p99_us
+    )?;
+    writeln!(
+        out,
+        "decode, all cores  {:.0} tokens/s ({} sessions at once)",
+        r.decode_tokens_per_s_all_cores, r.threads
+    )?;
+    writeln!(
+        out,
+        "ternary matvec     {:.2} G MACs/s ({}×{}, {} kernels)",
+        r.matvec_macs_per_s / 1e9,
+        r.matvec_shape[0],
+        r.matvec_shape[1],
+        r.kernels
     )?;
     writeln!(
         out,

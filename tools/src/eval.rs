@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use anyhow::{bail, Result};
-use runtime::{session_bytes, Model, Session, LOGIT_FRAC_BITS};
+use runtime::{session_bytes_prefill, Model, Session, LOGIT_FRAC_BITS};
 use serde::Serialize;
 
 /// The validation split of `text` (nanoGPT's: the last 10% of the characters) as token ids,
@@ -64,8 +64,9 @@ pub struct EvalReport {
 }
 
 /// Mean NLL over consecutive non-overlapping windows of `ctx_len + 1` tokens (a fresh context
-/// per window), at most `max_windows` of them, on `threads` threads. `progress` is called
-/// after each window.
+/// per window, run as one block: bit-identical to token-by-token forwards), at most
+/// `max_windows` of them, on `threads` threads (a thread that cannot be spawned leaves its
+/// windows to the calling thread). `progress` is called after each window.
 pub fn evaluate(
     model: Model<'_>,
     tokens: &[u16],
@@ -88,28 +89,40 @@ pub fn evaluate(
     }
     let threads = threads.clamp(1, windows.len());
     let per = windows.len().div_ceil(threads);
+    // One window is one block: every weight is read once per window (batched prefill).
+    let block = ctx as u32;
+    let sum_windows = |chunk: &[&[u16]]| -> Result<f64> {
+        let mut mem =
+            crate::memory::zeroed(session_bytes_prefill(model.config(), ctx as u32, block))?;
+        let mut session = Session::with_block(model, ctx as u32, block, &mut mem)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let v = model.config().vocab_size as usize;
+        let mut sum = 0.0;
+        for w in chunk {
+            session.reset();
+            let logits = session
+                .forward_block(&w[..ctx])
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            for (t, l) in logits.chunks_exact(v).enumerate() {
+                sum += nll(l, w[t + 1]);
+            }
+            progress();
+        }
+        Ok(sum)
+    };
     let sums: Vec<Result<f64>> = std::thread::scope(|s| {
         let handles: Vec<_> = windows
             .chunks(per)
             .enumerate()
             .map(|(k, chunk)| {
-                std::thread::Builder::new().spawn_scoped(s, move || -> Result<f64> {
-                    let mut mem = crate::memory::zeroed(session_bytes(model.config(), ctx as u32))?;
-                    let mut session = Session::new(model, ctx as u32, &mut mem)
-                        .map_err(|e| anyhow::anyhow!("{e}"))?;
-                    let mut sum = 0.0;
-                    for w in chunk {
-                        session.reset();
-                        for t in 0..ctx {
-                            let logits =
-                                session.forward(w[t]).map_err(|e| anyhow::anyhow!("{e}"))?;
-                            sum += nll(logits, w[t + 1]);
-                        }
-                        progress();
-                    }
-                    Ok(sum)
-                })
-                .map_err(|e| anyhow::anyhow!("cannot start eval thread {} of {threads}: {e} (try a smaller --threads)", k + 1))
+                std::thread::Builder::new()
+                    .spawn_scoped(s, move || sum_windows(chunk))
+                    .map_err(|e| {
+                        anyhow::anyhow!(
+                            "cannot start eval thread {} of {threads}: {e} (try a smaller --threads)",
+                            k + 1
+                        )
+                    })
             })
             .collect();
         handles

@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::{blob, fails_with, tmp, tools, tools_limited, TINY};
-use runtime::{session_bytes, Config};
+use runtime::{session_bytes_prefill, Config};
 
 fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
     let p = dir.join(name);
@@ -33,7 +33,9 @@ fn greedy_config() -> Config {
 fn a_session_larger_than_the_cap_is_refused_before_allocating() {
     // Item 1: generate, eval and bench aborted with "memory allocation of … failed".
     let c = greedy_config();
-    let need = session_bytes(&c, c.ctx_len) as u64;
+    // generate prefills half a context per block, eval a whole window.
+    let need = session_bytes_prefill(&c, c.ctx_len, c.ctx_len / 2) as u64;
+    let eval_need = session_bytes_prefill(&c, c.ctx_len, c.ctx_len) as u64;
     assert!(need > 1 << 30, "{need}");
     let dir = tmp("greedy");
     let model = write(&dir, "greedy.bin", &blob(c, "greedy"));
@@ -46,7 +48,7 @@ fn a_session_larger_than_the_cap_is_refused_before_allocating() {
             vec!["generate", "--model", m, "--prompt", "ab", "--tokens", "3"],
             need,
         ),
-        (vec!["eval", "--model", m, "--data", d], need),
+        (vec!["eval", "--model", m, "--data", d], eval_need),
         (vec!["bench", "--model", m, "--rounds", "1"], bench_need),
     ] {
         // Under a 3 GiB address-space limit an allocation of the session would fail.
@@ -66,7 +68,7 @@ fn max_memory_is_a_flag_with_units() {
     let dir = tmp("maxmem");
     let model = write(&dir, "tiny.bin", &blob(TINY, "tiny"));
     let m = model.to_str().unwrap();
-    let need = session_bytes(&TINY, TINY.ctx_len);
+    let need = session_bytes_prefill(&TINY, TINY.ctx_len, TINY.ctx_len / 2);
     assert!(need > 64);
     let out = tools(&[
         "generate",

@@ -121,7 +121,7 @@ pub fn set_config(dir: &Path, key: &str, value: serde_json::Value) {
 /// A blob of config `c` with small deterministic weights, `metadata` and the vocabulary
 /// `a`, `b`, … (bytes 0x21.. for larger vocabularies).
 pub fn blob(c: Config, metadata: &str) -> Vec<u8> {
-    let (d, f, kv) = (c.d_model as usize, c.ffn_dim as usize, c.kv_dim() as usize);
+    let d = c.d_model as usize;
     let tern = |rows: usize, cols: usize, seed: u32| TernaryParams {
         weights: values(rows * cols, seed)
             .iter()
