@@ -8,6 +8,8 @@
 //! | [`convert`] | trained f32 values → the runtime's fixed-point forms (`runtime/FORMAT.md`) |
 //! | [`pack`] | run dir → blob, written atomically |
 //! | [`blob`] | reading blob files, the shipped model's path |
+//! | [`chat`] | `tools chat`: the firmware's serial protocol on stdin/stdout |
+//! | [`uf2`] | UF2 files for the RP2350 boot ROM (a model for the flash partition, a firmware ELF) |
 //! | [`generate`] | streaming generation (the CLI and the QEMU parity test share it) |
 //! | [`eval`] | validation loss of a blob, computed by the integer runtime |
 //! | [`bench`] | prefill/decode speed and latency of a blob |
@@ -15,9 +17,11 @@
 
 pub mod bench;
 pub mod blob;
+pub mod chat;
 pub mod convert;
 pub mod eval;
 pub mod generate;
 pub mod inspect;
 pub mod pack;
 pub mod rundir;
+pub mod uf2;

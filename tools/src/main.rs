@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use tools::{bench, blob, eval, generate, inspect, pack};
+use tools::{bench, blob, chat, eval, generate, inspect, pack, uf2};
 
 #[derive(Parser)]
 #[command(
@@ -62,6 +62,34 @@ enum Command {
         /// Sample among the K most likely tokens only; 0 = all.
         #[arg(long, default_value_t = 0)]
         top_k: u32,
+    },
+    /// Talk to a blob the way the board talks over serial: each line of stdin is a prompt or a
+    /// command (/temp, /topk, /seed, /tokens, /stats, /help); replies go to stdout.
+    Chat {
+        /// The blob (default: the shipped model).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Starting temperature (`/temp`); 0 = greedy.
+        #[arg(long, default_value_t = 0.8)]
+        temperature: f64,
+        /// Starting top-k (`/topk`); 0 = all.
+        #[arg(long, default_value_t = 0)]
+        top_k: u32,
+        /// Starting seed (`/seed`), applied afresh to every prompt.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Starting tokens per prompt (`/tokens`).
+        #[arg(long, default_value_t = 100)]
+        tokens: u32,
+    },
+    /// Write a UF2 file for a Pico 2's boot ROM (hold BOOTSEL, plug in, copy the file): a model
+    /// blob goes to the model partition at 0x10100000, a firmware ELF to its own addresses.
+    Uf2 {
+        /// A model blob (`tools pack`) or the firmware's ELF file.
+        input: PathBuf,
+        /// The UF2 file to write.
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Validation loss (nats/char) of a blob on the trainer's 90/10 split, by the integer runtime.
     Eval {
@@ -158,6 +186,14 @@ fn run(cli: Cli) -> Result<()> {
             )?;
             Ok(())
         }
+        Command::Chat {
+            model,
+            temperature,
+            top_k,
+            seed,
+            tokens,
+        } => chat_command(model, chat::settings(temperature, top_k, seed, tokens)?),
+        Command::Uf2 { input, out } => uf2_command(&input, &out),
         Command::Eval {
             model,
             data,
@@ -244,4 +280,28 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// `tools chat`: the serial protocol on stdin/stdout.
+fn chat_command(model: Option<PathBuf>, settings: runtime::chat::Settings) -> Result<()> {
+    let path = blob::model_path(model.as_deref());
+    let bytes = blob::read(&path)?;
+    let model = blob::load(&path, &bytes)?;
+    chat::install_ctrl_c()?;
+    let mut term = chat::StdTerminal::new(stdout().lock());
+    chat::chat(model, settings, &mut std::io::stdin().lock(), &mut term)
+}
+
+/// `tools uf2`: a model blob or a firmware ELF as a UF2 file for the RP2350 boot ROM.
+fn uf2_command(input: &std::path::Path, out: &std::path::Path) -> Result<()> {
+    let bytes = std::fs::read(input).with_context(|| format!("cannot read {}", input.display()))?;
+    let uf2 = uf2::uf2_for(&bytes).with_context(|| input.display().to_string())?;
+    std::fs::write(out, &uf2).with_context(|| format!("cannot write {}", out.display()))?;
+    eprintln!(
+        "wrote {} ({} blocks of 512 bytes, family RP2350 Arm Secure {:#010x})",
+        out.display(),
+        uf2.len() / uf2::BLOCK_BYTES,
+        uf2::FAMILY_RP2350_ARM_S
+    );
+    Ok(())
 }

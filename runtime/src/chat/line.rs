@@ -8,6 +8,8 @@ pub const TYPEAHEAD: usize = 256;
 
 /// Ctrl-C: cancels the line being typed, or stops a generation.
 pub const CTRL_C: u8 = 0x03;
+/// Ctrl-D: the end of the input (the QEMU twin exits; a line typed before it still runs).
+pub const CTRL_D: u8 = 0x04;
 const BACKSPACE: u8 = 0x08;
 const DELETE: u8 = 0x7F;
 
@@ -26,6 +28,8 @@ pub enum Edit {
     Line,
     /// A line end after more than [`MAX_LINE`] bytes: the line was thrown away.
     TooLong,
+    /// Ctrl-D: the input ends; [`LineEditor::line`] holds what was typed before it.
+    End,
 }
 
 /// Collects bytes into a line. `\r`, `\n` and `\r\n` end a line; backspace and DEL erase the
@@ -76,6 +80,13 @@ impl LineEditor {
                     self.complete = true;
                     Edit::Line
                 }
+            }
+            CTRL_D => {
+                self.complete = true;
+                if core::mem::replace(&mut self.overflow, false) {
+                    self.len = 0;
+                }
+                Edit::End
             }
             CTRL_C => {
                 self.len = 0;
@@ -229,6 +240,9 @@ mod tests {
         assert_eq!(ed.line(), b"a\tb");
         assert_eq!(ed.feed(CTRL_C), Edit::Cancelled);
         assert_eq!(ed.line(), b"");
+        feed_all(&mut ed, b"last");
+        assert_eq!(ed.feed(CTRL_D), Edit::End);
+        assert_eq!(ed.line(), b"last");
     }
 
     #[test]

@@ -19,12 +19,14 @@
 //! prompt can start with one). Bad input (a character outside the vocabulary, a line over
 //! [`MAX_LINE`] bytes, a bad number, an unknown command) gets one line `error: …` and the
 //! protocol goes on. Ctrl-C (byte `0x03`) stops a generation between two tokens, or throws
-//! away the line being typed. After each reply the prompt marker `> ` asks for the next line.
+//! away the line being typed. Ctrl-D (byte `0x04`) ends the input: a line typed before it
+//! still runs, then [`Chat::ended`] is true (the QEMU twin exits; a board ignores it). After each reply the prompt marker `> ` asks for the next line.
 //!
 //! The host side is a [`Terminal`]: byte output, non-blocking byte input (polled between
 //! tokens, for Ctrl-C and type-ahead), a clock for `/stats`. Everything is integer
 //! arithmetic, nothing allocates, nothing panics.
 
+mod flashed;
 mod line;
 mod parse;
 #[cfg(test)]
@@ -32,7 +34,8 @@ mod tests;
 
 use core::fmt::{self, Write as _};
 
-pub use line::{Edit, LineEditor, Typeahead, CTRL_C, MAX_LINE, TYPEAHEAD};
+pub use flashed::flashed_model;
+pub use line::{Edit, LineEditor, Typeahead, CTRL_C, CTRL_D, MAX_LINE, TYPEAHEAD};
 pub use parse::{
     parse_line, parse_milli, parse_u64, unescape, LineError, Request, MAX_TEMPERATURE_MILLI,
     MAX_TOKENS,
@@ -218,6 +221,7 @@ pub struct Chat<'m, 'b> {
     typeahead: Typeahead,
     prompt: [u16; MAX_LINE],
     stats: Option<Stats>,
+    ended: bool,
 }
 
 impl<'m, 'b> Chat<'m, 'b> {
@@ -231,7 +235,13 @@ impl<'m, 'b> Chat<'m, 'b> {
             typeahead: Typeahead::new(),
             prompt: [0; MAX_LINE],
             stats: None,
+            ended: false,
         }
+    }
+
+    /// True once Ctrl-D (byte `0x04`) ended the input.
+    pub fn ended(&self) -> bool {
+        self.ended
     }
 
     /// The current settings.
@@ -301,6 +311,16 @@ impl<'m, 'b> Chat<'m, 'b> {
                 self.run_line(&mut out);
                 let _ = out.write_str("> ");
             }
+            Edit::End => {
+                if !self.editor.line().is_empty() {
+                    if echo {
+                        out.bytes(b"\n");
+                    }
+                    self.run_line(&mut out);
+                    let _ = out.write_str("> ");
+                }
+                self.ended = true;
+            }
         }
         out.finish()
     }
@@ -314,6 +334,7 @@ impl<'m, 'b> Chat<'m, 'b> {
             typeahead,
             prompt,
             stats,
+            ..
         } = self;
         let line = editor.line();
         let request = match parse_line(line) {
