@@ -84,8 +84,8 @@ pub fn run<W: Write, L: OutputPin, C: CostCounter>(
     // Cannot fail: the capacity is MAX_PROMPT_TOKENS (an empty buffer would surface as
     // EncodeError::OutputFull below anyway).
     let _ = prompt.resize_default(MAX_PROMPT_TOKENS);
-    let n_prompt = runtime::encode(&model, prompt_text.as_bytes(), &mut prompt)
-        .map_err(AppError::Encode)?;
+    let n_prompt =
+        runtime::encode(&model, prompt_text.as_bytes(), &mut prompt).map_err(AppError::Encode)?;
     prompt.truncate(n_prompt);
     let prompt = prompt.as_slice();
 

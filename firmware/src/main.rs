@@ -46,7 +46,10 @@ fn main() -> ! {
         None => {
             let mut console = board::console(board);
             serve::serve(&mut console, board::EXIT_ON_END);
-            defmt::info!("input ended; stack used: {} bytes", fault::stack_high_water());
+            defmt::info!(
+                "input ended; stack used: {} bytes",
+                fault::stack_high_water()
+            );
             board::finish()
         }
     }

@@ -57,6 +57,11 @@ pub const PICO2_FLASH_BYTES: u32 = 4 * 1024 * 1024;
 pub const MODEL_PARTITION: u32 = 0x1010_0000;
 /// Size of the model partition: the rest of the Pico 2's flash.
 pub const MODEL_PARTITION_BYTES: u32 = FLASH_BASE + PICO2_FLASH_BYTES - MODEL_PARTITION;
+/// First word of an RP2350 boot block such as the IMAGE_DEF (pico-sdk's
+/// `PICOBIN_BLOCK_MARKER_START`); the boot ROM looks for one in the first 4 KiB of flash.
+pub const PICOBIN_BLOCK_MARKER_START: u32 = 0xFFFF_DED3;
+/// Where the boot ROM looks for the IMAGE_DEF block.
+pub const BOOT_BLOCK_WINDOW: u32 = 4096;
 /// Address of picotool's RP2350-E10 workaround block (never written: ignore flag).
 pub const E10_BLOCK_ADDRESS: u32 = 0x10FF_FF00;
 
@@ -101,6 +106,17 @@ impl Image {
                 }
             }
         }
+    }
+
+    /// True when a 32-bit word equal to the start marker of an RP2350 boot block
+    /// (`PICOBIN_BLOCK_MARKER_START`, word aligned) lies in `start .. start + len`.
+    pub fn has_block_marker(&self, start: u32, len: u32) -> bool {
+        (start..start + len).step_by(4).any(|a| {
+            let page = self.pages.get(&(a & !(PAGE_BYTES - 1)));
+            let at = (a % PAGE_BYTES) as usize;
+            page.and_then(|p| p.get(at..at + 4))
+                .is_some_and(|w| w == PICOBIN_BLOCK_MARKER_START.to_le_bytes())
+        })
     }
 
     /// Lowest and one past the highest address with a page.
@@ -192,8 +208,9 @@ pub fn model_uf2(blob: &[u8]) -> Result<Vec<u8>> {
     Ok(image.to_uf2(FAMILY_RP2350_ARM_S))
 }
 
-/// A UF2 of the loadable segments of a firmware ELF (physical addresses), which must lie in
-/// the Pico 2's flash below the model partition.
+/// A UF2 of the loadable segments of a firmware ELF (physical addresses), which must start at
+/// the start of flash, hold an IMAGE_DEF block in its first 4 KiB (else the boot ROM does not
+/// boot it) and end below the model partition.
 pub fn firmware_uf2(elf: &[u8]) -> Result<Vec<u8>> {
     use object::read::elf::{ElfFile32, ProgramHeader};
     let file = ElfFile32::<object::Endianness>::parse(elf).context("not a 32-bit ELF file")?;
@@ -216,8 +233,18 @@ pub fn firmware_uf2(elf: &[u8]) -> Result<Vec<u8>> {
         }
         image.add(address, data)?;
     }
-    if image.span().is_none() {
-        bail!("the ELF file has no loadable data");
+    match image.span() {
+        None => bail!("the ELF file has no loadable data"),
+        Some((start, _)) if start != FLASH_BASE => {
+            bail!("the image starts at {start:#010x}, not at the start of flash {FLASH_BASE:#010x}")
+        }
+        Some(_) => {}
+    }
+    if !image.has_block_marker(FLASH_BASE, BOOT_BLOCK_WINDOW) {
+        bail!(
+            "no IMAGE_DEF block (marker {PICOBIN_BLOCK_MARKER_START:#010x}) in the first 4 KiB: \
+             the RP2350 boot ROM would not boot it (is this a Pico 2 build?)"
+        );
     }
     image.fill_sectors();
     Ok(image.to_uf2(FAMILY_RP2350_ARM_S))

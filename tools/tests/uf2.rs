@@ -147,7 +147,9 @@ fn elf(segments: &[(u32, u32, u32, &[u8], u32)]) -> Vec<u8> {
 
 #[test]
 fn a_firmware_elf_is_written_at_its_load_addresses() {
-    let text = vec![0xAB; 300];
+    let mut text = vec![0xAB; 300];
+    // An IMAGE_DEF block starts with this word, somewhere in the first 4 KiB.
+    text[0x110..0x114].copy_from_slice(&0xFFFF_DED3u32.to_le_bytes());
     let file = elf(&[
         (1, 0x1000_0000, 0x1000_0000, &text, 300),
         // .data: runs from RAM, loaded from flash (its physical address).
@@ -165,8 +167,16 @@ fn a_firmware_elf_is_written_at_its_load_addresses() {
     assert_eq!(&blocks[2].payload[0x2C..0x30], b"DATA");
     assert!(blocks[2].payload[0x30..].iter().all(|&b| b == 0));
 
+    // Without the boot block the boot ROM would not boot the image: refused.
+    let no_block = elf(&[(1, 0x1000_0000, 0x1000_0000, &[0xAB; 300], 300)]);
+    let e = uf2::uf2_for(&no_block).unwrap_err().to_string();
+    assert!(e.contains("no IMAGE_DEF block"), "{e}");
+
     // Firmware reaching into the model partition is refused.
-    let big = elf(&[(1, 0x100F_FF00, 0x100F_FF00, &text, 300)]);
+    let big = elf(&[
+        (1, 0x1000_0000, 0x1000_0000, &text, 300),
+        (1, 0x100F_FF00, 0x100F_FF00, &text, 300),
+    ]);
     let e = uf2::uf2_for(&big).unwrap_err().to_string();
     assert!(e.contains("model partition"), "{e}");
 }

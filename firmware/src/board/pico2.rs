@@ -18,7 +18,9 @@ use defmt_rtt as _;
 use rp235x_hal as hal;
 use runtime::chat::{Clock, Terminal};
 use usb_device::class_prelude::UsbBusAllocator;
-use usb_device::prelude::{StringDescriptors, UsbDevice, UsbDeviceBuilder, UsbDeviceState, UsbVidPid};
+use usb_device::prelude::{
+    StringDescriptors, UsbDevice, UsbDeviceBuilder, UsbDeviceState, UsbVidPid,
+};
 use usb_device::LangID;
 use usbd_serial::SerialPort;
 
@@ -118,18 +120,19 @@ pub fn init() -> Board {
         true,
         &mut pac.RESETS,
     );
-    let Some(bus) = cortex_m::singleton!(: UsbBusAllocator<hal::usb::UsbBus> = UsbBusAllocator::new(usb_bus))
+    let Some(bus) =
+        cortex_m::singleton!(: UsbBusAllocator<hal::usb::UsbBus> = UsbBusAllocator::new(usb_bus))
     else {
         halt_blinking(1)
     };
     let bus: &'static UsbBusAllocator<hal::usb::UsbBus> = bus;
     let serial = SerialPort::new(bus);
-    let Ok(builder) = UsbDeviceBuilder::new(bus, USB_VID_PID).strings(&[StringDescriptors::new(
-        LangID::EN_US,
-    )
-    .manufacturer("bitnet-mcu")
-    .product("BitNet b1.58 chat")
-    .serial_number("PICO2")]) else {
+    let Ok(builder) =
+        UsbDeviceBuilder::new(bus, USB_VID_PID).strings(&[StringDescriptors::new(LangID::EN_US)
+            .manufacturer("bitnet-mcu")
+            .product("BitNet b1.58 chat")
+            .serial_number("PICO2")])
+    else {
         halt_blinking(1)
     };
     let Ok(builder) = builder.max_packet_size_0(64) else {
