@@ -214,7 +214,10 @@ fn without_a_valid_model_the_board_says_why_and_keeps_serving() {
         "{out}"
     );
     assert!(out.contains("> ROMEO:\r\nerror: no model: "), "{out}");
-    assert!(out.contains("/tokens N   tokens generated per prompt"), "{out}");
+    assert!(
+        out.contains("/tokens N   tokens generated per prompt"),
+        "{out}"
+    );
 
     // A corrupted blob in the partition: refused by its checksum.
     let mut blob = std::fs::read(tools::blob::shipped_model()).unwrap();

@@ -177,7 +177,7 @@ impl fmt::Display for ModelProblem {
                 "no model: the model partition at {address:#010x} is empty \
                  (write one: tools uf2 MODEL.bin --out MODEL.uf2, then copy it to the board in BOOTSEL mode)"
             ),
-            ModelProblem::Invalid(e) => write!(f, "the flashed model is not valid: {e}"),
+            ModelProblem::Invalid(e) => write!(f, "the model is not valid: {e}"),
             ModelProblem::TooBig { needed, available } => write!(
                 f,
                 "the flashed model needs {needed} bytes of working memory, the board has {available}"

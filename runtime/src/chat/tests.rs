@@ -317,7 +317,7 @@ fn without_a_model_prompts_explain_and_commands_work() {
     let invalid = ModelProblem::Invalid(LoadError::BadMagic);
     assert_eq!(
         std::format!("{invalid}"),
-        "the flashed model is not valid: not a model blob (bad magic)"
+        "the model is not valid: not a model blob (bad magic)"
     );
 }
 
