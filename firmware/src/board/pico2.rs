@@ -13,6 +13,8 @@ use core::cell::RefCell;
 use core::convert::Infallible;
 use core::fmt::Write as _;
 
+use embedded_hal::digital::OutputPin as _;
+
 use critical_section::Mutex;
 use defmt_rtt as _;
 use rp235x_hal as hal;
@@ -185,8 +187,10 @@ pub struct Console {
     cost: DwtCycles,
 }
 
-/// The board's text ports as a chat terminal.
+/// The board's text ports as a chat terminal; the LED lights and stays on: the chat is served.
 pub fn console(board: Board) -> Console {
+    let mut led = board.led;
+    let _ = led.set_high();
     Console {
         uart: board.uart,
         cost: board.cost,
