@@ -35,7 +35,7 @@ pub enum AppError {
 impl fmt::Display for AppError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            AppError::Model(e) => write!(f, "the model blob was rejected: {e}"),
+            AppError::Model(e) => write!(f, "{e}"),
             AppError::Encode(e) => write!(f, "the prompt cannot be encoded: {e}"),
             AppError::Run(e) => write!(f, "generation failed: {e}"),
             AppError::WorkMemoryTaken => f.write_str("the working memory is already in use"),
