@@ -238,3 +238,30 @@ fn without_a_valid_model_the_board_says_why_and_keeps_serving() {
         "{out}"
     );
 }
+
+#[test]
+fn ctrl_c_stops_a_generation_without_a_reset() {
+    if !have_qemu() {
+        return;
+    }
+    // A million tokens would run for hours: only Ctrl-C (byte 0x03) can end this prompt in time.
+    let out = String::from_utf8(run_serial(
+        tools::blob::shipped_model().to_str().unwrap(),
+        b"/tokens 1000000\nROMEO:\n\x03/tokens 5\nJULIET:\n",
+    ))
+    .unwrap();
+    let bytes = std::fs::read(tools::blob::shipped_model()).unwrap();
+    let model = Model::from_bytes(&bytes).unwrap();
+    let config = tools::generate::sampler(0.8, 0, 0).unwrap();
+    let mut juliet = Vec::new();
+    tools::generate::generate(model, "JULIET:", 5, config, &mut juliet).unwrap();
+    let after = format!(
+        "^C\r\n> /tokens 5\r\nok: temperature 0.800, top-k 0, seed 0, tokens 5\r\n> JULIET:\r\n{}\r\n> ",
+        String::from_utf8(crlf(&juliet)).unwrap()
+    );
+    assert!(out.contains("> ROMEO:\r\nROMEO:"), "{out}");
+    assert!(
+        out.ends_with(&after),
+        "{out:?}\ndoes not end with\n{after:?}"
+    );
+}
