@@ -13,6 +13,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+// Random-weight models (the runtime's test support).
+#[path = "../../runtime/tests/common/mod.rs"]
+mod common;
+
 use runtime::chat::{Chat, Clock, Settings, Terminal, CTRL_D};
 use runtime::{session_bytes, Model, Session};
 
@@ -228,7 +232,30 @@ fn without_a_valid_model_the_board_says_why_and_keeps_serving() {
     let bad = dir.join("corrupt.bin");
     std::fs::write(&bad, &blob).unwrap();
     let out = String::from_utf8(run_serial(bad.to_str().unwrap(), b"ROMEO:\n")).unwrap();
+
+    // A valid model whose session (context 512) does not fit the 464 KiB arena.
+    let config = runtime::Config {
+        ctx_len: 512,
+        ..common::MCU
+    };
+    let big = dir.join("big.bin");
+    std::fs::write(&big, common::random_model(config, 1).to_blob().unwrap()).unwrap();
+    let too_big = String::from_utf8(run_serial(big.to_str().unwrap(), b"/help\n")).unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
+    let needed = session_bytes(&config, 512);
+    assert!(needed > 475_136);
+    assert!(
+        too_big.starts_with(&format!(
+            "bitnet-mcu chat: the flashed model needs {needed} bytes of working memory, \
+             the board has 475136\r\n"
+        )),
+        "{too_big}"
+    );
+    assert!(
+        too_big.contains("/stats      speed of the last run"),
+        "{too_big}"
+    );
+
     assert!(
         out.starts_with("bitnet-mcu chat: the model is not valid: checksum mismatch"),
         "{out}"
