@@ -12,7 +12,7 @@ pub const MAX_TOKENS: u32 = 1_000_000;
 /// What an input line asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Request<'a> {
-    /// A blank line: nothing to do.
+    /// An empty line: nothing to do.
     Empty,
     /// Text to continue, escapes still in it (see [`unescape`]).
     Prompt(&'a [u8]),
@@ -69,10 +69,10 @@ impl fmt::Display for LineError<'_> {
 
 /// Parses one line (without its line end).
 ///
-/// A line that starts with `/` is a command; any other non-blank line is a prompt, kept byte
-/// for byte (leading and trailing spaces included). A line of spaces only is [`Request::Empty`].
+/// A line that starts with `/` is a command; any other non-empty line is a prompt, kept byte
+/// for byte (leading and trailing spaces included, so `" "` is a prompt too).
 pub fn parse_line(line: &[u8]) -> Result<Request<'_>, LineError<'_>> {
-    if line.iter().all(|&b| b == b' ') {
+    if line.is_empty() {
         return Ok(Request::Empty);
     }
     let Some(command) = line.strip_prefix(b"/") else {
@@ -252,7 +252,7 @@ mod tests {
         assert_eq!(parse_line(b"/stats"), Ok(Request::Stats));
         assert_eq!(parse_line(b"/help"), Ok(Request::Help));
         assert_eq!(parse_line(b""), Ok(Request::Empty));
-        assert_eq!(parse_line(b"   "), Ok(Request::Empty));
+        assert_eq!(parse_line(b"   "), Ok(Request::Prompt(b"   ")));
         assert_eq!(parse_line(b" ROMEO: "), Ok(Request::Prompt(b" ROMEO: ")));
     }
 
