@@ -92,6 +92,7 @@ impl Terminal for BoardLike {
     fn clock(&self) -> Clock {
         Clock {
             per_second: 1,
+            unit: "",
             note: "",
         }
     }

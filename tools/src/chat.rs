@@ -56,6 +56,7 @@ impl<W: Write> Terminal for StdTerminal<W> {
     fn clock(&self) -> Clock {
         Clock {
             per_second: 1_000_000_000,
+            unit: "ns",
             note: "host timer",
         }
     }

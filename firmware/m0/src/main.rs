@@ -42,6 +42,7 @@ impl Terminal for Sum {
     fn clock(&self) -> Clock {
         Clock {
             per_second: 150_000_000,
+            unit: "cycles",
             note: "",
         }
     }

@@ -276,6 +276,7 @@ impl Terminal for Console {
     fn clock(&self) -> Clock {
         Clock {
             per_second: DwtCycles::PER_SECOND,
+            unit: DwtCycles::UNIT,
             note: "DWT cycle counter at 150 MHz",
         }
     }

@@ -83,6 +83,7 @@ impl Terminal for Console {
     fn clock(&self) -> Clock {
         Clock {
             per_second: IcountSysTick::PER_SECOND,
+            unit: IcountSysTick::UNIT,
             note: "QEMU instructions taken as 150 MHz cycles: an estimate",
         }
     }

@@ -86,6 +86,8 @@ pub trait Terminal {
 pub struct Clock {
     /// Counts per second.
     pub per_second: u64,
+    /// What one count is, e.g. "cycles".
+    pub unit: &'static str,
     /// How to read a rate computed from it, e.g. "DWT cycle counter at 150 MHz".
     pub note: &'static str,
 }
@@ -507,8 +509,13 @@ fn write_stats<T: Terminal>(
         Some(s) => {
             let _ = write!(
                 out,
-                "stats: prefill {} tokens + 1 sampled in {} counts; decode {} tokens in {} counts",
-                s.prompt_tokens, s.prefill_counts, s.decode_tokens, s.decode_counts
+                "stats: prompt {} tokens and the first token in {} {}, then {} tokens in {} {}",
+                s.prompt_tokens,
+                s.prefill_counts,
+                clock.unit,
+                s.decode_tokens,
+                s.decode_counts,
+                clock.unit
             );
             if let Some(rate) = milli_rate(s.decode_tokens, s.decode_counts, clock.per_second) {
                 let _ = write!(out, ": {}.{:03} tokens/s", rate / 1000, rate % 1000);

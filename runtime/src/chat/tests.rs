@@ -56,6 +56,7 @@ impl Terminal for Script {
     fn clock(&self) -> Clock {
         Clock {
             per_second: 1_000_000,
+            unit: "µs",
             note: "test clock",
         }
     }
@@ -197,8 +198,8 @@ fn a_session_of_prompts_commands_and_errors() {
         let stats = text(&type_line(chat, &mut term, b"/stats"));
         assert!(
             stats.starts_with(
-                "stats: prefill 6 tokens + 1 sampled in 1000 counts; decode 23 tokens in 23000 \
-                 counts: 1000.000 tokens/s (test clock)\n"
+                "stats: prompt 6 tokens and the first token in 1000 µs, then 23 tokens in 23000 \
+                 µs: 1000.000 tokens/s (test clock)\n"
             ),
             "{stats}"
         );
@@ -260,7 +261,7 @@ fn ctrl_c_stops_a_generation_and_the_chat_goes_on() {
         assert_eq!(text(&reply), text(&want));
         assert!(full.len() > cut.len());
         let stats = text(&type_line(chat, &mut term, b"/stats"));
-        assert!(stats.contains("decode 3 tokens"), "{stats}");
+        assert!(stats.contains("then 3 tokens"), "{stats}");
         assert!(stats.contains(", interrupted"), "{stats}");
         // Ctrl-C while typing throws the line away.
         let mut out = Vec::new();
