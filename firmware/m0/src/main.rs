@@ -33,7 +33,7 @@ impl Terminal for Sum {
     }
     fn read(&mut self) -> Option<u8> {
         let byte = self.input.get(self.at).copied();
-        self.at += 1;
+        self.at = self.at.saturating_add(1);
         byte
     }
     fn now(&mut self) -> u64 {
