@@ -28,7 +28,9 @@
 
 mod flashed;
 mod line;
+mod out;
 mod parse;
+mod run;
 #[cfg(test)]
 mod tests;
 
@@ -41,7 +43,10 @@ pub use parse::{
     MAX_TOKENS,
 };
 
-use crate::{decode, encode, EncodeError, Error, Generator, LoadError, SamplerConfig, Session};
+use out::Out;
+use run::Run;
+
+use crate::{LoadError, SamplerConfig, Session};
 
 /// The host of a chat: where the text goes, where input comes from, what the time is.
 pub trait Terminal {
@@ -391,96 +396,6 @@ impl<'m, 'b> Chat<'m, 'b> {
     }
 }
 
-/// One generation: the borrowed parts of a [`Chat`] it needs.
-struct Run<'c, 'm, 'b> {
-    session: &'c mut Session<'m, 'b>,
-    prompt: &'c mut [u16; MAX_LINE],
-    typeahead: &'c mut Typeahead,
-    settings: Settings,
-}
-
-impl Run<'_, '_, '_> {
-    /// Writes the prompt and its continuation (exactly `tools generate`'s output) and a line
-    /// end. `None` when the prompt could not be encoded (an error line was written instead).
-    fn generate<T: Terminal>(self, text: &[u8], out: &mut Out<'_, T>) -> Option<Stats> {
-        let model = *self.session.model();
-        let n = match encode(&model, text, self.prompt) {
-            Ok(n) => n,
-            Err(e @ EncodeError::Unknown { .. }) => {
-                let _ = writeln!(out, "error: {e}");
-                return None;
-            }
-            // Cannot happen: a token is at least one byte and the line at most MAX_LINE.
-            Err(EncodeError::OutputFull { .. }) => {
-                let _ = writeln!(out, "error: line longer than {MAX_LINE} bytes");
-                return None;
-            }
-        };
-        out.bytes(text);
-        out.flush();
-        let mut stats = Stats {
-            prompt_tokens: n as u32,
-            ..Stats::default()
-        };
-        let prompt = self.prompt.get(..n).unwrap_or(&[]);
-        let mut generator = Generator::new(self.session, prompt, self.settings.sampler());
-        let mut failure: Option<Error> = None;
-        for i in 0..self.settings.tokens {
-            if interrupted(out.term, self.typeahead) {
-                stats.interrupted = true;
-                break;
-            }
-            let t0 = out.term.now();
-            let token = match generator.next_token() {
-                Ok(Some(token)) => token,
-                Ok(None) => break,
-                Err(e) => {
-                    failure = Some(e);
-                    break;
-                }
-            };
-            let spent = out.term.now().wrapping_sub(t0);
-            if i == 0 {
-                stats.prefill_counts = spent;
-            } else {
-                stats.decode_tokens += 1;
-                stats.decode_counts = stats.decode_counts.saturating_add(spent);
-            }
-            out.bytes(decode(&model, token));
-            out.flush();
-            if out.failed() {
-                break;
-            }
-        }
-        if stats.interrupted {
-            let _ = out.write_str("^C");
-        }
-        out.bytes(b"\n");
-        if let Some(e) = failure {
-            let _ = writeln!(out, "error: {e}");
-        }
-        Some(stats)
-    }
-}
-
-/// Reads what the terminal has without blocking: true on Ctrl-C (the type-ahead is dropped
-/// with it); other bytes queue up for after the run, until the queue is full.
-fn interrupted<T: Terminal>(term: &mut T, typeahead: &mut Typeahead) -> bool {
-    while !typeahead.is_full() {
-        match term.read() {
-            Some(CTRL_C) => {
-                typeahead.clear();
-                return true;
-            }
-            Some(byte) => {
-                typeahead.push(byte);
-            }
-            None => break,
-        }
-    }
-    false
-}
-
 fn write_help<T: Terminal>(out: &mut Out<'_, T>, settings: Settings) {
     let _ = write!(
         out,
@@ -548,77 +463,5 @@ fn write_stats<T: Terminal>(
         None => {
             let _ = writeln!(out);
         }
-    }
-}
-
-/// Output through a [`Terminal`]: `\n` → `\r\n` when it asks for that, and the first write
-/// error kept (later writes are skipped) so that formatting code need not check each one.
-struct Out<'t, T: Terminal> {
-    term: &'t mut T,
-    crlf: bool,
-    error: Option<T::Error>,
-}
-
-impl<'t, T: Terminal> Out<'t, T> {
-    fn new(term: &'t mut T) -> Self {
-        let crlf = term.crlf();
-        Out {
-            term,
-            crlf,
-            error: None,
-        }
-    }
-
-    fn failed(&self) -> bool {
-        self.error.is_some()
-    }
-
-    fn bytes(&mut self, bytes: &[u8]) {
-        if self.error.is_some() {
-            return;
-        }
-        let result = if self.crlf {
-            let mut result = Ok(());
-            for (i, piece) in bytes.split(|&b| b == b'\n').enumerate() {
-                if i > 0 {
-                    result = self.term.write(b"\r\n");
-                }
-                if result.is_ok() && !piece.is_empty() {
-                    result = self.term.write(piece);
-                }
-                if result.is_err() {
-                    break;
-                }
-            }
-            result
-        } else {
-            self.term.write(bytes)
-        };
-        if let Err(e) = result {
-            self.error = Some(e);
-        }
-    }
-
-    fn flush(&mut self) {
-        if self.error.is_none() {
-            if let Err(e) = self.term.flush() {
-                self.error = Some(e);
-            }
-        }
-    }
-
-    fn finish(mut self) -> Result<(), T::Error> {
-        self.flush();
-        match self.error {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
-    }
-}
-
-impl<T: Terminal> fmt::Write for Out<'_, T> {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        self.bytes(s.as_bytes());
-        Ok(())
     }
 }

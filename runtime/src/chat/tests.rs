@@ -7,7 +7,7 @@ use std::vec;
 use std::vec::Vec;
 
 use super::*;
-use crate::{session_bytes, Model};
+use crate::{decode, encode, session_bytes, Generator, Model};
 
 static BLOB: &[u8] = include_bytes!("../../../models/shakespeare-mcu.bin");
 
