@@ -19,6 +19,7 @@
 //! | [`tokenizer`] | [`encode`] (greedy longest match), [`decode`] |
 //! | [`sampler`] | [`SamplerConfig`], [`Sampler`], [`Pcg32`] |
 //! | [`generate`] | [`Generator`]: streaming generation, one token per call, sliding window |
+//! | [`chat`] | the interactive line protocol of the firmware and `tools chat` ([`chat::Chat`]) |
 //! | [`error`] | [`LoadError`], [`Error`], [`EncodeError`] |
 //! | `writer` | (feature `writer`) `writer::ModelParams::to_blob`: the blob writer |
 //!
@@ -59,6 +60,7 @@ extern crate alloc;
 #[cfg(test)]
 extern crate std;
 
+pub mod chat;
 pub mod error;
 pub mod fixed;
 pub mod format;

@@ -11,7 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use runtime::{session_bytes_prefill, Model};
 
 use crate::memory::{self, DEFAULT_MAX_MEMORY};
-use crate::{bench, blob, eval, files, generate, inspect, pack};
+use crate::{atomic, bench, blob, chat, eval, files, generate, inspect, pack, uf2};
 
 /// Upper bound of `eval --threads`.
 pub const MAX_THREADS: u64 = 1024;
@@ -94,6 +94,37 @@ pub enum Command {
         #[allow(missing_docs)]
         memory: MemoryCap,
     },
+    /// Talk to a blob the way the board talks over serial: each line of stdin is a prompt or a
+    /// command (/temp, /topk, /seed, /tokens, /stats, /help); replies go to stdout.
+    Chat {
+        /// The blob (default: the shipped model).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Starting temperature (`/temp`); 0 = greedy.
+        #[arg(long, default_value_t = 0.8)]
+        temperature: f64,
+        /// Starting top-k (`/topk`); 0 = all.
+        #[arg(long, default_value_t = 0)]
+        top_k: u32,
+        /// Starting seed (`/seed`), applied afresh to every prompt.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Starting tokens per prompt (`/tokens`).
+        #[arg(long, default_value_t = 100)]
+        tokens: u32,
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        memory: MemoryCap,
+    },
+    /// Write a UF2 file for a Pico 2's boot ROM (hold BOOTSEL, plug in, copy the file): a model
+    /// blob goes to the model partition at 0x10100000, a firmware ELF to its own addresses.
+    Uf2 {
+        /// A model blob (`tools pack`) or the firmware's ELF file.
+        input: PathBuf,
+        /// The UF2 file to write (atomically; an existing non-regular file is refused).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Validation loss (nats/char) of a blob on the trainer's 90/10 split, by the integer runtime.
     Eval {
         /// The blob.
@@ -150,6 +181,19 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
             let sampler = generate::sampler(temperature, top_k, seed)?;
             generate_cmd(model.as_deref(), &prompt, tokens, sampler, memory, out)
         }
+        Command::Chat {
+            model,
+            temperature,
+            top_k,
+            seed,
+            tokens,
+            memory,
+        } => chat_cmd(
+            model.as_deref(),
+            chat::settings(temperature, top_k, seed, tokens)?,
+            memory,
+        ),
+        Command::Uf2 { input, out: uf2 } => uf2_cmd(&input, &uf2),
         Command::Eval {
             model,
             data,
@@ -213,6 +257,36 @@ fn generate_cmd(
     let model = blob::load(&path, &bytes)?;
     check_session(&model, (model.config().ctx_len / 2).max(1), cap)?;
     generate::generate(model, prompt, tokens, sampler, out)
+}
+
+/// `tools chat`.
+fn chat_cmd(model: Option<&Path>, settings: runtime::chat::Settings, cap: MemoryCap) -> Result<()> {
+    let path = blob::model_path(model);
+    let bytes = blob::read(&path)?;
+    let model = blob::load(&path, &bytes)?;
+    let need = runtime::session_bytes(model.config(), model.config().ctx_len) as u64;
+    memory::check(need, cap.max_memory).context("a session over the model's whole context")?;
+    chat::install_ctrl_c()?;
+    let mut term = chat::StdTerminal::new(std::io::stdout().lock());
+    chat::chat(model, settings, &mut std::io::stdin().lock(), &mut term)
+}
+
+/// Largest input `tools uf2` reads: the Pico 2's whole 4 MiB flash.
+const MAX_UF2_INPUT: u64 = 4 << 20;
+
+/// `tools uf2`: a model blob or a firmware ELF as a UF2 file for the RP2350 boot ROM.
+fn uf2_cmd(input: &Path, out: &Path) -> Result<()> {
+    atomic::check_output(out)?;
+    let bytes = files::read_capped(input, "input", MAX_UF2_INPUT)?;
+    let uf2 = uf2::uf2_for(&bytes).with_context(|| input.display().to_string())?;
+    atomic::write_atomically(out, &uf2)?;
+    eprintln!(
+        "wrote {} ({} blocks of 512 bytes, family RP2350 Arm Secure {:#010x})",
+        out.display(),
+        uf2.len() / uf2::BLOCK_BYTES,
+        uf2::FAMILY_RP2350_ARM_S
+    );
+    Ok(())
 }
 
 /// `tools eval`.

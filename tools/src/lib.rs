@@ -12,6 +12,8 @@
 //! | [`files`] | reading untrusted input files: regular files only, size-capped |
 //! | [`memory`] | the working-memory cap (`--max-memory`) and fallible allocation |
 //! | [`cli`] | the command line: one function per subcommand |
+//! | [`chat`] | `tools chat`: the firmware's serial protocol on stdin/stdout |
+//! | [`uf2`] | UF2 files for the RP2350 boot ROM (a model for the flash partition, a firmware ELF) |
 //! | [`generate`] | streaming generation (the CLI and the QEMU parity test share it) |
 //! | [`eval`] | validation loss of a blob, computed by the integer runtime |
 //! | [`bench`] | prefill/decode speed and latency of a blob |
@@ -20,6 +22,7 @@
 pub mod atomic;
 pub mod bench;
 pub mod blob;
+pub mod chat;
 pub mod cli;
 pub mod convert;
 pub mod eval;
@@ -29,3 +32,4 @@ pub mod inspect;
 pub mod memory;
 pub mod pack;
 pub mod rundir;
+pub mod uf2;
