@@ -116,7 +116,10 @@ pub fn run<W: Write, L: OutputPin, C: CostCounter>(
     let mut led_on = false;
     for i in 0..settings::TOKENS {
         let t = cost.now();
-        let Some(token) = generator.next_token().map_err(AppError::Run)? else {
+        crate::cost::cost_checkpoint();
+        let step = generator.next_token();
+        crate::cost::cost_checkpoint();
+        let Some(token) = step.map_err(AppError::Run)? else {
             defmt::warn!("context full after {} generated tokens", i);
             break;
         };
