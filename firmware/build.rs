@@ -70,6 +70,9 @@ struct ModelInfo {
     path: PathBuf,
     ctx_len: u32,
     work_bytes: usize,
+    /// Data-region offset and length of the weights copied into SRAM at start-up.
+    copy_start: usize,
+    copy_bytes: usize,
 }
 
 impl ModelInfo {
@@ -128,10 +131,16 @@ impl ModelInfo {
                 bytes.len()
             ));
         }
+        // The RAM left over holds a copy of as much of the blocks' weights as fits (read from
+        // SRAM instead of XIP flash; see src/placement.rs).
+        let hot = model.hot_range();
+        let copy_bytes = (available - work_bytes).min(hot.len()) & !15;
         ModelInfo {
             path,
             ctx_len,
             work_bytes,
+            copy_start: hot.start,
+            copy_bytes,
         }
     }
 
@@ -140,6 +149,8 @@ impl ModelInfo {
             path,
             ctx_len,
             work_bytes,
+            copy_start,
+            copy_bytes,
         } = self;
         let path = path
             .to_str()
@@ -149,6 +160,10 @@ impl ModelInfo {
 pub const CTX_LEN: u32 = {ctx_len};
 /// Working-memory bytes the session needs (`runtime::session_bytes`).
 pub const WORK_BYTES: usize = {work_bytes};
+/// Data-region offset of the weights copied into SRAM at start-up (`Model::hot_range`).
+pub const COPY_START: usize = {copy_start};
+/// Bytes copied: what the RAM budget leaves after the session, stack and statics.
+pub const COPY_BYTES: usize = {copy_bytes};
 #[repr(C, align(16))]
 struct Aligned<T: ?Sized>(T);
 static MODEL_ALIGNED: &Aligned<[u8]> = &Aligned(*include_bytes!({path:?}));

@@ -270,6 +270,8 @@ static struct dec decode32(unsigned h1, unsigned h2) {
 
 /* -------------------------------------------------------------------------- state */
 struct tb_info {
+    struct tb_info *next; /* all blocks, for the profile */
+    uint64_t execs, stall; /* executions, and stall cycles charged inside the block */
     uint64_t pc, fallthrough;
     uint32_t cycles; /* static core cycles of the whole block */
     uint32_t n_insns;
@@ -287,6 +289,9 @@ static uint64_t block_core;          /* `core` when the current block started */
 static const struct tb_info *prev_tb;
 static uint64_t mark_pc = ~0ull;
 static int verbose_marks = 1;
+static int profile;                  /* profile=1: per-block totals at exit */
+static struct tb_info *all_tbs;
+static struct tb_info *cur_tb;
 
 /* Cache tags: line number + 1 (0 = invalid); lru[set] = way to evict next. */
 static uint32_t tag[SETS][WAYS];
@@ -329,13 +334,18 @@ static uint32_t xip_access(uint32_t addr, uint64_t now, uint64_t *misses) {
 static int in_xip(uint64_t a) { return a >= XIP_BASE && a < XIP_END; }
 
 static void tb_exec(unsigned vcpu, void *ud) {
-    const struct tb_info *t = ud;
+    struct tb_info *t = ud;
     (void)vcpu;
     if (prev_tb && prev_tb->cond_end && t->pc != prev_tb->fallthrough) core += BRANCH_REFILL;
     prev_tb = t;
+    cur_tb = t;
+    t->execs++;
     block_core = core;
-    for (uint32_t i = 0; i < t->n_lines; i++)
-        fetch_stall += xip_access(t->lines[i] << LINE_SHIFT, now_at(0), &misses_fetch);
+    for (uint32_t i = 0; i < t->n_lines; i++) {
+        uint32_t s = xip_access(t->lines[i] << LINE_SHIFT, now_at(0), &misses_fetch);
+        fetch_stall += s;
+        t->stall += s;
+    }
     core += t->cycles;
     insns += t->n_insns;
 }
@@ -343,7 +353,11 @@ static void tb_exec(unsigned vcpu, void *ud) {
 static void mem_load(unsigned vcpu, qemu_plugin_meminfo_t info, uint64_t vaddr, void *ud) {
     const struct load_info *l = ud;
     (void)vcpu, (void)info;
-    if (in_xip(vaddr)) load_stall += xip_access((uint32_t)vaddr, now_at(l->offset), &misses_load);
+    if (in_xip(vaddr)) {
+        uint32_t s = xip_access((uint32_t)vaddr, now_at(l->offset), &misses_load);
+        load_stall += s;
+        if (cur_tb) cur_tb->stall += s;
+    }
 }
 
 #define MAX_MARKS 4096
@@ -426,6 +440,8 @@ static void tb_trans(qemu_plugin_id_t id, struct qemu_plugin_tb *tb) {
         prev = d;
     }
     t->n_insns = (uint32_t)n;
+    t->next = all_tbs;
+    all_tbs = t;
     qemu_plugin_register_vcpu_tb_exec_cb(tb, tb_exec, QEMU_PLUGIN_CB_NO_REGS, t);
 }
 
@@ -445,6 +461,13 @@ static void at_exit(qemu_plugin_id_t id, void *p) {
                  (unsigned long long)marks[i][2], (unsigned long long)marks[i][3]);
         qemu_plugin_outs(buf);
     }
+    for (const struct tb_info *t = all_tbs; profile && t; t = t->next) {
+        if (!t->execs) continue;
+        snprintf(buf, sizeof buf, "block 0x%llx insns %llu core %llu stall %llu\n", (unsigned long long)t->pc,
+                 (unsigned long long)(t->execs * t->n_insns), (unsigned long long)(t->execs * t->cycles),
+                 (unsigned long long)t->stall);
+        qemu_plugin_outs(buf);
+    }
 }
 
 __attribute__((visibility("default"))) int qemu_plugin_install(qemu_plugin_id_t id, const void *info,
@@ -452,6 +475,7 @@ __attribute__((visibility("default"))) int qemu_plugin_install(qemu_plugin_id_t 
     (void)info;
     for (int i = 0; i < argc; i++) {
         if (!strncmp(argv[i], "mark=", 5)) mark_pc = strtoull(argv[i] + 5, NULL, 0) & ~1ull;
+        if (!strcmp(argv[i], "profile=1")) profile = 1;
     }
     qemu_plugin_register_vcpu_tb_trans_cb(id, tb_trans);
     qemu_plugin_register_atexit_cb(id, at_exit, NULL);

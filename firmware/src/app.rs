@@ -57,6 +57,7 @@ pub fn run<W: Write, L: OutputPin, C: CostCounter>(
 
     let t0 = cost.now();
     let model = Model::from_bytes(blob).map_err(AppError::Load)?;
+    let model = crate::placement::place(model);
     let config = *model.config();
     defmt::info!(
         "model: {} bytes, vocab {}, d {}, layers {}, heads {}/{}, ffn {}, ctx {}; validated in {} {}",

@@ -13,6 +13,7 @@ compile_error!("enable one board: `pico2` (default) or `--no-default-features --
 mod app;
 mod cost;
 mod fault;
+mod placement;
 mod settings;
 mod work;
 

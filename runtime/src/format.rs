@@ -435,6 +435,13 @@ impl Layout {
         start..start + self.len_of(kind).unwrap_or(0)
     }
 
+    /// Byte range of all layers' sections (and the padding between them) in the data region.
+    pub(crate) fn layers_range(&self) -> core::ops::Range<usize> {
+        let start = self.layers_start as usize;
+        let len = self.layer_stride as usize * self.config.n_layers as usize;
+        start..start + len
+    }
+
     /// Byte range of a section of layer `l` in the data region.
     pub(crate) fn layer_range(&self, l: usize, kind: TensorKind) -> core::ops::Range<usize> {
         let i = LAYER_KINDS.iter().position(|k| *k == kind).unwrap_or(0);
