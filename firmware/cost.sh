@@ -3,6 +3,7 @@
 # RP2350 cycles (cost model, approximate), for prefill and decode, with tokens/s at 150 MHz.
 #
 #   firmware/cost.sh MODEL [PROMPT [TOKENS]]      (defaults: "ROMEO:" 100; greedy, seed 1)
+#   PROFILE=20 firmware/cost.sh MODEL              # also the 20 costliest functions (whole run)
 #
 # Run 1 builds the `qemu` board for MODEL and runs it with `-icount` (the firmware's defmt log
 # gives the model's shape, the prompt's length and its own SysTick instruction counts).
@@ -57,7 +58,11 @@ mark="$(nm "$work/firmware.elf" | awk '$3 == "cost_checkpoint" { print $1 }')"
 [[ -n "$mark" ]] || { echo "cost.sh: cost_checkpoint not found in the ELF" >&2; exit 1; }
 (cd "$work" && timeout 900 qemu-system-arm -machine mps2-an505 -cpu cortex-m33 -nographic -monitor none \
   -semihosting-config enable=on,target=native \
-  -plugin "$plugin,mark=0x$mark" -d plugin -D cost.log -kernel firmware.elf >/dev/null)
+  -plugin "$plugin,mark=0x$mark${PROFILE:+,profile=1}" -d plugin -D cost.log -kernel firmware.elf >/dev/null)
+
+if [[ -n "${PROFILE:-}" ]]; then
+  python3 "$here/cost-model/profile.py" "$work/firmware.elf" "$work/cost.log" "$PROFILE"
+fi
 
 # Marks 2i and 2i+1 bracket generator step i: step 0 runs the prompt (prefill) and samples,
 # each later step forwards one token and samples (decode).

@@ -11,13 +11,14 @@
 
 pub mod dsp;
 pub mod fast;
+pub mod lut;
 pub mod reference;
 
-#[cfg(runtime_dsp)]
-pub use dsp::ternary_matvec;
 pub use fast::int8_dot;
 #[cfg(not(runtime_dsp))]
 pub use fast::ternary_matvec;
+#[cfg(runtime_dsp)]
+pub use lut::ternary_matvec;
 
 /// Decodes one 2-bit ternary code (`0b10` is treated as 0; the loader never lets it through).
 #[inline(always)]

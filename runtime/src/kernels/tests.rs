@@ -1,6 +1,6 @@
 //! One suite for every kernel implementation: each must equal the scalar reference exactly.
 
-use super::{decode_ternary, dsp, encode_ternary, fast, reference};
+use super::{decode_ternary, dsp, encode_ternary, fast, lut, reference};
 use crate::format::{ternary_row_bytes, MAX_WIDTH};
 use std::vec;
 use std::vec::Vec;
@@ -35,6 +35,10 @@ type Dot = fn(&[i8], &[i8]) -> i32;
 const MATVECS: &[(&str, MatVec)] = &[
     ("fast", fast::ternary_matvec),
     ("dsp lanes (portable SMLAD)", dsp::ternary_matvec_lanes),
+    (
+        "lut (tables over groups of 4 activations)",
+        lut::ternary_matvec,
+    ),
     #[cfg(runtime_dsp)]
     ("dsp", dsp::ternary_matvec),
 ];
