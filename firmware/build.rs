@@ -62,6 +62,8 @@ const fn ram_bytes(board: &str) -> usize {
 const STACK_RESERVE: usize = 32 * 1024;
 /// Other statics (defmt, drivers, the prompt's tokens): a generous bound.
 const STATICS_RESERVE: usize = 8 * 1024;
+/// The runtime's per-token code, copied to RAM at reset (its `ram-code` feature: `.data`).
+const RAM_CODE_RESERVE: usize = 40 * 1024;
 /// Flash both boards have (4 MiB), less room for the code.
 const FLASH_FOR_MODEL: usize = 4 * 1024 * 1024 - 256 * 1024;
 
@@ -134,7 +136,10 @@ impl ModelInfo {
         // The RAM left over holds a copy of as much of the blocks' weights as fits (read from
         // SRAM instead of XIP flash; see src/placement.rs).
         let hot = model.hot_range();
-        let copy_bytes = (available - work_bytes).min(hot.len()) & !15;
+        let copy_bytes = (available - work_bytes)
+            .saturating_sub(RAM_CODE_RESERVE)
+            .min(hot.len())
+            & !15;
         ModelInfo {
             path,
             ctx_len,

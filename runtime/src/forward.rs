@@ -55,6 +55,7 @@ fn unpack_dyadic(v: i64) -> Dyadic {
 const RESID_LIMIT: i64 = 1 << 62;
 
 /// `x[i] += round(y[i] · scale · 2^32)`, saturating at `±2^62` (the residual update).
+#[cfg_attr(feature = "ram-code", link_section = ".data.runtime.hot")]
 fn residual_add(x: &mut [i64], y: &[i32], scale: Dyadic) {
     for (xi, yi) in x.iter_mut().zip(y) {
         let dx = mul_round(*yi as i64, scale, RESID_FRAC_BITS as i32); // |dx| ≤ 2^62
@@ -68,6 +69,7 @@ impl Session<'_, '_> {
     /// (Q15.16, [`LOGIT_FRAC_BITS`]).
     ///
     /// Errors: [`Error::TokenOutOfRange`], [`Error::ContextFull`] (all `ctx_len` positions used).
+    #[cfg_attr(feature = "ram-code", link_section = ".data.runtime.hot")]
     pub fn forward(&mut self, token: u16) -> Result<&[i32], Error> {
         let c = *self.model.config();
         if token as u32 >= c.vocab_size {

@@ -336,6 +336,7 @@ impl<'a> Model<'a> {
     }
 
     /// The weights of block `l` (`l < n_layers`).
+    #[cfg_attr(feature = "ram-code", link_section = ".data.runtime.hot")]
     pub fn layer(&self, l: usize) -> LayerWeights<'a> {
         let sec = |k| self.bytes(self.layout.layer_range(l, k));
         let scales = sec(TensorKind::LayerScales);

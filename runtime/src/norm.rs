@@ -14,6 +14,7 @@ use crate::model::Gains;
 /// real `norm_eps`. Returns `s`, the real value of one unit of `out` (`h_i ≈ s · out[i]`), or
 /// zero when `x∘g` is all zero (then `out` is all zero). The Q2 floor `max(absmax, 1e-5)` is
 /// not applied: it only matters when every `|h_i| < 1e-5`.
+#[cfg_attr(feature = "ram-code", link_section = ".data.runtime.hot")]
 pub(crate) fn rmsnorm_quantize(
     x: &[i32],
     x_scale: Dyadic,
@@ -66,6 +67,7 @@ pub(crate) fn rmsnorm_quantize(
 
 /// `out[i] = round_half_even(127 · v[i] / max|v|)`; returns `max|v|` (0: `out` all zero).
 /// Shapes: `v [n]`, `out [n]`. Requires `|v[i]| < 2^63`.
+#[cfg_attr(feature = "ram-code", link_section = ".data.runtime.hot")]
 pub(crate) fn absmax_quantize(v: &[i64], out: &mut [i8]) -> u64 {
     debug_assert_eq!(v.len(), out.len());
     let m = v.iter().map(|x| x.unsigned_abs()).max().unwrap_or(0);
@@ -84,6 +86,7 @@ pub(crate) fn absmax_quantize(v: &[i64], out: &mut [i8]) -> u64 {
 
 /// Copies the residual stream into `out` as `i32` with one shared rounding shift so that
 /// `|out[i]| ≤ 2^30`; returns the real value of one unit of `out`. Shapes: `x [n]`, `out [n]`.
+#[cfg_attr(feature = "ram-code", link_section = ".data.runtime.hot")]
 pub(crate) fn to_block_i32(x: &[i64], x_scale: Dyadic, out: &mut [i32]) -> Dyadic {
     debug_assert_eq!(x.len(), out.len());
     let m = x.iter().map(|v| v.unsigned_abs()).max().unwrap_or(0);

@@ -94,6 +94,7 @@ fn row_sum(bytes: &[u8], table: &[u16]) -> u32 {
 
 /// Same contract as [`reference::ternary_matvec`](super::reference::ternary_matvec), by table
 /// lookup.
+#[cfg_attr(feature = "ram-code", link_section = ".data.runtime.hot")]
 pub fn ternary_matvec(w: &[u8], row_bytes: usize, x: &[i8], y: &mut [i32]) {
     debug_assert_eq!(x.len(), row_bytes * 4);
     debug_assert_eq!(w.len(), row_bytes * y.len());
