@@ -2,7 +2,10 @@
 //! runtime calls (`fast`). One shared test suite (below) demands exact equality between them on
 //! random and extreme inputs. On Arm cores with the DSP extension (`cfg(runtime_dsp)`, set by
 //! `build.rs`: stable Rust does not expose the `dsp` target feature to `cfg`) the ternary
-//! matvec is [`dsp::ternary_matvec`] (`SMLAD`); everywhere else it is [`fast::ternary_matvec`].
+//! matvec is [`lut::ternary_matvec`] (table lookup over groups of 4 activations, an `asm!` row
+//! loop; on the Cortex-M33 cost model it beats the `SMLAD` kernel [`dsp::ternary_matvec`], kept
+//! as an alternative) and the int8 dot is [`dsp::int8_dot`] (`SXTB16` + `SMLAD`); everywhere
+//! else they are [`fast::ternary_matvec`] and [`fast::int8_dot`].
 //!
 //! Ternary code mapping (2-bit two's complement, 4 weights per byte, weight `j` of a row in bits
 //! `2·(j % 4)` of byte `j / 4`): `0b00 = 0`, `0b01 = +1`, `0b11 = −1`; `0b10` never occurs
@@ -14,6 +17,9 @@ pub mod fast;
 pub mod lut;
 pub mod reference;
 
+#[cfg(runtime_dsp)]
+pub use dsp::int8_dot;
+#[cfg(not(runtime_dsp))]
 pub use fast::int8_dot;
 #[cfg(not(runtime_dsp))]
 pub use fast::ternary_matvec;
