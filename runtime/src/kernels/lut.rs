@@ -17,8 +17,6 @@
 
 use core::mem::MaybeUninit;
 
-use super::decode_ternary;
-
 /// Groups of 4 activations per chunk (the tables of a chunk take `GROUPS · 512` bytes, 16 KiB
 /// of stack). 32 groups cover a 128-wide row in one chunk, so that a matrix is read front to
 /// back (sequential reads stream fastest from XIP flash).
@@ -33,16 +31,6 @@ const ENTRIES: usize = 256;
 /// `u32` words per group's table (two `u16` entries each).
 const WORDS: usize = ENTRIES / 2;
 
-/// The 16 sums `d(j & 3)·a + d(j >> 2)·b` of a pair of activations, for 4-bit code pairs `j`.
-#[inline(always)]
-fn pair_sums(a: i8, b: i8) -> [i32; 16] {
-    let mut out = [0i32; 16];
-    for (j, o) in out.iter_mut().enumerate() {
-        *o = decode_ternary(j as u8) * a as i32 + decode_ternary((j >> 2) as u8) * b as i32;
-    }
-    out
-}
-
 /// Two `u16` entries packed in one word in memory order (entry `2k` first), endian-neutral.
 #[inline(always)]
 fn pack(first: u32, second: u32) -> u32 {
@@ -52,18 +40,25 @@ fn pack(first: u32, second: u32) -> u32 {
 
 /// Fills `table` (`WORDS` words per group, `x.len() / 4` groups) with the biased entries:
 /// entry `b` of group `g` is `BIAS + Σ_i d(b >> 2i) · x[4g + i]` (codes `0b10` count as 0, as
-/// in [`decode_ternary`]). Writes every word of the first `x.len() / 4` groups.
+/// in [`decode_ternary`](super::decode_ternary)). Writes every word of the first
+/// `x.len() / 4` groups.
 pub fn build(x: &[i8], table: &mut [MaybeUninit<u32>]) {
+    // Weight codes: d(0) = 0, d(1) = 1, d(2) = 0 (never stored), d(3) = -1.
+    let half = (BIAS / 2) as i32;
     for (xs, t) in x.chunks_exact(4).zip(table.chunks_exact_mut(WORDS)) {
-        let lo = pair_sums(xs[0], xs[1]);
-        let hi = pair_sums(xs[2], xs[3]);
-        // lo entries biased by BIAS/2 and packed in pairs; hi by BIAS/2 in both halves.
-        let half = (BIAS / 2) as i32;
+        let [x0, x1, x2, x3] = [xs[0], xs[1], xs[2], xs[3]].map(i32::from);
+        // lo pair k holds entries j = 2k, 2k + 1 of the first two weights' codes: weight 1's
+        // code is k >> 1, weight 0's code is 0 or 2 (d = 0) for j = 2k and 1 or 3 (d = ±1)
+        // for j = 2k + 1. Both halves biased by BIAS/2.
+        let d1 = [0, x1, 0, -x1];
         let lo_pairs: [u32; 8] = core::array::from_fn(|k| {
-            pack((lo[2 * k] + half) as u32, (lo[2 * k + 1] + half) as u32)
+            let even = d1[k >> 1] + half;
+            let odd = even + if k & 1 == 0 { x0 } else { -x0 };
+            pack(even as u32, odd as u32)
         });
-        for (h, row) in hi.iter().zip(t.chunks_exact_mut(8)) {
-            let hv = (*h + half) as u32;
+        let (d2, d3) = ([0, x2, 0, -x2], [0, x3, 0, -x3]);
+        for (i, row) in t.chunks_exact_mut(8).enumerate() {
+            let hv = (d2[i & 3] + d3[i >> 2] + half) as u32;
             let both = hv | hv << 16;
             for (o, p) in row.iter_mut().zip(&lo_pairs) {
                 // Each half: (lo + 256) + (hi + 256) ∈ [0, 1024]: no carry into the next.
