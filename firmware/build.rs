@@ -67,13 +67,15 @@ const fn ram_bytes(board: &str) -> usize {
 const STACK_RESERVE: usize = 32 * 1024;
 /// Other statics (defmt, USB and UART drivers, the chat's line buffers): a generous bound.
 const STATICS_RESERVE: usize = 16 * 1024;
+/// The runtime's per-token code, copied to RAM at reset (its `ram-code` feature: `.data`).
+const RAM_CODE_RESERVE: usize = 40 * 1024;
 /// Flash for the code and an embedded model: below the model partition at 0x1010_0000
 /// (`memory-*.x`), less room for the code.
 const FLASH_FOR_MODEL: usize = 1024 * 1024 - 256 * 1024;
 
 /// The working-memory arena of a board: what its RAM has left for a session.
 const fn arena_bytes(board: &str) -> usize {
-    ram_bytes(board) - STACK_RESERVE - STATICS_RESERVE
+    ram_bytes(board) - STACK_RESERVE - STATICS_RESERVE - RAM_CODE_RESERVE
 }
 
 /// The embedded model (if any): its path and context; and the arena every model must fit.

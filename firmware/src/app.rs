@@ -90,11 +90,23 @@ pub fn run<W: Write, L: OutputPin, C: CostCounter>(
     let prompt = prompt.as_slice();
 
     let work = crate::work::take().ok_or(AppError::WorkMemoryTaken)?;
+    let needed = model.session_bytes(loaded.ctx_len);
     defmt::info!(
         "working memory {} bytes for a context of {} (needs {})",
         work.len(),
         loaded.ctx_len,
-        model.session_bytes(loaded.ctx_len)
+        needed
+    );
+    // Placement: the arena past the session (16-byte aligned) holds a byte-for-byte copy of
+    // as much of the blocks' weights as fits, read from SRAM instead of XIP flash from then
+    // on. Results do not change (runtime/tests/copy.rs); only where the bytes come from.
+    let (work, spare) = work.split_at_mut(needed.next_multiple_of(16).min(work.len()));
+    let hot = model.hot_range();
+    let (model, copied) = model.with_copy(hot.start, spare);
+    defmt::info!(
+        "placement: {} of the {} bytes of block weights copied to SRAM",
+        copied,
+        hot.len()
     );
     let mut session = Session::new(model, loaded.ctx_len, work).map_err(AppError::Run)?;
 
@@ -123,7 +135,10 @@ pub fn run<W: Write, L: OutputPin, C: CostCounter>(
     let mut led_on = false;
     for i in 0..settings::TOKENS {
         let t = cost.now();
-        let Some(token) = generator.next_token().map_err(AppError::Run)? else {
+        crate::cost::cost_checkpoint();
+        let step = generator.next_token();
+        crate::cost::cost_checkpoint();
+        let Some(token) = step.map_err(AppError::Run)? else {
             defmt::warn!("context full after {} generated tokens", i);
             break;
         };

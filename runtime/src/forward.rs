@@ -137,6 +137,7 @@ impl Session<'_, '_> {
     ///
     /// Errors (nothing is changed then): [`Error::TokenOutOfRange`], [`Error::ContextFull`]
     /// (fewer than `n` positions left), [`Error::BlockTooLarge`] (`n` > the session's block).
+    #[cfg_attr(feature = "ram-code", link_section = ".data.runtime.hot")]
     pub fn forward_block(&mut self, tokens: &[u16]) -> Result<&[i32], Error> {
         let n = tokens.len();
         self.check(tokens)?;
@@ -186,6 +187,7 @@ impl Session<'_, '_> {
 
     /// Runs the `n` tokens already recorded at positions `pos..pos + n` (`pos + n ≤ ctx_len`)
     /// in blocks of at most `block`.
+    #[cfg_attr(feature = "ram-code", link_section = ".data.runtime.hot")]
     pub(crate) fn run_recorded(&mut self, n: usize) {
         let mut left = n.min(self.ctx_len - self.pos);
         while left > 0 {
@@ -199,6 +201,7 @@ impl Session<'_, '_> {
     /// the AVX2 kernels, the whole pass is compiled a second time for x86-64-v3 (AVX2, BMI2,
     /// LZCNT: vectorized norms, one-uop variable shifts and leading-zero counts); the
     /// arithmetic is the same integer code, so the bits are too.
+    #[cfg_attr(feature = "ram-code", link_section = ".data.runtime.hot")]
     fn run(&mut self, n: usize) {
         #[cfg(target_arch = "x86_64")]
         match crate::kernels::level() {

@@ -24,6 +24,10 @@ pub struct Model<'a> {
     metadata: &'a str,
     version_minor: u16,
     data: &'a [u8],
+    /// A copy of `data[copy_start..copy_start + copy.len()]` in faster memory, read instead of
+    /// those bytes ([`Model::with_copy`]); empty when there is none.
+    copy: &'a [u8],
+    copy_start: usize,
 }
 
 /// A vector of fixed-point norm gains in the blob (`i32` Q15.16, little-endian).
@@ -198,7 +202,51 @@ impl<'a> Model<'a> {
             metadata: info.metadata,
             version_minor: minor,
             data,
+            copy: &[],
+            copy_start: 0,
         })
+    }
+
+    /// The byte range of the blob's data region that every forward pass reads in full: the
+    /// sections of all blocks (the last block's trailing padding is not stored). Pass its
+    /// start to [`Model::with_copy`].
+    pub fn hot_range(&self) -> core::ops::Range<usize> {
+        let r = self.layout.layers_range();
+        let end = r.end.min(self.data.len());
+        r.start.min(end)..end
+    }
+
+    /// Copies the data-region bytes `start..start + ram.len()` (cut at the end of the data)
+    /// into `ram` and returns a model that reads those bytes from `ram` from then on: for a
+    /// blob in slow memory (XIP flash) and spare fast RAM. The copy is byte for byte, so
+    /// results do not change (no kernel needs more than byte alignment; a 16-byte aligned
+    /// `ram` keeps the sections' word alignment). Returns the model and the bytes copied.
+    pub fn with_copy(self, start: usize, ram: &'a mut [u8]) -> (Model<'a>, usize) {
+        let n = ram.len().min(self.data.len().saturating_sub(start));
+        let (Some(src), Some(dst)) = (self.data.get(start..start + n), ram.get_mut(..n)) else {
+            return (self, 0);
+        };
+        dst.copy_from_slice(src);
+        let copied = Model {
+            copy: dst,
+            copy_start: start,
+            ..self
+        };
+        (copied, n)
+    }
+
+    /// Data-region bytes `range`, from the copy when it holds all of them.
+    fn bytes(&self, range: core::ops::Range<usize>) -> &'a [u8] {
+        let copy_end = self.copy_start + self.copy.len();
+        if range.start >= self.copy_start && range.end <= copy_end && range.start <= range.end {
+            if let Some(b) = self
+                .copy
+                .get(range.start - self.copy_start..range.end - self.copy_start)
+            {
+                return b;
+            }
+        }
+        self.data.get(range).unwrap_or(&[])
     }
 
     /// Model dimensions.
@@ -256,9 +304,7 @@ impl<'a> Model<'a> {
     }
 
     fn section(&self, entry: Option<TensorEntry>) -> &'a [u8] {
-        entry
-            .and_then(|e| self.data.get(Layout::range(&e)))
-            .unwrap_or(&[])
+        entry.map_or(&[], |e| self.bytes(Layout::range(&e)))
     }
 
     /// Gains `kind` of layer `l`.
@@ -325,6 +371,7 @@ impl<'a> Model<'a> {
     }
 
     /// The weights of block `l` (`l < n_layers`).
+    #[cfg_attr(feature = "ram-code", link_section = ".data.runtime.hot")]
     pub fn layer(&self, l: usize) -> LayerWeights<'a> {
         LayerWeights {
             attn_norm: self.layer_gains(l, TensorKind::AttnNorm),

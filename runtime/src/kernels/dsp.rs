@@ -250,3 +250,85 @@ fn pairs_dsp(w: &[u8], row_bytes: usize, b0: usize, b1: usize, xp: &[u32], y: &m
         );
     }
 }
+
+/// What `SXTB16 x` gives (bytes 0 and 2 sign-extended into the two `int16` lanes) and, for the
+/// odd bytes, `SXTB16 x, ROR #8` (bytes 1 and 3).
+#[inline(always)]
+pub fn sxtb16(x: u32) -> u32 {
+    (x as u8 as i8 as i16 as u16) as u32 | ((((x >> 16) as u8 as i8 as i16) as u16) as u32) << 16
+}
+
+/// Same contract as [`reference::int8_dot`](super::reference::int8_dot), computed the way the
+/// `SMLAD` kernel does (four bytes per word, even and odd bytes widened with `SXTB16`, two
+/// `SMLAD`s) with portable arithmetic: the host-testable twin of [`int8_dot`].
+pub fn int8_dot_pairs(a: &[i8], b: &[i8]) -> i32 {
+    debug_assert_eq!(a.len(), b.len());
+    let word = |c: &[i8]| u32::from_le_bytes([c[0] as u8, c[1] as u8, c[2] as u8, c[3] as u8]);
+    let mut acc = 0i32;
+    let (mut ca, mut cb) = (a.chunks_exact(4), b.chunks_exact(4));
+    for (x, y) in ca.by_ref().zip(cb.by_ref()) {
+        let (x, y) = (word(x), word(y));
+        acc = smlad(acc, sxtb16(x), sxtb16(y));
+        acc = smlad(acc, sxtb16(x >> 8), sxtb16(y >> 8));
+    }
+    for (x, y) in ca.remainder().iter().zip(cb.remainder()) {
+        acc = acc.wrapping_add(*x as i32 * *y as i32);
+    }
+    acc
+}
+
+/// Same contract as [`reference::int8_dot`](super::reference::int8_dot): 8 bytes per loop
+/// step (two words of each vector, four `SXTB16` per word pair, two `SMLAD`s per word pair),
+/// the remainder in plain Rust. Exact: `|a·b| ≤ 2^14` per term, the sum fits `i32` for up to
+/// `2^16` terms (the reference's bound), and `SMLAD` only wraps beyond that.
+#[cfg(runtime_dsp)]
+pub fn int8_dot(a: &[i8], b: &[i8]) -> i32 {
+    debug_assert_eq!(a.len(), b.len());
+    let n = a.len().min(b.len());
+    let body = n & !7;
+    let mut acc = 0i32;
+    if body > 0 {
+        // SAFETY: the loop reads `body` bytes (a multiple of 8, at least 8) of `a` and of `b`
+        // (both hold `n ≥ body`) as words (unaligned word loads are allowed on Armv8-M for
+        // normal memory); it writes only its register operands; no stack. `SMLAD` may set
+        // the Q flag and `CMP` sets NZCV: flags are not preserved (the default).
+        unsafe {
+            core::arch::asm!(
+                "2:",
+                "ldr {wa}, [{pa}], #4",
+                "ldr {wb}, [{pb}], #4",
+                "ldr {xa}, [{pa}], #4",
+                "ldr {xb}, [{pb}], #4",
+                "sxtb16 {t}, {wa}",
+                "sxtb16 {u}, {wb}",
+                "sxtb16 {wa}, {wa}, ror #8",
+                "sxtb16 {wb}, {wb}, ror #8",
+                "smlad {acc}, {t}, {u}, {acc}",
+                "smlad {acc}, {wa}, {wb}, {acc}",
+                "sxtb16 {t}, {xa}",
+                "sxtb16 {u}, {xb}",
+                "sxtb16 {xa}, {xa}, ror #8",
+                "sxtb16 {xb}, {xb}, ror #8",
+                "smlad {acc}, {t}, {u}, {acc}",
+                "smlad {acc}, {xa}, {xb}, {acc}",
+                "cmp {pa}, {end}",
+                "bne 2b",
+                pa = inout(reg) a.as_ptr() => _,
+                pb = inout(reg) b.as_ptr() => _,
+                end = in(reg) a.as_ptr().wrapping_add(body),
+                acc = inout(reg) acc,
+                wa = out(reg) _,
+                wb = out(reg) _,
+                xa = out(reg) _,
+                xb = out(reg) _,
+                t = out(reg) _,
+                u = out(reg) _,
+                options(nostack, readonly),
+            );
+        }
+    }
+    for (x, y) in a[body..n].iter().zip(&b[body..n]) {
+        acc = acc.wrapping_add(*x as i32 * *y as i32);
+    }
+    acc
+}

@@ -91,7 +91,7 @@ pub fn int8_matvec(m: &[i8], stride: usize, x: &[i8], y: &mut [i32]) {
     for (r, out) in y.iter_mut().enumerate() {
         *out = m
             .get(r * stride..r * stride + len)
-            .map_or(0, |row| int8_dot(row, x));
+            .map_or(0, |row| super::int8_dot(row, x));
     }
 }
 

@@ -10,31 +10,39 @@
 //!
 //! On Arm cores with the DSP extension (`cfg(runtime_dsp)`, set by `build.rs`: stable Rust
 //! does not expose the `dsp` target feature to `cfg`) the portable ternary matvec is
-//! [`dsp::ternary_matvec`] (`SMLAD`); everywhere else it is [`fast::ternary_matvec`].
+//! [`lut::ternary_matvec`] (table lookup over groups of 4 activations, an `asm!` row loop; on the
+//! Cortex-M33 cost model it beats the `SMLAD` kernel [`dsp::ternary_matvec`], kept as an
+//! alternative) and the int8 dot of the portable int8 kernels is [`dsp::int8_dot`] (`SXTB16` +
+//! `SMLAD`); everywhere else they are [`fast::ternary_matvec`] and [`fast::int8_dot`].
 //!
 //! Ternary code mapping (2-bit two's complement, 4 weights per byte, weight `j` of a row in bits
 //! `2·(j % 4)` of byte `j / 4`): `0b00 = 0`, `0b01 = +1`, `0b11 = −1`; `0b10` never occurs
 //! (the loader refuses it). Sign-extending a 2-bit field is one `SBFX` on Cortex-M33 or a
-//! shift-left / arithmetic-shift-right pair anywhere, so decoding needs no table and no branch.
+//! shift-left / arithmetic-shift-right pair anywhere, so the format needs no decoding table; the
+//! DSP, LUT and x86 kernels build small tables of their own (see each module).
 
 #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
 pub mod aarch64;
 pub mod dispatch;
 pub mod dsp;
 pub mod fast;
+pub mod lut;
 pub mod reference;
 pub mod softmax;
 #[cfg(target_arch = "x86_64")]
 pub mod x86_64;
 
 pub use dispatch::{detected, force_portable, level, set_level, supported_levels, Level};
+#[cfg(runtime_dsp)]
+pub use dsp::int8_dot;
+#[cfg(not(runtime_dsp))]
 pub use fast::int8_dot;
 pub use softmax::{attention_scores, softmax_coefficients};
 
-#[cfg(runtime_dsp)]
-use dsp::ternary_matvec as portable_ternary_matvec;
 #[cfg(not(runtime_dsp))]
 use fast::ternary_matvec as portable_ternary_matvec;
+#[cfg(runtime_dsp)]
+use lut::ternary_matvec as portable_ternary_matvec;
 
 /// Tokens whose activations one [`ternary_matmul`] pass permutes at once.
 const MATMUL_TILE: usize = 64;

@@ -1,6 +1,6 @@
 //! One suite for every kernel implementation: each must equal the scalar reference exactly.
 
-use super::{decode_ternary, dsp, encode_ternary, fast, reference, Level};
+use super::{decode_ternary, dsp, encode_ternary, fast, lut, reference, Level};
 use crate::format::{ternary_row_bytes, MAX_WIDTH};
 use std::vec;
 use std::vec::Vec;
@@ -49,6 +49,10 @@ fn matvecs() -> Vec<(&'static str, MatVec)> {
     let mut v: Vec<(&'static str, MatVec)> = vec![
         ("fast", fast::ternary_matvec),
         ("dsp lanes (portable SMLAD)", dsp::ternary_matvec_lanes),
+        (
+            "lut (tables over groups of 4 activations)",
+            lut::ternary_matvec,
+        ),
         #[cfg(runtime_dsp)]
         ("dsp", dsp::ternary_matvec),
     ];
@@ -98,7 +102,12 @@ fn int8_matvecs() -> Vec<(&'static str, Int8MatVec)> {
     v
 }
 
-const DOTS: [(&str, Dot); 1] = [("fast", fast::int8_dot)];
+const DOTS: &[(&str, Dot)] = &[
+    ("fast", fast::int8_dot),
+    ("dsp pairs (portable SXTB16/SMLAD)", dsp::int8_dot_pairs),
+    #[cfg(runtime_dsp)]
+    ("dsp", dsp::int8_dot),
+];
 
 fn check_matvec(weights: &[i8], rows: usize, cols: usize, x: &[i8]) {
     let (w, rb) = pack(weights, rows, cols);
@@ -226,7 +235,7 @@ fn check_dot(a: &[i8], b: &[i8]) {
     let want = reference::int8_dot(a, b);
     let plain: i64 = a.iter().zip(b).map(|(x, y)| *x as i64 * *y as i64).sum();
     assert_eq!(want as i64, plain);
-    for (name, f) in DOTS {
+    for &(name, f) in DOTS {
         assert_eq!(f(a, b), want, "{name} len={}", a.len());
     }
 }
@@ -620,4 +629,41 @@ fn attention_scores_twins() {
         1,
         false,
     );
+}
+
+#[test]
+fn lut_tables_and_chunk_boundaries() {
+    // Every entry of a group's table is BIAS + the group's sum for that byte's codes.
+    let x: Vec<i8> = vec![-128, 127, -1, 5, 0, -128, 127, 127];
+    let mut table = vec![core::mem::MaybeUninit::<u32>::uninit(); 2 * 128];
+    lut::build(&x, &mut table);
+    // SAFETY: `build` wrote both groups' 128 words.
+    let words: Vec<u32> = table.iter().map(|w| unsafe { w.assume_init() }).collect();
+    for g in 0..2 {
+        for b in 0..=255u8 {
+            let w = words[g * 128 + b as usize / 2];
+            let entry = if b % 2 == 0 {
+                w as u16
+            } else {
+                (w >> 16) as u16
+            };
+            let want: i32 = (0..4)
+                .map(|i| decode_ternary(b >> (2 * i)) * x[4 * g + i] as i32)
+                .sum();
+            assert_eq!(
+                entry as i32,
+                lut::BIAS as i32 + want,
+                "group {g} byte {b:#04x}"
+            );
+        }
+    }
+    // Rows around the chunk width (GROUPS groups of 4 activations).
+    let mut rng = Rng(0x5DEE_CE66_D1CE_4E5B);
+    let c = 4 * lut::GROUPS;
+    for cols in [c - 1, c, c + 1, 2 * c - 4, 2 * c + 3, 4 * c, 4 * c + 60] {
+        let rows = 1 + rng.below(7) as usize;
+        let w: Vec<i8> = (0..rows * cols).map(|_| rng.below(3) as i8 - 1).collect();
+        let x: Vec<i8> = (0..cols).map(|_| rng.next() as i8).collect();
+        check_matvec(&w, rows, cols, &x);
+    }
 }
