@@ -216,10 +216,19 @@ fn untracked_ops_equal_the_inner_backend() {
     same(A::absmax_int8_ste(outer(&x)), Flex::absmax_int8(x.clone()));
     same(A::relu_sq(outer(&x)), Flex::relu_sq(x.clone()));
     let g_a = Tensor::<A, 1>::from_inner(g.clone());
-    same(A::rms_norm(outer(&x), g_a, 1e-5), Flex::rms_norm(x.clone(), g, 1e-5));
+    same(
+        A::rms_norm(outer(&x), g_a, 1e-5),
+        Flex::rms_norm(x.clone(), g, 1e-5),
+    );
     let rows = |t: Tensor<Flex, 3>| t.reshape([10, 24]);
-    let y_a = A::linear_2d(Tensor::from_inner(rows(x.clone())), Tensor::from_inner(w.clone()));
-    same(y_a.reshape([2, 5, 12]), Flex::linear_2d(rows(x.clone()), w).reshape([2, 5, 12]));
+    let y_a = A::linear_2d(
+        Tensor::from_inner(rows(x.clone())),
+        Tensor::from_inner(w.clone()),
+    );
+    same(
+        y_a.reshape([2, 5, 12]),
+        Flex::linear_2d(rows(x.clone()), w).reshape([2, 5, 12]),
+    );
     let s = AttnShape {
         n_heads: 2,
         n_kv_heads: 1,
