@@ -1,18 +1,23 @@
 //! Build script: picks the board's `memory.x`, passes the link scripts, and turns the
 //! build-time settings (environment variables) into constants in `$OUT_DIR/settings.rs`.
 //!
+//! Two modes. Without `FIRMWARE_PROMPT` the firmware serves the interactive line protocol
+//! (`runtime::chat`) on its serial ports, starting from the settings below; with it, it
+//! generates once from that prompt and stops (the QEMU parity tests and cost runs).
+//! Without `FIRMWARE_MODEL` the model is read at boot from the flash partition at
+//! `0x1010_0000` (`src/partition.rs`, written by `tools uf2`); with it, that blob is embedded.
 //! The defaults are those of `tools generate`, so both print the same text.
 //!
 //! | variable | default | meaning |
 //! |---|---|---|
-//! | `FIRMWARE_MODEL` | `../models/shakespeare-mcu.bin` | model blob to embed; a relative path is relative to `firmware/` |
-//! | `FIRMWARE_CTX` | the model's `ctx_len` | context (positions) of the session; sizes the working memory |
-//! | `FIRMWARE_PROMPT` | `ROMEO:` | text the generation starts from, byte for byte (pass a newline as a newline, e.g. `$'a\nb'` in bash) |
+//! | `FIRMWARE_MODEL` | (none: the flash partition) | model blob to embed; a relative path is relative to `firmware/` |
+//! | `FIRMWARE_CTX` | the model's `ctx_len` | context (positions) of the session, with an embedded model |
+//! | `FIRMWARE_PROMPT` | (none: interactive) | generate once from this text, byte for byte (pass a newline as a newline, e.g. `$'a\nb'` in bash) |
 //! | `FIRMWARE_TOKENS` | `100` | number of tokens to generate after the prompt |
 //! | `FIRMWARE_SEED` | `0` | sampling seed (`u64`) |
 //! | `FIRMWARE_TEMPERATURE` | `0.8` | sampling temperature as a decimal (at most 3 decimals, e.g. `0.8`); `0` = greedy |
 //! | `FIRMWARE_TOP_K` | `0` | sample among the `k` most likely tokens; `0` = all |
-//! | `FIRMWARE_SELFTEST` | (none) | `panic`, `hardfault`, `stack-overflow` or `bad-blob`: trigger that failure on purpose |
+//! | `FIRMWARE_SELFTEST` | (none) | `panic`, `hardfault`, `stack-overflow` or `bad-blob`: trigger that failure on purpose (one-shot mode) |
 
 use std::env;
 use std::fs;
@@ -50,8 +55,8 @@ fn main() {
     fs::write(out.join("settings.rs"), rust).expect("write settings.rs");
 }
 
-/// RAM the working memory must fit in: the Pico 2's 512 KiB on both boards, so that the
-/// QEMU twin (4 MiB) refuses, in CI, a model that would not fit the real board.
+/// RAM of the board: the Pico 2's 512 KiB on both boards, so that the QEMU twin (4 MiB)
+/// refuses, in CI, a model that would not fit the real board.
 const fn ram_bytes(board: &str) -> usize {
     match board.as_bytes() {
         b"pico2" | b"qemu" => 512 * 1024,
@@ -60,32 +65,46 @@ const fn ram_bytes(board: &str) -> usize {
 }
 /// Kept free for the stack (the forward pass needs little; the guard catches overflow).
 const STACK_RESERVE: usize = 32 * 1024;
-/// Other statics (defmt, drivers, the prompt's tokens): a generous bound.
-const STATICS_RESERVE: usize = 8 * 1024;
-/// Flash both boards have (4 MiB), less room for the code.
-const FLASH_FOR_MODEL: usize = 4 * 1024 * 1024 - 256 * 1024;
+/// Other statics (defmt, USB and UART drivers, the chat's line buffers): a generous bound.
+const STATICS_RESERVE: usize = 16 * 1024;
+/// Flash for the code and an embedded model: below the model partition at 0x1010_0000
+/// (`memory-*.x`), less room for the code.
+const FLASH_FOR_MODEL: usize = 1024 * 1024 - 256 * 1024;
 
-/// The embedded model: its path, and the working memory a session needs.
+/// The working-memory arena of a board: what its RAM has left for a session.
+const fn arena_bytes(board: &str) -> usize {
+    ram_bytes(board) - STACK_RESERVE - STATICS_RESERVE
+}
+
+/// The embedded model (if any): its path and context; and the arena every model must fit.
 struct ModelInfo {
-    path: PathBuf,
-    ctx_len: u32,
-    work_bytes: usize,
+    embedded: Option<(PathBuf, u32)>,
+    arena_bytes: usize,
 }
 
 impl ModelInfo {
     fn load(manifest_dir: &std::path::Path, board: &str) -> Self {
-        let given = var("FIRMWARE_MODEL");
-        let path = manifest_dir.join(given.as_deref().unwrap_or("../models/shakespeare-mcu.bin"));
+        let arena_bytes = arena_bytes(board);
+        let Some(given) = var("FIRMWARE_MODEL").filter(|m| !m.is_empty()) else {
+            if var("FIRMWARE_CTX").is_some() {
+                fail("FIRMWARE_CTX needs an embedded model (FIRMWARE_MODEL); a flashed model runs with its own ctx_len");
+            }
+            return ModelInfo {
+                embedded: None,
+                arena_bytes,
+            };
+        };
+        let path = manifest_dir.join(given);
         println!("cargo:rerun-if-changed={}", path.display());
         let bytes = fs::read(&path).unwrap_or_else(|e| {
             fail(&format!(
-                "cannot read the model blob {} ({e}){}.\n\
+                "cannot read the model blob {} ({e}).\n\
                  Pass a model at build time: FIRMWARE_MODEL=/path/to/model.bin cargo build --release \
-                 (a relative path is relative to firmware/), or run `firmware/run-qemu.sh MODEL PROMPT TOKENS SEED`.\n\
+                 (a relative path is relative to firmware/), or leave FIRMWARE_MODEL unset to read \
+                 the model from the flash partition (tools uf2).\n\
                  A random-weight test model: cargo run -p runtime --features writer --example random_blob -- \
                  /tmp/mcu.bin --preset mcu --seed 1",
                 path.display(),
-                if given.is_none() { " (the default; set FIRMWARE_MODEL to use another)" } else { "" }
             ))
         });
         let model = runtime::Model::from_bytes(&bytes).unwrap_or_else(|e| {
@@ -110,12 +129,11 @@ impl ModelInfo {
                 }),
         };
         let work_bytes = model.session_bytes(ctx_len);
-        let ram = ram_bytes(board);
-        let available = ram - STACK_RESERVE - STATICS_RESERVE;
-        if work_bytes > available {
+        if work_bytes > arena_bytes {
+            let ram = ram_bytes(board);
             fail(&format!(
                 "the model {} needs {work_bytes} bytes of working memory for a context of {ctx_len} \
-                 positions, but board `{board}` has {ram} bytes of RAM, of which {available} can hold it \
+                 positions, but board `{board}` has {ram} bytes of RAM, of which {arena_bytes} can hold it \
                  ({STACK_RESERVE} kept for the stack, {STATICS_RESERVE} for other statics). \
                  Use a smaller model or a shorter context (FIRMWARE_CTX).",
                 path.display()
@@ -123,45 +141,56 @@ impl ModelInfo {
         }
         if bytes.len() > FLASH_FOR_MODEL {
             fail(&format!(
-                "the model {} has {} bytes; at most {FLASH_FOR_MODEL} fit in the board's flash next to the code",
+                "the model {} has {} bytes; at most {FLASH_FOR_MODEL} fit in the flash next to the code \
+                 (a bigger model goes into the flash partition: leave FIRMWARE_MODEL unset, use tools uf2)",
                 path.display(),
                 bytes.len()
             ));
         }
         ModelInfo {
-            path,
-            ctx_len,
-            work_bytes,
+            embedded: Some((path, ctx_len)),
+            arena_bytes,
         }
     }
 
     fn to_rust(&self) -> String {
-        let ModelInfo {
-            path,
-            ctx_len,
-            work_bytes,
-        } = self;
-        let path = path
-            .to_str()
-            .unwrap_or_else(|| fail("the model path must be UTF-8"));
-        format!(
-            "/// Positions of the session (`FIRMWARE_CTX`, default the model's `ctx_len`).
-pub const CTX_LEN: u32 = {ctx_len};
-/// Working-memory bytes the session needs (`runtime::session_bytes`).
-pub const WORK_BYTES: usize = {work_bytes};
+        let arena = self.arena_bytes;
+        let mut rust = format!(
+            "/// Bytes of the static working-memory arena (RAM less stack and statics reserves).
+pub const ARENA_BYTES: usize = {arena};
+"
+        );
+        match &self.embedded {
+            None => rust.push_str(
+                "/// No model embedded (`FIRMWARE_MODEL` unset): it is read from the flash partition.
+pub static MODEL: Option<&[u8]> = None;
+/// The flashed model runs with its own context length.
+pub const CTX_LEN: Option<u32> = None;
+",
+            ),
+            Some((path, ctx_len)) => {
+                let path = path
+                    .to_str()
+                    .unwrap_or_else(|| fail("the model path must be UTF-8"));
+                rust.push_str(&format!(
+                    "/// Positions of the session (`FIRMWARE_CTX`, default the model's `ctx_len`).
+pub const CTX_LEN: Option<u32> = Some({ctx_len});
 #[repr(C, align(16))]
 struct Aligned<T: ?Sized>(T);
 static MODEL_ALIGNED: &Aligned<[u8]> = &Aligned(*include_bytes!({path:?}));
-/// The model blob (`FIRMWARE_MODEL`), 16-byte aligned, in flash.
-pub static MODEL: &[u8] = &MODEL_ALIGNED.0;
+/// The embedded model blob (`FIRMWARE_MODEL`), 16-byte aligned, in flash.
+pub static MODEL: Option<&[u8]> = Some(&MODEL_ALIGNED.0);
 "
-        )
+                ));
+            }
+        }
+        rust
     }
 }
 
 /// The generation settings, fixed at build time.
 struct Settings {
-    prompt: String,
+    prompt: Option<String>,
     tokens: u32,
     seed: u64,
     temperature_milli: u32,
@@ -171,7 +200,7 @@ struct Settings {
 
 impl Settings {
     fn from_env() -> Self {
-        let prompt = var("FIRMWARE_PROMPT").unwrap_or_else(|| "ROMEO:".into());
+        let prompt = var("FIRMWARE_PROMPT");
         let tokens = parse("FIRMWARE_TOKENS", 100);
         let seed = parse("FIRMWARE_SEED", 0);
         let temperature_milli = match var("FIRMWARE_TEMPERATURE") {
@@ -215,9 +244,10 @@ impl Settings {
         } = self;
         format!(
             "// Generated by build.rs from the FIRMWARE_* environment variables.
-/// Text the generation starts from (`FIRMWARE_PROMPT`).
-pub const PROMPT: &str = {prompt:?};
-/// Tokens generated after the prompt (`FIRMWARE_TOKENS`).
+/// One-shot mode: the text the generation starts from (`FIRMWARE_PROMPT`); `None` = serve
+/// the interactive protocol.
+pub const PROMPT: Option<&str> = {prompt:?};
+/// Tokens generated after the prompt (`FIRMWARE_TOKENS`; the chat's starting `/tokens`).
 pub const TOKENS: u32 = {tokens};
 /// Sampling seed (`FIRMWARE_SEED`).
 pub const SEED: u64 = {seed};

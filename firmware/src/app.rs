@@ -1,4 +1,5 @@
-//! The application: load the model, encode the prompt, generate, stream the text out.
+//! One-shot mode (`FIRMWARE_PROMPT` set): load the model, encode the prompt, generate, stream
+//! the text out, stop. (Without it the firmware serves the chat protocol: `serve.rs`.)
 //!
 //! Generic over the text sink (`embedded_io::Write`), the LED (`OutputPin`, toggled per
 //! token) and the cost counter, so the same code runs on every board.
@@ -7,7 +8,8 @@ use core::fmt;
 
 use embedded_hal::digital::OutputPin;
 use embedded_io::Write;
-use runtime::{EncodeError, Error, Generator, LoadError, Model, SamplerConfig, Session};
+use runtime::chat::ModelProblem;
+use runtime::{EncodeError, Error, Generator, SamplerConfig, Session};
 
 use crate::cost::{CostCounter, PhaseCost};
 use crate::settings::{self, SelfTest};
@@ -18,8 +20,8 @@ const MAX_PROMPT_TOKENS: usize = 256;
 /// Why the application stopped early.
 #[derive(Clone, Copy, Debug, defmt::Format)]
 pub enum AppError {
-    /// The model blob failed validation.
-    Load(LoadError),
+    /// The model is absent, invalid or too big.
+    Model(ModelProblem),
     /// The prompt could not be encoded with the model's vocabulary.
     Encode(EncodeError),
     /// The runtime refused a step (buffer too small, context full, ...).
@@ -33,7 +35,7 @@ pub enum AppError {
 impl fmt::Display for AppError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            AppError::Load(e) => write!(f, "the model blob was rejected: {e}"),
+            AppError::Model(e) => write!(f, "{e}"),
             AppError::Encode(e) => write!(f, "the prompt cannot be encoded: {e}"),
             AppError::Run(e) => write!(f, "generation failed: {e}"),
             AppError::WorkMemoryTaken => f.write_str("the working memory is already in use"),
@@ -42,25 +44,30 @@ impl fmt::Display for AppError {
     }
 }
 
-/// Runs the configured generation, streaming text to `out`.
+/// Runs the configured generation from `prompt`, streaming text to `out`.
 pub fn run<W: Write, L: OutputPin, C: CostCounter>(
+    prompt_text: &str,
     out: &mut W,
     led: &mut L,
     cost: &mut C,
 ) -> Result<(), AppError> {
     run_selftest();
+    let (blob, origin) = crate::source::blob().map_err(AppError::Model)?;
     let blob = match settings::SELFTEST {
         // A truncated blob must be refused, never run.
-        Some(SelfTest::BadBlob) => &settings::MODEL[..settings::MODEL.len() - 1],
-        _ => settings::MODEL,
+        Some(SelfTest::BadBlob) => blob.get(..blob.len().saturating_sub(1)).unwrap_or(&[]),
+        _ => blob,
     };
 
     let t0 = cost.now();
-    let model = Model::from_bytes(blob).map_err(AppError::Load)?;
+    let loaded =
+        crate::source::load(blob, origin, crate::work::ARENA_BYTES).map_err(AppError::Model)?;
+    let model = loaded.model;
     let config = *model.config();
     defmt::info!(
-        "model: {} bytes, vocab {}, d {}, layers {}, heads {}/{}, ffn {}, ctx {}; validated in {} {}",
+        "model: {} bytes ({}), vocab {}, d {}, layers {}, heads {}/{}, ffn {}, ctx {}; validated in {} {}",
         blob.len(),
+        origin,
         config.vocab_size,
         config.d_model,
         config.n_layers,
@@ -77,8 +84,8 @@ pub fn run<W: Write, L: OutputPin, C: CostCounter>(
     // Cannot fail: the capacity is MAX_PROMPT_TOKENS (an empty buffer would surface as
     // EncodeError::OutputFull below anyway).
     let _ = prompt.resize_default(MAX_PROMPT_TOKENS);
-    let n_prompt = runtime::encode(&model, settings::PROMPT.as_bytes(), &mut prompt)
-        .map_err(AppError::Encode)?;
+    let n_prompt =
+        runtime::encode(&model, prompt_text.as_bytes(), &mut prompt).map_err(AppError::Encode)?;
     prompt.truncate(n_prompt);
     let prompt = prompt.as_slice();
 
@@ -86,10 +93,10 @@ pub fn run<W: Write, L: OutputPin, C: CostCounter>(
     defmt::info!(
         "working memory {} bytes for a context of {} (needs {})",
         work.len(),
-        settings::CTX_LEN,
-        model.session_bytes(settings::CTX_LEN)
+        loaded.ctx_len,
+        model.session_bytes(loaded.ctx_len)
     );
-    let mut session = Session::new(model, settings::CTX_LEN, work).map_err(AppError::Run)?;
+    let mut session = Session::new(model, loaded.ctx_len, work).map_err(AppError::Run)?;
 
     let sampling = SamplerConfig {
         temperature_milli: settings::TEMPERATURE_MILLI,
@@ -104,7 +111,7 @@ pub fn run<W: Write, L: OutputPin, C: CostCounter>(
         sampling.top_k,
         sampling.seed
     );
-    out.write_all(settings::PROMPT.as_bytes())
+    out.write_all(prompt_text.as_bytes())
         .map_err(|_| AppError::Output)?;
     out.flush().map_err(|_| AppError::Output)?;
 

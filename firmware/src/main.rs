@@ -1,8 +1,10 @@
 //! BitNet b1.58 text generation on a Cortex-M33: a Raspberry Pi Pico 2 (`pico2`, the
 //! default board) or its QEMU twin `mps2-an505` (`qemu`). See `README.md` in this folder.
 //!
-//! Only `board/` differs between the boards; [`app::run`] is generic over
-//! `embedded_io::Write`, `embedded_hal::digital::OutputPin` and [`cost::CostCounter`].
+//! Two modes (`build.rs`): by default the firmware serves the interactive line protocol of
+//! `runtime::chat` on its serial ports ([`serve::serve`]); with `FIRMWARE_PROMPT` it generates
+//! once and stops ([`app::run`]). Only `board/` differs between the boards; both modes are
+//! generic over the board's text port, LED and cost counter.
 
 #![no_std]
 #![no_main]
@@ -13,7 +15,10 @@ compile_error!("enable one board: `pico2` (default) or `--no-default-features --
 mod app;
 mod cost;
 mod fault;
+mod partition;
+mod serve;
 mod settings;
+mod source;
 mod work;
 
 #[cfg_attr(feature = "pico2", path = "board/pico2.rs")]
@@ -30,11 +35,22 @@ fn main() -> ! {
         board::NAME,
         fault::stack_limit()
     );
-    match app::run(&mut board.uart, &mut board.led, &mut board.cost) {
-        Ok(()) => {
-            defmt::info!("stack used: {} bytes", fault::stack_high_water());
+    match settings::PROMPT {
+        Some(prompt) => match app::run(prompt, &mut board.uart, &mut board.led, &mut board.cost) {
+            Ok(()) => {
+                defmt::info!("stack used: {} bytes", fault::stack_high_water());
+                board::finish()
+            }
+            Err(error) => board::fatal(fault::Fatal::App(&error)),
+        },
+        None => {
+            let mut console = board::console(board);
+            serve::serve(&mut console, board::EXIT_ON_END);
+            defmt::info!(
+                "input ended; stack used: {} bytes",
+                fault::stack_high_water()
+            );
             board::finish()
         }
-        Err(error) => board::fatal(fault::Fatal::App(&error)),
     }
 }

@@ -1,11 +1,11 @@
-//! The session's working memory: one static buffer, sized by build.rs from the model's
-//! header (`runtime::session_bytes` for [`CTX_LEN`](crate::settings::CTX_LEN) positions).
+//! The session's working memory: one static arena of [`ARENA_BYTES`] (RAM less the stack and
+//! statics reserves, `build.rs`), so that any model whose session fits can be flashed.
 
 use core::sync::atomic::{AtomicBool, Ordering};
 
-use crate::settings::WORK_BYTES;
+pub use crate::settings::ARENA_BYTES;
 
-static mut WORK: [u8; WORK_BYTES] = [0; WORK_BYTES];
+static mut WORK: [u8; ARENA_BYTES] = [0; ARENA_BYTES];
 static TAKEN: AtomicBool = AtomicBool::new(false);
 
 /// The working memory, once; `None` on later calls.

@@ -31,6 +31,18 @@ pub enum LoadError {
     },
     /// The postcard header could not be decoded, or has trailing bytes.
     BadHeader,
+    /// The prefix's flags word is not zero (format 1 defines no flags).
+    UnknownFlags {
+        /// The flags found.
+        flags: u32,
+    },
+    /// The header lists another number of tensors than the canonical layout for its config.
+    TensorCount {
+        /// Tensors the header lists.
+        found: u32,
+        /// Tensors the config implies.
+        expected: u32,
+    },
     /// A dimension is zero, inconsistent or too large.
     BadConfig(ConfigError),
     /// Tensor-table entry `index` differs from the canonical layout for this config.
@@ -89,6 +101,13 @@ pub enum Error {
     TokenOutOfRange(u16),
     /// Generation needs at least one prompt token.
     EmptyPrompt,
+    /// More tokens for one `forward_block` than the session's block holds.
+    BlockTooLarge {
+        /// Tokens given.
+        tokens: u32,
+        /// The session's block.
+        block: u32,
+    },
 }
 
 /// Why a text could not be encoded.
@@ -127,6 +146,15 @@ impl fmt::Display for LoadError {
                 "checksum mismatch: stored {stored:#010x}, computed {computed:#010x}"
             ),
             LoadError::BadHeader => write!(f, "header does not decode"),
+            LoadError::UnknownFlags { flags } => write!(
+                f,
+                "prefix flags {flags:#010x} are not zero (format {} defines none)",
+                crate::format::VERSION_MAJOR
+            ),
+            LoadError::TensorCount { found, expected } => write!(
+                f,
+                "the tensor table lists {found} tensors, the config implies {expected}"
+            ),
             LoadError::BadConfig(e) => write!(f, "bad model config: {e}"),
             LoadError::BadTensorTable { index } => {
                 write!(f, "tensor table entry {index} differs from the canonical layout")
@@ -153,6 +181,10 @@ impl fmt::Display for Error {
             Error::ContextFull => write!(f, "context is full"),
             Error::TokenOutOfRange(t) => write!(f, "token id {t} is outside the vocabulary"),
             Error::EmptyPrompt => write!(f, "the prompt has no tokens"),
+            Error::BlockTooLarge { tokens, block } => write!(
+                f,
+                "{tokens} tokens in one forward pass, but the session runs blocks of at most {block}"
+            ),
         }
     }
 }

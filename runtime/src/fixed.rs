@@ -29,8 +29,8 @@ pub const DYADIC_EXP_MIN: i32 = -160;
 pub const DYADIC_EXP_MAX: i32 = 96;
 
 /// Internal exponent clamp: results smaller than `2^-2000` become zero, larger saturate.
-const EXP_FLOOR: i32 = -2000;
-const EXP_CEIL: i32 = 2000;
+pub(crate) const EXP_FLOOR: i32 = -2000;
+pub(crate) const EXP_CEIL: i32 = 2000;
 
 /// `1/127` (the int8 absmax step), normalized.
 pub(crate) const INV_127: Dyadic = Dyadic::ratio(1, 127);
@@ -299,7 +299,7 @@ pub(crate) fn q127(a: u32, m: u32) -> i32 {
 }
 
 /// `2^(-j/64)` in Q30 for `j = 0..64` (checked against the real function in the tests).
-const EXP2_NEG_Q30: [u32; 64] = [
+pub(crate) const EXP2_NEG_Q30: [u32; 64] = [
     1073741824, 1062175491, 1050733751, 1039415261, 1028218693, 1017142735, 1006186087, 995347464,
     984625594, 974019220, 963527098, 953147997, 942880699, 932724001, 922676710, 912737649,
     902905651, 893179563, 883558244, 874040567, 864625413, 855311680, 846098274, 836984114,
@@ -310,9 +310,9 @@ const EXP2_NEG_Q30: [u32; 64] = [
     585461881, 579155293, 572916640, 566745190, 560640218, 554601009, 548626854, 542717053,
 ];
 /// `log2(e)` in Q30.
-const LOG2E_Q30: i64 = 1549082005;
+pub(crate) const LOG2E_Q30: i64 = 1549082005;
 /// `ln(2)` in Q30.
-const LN2_Q30: i64 = 744261118;
+pub(crate) const LN2_Q30: i64 = 744261118;
 
 /// `exp(-z / 2^24)` in Q30 (so `exp_neg_q24(0) == 2^30`), for `z ≥ 0` given in Q24.
 ///
@@ -502,7 +502,7 @@ mod tests {
         let exps = [0, -31, 5, -1000, 1000, -2000, 1990, i32::MIN, i32::MAX];
         for i in 0..20000 {
             let pick = |r: u64| -> u32 {
-                if r % 4 == 0 {
+                if r.is_multiple_of(4) {
                     edge[(r >> 8) as usize % edge.len()]
                 } else if r % 4 == 1 {
                     (r >> 16) as u32 >> (r % 32) // any mantissa, not normalized

@@ -102,10 +102,10 @@ impl Config {
         {
             return Err(ConfigError::TooLarge);
         }
-        if c.d_model % c.n_heads != 0 || c.head_dim() % 2 != 0 {
+        if !c.d_model.is_multiple_of(c.n_heads) || !c.head_dim().is_multiple_of(2) {
             return Err(ConfigError::HeadDim);
         }
-        if c.n_heads % c.n_kv_heads != 0 {
+        if !c.n_heads.is_multiple_of(c.n_kv_heads) {
             return Err(ConfigError::KvHeads);
         }
         Ok(())

@@ -1,28 +1,64 @@
-//! The forward pass of one token (docs/MODEL.md), integers only. Reads top to bottom:
+//! The forward pass (docs/MODEL.md), integers only, over a block of `n` tokens at positions
+//! `pos..pos + n` (`n = 1` when decoding). Reads top to bottom like llama2.c's `forward()`:
 //! embedding, then per block attention and feed-forward, then the final norm and the LM head.
+//!
+//! Every matrix multiplies the whole block at once ([`ternary_matmul`]: each weight is read
+//! once per block); everything between the matrices runs token by token with exactly the
+//! arithmetic of a one-token pass, so a block's logits and KV cache are bit-identical to
+//! feeding its tokens one at a time (tested in `runtime/tests/prefill.rs`).
 
 use crate::error::Error;
-use crate::fixed::{bit_len, exp_neg_q24, mul_round, sat_i32, Dyadic, INV_127};
-use crate::format::{int8_row_bytes, LOGIT_FRAC_BITS, RESID_FRAC_BITS, ROPE_FRAC_BITS};
-use crate::kernels::{int8_dot, ternary_matvec};
-use crate::model::TernaryMatrix;
-use crate::norm::{absmax_quantize, rmsnorm_quantize, to_block_i32};
+use crate::fixed::{bit_len, mul_round, sat_i32, Dyadic, INV_127};
+use crate::format::{
+    int8_row_bytes, ternary_row_bytes, LOGIT_FRAC_BITS, RESID_FRAC_BITS, ROPE_FRAC_BITS,
+};
+use crate::kernels::{
+    attention_scores, int8_matvec, int8_weighted_sum, softmax_coefficients, ternary_matmul,
+    ternary_matvec,
+};
+use crate::model::{Gains, LayerWeights, TernaryMatrix};
+use crate::norm::{absmax_quantize, max_abs_i64, rmsnorm_quantize, to_block_i32};
 use crate::session::Session;
 
 /// Real value of one unit of the residual stream: `2^-32`.
 const RESID_SCALE: Dyadic = Dyadic::pow2(-(RESID_FRAC_BITS as i32));
 
-/// `y = W · act` (the padded activation prefix the matrix reads).
-fn matvec(w: &TernaryMatrix<'_>, act: &[i8], y: &mut [i32]) {
-    let n = w.row_bytes * 4;
-    if let (Some(x), Some(out)) = (act.get(..n), y.get_mut(..w.rows)) {
-        ternary_matvec(w.data, w.row_bytes, x, out);
+/// Residual values saturate at `±2^62` (`±2^30` in real units), far beyond any trained model.
+const RESID_LIMIT: i64 = 1 << 62;
+
+/// `Y[t] = W · act[t]` for `t < n`. Shapes: `act [n][stride]` (each row's first
+/// `row_bytes · 4` entries are the matrix input), `y [n][rows]`. The hot loop.
+#[inline(always)]
+fn matmul(
+    w: &TernaryMatrix<'_>,
+    act: &[i8],
+    stride: usize,
+    n: usize,
+    y: &mut [i32],
+    scratch: &mut [i8],
+) {
+    let cols = w.row_bytes * 4;
+    let (Some(x), Some(out)) = (act.get(..n * stride), y.get_mut(..n * w.rows)) else {
+        return;
+    };
+    if n == 1 || stride != cols {
+        for (xt, yt) in x
+            .chunks_exact(stride)
+            .zip(out.chunks_exact_mut(w.rows.max(1)))
+        {
+            if let Some(xt) = xt.get(..cols) {
+                ternary_matvec(w.data, w.row_bytes, xt, yt);
+            }
+        }
+    } else {
+        ternary_matmul(w.data, w.row_bytes, x, out, scratch);
     }
 }
 
 /// Rotates one head: `out[2i] = y0·cos − y1·sin`, `out[2i+1] = y0·sin + y1·cos` with the
 /// Q1.30 table row, so `out` is in units of `2^-30` of `y`'s units.
 /// Overflow: `|y| < 2^22`, `|cos|, |sin| ≤ 2^30`: each term `< 2^52`, sum `< 2^53`.
+#[inline(always)]
 fn rope(y: &[i32], table: &[u8], out: &mut [i64]) {
     for ((pair, cs), o) in y
         .chunks_exact(2)
@@ -37,28 +73,51 @@ fn rope(y: &[i32], table: &[u8], out: &mut [i64]) {
     }
 }
 
-/// A [`Dyadic`] in one `i64` slot (exponent high, mantissa low); [`unpack_dyadic`] inverts it.
-#[inline(always)]
-fn pack_dyadic(d: Dyadic) -> i64 {
-    ((d.exp as i64) << 32) | d.mant as i64
-}
-
-#[inline(always)]
-fn unpack_dyadic(v: i64) -> Dyadic {
-    Dyadic {
-        mant: v as u32,
-        exp: (v >> 32) as i32,
-    }
-}
-
-/// Residual values saturate at `±2^62` (`±2^30` in real units), far beyond any trained model.
-const RESID_LIMIT: i64 = 1 << 62;
-
 /// `x[i] += round(y[i] · scale · 2^32)`, saturating at `±2^62` (the residual update).
+#[inline(always)]
 fn residual_add(x: &mut [i64], y: &[i32], scale: Dyadic) {
     for (xi, yi) in x.iter_mut().zip(y) {
         let dx = mul_round(*yi as i64, scale, RESID_FRAC_BITS as i32); // |dx| ≤ 2^62
         *xi = xi.saturating_add(dx).clamp(-RESID_LIMIT, RESID_LIMIT);
+    }
+}
+
+/// Concatenates the heads' accumulators `acc [H][hd]` (real value `acc · head_scale[h]`)
+/// into one block-scaled `i32` vector `y [d]` with `|y| ≤ 2^30`; returns its unit.
+#[inline(always)]
+fn merge_heads(acc: &[i64], head_scale: &[Dyadic], hd: usize, y: &mut [i32]) -> Dyadic {
+    let mut amax = Dyadic::ZERO;
+    for (a, hs) in acc.chunks_exact(hd).zip(head_scale) {
+        let m = max_abs_i64(a);
+        let r = Dyadic::from_u64(m, 0).mul(*hs);
+        if r.gt(amax) {
+            amax = r;
+        }
+    }
+    let a_scale = Dyadic {
+        mant: amax.mant,
+        exp: amax.exp.saturating_sub(30),
+    };
+    for ((a, hs), yh) in acc
+        .chunks_exact(hd)
+        .zip(head_scale)
+        .zip(y.chunks_exact_mut(hd))
+    {
+        let m = max_abs_i64(a);
+        let k = bit_len(m).saturating_sub(31); // acc >> k fits i32
+        let ratio = if amax.is_zero() {
+            Dyadic::ZERO
+        } else {
+            hs.mul(Dyadic::pow2(k as i32)).div(a_scale)
+        };
+        for (yo, v) in yh.iter_mut().zip(a) {
+            *yo = sat_i32(mul_round(*v >> k, ratio, 0));
+        }
+    }
+    if amax.is_zero() {
+        Dyadic::ONE
+    } else {
+        a_scale
     }
 }
 
@@ -69,226 +128,362 @@ impl Session<'_, '_> {
     ///
     /// Errors: [`Error::TokenOutOfRange`], [`Error::ContextFull`] (all `ctx_len` positions used).
     pub fn forward(&mut self, token: u16) -> Result<&[i32], Error> {
-        let c = *self.model.config();
-        if token as u32 >= c.vocab_size {
-            return Err(Error::TokenOutOfRange(token));
-        }
-        if self.pos >= self.ctx_len {
-            return Err(Error::ContextFull);
-        }
-        if let Some(slot) = self.tokens.get_mut(self.pos) {
-            *slot = token;
-        }
-        // x = e_tok · E_q[tok]  (Q3), into Q31.32.
-        let (row, e) = self.model.embedding_row(token as usize);
-        for (xi, q) in self.x.iter_mut().zip(row) {
-            *xi = mul_round(*q as i64, e, RESID_FRAC_BITS as i32);
-        }
-
-        for l in 0..c.n_layers as usize {
-            self.attention(l);
-            self.feed_forward(l);
-        }
-
-        // logits_v = s · e_v · Σ_i h_q,i E_q,vi  (Q4), tied int8 head.
-        let eps = self.model.norm_eps();
-        let d = c.d_model as usize;
-        let xs = to_block_i32(self.x, RESID_SCALE, &mut self.y[..d]);
-        let s = rmsnorm_quantize(&self.y[..d], xs, self.model.final_norm(), eps, self.act);
-        let rb = int8_row_bytes(c.d_model);
-        let emb = self.model.embedding();
-        if let Some(h) = self.act.get(..rb) {
-            for (v, (logit, erow)) in self.logits.iter_mut().zip(emb.chunks_exact(rb)).enumerate() {
-                // |dot| ≤ 2^14 · d < 2^29.
-                let dot = int8_dot(h, erow);
-                let scale = s.mul(self.model.embedding_scale(v));
-                *logit = sat_i32(mul_round(dot as i64, scale, LOGIT_FRAC_BITS as i32));
-            }
-        }
-        self.pos += 1;
-        Ok(self.logits)
+        self.forward_block(core::slice::from_ref(&token))
     }
 
-    /// `x += Wo · Q2(SubNorm(Attention(Q2(RMSNorm(x)))))` for block `l` at position `pos`.
-    fn attention(&mut self, l: usize) {
-        let c = *self.model.config();
-        let w = self.model.layer(l);
+    /// Runs up to [`block`](Session::block) tokens at positions `pos..pos + n` in one pass and
+    /// returns the logits after each of them, `[n][V]` (row `t` predicts the token after
+    /// `tokens[t]`): bit-identical to `n` calls of [`forward`](Session::forward).
+    ///
+    /// Errors (nothing is changed then): [`Error::TokenOutOfRange`], [`Error::ContextFull`]
+    /// (fewer than `n` positions left), [`Error::BlockTooLarge`] (`n` > the session's block).
+    pub fn forward_block(&mut self, tokens: &[u16]) -> Result<&[i32], Error> {
+        let n = tokens.len();
+        self.check(tokens)?;
+        if n > self.block {
+            return Err(Error::BlockTooLarge {
+                tokens: u32::try_from(n).unwrap_or(u32::MAX),
+                block: self.block as u32,
+            });
+        }
+        if let Some(slots) = self.tokens.get_mut(self.pos..self.pos + n) {
+            slots.copy_from_slice(tokens);
+        }
+        self.run(n);
+        let v = self.model.config().vocab_size as usize;
+        Ok(self.logits.get(..n * v).unwrap_or(&[]))
+    }
+
+    /// Feeds `tokens` in blocks of [`block`](Session::block) (each weight read once per
+    /// block) and returns the logits after the last one: the same bits as feeding them one by
+    /// one with [`forward`](Session::forward).
+    ///
+    /// Errors (nothing is changed then): [`Error::EmptyPrompt`], [`Error::TokenOutOfRange`],
+    /// [`Error::ContextFull`] (fewer than `tokens.len()` positions left).
+    pub fn prefill(&mut self, tokens: &[u16]) -> Result<&[i32], Error> {
+        if tokens.is_empty() {
+            return Err(Error::EmptyPrompt);
+        }
+        self.check(tokens)?;
+        if let Some(slots) = self.tokens.get_mut(self.pos..self.pos + tokens.len()) {
+            slots.copy_from_slice(tokens);
+        }
+        self.run_recorded(tokens.len());
+        Ok(self.logits())
+    }
+
+    /// Every token in the vocabulary and `pos + tokens.len() ≤ ctx_len`.
+    fn check(&self, tokens: &[u16]) -> Result<(), Error> {
+        let vocab = self.model.config().vocab_size;
+        if let Some(&bad) = tokens.iter().find(|&&t| t as u32 >= vocab) {
+            return Err(Error::TokenOutOfRange(bad));
+        }
+        if tokens.len() > self.ctx_len - self.pos {
+            return Err(Error::ContextFull);
+        }
+        Ok(())
+    }
+
+    /// Runs the `n` tokens already recorded at positions `pos..pos + n` (`pos + n ≤ ctx_len`)
+    /// in blocks of at most `block`.
+    pub(crate) fn run_recorded(&mut self, n: usize) {
+        let mut left = n.min(self.ctx_len - self.pos);
+        while left > 0 {
+            let k = left.min(self.block);
+            self.run(k);
+            left -= k;
+        }
+    }
+
+    /// One pass over the `n ≤ block` tokens recorded at `pos..pos + n`. On x86-64 CPUs with
+    /// the AVX2 kernels, the whole pass is compiled a second time for x86-64-v3 (AVX2, BMI2,
+    /// LZCNT: vectorized norms, one-uop variable shifts and leading-zero counts); the
+    /// arithmetic is the same integer code, so the bits are too.
+    fn run(&mut self, n: usize) {
+        #[cfg(target_arch = "x86_64")]
+        match crate::kernels::level() {
+            // SAFETY: `level()` reports AVX2 only on CPUs with AVX2, BMI1, BMI2 and LZCNT.
+            crate::kernels::Level::Avx2 => return unsafe { self.run_v3(n) },
+            // SAFETY: the AVX-512 VNNI level includes AVX-512 F/BW/VL/DQ and the AVX2 level's.
+            crate::kernels::Level::Avx512Vnni => return unsafe { self.run_v4(n) },
+            _ => {}
+        }
+        self.run_pass(n)
+    }
+
+    /// [`run_pass`](Session::run_pass) compiled with x86-64-v4's integer features (AVX-512
+    /// F/BW/VL/DQ: `vpmullq` lets the compiler vectorize the quantizers' 64-bit products).
+    ///
+    /// # Safety
+    /// The CPU must support AVX2, BMI1, BMI2, LZCNT, POPCNT and AVX-512 F, BW, VL, DQ.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,bmi1,bmi2,lzcnt,popcnt,avx512f,avx512bw,avx512vl,avx512dq")]
+    unsafe fn run_v4(&mut self, n: usize) {
+        self.run_pass(n)
+    }
+
+    /// [`run_pass`](Session::run_pass) compiled with the x86-64-v3 integer features.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2, BMI1, BMI2 and LZCNT.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,bmi1,bmi2,lzcnt,popcnt")]
+    unsafe fn run_v3(&mut self, n: usize) {
+        self.run_pass(n)
+    }
+
+    /// The forward pass proper (inlined into each compiled variant of [`run`](Session::run)).
+    #[inline(always)]
+    fn run_pass(&mut self, n: usize) {
+        let layers = self.model.config().n_layers as usize;
+        self.embed(n);
+        for l in 0..layers {
+            let w = self.model.layer(l);
+            self.attention(&w, l, n);
+            self.feed_forward(&w, n);
+        }
+        self.lm_head(n);
+        self.pos += n;
+        self.last_n = n;
+    }
+
+    /// `x[t] = e_tok · E_q[tok]` (Q3), into Q31.32.
+    #[inline(always)]
+    fn embed(&mut self, n: usize) {
+        let d = self.model.config().d_model as usize;
+        for t in 0..n {
+            let tok = self.tokens.get(self.pos + t).copied().unwrap_or(0);
+            let (row, e) = self.model.embedding_row(tok as usize);
+            for (xi, q) in self.x[t * d..(t + 1) * d].iter_mut().zip(row) {
+                *xi = mul_round(*q as i64, e, RESID_FRAC_BITS as i32);
+            }
+        }
+    }
+
+    /// `act[t] = Q2(RMSNorm(x[t]; gain))` for each token (rows `stride` apart), scales into
+    /// `act_scale`.
+    #[inline(always)]
+    fn norm_residual(&mut self, n: usize, gain: Gains<'_>, stride: usize) {
+        let d = self.model.config().d_model as usize;
         let eps = self.model.norm_eps();
-        let (t, tl) = (self.pos, self.ctx_len);
+        for t in 0..n {
+            let xs = to_block_i32(&self.x[t * d..(t + 1) * d], RESID_SCALE, &mut self.y[..d]);
+            self.act_scale[t] =
+                rmsnorm_quantize(&self.y[..d], xs, gain, eps, &mut self.act[t * stride..]);
+        }
+    }
+
+    /// `x += Wo · Q2(SubNorm(Attention(Q2(RMSNorm(x)))))` for block `l`, every token.
+    #[inline(always)]
+    fn attention(&mut self, w: &LayerWeights<'_>, l: usize, n: usize) {
+        let c = *self.model.config();
+        let stride = ternary_row_bytes(c.d_model) * 4;
+        self.norm_residual(n, w.attn_norm, stride);
+        self.project_queries(w, n, stride);
+        self.project_keys_values(w, l, n, stride);
+        for t in 0..n {
+            self.attend(w, l, t, stride);
+        }
+        matmul(&w.wo, self.act, stride, n, self.y, self.scratch);
+        let d = c.d_model as usize;
+        for t in 0..n {
+            let scale = self.act_scale[t].mul(w.wo.gamma);
+            residual_add(
+                &mut self.x[t * d..(t + 1) * d],
+                &self.y[t * d..(t + 1) * d],
+                scale,
+            );
+        }
+    }
+
+    /// Queries: project, rotate, quantize per head (Q5) into `q8[t]`, `q_scale[t]`. The
+    /// `1/sqrt(hd)` of the scores is folded into the scale.
+    #[inline(always)]
+    fn project_queries(&mut self, w: &LayerWeights<'_>, n: usize, stride: usize) {
+        let c = *self.model.config();
+        let (d, hd, nh) = (
+            c.d_model as usize,
+            c.head_dim() as usize,
+            c.n_heads as usize,
+        );
+        let rope_unit = Dyadic::pow2(-(ROPE_FRAC_BITS as i32));
+        matmul(&w.wq, self.act, stride, n, self.y, self.scratch);
+        for t in 0..n {
+            let rope_row = self.model.rope_row(self.pos + t);
+            let qs = self.act_scale[t]
+                .mul(w.wq.gamma)
+                .mul(rope_unit)
+                .mul(INV_127);
+            let qs = qs.mul(self.model.inv_sqrt_head_dim());
+            for h in 0..nh {
+                let (Some(yh), Some(q8)) = (
+                    self.y.get(t * d + h * hd..t * d + (h + 1) * hd),
+                    self.q8.get_mut(t * d + h * hd..t * d + (h + 1) * hd),
+                ) else {
+                    return;
+                };
+                let tmp = &mut self.wide[..hd];
+                rope(yh, rope_row, tmp);
+                let m = absmax_quantize(tmp, q8);
+                self.q_scale[t * nh + h] = qs.mul(Dyadic::from_u64(m, 0));
+            }
+        }
+    }
+
+    /// Keys (rotated) and values of each token, quantized per KV head (Q5), into the cache
+    /// slots `[l][pos + t][g]`.
+    #[inline(always)]
+    fn project_keys_values(&mut self, w: &LayerWeights<'_>, l: usize, n: usize, stride: usize) {
+        let c = *self.model.config();
+        let (hd, nkv) = (c.head_dim() as usize, c.n_kv_heads as usize);
+        let kv = nkv * hd;
+        let rope_unit = Dyadic::pow2(-(ROPE_FRAC_BITS as i32));
+        let slot = |t: usize, g: usize| (l * self.ctx_len + self.pos + t) * nkv + g;
+
+        matmul(&w.wk, self.act, stride, n, self.y, self.scratch);
+        for t in 0..n {
+            let rope_row = self.model.rope_row(self.pos + t);
+            let ks = self.act_scale[t]
+                .mul(w.wk.gamma)
+                .mul(rope_unit)
+                .mul(INV_127);
+            for g in 0..nkv {
+                let i = slot(t, g);
+                let tmp = &mut self.wide[..hd];
+                rope(
+                    &self.y[t * kv + g * hd..t * kv + (g + 1) * hd],
+                    rope_row,
+                    tmp,
+                );
+                let m = absmax_quantize(tmp, &mut self.k_cache[i * hd..(i + 1) * hd]);
+                self.k_scale[i] = ks.mul(Dyadic::from_u64(m, 0));
+            }
+        }
+        matmul(&w.wv, self.act, stride, n, self.y, self.scratch);
+        for t in 0..n {
+            let vs = self.act_scale[t].mul(w.wv.gamma).mul(INV_127);
+            for g in 0..nkv {
+                let i = slot(t, g);
+                let tmp = &mut self.wide[..hd];
+                for (o, v) in tmp
+                    .iter_mut()
+                    .zip(&self.y[t * kv + g * hd..t * kv + (g + 1) * hd])
+                {
+                    *o = *v as i64;
+                }
+                let m = absmax_quantize(tmp, &mut self.v_cache[i * hd..(i + 1) * hd]);
+                self.v_scale[i] = vs.mul(Dyadic::from_u64(m, 0));
+            }
+        }
+    }
+
+    /// Causal softmax attention of token `t` (position `p = pos + t`) over positions `0..=p`
+    /// for every query head: scores, softmax weights, value accumulation, head merge; then the
+    /// sub-norm quantizes the merged heads into `act[t]` (scale `act_scale[t]`).
+    #[inline(always)]
+    fn attend(&mut self, w: &LayerWeights<'_>, l: usize, t: usize, stride: usize) {
+        let c = *self.model.config();
         let (d, hd) = (c.d_model as usize, c.head_dim() as usize);
         let (nh, nkv) = (c.n_heads as usize, c.n_kv_heads as usize);
         let group = nh / nkv;
-        let rope_row = self.model.rope_row(t);
-        let rope_unit = Dyadic::pow2(-(ROPE_FRAC_BITS as i32));
-
-        let xs = to_block_i32(self.x, RESID_SCALE, &mut self.y[..d]);
-        let s = rmsnorm_quantize(&self.y[..d], xs, w.attn_norm, eps, self.act);
-
-        // Queries: project, rotate, quantize per head (Q5). The 1/sqrt(hd) of the scores is
-        // folded into q_scale.
-        matvec(&w.wq, self.act, self.y);
-        let qs = s.mul(w.wq.gamma).mul(rope_unit).mul(INV_127);
-        let qs = qs.mul(self.model.inv_sqrt_head_dim());
-        for h in 0..nh {
-            let (Some(yh), Some(q8)) = (
-                self.y.get(h * hd..(h + 1) * hd),
-                self.q8.get_mut(h * hd..(h + 1) * hd),
-            ) else {
-                return;
-            };
-            let tmp = &mut self.wide[..hd];
-            rope(yh, rope_row, tmp);
-            let m = absmax_quantize(tmp, q8);
-            self.q_scale[h] = qs.mul(Dyadic::from_u64(m, 0));
-        }
-
-        // Keys and values of this position into the cache: [l][t][g] slots.
-        let slot = |g: usize| (l * tl + t) * nkv + g;
-        matvec(&w.wk, self.act, self.y);
-        let ks = s.mul(w.wk.gamma).mul(rope_unit).mul(INV_127);
-        for g in 0..nkv {
-            let i = slot(g);
-            let tmp = &mut self.wide[..hd];
-            rope(&self.y[g * hd..(g + 1) * hd], rope_row, tmp);
-            let m = absmax_quantize(tmp, &mut self.k_cache[i * hd..(i + 1) * hd]);
-            self.k_scale[i] = ks.mul(Dyadic::from_u64(m, 0));
-        }
-        matvec(&w.wv, self.act, self.y);
-        let vs = s.mul(w.wv.gamma).mul(INV_127);
-        for g in 0..nkv {
-            let i = slot(g);
-            let tmp = &mut self.wide[..hd];
-            for (o, v) in tmp.iter_mut().zip(&self.y[g * hd..(g + 1) * hd]) {
-                *o = *v as i64;
-            }
-            let m = absmax_quantize(tmp, &mut self.v_cache[i * hd..(i + 1) * hd]);
-            self.v_scale[i] = vs.mul(Dyadic::from_u64(m, 0));
-        }
-
-        // Causal softmax attention per query head, accumulators into wide[h·hd..].
+        let p = self.pos + t;
+        let first = l * self.ctx_len * nkv; // cache entry of (l, position 0, head 0)
         for h in 0..nh {
             let g = h / group;
-            let q = &self.q8[h * hd..(h + 1) * hd];
+            let q = &self.q8[t * d + h * hd..t * d + (h + 1) * hd];
             // Scores in Q24 nats: |q·k| ≤ 2^14 · hd < 2^29.
-            for s in 0..=t {
-                let i = (l * tl + s) * nkv + g;
-                let dot = int8_dot(q, &self.k_cache[i * hd..(i + 1) * hd]);
-                let scale = self.q_scale[h].mul(self.k_scale[i]);
-                self.scores[s] = mul_round(dot as i64, scale, 24);
-            }
-            let smax = self.scores[..=t].iter().copied().max().unwrap_or(0);
-            // Softmax weights w_s = exp(score_s − max) in Q30 (the maximum gets 2^30).
-            // c_s = w_s · v_scale_s replaces score_s in `scores` (packed, see `pack_dyadic`).
-            let mut wsum = 0u64; // ≤ T · 2^30 < 2^46
-            let mut cmax = Dyadic::ZERO;
-            for s in 0..=t {
-                let i = (l * tl + s) * nkv + g;
-                let wgt = exp_neg_q24(smax.saturating_sub(self.scores[s]) as u64);
-                wsum += wgt as u64;
-                let cs = Dyadic::from_u64(wgt as u64, -30).mul(self.v_scale[i]);
-                if cs.gt(cmax) {
-                    cmax = cs;
-                }
-                self.scores[s] = pack_dyadic(cs);
-            }
-            // Coefficients c_s = w_s · v_scale_s as integers in units of 2^e (< 2^24).
-            let e = cmax.exp.saturating_add(8);
-            for s in 0..=t {
-                let cs = unpack_dyadic(self.scores[s]);
-                let sh = e.saturating_sub(cs.exp);
-                self.coef[s] = if cs.is_zero() || sh >= 40 {
-                    0
-                } else {
-                    ((cs.mant as u64 + (1u64 << (sh - 1))) >> sh) as i32
-                };
-            }
-            // acc_i = Σ_s c_s · v_s,i: |c_s| ≤ 2^24, |v| ≤ 128, T ≤ 2^15 → < 2^46.
+            let keys = &self.k_cache[(first + g) * hd..];
+            let dots = &mut self.coef[..=p];
+            int8_matvec(keys, nkv * hd, q, dots);
+            let q_scale = self.q_scale[t * nh + h];
+            let k_scale = &self.k_scale[first + g..];
+            attention_scores(dots, q_scale, k_scale, nkv, &mut self.scores[..=p]);
+            let v_scale = &self.v_scale[first + g..];
+            let (e, wsum) =
+                softmax_coefficients(&mut self.scores[..=p], &mut self.coef[..=p], v_scale, nkv);
+            let values = &self.v_cache[(first + g) * hd..];
             let acc = &mut self.wide[h * hd..(h + 1) * hd];
-            acc.iter_mut().for_each(|a| *a = 0);
-            for s in 0..=t {
-                let cs = self.coef[s] as i64;
-                if cs == 0 {
-                    continue;
-                }
-                let i = (l * tl + s) * nkv + g;
-                for (a, v) in acc.iter_mut().zip(&self.v_cache[i * hd..(i + 1) * hd]) {
-                    *a += cs * *v as i64;
-                }
-            }
+            // acc_i = Σ_s c_s · v_s,i: |c_s| ≤ 2^24, |v| ≤ 128, T ≤ 2^15 → < 2^46.
+            int8_weighted_sum(&self.coef[..=p], values, nkv * hd, acc);
             // a_real = acc · 2^e / Σw_real with Σw_real = wsum · 2^-30.
-            self.head_scale[h] = if cmax.is_zero() {
-                Dyadic::ZERO
-            } else {
-                Dyadic::pow2(e).div(Dyadic::from_u64(wsum, -30))
+            self.head_scale[h] = match e {
+                Some(e) => Dyadic::pow2(e).div(Dyadic::from_u64(wsum, -30)),
+                None => Dyadic::ZERO,
             };
         }
-
-        // Concatenate the heads into one block-scaled i32 vector y[..d] with |y| ≤ 2^30.
-        let mut amax = Dyadic::ZERO;
-        for h in 0..nh {
-            let m = self.wide[h * hd..(h + 1) * hd]
-                .iter()
-                .map(|a| a.unsigned_abs())
-                .max()
-                .unwrap_or(0);
-            let r = Dyadic::from_u64(m, 0).mul(self.head_scale[h]);
-            if r.gt(amax) {
-                amax = r;
-            }
-        }
-        let a_scale = Dyadic {
-            mant: amax.mant,
-            exp: amax.exp.saturating_sub(30),
-        };
-        for h in 0..nh {
-            let acc = &self.wide[h * hd..(h + 1) * hd];
-            let m = acc.iter().map(|a| a.unsigned_abs()).max().unwrap_or(0);
-            let k = bit_len(m).saturating_sub(31); // acc >> k fits i32
-            let ratio = if amax.is_zero() {
-                Dyadic::ZERO
-            } else {
-                self.head_scale[h].mul(Dyadic::pow2(k as i32)).div(a_scale)
-            };
-            for (yo, a) in self.y[h * hd..(h + 1) * hd].iter_mut().zip(acc) {
-                *yo = sat_i32(mul_round(*a >> k, ratio, 0));
-            }
-        }
-        let a_scale = if amax.is_zero() { Dyadic::ONE } else { a_scale };
-
-        let s2 = rmsnorm_quantize(&self.y[..d], a_scale, w.attn_sub_norm, eps, self.act);
-        matvec(&w.wo, self.act, self.y);
-        residual_add(self.x, &self.y[..d], s2.mul(w.wo.gamma));
+        let a_scale = merge_heads(&self.wide[..d], self.head_scale, hd, &mut self.y[..d]);
+        let eps = self.model.norm_eps();
+        let act = &mut self.act[t * stride..];
+        self.act_scale[t] = rmsnorm_quantize(&self.y[..d], a_scale, w.attn_sub_norm, eps, act);
     }
 
-    /// `x += Wdown · Q2(SubNorm(ReLU²(Wup · Q2(RMSNorm(x)))))` for block `l`.
-    fn feed_forward(&mut self, l: usize) {
+    /// `x += Wdown · Q2(SubNorm(ReLU²(Wup · Q2(RMSNorm(x)))))` for block `l`, every token.
+    #[inline(always)]
+    fn feed_forward(&mut self, w: &LayerWeights<'_>, n: usize) {
         let c = *self.model.config();
-        let w = self.model.layer(l);
         let eps = self.model.norm_eps();
         let (d, f) = (c.d_model as usize, c.ffn_dim as usize);
+        let stride_d = ternary_row_bytes(c.d_model) * 4;
+        let stride_f = ternary_row_bytes(c.ffn_dim) * 4;
 
-        let xs = to_block_i32(self.x, RESID_SCALE, &mut self.y[..d]);
-        let s = rmsnorm_quantize(&self.y[..d], xs, w.ffn_norm, eps, self.act);
-        matvec(&w.w_up, self.act, self.y);
-        // u = relu(y)²: |y| < 2^22, so u < 2^44; then cut to ≤ 2^30 with a shared shift k.
-        let mut umax = 0u64;
-        for (u, y) in self.wide[..f].iter_mut().zip(&self.y[..f]) {
-            let r = (*y).max(0) as i64;
-            *u = r * r;
-            umax = umax.max(*u as u64);
+        self.norm_residual(n, w.ffn_norm, stride_d);
+        matmul(&w.w_up, self.act, stride_d, n, self.y, self.scratch);
+        for t in 0..n {
+            let yt = &mut self.y[t * f..(t + 1) * f];
+            // u = relu(y)²: |y| < 2^22, so u < 2^44; then cut to ≤ 2^30 with a shared shift k.
+            let mut umax = 0u64;
+            for (u, y) in self.wide[..f].iter_mut().zip(yt.iter()) {
+                let r = (*y).max(0) as i64;
+                *u = r * r;
+                umax = umax.max(*u as u64);
+            }
+            let k = bit_len(umax).saturating_sub(30);
+            for (y, u) in yt.iter_mut().zip(&self.wide[..f]) {
+                *y = if k == 0 {
+                    *u as i32
+                } else {
+                    ((*u + (1 << (k - 1))) >> k) as i32
+                };
+            }
+            let su = self.act_scale[t].mul(w.w_up.gamma);
+            let u_scale = su.mul(su).mul(Dyadic::pow2(k as i32));
+            let act = &mut self.act[t * stride_f..];
+            self.act_scale[t] = rmsnorm_quantize(yt, u_scale, w.ffn_sub_norm, eps, act);
         }
-        let k = bit_len(umax).saturating_sub(30);
-        for (y, u) in self.y[..f].iter_mut().zip(&self.wide[..f]) {
-            *y = if k == 0 {
-                *u as i32
-            } else {
-                ((*u + (1 << (k - 1))) >> k) as i32
+        matmul(&w.w_down, self.act, stride_f, n, self.y, self.scratch);
+        for t in 0..n {
+            let scale = self.act_scale[t].mul(w.w_down.gamma);
+            residual_add(
+                &mut self.x[t * d..(t + 1) * d],
+                &self.y[t * d..(t + 1) * d],
+                scale,
+            );
+        }
+    }
+
+    /// `logits[t]_v = s · e_v · Σ_i h_q,i E_q,vi` (Q4) with the tied int8 head, every token.
+    #[inline(always)]
+    fn lm_head(&mut self, n: usize) {
+        let c = *self.model.config();
+        let d = c.d_model as usize;
+        let v = c.vocab_size as usize;
+        let eps = self.model.norm_eps();
+        let rb = int8_row_bytes(c.d_model);
+        let emb = self.model.embedding();
+        for t in 0..n {
+            let xs = to_block_i32(&self.x[t * d..(t + 1) * d], RESID_SCALE, &mut self.y[..d]);
+            let s = rmsnorm_quantize(&self.y[..d], xs, self.model.final_norm(), eps, self.act);
+            let (Some(h), Some(logits)) =
+                (self.act.get(..rb), self.logits.get_mut(t * v..(t + 1) * v))
+            else {
+                return;
             };
+            // |dot| ≤ 2^14 · d < 2^29.
+            int8_matvec(emb, rb, h, logits);
+            for (i, logit) in logits.iter_mut().enumerate() {
+                let scale = s.mul(self.model.embedding_scale(i));
+                *logit = sat_i32(mul_round(*logit as i64, scale, LOGIT_FRAC_BITS as i32));
+            }
         }
-        let su = s.mul(w.w_up.gamma);
-        let u_scale = su.mul(su).mul(Dyadic::pow2(k as i32));
-        let s2 = rmsnorm_quantize(&self.y[..f], u_scale, w.ffn_sub_norm, eps, self.act);
-        matvec(&w.w_down, self.act, self.y);
-        residual_add(self.x, &self.y[..d], s2.mul(w.w_down.gamma));
     }
 }

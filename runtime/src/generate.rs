@@ -96,7 +96,8 @@ impl<'s, 'm, 'b, 'p> Generator<'s, 'm, 'b, 'p> {
         Ok(Some(tok))
     }
 
-    /// Feeds the prompt, or its last `keep` tokens if it is longer than the context.
+    /// Feeds the prompt, or its last `keep` tokens if it is longer than the context, in blocks
+    /// of the session's [`block`](Session::block).
     fn prefill(&mut self) -> Result<(), Error> {
         if self.prompt.is_empty() {
             return Err(Error::EmptyPrompt);
@@ -107,9 +108,8 @@ impl<'s, 'm, 'b, 'p> Generator<'s, 'm, 'b, 'p> {
         } else {
             0
         };
-        for &tok in self.prompt.get(start..).unwrap_or(&[]) {
-            self.session.forward(tok)?;
-        }
+        self.session
+            .prefill(self.prompt.get(start..).unwrap_or(&[]))?;
         Ok(())
     }
 
@@ -120,15 +120,10 @@ impl<'s, 'm, 'b, 'p> Generator<'s, 'm, 'b, 'p> {
         let end = s.pos;
         let n = keep(s.ctx_len).min(s.ctx_len.saturating_sub(1)).min(end);
         let from = end.saturating_sub(n);
+        // Move the kept tokens to positions 0..n, then run them in blocks (a re-prefill).
+        s.tokens.copy_within(from..end, 0);
         s.reset();
-        // `forward` records its token at position `i`; the token read is at `from + i > i`
-        // (`from ≥ 1`), never yet overwritten.
-        for i in 0..n {
-            let Some(&tok) = s.tokens.get(from + i) else {
-                break;
-            };
-            s.forward(tok)?;
-        }
+        s.run_recorded(n);
         self.slides = self.slides.saturating_add(1);
         Ok(())
     }

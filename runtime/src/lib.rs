@@ -12,13 +12,14 @@
 //! | [`schema`] | every tensor of the model, declared once: kind, shape, encoding, source |
 //! | [`layout`] | [`Layout`]: where each section lies, computed from the config and the schema |
 //! | [`model`] | [`Model::from_bytes`]: validate once, borrow the weights in place |
-//! | [`session`] | [`Session`]: caller-owned working memory ([`session_bytes`]), KV cache, token history |
-//! | `forward` | [`Session::forward`]: one token in, Q15.16 logits (nats) out |
-//! | [`kernels`] | 2-bit ternary and int8 kernels, each with a scalar reference twin |
+//! | [`session`] | [`Session`]: caller-owned working memory ([`session_bytes`], [`session_bytes_prefill`]), KV cache, token history |
+//! | `forward` | [`Session::forward`]: one token in, Q15.16 logits (nats) out; [`Session::prefill`] / [`Session::forward_block`]: a block of tokens per pass, bit-identical |
+//! | [`kernels`] | 2-bit ternary and int8 kernels (scalar, Cortex-M DSP, AVX2, AVX-512 VNNI, NEON; chosen at run time), each with a scalar reference twin |
 //! | [`fixed`] | [`Dyadic`] scales, integer `exp`/`rsqrt` |
 //! | [`tokenizer`] | [`encode`] (greedy longest match), [`decode`] |
 //! | [`sampler`] | [`SamplerConfig`], [`Sampler`], [`Pcg32`] |
 //! | [`generate`] | [`Generator`]: streaming generation, one token per call, sliding window |
+//! | [`chat`] | the interactive line protocol of the firmware and `tools chat` ([`chat::Chat`]) |
 //! | [`error`] | [`LoadError`], [`Error`], [`EncodeError`] |
 //! | `writer` | (feature `writer`) `writer::ModelParams::to_blob`: the blob writer |
 //!
@@ -59,6 +60,7 @@ extern crate alloc;
 #[cfg(test)]
 extern crate std;
 
+pub mod chat;
 pub mod error;
 pub mod fixed;
 pub mod format;
@@ -82,5 +84,5 @@ pub use generate::Generator;
 pub use layout::Layout;
 pub use model::Model;
 pub use sampler::{Pcg32, Sampler, SamplerConfig};
-pub use session::{session_bytes, Session};
+pub use session::{session_bytes, session_bytes_prefill, Session};
 pub use tokenizer::{decode, encode};

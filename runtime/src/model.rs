@@ -138,7 +138,7 @@ impl<'a> Model<'a> {
             });
         }
         if flags != 0 {
-            return Err(LoadError::BadHeader);
+            return Err(LoadError::UnknownFlags { flags });
         }
 
         // The header: HeaderInfo, then n_tensors TensorEntry items (postcard).
@@ -160,8 +160,9 @@ impl<'a> Model<'a> {
             return Err(LoadError::BadLength);
         }
         if info.n_tensors as usize != layout.n_tensors() {
-            return Err(LoadError::BadTensorTable {
-                index: info.n_tensors,
+            return Err(LoadError::TensorCount {
+                found: info.n_tensors,
+                expected: layout.n_tensors() as u32,
             });
         }
         for i in 0..layout.n_tensors() {
@@ -380,6 +381,13 @@ fn validate_sections(layout: &Layout, data: &[u8]) -> Result<(), LoadError> {
                 if prev != vb {
                     return Err(bad(Section::Vocab, s.len()));
                 }
+                let vocab_bytes = layout
+                    .entry(1)
+                    .map_or(0..0, |e| e.offset as usize..(e.offset + e.len) as usize);
+                let bytes = data.get(vocab_bytes).ok_or(LoadError::BadLength)?;
+                if let Some(k) = first_duplicate_token(s, bytes) {
+                    return Err(bad(Section::Vocab, k * 4));
+                }
             }
             (TensorKind::Embedding, ElemFormat::Int8Rows { row_bytes }) => {
                 let rb = row_bytes as usize;
@@ -419,6 +427,27 @@ fn validate_sections(layout: &Layout, data: &[u8]) -> Result<(), LoadError> {
         return Err(bad(Section::Padding, covered + p));
     }
     Ok(())
+}
+
+/// The id of the first token that repeats an earlier one, given the validated offsets (`V+1`
+/// little-endian `u32`, strictly increasing) and the token bytes. Without an allocator: one
+/// pass when the tokens are in strictly increasing byte order (every vocabulary the trainer
+/// writes), else a comparison of every pair (only equal lengths are compared byte-wise).
+fn first_duplicate_token(offsets: &[u8], bytes: &[u8]) -> Option<usize> {
+    let off = |k: usize| {
+        offsets
+            .get(4 * k..4 * k + 4)
+            .map_or(0, |c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as usize)
+    };
+    let n = (offsets.len() / 4).saturating_sub(1);
+    let tok = |k: usize| bytes.get(off(k)..off(k + 1)).unwrap_or(&[]);
+    if (1..n).all(|k| tok(k - 1) < tok(k)) {
+        return None;
+    }
+    (1..n).find(|&k| {
+        let t = tok(k);
+        (0..k).any(|j| off(j + 1) - off(j) == t.len() && tok(j) == t)
+    })
 }
 
 /// Every code is `0b00`, `0b01` or `0b11`, and codes past `cols` are `0b00`.

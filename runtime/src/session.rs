@@ -4,23 +4,26 @@
 use crate::error::Error;
 use crate::fixed::Dyadic;
 use crate::format::{ternary_row_bytes, Config};
+use crate::kernels::matmul_scratch_bytes;
 use crate::model::Model;
 
-/// Working-memory bytes a session over `config` needs for `ctx_len` positions.
+/// Working-memory bytes a session over `config` needs for `ctx_len` positions, one token per
+/// forward pass (what [`Session::new`] takes; the firmware sizes its static arena with it).
 ///
 /// `const`, so firmware can size a `static` buffer at compile time from a known config. The
 /// formula (`FORMAT.md`, "Working memory") is the sum of the regions below, each rounded up to
 /// 8 bytes, plus 8 bytes of slack for aligning the start of the caller's buffer. Saturates
 /// instead of overflowing (an absurd config gives `usize::MAX`).
 pub const fn session_bytes(config: &Config, ctx_len: u32) -> usize {
-    let r = region_sizes(config, ctx_len);
-    let mut total = 8usize;
-    let mut i = 0;
-    while i < r.len() {
-        total = total.saturating_add(round8(r[i]));
-        i += 1;
-    }
-    total
+    Regions::new(config, ctx_len, 1).total_bytes()
+}
+
+/// Working-memory bytes a session needs to run blocks of up to `block` tokens per forward
+/// pass ([`Session::with_block`], [`Session::prefill`]): the per-token regions times `block`,
+/// plus the block matrix kernel's scratch. `block` is clamped to `1..=ctx_len`;
+/// `session_bytes_prefill(c, t, 1) == session_bytes(c, t)`.
+pub const fn session_bytes_prefill(config: &Config, ctx_len: u32, block: u32) -> usize {
+    Regions::new(config, ctx_len, block).total_bytes()
 }
 
 const fn round8(n: usize) -> usize {
@@ -35,37 +38,135 @@ const fn max(a: usize, b: usize) -> usize {
     }
 }
 
-/// Byte sizes of the regions, in carving order.
-const fn region_sizes(c: &Config, ctx_len: u32) -> [usize; 15] {
-    let d = c.d_model as usize;
-    let f = c.ffn_dim as usize;
-    let h = c.n_heads as usize;
-    let t = ctx_len as usize;
-    let wmax = max(d, f);
-    let act = max(ternary_row_bytes(c.d_model), ternary_row_bytes(c.ffn_dim)).saturating_mul(4);
-    // [L][T][Hkv] entries, each head_dim int8 values or one Dyadic.
-    let kv_entries = (c.n_layers as usize)
-        .saturating_mul(t)
-        .saturating_mul(c.n_kv_heads as usize);
-    let kv = kv_entries.saturating_mul(c.head_dim() as usize);
-    let dy = core::mem::size_of::<Dyadic>();
-    [
-        d.saturating_mul(8),                       // x: i64[d]
-        act,                                       // act: i8[max(pad64(d), pad64(F))]
-        wmax.saturating_mul(4),                    // y: i32[max(d, F)]
-        wmax.saturating_mul(8),                    // wide: i64[max(d, F)]
-        d,                                         // q8: i8[d]
-        h.saturating_mul(dy),                      // q_scale: Dyadic[H]
-        h.saturating_mul(dy),                      // head_scale: Dyadic[H]
-        kv,                                        // k_cache: i8[L][T][Hkv][hd]
-        kv,                                        // v_cache
-        kv_entries.saturating_mul(dy),             // k_scale: Dyadic[L][T][Hkv]
-        kv_entries.saturating_mul(dy),             // v_scale
-        t.saturating_mul(8),                       // scores: i64[T]
-        t.saturating_mul(4),                       // coef: i32[T]
-        (c.vocab_size as usize).saturating_mul(4), // logits: i32[V]
-        t.saturating_mul(2),                       // tokens: u16[T]
-    ]
+/// `block` clamped to `1..=ctx_len`.
+const fn clamp_block(block: u32, ctx_len: u32) -> usize {
+    let b = if block > ctx_len { ctx_len } else { block };
+    if b == 0 {
+        1
+    } else {
+        b as usize
+    }
+}
+
+/// Element counts of the working-memory regions (`B` = block, `T` = ctx_len, `W = max(d, F)`,
+/// `A` = padded activation width), in carving order.
+struct Regions {
+    /// `i64 [B][d]`: the residual stream of each token of the block.
+    x: usize,
+    /// `i8 [B][A]`: quantized BitLinear inputs.
+    act: usize,
+    /// `i32 [B][W]`: matrix outputs, sub-norm inputs.
+    y: usize,
+    /// `i64 [W]`: one token's wide scratch.
+    wide: usize,
+    /// `i8 [B][d]`: quantized queries.
+    q8: usize,
+    /// `Dyadic [B][H]`: query scales.
+    q_scale: usize,
+    /// `Dyadic [H]`: one token's head scales.
+    head_scale: usize,
+    /// `i8 [L][T][Hkv][hd]` each: the KV cache.
+    kv: usize,
+    /// `Dyadic [L][T][Hkv]` each: its scales.
+    kv_scale: usize,
+    /// `i64 [T]`: attention scores.
+    scores: usize,
+    /// `i32 [T]`: value coefficients.
+    coef: usize,
+    /// `i32 [B][V]`: logits.
+    logits: usize,
+    /// `u16 [T]`: token history.
+    tokens: usize,
+    /// `Dyadic [B]`: the scale of each token's quantized activations.
+    act_scale: usize,
+    /// `i8`: the block matrix kernel's scratch (none for one token).
+    scratch: usize,
+}
+
+impl Regions {
+    const fn new(c: &Config, ctx_len: u32, block: u32) -> Regions {
+        let b = clamp_block(block, ctx_len);
+        let d = c.d_model as usize;
+        let h = c.n_heads as usize;
+        let t = ctx_len as usize;
+        let wmax = max(d, c.ffn_dim as usize);
+        let act = act_width(c);
+        // [L][T][Hkv] entries, each head_dim int8 values or one Dyadic.
+        let kv_entries = (c.n_layers as usize)
+            .saturating_mul(t)
+            .saturating_mul(c.n_kv_heads as usize);
+        Regions {
+            x: b.saturating_mul(d),
+            act: b.saturating_mul(act),
+            y: b.saturating_mul(wmax),
+            wide: wmax,
+            q8: b.saturating_mul(d),
+            q_scale: b.saturating_mul(h),
+            head_scale: h,
+            kv: kv_entries.saturating_mul(c.head_dim() as usize),
+            kv_scale: kv_entries,
+            scores: t,
+            coef: t,
+            logits: b.saturating_mul(c.vocab_size as usize),
+            tokens: t,
+            act_scale: b,
+            scratch: if b > 1 {
+                matmul_scratch_bytes(act, b)
+            } else {
+                0
+            },
+        }
+    }
+
+    /// `8 + Σ round8(bytes)` over the regions (the slack aligns the buffer's start).
+    const fn total_bytes(&self) -> usize {
+        let dy = core::mem::size_of::<Dyadic>();
+        let bytes = [
+            self.x.saturating_mul(8),
+            self.act,
+            self.y.saturating_mul(4),
+            self.wide.saturating_mul(8),
+            self.q8,
+            self.q_scale.saturating_mul(dy),
+            self.head_scale.saturating_mul(dy),
+            self.kv,
+            self.kv,
+            self.kv_scale.saturating_mul(dy),
+            self.kv_scale.saturating_mul(dy),
+            self.scores.saturating_mul(8),
+            self.coef.saturating_mul(4),
+            self.logits.saturating_mul(4),
+            self.tokens.saturating_mul(2),
+            self.act_scale.saturating_mul(dy),
+            self.scratch,
+        ];
+        let mut total = 8usize;
+        let mut i = 0;
+        while i < bytes.len() {
+            total = total.saturating_add(round8(bytes[i]));
+            i += 1;
+        }
+        total
+    }
+}
+
+/// Padded activation width `A = 4 · max(rb(d), rb(F))`: the longest matrix input.
+pub(crate) const fn act_width(c: &Config) -> usize {
+    max(ternary_row_bytes(c.d_model), ternary_row_bytes(c.ffn_dim)).saturating_mul(4)
+}
+
+/// A read-only view of a session's KV cache (entries `[L][T][Hkv]`, positions at and beyond
+/// [`Session::position`] hold stale data).
+#[derive(Clone, Copy, Debug)]
+pub struct KvCache<'s> {
+    /// Keys `[L][T][Hkv][hd]`, int8.
+    pub keys: &'s [i8],
+    /// Values `[L][T][Hkv][hd]`, int8.
+    pub values: &'s [i8],
+    /// Real value of one key unit `[L][T][Hkv]`.
+    pub key_scales: &'s [Dyadic],
+    /// Real value of one value unit `[L][T][Hkv]`.
+    pub value_scales: &'s [Dyadic],
 }
 
 /// Element types the working memory is cut into: any bit pattern is a valid value.
@@ -112,18 +213,23 @@ pub struct Session<'m, 'b> {
     pub(crate) model: Model<'m>,
     pub(crate) ctx_len: usize,
     pub(crate) pos: usize,
-    /// Residual stream `[d]`, Q31.32.
+    /// Tokens per forward pass at most (`B`, 1 for [`Session::new`]).
+    pub(crate) block: usize,
+    /// Residual streams `[B][d]`, Q31.32.
     pub(crate) x: &'b mut [i64],
-    /// Quantized BitLinear input `[max(pad64(d), pad64(F))]`; padding may hold stale values
-    /// (the weights' padding codes are zero).
+    /// Quantized BitLinear inputs `[B][A]` (`A = 4 · max(rb(d), rb(F))`; a block's rows are
+    /// packed at the consuming matrix's padded width); padding may hold stale values (the
+    /// weights' padding codes are zero).
     pub(crate) act: &'b mut [i8],
-    /// Matrix-vector outputs and sub-norm inputs `[max(d, F)]`.
+    /// Real value of one unit of each token's `act` row `[B]`.
+    pub(crate) act_scale: &'b mut [Dyadic],
+    /// Matrix outputs and sub-norm inputs `[B][max(d, F)]` (rows packed at the matrix's height).
     pub(crate) y: &'b mut [i32],
-    /// Wide scratch `[max(d, F)]`: rotated q/k, attention accumulators, ReLU² values.
+    /// One token's wide scratch `[max(d, F)]`: rotated q/k, attention accumulators, ReLU².
     pub(crate) wide: &'b mut [i64],
-    /// Quantized queries `[H][hd]`.
+    /// Quantized queries `[B][H][hd]`.
     pub(crate) q8: &'b mut [i8],
-    /// Per query head: real value of one `q8` unit times `1/sqrt(hd)`.
+    /// Per token and query head `[B][H]`: real value of one `q8` unit times `1/sqrt(hd)`.
     pub(crate) q_scale: &'b mut [Dyadic],
     /// Per head: real value of one unit of that head's attention accumulator.
     pub(crate) head_scale: &'b mut [Dyadic],
@@ -139,17 +245,34 @@ pub struct Session<'m, 'b> {
     pub(crate) scores: &'b mut [i64],
     /// Value coefficients `[T]`.
     pub(crate) coef: &'b mut [i32],
-    /// Logits `[V]`, Q15.16 nats.
+    /// Logits `[B][V]`, Q15.16 nats (the tokens of the last forward pass).
     pub(crate) logits: &'b mut [i32],
     /// The token fed at each position `[T]` (valid below `pos`).
     pub(crate) tokens: &'b mut [u16],
+    /// Scratch of the block matrix kernel (empty for `B = 1`).
+    pub(crate) scratch: &'b mut [i8],
+    /// Tokens in the last forward pass (whose logits `logits` holds).
+    pub(crate) last_n: usize,
 }
 
 impl<'m, 'b> Session<'m, 'b> {
     /// A session of `ctx_len` positions (`1..=config.ctx_len`) over `buf`, which must hold at
-    /// least [`session_bytes`]`(config, ctx_len)` bytes. Any alignment is fine. The buffer is
-    /// zeroed.
+    /// least [`session_bytes`]`(config, ctx_len)` bytes, running one token per forward pass.
+    /// Any alignment is fine. The buffer is zeroed.
     pub fn new(model: Model<'m>, ctx_len: u32, buf: &'b mut [u8]) -> Result<Self, Error> {
+        Session::with_block(model, ctx_len, 1, buf)
+    }
+
+    /// A session that runs up to `block` tokens per forward pass ([`Session::prefill`],
+    /// [`Session::forward_block`]) so that each weight is read once per block: `buf` must hold
+    /// [`session_bytes_prefill`]`(config, ctx_len, block)` bytes. `block` is clamped to
+    /// `1..=ctx_len`. Results are bit-identical to token-by-token [`Session::forward`].
+    pub fn with_block(
+        model: Model<'m>,
+        ctx_len: u32,
+        block: u32,
+        buf: &'b mut [u8],
+    ) -> Result<Self, Error> {
         let c = *model.config();
         if ctx_len == 0 || ctx_len > c.ctx_len {
             return Err(Error::BadContextLength {
@@ -157,7 +280,8 @@ impl<'m, 'b> Session<'m, 'b> {
                 max: c.ctx_len,
             });
         }
-        let needed = session_bytes(&c, ctx_len);
+        let r = Regions::new(&c, ctx_len, block);
+        let needed = r.total_bytes();
         let too_small = Error::BufferTooSmall {
             needed: u32::try_from(needed).unwrap_or(u32::MAX),
             given: u32::try_from(buf.len()).unwrap_or(u32::MAX),
@@ -168,29 +292,47 @@ impl<'m, 'b> Session<'m, 'b> {
         buf.fill(0);
         let skip = buf.as_ptr().align_offset(8).min(8);
         let mut rest = buf.get_mut(skip..).ok_or(too_small)?;
-        let r = region_sizes(&c, ctx_len);
-        let dy = core::mem::size_of::<Dyadic>();
         let b = &mut rest;
         Ok(Session {
             model,
             ctx_len: ctx_len as usize,
             pos: 0,
-            x: carve(b, r[0] / 8).ok_or(too_small)?,
-            act: carve(b, r[1]).ok_or(too_small)?,
-            y: carve(b, r[2] / 4).ok_or(too_small)?,
-            wide: carve(b, r[3] / 8).ok_or(too_small)?,
-            q8: carve(b, r[4]).ok_or(too_small)?,
-            q_scale: carve(b, r[5] / dy).ok_or(too_small)?,
-            head_scale: carve(b, r[6] / dy).ok_or(too_small)?,
-            k_cache: carve(b, r[7]).ok_or(too_small)?,
-            v_cache: carve(b, r[8]).ok_or(too_small)?,
-            k_scale: carve(b, r[9] / dy).ok_or(too_small)?,
-            v_scale: carve(b, r[10] / dy).ok_or(too_small)?,
-            scores: carve(b, r[11] / 8).ok_or(too_small)?,
-            coef: carve(b, r[12] / 4).ok_or(too_small)?,
-            logits: carve(b, r[13] / 4).ok_or(too_small)?,
-            tokens: carve(b, r[14] / 2).ok_or(too_small)?,
+            block: clamp_block(block, ctx_len),
+            x: carve(b, r.x).ok_or(too_small)?,
+            act: carve(b, r.act).ok_or(too_small)?,
+            y: carve(b, r.y).ok_or(too_small)?,
+            wide: carve(b, r.wide).ok_or(too_small)?,
+            q8: carve(b, r.q8).ok_or(too_small)?,
+            q_scale: carve(b, r.q_scale).ok_or(too_small)?,
+            head_scale: carve(b, r.head_scale).ok_or(too_small)?,
+            k_cache: carve(b, r.kv).ok_or(too_small)?,
+            v_cache: carve(b, r.kv).ok_or(too_small)?,
+            k_scale: carve(b, r.kv_scale).ok_or(too_small)?,
+            v_scale: carve(b, r.kv_scale).ok_or(too_small)?,
+            scores: carve(b, r.scores).ok_or(too_small)?,
+            coef: carve(b, r.coef).ok_or(too_small)?,
+            logits: carve(b, r.logits).ok_or(too_small)?,
+            tokens: carve(b, r.tokens).ok_or(too_small)?,
+            act_scale: carve(b, r.act_scale).ok_or(too_small)?,
+            scratch: carve(b, r.scratch).ok_or(too_small)?,
+            last_n: 0,
         })
+    }
+
+    /// Tokens per forward pass at most (1 for [`Session::new`]).
+    pub fn block(&self) -> u32 {
+        self.block as u32
+    }
+
+    /// The KV cache as the forward passes wrote it (for tests and tools: a block pass must
+    /// leave exactly what token-by-token passes leave).
+    pub fn kv_cache(&self) -> KvCache<'_> {
+        KvCache {
+            keys: self.k_cache,
+            values: self.v_cache,
+            key_scales: self.k_scale,
+            value_scales: self.v_scale,
+        }
     }
 
     /// The model this session runs.
@@ -218,8 +360,10 @@ impl<'m, 'b> Session<'m, 'b> {
         self.pos = 0;
     }
 
-    /// The logits of the last `forward` (all zero before the first).
+    /// The logits after the last token fed (all zero before the first).
     pub fn logits(&self) -> &[i32] {
-        self.logits
+        let v = self.model.config().vocab_size as usize;
+        let at = self.last_n.saturating_sub(1).saturating_mul(v);
+        self.logits.get(at..at.saturating_add(v)).unwrap_or(&[])
     }
 }

@@ -4,7 +4,8 @@ mod common;
 
 use common::{random_model, TINY};
 use runtime::{
-    decode, encode, session_bytes, EncodeError, Error, Generator, Model, SamplerConfig, Session,
+    decode, encode, session_bytes, session_bytes_prefill, EncodeError, Error, Generator, Model,
+    SamplerConfig, Session,
 };
 
 fn blob_with_vocab(vocab: &[&[u8]]) -> Vec<u8> {
@@ -67,6 +68,9 @@ fn encode_errors_name_the_character() {
     );
 }
 
+/// `session_bytes_prefill(MCU, 128, 64)`, as FORMAT.md gives it.
+const PREFILL_64: usize = 541_224;
+
 #[test]
 fn session_memory_checks_and_any_alignment() {
     let blob = random_model(TINY, 4).to_blob().unwrap();
@@ -76,7 +80,24 @@ fn session_memory_checks_and_any_alignment() {
     // A `const` size, as firmware would compute it.
     const NEED: usize = session_bytes(&common::MCU, 128);
     const { assert!(NEED > 6 * 128 * 128 * 2) };
-    assert_eq!(NEED, 255_696, "FORMAT.md's example");
+    assert_eq!(NEED, 255_704, "FORMAT.md's example");
+    // Blocks of one token are what `Session::new` runs; bigger blocks need more.
+    assert_eq!(session_bytes_prefill(&common::MCU, 128, 1), NEED);
+    assert_eq!(
+        session_bytes_prefill(&common::MCU, 128, 0),
+        NEED,
+        "block clamped to 1"
+    );
+    assert_eq!(
+        session_bytes_prefill(&common::MCU, 128, 64),
+        PREFILL_64,
+        "FORMAT.md's example"
+    );
+    assert_eq!(
+        session_bytes_prefill(&common::MCU, 128, 1000),
+        session_bytes_prefill(&common::MCU, 128, 128),
+        "block clamped to ctx_len"
+    );
 
     let mut mem = vec![0u8; need + 8];
     let mut reference = None;

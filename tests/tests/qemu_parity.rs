@@ -1,9 +1,11 @@
 //! The firmware under QEMU (`mps2-an505`, Cortex-M33) writes exactly the bytes that
 //! `tools generate` writes on the host, for the shipped model and several settings.
 //!
-//! Needs `qemu-system-arm` and the `thumbv8m.main-none-eabihf` target (`.ci/run` installs
-//! both); without them the test says so on stderr and passes without checking anything, so
-//! that `cargo test` works on a machine that has neither.
+//! Needs `qemu-system-arm` (`.ci/run` installs it) and the `thumbv8m.main-none-eabihf` target.
+//! rustup does not add `rust-toolchain.toml`'s targets to a toolchain that is already installed,
+//! so the test adds the target itself (`rustup target add`); without qemu, or when the target
+//! cannot be added (no rustup, no network), it says why on stderr and passes without checking
+//! anything, so that `cargo test` works on a machine that has neither.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -19,6 +21,52 @@ fn have_qemu() -> bool {
         .arg("--version")
         .output()
         .is_ok_and(|o| o.status.success())
+}
+
+/// The firmware's target triple.
+const THUMB: &str = "thumbv8m.main-none-eabihf";
+
+/// Whether the active toolchain has the standard library of `target` (its `core`).
+fn target_installed(target: &str) -> bool {
+    let out = Command::new(std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into()))
+        .args(["--print", "target-libdir", "--target", target])
+        .current_dir(repo().join("firmware"))
+        .output();
+    match out {
+        Ok(o) if o.status.success() => {
+            let dir = PathBuf::from(String::from_utf8_lossy(&o.stdout).trim());
+            std::fs::read_dir(dir).is_ok_and(|mut d| {
+                d.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().starts_with("libcore-")))
+            })
+        }
+        _ => false,
+    }
+}
+
+/// `Ok` when `target` is installed or `rustup target add` installed it; else the reason.
+fn ensure_target(target: &str) -> Result<(), String> {
+    if target_installed(target) {
+        return Ok(());
+    }
+    eprintln!("qemu_parity: the {target} target is missing; running `rustup target add {target}`");
+    let out = Command::new("rustup")
+        .args(["target", "add", target])
+        .current_dir(repo().join("firmware"))
+        .output()
+        .map_err(|e| format!("rustup is not available ({e}); install the target with `rustup target add {target}`"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "`rustup target add {target}` failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    if target_installed(target) {
+        Ok(())
+    } else {
+        Err(format!(
+            "`rustup target add {target}` succeeded but the target's core is still missing"
+        ))
+    }
 }
 
 /// A target dir of its own for the firmware (a nested cargo must not wait on the lock of the
@@ -67,6 +115,10 @@ fn qemu_output_matches_host_byte_for_byte() {
         eprintln!("SKIPPED qemu_parity: qemu-system-arm is not installed (apt-get install qemu-system-arm)");
         return;
     }
+    if let Err(why) = ensure_target(THUMB) {
+        eprintln!("SKIPPED qemu_parity: {why}");
+        return;
+    }
     let model_path = tools::blob::shipped_model();
     let bytes = std::fs::read(&model_path)
         .unwrap_or_else(|e| panic!("the shipped model {}: {e}", model_path.display()));
@@ -100,4 +152,44 @@ fn qemu_output_matches_host_byte_for_byte() {
             "QEMU and host differ for {prompt:?} seed {seed} T {temp} top-k {top_k}"
         );
     }
+}
+
+#[test]
+fn a_missing_target_is_detected_and_explained() {
+    // A triple no toolchain has: detected as missing; `rustup target add` refuses it, and the
+    // reason comes back instead of a build failure ("can't find crate for core").
+    assert!(!target_installed("thumbv8m.main-none-eabihf-nonexistent"));
+    let why = ensure_target("thumbv8m.main-none-eabihf-nonexistent").unwrap_err();
+    assert!(why.contains("rustup"), "{why}");
+}
+
+#[test]
+fn run_qemu_sampling_defaults_match_tools_generate() {
+    // One default temperature everywhere: `run-qemu.sh MODEL PROMPT TOKENS SEED` used to be
+    // greedy while `tools generate` and the firmware's build sample at 0.8.
+    use clap::CommandFactory;
+    let script = std::fs::read_to_string(repo().join("firmware/run-qemu.sh")).unwrap();
+    let default_of = |var: &str| {
+        let at = script
+            .find(&format!("{var}=\"${{"))
+            .unwrap_or_else(|| panic!("{var} in run-qemu.sh"));
+        let rest = &script[at..];
+        let from = rest.find(":-").unwrap() + 2;
+        rest[from..from + rest[from..].find('}').unwrap()].to_string()
+    };
+    let cli = tools::cli::Cli::command();
+    let generate = cli.find_subcommand("generate").unwrap();
+    let tools_default = |id: &str| {
+        let arg = generate.get_arguments().find(|a| a.get_id() == id).unwrap();
+        arg.get_default_values()[0].to_string_lossy().into_owned()
+    };
+    let t: f64 = default_of("FIRMWARE_TEMPERATURE").parse().unwrap();
+    assert_eq!(t, tools_default("temperature").parse::<f64>().unwrap());
+    assert_eq!(default_of("FIRMWARE_TOP_K"), tools_default("top_k"));
+    let build = std::fs::read_to_string(repo().join("firmware/build.rs")).unwrap();
+    assert!(
+        build.contains("None => 800,"),
+        "firmware/build.rs's default temperature is no longer 800/1000"
+    );
+    assert_eq!((t * 1000.0).round(), 800.0);
 }

@@ -1,9 +1,17 @@
-//! Reading blob files.
+//! Reading blob files: the file type, its size and the 32-byte prefix are checked before the
+//! rest is read, so a device node, a huge file or a file that is not a blob costs nothing.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
+use runtime::format::{MAGIC, PREFIX_LEN, VERSION_MAJOR};
 use runtime::Model;
+
+use crate::files;
+
+/// The largest blob the format can describe: the prefix's offsets and lengths are `u32`.
+pub const MAX_BLOB_BYTES: u64 = u32::MAX as u64;
 
 /// The model shipped in the repository (`models/shakespeare-mcu.bin`).
 pub fn shipped_model() -> PathBuf {
@@ -15,9 +23,45 @@ pub fn model_path(path: Option<&Path>) -> PathBuf {
     path.map_or_else(shipped_model, Path::to_path_buf)
 }
 
-/// Reads a blob file (nothing is validated yet: see [`load`]).
+/// Reads a blob file. Refuses, before reading more than the 32-byte prefix: anything but a
+/// regular file, a file over [`MAX_BLOB_BYTES`], a file without the blob magic or with another
+/// major version, non-zero prefix flags, and a file whose length differs from the length its
+/// prefix declares. The contents are validated by [`load`].
 pub fn read(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).with_context(|| format!("cannot read model {}", path.display()))
+    let p = path.display();
+    let (mut file, len) = files::open_regular(path, "model")?;
+    if len > MAX_BLOB_BYTES {
+        bail!("model {p} is {len} bytes, more than a blob can be (4 GiB)");
+    }
+    let mut prefix = Vec::with_capacity(PREFIX_LEN);
+    (&mut file)
+        .take(PREFIX_LEN as u64)
+        .read_to_end(&mut prefix)
+        .with_context(|| format!("cannot read model {p}"))?;
+    if prefix.len() >= MAGIC.len() && prefix[..MAGIC.len()] != MAGIC {
+        bail!("{p}: not a model blob (bad magic)");
+    }
+    if prefix.len() < PREFIX_LEN {
+        bail!("{p}: {len} bytes, shorter than a blob's {PREFIX_LEN}-byte prefix");
+    }
+    let u32_at = |at: usize| {
+        u32::from_le_bytes([prefix[at], prefix[at + 1], prefix[at + 2], prefix[at + 3]])
+    };
+    let major = u16::from_le_bytes([prefix[8], prefix[9]]);
+    if major != VERSION_MAJOR {
+        let minor = u16::from_le_bytes([prefix[10], prefix[11]]);
+        bail!("{p}: blob format {major}.{minor} is not supported (this build reads major version {VERSION_MAJOR})");
+    }
+    let flags = u32_at(28);
+    if flags != 0 {
+        bail!("{p}: the prefix flags are {flags:#010x} but format {VERSION_MAJOR} defines none (a corrupted or newer blob)");
+    }
+    // data offset + data length: the whole blob.
+    let declared = u64::from(u32_at(16)) + u64::from(u32_at(20));
+    if declared != len {
+        bail!("{p}: the prefix declares a {declared}-byte blob but the file has {len} bytes (truncated or inflated)");
+    }
+    files::read_rest(file, prefix, len, path, "model")
 }
 
 /// Validates `bytes` as a model, naming `path` in the error.

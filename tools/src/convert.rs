@@ -2,6 +2,7 @@
 //! "Fixed-point formats"). Every rule here mirrors one quantization point of `docs/MODEL.md`.
 
 use anyhow::{bail, ensure, Context, Result};
+use runtime::fixed::{DYADIC_EXP_MAX, DYADIC_EXP_MIN};
 use runtime::format::{GAIN_FRAC_BITS, ROPE_FRAC_BITS};
 use runtime::writer::TernaryParams;
 use runtime::Dyadic;
@@ -16,8 +17,13 @@ pub fn dyadic(x: f64) -> Result<Dyadic> {
         x.is_finite() && x > 0.0,
         "scale {x:e} is not a positive finite number"
     );
-    Dyadic::from_ieee754(x.to_bits())
-        .with_context(|| format!("scale {x:e} is outside the range a blob can store"))
+    Dyadic::from_ieee754(x.to_bits()).with_context(|| {
+        format!(
+            "scale {x:e} is outside the range a blob can store (2^{}..2^{})",
+            DYADIC_EXP_MIN + 31,
+            DYADIC_EXP_MAX + 32
+        )
+    })
 }
 
 /// The real value of a [`Dyadic`] (host side, for reports and tests).

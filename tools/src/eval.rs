@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use anyhow::{bail, Result};
-use runtime::{session_bytes, Model, Session, LOGIT_FRAC_BITS};
+use runtime::{session_bytes_prefill, Model, Session, LOGIT_FRAC_BITS};
 use serde::Serialize;
 
 /// The validation split of `text` (nanoGPT's: the last 10% of the characters) as token ids,
@@ -35,15 +35,15 @@ pub fn validation_tokens(model: &Model<'_>, text: &str) -> Result<Vec<u16>> {
         .collect()
 }
 
-/// `−ln softmax(logits)[target]` for Q15.16 logits, in f64.
+/// `−ln softmax(logits)[target]` for Q15.16 logits, in f64. The differences are taken in
+/// `i64`: logits of a valid blob may span more than `2^31` units.
 pub fn nll(logits: &[i32], target: u16) -> f64 {
     let unit = 1.0 / (1u64 << LOGIT_FRAC_BITS) as f64;
-    let max = logits.iter().copied().max().unwrap_or(0);
-    let sum: f64 = logits
-        .iter()
-        .map(|&l| ((l - max) as f64 * unit).exp())
-        .sum();
-    sum.ln() - (logits[target as usize] - max) as f64 * unit
+    let max = i64::from(logits.iter().copied().max().unwrap_or(0));
+    let rel = |l: i32| (i64::from(l) - max) as f64 * unit;
+    let sum: f64 = logits.iter().map(|&l| rel(l).exp()).sum();
+    let target = logits.get(target as usize).copied().unwrap_or(i32::MIN);
+    sum.ln() - rel(target)
 }
 
 /// Result of [`evaluate`].
@@ -64,8 +64,9 @@ pub struct EvalReport {
 }
 
 /// Mean NLL over consecutive non-overlapping windows of `ctx_len + 1` tokens (a fresh context
-/// per window), at most `max_windows` of them, on `threads` threads. `progress` is called
-/// after each window.
+/// per window, run as one block: bit-identical to token-by-token forwards), at most
+/// `max_windows` of them, on `threads` threads (a thread that cannot be spawned leaves its
+/// windows to the calling thread). `progress` is called after each window.
 pub fn evaluate(
     model: Model<'_>,
     tokens: &[u16],
@@ -88,33 +89,49 @@ pub fn evaluate(
     }
     let threads = threads.clamp(1, windows.len());
     let per = windows.len().div_ceil(threads);
+    // One window is one block: every weight is read once per window (batched prefill).
+    let block = ctx as u32;
+    let sum_windows = |chunk: &[&[u16]]| -> Result<f64> {
+        let mut mem =
+            crate::memory::zeroed(session_bytes_prefill(model.config(), ctx as u32, block))?;
+        let mut session = Session::with_block(model, ctx as u32, block, &mut mem)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let v = model.config().vocab_size as usize;
+        let mut sum = 0.0;
+        for w in chunk {
+            session.reset();
+            let logits = session
+                .forward_block(&w[..ctx])
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            for (t, l) in logits.chunks_exact(v).enumerate() {
+                sum += nll(l, w[t + 1]);
+            }
+            progress();
+        }
+        Ok(sum)
+    };
     let sums: Vec<Result<f64>> = std::thread::scope(|s| {
         let handles: Vec<_> = windows
             .chunks(per)
-            .map(|chunk| {
-                s.spawn(move || -> Result<f64> {
-                    let mut mem = vec![0u8; session_bytes(model.config(), ctx as u32)];
-                    let mut session = Session::new(model, ctx as u32, &mut mem)
-                        .map_err(|e| anyhow::anyhow!("{e}"))?;
-                    let mut sum = 0.0;
-                    for w in chunk {
-                        session.reset();
-                        for t in 0..ctx {
-                            let logits =
-                                session.forward(w[t]).map_err(|e| anyhow::anyhow!("{e}"))?;
-                            sum += nll(logits, w[t + 1]);
-                        }
-                        progress();
-                    }
-                    Ok(sum)
-                })
+            .enumerate()
+            .map(|(k, chunk)| {
+                std::thread::Builder::new()
+                    .spawn_scoped(s, move || sum_windows(chunk))
+                    .map_err(|e| {
+                        anyhow::anyhow!(
+                            "cannot start eval thread {} of {threads}: {e} (try a smaller --threads)",
+                            k + 1
+                        )
+                    })
             })
             .collect();
         handles
             .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| bail!("an eval thread panicked"))
+            .map(|h| match h {
+                Ok(h) => h
+                    .join()
+                    .unwrap_or_else(|_| bail!("an eval thread panicked")),
+                Err(e) => Err(e),
             })
             .collect()
     });
@@ -143,6 +160,16 @@ mod tests {
     fn nll_of_uniform_logits_is_ln_v() {
         let l = [7 << 16; 4];
         assert!((nll(&l, 2) - 4f64.ln()).abs() < 1e-12);
+    }
+
+    #[test]
+    fn nll_survives_logits_spanning_more_than_i32() {
+        // A valid blob with extreme scales: the difference overflows i32.
+        let l = [i32::MAX, i32::MIN, 0];
+        let n = nll(&l, 1);
+        let expect = (i32::MAX as f64 - i32::MIN as f64) / 65536.0;
+        assert!(n.is_finite() && (n - expect).abs() < 1e-6, "{n}");
+        assert!(nll(&l, 0).abs() < 1e-9);
     }
 
     #[test]

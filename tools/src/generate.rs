@@ -3,7 +3,7 @@
 use std::io::Write;
 
 use anyhow::{anyhow, bail, Result};
-use runtime::{decode, encode, session_bytes, Generator, Model, SamplerConfig, Session};
+use runtime::{decode, encode, session_bytes_prefill, Generator, Model, SamplerConfig, Session};
 
 /// The runtime's sampler settings for a real-valued temperature (used in thousandths, as the
 /// firmware's build-time setting is).
@@ -20,13 +20,15 @@ pub fn sampler(temperature: f64, top_k: u32, seed: u64) -> Result<SamplerConfig>
 
 /// Writes `prompt`, then `tokens` generated tokens, to `out`, flushing after each token. The
 /// session spans the model's whole context; the runtime's [`Generator`] slides its window when
-/// the context is full, exactly as the firmware does.
+/// the context is full, exactly as the firmware does (the prompt and each slide's re-feed run as
+/// blocks of up to `ctx_len / 2` tokens here, one token at a time on the firmware: the same
+/// bits).
 pub fn generate(
     model: Model<'_>,
     prompt: &str,
     tokens: usize,
     config: SamplerConfig,
-    out: &mut impl Write,
+    out: &mut (impl Write + ?Sized),
 ) -> Result<()> {
     let mut ids = vec![0u16; prompt.len()];
     let n = encode(&model, prompt.as_bytes(), &mut ids).map_err(|e| anyhow!("prompt: {e}"))?;
@@ -34,8 +36,10 @@ pub fn generate(
         bail!("the prompt must not be empty");
     }
     let ctx = model.config().ctx_len;
-    let mut mem = vec![0u8; session_bytes(model.config(), ctx)];
-    let mut session = Session::new(model, ctx, &mut mem).map_err(|e| anyhow!("{e}"))?;
+    let block = (ctx / 2).max(1);
+    let mut mem = crate::memory::zeroed(session_bytes_prefill(model.config(), ctx, block))?;
+    let mut session =
+        Session::with_block(model, ctx, block, &mut mem).map_err(|e| anyhow!("{e}"))?;
     out.write_all(prompt.as_bytes())?;
     out.flush()?;
     for tok in Generator::new(&mut session, &ids[..n], config).take(tokens) {

@@ -6,18 +6,30 @@
 //! |---|---|
 //! | [`rundir`] | read and check a trainer run directory (`trainer/EXPORT.md`) |
 //! | [`convert`] | trained f32 values → the runtime's fixed-point forms (`runtime/FORMAT.md`) |
-//! | [`pack`] | run dir → blob, written atomically |
-//! | [`blob`] | reading blob files, the shipped model's path |
+//! | [`pack`] | run dir → blob |
+//! | [`atomic`] | writing an output whole or not at all (unique temp, rename, Ctrl-C cleanup) |
+//! | [`blob`] | reading blob files (type, size and prefix checked first), the shipped model's path |
+//! | [`files`] | reading untrusted input files: regular files only, size-capped |
+//! | [`memory`] | the working-memory cap (`--max-memory`) and fallible allocation |
+//! | [`cli`] | the command line: one function per subcommand |
+//! | [`chat`] | `tools chat`: the firmware's serial protocol on stdin/stdout |
+//! | [`uf2`] | UF2 files for the RP2350 boot ROM (a model for the flash partition, a firmware ELF) |
 //! | [`generate`] | streaming generation (the CLI and the QEMU parity test share it) |
 //! | [`eval`] | validation loss of a blob, computed by the integer runtime |
 //! | [`bench`] | prefill/decode speed and latency of a blob |
 //! | [`inspect`] | what a blob holds, for people (`Display`) and machines (JSON) |
 
+pub mod atomic;
 pub mod bench;
 pub mod blob;
+pub mod chat;
+pub mod cli;
 pub mod convert;
 pub mod eval;
+pub mod files;
 pub mod generate;
 pub mod inspect;
+pub mod memory;
 pub mod pack;
 pub mod rundir;
+pub mod uf2;

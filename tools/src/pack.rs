@@ -1,7 +1,5 @@
 //! `tools pack`: a trainer run directory → a blob, through the runtime's own writer.
 
-use std::fs;
-use std::io::Write;
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -9,6 +7,7 @@ use runtime::schema::{self, Source};
 use runtime::writer::{LayerParams, LayerTensor, ModelParams};
 use runtime::Config;
 
+use crate::atomic;
 use crate::convert::{dyadic, embedding, gains, rope_table, ternarize};
 use crate::rundir::Run;
 
@@ -28,14 +27,7 @@ pub fn model_params(run: &Run) -> Result<ModelParams> {
         n_kv_heads: u(c.n_kv_heads, "n_kv_heads")?,
         ffn_dim: u(c.ffn_dim, "ffn_dim")?,
         ctx_len: u(c.ctx_len, "ctx_len")?,
-        rope_theta: {
-            anyhow::ensure!(
-                c.rope_theta.fract() == 0.0 && c.rope_theta >= 1.0 && c.rope_theta < 4.0e9,
-                "rope_theta {} is not a whole number the blob can store",
-                c.rope_theta
-            );
-            c.rope_theta as u32
-        },
+        rope_theta: crate::rundir::rope_theta_u32(c.rope_theta)?,
     };
     let (emb, emb_scales) = embedding(run.tensor("embed"), c.vocab_size, c.d_model)?;
     let layers = (0..c.n_layers)
@@ -50,10 +42,10 @@ pub fn model_params(run: &Run) -> Result<ModelParams> {
         "run {run_name}; trainer {}; preset {}; steps {}",
         c.trainer_version, c.preset, run.summary.steps
     );
-    metadata.truncate(runtime::format::MAX_METADATA);
+    truncate_utf8(&mut metadata, runtime::format::MAX_METADATA);
     Ok(ModelParams {
         config,
-        norm_eps: dyadic(c.norm_eps)?,
+        norm_eps: dyadic(c.norm_eps).context("config.json: norm_eps")?,
         val_loss_micro_nats: Some((run.summary.quantized_val_loss * 1e6).round().max(0.0) as u64),
         metadata,
         vocab: run.vocab.iter().map(|t| t.as_bytes().to_vec()).collect(),
@@ -89,38 +81,40 @@ fn layer_params(run: &Run, config: &Config, l: usize) -> Result<LayerParams> {
     Ok(LayerParams { tensors })
 }
 
-/// Packs run dir `run_dir` into the blob `out`. The file appears whole or not at all: it is
-/// written next to `out` under a temporary name, synced, then renamed.
+/// Packs run dir `run_dir` into the blob `out`. The file appears whole or not at all
+/// ([`crate::atomic`]); an existing `out` that is not a regular file is refused first.
 pub fn pack(run_dir: &Path, out: &Path) -> Result<Vec<u8>> {
+    atomic::check_output(out)?;
     let run = Run::load(run_dir)?;
     let params = model_params(&run)?;
     let blob = params
         .to_blob()
         .map_err(|e| anyhow::anyhow!("cannot write the blob: {e}"))?;
-    write_atomically(out, &blob)?;
+    atomic::write_atomically(out, &blob)?;
     Ok(blob)
 }
 
-/// Writes `bytes` to `path` via a temporary file in the same directory and a rename.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let name = path
-        .file_name()
-        .with_context(|| format!("{} is not a file path", path.display()))?;
-    let tmp = dir.join(format!(".{}.tmp", name.to_string_lossy()));
-    let result = (|| -> Result<()> {
-        let mut f =
-            fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-        f.write_all(bytes)
-            .and_then(|_| f.sync_all())
-            .with_context(|| format!("cannot write {}", tmp.display()))?;
-        fs::rename(&tmp, path).with_context(|| format!("cannot rename to {}", path.display()))
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
+/// `s` cut to at most `max` bytes, at a character boundary.
+pub fn truncate_utf8(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
     }
-    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::truncate_utf8;
+
+    #[test]
+    fn truncation_never_splits_a_character() {
+        for max in 0..12 {
+            let mut s = "aé€😀bc".to_string();
+            truncate_utf8(&mut s, max);
+            assert!(s.len() <= max && "aé€😀bc".starts_with(&s), "{max}: {s:?}");
+        }
+    }
 }

@@ -5,9 +5,12 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, ensure, Context, Result};
-use runtime::schema;
+use runtime::format::{MAX_CTX, MAX_LAYERS, MAX_VOCAB, MAX_WIDTH};
+use runtime::{schema, Config, Layout};
 use safetensors::{Dtype, SafeTensors};
 use serde::Deserialize;
+
+use crate::files;
 
 /// The run-dir format version this pack understands.
 pub const EXPORT_VERSION: u32 = 1;
@@ -78,32 +81,95 @@ pub struct Run {
     pub tensors: HashMap<String, (Vec<usize>, Vec<f32>)>,
 }
 
-fn read(dir: &Path, name: &str) -> Result<Vec<u8>> {
+/// Largest `config.json` / `summary.json` read (they are a few hundred bytes).
+pub const MAX_JSON_BYTES: u64 = 1 << 20;
+/// Largest `vocab.json` read (65535 tokens of a few bytes each, JSON-escaped).
+pub const MAX_VOCAB_JSON_BYTES: u64 = 16 << 20;
+/// Room for the safetensors header beyond the tensor data the config implies.
+pub const SAFETENSORS_HEADER_SLACK: u64 = 16 << 20;
+
+fn read(dir: &Path, name: &str, max: u64) -> Result<Vec<u8>> {
     let path = dir.join(name);
-    fs::read(&path).with_context(|| {
-        if path.exists() {
-            format!("cannot read {}", path.display())
-        } else {
-            format!(
-                "run dir {} is incomplete: {name} is missing (is the training still running, or was it interrupted? `trainer --resume` finishes it)",
-                dir.display()
-            )
-        }
-    })
+    if !path.exists() {
+        bail!(
+            "run dir {} is incomplete: {name} is missing (is the training still running, or was it interrupted? `trainer --resume` finishes it)",
+            dir.display()
+        );
+    }
+    files::read_capped(&path, "run file", max)
 }
 
-fn json<T: serde::de::DeserializeOwned>(dir: &Path, name: &str) -> Result<T> {
-    let bytes = read(dir, name)?;
+fn json<T: serde::de::DeserializeOwned>(dir: &Path, name: &str, max: u64) -> Result<T> {
+    let bytes = read(dir, name, max)?;
     serde_json::from_slice(&bytes)
-        .with_context(|| format!("{} is not valid: ", dir.join(name).display()))
+        .with_context(|| format!("{} is not valid", dir.join(name).display()))
+}
+
+/// `rope_theta` as the whole number the blob stores.
+pub fn rope_theta_u32(theta: f64) -> Result<u32> {
+    ensure!(
+        theta.fract() == 0.0 && (2.0..=u32::MAX as f64).contains(&theta),
+        "config.json: rope_theta {theta:e} is not a whole number in 2..=4294967295 (the blob stores it as u32)"
+    );
+    Ok(theta as u32)
+}
+
+/// The blob's [`Config`] for a run's `config.json`, every field checked against the format's
+/// limits (`runtime/FORMAT.md`, "Limits") before anything is built from it. `vocab_bytes_len`
+/// is the total length of the token strings (a lower bound is fine before vocab.json is read).
+pub fn blob_config(c: &RunConfig, vocab_bytes_len: usize) -> Result<Config> {
+    let field = |name: &str, v: usize, max: u32| -> Result<u32> {
+        match u32::try_from(v) {
+            Ok(x) if (1..=max).contains(&x) => Ok(x),
+            _ => bail!(
+                "config.json: {name} {v} is outside 1..={max} (runtime/FORMAT.md, \"Limits\")"
+            ),
+        }
+    };
+    let config = Config {
+        vocab_size: field("vocab_size", c.vocab_size, MAX_VOCAB)?,
+        d_model: field("d_model", c.d_model, MAX_WIDTH)?,
+        n_layers: field("n_layers", c.n_layers, MAX_LAYERS)?,
+        n_heads: field("n_heads", c.n_heads, MAX_WIDTH)?,
+        n_kv_heads: field("n_kv_heads", c.n_kv_heads, MAX_WIDTH)?,
+        ffn_dim: field("ffn_dim", c.ffn_dim, MAX_WIDTH)?,
+        ctx_len: field("ctx_len", c.ctx_len, MAX_CTX)?,
+        rope_theta: rope_theta_u32(c.rope_theta)?,
+    };
+    ensure!(
+        c.d_model.is_multiple_of(c.n_heads) && c.n_heads.is_multiple_of(c.n_kv_heads),
+        "config.json: n_heads {} must divide d_model {} and n_kv_heads {} must divide n_heads",
+        c.n_heads,
+        c.d_model,
+        c.n_kv_heads
+    );
+    ensure!(
+        c.norm_eps.is_finite() && c.norm_eps > 0.0,
+        "config.json: norm_eps {:e} is not a positive finite number",
+        c.norm_eps
+    );
+    let vb = u32::try_from(vocab_bytes_len).context("vocab.json: the tokens are too long")?;
+    Layout::new(config, vb).map_err(|e| anyhow::anyhow!("config.json: {e}"))?;
+    Ok(config)
 }
 
 impl Run {
     /// Reads and checks a run directory: every file present, versions known, vocabulary and
-    /// tensor shapes consistent with the config.
+    /// tensor shapes consistent with the config. The config is checked against the format's
+    /// limits first, and no file is read past the size the config allows.
     pub fn load(dir: &Path) -> Result<Run> {
-        ensure!(dir.is_dir(), "run dir {} does not exist", dir.display());
-        let config: RunConfig = json(dir, "config.json")?;
+        match fs::metadata(dir) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => bail!(
+                "run dir {} is not a directory (pass the trainer's --out directory, not a file in it)",
+                dir.display()
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                bail!("run dir {} does not exist", dir.display())
+            }
+            Err(e) => return Err(e).with_context(|| format!("cannot read run dir {}", dir.display())),
+        }
+        let config: RunConfig = json(dir, "config.json", MAX_JSON_BYTES)?;
         if config.export_version != EXPORT_VERSION {
             bail!(
                 "{}: export_version {} is unknown to this pack (it reads version {EXPORT_VERSION}); use the tools from the same checkout as the trainer",
@@ -111,35 +177,48 @@ impl Run {
                 config.export_version
             );
         }
-        let c = &config;
-        ensure!(
-            c.d_model > 0 && c.n_heads > 0 && c.n_kv_heads > 0 && c.n_layers > 0,
-            "config.json: zero dimension"
-        );
-        ensure!(
-            c.d_model.is_multiple_of(c.n_heads) && c.n_heads.is_multiple_of(c.n_kv_heads),
-            "config.json: n_heads {} must divide d_model {} and n_kv_heads {} must divide n_heads",
-            c.n_heads,
-            c.d_model,
-            c.n_kv_heads
-        );
-        let vocab: Vec<String> = json(dir, "vocab.json")?;
+        blob_config(&config, config.vocab_size)?;
+        let vocab: Vec<String> = json(dir, "vocab.json", MAX_VOCAB_JSON_BYTES)?;
         ensure!(
             vocab.len() == config.vocab_size,
             "vocab.json has {} tokens but config.json says vocab_size {}",
             vocab.len(),
             config.vocab_size
         );
-        if let Some(i) = vocab.iter().position(|t| t.is_empty()) {
-            bail!("vocab.json: token {i} is empty");
+        let mut seen = HashMap::with_capacity(vocab.len());
+        for (i, t) in vocab.iter().enumerate() {
+            ensure!(!t.is_empty(), "vocab.json: token {i} is empty");
+            if let Some(j) = seen.insert(t.as_str(), i) {
+                bail!(
+                    "vocab.json: token {i} {t:?} repeats token {j} (every token must be distinct)"
+                );
+            }
         }
-        let summary: RunSummary = json(dir, "summary.json")?;
+        blob_config(&config, vocab.iter().map(String::len).sum())?;
+        let summary: RunSummary = json(dir, "summary.json", MAX_JSON_BYTES)?;
         ensure!(
-            summary.quantized_val_loss.is_finite(),
-            "summary.json: quantized_val_loss is not a number"
+            summary.quantized_val_loss.is_finite() && summary.quantized_val_loss >= 0.0,
+            "summary.json: quantized_val_loss {:e} is not a non-negative number",
+            summary.quantized_val_loss
         );
 
-        let bytes = read(dir, "weights.safetensors")?;
+        let run = Run {
+            dir: dir.to_path_buf(),
+            config,
+            summary,
+            vocab,
+            tensors: HashMap::new(),
+        };
+        let expected = run.expected_tensors()?;
+        let data_bytes: u64 = expected
+            .iter()
+            .map(|(_, s)| 4 * s.iter().product::<usize>() as u64)
+            .sum();
+        let bytes = read(
+            dir,
+            "weights.safetensors",
+            data_bytes + SAFETENSORS_HEADER_SLACK,
+        )?;
         let st = SafeTensors::deserialize(&bytes)
             .map_err(|e| anyhow::anyhow!("weights.safetensors is not valid safetensors: {e:?}"))?;
         let mut tensors = HashMap::new();
@@ -156,13 +235,7 @@ impl Run {
                 .collect();
             tensors.insert(name, (view.shape().to_vec(), data));
         }
-        let run = Run {
-            dir: dir.to_path_buf(),
-            config,
-            summary,
-            vocab,
-            tensors,
-        };
+        let run = Run { tensors, ..run };
         run.check_shapes()?;
         Ok(run)
     }
@@ -171,20 +244,7 @@ impl Run {
     /// [`schema::GLOBAL`] and, for each layer, of [`schema::LAYER`] (`layers.{l}.{name}`).
     pub fn expected_tensors(&self) -> Result<Vec<(String, Vec<usize>)>> {
         let c = &self.config;
-        let u = |x: usize| u32::try_from(x).unwrap_or(u32::MAX);
-        let config = runtime::Config {
-            vocab_size: u(c.vocab_size),
-            d_model: u(c.d_model),
-            n_layers: u(c.n_layers),
-            n_heads: u(c.n_heads),
-            n_kv_heads: u(c.n_kv_heads),
-            ffn_dim: u(c.ffn_dim),
-            ctx_len: u(c.ctx_len),
-            rope_theta: 0,
-        };
-        config
-            .validate()
-            .map_err(|e| anyhow::anyhow!("config.json: {e}"))?;
+        let config = blob_config(c, 0)?;
         let shape = |s: &schema::TensorSpec| -> Vec<usize> {
             s.trainer_shape(&config)
                 .map(|t| t.dims().iter().map(|&d| d as usize).collect())
@@ -221,12 +281,12 @@ impl Run {
                 _ => {}
             }
         }
-        if let Some(extra) = self
-            .tensors
-            .keys()
-            .find(|k| !expected.iter().any(|(n, _)| n == *k))
-        {
-            bail!("weights.safetensors has an unexpected tensor {extra} (a different trainer version?)");
+        if self.tensors.len() != expected.len() {
+            let names: std::collections::HashSet<&str> =
+                expected.iter().map(|(n, _)| n.as_str()).collect();
+            if let Some(extra) = self.tensors.keys().find(|k| !names.contains(k.as_str())) {
+                bail!("weights.safetensors has an unexpected tensor {extra} (a different trainer version?)");
+            }
         }
         Ok(())
     }

@@ -7,6 +7,28 @@ use serde::{Deserialize, Serialize};
 /// Version of the run-dir format written by this trainer (see `trainer/EXPORT.md`).
 pub const EXPORT_VERSION: u32 = 1;
 
+/// Largest `d_model` and `ffn_dim`: the blob format's limit (`runtime/FORMAT.md`, "Limits"), so
+/// every trained model can be packed.
+pub const MAX_WIDTH: usize = 1 << 15;
+/// Largest `n_layers` (the blob format's limit).
+pub const MAX_LAYERS: usize = 1024;
+/// Largest `ctx_len` (the blob format's limit).
+pub const MAX_CTX: usize = 1 << 15;
+/// Largest vocabulary (token ids are `u16` in the blob).
+pub const MAX_VOCAB: usize = 65535;
+/// Largest number of parameters: the packed blob stays under the format's 4 GiB, and the
+/// optimiser state (weights, gradients, two moments: 16 bytes each) under 64 GiB.
+pub const MAX_PARAMS: usize = 4 << 30;
+/// Most tokens in one training batch (`batch × ctx`): 64× the `small` preset's 16,384.
+pub const MAX_BATCH_TOKENS: usize = 1 << 20;
+/// Most tokens in the fixed validation batches (`val_batches × batch × ctx`), held in memory.
+pub const MAX_VAL_TOKENS: usize = 1 << 26;
+/// Most attention scores of one layer in one step (`batch × heads × ctx²`, f32: 16 GiB).
+/// These limits are sanity bounds against absurd overrides, not a memory budget.
+pub const MAX_ATTENTION_SCORES: usize = 1 << 32;
+/// Most optimiser steps of one run.
+pub const MAX_STEPS: usize = 1_000_000_000;
+
 /// The model's shape. Field names are the `config.json` keys and the names of `docs/MODEL.md`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelConfig {
@@ -59,6 +81,19 @@ impl ModelConfig {
                 return err(format!("{name} must be at least 1"));
             }
         }
+        for (name, v, max) in [
+            ("d_model", self.d_model, MAX_WIDTH),
+            ("layers", self.n_layers, MAX_LAYERS),
+            ("ffn", self.ffn_dim, MAX_WIDTH),
+            ("ctx", self.ctx_len, MAX_CTX),
+            ("vocab size", self.vocab_size, MAX_VOCAB),
+        ] {
+            if v > max {
+                return err(format!(
+                    "{name} {v} is more than {max} (the blob format's limit, runtime/FORMAT.md)"
+                ));
+            }
+        }
         if !self.d_model.is_multiple_of(self.n_heads) {
             return err(format!(
                 "heads ({}) must divide d_model ({})",
@@ -77,12 +112,19 @@ impl ModelConfig {
                 self.head_dim()
             ));
         }
-        if self.rope_theta.is_nan()
-            || self.rope_theta <= 1.0
-            || self.norm_eps.is_nan()
-            || self.norm_eps <= 0.0
+        if !(self.rope_theta.is_finite()
+            && self.rope_theta > 1.0
+            && self.norm_eps.is_finite()
+            && self.norm_eps > 0.0)
         {
-            return err("rope_theta must be > 1 and norm_eps > 0".into());
+            return err("rope_theta must be > 1 and norm_eps > 0 (both finite)".into());
+        }
+        // Dimensions are bounded above, so this cannot overflow.
+        if self.n_params() > MAX_PARAMS {
+            return err(format!(
+                "{} parameters is more than {MAX_PARAMS} (the packed blob must stay under 4 GiB)",
+                self.n_params()
+            ));
         }
         Ok(())
     }
@@ -205,6 +247,12 @@ impl TrainConfig {
         if self.steps == 0 {
             return err("steps must be at least 1");
         }
+        if self.steps > MAX_STEPS {
+            return Err(TrainError::Config(format!(
+                "steps {} is more than {MAX_STEPS}",
+                self.steps
+            )));
+        }
         if self.batch_size == 0 {
             return err("batch must be at least 1");
         }
@@ -214,14 +262,51 @@ impl TrainConfig {
         if !(self.lr_stage2 > 0.0 && self.lr_stage2 <= 1.0) {
             return err("lr stage-2 factor must be in (0, 1]");
         }
-        if self.weight_decay < 0.0 || self.grad_clip < 0.0 {
-            return err("weight decay and grad clip must be >= 0");
+        if !(self.weight_decay >= 0.0
+            && self.weight_decay.is_finite()
+            && self.grad_clip >= 0.0
+            && self.grad_clip.is_finite())
+        {
+            return err("weight decay and grad clip must be finite numbers >= 0");
+        }
+        let betas_ok = (0.0..1.0).contains(&self.beta1) && (0.0..1.0).contains(&self.beta2);
+        if !(betas_ok && self.adam_eps > 0.0 && self.adam_eps.is_finite()) {
+            return err("AdamW betas must be in [0, 1) and its epsilon a positive number");
         }
         if !(0.0..1.0).contains(&self.dropout) {
             return err("dropout must be in [0, 1)");
         }
         if self.eval_every == 0 || self.checkpoint_every == 0 || self.val_batches == 0 {
             return err("eval-every, checkpoint-every and val-batches must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// Rules that tie the schedule to the model: the batches must fit in memory.
+    pub fn validate_for(&self, model: &ModelConfig) -> Result<()> {
+        let step_tokens = self.batch_size.saturating_mul(model.ctx_len);
+        if step_tokens > MAX_BATCH_TOKENS {
+            return Err(TrainError::Config(format!(
+                "batch {} × ctx {} = {step_tokens} tokens per step is more than {MAX_BATCH_TOKENS}",
+                self.batch_size, model.ctx_len
+            )));
+        }
+        // Attention probabilities `[b, H, t, t]` (burn's tensor-op path materialises them).
+        let scores = step_tokens
+            .saturating_mul(model.n_heads)
+            .saturating_mul(model.ctx_len);
+        if scores > MAX_ATTENTION_SCORES {
+            return Err(TrainError::Config(format!(
+                "batch {} × heads {} × ctx² {}² = {scores} attention scores per layer is more than {MAX_ATTENTION_SCORES}",
+                self.batch_size, model.n_heads, model.ctx_len
+            )));
+        }
+        let val_tokens = step_tokens.saturating_mul(self.val_batches);
+        if val_tokens > MAX_VAL_TOKENS {
+            return Err(TrainError::Config(format!(
+                "val-batches {} × batch {} × ctx {} = {val_tokens} validation tokens is more than {MAX_VAL_TOKENS}",
+                self.val_batches, self.batch_size, model.ctx_len
+            )));
         }
         Ok(())
     }
@@ -248,6 +333,55 @@ mod tests {
         let mut t = Preset::Tiny.model();
         t.vocab_size = 65;
         assert!(t.n_params() < 100_000);
+    }
+
+    #[test]
+    fn out_of_range_overrides_are_refused() {
+        let msg = |f: &dyn Fn(&mut ModelConfig)| {
+            let mut m = Preset::Tiny.model();
+            m.vocab_size = 65;
+            f(&mut m);
+            m.validate().unwrap_err().to_string()
+        };
+        assert!(msg(&|m| m.d_model = 1 << 40).contains("d_model"));
+        assert!(msg(&|m| m.n_layers = 1_000_000_000_000).contains("layers"));
+        assert!(msg(&|m| m.ctx_len = usize::MAX).contains("ctx"));
+        assert!(msg(&|m| m.ffn_dim = 1 << 20).contains("ffn"));
+        assert!(msg(&|m| m.vocab_size = 70_000).contains("vocab"));
+        assert!(msg(&|m| m.rope_theta = f64::INFINITY).contains("rope_theta"));
+        let big = msg(&|m| {
+            m.d_model = 32768;
+            m.n_heads = 128;
+            m.n_kv_heads = 128;
+            m.n_layers = 1024;
+        });
+        assert!(big.contains("parameters"), "{big}");
+
+        let model = Preset::Tiny.model();
+        let tmsg = |f: &dyn Fn(&mut TrainConfig)| {
+            let mut t = Preset::Tiny.train();
+            f(&mut t);
+            t.validate()
+                .and_then(|_| t.validate_for(&model))
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(tmsg(&|t| t.batch_size = 1 << 40).contains("tokens per step"));
+        assert!(tmsg(&|t| t.val_batches = 1 << 40).contains("validation tokens"));
+        let long = ModelConfig {
+            ctx_len: 32768,
+            ..Preset::Tiny.model()
+        };
+        let mut t = Preset::Tiny.train();
+        t.batch_size = 2; // 2 × 4 heads × 2^30 = 2^33 scores
+        let e = t.validate_for(&long).unwrap_err().to_string();
+        assert!(e.contains("attention scores"), "{e}");
+        assert!(tmsg(&|t| t.weight_decay = f64::NAN).contains("weight decay"));
+        assert!(tmsg(&|t| t.grad_clip = f64::INFINITY).contains("grad clip"));
+        assert!(tmsg(&|t| t.steps = usize::MAX).contains("steps"));
+        assert!(tmsg(&|t| t.steps = 0).contains("steps"));
+        let t = Preset::Small.train();
+        t.validate_for(&Preset::Small.model()).unwrap();
     }
 
     #[test]

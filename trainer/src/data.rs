@@ -70,17 +70,55 @@ pub fn fnv1a64(bytes: &[u8]) -> u64 {
     h
 }
 
+/// Largest corpus the trainer reads: 256 MiB. Held as text and as `u32` ids, that is about
+/// 1.3 GiB while loading; tiny Shakespeare is 1.1 MB.
+pub const MAX_CORPUS_BYTES: u64 = 256 << 20;
+
+/// Where the default corpus comes from, for the error of a missing `--data` file.
+pub const CORPUS_HINT: &str = "--data takes any UTF-8 text file; tiny Shakespeare (1,115,394 bytes) \
+     is public at https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt";
+
 impl Corpus {
     /// Reads and splits the UTF-8 file at `path`; `ctx_len` is checked against both splits.
+    /// Anything but a regular file of at most [`MAX_CORPUS_BYTES`] is refused before reading.
     pub fn load(path: &Path, ctx_len: usize) -> Result<Self> {
-        if !path.exists() {
+        use std::io::Read;
+        let meta = match std::fs::metadata(path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(TrainError::Data(format!(
+                    "data file `{}` does not exist ({CORPUS_HINT})",
+                    path.display()
+                )))
+            }
+            Err(e) => return Err(TrainError::io("read the data file", path)(e)),
+        };
+        if !meta.is_file() {
             return Err(TrainError::Data(format!(
-                "data file `{}` does not exist",
+                "data file `{}` is not a regular file ({CORPUS_HINT})",
                 path.display()
             )));
         }
-        let bytes = std::fs::read(path)
+        if meta.len() > MAX_CORPUS_BYTES {
+            return Err(TrainError::Data(format!(
+                "data file `{}` is {} bytes, more than the {MAX_CORPUS_BYTES} bytes the trainer reads",
+                path.display(),
+                meta.len()
+            )));
+        }
+        let file = std::fs::File::open(path)
             .map_err(TrainError::io("read the data file", path.to_path_buf()))?;
+        let mut bytes = Vec::with_capacity(meta.len() as usize);
+        // One byte more than allowed tells a file that grew since it was measured.
+        file.take(MAX_CORPUS_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(TrainError::io("read the data file", path.to_path_buf()))?;
+        if bytes.len() as u64 > MAX_CORPUS_BYTES {
+            return Err(TrainError::Data(format!(
+                "data file `{}` grew past {MAX_CORPUS_BYTES} bytes while it was read",
+                path.display()
+            )));
+        }
         let text = String::from_utf8(bytes).map_err(|e| {
             TrainError::Data(format!(
                 "data file `{}` is not UTF-8 text ({e})",
@@ -97,10 +135,25 @@ impl Corpus {
             return Err("the corpus is empty".into());
         }
         let vocab = Vocab::from_text(text);
-        let ids = vocab.encode(text).expect("vocab built from the same text");
-        let n = ids.len();
+        if vocab.len() > crate::config::MAX_VOCAB {
+            return Err(format!(
+                "the corpus has {} distinct characters; a model holds at most {} (token ids are 16-bit)",
+                vocab.len(),
+                crate::config::MAX_VOCAB
+            ));
+        }
+        if vocab.len() < 2 {
+            return Err(format!(
+                "the corpus has a single distinct character ({:?}): there is nothing to predict",
+                vocab.tokens[0]
+            ));
+        }
+        let mut train = vocab
+            .encode(text)
+            .ok_or("a character outside the vocabulary built from the same text")?;
+        let n = train.len();
         let n_train = n * 9 / 10;
-        let (train, val) = (ids[..n_train].to_vec(), ids[n_train..].to_vec());
+        let val = train.split_off(n_train);
         // A window needs ctx_len + 1 tokens (inputs and shifted targets) in each split.
         if val.len() < ctx_len + 1 || train.len() < ctx_len + 1 {
             return Err(format!(
@@ -184,6 +237,21 @@ mod tests {
         assert!(c.vocab.tokens.windows(2).all(|w| w[0] < w[1]));
         assert_eq!(c.train.len() + c.val.len(), text.chars().count());
         assert_eq!(c.train.len(), text.chars().count() * 9 / 10);
+    }
+
+    #[test]
+    fn one_distinct_character_is_refused() {
+        let e = Corpus::from_text(&"a".repeat(1000), 8).unwrap_err();
+        assert!(e.contains("single distinct character"), "{e}");
+    }
+
+    #[test]
+    fn more_characters_than_token_ids_are_refused() {
+        let text: String = (0x4e00u32..0x4e00 + 70_000)
+            .filter_map(char::from_u32)
+            .collect();
+        let e = Corpus::from_text(&text, 8).unwrap_err();
+        assert!(e.contains("distinct characters"), "{e}");
     }
 
     #[test]

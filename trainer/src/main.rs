@@ -33,8 +33,10 @@ enum Qat {
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Cli {
-    /// UTF-8 text corpus; first 90% of its characters train, the last 10% validate
-    /// (default: tiny Shakespeare where this project's workplace keeps it)
+    /// UTF-8 text corpus (any text file up to 256 MiB); the first 90% of its characters
+    /// train, the last 10% validate (default: tiny Shakespeare where this project's workplace
+    /// keeps it; it is public at
+    /// https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt)
     #[arg(long, default_value = "../shared/data/tinyshakespeare.txt")]
     data: PathBuf,
     /// model size and schedule to start from (flags below override single values)
@@ -199,6 +201,14 @@ fn build_spec(cli: &Cli) -> Result<(RunSpec, Corpus), TrainError> {
     model.vocab_size = model.vocab_size.max(1);
     model.validate()?;
     tc.validate()?;
+    tc.validate_for(&model)?;
+    // A file where the run directory should be: say so before reading the corpus.
+    if cli.out.exists() && !cli.out.is_dir() {
+        return Err(TrainError::Config(format!(
+            "--out `{}` is a file, not a run directory",
+            cli.out.display()
+        )));
+    }
 
     let corpus = Corpus::load(&cli.data, model.ctx_len)?;
     if cli.resume {
@@ -212,6 +222,7 @@ fn build_spec(cli: &Cli) -> Result<(RunSpec, Corpus), TrainError> {
         runinfo::check_resume(&saved, &model, &tc)?;
     } else {
         model.vocab_size = corpus.vocab.len();
+        model.validate()?;
         if cli.out.join("config.json").exists() {
             return Err(TrainError::Config(format!(
                 "`{}` already holds a run; pass --resume to continue it or choose another --out",

@@ -91,6 +91,96 @@ fn bad_inputs_fail_with_one_line() {
     let _ = std::fs::remove_dir_all(&d);
 }
 
+/// Issue 15's trainer cases: overrides far out of range, a 2 GB corpus, /dev/zero, a corpus
+/// that is not UTF-8 or has one distinct character, `--steps 0`, an output dir that is a file.
+/// Each one line, before any allocation the input could make huge.
+#[test]
+fn hostile_inputs_fail_with_one_line() {
+    let d = tmp("hostile");
+    let good = corpus(&d, &"to be or not to be, that is the question. ".repeat(40));
+    let good = good.to_str().unwrap();
+    let out = d.join("run");
+    let out = out.to_str().unwrap();
+
+    for (flag, value, needle) in [
+        ("--d-model", "1000000000", "d_model"),
+        ("--layers", "1000000000000", "layers"),
+        ("--ffn", "4294967296", "ffn"),
+        ("--ctx", "100000000", "ctx"),
+        ("--ctx", "32768", "attention scores"),
+        ("--batch", "1000000000000", "tokens per step"),
+        ("--val-batches", "1000000000", "validation tokens"),
+        ("--steps", "18446744073709551615", "steps"),
+        ("--steps", "0", "steps"),
+        ("--weight-decay", "NaN", "weight decay"),
+        ("--grad-clip", "inf", "grad clip"),
+        ("--lr", "1e999", "lr"),
+        ("--dropout", "NaN", "dropout"),
+    ] {
+        expect_error(&tiny(good, out, &[flag, value]), needle);
+    }
+    // Within each limit, too many parameters together.
+    expect_error(
+        &tiny(
+            good,
+            out,
+            &[
+                "--d-model",
+                "32768",
+                "--heads",
+                "128",
+                "--kv-heads",
+                "128",
+                "--layers",
+                "1024",
+            ],
+        ),
+        "parameters",
+    );
+
+    expect_error(&tiny("/dev/zero", out, &[]), "not a regular file");
+    expect_error(&tiny(d.to_str().unwrap(), out, &[]), "not a regular file");
+    // A sparse 2 GB file: refused from its size, nothing read.
+    let big = d.join("big.txt");
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(2_000_000_000)
+        .unwrap();
+    expect_error(&tiny(big.to_str().unwrap(), out, &[]), "more than");
+    let latin1 = d.join("latin1.txt");
+    let mut bytes = b"caf\xe9 ".repeat(500);
+    bytes.extend(b"\xff\xfe");
+    std::fs::write(&latin1, bytes).unwrap();
+    expect_error(&tiny(latin1.to_str().unwrap(), out, &[]), "not UTF-8");
+    let single = d.join("single.txt");
+    std::fs::write(&single, "a".repeat(5000)).unwrap();
+    expect_error(
+        &tiny(single.to_str().unwrap(), out, &[]),
+        "single distinct character",
+    );
+    // The default corpus's error says where tiny Shakespeare comes from.
+    let missing = d.join("tinyshakespeare.txt");
+    expect_error(
+        &tiny(missing.to_str().unwrap(), out, &[]),
+        "karpathy/char-rnn",
+    );
+
+    // An output "directory" that is a file is refused, and left alone.
+    let file = d.join("a-file");
+    std::fs::write(&file, "keep").unwrap();
+    expect_error(&tiny(good, file.to_str().unwrap(), &[]), "is a file");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep");
+    expect_error(
+        &tiny(good, file.to_str().unwrap(), &["--resume"]),
+        "no run to resume",
+    );
+    assert!(
+        !Path::new(out).exists(),
+        "a refused run created its output dir"
+    );
+    let _ = std::fs::remove_dir_all(&d);
+}
+
 /// An absurd learning rate blows the weights up: the run stops with a clear error and the
 /// last good checkpoint stays.
 #[test]

@@ -1,6 +1,7 @@
 //! Board `pico2`: Raspberry Pi Pico 2 (RP2350, Cortex-M33 at 150 MHz).
 //!
-//! - text: UART0, TX on GP0 (pin 1), RX on GP1 (pin 2), 115200 baud 8N1;
+//! - text: USB CDC serial (the chat port, VID:PID 16c0:27dd) and UART0, TX on GP0 (pin 1),
+//!   RX on GP1 (pin 2), 115200 baud 8N1: the chat reads both and writes both;
 //! - LED: GP25 (the green LED on the board);
 //! - defmt: RTT, read by `probe-rs run` (the runner of `cargo run`);
 //! - failures: one text line on UART0 and a defmt error, then the LED blinks the
@@ -8,10 +9,24 @@
 //!   breakpoint so that `probe-rs run` prints a backtrace and exits);
 //! - cost: DWT CYCCNT, core clock cycles.
 
+use core::cell::RefCell;
+use core::convert::Infallible;
 use core::fmt::Write as _;
 
+use embedded_hal::digital::OutputPin as _;
+
+use critical_section::Mutex;
 use defmt_rtt as _;
 use rp235x_hal as hal;
+use runtime::chat::{Clock, Terminal};
+use usb_device::class_prelude::UsbBusAllocator;
+use usb_device::prelude::{
+    StringDescriptors, UsbDevice, UsbDeviceBuilder, UsbDeviceState, UsbVidPid,
+};
+use usb_device::LangID;
+use usbd_serial::SerialPort;
+
+use hal::pac::interrupt;
 
 use hal::clocks::Clock as _;
 use hal::fugit::RateExtU32 as _;
@@ -20,7 +35,7 @@ use hal::gpio::{FunctionSioOutput, FunctionUart, Pin, PullDown};
 use hal::uart::{DataBits, StopBits, UartConfig, UartPeripheral};
 
 use crate::cost::CostCounter;
-use crate::fault::Fatal;
+use crate::fault::{self, Fatal};
 
 /// Name of the board in logs.
 pub const NAME: &str = "pico2 rp2350";
@@ -98,6 +113,40 @@ pub fn init() -> Board {
     };
     let led = pins.gpio25.into_push_pull_output();
 
+    // USB CDC serial, polled from its interrupt so that enumeration and control requests get
+    // answers while a token is being computed.
+    let usb_bus = hal::usb::UsbBus::new(
+        pac.USB,
+        pac.USB_DPRAM,
+        clocks.usb_clock,
+        true,
+        &mut pac.RESETS,
+    );
+    let Some(bus) =
+        cortex_m::singleton!(: UsbBusAllocator<hal::usb::UsbBus> = UsbBusAllocator::new(usb_bus))
+    else {
+        halt_blinking(1)
+    };
+    let bus: &'static UsbBusAllocator<hal::usb::UsbBus> = bus;
+    let serial = SerialPort::new(bus);
+    let Ok(builder) =
+        UsbDeviceBuilder::new(bus, USB_VID_PID).strings(&[StringDescriptors::new(LangID::EN_US)
+            .manufacturer("bitnet-mcu")
+            .product("BitNet b1.58 chat")
+            .serial_number("PICO2")])
+    else {
+        halt_blinking(1)
+    };
+    let Ok(builder) = builder.max_packet_size_0(64) else {
+        halt_blinking(1)
+    };
+    let device = builder.device_class(usbd_serial::USB_CLASS_CDC).build();
+    critical_section::with(|cs| {
+        USB.borrow_ref_mut(cs).replace(Usb { device, serial });
+    });
+    // SAFETY: the handler only touches USB, which is shared through a critical section.
+    unsafe { cortex_m::peripheral::NVIC::unmask(hal::pac::Interrupt::USBCTRL_IRQ) };
+
     core.DCB.enable_trace();
     core.DWT.enable_cycle_counter();
     defmt::info!("system clock {} Hz", clocks.system_clock.freq().to_Hz());
@@ -105,6 +154,143 @@ pub fn init() -> Board {
         uart,
         led,
         cost: DwtCycles { high: 0, last: 0 },
+    }
+}
+
+/// A board keeps serving after Ctrl-D.
+pub const EXIT_ON_END: bool = false;
+
+/// pid.codes' shared VID:PID for CDC-ACM serial devices (the rp-hal examples use it too).
+const USB_VID_PID: UsbVidPid = UsbVidPid(0x16c0, 0x27dd);
+
+/// The USB device and its CDC-ACM class, shared with `USBCTRL_IRQ`.
+struct Usb {
+    device: UsbDevice<'static, hal::usb::UsbBus>,
+    serial: SerialPort<'static, hal::usb::UsbBus>,
+}
+
+static USB: Mutex<RefCell<Option<Usb>>> = Mutex::new(RefCell::new(None));
+
+#[interrupt]
+fn USBCTRL_IRQ() {
+    critical_section::with(|cs| {
+        if let Some(usb) = USB.borrow_ref_mut(cs).as_mut() {
+            usb.device.poll(&mut [&mut usb.serial]);
+        }
+    });
+}
+
+/// The chat's terminal: USB CDC serial and UART0 together (echo, CRLF line ends), and the
+/// DWT cycle counter.
+pub struct Console {
+    uart: Uart,
+    cost: DwtCycles,
+}
+
+/// The board's text ports as a chat terminal; the LED lights and stays on: the chat is served.
+pub fn console(board: Board) -> Console {
+    let mut led = board.led;
+    let _ = led.set_high();
+    Console {
+        uart: board.uart,
+        cost: board.cost,
+    }
+}
+
+/// How long a write to USB may wait for the host to take data (then the rest is dropped, so
+/// that a host that opened the port but stopped reading cannot stall the board): 100 ms.
+const USB_WRITE_PATIENCE_CYCLES: u64 = 15_000_000;
+
+impl Console {
+    /// Writes `bytes` to USB when a terminal has the port open (DTR set), waiting at most
+    /// [`USB_WRITE_PATIENCE_CYCLES`] for room.
+    fn write_usb(&mut self, mut bytes: &[u8]) {
+        let start = self.cost.now();
+        while !bytes.is_empty() {
+            let written = critical_section::with(|cs| {
+                let mut usb = USB.borrow_ref_mut(cs);
+                let usb = usb.as_mut()?;
+                if usb.device.state() != UsbDeviceState::Configured || !usb.serial.dtr() {
+                    return None;
+                }
+                Some(usb.serial.write(bytes).unwrap_or(0))
+            });
+            match written {
+                None => return,
+                Some(n) => bytes = bytes.get(n..).unwrap_or(&[]),
+            }
+            if self.cost.now().wrapping_sub(start) > USB_WRITE_PATIENCE_CYCLES {
+                return;
+            }
+        }
+    }
+}
+
+impl Terminal for Console {
+    type Error = Infallible;
+
+    fn write(&mut self, bytes: &[u8]) -> Result<(), Infallible> {
+        self.uart.write_full_blocking(bytes);
+        self.write_usb(bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), Infallible> {
+        let start = self.cost.now();
+        loop {
+            let done = critical_section::with(|cs| {
+                USB.borrow_ref_mut(cs)
+                    .as_mut()
+                    .is_none_or(|usb| !usb.serial.dtr() || usb.serial.flush().is_ok())
+            });
+            if done || self.cost.now().wrapping_sub(start) > USB_WRITE_PATIENCE_CYCLES {
+                return Ok(());
+            }
+        }
+    }
+
+    fn read(&mut self) -> Option<u8> {
+        let mut byte = [0u8; 1];
+        let usb = critical_section::with(|cs| {
+            let mut usb = USB.borrow_ref_mut(cs);
+            match usb.as_mut()?.serial.read(&mut byte) {
+                Ok(1) => Some(byte[0]),
+                _ => None,
+            }
+        });
+        if usb.is_some() {
+            return usb;
+        }
+        if self.uart.uart_is_readable() {
+            if let Ok(1) = self.uart.read_raw(&mut byte) {
+                return Some(byte[0]);
+            }
+        }
+        None
+    }
+
+    fn now(&mut self) -> u64 {
+        self.cost.now()
+    }
+
+    fn clock(&self) -> Clock {
+        Clock {
+            per_second: DwtCycles::PER_SECOND,
+            unit: DwtCycles::UNIT,
+            note: "DWT cycle counter at 150 MHz",
+        }
+    }
+
+    fn echo(&self) -> bool {
+        true
+    }
+
+    fn crlf(&self) -> bool {
+        true
+    }
+
+    fn stack_used(&mut self) -> Option<usize> {
+        Some(fault::stack_high_water())
     }
 }
 

@@ -1,6 +1,7 @@
 //! Board `qemu`: QEMU `mps2-an505` (Cortex-M33, Secure state).
 //!
-//! - text: CMSDK UART0 (`0x5020_0000`) → QEMU's stdout with `-nographic`;
+//! - text: CMSDK UART0 (`0x5020_0000`) → QEMU's stdout with `-nographic`; its receiver reads
+//!   QEMU's stdin in interactive mode (`run-qemu.sh --serial`), where Ctrl-D ends the run;
 //! - LED: FPGAIO LED0 (`0x5030_2000`, bit 0);
 //! - defmt frames: a host file `defmt.bin` in QEMU's working directory, written through
 //!   semihosting (decode with `defmt-print -e ELF < defmt.bin`);
@@ -16,8 +17,10 @@ use cortex_m::peripheral::syst::SystClkSource;
 use cortex_m::peripheral::SYST;
 use cortex_m_rt::exception;
 
+use runtime::chat::{Clock, Terminal};
+
 use crate::cost::CostCounter;
-use crate::fault::Fatal;
+use crate::fault::{self, Fatal};
 
 /// Name of the board in logs.
 pub const NAME: &str = "qemu mps2-an505";
@@ -39,6 +42,62 @@ pub fn init() -> Board {
         uart: CmsdkUart::new(),
         led: FpgaLed,
         cost: IcountSysTick::start(core.SYST),
+    }
+}
+
+/// Interactive mode exits QEMU when the input ends (Ctrl-D, sent by `run-qemu.sh --serial`
+/// when its stdin ends).
+pub const EXIT_ON_END: bool = true;
+
+/// The chat's terminal: the UART (echo, CRLF line ends, as a serial terminal expects) and the
+/// instruction counter.
+pub struct Console {
+    uart: CmsdkUart,
+    cost: IcountSysTick,
+}
+
+/// The board's text port as a chat terminal.
+pub fn console(board: Board) -> Console {
+    Console {
+        uart: board.uart,
+        cost: board.cost,
+    }
+}
+
+impl Terminal for Console {
+    type Error = Infallible;
+
+    fn write(&mut self, bytes: &[u8]) -> Result<(), Infallible> {
+        bytes.iter().for_each(|&b| self.uart.write_byte(b));
+        Ok(())
+    }
+
+    fn read(&mut self) -> Option<u8> {
+        self.uart.read_byte()
+    }
+
+    fn now(&mut self) -> u64 {
+        self.cost.now()
+    }
+
+    fn clock(&self) -> Clock {
+        Clock {
+            per_second: IcountSysTick::PER_SECOND,
+            unit: IcountSysTick::UNIT,
+            note: "QEMU instructions taken as 150 MHz cycles: an estimate",
+        }
+    }
+
+    fn echo(&self) -> bool {
+        true
+    }
+
+    fn crlf(&self) -> bool {
+        true
+    }
+
+    fn stack_used(&mut self) -> Option<usize> {
+        Some(fault::stack_high_water())
     }
 }
 
@@ -65,7 +124,7 @@ fn exit(code: i32) -> ! {
 
 // ----------------------------------------------------------------------------- UART
 
-/// CMSDK APB UART0 of the AN505, transmit only.
+/// CMSDK APB UART0 of the AN505 (no FIFOs: one byte each way).
 pub struct CmsdkUart {
     base: *mut u32,
 }
@@ -77,7 +136,9 @@ impl CmsdkUart {
     const CTRL: usize = 2;
     const BAUDDIV: usize = 4;
     const STATE_TX_FULL: u32 = 1;
+    const STATE_RX_FULL: u32 = 2;
     const CTRL_TX_ENABLE: u32 = 1;
+    const CTRL_RX_ENABLE: u32 = 2;
 
     fn new() -> Self {
         let uart = CmsdkUart {
@@ -86,7 +147,8 @@ impl CmsdkUart {
         // SAFETY: memory-mapped registers of the UART, owned by this driver only.
         unsafe {
             uart.reg(Self::BAUDDIV).write_volatile(16);
-            uart.reg(Self::CTRL).write_volatile(Self::CTRL_TX_ENABLE);
+            uart.reg(Self::CTRL)
+                .write_volatile(Self::CTRL_TX_ENABLE | Self::CTRL_RX_ENABLE);
         }
         uart
     }
@@ -101,6 +163,20 @@ impl CmsdkUart {
         unsafe {
             while self.reg(Self::STATE).read_volatile() & Self::STATE_TX_FULL != 0 {}
             self.reg(Self::DATA).write_volatile(u32::from(byte));
+        }
+    }
+}
+
+impl CmsdkUart {
+    /// The received byte, if one is waiting. (QEMU holds further input back until it is
+    /// read: nothing is lost.)
+    fn read_byte(&mut self) -> Option<u8> {
+        // SAFETY: see `new`.
+        unsafe {
+            if self.reg(Self::STATE).read_volatile() & Self::STATE_RX_FULL == 0 {
+                return None;
+            }
+            Some(self.reg(Self::DATA).read_volatile() as u8)
         }
     }
 }

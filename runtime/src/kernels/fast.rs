@@ -83,3 +83,35 @@ pub fn int8_dot(a: &[i8], b: &[i8]) -> i32 {
     }
     s
 }
+
+/// Same contract as [`reference::int8_matvec`](super::reference::int8_matvec): [`int8_dot`]
+/// per row.
+pub fn int8_matvec(m: &[i8], stride: usize, x: &[i8], y: &mut [i32]) {
+    let len = x.len();
+    for (r, out) in y.iter_mut().enumerate() {
+        *out = m
+            .get(r * stride..r * stride + len)
+            .map_or(0, |row| int8_dot(row, x));
+    }
+}
+
+/// Same contract as [`reference::int8_weighted_sum`](super::reference::int8_weighted_sum):
+/// position by position, zero coefficients skipped (softmax weights underflow to zero far from
+/// the maximum). Written so that a compiler vectorizes the inner loop (the x86-64 AVX2 variant
+/// is this body compiled with AVX2 enabled).
+#[inline(always)]
+pub fn int8_weighted_sum(coef: &[i32], v: &[i8], stride: usize, acc: &mut [i64]) {
+    acc.iter_mut().for_each(|a| *a = 0);
+    let hd = acc.len();
+    for (s, c) in coef.iter().enumerate() {
+        let cs = *c as i64;
+        if cs == 0 {
+            continue;
+        }
+        if let Some(vs) = v.get(s * stride..s * stride + hd) {
+            for (a, v) in acc.iter_mut().zip(vs) {
+                *a += cs * *v as i64;
+            }
+        }
+    }
+}

@@ -1,23 +1,157 @@
-//! Integer kernels: each has a plain scalar reference twin (`reference`) and the variant the
-//! runtime calls (`fast`). One shared test suite (below) demands exact equality between them on
-//! random and extreme inputs. On Arm cores with the DSP extension (`cfg(runtime_dsp)`, set by
-//! `build.rs`: stable Rust does not expose the `dsp` target feature to `cfg`) the ternary
-//! matvec is [`dsp::ternary_matvec`] (`SMLAD`); everywhere else it is [`fast::ternary_matvec`].
+//! Integer kernels, tract/candle style: a plain scalar [`reference`](mod@reference) twin for each, a portable
+//! optimized variant ([`fast`]; [`dsp`] on Arm cores with the DSP extension), per-architecture
+//! SIMD variants (`x86_64`: AVX2 and AVX-512 VNNI; `aarch64`: NEON), and one shared test suite
+//! that demands exact equality between all of them on random and extreme inputs.
+//!
+//! The functions exported here ([`ternary_matvec`], [`ternary_matmul`], [`int8_matvec`],
+//! [`int8_weighted_sum`], [`int8_dot`]) pick the variant at run time ([`dispatch`]: `CPUID` on x86-64, no `std`
+//! needed); [`force_portable`] and [`set_level`] override the choice. Integer sums are exact in
+//! any order, so every variant returns the same bits and the choice never changes an output.
+//!
+//! On Arm cores with the DSP extension (`cfg(runtime_dsp)`, set by `build.rs`: stable Rust
+//! does not expose the `dsp` target feature to `cfg`) the portable ternary matvec is
+//! [`dsp::ternary_matvec`] (`SMLAD`); everywhere else it is [`fast::ternary_matvec`].
 //!
 //! Ternary code mapping (2-bit two's complement, 4 weights per byte, weight `j` of a row in bits
 //! `2·(j % 4)` of byte `j / 4`): `0b00 = 0`, `0b01 = +1`, `0b11 = −1`; `0b10` never occurs
 //! (the loader refuses it). Sign-extending a 2-bit field is one `SBFX` on Cortex-M33 or a
 //! shift-left / arithmetic-shift-right pair anywhere, so decoding needs no table and no branch.
 
+#[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+pub mod aarch64;
+pub mod dispatch;
 pub mod dsp;
 pub mod fast;
 pub mod reference;
+pub mod softmax;
+#[cfg(target_arch = "x86_64")]
+pub mod x86_64;
+
+pub use dispatch::{detected, force_portable, level, set_level, supported_levels, Level};
+pub use fast::int8_dot;
+pub use softmax::{attention_scores, softmax_coefficients};
 
 #[cfg(runtime_dsp)]
-pub use dsp::ternary_matvec;
-pub use fast::int8_dot;
+use dsp::ternary_matvec as portable_ternary_matvec;
 #[cfg(not(runtime_dsp))]
-pub use fast::ternary_matvec;
+use fast::ternary_matvec as portable_ternary_matvec;
+
+/// Tokens whose activations one [`ternary_matmul`] pass permutes at once.
+const MATMUL_TILE: usize = 64;
+/// Columns per pass of the SIMD matrix kernels.
+const MATMUL_PASS: usize = 1024;
+
+/// Scratch bytes [`ternary_matmul`] wants for rows of `cols` (padded) columns and a block of
+/// `block` tokens: `min(block, 64) · roundup(min(cols, 1024), 128)`. With less it still runs,
+/// token by token.
+pub const fn matmul_scratch_bytes(cols: usize, block: usize) -> usize {
+    let t = if block < MATMUL_TILE {
+        block
+    } else {
+        MATMUL_TILE
+    };
+    let c = if cols < MATMUL_PASS {
+        cols
+    } else {
+        MATMUL_PASS
+    };
+    t.saturating_mul(c.div_ceil(128).saturating_mul(128))
+}
+
+/// `y[r] = Σ_j W[r][j] · x[j]` for a 2-bit ternary matrix (the contract of
+/// [`reference::ternary_matvec`]). Shapes: `w [rows][row_bytes]`, `x [row_bytes·4]`,
+/// `y [rows]`.
+#[inline]
+pub fn ternary_matvec(w: &[u8], row_bytes: usize, x: &[i8], y: &mut [i32]) {
+    #[cfg(target_arch = "x86_64")]
+    if x86_64::row_bytes_ok(row_bytes) {
+        match level() {
+            // SAFETY: `level()` only reports levels the CPU supports.
+            Level::Avx512Vnni => return unsafe { x86_64::ternary_matvec_vnni(w, row_bytes, x, y) },
+            // SAFETY: as above.
+            Level::Avx2 => return unsafe { x86_64::ternary_matvec_avx2(w, row_bytes, x, y) },
+            _ => {}
+        }
+    }
+    #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+    if aarch64::row_bytes_ok(row_bytes) && level() == Level::Neon {
+        return aarch64::ternary_matvec_neon(w, row_bytes, x, y);
+    }
+    portable_ternary_matvec(w, row_bytes, x, y)
+}
+
+/// `Y[t] = W · X[t]` for a block of tokens, each weight row read once per block of up to 64
+/// tokens (the contract of [`reference::ternary_matmul`]). Shapes: `w [rows][row_bytes]`,
+/// `x [n][row_bytes·4]`, `y [n][rows]` (token-major), `scratch` of
+/// [`matmul_scratch_bytes`]`(row_bytes·4, n)` bytes (its contents are overwritten).
+#[inline]
+pub fn ternary_matmul(w: &[u8], row_bytes: usize, x: &[i8], y: &mut [i32], scratch: &mut [i8]) {
+    let _ = &scratch;
+    #[cfg(target_arch = "x86_64")]
+    if x86_64::row_bytes_ok(row_bytes) {
+        let n = x.len() / (row_bytes * 4);
+        if scratch.len() >= matmul_scratch_bytes(row_bytes * 4, n) {
+            match level() {
+                // SAFETY: `level()` only reports levels the CPU supports.
+                Level::Avx512Vnni => {
+                    return unsafe { x86_64::ternary_matmul_vnni(w, row_bytes, x, y, scratch) }
+                }
+                // SAFETY: as above.
+                Level::Avx2 => {
+                    return unsafe { x86_64::ternary_matmul_avx2(w, row_bytes, x, y, scratch) }
+                }
+                _ => {}
+            }
+        }
+    }
+    if row_bytes == 0 {
+        return;
+    }
+    let rows = w.len() / row_bytes;
+    if rows == 0 {
+        return;
+    }
+    for (xt, yt) in x.chunks_exact(row_bytes * 4).zip(y.chunks_exact_mut(rows)) {
+        ternary_matvec(w, row_bytes, xt, yt);
+    }
+}
+
+/// `y[r] = Σ_j m[r·stride + j] · x[j]` for `j < x.len()` (the contract of
+/// [`reference::int8_matvec`]): attention scores against the keys of one KV head, the LM head
+/// against the embedding rows.
+#[inline]
+pub fn int8_matvec(m: &[i8], stride: usize, x: &[i8], y: &mut [i32]) {
+    if y.is_empty() || m.len() < (y.len() - 1).saturating_mul(stride).saturating_add(x.len()) {
+        return fast::int8_matvec(m, stride, x, y);
+    }
+    #[cfg(target_arch = "x86_64")]
+    if matches!(level(), Level::Avx2 | Level::Avx512Vnni) {
+        // SAFETY: `level()` only reports levels the CPU supports.
+        return unsafe { x86_64::int8_matvec_avx2(m, stride, x, y) };
+    }
+    #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+    if level() == Level::Neon {
+        return aarch64::int8_matvec_neon(m, stride, x, y);
+    }
+    fast::int8_matvec(m, stride, x, y)
+}
+
+/// `acc[i] = Σ_s coef[s] · v[s·stride + i]` (the contract of
+/// [`reference::int8_weighted_sum`]): the attention's value accumulation.
+#[inline]
+pub fn int8_weighted_sum(coef: &[i32], v: &[i8], stride: usize, acc: &mut [i64]) {
+    #[cfg(target_arch = "x86_64")]
+    match level() {
+        // SAFETY: `level()` only reports levels the CPU supports.
+        Level::Avx512Vnni => {
+            return unsafe { x86_64::int8_weighted_sum_avx512(coef, v, stride, acc) }
+        }
+        // SAFETY: as above.
+        Level::Avx2 => return unsafe { x86_64::int8_weighted_sum_avx2(coef, v, stride, acc) },
+        _ => {}
+    }
+    fast::int8_weighted_sum(coef, v, stride, acc)
+}
 
 /// Decodes one 2-bit ternary code (`0b10` is treated as 0; the loader never lets it through).
 #[inline(always)]

@@ -32,3 +32,34 @@ pub fn int8_dot(a: &[i8], b: &[i8]) -> i32 {
     }
     acc
 }
+
+/// `Y[t] = W · X[t]` for a block of `n` tokens: [`ternary_matvec`] per token. Shapes:
+/// `w [rows][row_bytes]`, `x [n][row_bytes·4]`, `y [n][rows]` (token-major).
+pub fn ternary_matmul(w: &[u8], row_bytes: usize, x: &[i8], y: &mut [i32]) {
+    let rows = w.len() / row_bytes;
+    for (xt, yt) in x.chunks_exact(row_bytes * 4).zip(y.chunks_exact_mut(rows)) {
+        ternary_matvec(w, row_bytes, xt, yt);
+    }
+}
+
+/// `y[r] = Σ_j m[r·stride + j] · x[j]` for `j < x.len()`: [`int8_dot`] against rows that start
+/// `stride` elements apart (keys of one KV head across positions, the embedding rows).
+pub fn int8_matvec(m: &[i8], stride: usize, x: &[i8], y: &mut [i32]) {
+    let len = x.len();
+    for (r, out) in y.iter_mut().enumerate() {
+        *out = int8_dot(&m[r * stride..r * stride + len], x);
+    }
+}
+
+/// `acc[i] = Σ_s coef[s] · v[s·stride + i]` for `i < acc.len()`, `s < coef.len()`: the
+/// attention's value accumulation over one KV head's positions.
+///
+/// Overflow: `|coef| ≤ 2^24`, `|v| ≤ 2^7`, `s < 2^15`, so `|acc| < 2^46`.
+pub fn int8_weighted_sum(coef: &[i32], v: &[i8], stride: usize, acc: &mut [i64]) {
+    for (i, a) in acc.iter_mut().enumerate() {
+        *a = 0;
+        for (s, c) in coef.iter().enumerate() {
+            *a += *c as i64 * v[s * stride + i] as i64;
+        }
+    }
+}

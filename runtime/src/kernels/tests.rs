@@ -1,6 +1,6 @@
 //! One suite for every kernel implementation: each must equal the scalar reference exactly.
 
-use super::{decode_ternary, dsp, encode_ternary, fast, reference};
+use super::{decode_ternary, dsp, encode_ternary, fast, reference, Level};
 use crate::format::{ternary_row_bytes, MAX_WIDTH};
 use std::vec;
 use std::vec::Vec;
@@ -32,12 +32,72 @@ fn pack(weights: &[i8], rows: usize, cols: usize) -> (Vec<u8>, usize) {
 
 type MatVec = fn(&[u8], usize, &[i8], &mut [i32]);
 type Dot = fn(&[i8], &[i8]) -> i32;
-const MATVECS: &[(&str, MatVec)] = &[
-    ("fast", fast::ternary_matvec),
-    ("dsp lanes (portable SMLAD)", dsp::ternary_matvec_lanes),
-    #[cfg(runtime_dsp)]
-    ("dsp", dsp::ternary_matvec),
-];
+type Int8MatVec = fn(&[i8], usize, &[i8], &mut [i32]);
+
+/// Runs `f` at `level` through the public dispatching entry points, or returns false when
+/// this CPU lacks the level. Levels are process-wide, but every level returns the same
+/// results, so tests running in parallel cannot disturb one another.
+fn at_level<R>(level: Level, f: impl FnOnce() -> R) -> Option<R> {
+    super::set_level(level).ok()?;
+    let r = f();
+    let _ = super::set_level(super::detected());
+    Some(r)
+}
+
+/// The matvec variants this CPU can run, by name.
+fn matvecs() -> Vec<(&'static str, MatVec)> {
+    let mut v: Vec<(&'static str, MatVec)> = vec![
+        ("fast", fast::ternary_matvec),
+        ("dsp lanes (portable SMLAD)", dsp::ternary_matvec_lanes),
+        #[cfg(runtime_dsp)]
+        ("dsp", dsp::ternary_matvec),
+    ];
+    #[cfg(target_arch = "x86_64")]
+    {
+        use super::x86_64 as x;
+        if Level::Avx2.supported() {
+            v.push(("avx2", |w, rb, xs, y| {
+                // SAFETY: AVX2 is supported (checked above).
+                unsafe { x::ternary_matvec_avx2(w, rb, xs, y) }
+            }));
+            v.push(("avx2 matmul (one token)", |w, rb, xs, y| {
+                let mut scratch = vec![0i8; super::matmul_scratch_bytes(rb * 4, 1)];
+                // SAFETY: as above.
+                unsafe { x::ternary_matmul_avx2(w, rb, xs, y, &mut scratch) }
+            }));
+        }
+        if Level::Avx512Vnni.supported() {
+            v.push(("avx512vnni", |w, rb, xs, y| {
+                // SAFETY: AVX-512 VNNI is supported (checked above).
+                unsafe { x::ternary_matvec_vnni(w, rb, xs, y) }
+            }));
+            v.push(("avx512vnni matmul (one token)", |w, rb, xs, y| {
+                let mut scratch = vec![0i8; super::matmul_scratch_bytes(rb * 4, 1)];
+                // SAFETY: as above.
+                unsafe { x::ternary_matmul_vnni(w, rb, xs, y, &mut scratch) }
+            }));
+        }
+    }
+    #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+    v.push(("neon", super::aarch64::ternary_matvec_neon));
+    v
+}
+
+/// The int8 matrix-vector variants this CPU can run.
+fn int8_matvecs() -> Vec<(&'static str, Int8MatVec)> {
+    let mut v: Vec<(&'static str, Int8MatVec)> = vec![("fast", fast::int8_matvec)];
+    #[cfg(target_arch = "x86_64")]
+    if Level::Avx2.supported() {
+        v.push(("avx2", |m, stride, x, y| {
+            // SAFETY: AVX2 is supported (checked above).
+            unsafe { super::x86_64::int8_matvec_avx2(m, stride, x, y) }
+        }));
+    }
+    #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+    v.push(("neon", super::aarch64::int8_matvec_neon));
+    v
+}
+
 const DOTS: [(&str, Dot); 1] = [("fast", fast::int8_dot)];
 
 fn check_matvec(weights: &[i8], rows: usize, cols: usize, x: &[i8]) {
@@ -53,10 +113,112 @@ fn check_matvec(weights: &[i8], rows: usize, cols: usize, x: &[i8]) {
             .sum();
         assert_eq!(want[r], d);
     }
-    for &(name, f) in MATVECS {
-        let mut got = vec![0i32; rows];
+    for (name, f) in matvecs() {
+        let mut got = vec![-7i32; rows];
         f(&w, rb, &xp, &mut got);
         assert_eq!(got, want, "{name} rows={rows} cols={cols}");
+    }
+    // Through the dispatcher at every level this CPU has.
+    for level in super::supported_levels() {
+        let got = at_level(level, || {
+            let mut got = vec![-7i32; rows];
+            super::ternary_matvec(&w, rb, &xp, &mut got);
+            got
+        });
+        if let Some(got) = got {
+            assert_eq!(got, want, "dispatch {level} rows={rows} cols={cols}");
+        }
+    }
+}
+
+/// A block of `n` tokens through every matrix kernel, against the reference token by token.
+fn check_matmul(weights: &[i8], rows: usize, cols: usize, xs: &[i8], n: usize) {
+    let (w, rb) = pack(weights, rows, cols);
+    let a = rb * 4;
+    let mut xp = vec![0i8; n * a];
+    for t in 0..n {
+        xp[t * a..t * a + cols].copy_from_slice(&xs[t * cols..(t + 1) * cols]);
+        // Padding activations may hold anything (the weights' padding codes are zero).
+        for (k, v) in xp[t * a + cols..(t + 1) * a].iter_mut().enumerate() {
+            *v = (k as i8).wrapping_mul(37);
+        }
+    }
+    let mut want = vec![0i32; n * rows];
+    reference::ternary_matmul(&w, rb, &xp, &mut want);
+    for t in 0..n {
+        let mut one = vec![0i32; rows];
+        reference::ternary_matvec(&w, rb, &xp[t * a..(t + 1) * a], &mut one);
+        assert_eq!(one, want[t * rows..(t + 1) * rows]);
+    }
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
+    let mut kernels: Vec<(&str, MatMul)> = vec![("dispatch", super::ternary_matmul)];
+    #[cfg(target_arch = "x86_64")]
+    {
+        if Level::Avx2.supported() {
+            kernels.push(("avx2", |w, rb, x, y, s| {
+                // SAFETY: AVX2 is supported (checked above).
+                unsafe { super::x86_64::ternary_matmul_avx2(w, rb, x, y, s) }
+            }));
+        }
+        if Level::Avx512Vnni.supported() {
+            kernels.push(("avx512vnni", |w, rb, x, y, s| {
+                // SAFETY: AVX-512 VNNI is supported (checked above).
+                unsafe { super::x86_64::ternary_matmul_vnni(w, rb, x, y, s) }
+            }));
+        }
+    }
+    for (name, f) in kernels {
+        let mut scratch = vec![1i8; super::matmul_scratch_bytes(a, n)];
+        let mut got = vec![-7i32; n * rows];
+        f(&w, rb, &xp, &mut got, &mut scratch);
+        assert_eq!(got, want, "{name} rows={rows} cols={cols} n={n}");
+    }
+    // Too little scratch: still exact (token by token).
+    let mut got = vec![-7i32; n * rows];
+    super::ternary_matmul(&w, rb, &xp, &mut got, &mut []);
+    assert_eq!(got, want, "no scratch rows={rows} cols={cols} n={n}");
+    for level in super::supported_levels() {
+        if let Some(got) = at_level(level, || {
+            let mut scratch = vec![0i8; super::matmul_scratch_bytes(a, n)];
+            let mut got = vec![-7i32; n * rows];
+            super::ternary_matmul(&w, rb, &xp, &mut got, &mut scratch);
+            got
+        }) {
+            assert_eq!(got, want, "dispatch {level} rows={rows} cols={cols} n={n}");
+        }
+    }
+}
+
+type MatMul = fn(&[u8], usize, &[i8], &mut [i32], &mut [i8]);
+
+/// `y[r] = m[r·stride..][..len] · x` through every variant.
+fn check_int8_matvec(m: &[i8], stride: usize, x: &[i8], rows: usize) {
+    let mut want = vec![0i32; rows];
+    reference::int8_matvec(m, stride, x, &mut want);
+    for (r, w) in want.iter().enumerate() {
+        let plain: i64 = (0..x.len())
+            .map(|j| m[r * stride + j] as i64 * x[j] as i64)
+            .sum();
+        assert_eq!(*w as i64, plain);
+    }
+    for (name, f) in int8_matvecs() {
+        let mut got = vec![-7i32; rows];
+        f(m, stride, x, &mut got);
+        assert_eq!(
+            got,
+            want,
+            "{name} len={} stride={stride} rows={rows}",
+            x.len()
+        );
+    }
+    for level in super::supported_levels() {
+        if let Some(got) = at_level(level, || {
+            let mut got = vec![-7i32; rows];
+            super::int8_matvec(m, stride, x, &mut got);
+            got
+        }) {
+            assert_eq!(got, want, "dispatch {level} len={}", x.len());
+        }
     }
 }
 
@@ -155,4 +317,307 @@ fn int8_dot_random_and_extremes() {
     check_dot(&vec![-128; n], &vec![-128; n]);
     check_dot(&vec![127; n], &vec![-128; n]);
     check_dot(&vec![127; n + 1], &vec![127; n + 1]);
+}
+
+#[test]
+fn ternary_matmul_random_blocks() {
+    let mut rng = Rng(0x5DEE_CE66_D1CE_4E5B);
+    for _ in 0..60 {
+        let rows = 1 + rng.below(11) as usize;
+        let cols = 1 + rng.below(600) as usize;
+        let n = 1 + rng.below(9) as usize;
+        let w: Vec<i8> = (0..rows * cols).map(|_| rng.below(3) as i8 - 1).collect();
+        let x: Vec<i8> = (0..n * cols).map(|_| rng.next() as i8).collect();
+        check_matmul(&w, rows, cols, &x, n);
+    }
+    // More tokens than one tile, rows wider than one pass.
+    for (rows, cols, n) in [(5, 128, 70), (3, 1100, 5), (4, 2048 + 64, 3), (2, 64, 130)] {
+        let w: Vec<i8> = (0..rows * cols).map(|_| rng.below(3) as i8 - 1).collect();
+        let x: Vec<i8> = (0..n * cols).map(|_| rng.next() as i8).collect();
+        check_matmul(&w, rows, cols, &x, n);
+    }
+}
+
+#[test]
+fn ternary_matmul_extremes() {
+    for (wv, xv) in [(1i8, 127i8), (1, -128), (-1, -128), (-1, 127)] {
+        for cols in [64, 128, 192, 1024 + 64, MAX_WIDTH as usize] {
+            let (rows, n) = (5, 3);
+            check_matmul(&vec![wv; rows * cols], rows, cols, &vec![xv; n * cols], n);
+        }
+    }
+}
+
+#[test]
+fn ternary_wide_passes_and_all_ones_rows() {
+    // Rows across the SIMD kernels' 1024-column passes, and whole rows of +1 / -1.
+    let mut rng = Rng(0x0123_4567_89AB_CDEF);
+    for cols in [960, 1024, 1088, 2047, 3000] {
+        for rows in [1, 4, 7] {
+            let w: Vec<i8> = (0..rows * cols)
+                .map(|i| if (i / cols) % 2 == 0 { 1 } else { -1 })
+                .collect();
+            let x: Vec<i8> = (0..cols).map(|_| rng.next() as i8).collect();
+            check_matvec(&w, rows, cols, &x);
+        }
+    }
+}
+
+#[test]
+fn int8_matvec_random_and_extremes() {
+    let mut rng = Rng(0x1357_9BDF_2468_ACE0);
+    for _ in 0..100 {
+        let len = rng.below(150) as usize;
+        let stride = len + rng.below(40) as usize;
+        let rows = rng.below(10) as usize;
+        let m: Vec<i8> = (0..rows * stride + len).map(|_| rng.next() as i8).collect();
+        let x: Vec<i8> = (0..len).map(|_| rng.next() as i8).collect();
+        check_int8_matvec(&m, stride, &x, rows);
+    }
+    let n = MAX_WIDTH as usize;
+    for (a, b) in [(-128i8, -128i8), (127, -128), (127, 127)] {
+        for len in [1, 15, 16, 17, 33, n] {
+            check_int8_matvec(&vec![a; 3 * len], len, &vec![b; len], 3);
+        }
+    }
+}
+
+#[test]
+fn dispatch_levels() {
+    let best = super::detected();
+    assert!(best.supported());
+    assert!(Level::Portable.supported());
+    let levels: Vec<Level> = super::supported_levels().collect();
+    assert_eq!(levels.first(), Some(&Level::Portable));
+    assert_eq!(levels.last(), Some(&best));
+    #[cfg(target_arch = "x86_64")]
+    {
+        assert!(!Level::Neon.supported());
+        assert_eq!(
+            super::set_level(Level::Neon),
+            Err(super::dispatch::Unsupported(Level::Neon))
+        );
+    }
+    #[cfg(target_arch = "aarch64")]
+    assert_eq!(best, Level::Neon);
+    at_level(Level::Portable, || {
+        assert_eq!(super::level(), Level::Portable)
+    })
+    .unwrap();
+}
+
+#[test]
+fn int8_weighted_sum_random_and_extremes() {
+    let mut rng = Rng(0xC0FF_EE00_1234_5678);
+    let check = |coef: &[i32], v: &[i8], stride: usize, hd: usize| {
+        let mut want = vec![0i64; hd];
+        reference::int8_weighted_sum(coef, v, stride, &mut want);
+        let mut got = vec![-3i64; hd];
+        fast::int8_weighted_sum(coef, v, stride, &mut got);
+        assert_eq!(got, want, "fast");
+        #[cfg(target_arch = "x86_64")]
+        if Level::Avx2.supported() {
+            let mut got = vec![-3i64; hd];
+            // SAFETY: AVX2 is supported (checked above).
+            unsafe { super::x86_64::int8_weighted_sum_avx2(coef, v, stride, &mut got) };
+            assert_eq!(got, want, "avx2");
+        }
+        #[cfg(target_arch = "x86_64")]
+        if Level::Avx512Vnni.supported() {
+            let mut got = vec![-3i64; hd];
+            // SAFETY: AVX-512 is supported (checked above).
+            unsafe { super::x86_64::int8_weighted_sum_avx512(coef, v, stride, &mut got) };
+            assert_eq!(got, want, "avx512");
+        }
+        for level in super::supported_levels() {
+            let got = at_level(level, || {
+                let mut got = vec![-3i64; hd];
+                super::int8_weighted_sum(coef, v, stride, &mut got);
+                got
+            });
+            assert_eq!(got, Some(want.clone()), "dispatch {level}");
+        }
+    };
+    for _ in 0..100 {
+        let hd = if rng.below(2) == 0 {
+            8 * (1 + rng.below(9) as usize)
+        } else {
+            1 + rng.below(70) as usize
+        };
+        let stride = hd + rng.below(3) as usize * hd;
+        let t = 1 + rng.below(140) as usize;
+        let coef: Vec<i32> = (0..t)
+            .map(|_| match rng.below(4) {
+                0 => 0,
+                _ => (rng.next() % (1 << 24)) as i32,
+            })
+            .collect();
+        let v: Vec<i8> = (0..t * stride).map(|_| rng.next() as i8).collect();
+        check(&coef, &v, stride, hd);
+    }
+    // Largest coefficients against -128 / +127 over the longest context.
+    let t = crate::format::MAX_CTX as usize;
+    for x in [-128i8, 127] {
+        check(&vec![1 << 24; t], &vec![x; t * 32], 32, 32);
+        check(&vec![-(1 << 24); t], &vec![x; t * 40], 40, 40);
+    }
+}
+
+#[test]
+fn softmax_coefficients_twins() {
+    use super::softmax::{softmax_coefficients, softmax_coefficients_scalar};
+    use crate::fixed::Dyadic;
+    let mut rng = Rng(0x0DDB_1A5E_5BAD_5EED);
+    // `vector`: whether the AVX-512 twin must take the inputs (else it declines with `None`).
+    let run_with = |scores: &[i64], v_scale: &[Dyadic], nkv: usize, vector: bool| {
+        let _ = vector; // only the x86-64 twin uses it
+        let len = scores.len();
+        let (mut s_want, mut c_want) = (scores.to_vec(), vec![-1i32; len]);
+        let want = softmax_coefficients_scalar(&mut s_want, &mut c_want, v_scale, nkv);
+        #[cfg(target_arch = "x86_64")]
+        if Level::Avx512Vnni.supported() {
+            let (mut s, mut c) = (scores.to_vec(), vec![-1i32; len]);
+            // SAFETY: the VNNI level (AVX-512 F/BW/VL/DQ/CD) is supported (checked above).
+            let got =
+                unsafe { super::x86_64::softmax_coefficients_avx512(&mut s, &mut c, v_scale, nkv) };
+            if vector {
+                assert_eq!(got, Some(want), "len {len} nkv {nkv}");
+                assert_eq!(
+                    (s, c),
+                    (s_want.clone(), c_want.clone()),
+                    "len {len} nkv {nkv}"
+                );
+            } else {
+                assert_eq!(got, None);
+            }
+        }
+        for level in super::supported_levels() {
+            let got = at_level(level, || {
+                let (mut s, mut c) = (scores.to_vec(), vec![-1i32; len]);
+                let r = softmax_coefficients(&mut s, &mut c, v_scale, nkv);
+                (r, s, c)
+            });
+            assert_eq!(got, Some((want, s_want.clone(), c_want.clone())), "{level}");
+        }
+    };
+    let normal = |rng: &mut Rng, lo: i32, hi: i32| Dyadic {
+        mant: (1 << 31) | (rng.next() as u32 >> 1),
+        exp: lo + rng.below((hi - lo + 1) as u64) as i32,
+    };
+    for _ in 0..300 {
+        let len = 1 + rng.below(150) as usize;
+        let nkv = 1 + rng.below(4) as usize;
+        // Scores in Q24 nats: a spread of a few nats, or tens (weights underflow), or extremes.
+        let spread: i64 = [1 << 24, 8 << 24, 40 << 24, 1 << 62][rng.below(4) as usize];
+        let base = rng.next() as i64 >> 3;
+        let scores: Vec<i64> = (0..len)
+            .map(|_| match rng.below(20) {
+                0 => -(1 << 62),
+                1 => 1 << 62,
+                _ => base.saturating_sub((rng.next() >> 1) as i64 % spread),
+            })
+            .collect();
+        let (lo, hi) =
+            [(-80, 20), (-2000, -1900), (1950, 2000), (-2000, 2000)][rng.below(4) as usize];
+        let v_scale: Vec<Dyadic> = (0..len * nkv)
+            .map(|_| match rng.below(10) {
+                0 => Dyadic::ZERO,
+                _ => normal(&mut rng, lo, hi),
+            })
+            .collect();
+        run_with(&scores, &v_scale, nkv, true);
+    }
+    // Every weight and scale zero; one key; the largest scales.
+    run_with(&[5, 5, 5], &[Dyadic::ZERO; 3], 1, true);
+    run_with(&[0], &[Dyadic::ONE], 1, true);
+    run_with(
+        &[7; 9],
+        &[Dyadic {
+            mant: u32::MAX,
+            exp: 2000,
+        }; 9],
+        1,
+        true,
+    );
+    // A non-normalized scale: the vector twin declines, the dispatcher still matches.
+    run_with(
+        &[0, -3, 9, 1 << 30],
+        &[Dyadic { mant: 3, exp: 0 }; 4],
+        1,
+        false,
+    );
+}
+
+#[test]
+fn attention_scores_twins() {
+    use super::softmax::{attention_scores, attention_scores_scalar};
+    use crate::fixed::Dyadic;
+    let mut rng = Rng(0xA77E_4710_5C0B_E5ED);
+    let run = |dots: &[i32], q: Dyadic, ks: &[Dyadic], nkv: usize, vector: bool| {
+        let _ = vector; // only the x86-64 twin uses it
+        let len = dots.len();
+        let mut want = vec![-1i64; len];
+        attention_scores_scalar(dots, q, ks, nkv, &mut want);
+        #[cfg(target_arch = "x86_64")]
+        if Level::Avx512Vnni.supported() {
+            let mut got = vec![-1i64; len];
+            // SAFETY: the VNNI level (AVX-512 F/BW/VL/DQ/CD) is supported (checked above).
+            let took =
+                unsafe { super::x86_64::attention_scores_avx512(dots, q, ks, nkv, &mut got) };
+            assert_eq!(took, vector);
+            if vector {
+                assert_eq!(got, want, "q {q:?}");
+            }
+        }
+        for level in super::supported_levels() {
+            let got = at_level(level, || {
+                let mut got = vec![-1i64; len];
+                attention_scores(dots, q, ks, nkv, &mut got);
+                got
+            });
+            assert_eq!(got.as_ref(), Some(&want), "{level}");
+        }
+    };
+    let normal = |rng: &mut Rng, lo: i32, hi: i32| Dyadic {
+        mant: (1 << 31) | (rng.next() as u32 >> 1),
+        exp: lo + rng.below((hi - lo + 1) as u64) as i32,
+    };
+    for _ in 0..400 {
+        let len = 1 + rng.below(140) as usize;
+        let nkv = 1 + rng.below(4) as usize;
+        // Exponent ranges: typical, shifts far right (0), far left (saturation), clamps.
+        let (lo, hi) = [
+            (-90, -40),
+            (-200, -100),
+            (-40, 40),
+            (-2000, 2000),
+            (1990, 2000),
+        ][rng.below(5) as usize];
+        let q = match rng.below(8) {
+            0 => Dyadic::ZERO,
+            _ => normal(&mut rng, lo / 2, hi / 2),
+        };
+        let ks: Vec<Dyadic> = (0..len * nkv)
+            .map(|_| match rng.below(8) {
+                0 => Dyadic::ZERO,
+                _ => normal(&mut rng, lo / 2, hi / 2),
+            })
+            .collect();
+        let dots: Vec<i32> = (0..len)
+            .map(|_| match rng.below(10) {
+                0 => 0,
+                1 => -(1 << 29),
+                2 => (1 << 29) - 1,
+                _ => (rng.next() as i32) >> (2 + rng.below(25)),
+            })
+            .collect();
+        run(&dots, q, &ks, nkv, true);
+    }
+    run(
+        &[5, -5],
+        Dyadic { mant: 7, exp: 0 },
+        &[Dyadic::ONE; 2],
+        1,
+        false,
+    );
 }

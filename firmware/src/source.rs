@@ -1,0 +1,51 @@
+//! Where the model comes from: the blob embedded at build time (`FIRMWARE_MODEL`) or the one
+//! flashed into the model partition; validated, and checked against the working-memory arena.
+
+use runtime::chat::{flashed_model, ModelProblem};
+use runtime::Model;
+
+use crate::{partition, settings};
+
+/// A model that passed every check, with the context its session runs with.
+pub struct Loaded {
+    /// The validated model, borrowed in place from flash.
+    pub model: Model<'static>,
+    /// Session positions: `FIRMWARE_CTX` for an embedded model, else the model's `ctx_len`.
+    pub ctx_len: u32,
+    /// Blob length in bytes.
+    pub blob_len: usize,
+    /// "embedded" or "partition", for the log.
+    pub origin: &'static str,
+}
+
+/// The blob: embedded, else the partition's.
+pub fn blob() -> Result<(&'static [u8], &'static str), ModelProblem> {
+    match settings::MODEL {
+        Some(blob) => Ok((blob, "embedded")),
+        None => flashed_model(partition::contents(), partition::ADDRESS as u32)
+            .map(|blob| (blob, "partition")),
+    }
+}
+
+/// Validates `blob` and checks that its session fits the arena of `arena_bytes`.
+pub fn load(
+    blob: &'static [u8],
+    origin: &'static str,
+    arena_bytes: usize,
+) -> Result<Loaded, ModelProblem> {
+    let model = Model::from_bytes(blob).map_err(ModelProblem::Invalid)?;
+    let ctx_len = settings::CTX_LEN.unwrap_or(model.config().ctx_len);
+    let needed = model.session_bytes(ctx_len);
+    if needed > arena_bytes {
+        return Err(ModelProblem::TooBig {
+            needed: u32::try_from(needed).unwrap_or(u32::MAX),
+            available: u32::try_from(arena_bytes).unwrap_or(u32::MAX),
+        });
+    }
+    Ok(Loaded {
+        model,
+        ctx_len,
+        blob_len: blob.len(),
+        origin,
+    })
+}

@@ -1,0 +1,132 @@
+//! The attention's per-key steps for one head: scores from dot products
+//! ([`attention_scores_scalar`]), and the softmax step, scores in, value coefficients out
+//! ([`softmax_coefficients_scalar`]). Each has its scalar definition and a dispatching entry
+//! point (an AVX-512
+//! twin on x86-64 at the VNNI level, eight keys per step; every other level runs the scalar
+//! code). Both return the same bits (tested in the shared suite).
+
+use crate::fixed::{exp_neg_q24, mul_round, Dyadic};
+
+/// `scores[s] = round(dots[s] · q_scale · k_scale[s·nkv] · 2^24)` (Q24 nats), saturating at
+/// `±2^62`: the attention scores of one head from its int8 dot products. The scalar definition.
+#[inline(always)]
+pub fn attention_scores_scalar(
+    dots: &[i32],
+    q_scale: Dyadic,
+    k_scale: &[Dyadic],
+    nkv: usize,
+    scores: &mut [i64],
+) {
+    for (s, (score, dot)) in scores.iter_mut().zip(dots).enumerate() {
+        let ks = k_scale.get(s * nkv).copied().unwrap_or(Dyadic::ZERO);
+        *score = mul_round(*dot as i64, q_scale.mul(ks), 24);
+    }
+}
+
+/// Same contract as [`attention_scores_scalar`], at the current kernel level.
+#[inline]
+pub fn attention_scores(
+    dots: &[i32],
+    q_scale: Dyadic,
+    k_scale: &[Dyadic],
+    nkv: usize,
+    scores: &mut [i64],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if super::level() == super::Level::Avx512Vnni {
+        // SAFETY: the VNNI level includes AVX-512 F/BW/VL/DQ/CD.
+        if unsafe { super::x86_64::attention_scores_avx512(dots, q_scale, k_scale, nkv, scores) } {
+            return;
+        }
+    }
+    attention_scores_scalar(dots, q_scale, k_scale, nkv, scores)
+}
+
+/// Same contract as [`softmax_coefficients_scalar`], at the current kernel level.
+#[inline]
+pub fn softmax_coefficients(
+    scores: &mut [i64],
+    coef: &mut [i32],
+    v_scale: &[Dyadic],
+    nkv: usize,
+) -> (Option<i32>, u64) {
+    #[cfg(target_arch = "x86_64")]
+    if super::level() == super::Level::Avx512Vnni {
+        // SAFETY: the VNNI level includes AVX-512 F/BW/VL/DQ/CD.
+        if let Some(r) =
+            unsafe { super::x86_64::softmax_coefficients_avx512(scores, coef, v_scale, nkv) }
+        {
+            return r;
+        }
+    }
+    softmax_coefficients_scalar(scores, coef, v_scale, nkv)
+}
+
+/// A [`Dyadic`] in one `i64` slot (exponent high, mantissa low); [`unpack_dyadic`] inverts it.
+#[inline(always)]
+pub(crate) fn pack_dyadic(d: Dyadic) -> i64 {
+    ((d.exp as i64) << 32) | d.mant as i64
+}
+
+#[inline(always)]
+pub(crate) fn unpack_dyadic(v: i64) -> Dyadic {
+    Dyadic {
+        mant: v as u32,
+        exp: (v >> 32) as i32,
+    }
+}
+
+/// [`Dyadic::gt`] for operands that are already normalized (every result of `mul`, and zero):
+/// the same order without normalizing both sides again (this runs once per key and head).
+#[inline(always)]
+fn gt_normalized(a: Dyadic, b: Dyadic) -> bool {
+    let r = if a.mant == 0 || b.mant == 0 {
+        a.mant > b.mant
+    } else {
+        a.exp > b.exp || (a.exp == b.exp && a.mant > b.mant)
+    };
+    debug_assert_eq!(r, a.gt(b));
+    r
+}
+
+/// Softmax weights of one head turned into value coefficients: returns `(e, Σw)` such that
+/// `c_s · 2^e ≈ w_s · v_scale_s` with `c_s < 2^24` in `coef[s]`, and `Σw` the weights' sum in
+/// Q30; `e = None` when every coefficient is zero.
+///
+/// `scores [p+1]` holds Q24 nats on entry (clobbered), `v_scale` the value scales of the
+/// head's positions `0..=p` (`v_scale[s · nkv]`).
+#[inline(always)]
+pub fn softmax_coefficients_scalar(
+    scores: &mut [i64],
+    coef: &mut [i32],
+    v_scale: &[Dyadic],
+    nkv: usize,
+) -> (Option<i32>, u64) {
+    let smax = scores.iter().copied().max().unwrap_or(0);
+    // Softmax weights w_s = exp(score_s − max) in Q30 (the maximum gets 2^30).
+    // c_s = w_s · v_scale_s replaces score_s in `scores` (packed, see `pack_dyadic`).
+    let mut wsum = 0u64; // ≤ T · 2^30 < 2^46
+    let mut cmax = Dyadic::ZERO;
+    for (s, score) in scores.iter_mut().enumerate() {
+        let wgt = exp_neg_q24(smax.saturating_sub(*score) as u64);
+        wsum += wgt as u64;
+        let vs = v_scale.get(s * nkv).copied().unwrap_or(Dyadic::ZERO);
+        let cs = Dyadic::from_u64(wgt as u64, -30).mul(vs);
+        if gt_normalized(cs, cmax) {
+            cmax = cs;
+        }
+        *score = pack_dyadic(cs);
+    }
+    // Coefficients c_s = w_s · v_scale_s as integers in units of 2^e (< 2^24).
+    let e = cmax.exp.saturating_add(8);
+    for (c, packed) in coef.iter_mut().zip(scores.iter()) {
+        let cs = unpack_dyadic(*packed);
+        let sh = e.saturating_sub(cs.exp);
+        *c = if cs.is_zero() || sh >= 40 {
+            0
+        } else {
+            ((cs.mant as u64 + (1u64 << (sh - 1))) >> sh) as i32
+        };
+    }
+    (if cmax.is_zero() { None } else { Some(e) }, wsum)
+}

@@ -1,0 +1,113 @@
+//! Hostile blobs from the second red-team pass (issue 15): a vocabulary with a repeated token,
+//! non-zero prefix flags and a wrong tensor count are refused with errors that say so.
+
+mod common;
+
+use common::{random_model, vocab, TINY};
+use runtime::format::{HeaderInfo, PREFIX_LEN};
+use runtime::{Config, LoadError, Model, Section};
+
+fn crc(b: &[u8]) -> u32 {
+    crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC).checksum(b)
+}
+
+fn fix_crc(b: &mut [u8]) {
+    let c = crc(&b[PREFIX_LEN..]);
+    b[24..28].copy_from_slice(&c.to_le_bytes());
+}
+
+/// `blob` with byte `k` of the `VocabBytes` section set to `v`, checksum fixed.
+fn patch_vocab_byte(blob: &[u8], k: usize, v: u8) -> Vec<u8> {
+    let m = Model::from_bytes(blob).unwrap();
+    let data_offset = u32::from_le_bytes(blob[16..20].try_into().unwrap()) as usize;
+    let vb = m.layout().entry(1).unwrap();
+    let mut b = blob.to_vec();
+    b[data_offset + vb.offset as usize + k] = v;
+    fix_crc(&mut b);
+    b
+}
+
+#[test]
+fn a_repeated_token_is_refused() {
+    // TINY's tokens are one byte each: token k is byte k of VocabBytes.
+    let blob = random_model(TINY, 7).to_blob().unwrap();
+    let token3 = Model::from_bytes(&blob).unwrap().token_bytes(3).unwrap()[0];
+    let b = patch_vocab_byte(&blob, 9, token3);
+    assert_eq!(
+        Model::from_bytes(&b).err(),
+        Some(LoadError::BadSection {
+            section: Section::Vocab,
+            offset: 9 * 4
+        })
+    );
+    // Unsorted (token 0 moved last in byte order) with a repeat far from the original.
+    let b = patch_vocab_byte(&blob, 0, b'~');
+    let b = patch_vocab_byte(&b, 60, b'~');
+    assert_eq!(
+        Model::from_bytes(&b).err(),
+        Some(LoadError::BadSection {
+            section: Section::Vocab,
+            offset: 60 * 4
+        })
+    );
+    // The writer checks its blob by loading it: it refuses a repeated token too.
+    let mut p = random_model(TINY, 7);
+    p.vocab[9] = p.vocab[3].clone();
+    let e = p.to_blob().unwrap_err();
+    assert!(format!("{e:?}").contains("Vocab"), "{e:?}");
+}
+
+#[test]
+fn distinct_tokens_load_sorted_or_not() {
+    // Tokens past the 65th are not in byte order: the pairwise path.
+    let c = Config {
+        vocab_size: 90,
+        ..TINY
+    };
+    let p = random_model(c, 3);
+    assert_eq!(p.vocab, vocab(90));
+    Model::from_bytes(&p.to_blob().unwrap()).unwrap();
+    // Equal prefixes and different lengths are distinct tokens.
+    let mut p = random_model(TINY, 3);
+    p.vocab[5] = b"aa".to_vec();
+    p.vocab[6] = b"aaa".to_vec();
+    Model::from_bytes(&p.to_blob().unwrap()).unwrap();
+}
+
+#[test]
+fn non_zero_flags_are_named() {
+    let mut b = random_model(TINY, 1).to_blob().unwrap();
+    b[28..32].copy_from_slice(&4u32.to_le_bytes());
+    fix_crc(&mut b);
+    let e = Model::from_bytes(&b).err().unwrap();
+    assert_eq!(e, LoadError::UnknownFlags { flags: 4 });
+    assert!(e.to_string().contains("flags 0x00000004"), "{e}");
+}
+
+#[test]
+fn a_wrong_tensor_count_says_both_counts() {
+    let mut b = random_model(TINY, 1).to_blob().unwrap();
+    let header_len = u32::from_le_bytes(b[12..16].try_into().unwrap()) as usize;
+    let header = &b[PREFIX_LEN..PREFIX_LEN + header_len];
+    let (info, rest) = postcard::take_from_bytes::<HeaderInfo>(header).unwrap();
+    assert!(info.n_tensors < 127, "one varint byte");
+    // n_tensors is the last field of HeaderInfo: its single varint byte ends the info.
+    let at = PREFIX_LEN + header_len - rest.len() - 1;
+    assert_eq!(b[at] as u32, info.n_tensors);
+    let expected = info.n_tensors;
+    b[at] += 1;
+    fix_crc(&mut b);
+    let e = Model::from_bytes(&b).err().unwrap();
+    assert_eq!(
+        e,
+        LoadError::TensorCount {
+            found: expected + 1,
+            expected
+        }
+    );
+    let msg = e.to_string();
+    assert!(
+        msg.contains(&format!("{}", expected + 1)) && msg.contains(&expected.to_string()),
+        "{msg}"
+    );
+}

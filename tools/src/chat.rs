@@ -1,0 +1,132 @@
+//! `tools chat`: the firmware's serial protocol ([`runtime::chat`]) on stdin/stdout, so the
+//! board's prompt can be tried, and tested, without a board.
+//!
+//! Lines come from stdin (a terminal or a pipe); replies go to stdout. Ctrl-C stops a
+//! generation (as byte `0x03` does on the board's serial port); at the `> ` prompt it quits.
+//! End of input (or a Ctrl-D byte in it) ends the chat.
+
+use std::io::{Read, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use anyhow::{anyhow, Result};
+use runtime::chat::{Chat, Clock, Settings, Terminal, CTRL_C};
+use runtime::{session_bytes, Model, Session};
+
+/// A line is being run (Ctrl-C then stops the generation instead of quitting).
+static RUNNING: AtomicBool = AtomicBool::new(false);
+/// Ctrl-C arrived while a line ran.
+static INTERRUPT: AtomicBool = AtomicBool::new(false);
+
+/// stdout as a [`Terminal`]: no echo (the tty echoes), plain `\n`, a nanosecond clock.
+pub struct StdTerminal<W: Write> {
+    out: W,
+    start: Instant,
+}
+
+impl<W: Write> StdTerminal<W> {
+    /// A terminal writing to `out`.
+    pub fn new(out: W) -> Self {
+        StdTerminal {
+            out,
+            start: Instant::now(),
+        }
+    }
+}
+
+impl<W: Write> Terminal for StdTerminal<W> {
+    type Error = std::io::Error;
+
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.out.write_all(bytes)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+
+    fn read(&mut self) -> Option<u8> {
+        INTERRUPT.swap(false, Ordering::AcqRel).then_some(CTRL_C)
+    }
+
+    fn now(&mut self) -> u64 {
+        u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn clock(&self) -> Clock {
+        Clock {
+            per_second: 1_000_000_000,
+            unit: "ns",
+            note: "host timer",
+        }
+    }
+}
+
+/// Quits on Ctrl-C at the prompt; during a generation, asks it to stop.
+pub fn install_ctrl_c() -> Result<()> {
+    ctrlc::set_handler(|| {
+        if RUNNING.load(Ordering::Acquire) {
+            INTERRUPT.store(true, Ordering::Release);
+        } else {
+            std::process::exit(130);
+        }
+    })
+    .map_err(|e| anyhow!("cannot install the Ctrl-C handler: {e}"))
+}
+
+/// Runs the protocol over `model` with `input` as the typed bytes and `term` as the screen,
+/// until the input ends. The session spans the model's whole context, as in `tools generate`.
+pub fn chat<T: Terminal<Error = std::io::Error>>(
+    model: Model<'_>,
+    settings: Settings,
+    input: &mut impl Read,
+    term: &mut T,
+) -> Result<()> {
+    let ctx = model.config().ctx_len;
+    let mut mem = crate::memory::zeroed(session_bytes(model.config(), ctx))?;
+    let session = Session::new(model, ctx, &mut mem).map_err(|e| anyhow!("{e}"))?;
+    let mut chat = Chat::new(Ok(session), settings);
+    chat.greet(term)?;
+    let mut buf = [0u8; 4096];
+    let mut last = b'\n';
+    'input: loop {
+        let n = match input.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e.into()),
+        };
+        for &byte in &buf[..n] {
+            RUNNING.store(true, Ordering::Release);
+            let fed = chat.feed(byte, term);
+            RUNNING.store(false, Ordering::Release);
+            INTERRUPT.store(false, Ordering::Release);
+            fed?;
+            last = byte;
+            if chat.ended() {
+                break 'input;
+            }
+        }
+    }
+    // A last line without its line end still runs.
+    if !chat.ended() && last != b'\n' && last != b'\r' {
+        chat.feed(b'\n', term)?;
+    }
+    term.write(b"\n")?;
+    term.flush()?;
+    Ok(())
+}
+
+/// The starting settings from `tools chat`'s flags (those of `tools generate`).
+pub fn settings(temperature: f64, top_k: u32, seed: u64, tokens: u32) -> Result<Settings> {
+    let sampler = crate::generate::sampler(temperature, top_k, seed)?;
+    if tokens > runtime::chat::MAX_TOKENS {
+        anyhow::bail!("--tokens must be at most {}", runtime::chat::MAX_TOKENS);
+    }
+    Ok(Settings {
+        temperature_milli: sampler.temperature_milli,
+        top_k,
+        seed,
+        tokens,
+    })
+}

@@ -1,0 +1,420 @@
+//! The command line: clap definitions and one small function per subcommand. `src/main.rs`
+//! parses, calls [`run`] with stdout, and turns an error into a one-line message; tests call
+//! [`run`] in-process with any writer.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use runtime::{session_bytes_prefill, Model};
+
+use crate::memory::{self, DEFAULT_MAX_MEMORY};
+use crate::{atomic, bench, blob, chat, eval, files, generate, inspect, pack, uf2};
+
+/// Upper bound of `eval --threads`.
+pub const MAX_THREADS: u64 = 1024;
+/// Upper bound of `bench --rounds`.
+pub const MAX_ROUNDS: u64 = 1_000_000;
+
+/// `tools`: pack, inspect and run ternary language-model blobs.
+#[derive(Debug, Parser)]
+#[command(
+    name = "tools",
+    version,
+    about = "Pack, inspect and run ternary language-model blobs"
+)]
+pub struct Cli {
+    /// The subcommand.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The working-memory cap shared by generate, eval and bench.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct MemoryCap {
+    /// Most working memory (session, latency samples, corpus) to allocate, in bytes or with a
+    /// unit (K, M, G, T: powers of 1024). A blob whose configuration needs more is refused.
+    #[arg(long, value_name = "BYTES", default_value = "1G", value_parser = memory::parse_bytes)]
+    pub max_memory: u64,
+}
+
+impl Default for MemoryCap {
+    fn default() -> Self {
+        MemoryCap {
+            max_memory: DEFAULT_MAX_MEMORY,
+        }
+    }
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Turn a trainer run directory into a blob (ternary weights, fixed-point constants).
+    Pack {
+        /// The trainer's run directory (config.json, vocab.json, weights.safetensors, summary.json).
+        #[arg(long)]
+        run: PathBuf,
+        /// The blob to write: replaced atomically through a temporary `.NAME.tmp.PID.RANDOM` in
+        /// the same directory; nothing is left behind on error or Ctrl-C. An existing OUT that is
+        /// not a regular file (a device, a directory) is refused.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Show a blob's format version, config, vocabulary, tensor table, sizes and checksum.
+    Inspect {
+        /// The blob.
+        file: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stream generated text to stdout: the prompt, then the continuation, nothing else.
+    Generate {
+        /// The blob (default: the model shipped in the repository, models/shakespeare-mcu.bin).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Text to continue; every character must be in the model's vocabulary.
+        #[arg(long, default_value = "ROMEO:")]
+        prompt: String,
+        /// Tokens to generate (past the context the window slides: the last ctx/2 tokens are kept).
+        #[arg(long, default_value_t = 100)]
+        tokens: usize,
+        /// Seed of the sampler's PRNG.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Sampling temperature, 0 to 100; 0 = greedy. Used in thousandths (0.8 → 800).
+        #[arg(long, default_value_t = 0.8)]
+        temperature: f64,
+        /// Sample among the K most likely tokens only; 0 = all.
+        #[arg(long, default_value_t = 0)]
+        top_k: u32,
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        memory: MemoryCap,
+    },
+    /// Talk to a blob the way the board talks over serial: each line of stdin is a prompt or a
+    /// command (/temp, /topk, /seed, /tokens, /stats, /help); replies go to stdout.
+    Chat {
+        /// The blob (default: the shipped model).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Starting temperature (`/temp`); 0 = greedy.
+        #[arg(long, default_value_t = 0.8)]
+        temperature: f64,
+        /// Starting top-k (`/topk`); 0 = all.
+        #[arg(long, default_value_t = 0)]
+        top_k: u32,
+        /// Starting seed (`/seed`), applied afresh to every prompt.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Starting tokens per prompt (`/tokens`).
+        #[arg(long, default_value_t = 100)]
+        tokens: u32,
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        memory: MemoryCap,
+    },
+    /// Write a UF2 file for a Pico 2's boot ROM (hold BOOTSEL, plug in, copy the file): a model
+    /// blob goes to the model partition at 0x10100000, a firmware ELF to its own addresses.
+    Uf2 {
+        /// A model blob (`tools pack`) or the firmware's ELF file.
+        input: PathBuf,
+        /// The UF2 file to write (atomically; an existing non-regular file is refused).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Validation loss (nats/char) of a blob on the trainer's 90/10 split, by the integer runtime.
+    Eval {
+        /// The blob.
+        #[arg(long)]
+        model: PathBuf,
+        /// The corpus the model was trained on (its last 10% is the validation split).
+        #[arg(long)]
+        data: PathBuf,
+        /// Evaluate only the first N windows, N ≥ 1 (the comparison with the trainer needs them all).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        max_windows: Option<u64>,
+        /// Worker threads, 1 to 1024 (default: all cores; fewer when --max-memory cannot hold a
+        /// session per thread).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=MAX_THREADS))]
+        threads: Option<u64>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        memory: MemoryCap,
+    },
+    /// Prefill and decode tokens/s, per-token latency and session RAM of a blob on this host.
+    Bench {
+        /// The blob (default: the shipped model).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Timed rounds over the whole context (after one warm-up round), 1 to 1000000.
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=MAX_ROUNDS))]
+        rounds: u64,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        memory: MemoryCap,
+    },
+}
+
+/// Runs one parsed command line; data goes to `out`, progress to stderr.
+pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
+    match cli.command {
+        Command::Pack { run, out: blob } => pack_cmd(&run, &blob),
+        Command::Inspect { file, json } => inspect_cmd(&file, json, out),
+        Command::Generate {
+            model,
+            prompt,
+            tokens,
+            seed,
+            temperature,
+            top_k,
+            memory,
+        } => {
+            let sampler = generate::sampler(temperature, top_k, seed)?;
+            generate_cmd(model.as_deref(), &prompt, tokens, sampler, memory, out)
+        }
+        Command::Chat {
+            model,
+            temperature,
+            top_k,
+            seed,
+            tokens,
+            memory,
+        } => chat_cmd(
+            model.as_deref(),
+            chat::settings(temperature, top_k, seed, tokens)?,
+            memory,
+        ),
+        Command::Uf2 { input, out: uf2 } => uf2_cmd(&input, &uf2),
+        Command::Eval {
+            model,
+            data,
+            max_windows,
+            threads,
+            json,
+            memory,
+        } => eval_cmd(&model, &data, max_windows, threads, json, memory, out),
+        Command::Bench {
+            model,
+            rounds,
+            json,
+            memory,
+        } => bench_cmd(model.as_deref(), rounds as usize, json, memory, out),
+    }
+}
+
+/// `tools pack`.
+fn pack_cmd(run: &Path, blob: &Path) -> Result<()> {
+    let bytes = pack::pack(run, blob)?;
+    eprintln!(
+        "packed {} into {} ({} bytes)",
+        run.display(),
+        blob.display(),
+        bytes.len()
+    );
+    Ok(())
+}
+
+/// `tools inspect`.
+fn inspect_cmd(file: &Path, json: bool, out: &mut dyn Write) -> Result<()> {
+    let bytes = blob::read(file)?;
+    let model = blob::load(file, &bytes)?;
+    let report = inspect::inspect(&model, &bytes);
+    if json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
+    } else {
+        write!(out, "{report}")?;
+    }
+    Ok(())
+}
+
+/// A session over the whole context, prefilling `block` tokens at a time, must fit the cap.
+fn check_session(model: &Model<'_>, block: u32, cap: MemoryCap) -> Result<u64> {
+    let need = session_bytes_prefill(model.config(), model.config().ctx_len, block) as u64;
+    memory::check(need, cap.max_memory).context("a session over the model's whole context")?;
+    Ok(need)
+}
+
+/// `tools generate`.
+fn generate_cmd(
+    model: Option<&Path>,
+    prompt: &str,
+    tokens: usize,
+    sampler: runtime::SamplerConfig,
+    cap: MemoryCap,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let path = blob::model_path(model);
+    let bytes = blob::read(&path)?;
+    let model = blob::load(&path, &bytes)?;
+    check_session(&model, (model.config().ctx_len / 2).max(1), cap)?;
+    generate::generate(model, prompt, tokens, sampler, out)
+}
+
+/// `tools chat`.
+fn chat_cmd(model: Option<&Path>, settings: runtime::chat::Settings, cap: MemoryCap) -> Result<()> {
+    let path = blob::model_path(model);
+    let bytes = blob::read(&path)?;
+    let model = blob::load(&path, &bytes)?;
+    let need = runtime::session_bytes(model.config(), model.config().ctx_len) as u64;
+    memory::check(need, cap.max_memory).context("a session over the model's whole context")?;
+    chat::install_ctrl_c()?;
+    let mut term = chat::StdTerminal::new(std::io::stdout().lock());
+    chat::chat(model, settings, &mut std::io::stdin().lock(), &mut term)
+}
+
+/// Largest input `tools uf2` reads: the Pico 2's whole 4 MiB flash.
+const MAX_UF2_INPUT: u64 = 4 << 20;
+
+/// `tools uf2`: a model blob or a firmware ELF as a UF2 file for the RP2350 boot ROM.
+fn uf2_cmd(input: &Path, out: &Path) -> Result<()> {
+    atomic::check_output(out)?;
+    let bytes = files::read_capped(input, "input", MAX_UF2_INPUT)?;
+    let uf2 = uf2::uf2_for(&bytes).with_context(|| input.display().to_string())?;
+    atomic::write_atomically(out, &uf2)?;
+    eprintln!(
+        "wrote {} ({} blocks of 512 bytes, family RP2350 Arm Secure {:#010x})",
+        out.display(),
+        uf2.len() / uf2::BLOCK_BYTES,
+        uf2::FAMILY_RP2350_ARM_S
+    );
+    Ok(())
+}
+
+/// `tools eval`.
+fn eval_cmd(
+    model_path: &Path,
+    data: &Path,
+    max_windows: Option<u64>,
+    threads: Option<u64>,
+    json: bool,
+    cap: MemoryCap,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let bytes = blob::read(model_path)?;
+    let m = blob::load(model_path, &bytes)?;
+    let session = check_session(&m, m.config().ctx_len, cap)?;
+    // The corpus, its validation tokens (2 bytes per character of the last tenth) and one
+    // session must fit the cap; more threads only while their sessions fit too.
+    let (file, len) = files::open_regular(data, "data file")?;
+    let base = session.saturating_add(len).saturating_add(len / 5);
+    memory::check(base, cap.max_memory).with_context(|| {
+        format!(
+            "the corpus {} ({len} bytes) and one session",
+            data.display()
+        )
+    })?;
+    let text = files::read_rest(file, Vec::new(), len, data, "data file")?;
+    let text = String::from_utf8(text)
+        .map_err(|e| anyhow::anyhow!("data file {} is not UTF-8 text ({e})", data.display()))?;
+    let tokens = eval::validation_tokens(&m, &text)?;
+    drop(text);
+    let ctx = m.config().ctx_len as usize;
+    let max_windows = max_windows.map(|w| usize::try_from(w).unwrap_or(usize::MAX));
+    let total = (tokens.len() / (ctx + 1)).min(max_windows.unwrap_or(usize::MAX));
+    let wanted = threads.map_or_else(
+        || std::thread::available_parallelism().map_or(1, |n| n.get()),
+        |t| t as usize,
+    );
+    let fit = (cap.max_memory.saturating_sub(base) / session.max(1)).saturating_add(1);
+    let threads = wanted
+        .min(usize::try_from(fit).unwrap_or(usize::MAX))
+        .max(1);
+    if threads < wanted.min(total) {
+        eprintln!("eval: {threads} threads (a session per thread needs {session} bytes; --max-memory {} holds no more)", cap.max_memory);
+    }
+    let bar = ProgressBar::new(total as u64).with_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} windows, {per_sec}, ETA {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let report = eval::evaluate(m, &tokens, max_windows, threads, &|| bar.inc(1))?;
+    bar.finish_and_clear();
+    if json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "integer val loss   {:.4} nats/char over {} positions ({} windows of {}), {:.1} s",
+        report.integer_val_loss,
+        report.positions,
+        report.windows,
+        ctx + 1,
+        report.seconds
+    )?;
+    match (report.trainer_quantized_val_loss, report.gap) {
+        (Some(t), Some(g)) => {
+            writeln!(
+                out,
+                "trainer quantized  {t:.4} nats/char (recorded in the blob)"
+            )?;
+            writeln!(out, "gap                {g:+.5} nats")?;
+        }
+        _ => writeln!(out, "trainer quantized  (not recorded in the blob)")?,
+    }
+    Ok(())
+}
+
+/// `tools bench`.
+fn bench_cmd(
+    model: Option<&Path>,
+    rounds: usize,
+    json: bool,
+    cap: MemoryCap,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let path = blob::model_path(model);
+    let bytes = blob::read(&path)?;
+    let m = blob::load(&path, &bytes)?;
+    memory::check(bench::bench_bytes(m.config(), rounds), cap.max_memory)
+        .with_context(|| format!("a session and the latency samples of {rounds} rounds"))?;
+    let r = bench::bench(m, bytes.len(), rounds)?;
+    if json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&r)?)?;
+        return Ok(());
+    }
+    writeln!(out, "model              {}", path.display())?;
+    writeln!(
+        out,
+        "prefill            {:.0} tokens/s ({} tokens × {} rounds)",
+        r.prefill_tokens_per_s, r.prefill_tokens, r.rounds
+    )?;
+    writeln!(
+        out,
+        "decode             {:.0} tokens/s ({} tokens × {} rounds)",
+        r.decode_tokens_per_s, r.decode_tokens, r.rounds
+    )?;
+    writeln!(
+        out,
+        "decode latency     median {:.1} µs, p99 {:.1} µs",
+        r.decode_latency_median_us, r.decode_latency_p99_us
+    )?;
+    writeln!(
+        out,
+        "decode, all cores  {:.0} tokens/s ({} sessions at once)",
+        r.decode_tokens_per_s_all_cores, r.threads
+    )?;
+    writeln!(
+        out,
+        "ternary matvec     {:.2} G MACs/s ({}×{}, {} kernels)",
+        r.matvec_macs_per_s / 1e9,
+        r.matvec_shape[0],
+        r.matvec_shape[1],
+        r.kernels
+    )?;
+    writeln!(
+        out,
+        "session RAM        {} bytes (ctx {})",
+        r.session_ram_bytes, r.ctx_len
+    )?;
+    writeln!(out, "flash              {} bytes", r.flash_bytes)?;
+    Ok(())
+}

@@ -1,0 +1,382 @@
+//! Hostile command lines and blobs for `tools inspect/generate/eval/bench` (issue 15, items 1,
+//! 2, 5, 6, 10, 11, 12), run through the built binary: every one ends with a one-line error
+//! (status 1) or a usage error (status 2), never a panic, an abort or a signal.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{blob, fails_with, tmp, tools, tools_limited, TINY};
+use runtime::{session_bytes_prefill, Config};
+
+fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+/// A small blob (about 11 MB) whose session over its whole context needs more than 1 GiB.
+fn greedy_config() -> Config {
+    Config {
+        vocab_size: 5,
+        d_model: 64,
+        n_layers: 512,
+        n_heads: 1,
+        n_kv_heads: 1,
+        ffn_dim: 16,
+        ctx_len: 32768,
+        rope_theta: 10000,
+    }
+}
+
+#[test]
+fn a_session_larger_than_the_cap_is_refused_before_allocating() {
+    // Item 1: generate, eval and bench aborted with "memory allocation of … failed".
+    let c = greedy_config();
+    // generate prefills half a context per block, eval a whole window.
+    let need = session_bytes_prefill(&c, c.ctx_len, c.ctx_len / 2) as u64;
+    let eval_need = session_bytes_prefill(&c, c.ctx_len, c.ctx_len) as u64;
+    assert!(need > 1 << 30, "{need}");
+    let dir = tmp("greedy");
+    let model = write(&dir, "greedy.bin", &blob(c, "greedy"));
+    let data = write(&dir, "data.txt", &b"abcde".repeat(20_000));
+    let m = model.to_str().unwrap();
+    let d = data.to_str().unwrap();
+    let bench_need = tools::bench::bench_bytes(&c, 1);
+    for (args, need) in [
+        (
+            vec!["generate", "--model", m, "--prompt", "ab", "--tokens", "3"],
+            need,
+        ),
+        (vec!["eval", "--model", m, "--data", d], eval_need),
+        (vec!["bench", "--model", m, "--rounds", "1"], bench_need),
+    ] {
+        // Under a 3 GiB address-space limit an allocation of the session would fail.
+        let out = tools_limited(3 << 20, &args);
+        let e = fails_with(&out, 1);
+        assert!(
+            e.contains(&need.to_string()) && e.contains(&(1u64 << 30).to_string()),
+            "{args:?}: {e}"
+        );
+        assert!(e.contains("--max-memory"), "{e}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn max_memory_is_a_flag_with_units() {
+    let dir = tmp("maxmem");
+    let model = write(&dir, "tiny.bin", &blob(TINY, "tiny"));
+    let m = model.to_str().unwrap();
+    let need = session_bytes_prefill(&TINY, TINY.ctx_len, TINY.ctx_len / 2);
+    assert!(need > 64);
+    let out = tools(&[
+        "generate",
+        "--model",
+        m,
+        "--prompt",
+        "ab",
+        "--max-memory",
+        "64",
+    ]);
+    let e = fails_with(&out, 1);
+    assert!(
+        e.contains(&need.to_string()) && e.contains("cap of 64 bytes"),
+        "{e}"
+    );
+    let out = tools(&[
+        "generate",
+        "--model",
+        m,
+        "--prompt",
+        "ab",
+        "--tokens",
+        "5",
+        "--max-memory",
+        "1M",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout.len(), 7);
+    for bad in ["-1", "1.5G", "12Q", "99999999999999999999", "16777216T"] {
+        let out = tools(&["bench", "--model", m, &format!("--max-memory={bad}")]);
+        fails_with(&out, 2);
+    }
+}
+
+#[test]
+fn bench_rounds_are_bounded() {
+    // Item 2: `capacity overflow` or an allocation abort.
+    let dir = tmp("rounds");
+    let model = write(&dir, "tiny.bin", &blob(TINY, "tiny"));
+    let m = model.to_str().unwrap();
+    for r in [
+        "0",
+        "1000001",
+        "18446744073709551615",
+        "99999999999999999999999",
+        "-3",
+    ] {
+        let e = fails_with(
+            &tools(&["bench", "--model", m, &format!("--rounds={r}")]),
+            2,
+        );
+        assert!(e.contains("--rounds"), "{r}: {e}");
+    }
+    // Within bounds, but the latency samples exceed the cap: refused, not aborted.
+    let out = tools(&[
+        "bench",
+        "--model",
+        m,
+        "--rounds",
+        "1000000",
+        "--max-memory",
+        "1M",
+    ]);
+    let e = fails_with(&out, 1);
+    assert!(e.contains("latency") && e.contains("--max-memory"), "{e}");
+    let out = tools(&["bench", "--model", m, "--rounds", "2", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn files_are_checked_before_they_are_read() {
+    // Item 6: /dev/zero was read until memory ran out; a 2 GB file cost 2 GB before "bad magic".
+    let e = fails_with(&tools(&["inspect", "/dev/zero"]), 1);
+    assert!(e.contains("not a regular file"), "{e}");
+    let dir = tmp("files");
+    let e = fails_with(&tools(&["inspect", dir.to_str().unwrap()]), 1);
+    assert!(e.contains("directory"), "{e}");
+    // Sparse files: no disk used. Under a 512 MiB address-space limit reading one whole fails.
+    let big = dir.join("big.bin");
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(2 << 30)
+        .unwrap();
+    let e = fails_with(
+        &tools_limited(512 << 10, &["inspect", big.to_str().unwrap()]),
+        1,
+    );
+    assert!(e.contains("bad magic"), "{e}");
+    // The right magic and a prefix declaring another length.
+    let mut tiny = blob(TINY, "tiny");
+    let huge = dir.join("huge.bin");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&huge).unwrap();
+        f.write_all(&tiny).unwrap();
+        f.set_len(3 << 30).unwrap();
+    }
+    let e = fails_with(
+        &tools_limited(512 << 10, &["inspect", huge.to_str().unwrap()]),
+        1,
+    );
+    assert!(
+        e.contains("declares") && e.contains(&tiny.len().to_string()),
+        "{e}"
+    );
+    // Over the format's 4 GiB.
+    std::fs::File::options()
+        .write(true)
+        .open(&huge)
+        .unwrap()
+        .set_len(5 << 30)
+        .unwrap();
+    let e = fails_with(
+        &tools_limited(512 << 10, &["inspect", huge.to_str().unwrap()]),
+        1,
+    );
+    assert!(e.contains("4 GiB"), "{e}");
+    // Non-zero flags: named as flags (item 12), not "header does not decode".
+    tiny[28] = 1;
+    let flagged = write(&dir, "flags.bin", &tiny);
+    let e = fails_with(&tools(&["inspect", flagged.to_str().unwrap()]), 1);
+    assert!(e.contains("flags") && !e.contains("does not decode"), "{e}");
+    // eval's corpus: a device, and a corpus larger than the cap.
+    let model = write(&dir, "tiny.bin", &blob(TINY, "tiny"));
+    let m = model.to_str().unwrap();
+    let e = fails_with(&tools(&["eval", "--model", m, "--data", "/dev/zero"]), 1);
+    assert!(e.contains("not a regular file"), "{e}");
+    let e = fails_with(
+        &tools_limited(
+            512 << 10,
+            &["eval", "--model", m, "--data", big.to_str().unwrap()],
+        ),
+        1,
+    );
+    assert!(e.contains("--max-memory"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn eval_threads_are_bounded_and_spawn_failures_are_errors() {
+    // Item 10: `failed to spawn thread` panicked.
+    let dir = tmp("threads");
+    let model = write(&dir, "tiny.bin", &blob(TINY, "tiny"));
+    let m = model.to_str().unwrap();
+    // 1500 windows of 17 characters in the validation tenth.
+    let text: String = (0..300_000)
+        .map(|i| (b'a' + (i * 7 % 5) as u8) as char)
+        .collect();
+    let data = write(&dir, "data.txt", text.as_bytes());
+    let d = data.to_str().unwrap();
+    for t in ["0", "1025", "100000000", "-1"] {
+        let e = fails_with(
+            &tools(&["eval", "--model", m, "--data", d, &format!("--threads={t}")]),
+            2,
+        );
+        assert!(e.contains("--threads"), "{t}: {e}");
+    }
+    // 1024 threads with a 2 MiB stack each cannot start under a 1 GiB address-space limit.
+    let out = tools_limited(
+        1 << 20,
+        &["eval", "--model", m, "--data", d, "--threads", "1024"],
+    );
+    let e = fails_with(&out, 1);
+    // Usually a thread's stack is what fails; on some allocators a thread's session first.
+    assert!(
+        (e.contains("cannot start eval thread") && e.contains("--threads"))
+            || e.contains("refused"),
+        "{e}"
+    );
+    let out = tools(&[
+        "eval",
+        "--model",
+        m,
+        "--data",
+        d,
+        "--threads",
+        "3",
+        "--max-windows",
+        "5",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn max_windows_zero_is_a_usage_error() {
+    // Item 12: it claimed the validation split was too short.
+    let dir = tmp("maxwin");
+    let model = write(&dir, "tiny.bin", &blob(TINY, "tiny"));
+    let data = write(&dir, "data.txt", &b"abcde".repeat(1000));
+    let out = tools(&[
+        "eval",
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--max-windows",
+        "0",
+    ]);
+    let e = fails_with(&out, 2);
+    assert!(
+        e.contains("--max-windows") && !e.contains("too short") && !e.contains("fewer"),
+        "{e}"
+    );
+}
+
+#[test]
+fn inspect_escapes_metadata() {
+    // Item 11: escape sequences in the header reached the terminal.
+    let dir = tmp("escape");
+    let model = write(
+        &dir,
+        "esc.bin",
+        &blob(TINY, "run \x1b]0;pwned\x07 \x1b[2J\u{9b}31m \u{202e}x"),
+    );
+    let out = tools(&["inspect", model.to_str().unwrap()]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    for bad in ['\x1b', '\x07', '\u{9b}', '\u{202e}'] {
+        assert!(!text.contains(bad), "{bad:?} reached the terminal: {text}");
+    }
+    assert!(text.contains("run \\u{1b}]0;pwned\\u{7}"), "{text}");
+    // JSON keeps the exact string (escaped by JSON itself).
+    let out = tools(&["inspect", "--json", model.to_str().unwrap()]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["metadata"].as_str().unwrap().contains("\x1b[2J"));
+}
+
+#[test]
+fn a_repeated_token_gets_one_rule_in_eval_and_generate() {
+    // Item 13: eval mapped a repeated character to a different id than generate. The loader
+    // now refuses such a blob, so both commands say the same thing.
+    let dir = tmp("duptok");
+    let mut b = blob(TINY, "dup");
+    let m = runtime::Model::from_bytes(&b).unwrap();
+    let data_offset = u32::from_le_bytes(b[16..20].try_into().unwrap()) as usize;
+    let at = data_offset + m.layout().entry(1).unwrap().offset as usize;
+    b[at + 3] = b[at + 1]; // token 3 := token 1 ("b")
+    let crc = crc32(&b[32..]);
+    b[24..28].copy_from_slice(&crc.to_le_bytes());
+    let model = write(&dir, "dup.bin", &b);
+    let data = write(&dir, "data.txt", &b"abcde".repeat(1000));
+    let m = model.to_str().unwrap();
+    for args in [
+        vec!["generate", "--model", m, "--prompt", "b"],
+        vec!["eval", "--model", m, "--data", data.to_str().unwrap()],
+        vec!["inspect", m],
+    ] {
+        let e = fails_with(&tools(&args), 1);
+        assert!(e.contains("Vocab"), "{args:?}: {e}");
+    }
+}
+
+fn crc32(b: &[u8]) -> u32 {
+    // CRC-32/ISO-HDLC, bitwise (test-only; the runtime uses the `crc` crate).
+    let mut c = !0u32;
+    for &x in b {
+        c ^= x as u32;
+        for _ in 0..8 {
+            c = if c & 1 != 0 {
+                (c >> 1) ^ 0xEDB8_8320
+            } else {
+                c >> 1
+            };
+        }
+    }
+    !c
+}
+
+#[test]
+fn a_wrong_tensor_count_is_not_entry_4294967295() {
+    // Item 12. The count is the header's last varint before the table: find it by trying.
+    let dir = tmp("count");
+    let b = blob(TINY, "count");
+    let header_len = u32::from_le_bytes(b[12..16].try_into().unwrap()) as usize;
+    let n = runtime::Model::from_bytes(&b).unwrap().layout().n_tensors() as u8;
+    let mut found = false;
+    for at in 32..32 + header_len {
+        if b[at] != n {
+            continue;
+        }
+        let mut c = b.clone();
+        c[at] = 0x7f;
+        let crc = crc32(&c[32..]);
+        c[24..28].copy_from_slice(&crc.to_le_bytes());
+        if let Err(runtime::LoadError::TensorCount { found: 127, .. }) =
+            runtime::Model::from_bytes(&c)
+        {
+            let model = write(&dir, "count.bin", &c);
+            let e = fails_with(&tools(&["inspect", model.to_str().unwrap()]), 1);
+            assert!(
+                e.contains("127") && e.contains(&n.to_string()) && !e.contains("4294967295"),
+                "{e}"
+            );
+            found = true;
+            break;
+        }
+    }
+    assert!(found);
+}
