@@ -13,6 +13,7 @@ use burn::module::{Module, Param};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
+use runtime::format::TensorKind;
 use std::marker::PhantomData;
 
 /// How each quantization point of `docs/MODEL.md` is applied in a forward pass.
@@ -280,6 +281,64 @@ pub struct Model<B: Backend> {
     pub layers: Vec<Block<B>>,
     /// final RMSNorm `[d]`
     pub final_norm: RmsNorm<B>,
+}
+
+/// A parameter of the model by rank: what `runtime::schema` calls a trainer tensor.
+#[derive(Debug)]
+pub enum ParamRef<'a, B: Backend> {
+    /// a gain vector `[n]`
+    Vector(&'a Param<Tensor<B, 1>>),
+    /// a matrix (`[d_in, d_out]` BitLinear weight, `[V, d]` embedding)
+    Matrix(&'a Param<Tensor<B, 2>>),
+}
+
+impl<B: Backend> ParamRef<'_, B> {
+    /// Dims and row-major `f32` values.
+    pub fn to_vec(&self) -> (Vec<usize>, Vec<f32>) {
+        fn values<B: Backend, const D: usize>(t: Tensor<B, D>) -> (Vec<usize>, Vec<f32>) {
+            let dims = t.dims().to_vec();
+            let data = t.into_data().convert::<f32>();
+            (dims, data.to_vec::<f32>().expect("f32 tensor"))
+        }
+        match self {
+            ParamRef::Vector(p) => values(p.val()),
+            ParamRef::Matrix(p) => values(p.val()),
+        }
+    }
+}
+
+impl<B: Backend> Model<B> {
+    /// The parameter behind the schema's global tensor `kind` (`runtime::schema::GLOBAL`);
+    /// `None` for sections that are not trainer tensors.
+    pub fn global_param(&self, kind: TensorKind) -> Option<ParamRef<'_, B>> {
+        match kind {
+            TensorKind::Embedding => Some(ParamRef::Matrix(&self.embed)),
+            TensorKind::FinalNorm => Some(ParamRef::Vector(&self.final_norm.gain)),
+            _ => None,
+        }
+    }
+}
+
+impl<B: Backend> Block<B> {
+    /// The parameter behind the schema's layer tensor `kind` (`runtime::schema::LAYER`); `None`
+    /// for sections that are not trainer tensors.
+    pub fn param(&self, kind: TensorKind) -> Option<ParamRef<'_, B>> {
+        use ParamRef::{Matrix, Vector};
+        let p = match kind {
+            TensorKind::AttnNorm => Vector(&self.attn_norm.gain),
+            TensorKind::Wq => Matrix(&self.attn.wq.weight),
+            TensorKind::Wk => Matrix(&self.attn.wk.weight),
+            TensorKind::Wv => Matrix(&self.attn.wv.weight),
+            TensorKind::AttnSubNorm => Vector(&self.attn.sub_norm.gain),
+            TensorKind::Wo => Matrix(&self.attn.wo.weight),
+            TensorKind::FfnNorm => Vector(&self.ffn_norm.gain),
+            TensorKind::WUp => Matrix(&self.ffn.up.weight),
+            TensorKind::FfnSubNorm => Vector(&self.ffn.sub_norm.gain),
+            TensorKind::WDown => Matrix(&self.ffn.down.weight),
+            _ => return None,
+        };
+        Some(p)
+    }
 }
 
 impl<B: FusedOps> Model<B> {

@@ -1,4 +1,4 @@
-//! The training loop: a [`Trainer`] holds the loop state and takes one optimiser step at a time
+//! The training loop: a `Trainer` holds the loop state and takes one optimiser step at a time
 //! (batch, forward/backward, global-norm clipping, two AdamW groups, schedule); periodic
 //! validation and checkpoints, Ctrl-C, `--stop-after` and `--resume` around it.
 

@@ -6,39 +6,40 @@ use crate::error::{Result, TrainError};
 use crate::files::write_atomic;
 use crate::model::Model;
 use burn::tensor::backend::Backend;
-use burn::tensor::Tensor;
+use runtime::schema;
 use std::path::Path;
 
-/// `(name, shape, f32 values)` of every tensor of `weights.safetensors`, in file order.
+/// `(name, shape, f32 values)` of every trainer tensor of the model schema
+/// ([`runtime::schema`]): those of [`schema::GLOBAL`], then layer by layer those of
+/// [`schema::LAYER`] as `layers.{l}.{name}`. (`weights.safetensors` stores them sorted by name.)
+///
+/// # Panics
+/// When the schema names a tensor the model does not have (`Model::global_param` and
+/// `Block::param` must know every trainer tensor of the schema; tested).
 pub fn export_tensors<B: Backend>(model: &Model<B>) -> Vec<(String, Vec<usize>, Vec<f32>)> {
-    fn t<B: Backend, const D: usize>(
-        name: String,
-        x: Tensor<B, D>,
-    ) -> (String, Vec<usize>, Vec<f32>) {
-        let shape = x.dims().to_vec();
-        let data = x
-            .into_data()
-            .convert::<f32>()
-            .to_vec::<f32>()
-            .expect("f32 tensor");
-        (name, shape, data)
+    let missing = |kind| -> ! { panic!("schema tensor {kind:?} is not a parameter of the model") };
+    let mut out = Vec::new();
+    for spec in schema::GLOBAL {
+        if let Some(name) = spec.trainer_name() {
+            let p = model
+                .global_param(spec.kind)
+                .unwrap_or_else(|| missing(spec.kind));
+            let (dims, values) = p.to_vec();
+            out.push((name.to_string(), dims, values));
+        }
     }
-    let mut v = vec![t("embed".into(), model.embed.val())];
-    for (i, l) in model.layers.iter().enumerate() {
-        let p = |s: &str| format!("layers.{i}.{s}");
-        v.push(t(p("attn_norm"), l.attn_norm.gain.val()));
-        v.push(t(p("wq"), l.attn.wq.weight.val()));
-        v.push(t(p("wk"), l.attn.wk.weight.val()));
-        v.push(t(p("wv"), l.attn.wv.weight.val()));
-        v.push(t(p("attn_sub_norm"), l.attn.sub_norm.gain.val()));
-        v.push(t(p("wo"), l.attn.wo.weight.val()));
-        v.push(t(p("ffn_norm"), l.ffn_norm.gain.val()));
-        v.push(t(p("w_up"), l.ffn.up.weight.val()));
-        v.push(t(p("ffn_sub_norm"), l.ffn.sub_norm.gain.val()));
-        v.push(t(p("w_down"), l.ffn.down.weight.val()));
+    for (l, layer) in model.layers.iter().enumerate() {
+        for spec in schema::LAYER {
+            if let Some(name) = spec.trainer_name() {
+                let p = layer.param(spec.kind).unwrap_or_else(|| missing(spec.kind));
+                let (dims, values) = p.to_vec();
+                let mut full = String::new();
+                schema::layer_tensor_name(&mut full, l, name).expect("a String takes any write");
+                out.push((full, dims, values));
+            }
+        }
     }
-    v.push(t("final_norm".into(), model.final_norm.gain.val()));
-    v
+    out
 }
 
 /// Writes the latent f32 weights as safetensors (little-endian F32, names of `EXPORT.md`).
@@ -94,4 +95,65 @@ fn sorted_header(bytes: Vec<u8>) -> Vec<u8> {
     out.extend_from_slice(text.as_bytes());
     out.extend_from_slice(&bytes[8 + n..]);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ModelConfig, Preset};
+    use burn::backend::Flex;
+
+    /// The export holds exactly the schema's trainer tensors, named as the run dir names them and
+    /// shaped as `TensorSpec::trainer_shape` says (a GQA config, so `wk` is narrower than `wq`).
+    #[test]
+    fn export_follows_the_schema() {
+        let cfg = ModelConfig {
+            vocab_size: 11,
+            d_model: 16,
+            n_layers: 2,
+            n_heads: 4,
+            n_kv_heads: 2,
+            ffn_dim: 24,
+            ctx_len: 8,
+            ..Preset::Tiny.model()
+        };
+        let rt = runtime::Config {
+            vocab_size: 11,
+            d_model: 16,
+            n_layers: 2,
+            n_heads: 4,
+            n_kv_heads: 2,
+            ffn_dim: 24,
+            ctx_len: 8,
+            rope_theta: 10000,
+        };
+        let model = Model::<Flex>::new(&cfg, &Default::default(), 1);
+        let got: Vec<(String, Vec<usize>)> = export_tensors(&model)
+            .into_iter()
+            .map(|(name, dims, values)| {
+                assert_eq!(values.len(), dims.iter().product::<usize>(), "{name}");
+                (name, dims)
+            })
+            .collect();
+        let shape = |s: &schema::TensorSpec| -> Vec<usize> {
+            let shape = s.trainer_shape(&rt).expect("a trainer tensor");
+            shape.dims().iter().map(|&d| d as usize).collect()
+        };
+        let mut want = Vec::new();
+        for s in schema::GLOBAL.iter().filter(|s| s.trainer_name().is_some()) {
+            want.push((s.trainer_name().unwrap().to_string(), shape(s)));
+        }
+        for l in 0..2 {
+            for s in schema::LAYER.iter().filter(|s| s.trainer_name().is_some()) {
+                let name = format!("layers.{l}.{}", s.trainer_name().unwrap());
+                want.push((name, shape(s)));
+            }
+        }
+        assert_eq!(got, want);
+        // the names trainer/EXPORT.md lists
+        assert_eq!(got[0], ("embed".to_string(), vec![11, 16]));
+        assert!(got.contains(&("layers.1.wk".to_string(), vec![16, 8])));
+        assert!(got.contains(&("layers.0.ffn_sub_norm".to_string(), vec![24])));
+        assert_eq!(got.len(), 2 + 2 * 10);
+    }
 }

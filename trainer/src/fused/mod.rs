@@ -4,14 +4,14 @@
 //! Written with burn's tensor ops, the absmax int8 quantizer (Q2/Q3/Q5) and its STE take about
 //! ten passes over the activation, each allocating a tensor; RMSNorm, ReLU², the linears and the
 //! attention likewise. They were most of the step on the CPU. So:
-//! - [`flex`]: flex (CPU) runs each as one pass over rows in plain Rust (`crate::rows`,
+//! - `flex.rs`: flex (CPU) runs each as one pass over rows in plain Rust (`crate::rows`,
 //!   `crate::attention`, `crate::linalg`) with hand-written backward passes;
-//! - [`autodiff`]: under autodiff each is one custom op (forward: the inner backend's kernel;
+//! - `autodiff.rs`: under autodiff each is one custom op (forward: the inner backend's kernel;
 //!   backward: the inner backend's gradient kernel), the STE's backward the identity;
 //! - other backends (CUDA) keep the defaults below.
 //!
-//! Module order: the trait (this file) knows nothing of its implementations; [`flex`] and
-//! [`autodiff`] implement it.
+//! Module order: the trait (this file) knows nothing of its implementations; `flex.rs` and
+//! `autodiff.rs` implement it.
 
 mod autodiff;
 mod flex;
