@@ -148,7 +148,9 @@ impl Corpus {
                 vocab.tokens[0]
             ));
         }
-        let mut train = vocab.encode(text).ok_or("a character outside the vocabulary built from the same text")?;
+        let mut train = vocab
+            .encode(text)
+            .ok_or("a character outside the vocabulary built from the same text")?;
         let n = train.len();
         let n_train = n * 9 / 10;
         let val = train.split_off(n_train);

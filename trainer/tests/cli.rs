@@ -124,7 +124,16 @@ fn hostile_inputs_fail_with_one_line() {
         &tiny(
             good,
             out,
-            &["--d-model", "32768", "--heads", "128", "--kv-heads", "128", "--layers", "1024"],
+            &[
+                "--d-model",
+                "32768",
+                "--heads",
+                "128",
+                "--kv-heads",
+                "128",
+                "--layers",
+                "1024",
+            ],
         ),
         "parameters",
     );
@@ -133,7 +142,10 @@ fn hostile_inputs_fail_with_one_line() {
     expect_error(&tiny(d.to_str().unwrap(), out, &[]), "not a regular file");
     // A sparse 2 GB file: refused from its size, nothing read.
     let big = d.join("big.txt");
-    std::fs::File::create(&big).unwrap().set_len(2_000_000_000).unwrap();
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(2_000_000_000)
+        .unwrap();
     expect_error(&tiny(big.to_str().unwrap(), out, &[]), "more than");
     let latin1 = d.join("latin1.txt");
     let mut bytes = b"caf\xe9 ".repeat(500);
@@ -142,10 +154,16 @@ fn hostile_inputs_fail_with_one_line() {
     expect_error(&tiny(latin1.to_str().unwrap(), out, &[]), "not UTF-8");
     let single = d.join("single.txt");
     std::fs::write(&single, "a".repeat(5000)).unwrap();
-    expect_error(&tiny(single.to_str().unwrap(), out, &[]), "single distinct character");
+    expect_error(
+        &tiny(single.to_str().unwrap(), out, &[]),
+        "single distinct character",
+    );
     // The default corpus's error says where tiny Shakespeare comes from.
     let missing = d.join("tinyshakespeare.txt");
-    expect_error(&tiny(missing.to_str().unwrap(), out, &[]), "karpathy/char-rnn");
+    expect_error(
+        &tiny(missing.to_str().unwrap(), out, &[]),
+        "karpathy/char-rnn",
+    );
 
     // An output "directory" that is a file is refused, and left alone.
     let file = d.join("a-file");
@@ -156,7 +174,10 @@ fn hostile_inputs_fail_with_one_line() {
         &tiny(good, file.to_str().unwrap(), &["--resume"]),
         "no run to resume",
     );
-    assert!(!Path::new(out).exists(), "a refused run created its output dir");
+    assert!(
+        !Path::new(out).exists(),
+        "a refused run created its output dir"
+    );
     let _ = std::fs::remove_dir_all(&d);
 }
 
