@@ -1,5 +1,5 @@
 //! The canonical placement of every section of a blob, computed from the config and the
-//! [`schema`](crate::schema) alone. The reader checks the header's tensor table against it and
+//! [`schema`](mod@crate::schema) alone. The reader checks the header's tensor table against it and
 //! the writer places sections with it, so the two cannot disagree.
 
 use crate::format::{

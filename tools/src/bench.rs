@@ -7,7 +7,7 @@ use runtime::kernels::{level, ternary_matvec};
 use runtime::{session_bytes_prefill, Model, Session};
 use serde::Serialize;
 
-/// What [`bench`] measured.
+/// What [`bench()`] measured.
 #[derive(Clone, Debug, Serialize)]
 pub struct BenchReport {
     /// Context length of the session.
@@ -54,7 +54,7 @@ fn argmax(logits: &[i32]) -> u16 {
     best as u16
 }
 
-/// Working memory [`bench`] needs for `rounds` rounds: one session for the timed rounds, one
+/// Working memory [`bench()`] needs for `rounds` rounds: one session for the timed rounds, one
 /// per core for the all-cores decode, and the latency samples.
 pub fn bench_bytes(config: &runtime::Config, rounds: usize) -> u64 {
     let ctx = config.ctx_len as usize;

@@ -16,7 +16,7 @@
 //! | [`uf2`] | UF2 files for the RP2350 boot ROM (a model for the flash partition, a firmware ELF) |
 //! | [`generate`] | streaming generation (the CLI and the QEMU parity test share it) |
 //! | [`eval`] | validation loss of a blob, computed by the integer runtime |
-//! | [`bench`] | prefill/decode speed and latency of a blob |
+//! | [`bench`](mod@bench) | prefill/decode speed and latency of a blob |
 //! | [`inspect`] | what a blob holds, for people (`Display`) and machines (JSON) |
 
 pub mod atomic;

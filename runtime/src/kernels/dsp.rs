@@ -97,7 +97,7 @@ fn pairs_lanes(w: &[u8], row_bytes: usize, b0: usize, b1: usize, xp: &[u32], y: 
 
 /// Same contract as [`reference::ternary_matvec`](super::reference::ternary_matvec), computed
 /// with the DSP kernel's table, packing and chunking and a portable `SMLAD`: the host-testable
-/// twin of [`ternary_matvec`].
+/// twin of `ternary_matvec` (DSP cores only).
 pub fn ternary_matvec_lanes(w: &[u8], row_bytes: usize, x: &[i8], y: &mut [i32]) {
     drive(w, row_bytes, x, y, pairs_lanes);
 }
@@ -260,7 +260,7 @@ pub fn sxtb16(x: u32) -> u32 {
 
 /// Same contract as [`reference::int8_dot`](super::reference::int8_dot), computed the way the
 /// `SMLAD` kernel does (four bytes per word, even and odd bytes widened with `SXTB16`, two
-/// `SMLAD`s) with portable arithmetic: the host-testable twin of [`int8_dot`].
+/// `SMLAD`s) with portable arithmetic: the host-testable twin of `int8_dot` (DSP cores only).
 pub fn int8_dot_pairs(a: &[i8], b: &[i8]) -> i32 {
     debug_assert_eq!(a.len(), b.len());
     let word = |c: &[i8]| u32::from_le_bytes([c[0] as u8, c[1] as u8, c[2] as u8, c[3] as u8]);

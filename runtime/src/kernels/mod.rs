@@ -11,8 +11,8 @@
 //! On Arm cores with the DSP extension (`cfg(runtime_dsp)`, set by `build.rs`: stable Rust
 //! does not expose the `dsp` target feature to `cfg`) the portable ternary matvec is
 //! [`lut::ternary_matvec`] (table lookup over groups of 4 activations, an `asm!` row loop; on the
-//! Cortex-M33 cost model it beats the `SMLAD` kernel [`dsp::ternary_matvec`], kept as an
-//! alternative) and the int8 dot of the portable int8 kernels is [`dsp::int8_dot`] (`SXTB16` +
+//! Cortex-M33 cost model it beats the `SMLAD` kernel `dsp::ternary_matvec`, kept as an
+//! alternative) and the int8 dot of the portable int8 kernels is `dsp::int8_dot` (`SXTB16` +
 //! `SMLAD`); everywhere else they are [`fast::ternary_matvec`] and [`fast::int8_dot`].
 //!
 //! Ternary code mapping (2-bit two's complement, 4 weights per byte, weight `j` of a row in bits
