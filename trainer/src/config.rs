@@ -269,8 +269,8 @@ impl TrainConfig {
         {
             return err("weight decay and grad clip must be finite numbers >= 0");
         }
-        let betas_ok = (0.0..1.0).contains(&self.beta1) && (0.0..1.0).contains(&self.beta2);
-        if !(betas_ok && self.adam_eps > 0.0 && self.adam_eps.is_finite()) {
+        let betas = (0.0..1.0).contains(&self.beta1) && (0.0..1.0).contains(&self.beta2);
+        if !(betas && self.adam_eps > 0.0 && self.adam_eps.is_finite()) {
             return err("AdamW betas must be in [0, 1) and its epsilon a positive number");
         }
         if !(0.0..1.0).contains(&self.dropout) {
