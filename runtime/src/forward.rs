@@ -483,8 +483,8 @@ impl Session<'_, '_> {
             };
             // |dot| ≤ 2^14 · d < 2^29.
             int8_matvec(emb, rb, h, logits);
-            for (i, logit) in logits.iter_mut().enumerate() {
-                let scale = s.mul(self.model.embedding_scale(i));
+            for (logit, e) in logits.iter_mut().zip(self.model.embedding_scales()) {
+                let scale = s.mul(e);
                 *logit = sat_i32(mul_round(*logit as i64, scale, LOGIT_FRAC_BITS as i32));
             }
         }

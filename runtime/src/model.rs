@@ -312,8 +312,9 @@ impl<'a> Model<'a> {
         Gains(self.section(self.layout.layer_entry(l, kind)))
     }
 
-    /// Ternary matrix `kind` of layer `l` with its `γ` from the layer's `LayerScales`.
-    fn layer_matrix(&self, l: usize, kind: TensorKind) -> TernaryMatrix<'a> {
+    /// Ternary matrix `kind` of layer `l` with its `γ` from `scales`, the layer's
+    /// `LayerScales` section.
+    fn layer_matrix(&self, l: usize, kind: TensorKind, scales: &[u8]) -> TernaryMatrix<'a> {
         let e = self.layout.layer_entry(l, kind);
         let (rows, cols, row_bytes) = match e.map(|e| (e.rows, e.cols, e.format)) {
             Some((r, c, ElemFormat::Ternary2 { row_bytes })) => {
@@ -321,7 +322,6 @@ impl<'a> Model<'a> {
             }
             _ => (0, 0, 0),
         };
-        let scales = self.section(self.layout.layer_entry(l, TensorKind::LayerScales));
         let gamma = schema::matrix_index(kind)
             .and_then(|i| dyadic_at(scales, i * 8))
             .unwrap_or(Dyadic::ZERO)
@@ -350,11 +350,15 @@ impl<'a> Model<'a> {
         as_i8(self.global(TensorKind::Embedding))
     }
 
-    /// Row scale `e_v` of token `v`.
-    pub(crate) fn embedding_scale(&self, v: usize) -> Dyadic {
-        dyadic_at(self.global(TensorKind::EmbeddingScales), v * 8)
-            .unwrap_or(Dyadic::ZERO)
-            .normalized()
+    /// The row scales `e_v` of every token (the LM head reads them all).
+    pub(crate) fn embedding_scales(&self) -> impl Iterator<Item = Dyadic> + 'a {
+        self.global(TensorKind::EmbeddingScales)
+            .chunks_exact(8)
+            .map(|c| {
+                let mant = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+                let exp = i32::from_le_bytes([c[4], c[5], c[6], c[7]]);
+                Dyadic { mant, exp }.normalized()
+            })
     }
 
     /// RoPE `(cos, sin)` pairs for position `t`: `head_dim/2` pairs of Q1.30 `i32`.
@@ -373,17 +377,18 @@ impl<'a> Model<'a> {
     /// The weights of block `l` (`l < n_layers`).
     #[cfg_attr(feature = "ram-code", link_section = ".data.runtime.hot")]
     pub fn layer(&self, l: usize) -> LayerWeights<'a> {
+        let scales = self.section(self.layout.layer_entry(l, TensorKind::LayerScales));
         LayerWeights {
             attn_norm: self.layer_gains(l, TensorKind::AttnNorm),
-            wq: self.layer_matrix(l, TensorKind::Wq),
-            wk: self.layer_matrix(l, TensorKind::Wk),
-            wv: self.layer_matrix(l, TensorKind::Wv),
+            wq: self.layer_matrix(l, TensorKind::Wq, scales),
+            wk: self.layer_matrix(l, TensorKind::Wk, scales),
+            wv: self.layer_matrix(l, TensorKind::Wv, scales),
             attn_sub_norm: self.layer_gains(l, TensorKind::AttnSubNorm),
-            wo: self.layer_matrix(l, TensorKind::Wo),
+            wo: self.layer_matrix(l, TensorKind::Wo, scales),
             ffn_norm: self.layer_gains(l, TensorKind::FfnNorm),
-            w_up: self.layer_matrix(l, TensorKind::WUp),
+            w_up: self.layer_matrix(l, TensorKind::WUp, scales),
             ffn_sub_norm: self.layer_gains(l, TensorKind::FfnSubNorm),
-            w_down: self.layer_matrix(l, TensorKind::WDown),
+            w_down: self.layer_matrix(l, TensorKind::WDown, scales),
         }
     }
 }
