@@ -3,7 +3,7 @@
 use core::fmt;
 
 pub use crate::format::ConfigError;
-use crate::format::VERSION_MAJOR;
+use crate::format::{VERSION_MAJOR, VERSION_MAJOR_MIN};
 
 /// Why a blob was refused by [`Model::from_bytes`](crate::Model::from_bytes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -137,8 +137,8 @@ impl fmt::Display for LoadError {
             LoadError::BadMagic => write!(f, "not a model blob (bad magic)"),
             LoadError::UnsupportedVersion { major, minor } => write!(
                 f,
-                "blob format {major}.{minor} is not supported (this runtime reads major version {})",
-                VERSION_MAJOR
+                "blob format {major}.{minor} is not supported (this runtime reads major versions {}-{}); repack the run with this version's `tools pack`",
+                VERSION_MAJOR_MIN, VERSION_MAJOR
             ),
             LoadError::BadLength => write!(f, "blob lengths disagree (truncated or inflated)"),
             LoadError::Checksum { stored, computed } => write!(

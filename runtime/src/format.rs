@@ -1,4 +1,5 @@
-//! Blob format v1: constants, limits, the config and the postcard header types.
+//! Blob format v2 (and v1, which it extends): constants, limits, the config and the postcard
+//! header types.
 //!
 //! Which sections a blob holds is declared in [`schema`](crate::schema); where they lie is
 //! [`Layout`](crate::Layout). `FORMAT.md` describes the same format in prose and tables.
@@ -11,8 +12,12 @@ use crate::fixed::Dyadic;
 
 /// The first 8 bytes of every blob.
 pub const MAGIC: [u8; 8] = *b"BITNETMC";
-/// Major format version this runtime reads and writes. Blobs with another major are refused.
-pub const VERSION_MAJOR: u16 = 1;
+/// Newest major format version this runtime reads and writes: v2 adds the base-3 ternary
+/// encoding ([`ElemFormat::Ternary5`]). The writer writes v1 when every matrix is 2-bit (such a
+/// blob is a valid v1 blob, so older readers load it) and v2 otherwise.
+pub const VERSION_MAJOR: u16 = 2;
+/// Oldest major version this runtime reads (v1: every ternary matrix 2-bit).
+pub const VERSION_MAJOR_MIN: u16 = 1;
 /// Minor format version written. Readers accept any minor of their major.
 pub const VERSION_MINOR: u16 = 0;
 /// Size of the fixed little-endian prefix before the postcard header.
@@ -224,6 +229,66 @@ pub enum ElemFormat {
         /// Stored bytes per row.
         row_bytes: u32,
     },
+    /// Ternary, base 3: 5 weights per byte (1.6 bits per weight), rows of `row_bytes` bytes
+    /// (format v2; see `FORMAT.md`).
+    Ternary5 {
+        /// Stored bytes per row, `ceil(cols / 5)`.
+        row_bytes: u32,
+    },
+}
+
+/// How a ternary matrix is stored: chosen per matrix kind when a blob is written (format v2).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum TernaryEncoding {
+    /// [`ElemFormat::Ternary2`]: 2 bits per weight, rows padded to 16 bytes (64 weights).
+    #[default]
+    Packed2,
+    /// [`ElemFormat::Ternary5`]: 5 weights per byte in base 3, rows unpadded.
+    Base3,
+}
+
+impl TernaryEncoding {
+    /// Stored bytes of a row of `cols` weights.
+    pub const fn row_bytes(self, cols: u32) -> usize {
+        match self {
+            TernaryEncoding::Packed2 => ternary_row_bytes(cols),
+            TernaryEncoding::Base3 => ternary5_row_bytes(cols),
+        }
+    }
+
+    /// Weights per stored byte (the matrix input a kernel reads is `row_bytes` times this).
+    pub const fn weights_per_byte(self) -> usize {
+        match self {
+            TernaryEncoding::Packed2 => 4,
+            TernaryEncoding::Base3 => 5,
+        }
+    }
+
+    /// The element format of a matrix with rows of `cols` weights.
+    pub const fn format(self, cols: u32) -> ElemFormat {
+        let row_bytes = self.row_bytes(cols) as u32;
+        match self {
+            TernaryEncoding::Packed2 => ElemFormat::Ternary2 { row_bytes },
+            TernaryEncoding::Base3 => ElemFormat::Ternary5 { row_bytes },
+        }
+    }
+
+    /// The encoding of a ternary element format, `None` for other formats.
+    pub const fn of(format: ElemFormat) -> Option<TernaryEncoding> {
+        match format {
+            ElemFormat::Ternary2 { .. } => Some(TernaryEncoding::Packed2),
+            ElemFormat::Ternary5 { .. } => Some(TernaryEncoding::Base3),
+            _ => None,
+        }
+    }
+
+    /// A short name: `2bit` or `base3` (what `tools pack --ternary` takes).
+    pub const fn name(self) -> &'static str {
+        match self {
+            TernaryEncoding::Packed2 => "2bit",
+            TernaryEncoding::Base3 => "base3",
+        }
+    }
 }
 
 /// One entry of the header's tensor table. Offsets are relative to the data region.
@@ -257,6 +322,11 @@ pub(crate) const fn round_up(n: usize, a: usize) -> Option<usize> {
 pub const fn ternary_row_bytes(cols: u32) -> usize {
     let b = (cols as usize).div_ceil(4);
     b.div_ceil(TERNARY_ROW_ALIGN) * TERNARY_ROW_ALIGN
+}
+
+/// Stored bytes of a base-3 ternary row of `cols` weights: `ceil(cols / 5)`, no padding.
+pub const fn ternary5_row_bytes(cols: u32) -> usize {
+    (cols as usize).div_ceil(5)
 }
 
 /// Stored bytes of an int8 row of `cols` values.

@@ -10,12 +10,14 @@
 use crate::error::Error;
 use crate::fixed::{bit_len, mul_round, sat_i32, Dyadic, INV_127};
 use crate::format::{
-    int8_row_bytes, ternary_row_bytes, LOGIT_FRAC_BITS, RESID_FRAC_BITS, ROPE_FRAC_BITS,
+    int8_row_bytes, ternary_row_bytes, TernaryEncoding, LOGIT_FRAC_BITS, RESID_FRAC_BITS,
+    ROPE_FRAC_BITS,
 };
 use crate::kernels::{
-    attention_scores, int8_matvec, int8_weighted_sum, softmax_coefficients, ternary_matmul,
-    ternary_matvec,
+    attention_scores, int8_matvec, int8_weighted_sum, softmax_coefficients, ternary5_matmul,
+    ternary5_matvec, ternary_matmul, ternary_matvec,
 };
+use crate::kernels::lut::Tables5;
 use crate::model::{Gains, LayerWeights, TernaryMatrix};
 use crate::norm::{absmax_quantize, max_abs_i64, rmsnorm_quantize, to_block_i32};
 use crate::session::Session;
@@ -26,8 +28,9 @@ const RESID_SCALE: Dyadic = Dyadic::pow2(-(RESID_FRAC_BITS as i32));
 /// Residual values saturate at `±2^62` (`±2^30` in real units), far beyond any trained model.
 const RESID_LIMIT: i64 = 1 << 62;
 
-/// `Y[t] = W · act[t]` for `t < n`. Shapes: `act [n][stride]` (each row's first
-/// `row_bytes · 4` entries are the matrix input), `y [n][rows]`. The hot loop.
+/// `Y[t] = W · act[t]` for `t < n`. Shapes: `act [n][stride]` (each token's first
+/// `w.input_len()` entries, which may run up to 4 entries into the next token's or the
+/// region's slack, are the matrix input), `y [n][rows]`. The hot loop.
 #[inline(always)]
 fn matmul(
     w: &TernaryMatrix<'_>,
@@ -37,21 +40,49 @@ fn matmul(
     y: &mut [i32],
     scratch: &mut [i8],
 ) {
-    let cols = w.row_bytes * 4;
-    let (Some(x), Some(out)) = (act.get(..n * stride), y.get_mut(..n * w.rows)) else {
+    let cols = w.input_len();
+    let Some(out) = y.get_mut(..n * w.rows) else {
         return;
     };
-    if n == 1 || stride != cols {
-        for (xt, yt) in x
-            .chunks_exact(stride)
-            .zip(out.chunks_exact_mut(w.rows.max(1)))
-        {
-            if let Some(xt) = xt.get(..cols) {
-                ternary_matvec(w.data, w.row_bytes, xt, yt);
+    match w.encoding {
+        TernaryEncoding::Packed2 if n > 1 && stride == cols => {
+            if let Some(x) = act.get(..n * stride) {
+                ternary_matmul(w.data, w.row_bytes, x, out, scratch);
             }
         }
-    } else {
-        ternary_matmul(w.data, w.row_bytes, x, out, scratch);
+        TernaryEncoding::Base3 if n > 1 && stride == cols => {
+            if let Some(x) = act.get(..n * stride) {
+                ternary5_matmul(w.data, w.row_bytes, x, out);
+            }
+        }
+        enc => {
+            for (t, yt) in out.chunks_exact_mut(w.rows.max(1)).enumerate() {
+                let Some(xt) = act.get(t * stride..t * stride + cols) else {
+                    return;
+                };
+                match enc {
+                    TernaryEncoding::Packed2 => ternary_matvec(w.data, w.row_bytes, xt, yt),
+                    TernaryEncoding::Base3 => ternary5_matvec(w.data, w.row_bytes, xt, yt),
+                }
+            }
+        }
+    }
+}
+
+/// [`matmul`], or one token from tables already built for this matrix's input.
+#[inline(always)]
+fn project(
+    w: &TernaryMatrix<'_>,
+    tables: Option<&Tables5>,
+    act: &[i8],
+    stride: usize,
+    n: usize,
+    y: &mut [i32],
+    scratch: &mut [i8],
+) {
+    match (tables, y.get_mut(..w.rows)) {
+        (Some(t), Some(out)) if n == 1 => t.matvec(w.data, out),
+        _ => matmul(w, act, stride, n, y, scratch),
     }
 }
 
@@ -282,8 +313,22 @@ impl Session<'_, '_> {
         let c = *self.model.config();
         let stride = ternary_row_bytes(c.d_model) * 4;
         self.norm_residual(n, w.attn_norm, stride);
-        self.project_queries(w, n, stride);
-        self.project_keys_values(w, l, n, stride);
+        // One token through base-3 q, k and v whose rows fit one table chunk: the three share
+        // one set of lookup tables (16 KiB of stack, built once instead of three times).
+        let (wq, wk, wv) = (&w.wq, &w.wk, &w.wv);
+        let shared = n == 1
+            && [wq, wk, wv]
+                .iter()
+                .all(|m| m.encoding == TernaryEncoding::Base3 && m.row_bytes == wq.row_bytes);
+        let mut tables = Tables5::new();
+        let built = shared
+            && self
+                .act
+                .get(..wq.input_len())
+                .is_some_and(|x| tables.build(x, wq.row_bytes));
+        let tables = built.then_some(&tables);
+        self.project_queries(w, n, stride, tables);
+        self.project_keys_values(w, l, n, stride, tables);
         for t in 0..n {
             self.attend(w, l, t, stride);
         }
@@ -302,7 +347,13 @@ impl Session<'_, '_> {
     /// Queries: project, rotate, quantize per head (Q5) into `q8[t]`, `q_scale[t]`. The
     /// `1/sqrt(hd)` of the scores is folded into the scale.
     #[inline(always)]
-    fn project_queries(&mut self, w: &LayerWeights<'_>, n: usize, stride: usize) {
+    fn project_queries(
+        &mut self,
+        w: &LayerWeights<'_>,
+        n: usize,
+        stride: usize,
+        tables: Option<&Tables5>,
+    ) {
         let c = *self.model.config();
         let (d, hd, nh) = (
             c.d_model as usize,
@@ -310,7 +361,7 @@ impl Session<'_, '_> {
             c.n_heads as usize,
         );
         let rope_unit = Dyadic::pow2(-(ROPE_FRAC_BITS as i32));
-        matmul(&w.wq, self.act, stride, n, self.y, self.scratch);
+        project(&w.wq, tables, self.act, stride, n, self.y, self.scratch);
         for t in 0..n {
             let rope_row = self.model.rope_row(self.pos + t);
             let qs = self.act_scale[t]
@@ -336,14 +387,21 @@ impl Session<'_, '_> {
     /// Keys (rotated) and values of each token, quantized per KV head (Q5), into the cache
     /// slots `[l][pos + t][g]`.
     #[inline(always)]
-    fn project_keys_values(&mut self, w: &LayerWeights<'_>, l: usize, n: usize, stride: usize) {
+    fn project_keys_values(
+        &mut self,
+        w: &LayerWeights<'_>,
+        l: usize,
+        n: usize,
+        stride: usize,
+        tables: Option<&Tables5>,
+    ) {
         let c = *self.model.config();
         let (hd, nkv) = (c.head_dim() as usize, c.n_kv_heads as usize);
         let kv = nkv * hd;
         let rope_unit = Dyadic::pow2(-(ROPE_FRAC_BITS as i32));
         let slot = |t: usize, g: usize| (l * self.ctx_len + self.pos + t) * nkv + g;
 
-        matmul(&w.wk, self.act, stride, n, self.y, self.scratch);
+        project(&w.wk, tables, self.act, stride, n, self.y, self.scratch);
         for t in 0..n {
             let rope_row = self.model.rope_row(self.pos + t);
             let ks = self.act_scale[t]
@@ -362,7 +420,7 @@ impl Session<'_, '_> {
                 self.k_scale[i] = ks.mul(Dyadic::from_u64(m, 0));
             }
         }
-        matmul(&w.wv, self.act, stride, n, self.y, self.scratch);
+        project(&w.wv, tables, self.act, stride, n, self.y, self.scratch);
         for t in 0..n {
             let vs = self.act_scale[t].mul(w.wv.gamma).mul(INV_127);
             for g in 0..nkv {

@@ -3,16 +3,19 @@
 //! the writer places sections with it, so the two cannot disagree.
 
 use crate::format::{
-    int8_row_bytes, round_up, ternary_row_bytes, Config, ConfigError, ElemFormat, TensorEntry,
-    TensorKind, SECTION_ALIGN,
+    int8_row_bytes, round_up, Config, ConfigError, ElemFormat, TensorEntry, TensorKind,
+    TernaryEncoding, SECTION_ALIGN,
 };
-use crate::schema::{self, Encoding, TensorSpec, GLOBAL, LAYER};
+use crate::schema::{self, Encoding, MatrixEncodings, TensorSpec, GLOBAL, LAYER};
 
 /// Where every section lies in the data region (see `FORMAT.md` §4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Layout {
     config: Config,
     vocab_bytes_len: u32,
+    /// The encoding of each of a layer's ternary matrices, in schema order (the same in every
+    /// layer, so that all layers have one size).
+    ternary: MatrixEncodings,
     /// Offsets of the global sections (data-relative), in [`GLOBAL`] order.
     global: [u32; GLOBAL.len()],
     /// Offsets of the layer sections relative to the layer's start, in [`LAYER`] order.
@@ -44,12 +47,24 @@ fn place(
 }
 
 impl Layout {
-    /// Computes the layout; `Err` when the config is invalid or the blob would exceed 4 GiB.
+    /// Computes the layout with every ternary matrix 2-bit (format v1); `Err` when the config
+    /// is invalid or the blob would exceed 4 GiB.
     pub fn new(config: Config, vocab_bytes_len: u32) -> Result<Layout, ConfigError> {
+        Layout::with_encodings(config, vocab_bytes_len, Default::default())
+    }
+
+    /// Computes the layout with matrix `i` of every layer (schema order, as in `LayerScales`)
+    /// stored as `ternary[i]`.
+    pub fn with_encodings(
+        config: Config,
+        vocab_bytes_len: u32,
+        ternary: MatrixEncodings,
+    ) -> Result<Layout, ConfigError> {
         config.validate()?;
         let mut l = Layout {
             config,
             vocab_bytes_len,
+            ternary,
             global: [0; GLOBAL.len()],
             layer: [0; LAYER.len()],
             layers_start: 0,
@@ -76,6 +91,26 @@ impl Layout {
         l.layer_stride = stride as u32;
         l.total = total as u32;
         Ok(l)
+    }
+
+    /// The encoding of each of a layer's ternary matrices (schema order).
+    pub const fn encodings(&self) -> &MatrixEncodings {
+        &self.ternary
+    }
+
+    /// The encoding of ternary matrix `kind` (`None` when `kind` is not a layer matrix).
+    pub fn encoding_of(&self, kind: TensorKind) -> Option<TernaryEncoding> {
+        self.ternary.get(schema::matrix_index(kind)?).copied()
+    }
+
+    /// The major format version a blob with this layout is written as: 1 when every matrix is
+    /// 2-bit (a v1 blob, readable by older runtimes), else 2.
+    pub fn format_major(&self) -> u16 {
+        if self.ternary.iter().all(|e| *e == TernaryEncoding::Packed2) {
+            1
+        } else {
+            2
+        }
     }
 
     /// The config this layout was made for.
@@ -107,9 +142,7 @@ impl Layout {
             Encoding::Fixed { frac_bits } => ElemFormat::FixedI32 {
                 frac_bits: frac_bits as u8,
             },
-            Encoding::Ternary2 => ElemFormat::Ternary2 {
-                row_bytes: ternary_row_bytes(cols) as u32,
-            },
+            Encoding::Ternary => self.encoding_of(spec.kind).unwrap_or_default().format(cols),
         };
         (rows, cols, format)
     }
@@ -122,9 +155,9 @@ impl Layout {
             ElemFormat::Bytes => Some(cols),
             ElemFormat::U32 | ElemFormat::FixedI32 { .. } => cols.checked_mul(4),
             ElemFormat::Dyadic => cols.checked_mul(8),
-            ElemFormat::Int8Rows { row_bytes } | ElemFormat::Ternary2 { row_bytes } => {
-                Some(row_bytes as usize)
-            }
+            ElemFormat::Int8Rows { row_bytes }
+            | ElemFormat::Ternary2 { row_bytes }
+            | ElemFormat::Ternary5 { row_bytes } => Some(row_bytes as usize),
         };
         per_row
             .and_then(|r| r.checked_mul(rows))

@@ -79,7 +79,7 @@ pub mod writer;
 
 pub use error::{ConfigError, EncodeError, Error, LoadError, Section};
 pub use fixed::Dyadic;
-pub use format::{Config, LOGIT_FRAC_BITS};
+pub use format::{Config, TensorKind, TernaryEncoding, LOGIT_FRAC_BITS};
 pub use generate::Generator;
 pub use layout::Layout;
 pub use model::Model;

@@ -5,11 +5,12 @@
 use crate::error::{ConfigError, LoadError, Section};
 use crate::fixed::{Dyadic, DYADIC_EXP_MAX, DYADIC_EXP_MIN};
 use crate::format::{
-    round_up, Config, ElemFormat, HeaderInfo, TensorEntry, TensorKind, DATA_ALIGN, MAGIC,
-    MAX_METADATA, PREFIX_LEN, ROPE_FRAC_BITS, VERSION_MAJOR,
+    round_up, Config, ElemFormat, HeaderInfo, TensorEntry, TensorKind, TernaryEncoding,
+    DATA_ALIGN, MAGIC, MAX_METADATA, PREFIX_LEN, ROPE_FRAC_BITS, VERSION_MAJOR,
+    VERSION_MAJOR_MIN,
 };
 use crate::layout::Layout;
-use crate::schema;
+use crate::schema::{self, Encoding, MatrixEncodings};
 
 /// CRC-32 (ISO-HDLC, the zlib/PNG one) over everything after the prefix.
 pub(crate) const CRC32: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC);
@@ -22,6 +23,7 @@ pub struct Model<'a> {
     inv_sqrt_head_dim: Dyadic,
     val_loss_micro_nats: Option<u64>,
     metadata: &'a str,
+    version_major: u16,
     version_minor: u16,
     data: &'a [u8],
     /// A copy of `data[copy_start..copy_start + copy.len()]` in faster memory, read instead of
@@ -51,8 +53,8 @@ impl<'a> Gains<'a> {
     }
 }
 
-/// A 2-bit ternary matrix `[rows][cols]` in the blob with its scale `γ` (rows padded to
-/// `row_bytes`, see `FORMAT.md`).
+/// A ternary matrix `[rows][cols]` in the blob with its scale `γ`, 2-bit (rows padded to 16
+/// bytes) or base 3 (see `FORMAT.md`).
 #[derive(Clone, Copy, Debug)]
 pub struct TernaryMatrix<'a> {
     /// Packed rows, `rows · row_bytes` bytes, every code valid.
@@ -61,10 +63,20 @@ pub struct TernaryMatrix<'a> {
     pub rows: usize,
     /// Input dimension (before padding).
     pub cols: usize,
-    /// Stored bytes per row (a multiple of 16).
+    /// Stored bytes per row.
     pub row_bytes: usize,
+    /// How the rows are stored.
+    pub encoding: TernaryEncoding,
     /// The matrix scale `γ` (normalized).
     pub gamma: Dyadic,
+}
+
+impl TernaryMatrix<'_> {
+    /// Length of the input vector the kernels read: `row_bytes` times the weights per byte
+    /// (`cols` plus padding columns, whose weights are 0).
+    pub fn input_len(&self) -> usize {
+        self.row_bytes * self.encoding.weights_per_byte()
+    }
 }
 
 /// The weights of one block.
@@ -117,7 +129,7 @@ impl<'a> Model<'a> {
         let rd = |at| u32_at(prefix, at).ok_or(LoadError::TooShort);
         let major = u16_at(prefix, 8).ok_or(LoadError::TooShort)?;
         let minor = u16_at(prefix, 10).ok_or(LoadError::TooShort)?;
-        if major != VERSION_MAJOR {
+        if !(VERSION_MAJOR_MIN..=VERSION_MAJOR).contains(&major) {
             return Err(LoadError::UnsupportedVersion { major, minor });
         }
         let header_len = rd(12)? as usize;
@@ -160,14 +172,25 @@ impl<'a> Model<'a> {
         if eps.mant == 0 || !eps.is_storable() {
             return Err(LoadError::BadConfig(ConfigError::NormEps));
         }
-        if layout.data_len() != data_len {
-            return Err(LoadError::BadLength);
-        }
         if info.n_tensors as usize != layout.n_tensors() {
             return Err(LoadError::TensorCount {
                 found: info.n_tensors,
                 expected: layout.n_tensors() as u32,
             });
+        }
+        // The matrices' encodings are the one choice the table holds (format v2): read them
+        // from layer 0's entries, then the whole table must equal the layout they give.
+        let ternary = table_encodings(rest)?;
+        if major == 1 && ternary != MatrixEncodings::default() {
+            let k = ternary.iter().position(|e| *e != TernaryEncoding::Packed2);
+            return Err(LoadError::BadTensorTable {
+                index: k.and_then(matrix_table_index).unwrap_or(0) as u32,
+            });
+        }
+        let layout = Layout::with_encodings(info.config, info.vocab_bytes_len, ternary)
+            .map_err(LoadError::BadConfig)?;
+        if layout.data_len() != data_len {
+            return Err(LoadError::BadLength);
         }
         for i in 0..layout.n_tensors() {
             let (entry, r) =
@@ -200,6 +223,7 @@ impl<'a> Model<'a> {
             inv_sqrt_head_dim: hd.rsqrt(),
             val_loss_micro_nats: info.val_loss_micro_nats,
             metadata: info.metadata,
+            version_major: major,
             version_minor: minor,
             data,
             copy: &[],
@@ -259,6 +283,11 @@ impl<'a> Model<'a> {
         &self.layout
     }
 
+    /// Major format version of the blob (1 or 2).
+    pub fn version_major(&self) -> u16 {
+        self.version_major
+    }
+
     /// Minor format version of the blob.
     pub fn version_minor(&self) -> u16 {
         self.version_minor
@@ -308,19 +337,29 @@ impl<'a> Model<'a> {
     }
 
     /// Gains `kind` of layer `l`.
-    fn layer_gains(&self, l: usize, kind: TensorKind) -> Gains<'a> {
+    pub(crate) fn layer_gains(&self, l: usize, kind: TensorKind) -> Gains<'a> {
         Gains(self.section(self.layout.layer_entry(l, kind)))
+    }
+
+    /// Ternary matrix `kind` of layer `l` with its `γ`.
+    #[cfg(feature = "writer")]
+    pub(crate) fn layer_matrix(&self, l: usize, kind: TensorKind) -> TernaryMatrix<'a> {
+        let scales = self.section(self.layout.layer_entry(l, TensorKind::LayerScales));
+        self.layer_matrix_in(l, kind, scales)
     }
 
     /// Ternary matrix `kind` of layer `l` with its `γ` from `scales`, the layer's
     /// `LayerScales` section.
-    fn layer_matrix(&self, l: usize, kind: TensorKind, scales: &[u8]) -> TernaryMatrix<'a> {
+    fn layer_matrix_in(&self, l: usize, kind: TensorKind, scales: &[u8]) -> TernaryMatrix<'a> {
         let e = self.layout.layer_entry(l, kind);
-        let (rows, cols, row_bytes) = match e.map(|e| (e.rows, e.cols, e.format)) {
-            Some((r, c, ElemFormat::Ternary2 { row_bytes })) => {
-                (r as usize, c as usize, row_bytes as usize)
-            }
-            _ => (0, 0, 0),
+        let (rows, cols, row_bytes, encoding) = match e.map(|e| (e.rows, e.cols, e.format)) {
+            Some((r, c, f @ (ElemFormat::Ternary2 { row_bytes } | ElemFormat::Ternary5 { row_bytes }))) => (
+                r as usize,
+                c as usize,
+                row_bytes as usize,
+                TernaryEncoding::of(f).unwrap_or_default(),
+            ),
+            _ => (0, 0, 0, TernaryEncoding::Packed2),
         };
         let gamma = schema::matrix_index(kind)
             .and_then(|i| dyadic_at(scales, i * 8))
@@ -331,6 +370,7 @@ impl<'a> Model<'a> {
             rows,
             cols,
             row_bytes,
+            encoding,
             gamma,
         }
     }
@@ -380,17 +420,51 @@ impl<'a> Model<'a> {
         let scales = self.section(self.layout.layer_entry(l, TensorKind::LayerScales));
         LayerWeights {
             attn_norm: self.layer_gains(l, TensorKind::AttnNorm),
-            wq: self.layer_matrix(l, TensorKind::Wq, scales),
-            wk: self.layer_matrix(l, TensorKind::Wk, scales),
-            wv: self.layer_matrix(l, TensorKind::Wv, scales),
+            wq: self.layer_matrix_in(l, TensorKind::Wq, scales),
+            wk: self.layer_matrix_in(l, TensorKind::Wk, scales),
+            wv: self.layer_matrix_in(l, TensorKind::Wv, scales),
             attn_sub_norm: self.layer_gains(l, TensorKind::AttnSubNorm),
-            wo: self.layer_matrix(l, TensorKind::Wo, scales),
+            wo: self.layer_matrix_in(l, TensorKind::Wo, scales),
             ffn_norm: self.layer_gains(l, TensorKind::FfnNorm),
-            w_up: self.layer_matrix(l, TensorKind::WUp, scales),
+            w_up: self.layer_matrix_in(l, TensorKind::WUp, scales),
             ffn_sub_norm: self.layer_gains(l, TensorKind::FfnSubNorm),
-            w_down: self.layer_matrix(l, TensorKind::WDown, scales),
+            w_down: self.layer_matrix_in(l, TensorKind::WDown, scales),
         }
     }
+}
+
+/// Table index of layer 0's ternary matrix number `k` (schema order).
+fn matrix_table_index(k: usize) -> Option<usize> {
+    let kind = schema::LAYER
+        .iter()
+        .filter(|s| s.encoding == Encoding::Ternary)
+        .nth(k)?
+        .kind;
+    Some(schema::GLOBAL.len() + schema::layer_index(kind)?)
+}
+
+/// The ternary encodings layer 0's table entries declare (`table`: the postcard entries after
+/// `HeaderInfo`). Only the encodings are taken; the caller compares every entry afterwards.
+fn table_encodings(mut table: &[u8]) -> Result<MatrixEncodings, LoadError> {
+    let mut enc = MatrixEncodings::default();
+    let mut k = 0;
+    for i in 0..schema::GLOBAL.len() + schema::LAYER.len() {
+        let (entry, r) =
+            postcard::take_from_bytes::<TensorEntry>(table).map_err(|_| LoadError::BadHeader)?;
+        table = r;
+        let Some(spec) = i
+            .checked_sub(schema::GLOBAL.len())
+            .and_then(|j| schema::LAYER.get(j))
+        else {
+            continue;
+        };
+        if spec.encoding == Encoding::Ternary {
+            let bad = LoadError::BadTensorTable { index: i as u32 };
+            *enc.get_mut(k).ok_or(bad)? = TernaryEncoding::of(entry.format).ok_or(bad)?;
+            k += 1;
+        }
+    }
+    Ok(enc)
 }
 
 /// Views bytes as `i8`.
@@ -471,6 +545,10 @@ fn validate_sections(layout: &Layout, data: &[u8]) -> Result<(), LoadError> {
                 validate_ternary(s, row_bytes as usize, e.cols as usize)
                     .map_err(|off| bad(Section::Ternary, off))?;
             }
+            (_, ElemFormat::Ternary5 { row_bytes }) => {
+                validate_ternary5(s, row_bytes as usize, e.cols as usize)
+                    .map_err(|off| bad(Section::Ternary, off))?;
+            }
             _ => {} // token bytes, gains: every value is allowed
         }
     }
@@ -522,6 +600,24 @@ fn validate_ternary(s: &[u8], row_bytes: usize, cols: usize) -> Result<(), usize
             };
             if invalid || b & !allowed_mask != 0 {
                 return Err(r * row_bytes + k);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Every byte of a base-3 row is below 243 and its digits past `cols` are 0: byte `b` holds
+/// the weights `b + k·row_bytes`, `k < 5`, so only its first `ceil((cols − b) / row_bytes)`
+/// digits are weights.
+fn validate_ternary5(s: &[u8], row_bytes: usize, cols: usize) -> Result<(), usize> {
+    if row_bytes == 0 {
+        return Ok(());
+    }
+    for (r, row) in s.chunks_exact(row_bytes).enumerate() {
+        for (b, &v) in row.iter().enumerate() {
+            let digits = cols.saturating_sub(b).div_ceil(row_bytes).min(5);
+            if v as u32 >= 3u32.pow(digits as u32) {
+                return Err(r * row_bytes + b);
             }
         }
     }

@@ -77,8 +77,9 @@ pub enum Encoding {
         /// Fractional bits.
         frac_bits: u32,
     },
-    /// Ternary weights, 2 bits each, rows padded to 16 bytes.
-    Ternary2,
+    /// Ternary weights, in the [`TernaryEncoding`](crate::format::TernaryEncoding) the blob
+    /// chose for this matrix kind (2-bit or base 3).
+    Ternary,
 }
 
 /// Where a section's values come from (`docs/MODEL.md` names the quantization points).
@@ -204,7 +205,7 @@ const fn ternary(kind: TensorKind, rows: Dim, cols: Dim, name: &'static str) -> 
         kind,
         rows,
         cols,
-        Encoding::Ternary2,
+        Encoding::Ternary,
         Source::Ternary { name },
     )
 }
@@ -274,6 +275,10 @@ pub const LAYER: &[TensorSpec] = &[
 
 /// Ternary matrices per layer (the entries of its [`LayerScales`](TensorKind::LayerScales)).
 pub const MATRICES_PER_LAYER: usize = count_ternary(LAYER);
+
+/// The storage of each of a layer's ternary matrices, in [`LAYER`] order (the order of
+/// [`matrix_index`]); the same in every layer.
+pub type MatrixEncodings = [crate::format::TernaryEncoding; MATRICES_PER_LAYER];
 
 const fn count_ternary(specs: &[TensorSpec]) -> usize {
     let mut n = 0;

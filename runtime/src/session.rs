@@ -97,7 +97,7 @@ impl Regions {
             .saturating_mul(c.n_kv_heads as usize);
         Regions {
             x: b.saturating_mul(d),
-            act: b.saturating_mul(act),
+            act: b.saturating_mul(act).saturating_add(ACT_SLACK),
             y: b.saturating_mul(wmax),
             wide: wmax,
             q8: b.saturating_mul(d),
@@ -150,7 +150,12 @@ impl Regions {
     }
 }
 
-/// Padded activation width `A = 4 · max(rb(d), rb(F))`: the longest matrix input.
+/// Bytes after the last token's activations that a base-3 matrix may read as input: its input
+/// is `5 · ceil(n / 5) ≤ n + 4` entries, the 2-bit stride `4 · rb(n) ≥ n` (the extra entries
+/// meet zero digits, so their values never matter).
+pub(crate) const ACT_SLACK: usize = 4;
+
+/// Padded activation width `A = 4 · max(rb(d), rb(F))`: a token's stride in the activations.
 pub(crate) const fn act_width(c: &Config) -> usize {
     max(ternary_row_bytes(c.d_model), ternary_row_bytes(c.ffn_dim)).saturating_mul(4)
 }

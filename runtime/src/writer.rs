@@ -13,12 +13,12 @@ use crate::error::{ConfigError, LoadError};
 use crate::fixed::Dyadic;
 use crate::format::{
     round_up, Config, ElemFormat, HeaderInfo, TensorEntry, TensorKind, DATA_ALIGN, MAGIC,
-    MAX_METADATA, PREFIX_LEN, ROPE_FRAC_BITS, VERSION_MAJOR, VERSION_MINOR,
+    MAX_METADATA, PREFIX_LEN, ROPE_FRAC_BITS, VERSION_MINOR,
 };
-use crate::kernels::encode_ternary;
+use crate::kernels::{encode_base3, encode_ternary};
 use crate::layout::Layout;
 use crate::model::{Model, CRC32};
-use crate::schema::{self, Source};
+use crate::schema::{self, MatrixEncodings, Source};
 
 /// A ternary matrix `[out][in]` (row-major) with its scale `γ`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -184,31 +184,50 @@ fn put_gains(dst: &mut [u8], what: &'static str, g: &[i32], n: u32) -> Result<()
     Ok(())
 }
 
+/// Packs `m` into `dst` as `format` (`Ternary2`: weight `c` in bits `2·(c % 4)` of byte
+/// `c / 4`; `Ternary5`: weight `c` is base-3 digit `c / rb` of byte `c % rb`).
 fn put_ternary(
     dst: &mut [u8],
     what: &'static str,
     m: &TernaryParams,
     rows: u32,
     cols: u32,
-    row_bytes: u32,
+    format: ElemFormat,
 ) -> Result<(), WriteError> {
-    let (rows, cols, rb) = (rows as usize, cols as usize, row_bytes as usize);
+    let (rows, cols) = (rows as usize, cols as usize);
     check_len(what, m.weights.len(), rows * cols)?;
+    const POW3: [u8; 5] = [1, 3, 9, 27, 81];
     for (r, row) in m.weights.chunks_exact(cols.max(1)).enumerate() {
         for (c, &w) in row.iter().enumerate() {
             if !(-1..=1).contains(&w) {
                 return Err(WriteError::NotTernary { what });
             }
-            dst[r * rb + c / 4] |= encode_ternary(w) << (2 * (c % 4));
+            match format {
+                ElemFormat::Ternary2 { row_bytes } => {
+                    dst[r * row_bytes as usize + c / 4] |= encode_ternary(w) << (2 * (c % 4))
+                }
+                ElemFormat::Ternary5 { row_bytes } => {
+                    let rb = row_bytes as usize;
+                    // Digits of one byte never exceed 242 in total: no overflow.
+                    dst[r * rb + c % rb] += encode_base3(w) * POW3[c / rb];
+                }
+                _ => return Err(WriteError::BadValue { what }),
+            }
         }
     }
     Ok(())
 }
 
 impl ModelParams {
-    /// Serializes to a blob (format v1), checked by loading it back.
+    /// Serializes to a blob with every matrix 2-bit (format v1), checked by loading it back.
     pub fn to_blob(&self) -> Result<Vec<u8>, WriteError> {
-        let layout = self.check()?;
+        self.to_blob_with(MatrixEncodings::default())
+    }
+
+    /// Serializes to a blob with matrix `i` of every layer (schema order) stored as
+    /// `ternary[i]`: format v1 when all are 2-bit, else v2. Checked by loading it back.
+    pub fn to_blob_with(&self, ternary: MatrixEncodings) -> Result<Vec<u8>, WriteError> {
+        let layout = self.check(ternary)?;
         let mut data = vec![0u8; layout.data_len()];
         let mut table = Vec::new();
         for e in layout.entries() {
@@ -231,14 +250,14 @@ impl ModelParams {
         let mut header =
             postcard::to_allocvec(&info).map_err(|_| WriteError::BadValue { what: "header" })?;
         header.extend(table);
-        let blob = assemble(&header, &data)?;
+        let blob = assemble(layout.format_major(), &header, &data)?;
         Model::from_bytes(&blob).map_err(WriteError::Reload)?;
         Ok(blob)
     }
 
     /// Checks the parts that are not sections (config, metadata, vocabulary, eps, layer
     /// count) and returns the layout.
-    fn check(&self) -> Result<Layout, WriteError> {
+    fn check(&self, ternary: MatrixEncodings) -> Result<Layout, WriteError> {
         let c = self.config;
         c.validate().map_err(WriteError::Config)?;
         if self.metadata.len() > MAX_METADATA {
@@ -254,7 +273,7 @@ impl ModelParams {
         check_len("layers", self.layers.len(), c.n_layers as usize)?;
         let vb_len = self.vocab.iter().map(Vec::len).sum::<usize>();
         let vb_len = u32::try_from(vb_len).map_err(|_| WriteError::Config(ConfigError::Size))?;
-        Layout::new(c, vb_len).map_err(WriteError::Config)
+        Layout::with_encodings(c, vb_len, ternary).map_err(WriteError::Config)
     }
 
     /// Writes the values of section `e` into `dst` (zeroed, `e.len` bytes).
@@ -332,10 +351,7 @@ impl ModelParams {
             }
             (Source::Ternary { name }, kind) => {
                 let m = layer()?.ternary(kind).ok_or(missing)?;
-                let ElemFormat::Ternary2 { row_bytes } = e.format else {
-                    return Err(missing);
-                };
-                put_ternary(dst, name, m, e.rows, e.cols, row_bytes)?
+                put_ternary(dst, name, m, e.rows, e.cols, e.format)?
             }
             (Source::LayerScales, _) => {
                 let lp = layer()?;
@@ -357,7 +373,7 @@ impl ModelParams {
 }
 
 /// Prefix + header + zero padding to [`DATA_ALIGN`] + data, with the CRC.
-fn assemble(header: &[u8], data: &[u8]) -> Result<Vec<u8>, WriteError> {
+fn assemble(major: u16, header: &[u8], data: &[u8]) -> Result<Vec<u8>, WriteError> {
     let too_big = WriteError::Config(ConfigError::Size);
     let header_end = PREFIX_LEN + header.len();
     let data_offset = round_up(header_end, DATA_ALIGN).ok_or(too_big)?;
@@ -370,11 +386,85 @@ fn assemble(header: &[u8], data: &[u8]) -> Result<Vec<u8>, WriteError> {
     blob[data_offset..].copy_from_slice(data);
     let crc = CRC32.checksum(&blob[PREFIX_LEN..]);
     blob[..8].copy_from_slice(&MAGIC);
-    blob[8..10].copy_from_slice(&VERSION_MAJOR.to_le_bytes());
+    blob[8..10].copy_from_slice(&major.to_le_bytes());
     blob[10..12].copy_from_slice(&VERSION_MINOR.to_le_bytes());
     blob[12..16].copy_from_slice(&(header.len() as u32).to_le_bytes());
     blob[16..20].copy_from_slice(&(data_offset as u32).to_le_bytes());
     blob[20..24].copy_from_slice(&(data.len() as u32).to_le_bytes());
     blob[24..28].copy_from_slice(&crc.to_le_bytes());
     Ok(blob)
+}
+
+impl ModelParams {
+    /// The parameters of a loaded model, to write it again (say in another ternary encoding:
+    /// `tools repack`). Every value is read back exactly, so
+    /// `from_model(m).to_blob_with(*m.layout().encodings())` is the blob `m` was loaded from.
+    pub fn from_model(m: &Model<'_>) -> ModelParams {
+        let c = *m.config();
+        let d = c.d_model as usize;
+        let vocab = (0..c.vocab_size)
+            .map(|i| m.token_bytes(i as u16).unwrap_or(&[]).to_vec())
+            .collect();
+        let rb = crate::format::int8_row_bytes(c.d_model);
+        let embedding = m
+            .embedding()
+            .chunks_exact(rb.max(1))
+            .flat_map(|row| row[..d.min(row.len())].iter().copied())
+            .collect();
+        let rope = (0..c.ctx_len as usize)
+            .flat_map(|t| {
+                m.rope_row(t)
+                    .chunks_exact(4)
+                    .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            })
+            .collect();
+        let layers = (0..c.n_layers as usize)
+            .map(|l| LayerParams {
+                tensors: schema::LAYER
+                    .iter()
+                    .filter_map(|s| match s.source {
+                        Source::Gain { .. } => Some((
+                            s.kind,
+                            LayerTensor::Gains(m.layer_gains(l, s.kind).iter().collect()),
+                        )),
+                        Source::Ternary { .. } => {
+                            let t = m.layer_matrix(l, s.kind);
+                            let weights = unpack(&t);
+                            Some((s.kind, LayerTensor::Ternary(TernaryParams { weights, gamma: t.gamma })))
+                        }
+                        _ => None,
+                    })
+                    .collect(),
+            })
+            .collect();
+        ModelParams {
+            config: c,
+            norm_eps: m.norm_eps(),
+            val_loss_micro_nats: m.val_loss_micro_nats(),
+            metadata: m.metadata().into(),
+            vocab,
+            embedding,
+            embedding_scales: m.embedding_scales().collect(),
+            rope,
+            final_norm: m.final_norm().iter().collect(),
+            layers,
+        }
+    }
+}
+
+/// The weights of a loaded matrix, row-major `[rows][cols]`, in `{-1, 0, 1}`.
+fn unpack(t: &crate::model::TernaryMatrix<'_>) -> Vec<i8> {
+    use crate::format::TernaryEncoding;
+    use crate::kernels::{decode_base3, decode_ternary};
+    let mut w = Vec::with_capacity(t.rows * t.cols);
+    for row in t.data.chunks_exact(t.row_bytes.max(1)).take(t.rows) {
+        for c in 0..t.cols {
+            let v = match t.encoding {
+                TernaryEncoding::Packed2 => decode_ternary(row[c / 4] >> (2 * (c % 4))),
+                TernaryEncoding::Base3 => decode_base3(row[c % t.row_bytes], c / t.row_bytes),
+            };
+            w.push(v as i8);
+        }
+    }
+    w
 }

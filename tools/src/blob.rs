@@ -5,7 +5,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use runtime::format::{MAGIC, PREFIX_LEN, VERSION_MAJOR};
+use runtime::format::{MAGIC, PREFIX_LEN, VERSION_MAJOR, VERSION_MAJOR_MIN};
 use runtime::Model;
 
 use crate::files;
@@ -48,13 +48,13 @@ pub fn read(path: &Path) -> Result<Vec<u8>> {
         u32::from_le_bytes([prefix[at], prefix[at + 1], prefix[at + 2], prefix[at + 3]])
     };
     let major = u16::from_le_bytes([prefix[8], prefix[9]]);
-    if major != VERSION_MAJOR {
+    if !(VERSION_MAJOR_MIN..=VERSION_MAJOR).contains(&major) {
         let minor = u16::from_le_bytes([prefix[10], prefix[11]]);
-        bail!("{p}: blob format {major}.{minor} is not supported (this build reads major version {VERSION_MAJOR})");
+        bail!("{p}: blob format {major}.{minor} is not supported (this build reads major versions {VERSION_MAJOR_MIN}-{VERSION_MAJOR}); repack the run with this build's `tools pack`");
     }
     let flags = u32_at(28);
     if flags != 0 {
-        bail!("{p}: the prefix flags are {flags:#010x} but format {VERSION_MAJOR} defines none (a corrupted or newer blob)");
+        bail!("{p}: the prefix flags are {flags:#010x} but format {major} defines none (a corrupted or newer blob)");
     }
     // data offset + data length: the whole blob.
     let declared = u64::from(u32_at(16)) + u64::from(u32_at(20));

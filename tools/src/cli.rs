@@ -61,6 +61,29 @@ pub enum Command {
         /// not a regular file (a device, a directory) is refused.
         #[arg(long)]
         out: PathBuf,
+        /// How the ternary matrices are stored: `base3` (5 weights per byte, 1.6 bits: format
+        /// v2) or `2bit` (4 per byte, rows padded to 16 bytes: format v1).
+        #[arg(long, value_name = "ENCODING", default_value = "base3", value_parser = pack::parse_encoding)]
+        ternary: runtime::TernaryEncoding,
+        /// One matrix kind stored differently, e.g. `w_down=2bit` (names as in the run dir:
+        /// wq, wk, wv, wo, w_up, w_down); repeatable.
+        #[arg(long = "ternary-for", value_name = "MATRIX=ENCODING", value_parser = pack::parse_override)]
+        ternary_for: Vec<(usize, runtime::TernaryEncoding)>,
+    },
+    /// Rewrite a blob with its ternary matrices in another encoding (say a v1 blob as base 3):
+    /// the same weights and outputs, a different size.
+    Repack {
+        /// The blob to read.
+        model: PathBuf,
+        /// The blob to write (atomically, as `pack --out`; may be MODEL itself).
+        #[arg(long)]
+        out: PathBuf,
+        /// As `pack --ternary`.
+        #[arg(long, value_name = "ENCODING", default_value = "base3", value_parser = pack::parse_encoding)]
+        ternary: runtime::TernaryEncoding,
+        /// As `pack --ternary-for`.
+        #[arg(long = "ternary-for", value_name = "MATRIX=ENCODING", value_parser = pack::parse_override)]
+        ternary_for: Vec<(usize, runtime::TernaryEncoding)>,
     },
     /// Show a blob's format version, config, vocabulary, tensor table, sizes and checksum.
     Inspect {
@@ -167,7 +190,18 @@ pub enum Command {
 /// Runs one parsed command line; data goes to `out`, progress to stderr.
 pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
     match cli.command {
-        Command::Pack { run, out: blob } => pack_cmd(&run, &blob),
+        Command::Pack {
+            run,
+            out: blob,
+            ternary,
+            ternary_for,
+        } => pack_cmd(&run, &blob, pack::encodings(ternary, &ternary_for)),
+        Command::Repack {
+            model,
+            out: blob,
+            ternary,
+            ternary_for,
+        } => repack_cmd(&model, &blob, pack::encodings(ternary, &ternary_for)),
         Command::Inspect { file, json } => inspect_cmd(&file, json, out),
         Command::Generate {
             model,
@@ -212,13 +246,34 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
 }
 
 /// `tools pack`.
-fn pack_cmd(run: &Path, blob: &Path) -> Result<()> {
-    let bytes = pack::pack(run, blob)?;
+fn pack_cmd(run: &Path, blob: &Path, ternary: runtime::schema::MatrixEncodings) -> Result<()> {
+    let bytes = pack::pack_with(run, blob, ternary)?;
     eprintln!(
         "packed {} into {} ({} bytes)",
         run.display(),
         blob.display(),
         bytes.len()
+    );
+    Ok(())
+}
+
+/// `tools repack`.
+fn repack_cmd(model: &Path, blob: &Path, ternary: runtime::schema::MatrixEncodings) -> Result<()> {
+    atomic::check_output(blob)?;
+    let bytes = blob::read(model)?;
+    let m = blob::load(model, &bytes)?;
+    let new = runtime::writer::ModelParams::from_model(&m)
+        .to_blob_with(ternary)
+        .map_err(|e| anyhow::anyhow!("cannot write the blob: {e}"))?;
+    atomic::write_atomically(blob, &new)?;
+    eprintln!(
+        "repacked {} ({} bytes, format v{}) into {} ({} bytes, format v{})",
+        model.display(),
+        bytes.len(),
+        m.version_major(),
+        blob.display(),
+        new.len(),
+        if ternary.iter().all(|e| *e == runtime::TernaryEncoding::Packed2) { 1 } else { 2 },
     );
     Ok(())
 }

@@ -67,6 +67,7 @@ fn format_name(f: ElemFormat) -> String {
         ElemFormat::Dyadic => "dyadic".into(),
         ElemFormat::FixedI32 { frac_bits } => format!("i32 Q.{frac_bits}"),
         ElemFormat::Ternary2 { row_bytes } => format!("2-bit ternary, rows of {row_bytes} B"),
+        ElemFormat::Ternary5 { row_bytes } => format!("base-3 ternary, rows of {row_bytes} B"),
     }
 }
 
@@ -107,7 +108,7 @@ pub fn inspect(model: &Model<'_>, blob: &[u8]) -> Inspection {
     Inspection {
         format_version: format!(
             "{}.{}",
-            runtime::format::VERSION_MAJOR,
+            model.version_major(),
             model.version_minor()
         ),
         checksum: format!("CRC-32 {crc:08x} (verified)"),

@@ -10,8 +10,8 @@ use tools::cli::{self, Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if matches!(cli.command, Command::Pack { .. }) {
-        // Ctrl-C or kill during a pack removes the half-written temporary file.
+    if matches!(cli.command, Command::Pack { .. } | Command::Repack { .. }) {
+        // Ctrl-C or kill during a pack or repack removes the half-written temporary file.
         if let Err(e) = tools::atomic::remove_on_interrupt() {
             eprintln!("tools: {e:#}");
             return ExitCode::FAILURE;

@@ -3,9 +3,9 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use runtime::schema::{self, Source};
+use runtime::schema::{self, MatrixEncodings, Source};
 use runtime::writer::{LayerParams, LayerTensor, ModelParams};
-use runtime::Config;
+use runtime::{Config, TernaryEncoding};
 
 use crate::atomic;
 use crate::convert::{dyadic, embedding, gains, rope_table, ternarize};
@@ -81,17 +81,60 @@ fn layer_params(run: &Run, config: &Config, l: usize) -> Result<LayerParams> {
     Ok(LayerParams { tensors })
 }
 
-/// Packs run dir `run_dir` into the blob `out`. The file appears whole or not at all
-/// ([`crate::atomic`]); an existing `out` that is not a regular file is refused first.
+/// Packs run dir `run_dir` into the blob `out` with every matrix 2-bit (format v1).
 pub fn pack(run_dir: &Path, out: &Path) -> Result<Vec<u8>> {
+    pack_with(run_dir, out, MatrixEncodings::default())
+}
+
+/// Packs run dir `run_dir` into the blob `out`, matrix `i` of every layer (schema order) stored
+/// as `ternary[i]`. The file appears whole or not at all ([`crate::atomic`]); an existing `out`
+/// that is not a regular file is refused first.
+pub fn pack_with(run_dir: &Path, out: &Path, ternary: MatrixEncodings) -> Result<Vec<u8>> {
     atomic::check_output(out)?;
     let run = Run::load(run_dir)?;
     let params = model_params(&run)?;
     let blob = params
-        .to_blob()
+        .to_blob_with(ternary)
         .map_err(|e| anyhow::anyhow!("cannot write the blob: {e}"))?;
     atomic::write_atomically(out, &blob)?;
     Ok(blob)
+}
+
+/// Parses `2bit` or `base3` (`--ternary`).
+pub fn parse_encoding(s: &str) -> std::result::Result<TernaryEncoding, String> {
+    [TernaryEncoding::Packed2, TernaryEncoding::Base3]
+        .into_iter()
+        .find(|e| e.name() == s)
+        .ok_or_else(|| format!("`{s}` is not an encoding: use 2bit or base3"))
+}
+
+/// Parses `MATRIX=ENCODING` (`--ternary-for`), `MATRIX` a layer matrix's run-dir name
+/// (`wq` … `w_down`); returns its index among the layer's matrices.
+pub fn parse_override(s: &str) -> std::result::Result<(usize, TernaryEncoding), String> {
+    let (name, enc) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}`: expected MATRIX=ENCODING, e.g. w_down=2bit"))?;
+    let names: Vec<&str> = schema::LAYER
+        .iter()
+        .filter(|t| matches!(t.source, Source::Ternary { .. }))
+        .filter_map(|t| t.trainer_name())
+        .collect();
+    let k = names
+        .iter()
+        .position(|n| *n == name)
+        .ok_or_else(|| format!("`{name}` is not a layer matrix: one of {}", names.join(", ")))?;
+    Ok((k, parse_encoding(enc)?))
+}
+
+/// Every matrix `default`, then the overrides in order.
+pub fn encodings(default: TernaryEncoding, overrides: &[(usize, TernaryEncoding)]) -> MatrixEncodings {
+    let mut e = [default; schema::MATRICES_PER_LAYER];
+    for (k, enc) in overrides {
+        if let Some(slot) = e.get_mut(*k) {
+            *slot = *enc;
+        }
+    }
+    e
 }
 
 /// `s` cut to at most `max` bytes, at a character boundary.

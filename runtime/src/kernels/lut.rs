@@ -209,3 +209,304 @@ fn rows_dsp(w: &[u8], row_bytes: usize, g0: usize, table: &[u16], y: &mut [i32])
     }
     true
 }
+
+/// Added to every entry of a base-3 table, so that entries are in `384..=1664`
+/// (`|Σ| ≤ 5 · 128 = 640`) and fit `u16` lanes without a carry between packed halves.
+pub const BIAS5: u32 = 1024;
+
+/// Two entries in one word, entry `2k` in the low half (little-endian memory order: the
+/// `asm!` loop and [`entries`] read halves by address). Computed with wrapping arithmetic:
+/// sums of such words are exact as long as every final half lies in `0..65536`.
+#[inline(always)]
+fn pk(first: i32, second: i32) -> u32 {
+    let w = first.wrapping_add(second.wrapping_shl(16)) as u32;
+    if cfg!(target_endian = "little") {
+        w
+    } else {
+        w.rotate_left(16)
+    }
+}
+
+/// Fills `table` with the biased base-3 tables of groups `g0..g1` of a row of `c` bytes
+/// (format v2, `Ternary5`: byte `g` holds the weights of columns `g + k·c`, `k < 5`):
+/// entry `v` of group `g` is `BIAS5 + Σ_k d_k(v) · x[g + k·c]` for `v < 243`, with `d_k(v)`
+/// the weight of digit `k` ([`decode_base3`](super::decode_base3)); entries `243..256` are
+/// filled but never read. Writes every word of the first `g1 − g0` groups' tables.
+///
+/// Entry `v` is `lo[v % 9] + hi[v / 9]` (`lo` over digits 0 and 1, `hi` over digits 2 to 4,
+/// with the bias). Two consecutive `hi` blocks are 18 entries, 9 words: four words of `lo`
+/// pairs plus `hi[2i]` in both halves, one word `(lo[8] + hi[2i], lo[0] + hi[2i+1])`, four
+/// words of the `lo` pairs shifted by one plus `hi[2i+1]`. So a table is 128 word adds of
+/// precomputed pairs, done in two passes (words 0-4, then 5-8, of each block) to keep the
+/// pairs in registers on a Cortex-M.
+pub fn build5(x: &[i8], c: usize, g0: usize, g1: usize, table: &mut [MaybeUninit<u32>]) {
+    for (g, t) in (g0..g1).zip(table.chunks_exact_mut(WORDS)) {
+        let xk = |k: usize| x.get(g + k * c).map_or(0, |v| *v as i32);
+        let [x0, x1, x2, x3, x4] = [xk(0), xk(1), xk(2), xk(3), xk(4)];
+        // Digit values 0, 1, 2 are weights 0, +1, −1. Nested loops over constant-length
+        // arrays (no division by 3): the compiler unrolls them into plain adds.
+        let (w0, w1) = ([0, x0, -x0], [0, x1, -x1]);
+        let mut lo = [0i32; 9];
+        for (row, b) in lo.chunks_exact_mut(3).zip(w1) {
+            for (l, a) in row.iter_mut().zip(w0) {
+                *l = a + b;
+            }
+        }
+        // hi[27] stands for the unused entries 243..252.
+        let bias = BIAS5 as i32;
+        let (w2, w3, w4) = ([0, x2, -x2], [0, x3, -x3], [bias, bias + x4, bias - x4]);
+        let mut hi = [bias; 28];
+        for (block, e) in hi.chunks_exact_mut(9).zip(w4) {
+            for (row, dv) in block.chunks_exact_mut(3).zip(w3) {
+                for (h, c) in row.iter_mut().zip(w2) {
+                    *h = c + dv + e;
+                }
+            }
+        }
+        let (blocks, rest) = t.split_at_mut(14 * 9);
+        let [p0, p1, p2, p3, p4] = [
+            pk(lo[0], lo[1]),
+            pk(lo[2], lo[3]),
+            pk(lo[4], lo[5]),
+            pk(lo[6], lo[7]),
+            pk(lo[8], lo[0]),
+        ];
+        for (w, h) in blocks.chunks_exact_mut(9).zip(hi.chunks_exact(2)) {
+            let (a, b) = (h[0], h[1]);
+            let aa = pk(a, a);
+            // Each half: lo + hi ∈ [BIAS5 − 640, BIAS5 + 640]: the packed sums are exact.
+            w[0].write(p0.wrapping_add(aa));
+            w[1].write(p1.wrapping_add(aa));
+            w[2].write(p2.wrapping_add(aa));
+            w[3].write(p3.wrapping_add(aa));
+            w[4].write(p4.wrapping_add(pk(a, b)));
+        }
+        let [p5, p6, p7, p8] = [
+            pk(lo[1], lo[2]),
+            pk(lo[3], lo[4]),
+            pk(lo[5], lo[6]),
+            pk(lo[7], lo[8]),
+        ];
+        for (w, h) in blocks.chunks_exact_mut(9).zip(hi.chunks_exact(2)) {
+            let bb = pk(h[1], h[1]);
+            w[5].write(p5.wrapping_add(bb));
+            w[6].write(p6.wrapping_add(bb));
+            w[7].write(p7.wrapping_add(bb));
+            w[8].write(p8.wrapping_add(bb));
+        }
+        for o in rest {
+            o.write(pk(BIAS5 as i32, BIAS5 as i32));
+        }
+    }
+}
+
+/// Tables of every group of one matrix input of at most [`GROUPS`] bytes per row, built once
+/// and used for several matrices with that input (the query, key and value projections):
+/// [`Tables5::matvec`] then only adds entries. 16 KiB; lives on the caller's stack.
+pub struct Tables5 {
+    table: [MaybeUninit<u32>; GROUPS * WORDS],
+    c: usize,
+}
+
+impl Default for Tables5 {
+    fn default() -> Tables5 {
+        Tables5::new()
+    }
+}
+
+impl Tables5 {
+    /// No tables yet (nothing is written: construct it where it stays, then [`Tables5::build`]).
+    #[inline(always)]
+    pub const fn new() -> Tables5 {
+        Tables5 {
+            table: [MaybeUninit::uninit(); GROUPS * WORDS],
+            c: 0,
+        }
+    }
+
+    /// Builds the tables of input `x` (`5c` entries) for rows of `c ≤ GROUPS` bytes; `false`
+    /// (and no tables) for longer rows: then call [`ternary5_matvec`], which works chunk by
+    /// chunk.
+    #[cfg_attr(feature = "ram-code", link_section = ".data.runtime.hot")]
+    pub fn build(&mut self, x: &[i8], c: usize) -> bool {
+        self.c = 0;
+        if c == 0 || c > GROUPS || x.len() < 5 * c {
+            return false;
+        }
+        build5(x, c, 0, c, &mut self.table[..c * WORDS]);
+        // Up to 3 groups of tables whose entries are all BIAS5, for the `asm!` row loop,
+        // which reads whole words: a byte past the row's chunk then adds exactly BIAS5.
+        let words = c.div_ceil(4) * 4 * WORDS;
+        for o in self.table.get_mut(c * WORDS..words).unwrap_or(&mut []) {
+            o.write(pk(BIAS5 as i32, BIAS5 as i32));
+        }
+        self.c = c;
+        true
+    }
+
+    /// `y[r] = Σ_j W[r][j] · x[j]` for a base-3 matrix `w` with rows of `c` bytes, from the
+    /// tables (the contract of [`reference::ternary5_matvec`](super::reference::ternary5_matvec)).
+    #[cfg_attr(feature = "ram-code", link_section = ".data.runtime.hot")]
+    /// Without built tables every output is 0.
+    pub fn matvec(&self, w: &[u8], y: &mut [i32]) {
+        y.iter_mut().for_each(|v| *v = 0);
+        if self.c == 0 {
+            return;
+        }
+        let words = self.c.div_ceil(4) * 4 * WORDS;
+        // `new` wrote the first `words` words (`c` tables, then the dummy ones).
+        let t = entries(self.table.get(..words).unwrap_or(&[]));
+        rows5(w, self.c, 0, self.c, t, y);
+    }
+}
+
+/// `y[r] += Σ_g table_g[w[r][g0 + g]] − BIAS5·(g1 − g0)` for every row (rows of `c` bytes) over
+/// the chunk `g0..g1`: the `asm!` loop on DSP cores when `table` also holds the dummy tables
+/// up to a whole word, else the portable loop.
+#[inline(always)]
+fn rows5(w: &[u8], c: usize, g0: usize, g1: usize, table: &[u16], y: &mut [i32]) {
+    #[cfg(runtime_dsp)]
+    if rows5_dsp(w, c, g0, g1, table, y) {
+        return;
+    }
+    let bias = BIAS5 * (g1 - g0) as u32;
+    for (out, row) in y.iter_mut().zip(w.chunks_exact(c.max(1))) {
+        if let Some(bytes) = row.get(g0..g1) {
+            // |sum| < 2^31: the biased u32 sum minus the bias is exact.
+            *out = out.wrapping_add(row_sum(bytes, table).wrapping_sub(bias) as i32);
+        }
+    }
+}
+
+/// Same contract as [`reference::ternary5_matvec`](super::reference::ternary5_matvec), by
+/// table lookup: per chunk of up to [`GROUPS`] weight bytes (groups of 5 activations), the
+/// tables are built once and every row adds one entry per byte.
+#[cfg_attr(feature = "ram-code", link_section = ".data.runtime.hot")]
+pub fn ternary5_matvec(w: &[u8], row_bytes: usize, x: &[i8], y: &mut [i32]) {
+    debug_assert_eq!(x.len(), row_bytes * 5);
+    debug_assert_eq!(w.len(), row_bytes * y.len());
+    let mut tables = Tables5::new();
+    if tables.build(x, row_bytes) {
+        return tables.matvec(w, y);
+    }
+    y.iter_mut().for_each(|v| *v = 0);
+    // Not zeroed: `build5` writes every word of a chunk's tables (and the dummy tables are
+    // written below) before they are read.
+    let mut table = [MaybeUninit::<u32>::uninit(); GROUPS * WORDS];
+    let mut g0 = 0;
+    while g0 < row_bytes {
+        let g1 = row_bytes.min(g0 + GROUPS);
+        let Some(t) = table.get_mut(..(g1 - g0) * WORDS) else {
+            return;
+        };
+        build5(x, row_bytes, g0, g1, t);
+        let words = (g1 - g0).div_ceil(4) * 4 * WORDS;
+        for o in table.get_mut((g1 - g0) * WORDS..words).unwrap_or(&mut []) {
+            o.write(pk(BIAS5 as i32, BIAS5 as i32));
+        }
+        // `build5` and the loop above wrote the first `words` words.
+        let t = entries(table.get(..words).unwrap_or(&[]));
+        rows5(w, row_bytes, g0, g1, t, y);
+        g0 = g1;
+    }
+}
+
+/// The `asm!` row loop of [`rows5_dsp`] for chunks of `$n` words (`4·$n` groups, the last up
+/// to 3 of them dummies): `$n` copies of [`word!`], then the table pointer moves back and the
+/// bias of `4·$n` entries comes off.
+#[cfg(runtime_dsp)]
+macro_rules! rows5_loop {
+    ($n:literal, $start:expr, $y:expr, $rows:expr, $table:expr, $stride:expr, [$($word:tt)*]) => {
+        // SAFETY: see `rows5_dsp`.
+        unsafe {
+            core::arch::asm!(
+                "2:",
+                "ldr {acc}, [{yp}]",
+                $($word!(),)*
+                "sub {tbl}, {tbl}, #{back}",
+                "sub {acc}, {acc}, #{bias}",
+                "str {acc}, [{yp}], #4",
+                "add {p}, {p}, {stride}",
+                "cmp {yp}, {yend}",
+                "bne 2b",
+                back = const $n * 2048,
+                bias = const $n * 4 * BIAS5,
+                p = inout(reg) $start => _,
+                yp = inout(reg) $y.as_mut_ptr() => _,
+                yend = in(reg) $y.as_mut_ptr().wrapping_add($rows),
+                tbl = inout(reg) $table.as_ptr() => _,
+                stride = in(reg) $stride,
+                c256 = in(reg) 256u32,
+                c512 = in(reg) 512u32,
+                c768 = in(reg) 768u32,
+                acc = out(reg) _,
+                w = out(reg) _,
+                t0 = out(reg) _,
+                t1 = out(reg) _,
+                t2 = out(reg) _,
+                options(nostack),
+            )
+        }
+    };
+}
+
+/// `y[r] += Σ_g table_g[w[r][g0 + g]] − BIAS5·(g1 − g0)` for every row over one chunk of
+/// base-3 bytes, in an `asm!` loop that reads whole words: `n = ceil((g1 − g0) / 4)` words per
+/// row against `table`, which holds `4n` groups' tables (those past `g1 − g0` all `BIAS5`).
+/// The last row runs the portable loop when its words would read past `w`. Returns `false`
+/// (and does nothing) when a precondition fails.
+#[cfg(runtime_dsp)]
+#[inline(never)]
+fn rows5_dsp(w: &[u8], c: usize, g0: usize, g1: usize, table: &[u16], y: &mut [i32]) -> bool {
+    let rows = y.len();
+    let n = (g1 - g0).div_ceil(4);
+    let fits = rows > 0
+        && (1..=8).contains(&n)
+        && g0 < g1
+        && g1 <= c
+        && w.len() >= rows * c
+        && table.len() >= 4 * n * ENTRIES;
+    if !fits {
+        return false;
+    }
+    // Rows whose `4n` bytes from `g0` lie inside `w`: all but possibly the last.
+    let asm_rows = if (rows - 1) * c + g0 + 4 * n <= w.len() {
+        rows
+    } else {
+        rows - 1
+    };
+    let Some(start) = w.get(g0..) else {
+        return false;
+    };
+    let start = start.as_ptr();
+    // From the end of one row's words to the next row's chunk; negative (wrapping, the same
+    // bits for `add`) when a row is shorter than the words read.
+    let stride = c.wrapping_sub(4 * n) as u32;
+    if asm_rows > 0 {
+        let ya = &mut y[..asm_rows];
+        // SAFETY (every arm): for each of the `asm_rows` rows the loop reads the `4n` bytes
+        // from `g0` of that row (`n` word loads, inside `w`: checked above; unaligned word
+        // loads are allowed on Armv8-M for normal memory) and `u16` entries of `table` at
+        // `k·256 + byte` for `k < 4n` (`table` holds `4n·256` entries); it reads and writes
+        // `y[r]` for `r < asm_rows`. The table pointer moves by `n·2048` bytes and back each
+        // row; nothing else is touched, no stack.
+        match n {
+            1 => rows5_loop!(1, start, ya, asm_rows, table, stride, [word]),
+            2 => rows5_loop!(2, start, ya, asm_rows, table, stride, [word word]),
+            3 => rows5_loop!(3, start, ya, asm_rows, table, stride, [word word word]),
+            4 => rows5_loop!(4, start, ya, asm_rows, table, stride, [word word word word]),
+            5 => rows5_loop!(5, start, ya, asm_rows, table, stride, [word word word word word]),
+            6 => rows5_loop!(6, start, ya, asm_rows, table, stride, [word word word word word word]),
+            7 => rows5_loop!(7, start, ya, asm_rows, table, stride, [word word word word word word word]),
+            _ => rows5_loop!(8, start, ya, asm_rows, table, stride, [word word word word word word word word]),
+        }
+    }
+    if asm_rows < rows {
+        let bias = BIAS5 * (g1 - g0) as u32;
+        let row = w.get((rows - 1) * c + g0..(rows - 1) * c + g1).unwrap_or(&[]);
+        if let Some(out) = y.last_mut() {
+            *out = out.wrapping_add(row_sum(row, table).wrapping_sub(bias) as i32);
+        }
+    }
+    true
+}

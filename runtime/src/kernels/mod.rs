@@ -177,5 +177,51 @@ pub const fn encode_ternary(w: i8) -> u8 {
     (w as u8) & 3
 }
 
+/// Weight `k` (`0..5`) of a base-3 byte `v`: its base-3 digit `k` (`v / 3^k mod 3`), with
+/// digit `0 = 0`, `1 = +1`, `2 = −1` (so a zero byte is five zero weights). Bytes ≥ 243 never
+/// reach a kernel (the loader refuses them).
+#[inline(always)]
+pub const fn decode_base3(v: u8, k: usize) -> i32 {
+    let pow = [1u32, 3, 9, 27, 81];
+    let k = if k < 5 { k } else { 4 };
+    match (v as u32 / pow[k]) % 3 {
+        1 => 1,
+        2 => -1,
+        _ => 0,
+    }
+}
+
+/// Encodes a weight in `{-1, 0, 1}` as its base-3 digit (`0`, `1`, `2`).
+#[inline(always)]
+pub const fn encode_base3(w: i8) -> u8 {
+    match w {
+        1 => 1,
+        -1 => 2,
+        _ => 0,
+    }
+}
+
+/// `y[r] = Σ_j W[r][j] · x[j]` for a base-3 matrix (the contract of
+/// [`reference::ternary5_matvec`]). Shapes: `w [rows][row_bytes]`, `x [row_bytes·5]`,
+/// `y [rows]`. Every target runs the table-lookup kernel [`lut::ternary5_matvec`] (with an
+/// `asm!` row loop on Arm cores with the DSP extension).
+#[inline]
+pub fn ternary5_matvec(w: &[u8], row_bytes: usize, x: &[i8], y: &mut [i32]) {
+    lut::ternary5_matvec(w, row_bytes, x, y)
+}
+
+/// `Y[t] = W · X[t]` for a block of tokens over a base-3 matrix: [`ternary5_matvec`] per token.
+/// Shapes: `w [rows][row_bytes]`, `x [n][row_bytes·5]`, `y [n][rows]` (token-major).
+#[inline]
+pub fn ternary5_matmul(w: &[u8], row_bytes: usize, x: &[i8], y: &mut [i32]) {
+    if row_bytes == 0 || w.len() < row_bytes {
+        return;
+    }
+    let rows = w.len() / row_bytes;
+    for (xt, yt) in x.chunks_exact(row_bytes * 5).zip(y.chunks_exact_mut(rows)) {
+        ternary5_matvec(w, row_bytes, xt, yt);
+    }
+}
+
 #[cfg(test)]
 mod tests;

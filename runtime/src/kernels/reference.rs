@@ -1,6 +1,6 @@
 //! Scalar reference kernels: the obvious loops, the definition the fast ones must match.
 
-use super::decode_ternary;
+use super::{decode_base3, decode_ternary};
 
 /// `y[r] = Σ_j W[r][j] · x[j]` for a 2-bit ternary matrix. Shapes: `w [rows][row_bytes]`,
 /// `x [row_bytes·4]` (zero padded), `y [rows]`.
@@ -16,6 +16,25 @@ pub fn ternary_matvec(w: &[u8], row_bytes: usize, x: &[i8], y: &mut [i32]) {
         for (j, xv) in x.iter().enumerate() {
             let code = row[j / 4] >> (2 * (j % 4));
             acc += decode_ternary(code) * *xv as i32;
+        }
+        *out = acc;
+    }
+}
+
+/// `y[r] = Σ_j W[r][j] · x[j]` for a base-3 ternary matrix (format v2, `Ternary5`): byte `b`
+/// of a row holds weights `b + k·row_bytes` for `k < 5` (digit `k`, see
+/// [`decode_base3`](super::decode_base3)). Shapes: `w [rows][row_bytes]`, `x [row_bytes·5]`
+/// (entries past the matrix's `cols` meet zero digits), `y [rows]`.
+///
+/// Overflow: as [`ternary_matvec`], `|y[r]| ≤ 128 · 5 · row_bytes < 2^31`.
+pub fn ternary5_matvec(w: &[u8], row_bytes: usize, x: &[i8], y: &mut [i32]) {
+    debug_assert_eq!(x.len(), row_bytes * 5);
+    debug_assert_eq!(w.len(), row_bytes * y.len());
+    for (r, out) in y.iter_mut().enumerate() {
+        let row = &w[r * row_bytes..(r + 1) * row_bytes];
+        let mut acc = 0i32;
+        for (j, xv) in x.iter().enumerate() {
+            acc += decode_base3(row[j % row_bytes], j / row_bytes) * *xv as i32;
         }
         *out = acc;
     }

@@ -1,7 +1,8 @@
 //! One suite for every kernel implementation: each must equal the scalar reference exactly.
 
-use super::{decode_ternary, dsp, encode_ternary, fast, lut, reference, Level};
-use crate::format::{ternary_row_bytes, MAX_WIDTH};
+use super::{decode_base3, decode_ternary, dsp, encode_base3, encode_ternary, fast, lut};
+use super::{reference, Level};
+use crate::format::{ternary5_row_bytes, ternary_row_bytes, MAX_WIDTH};
 use std::vec;
 use std::vec::Vec;
 
@@ -28,6 +29,44 @@ fn pack(weights: &[i8], rows: usize, cols: usize) -> (Vec<u8>, usize) {
         }
     }
     (out, rb)
+}
+
+/// Packs `[rows][cols]` weights in {-1,0,1} into base-3 rows (format v2): weight `c` is
+/// digit `c / rb` of byte `c % rb`.
+fn pack5(weights: &[i8], rows: usize, cols: usize) -> (Vec<u8>, usize) {
+    let rb = ternary5_row_bytes(cols as u32);
+    let mut out = vec![0u8; rows * rb];
+    for r in 0..rows {
+        for c in 0..cols {
+            out[r * rb + c % rb] += encode_base3(weights[r * cols + c]) * 3u8.pow((c / rb) as u32);
+        }
+    }
+    (out, rb)
+}
+
+/// Every base-3 kernel against the 2-bit reference result `want` for the same weights. The
+/// input's padding entries hold garbage: they meet zero digits.
+fn check_matvec5(weights: &[i8], rows: usize, cols: usize, x: &[i8], want: &[i32]) {
+    let (w, rb) = pack5(weights, rows, cols);
+    let mut xp = vec![-77i8; rb * 5];
+    xp[..cols].copy_from_slice(x);
+    let kernels: [(&str, MatVec); 3] = [
+        ("base3 reference", reference::ternary5_matvec),
+        ("base3 lut", lut::ternary5_matvec),
+        ("base3 dispatch", super::ternary5_matvec),
+    ];
+    for (name, f) in kernels {
+        let mut got = vec![-7i32; rows];
+        f(&w, rb, &xp, &mut got);
+        assert_eq!(got, want, "{name} rows={rows} cols={cols}");
+    }
+    // Two tokens through the block entry point.
+    let mut x2 = xp.clone();
+    x2.extend_from_slice(&xp);
+    let mut got = vec![-7i32; 2 * rows];
+    super::ternary5_matmul(&w, rb, &x2, &mut got);
+    assert_eq!(&got[..rows], want, "base3 matmul rows={rows} cols={cols}");
+    assert_eq!(&got[rows..], want, "base3 matmul rows={rows} cols={cols}");
 }
 
 type MatVec = fn(&[u8], usize, &[i8], &mut [i32]);
@@ -138,6 +177,7 @@ fn check_matvec(weights: &[i8], rows: usize, cols: usize, x: &[i8]) {
             assert_eq!(got, want, "dispatch {level} rows={rows} cols={cols}");
         }
     }
+    check_matvec5(weights, rows, cols, x, &want);
 }
 
 /// A block of `n` tokens through every matrix kernel, against the reference token by token.
@@ -661,6 +701,51 @@ fn lut_tables_and_chunk_boundaries() {
     let mut rng = Rng(0x5DEE_CE66_D1CE_4E5B);
     let c = 4 * lut::GROUPS;
     for cols in [c - 1, c, c + 1, 2 * c - 4, 2 * c + 3, 4 * c, 4 * c + 60] {
+        let rows = 1 + rng.below(7) as usize;
+        let w: Vec<i8> = (0..rows * cols).map(|_| rng.below(3) as i8 - 1).collect();
+        let x: Vec<i8> = (0..cols).map(|_| rng.next() as i8).collect();
+        check_matvec(&w, rows, cols, &x);
+    }
+}
+
+#[test]
+fn base3_digits_and_tables() {
+    // Every byte below 243 decodes to the digits that encode it.
+    for v in 0..243u32 {
+        let ws: Vec<i8> = (0..5).map(|k| decode_base3(v as u8, k) as i8).collect();
+        let back: u32 = ws
+            .iter()
+            .enumerate()
+            .map(|(k, w)| encode_base3(*w) as u32 * 3u32.pow(k as u32))
+            .sum();
+        assert_eq!(back, v);
+    }
+    assert_eq!(decode_base3(0, 0), 0);
+    assert_eq!(decode_base3(1, 0), 1);
+    assert_eq!(decode_base3(2, 0), -1);
+    assert_eq!(decode_base3(2 * 81, 4), -1);
+    // Every entry of a group's table is BIAS5 + the group's sum, for strided groups.
+    let c = 3; // 3 bytes per row: group g holds columns g, g + 3, ..., g + 12
+    let x: Vec<i8> = vec![-128, 127, -1, 5, 0, -128, 127, 127, 3, -9, 100, -100, 1, 2, -3];
+    let mut table = vec![core::mem::MaybeUninit::<u32>::uninit(); 3 * 128];
+    lut::build5(&x, c, 0, 3, &mut table);
+    // SAFETY: `build5` wrote all three groups' 128 words.
+    let words: Vec<u32> = table.iter().map(|w| unsafe { w.assume_init() }).collect();
+    for g in 0..3 {
+        // Entries 243..256 are never read (no valid byte indexes them).
+        for v in 0..243usize {
+            let w = words[g * 128 + v / 2];
+            let entry = if v % 2 == 0 { w as u16 } else { (w >> 16) as u16 };
+            let want: i32 = (0..5)
+                .map(|k| decode_base3(v as u8, k) * x[g + k * c] as i32)
+                .sum();
+            assert_eq!(entry as i32, lut::BIAS5 as i32 + want, "group {g} byte {v}");
+        }
+    }
+    // Rows around the LUT chunk (GROUPS bytes of 5 weights) and its word tails.
+    let mut rng = Rng(0x2545_F491_4F6C_DD1D);
+    let g = 5 * lut::GROUPS;
+    for cols in [1, 4, 5, 6, 19, 20, 21, g - 5, g - 1, g, g + 1, g + 5, 2 * g + 13, 512] {
         let rows = 1 + rng.below(7) as usize;
         let w: Vec<i8> = (0..rows * cols).map(|_| rng.below(3) as i8 - 1).collect();
         let x: Vec<i8> = (0..cols).map(|_| rng.next() as i8).collect();
