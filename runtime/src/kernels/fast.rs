@@ -115,3 +115,37 @@ pub fn int8_weighted_sum(coef: &[i32], v: &[i8], stride: usize, acc: &mut [i64])
         }
     }
 }
+
+/// Same contract as [`reference::int8_weighted_sum`](super::reference::int8_weighted_sum),
+/// register-blocked for scalar cores with a 64-bit multiply-accumulate (`SMLAL` on the
+/// Cortex-M33): two dimensions at a time stay in registers while the positions stream past,
+/// instead of a load and a store of the accumulator around every product.
+#[inline(never)]
+#[cfg_attr(feature = "ram-code", link_section = ".data.runtime.hot")]
+pub fn int8_weighted_sum_blocked(coef: &[i32], v: &[i8], stride: usize, acc: &mut [i64]) {
+    let hd = acc.len();
+    let n = coef.len();
+    let fits = n == 0
+        || (n - 1)
+            .checked_mul(stride)
+            .and_then(|e| e.checked_add(hd))
+            .is_some_and(|e| e <= v.len());
+    if !fits || hd % 2 != 0 {
+        return int8_weighted_sum(coef, v, stride, acc);
+    }
+    for (i0, out) in (0..hd).step_by(2).zip(acc.chunks_exact_mut(2)) {
+        let (mut a0, mut a1) = (0i64, 0i64);
+        let mut at = i0;
+        for c in coef {
+            // SAFETY: `at + 1 ≤ (n − 1)·stride + hd − 1 < v.len()` (checked above: `at` is
+            // `s·stride + i0` for position `s < n` and `i0 + 1 < hd`).
+            let (v0, v1) = unsafe { (*v.get_unchecked(at) as i64, *v.get_unchecked(at + 1) as i64) };
+            let c = *c as i64;
+            a0 += c * v0;
+            a1 += c * v1;
+            at += stride;
+        }
+        out[0] = a0;
+        out[1] = a1;
+    }
+}

@@ -239,6 +239,8 @@ fn pk(first: i32, second: i32) -> u32 {
 /// words of the `lo` pairs shifted by one plus `hi[2i+1]`. So a table is 128 word adds of
 /// precomputed pairs, done in two passes (words 0-4, then 5-8, of each block) to keep the
 /// pairs in registers on a Cortex-M.
+#[inline(never)]
+#[cfg_attr(feature = "ram-code", link_section = ".data.runtime.hot")]
 pub fn build5(x: &[i8], c: usize, g0: usize, g1: usize, table: &mut [MaybeUninit<u32>]) {
     for (g, t) in (g0..g1).zip(table.chunks_exact_mut(WORDS)) {
         let xk = |k: usize| x.get(g + k * c).map_or(0, |v| *v as i32);
@@ -457,6 +459,7 @@ macro_rules! rows5_loop {
 /// (and does nothing) when a precondition fails.
 #[cfg(runtime_dsp)]
 #[inline(never)]
+#[cfg_attr(feature = "ram-code", link_section = ".data.runtime.hot")]
 fn rows5_dsp(w: &[u8], c: usize, g0: usize, g1: usize, table: &[u16], y: &mut [i32]) -> bool {
     let rows = y.len();
     let n = (g1 - g0).div_ceil(4);

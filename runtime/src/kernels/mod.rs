@@ -158,6 +158,9 @@ pub fn int8_weighted_sum(coef: &[i32], v: &[i8], stride: usize, acc: &mut [i64])
         Level::Avx2 => return unsafe { x86_64::int8_weighted_sum_avx2(coef, v, stride, acc) },
         _ => {}
     }
+    #[cfg(runtime_dsp)]
+    return fast::int8_weighted_sum_blocked(coef, v, stride, acc);
+    #[cfg(not(runtime_dsp))]
     fast::int8_weighted_sum(coef, v, stride, acc)
 }
 

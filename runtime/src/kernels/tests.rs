@@ -464,6 +464,10 @@ fn int8_weighted_sum_random_and_extremes() {
         let mut got = vec![-3i64; hd];
         fast::int8_weighted_sum(coef, v, stride, &mut got);
         assert_eq!(got, want, "fast");
+        let mut got = vec![7i64; want.len()];
+        fast::int8_weighted_sum_blocked(coef, v, stride, &mut got);
+        assert_eq!(got, want, "blocked");
+        assert_eq!(got, want, "fast");
         #[cfg(target_arch = "x86_64")]
         if Level::Avx2.supported() {
             let mut got = vec![-3i64; hd];
