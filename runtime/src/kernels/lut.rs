@@ -319,9 +319,14 @@ impl Default for Tables5 {
 impl Tables5 {
     /// No tables yet (nothing is written: construct it where it stays, then [`Tables5::build`]).
     #[inline(always)]
-    pub const fn new() -> Tables5 {
+    pub fn new() -> Tables5 {
         Tables5 {
-            table: [MaybeUninit::uninit(); GROUPS * WORDS],
+            // SAFETY: an array of `MaybeUninit` needs no initialisation. (Written this way, not
+            // as `[MaybeUninit::uninit(); N]`, which the compiler turned into a 16 KiB
+            // `memclr` per call on the Cortex-M33.)
+            table: unsafe {
+                MaybeUninit::<[MaybeUninit<u32>; GROUPS * WORDS]>::uninit().assume_init()
+            },
             c: 0,
         }
     }
@@ -392,9 +397,9 @@ pub fn ternary5_matvec(w: &[u8], row_bytes: usize, x: &[i8], y: &mut [i32]) {
         return tables.matvec(w, y);
     }
     y.iter_mut().for_each(|v| *v = 0);
-    // Not zeroed: `build5` writes every word of a chunk's tables (and the dummy tables are
-    // written below) before they are read.
-    let mut table = [MaybeUninit::<u32>::uninit(); GROUPS * WORDS];
+    // Longer rows: chunk by chunk in the same tables. `build5` writes every word of a chunk's
+    // tables (and the dummy tables are written below) before they are read.
+    let table = &mut tables.table;
     let mut g0 = 0;
     while g0 < row_bytes {
         let g1 = row_bytes.min(g0 + GROUPS);
