@@ -30,8 +30,11 @@ const RESID_LIMIT: i64 = 1 << 62;
 
 /// `Y[t] = W · act[t]` for `t < n`. Shapes: `act [n][stride]` (each token's first
 /// `w.input_len()` entries, which may run up to 4 entries into the next token's or the
-/// region's slack, are the matrix input), `y [n][rows]`. The hot loop.
-#[inline(always)]
+/// region's slack, are the matrix input), `y [n][rows]`. The hot loop. Out of line on Arm
+/// (7 call sites per layer: inlined, they made the RAM-resident pass 64 KiB of code).
+#[cfg_attr(not(target_arch = "arm"), inline(always))]
+#[cfg_attr(target_arch = "arm", inline(never))]
+#[cfg_attr(feature = "ram-code", link_section = ".data.runtime.hot")]
 fn matmul(
     w: &TernaryMatrix<'_>,
     act: &[i8],
@@ -313,8 +316,29 @@ impl Session<'_, '_> {
         let c = *self.model.config();
         let stride = ternary_row_bytes(c.d_model) * 4;
         self.norm_residual(n, w.attn_norm, stride);
-        // One token through base-3 q, k and v whose rows fit one table chunk: the three share
-        // one set of lookup tables (16 KiB of stack, built once instead of three times).
+        self.project_qkv(w, l, n, stride);
+        for t in 0..n {
+            self.attend(w, l, t, stride);
+        }
+        matmul(&w.wo, self.act, stride, n, self.y, self.scratch);
+        let d = c.d_model as usize;
+        for t in 0..n {
+            let scale = self.act_scale[t].mul(w.wo.gamma);
+            residual_add(
+                &mut self.x[t * d..(t + 1) * d],
+                &self.y[t * d..(t + 1) * d],
+                scale,
+            );
+        }
+    }
+
+    /// The query, key and value projections of every token. One token through base-3 q, k and
+    /// v whose rows fit one table chunk: the three share one set of lookup tables (16 KiB of
+    /// stack, built once instead of three times). Not inlined, so that the tables' stack frame
+    /// is gone before the next matrix (`Wo`) builds its own.
+    #[inline(never)]
+    #[cfg_attr(feature = "ram-code", link_section = ".data.runtime.hot")]
+    fn project_qkv(&mut self, w: &LayerWeights<'_>, l: usize, n: usize, stride: usize) {
         let (wq, wk, wv) = (&w.wq, &w.wk, &w.wv);
         let shared = n == 1
             && [wq, wk, wv]
@@ -329,19 +353,6 @@ impl Session<'_, '_> {
         let tables = built.then_some(&tables);
         self.project_queries(w, n, stride, tables);
         self.project_keys_values(w, l, n, stride, tables);
-        for t in 0..n {
-            self.attend(w, l, t, stride);
-        }
-        matmul(&w.wo, self.act, stride, n, self.y, self.scratch);
-        let d = c.d_model as usize;
-        for t in 0..n {
-            let scale = self.act_scale[t].mul(w.wo.gamma);
-            residual_add(
-                &mut self.x[t * d..(t + 1) * d],
-                &self.y[t * d..(t + 1) * d],
-                scale,
-            );
-        }
     }
 
     /// Queries: project, rotate, quantize per head (Q5) into `q8[t]`, `q_scale[t]`. The
