@@ -334,9 +334,11 @@ impl Session<'_, '_> {
 
     /// The query, key and value projections of every token. One token through base-3 q, k and
     /// v whose rows fit one table chunk: the three share one set of lookup tables (16 KiB of
-    /// stack, built once instead of three times). Not inlined, so that the tables' stack frame
-    /// is gone before the next matrix (`Wo`) builds its own.
-    #[inline(never)]
+    /// stack, built once instead of three times). Not inlined on Arm, so that the tables'
+    /// stack frame is gone before the next matrix (`Wo`) builds its own; inlined elsewhere, so
+    /// that it is compiled with each `run` variant's target features (x86-64 v3/v4).
+    #[cfg_attr(target_arch = "arm", inline(never))]
+    #[cfg_attr(not(target_arch = "arm"), inline(always))]
     #[cfg_attr(feature = "ram-code", link_section = ".data.runtime.hot")]
     fn project_qkv(&mut self, w: &LayerWeights<'_>, l: usize, n: usize, stride: usize) {
         let (wq, wk, wv) = (&w.wq, &w.wk, &w.wv);

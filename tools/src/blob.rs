@@ -68,3 +68,30 @@ pub fn read(path: &Path) -> Result<Vec<u8>> {
 pub fn load<'a>(path: &Path, bytes: &'a [u8]) -> Result<Model<'a>> {
     Model::from_bytes(bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
+
+/// The bytes the host runs: `bytes` itself, or, when the blob stores matrices in base 3 and this
+/// CPU has SIMD kernels (which read the 2-bit encoding), the same model rewritten with 2-bit
+/// matrices in memory (the same weights, so the same outputs bit for bit; the base-3 kernel is
+/// a portable table-lookup kernel made for microcontrollers, about 20 times slower than the
+/// AVX-512 one on a PC). Says so on stderr.
+pub fn for_host(path: &Path, bytes: Vec<u8>) -> Result<Vec<u8>> {
+    use runtime::kernels::{level, Level};
+    let m = load(path, &bytes)?;
+    let base3 = m
+        .layout()
+        .encodings()
+        .iter()
+        .any(|e| *e == runtime::TernaryEncoding::Base3);
+    if !base3 || level() == Level::Portable {
+        return Ok(bytes);
+    }
+    let two_bit = runtime::writer::ModelParams::from_model(&m)
+        .to_blob()
+        .map_err(|e| anyhow::anyhow!("{}: cannot repack for the host: {e}", path.display()))?;
+    eprintln!(
+        "tools: {}: base-3 matrices repacked to 2-bit in memory for the {} kernels",
+        path.display(),
+        level()
+    );
+    Ok(two_bit)
+}

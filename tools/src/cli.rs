@@ -308,7 +308,7 @@ fn generate_cmd(
     out: &mut dyn Write,
 ) -> Result<()> {
     let path = blob::model_path(model);
-    let bytes = blob::read(&path)?;
+    let bytes = blob::for_host(&path, blob::read(&path)?)?;
     let model = blob::load(&path, &bytes)?;
     check_session(&model, (model.config().ctx_len / 2).max(1), cap)?;
     generate::generate(model, prompt, tokens, sampler, out)
@@ -317,7 +317,7 @@ fn generate_cmd(
 /// `tools chat`.
 fn chat_cmd(model: Option<&Path>, settings: runtime::chat::Settings, cap: MemoryCap) -> Result<()> {
     let path = blob::model_path(model);
-    let bytes = blob::read(&path)?;
+    let bytes = blob::for_host(&path, blob::read(&path)?)?;
     let model = blob::load(&path, &bytes)?;
     let need = runtime::session_bytes(model.config(), model.config().ctx_len) as u64;
     memory::check(need, cap.max_memory).context("a session over the model's whole context")?;
@@ -354,7 +354,7 @@ fn eval_cmd(
     cap: MemoryCap,
     out: &mut dyn Write,
 ) -> Result<()> {
-    let bytes = blob::read(model_path)?;
+    let bytes = blob::for_host(model_path, blob::read(model_path)?)?;
     let m = blob::load(model_path, &bytes)?;
     let session = check_session(&m, m.config().ctx_len, cap)?;
     // The corpus, its validation tokens (2 bytes per character of the last tenth) and one
@@ -427,11 +427,13 @@ fn bench_cmd(
     out: &mut dyn Write,
 ) -> Result<()> {
     let path = blob::model_path(model);
-    let bytes = blob::read(&path)?;
+    let stored = blob::read(&path)?;
+    let flash = stored.len();
+    let bytes = blob::for_host(&path, stored)?;
     let m = blob::load(&path, &bytes)?;
     memory::check(bench::bench_bytes(m.config(), rounds), cap.max_memory)
         .with_context(|| format!("a session and the latency samples of {rounds} rounds"))?;
-    let r = bench::bench(m, bytes.len(), rounds)?;
+    let r = bench::bench(m, flash, rounds)?;
     if json {
         writeln!(out, "{}", serde_json::to_string_pretty(&r)?)?;
         return Ok(());

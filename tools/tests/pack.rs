@@ -121,3 +121,64 @@ fn an_existing_blob_survives_a_failed_pack() {
     assert!(tools::pack::pack(&dir, &out).is_err());
     assert_eq!(std::fs::read(&out).unwrap(), b"previous model");
 }
+
+#[test]
+fn pack_writes_base3_by_default_and_2bit_on_request_with_the_same_outputs() {
+    let dir = tmp("encodings");
+    write_run(&dir);
+    let run = dir.display().to_string();
+    let path = |name: &str| dir.join(name).display().to_string();
+    let (b3, b2, mixed) = (path("b3.bin"), path("b2.bin"), path("mixed.bin"));
+    for args in [
+        vec!["pack", "--run", &run, "--out", &b3],
+        vec!["pack", "--run", &run, "--out", &b2, "--ternary", "2bit"],
+        vec!["pack", "--run", &run, "--out", &mixed, "--ternary-for", "w_down=2bit", "--ternary-for", "wq=2bit"],
+    ] {
+        let out = common::tools(&args);
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let (b3, b2, mixed) = (std::fs::read(b3).unwrap(), std::fs::read(b2).unwrap(), std::fs::read(mixed).unwrap());
+    let (m3, m2, mm) = (Model::from_bytes(&b3).unwrap(), Model::from_bytes(&b2).unwrap(), Model::from_bytes(&mixed).unwrap());
+    assert_eq!((m3.version_major(), m2.version_major(), mm.version_major()), (2, 1, 2));
+    use runtime::TernaryEncoding::{Base3, Packed2};
+    assert_eq!(m3.layout().encodings(), &[Base3; 6]);
+    assert_eq!(mm.layout().encodings(), &[Packed2, Base3, Base3, Base3, Base3, Packed2]);
+    let bits = |m: &Model<'_>, b: &[u8]| tools::inspect::inspect(m, b).bits_per_ternary_weight;
+    assert!(bits(&m3, &b3) < 1.7, "{}", bits(&m3, &b3));
+    assert!(bits(&m2, &b2) >= 2.0);
+    // The same weights: the same logits, bit for bit.
+    let logits = |m: Model<'_>| {
+        let mut mem = vec![0u8; m.session_bytes(8)];
+        let mut s = runtime::Session::new(m, 8, &mut mem).unwrap();
+        [2u16, 3, 2, 4].iter().map(|t| s.forward(*t).unwrap().to_vec()).collect::<Vec<_>>()
+    };
+    let want = logits(m2);
+    assert_eq!(logits(m3), want);
+    assert_eq!(logits(mm), want);
+    // repack turns one into the other, byte for byte.
+    let again = path("again.bin");
+    let out = common::tools(&["repack", &path("b3.bin"), "--out", &again, "--ternary", "2bit"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(std::fs::read(&again).unwrap() == b2, "repack to 2-bit differs from pack --ternary 2bit");
+}
+
+#[test]
+fn bad_encodings_are_refused_with_the_choices() {
+    let dir = tmp("bad-encodings");
+    write_run(&dir);
+    let run = dir.display().to_string();
+    let out_path = dir.join("x.bin").display().to_string();
+    for (args, want) in [
+        (vec!["--ternary", "3bit"], "2bit or base3"),
+        (vec!["--ternary-for", "w_gate=2bit"], "w_down"),
+        (vec!["--ternary-for", "w_down"], "MATRIX=ENCODING"),
+        (vec!["--ternary-for", "wq=ternary"], "2bit or base3"),
+    ] {
+        let mut all = vec!["pack", "--run", &run, "--out", &out_path];
+        all.extend(args.iter().copied());
+        let out = common::tools(&all);
+        let err = common::fails_with(&out, 2);
+        assert!(err.contains(want), "{args:?}: {err}");
+        assert!(!dir.join("x.bin").exists());
+    }
+}
