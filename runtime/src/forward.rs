@@ -13,11 +13,11 @@ use crate::format::{
     int8_row_bytes, ternary_row_bytes, TernaryEncoding, LOGIT_FRAC_BITS, RESID_FRAC_BITS,
     ROPE_FRAC_BITS,
 };
+use crate::kernels::lut::Tables5;
 use crate::kernels::{
     attention_scores, int8_matvec, int8_weighted_sum, softmax_coefficients, ternary5_matmul,
     ternary5_matvec, ternary_matmul, ternary_matvec,
 };
-use crate::kernels::lut::Tables5;
 use crate::model::{Gains, LayerWeights, TernaryMatrix};
 use crate::norm::{absmax_quantize, max_abs_i64, rmsnorm_quantize, to_block_i32};
 use crate::session::Session;

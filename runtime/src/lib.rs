@@ -1,7 +1,7 @@
 //! Integer-only, allocation-free runtime for ternary (BitNet b1.58) language models.
 //!
 //! `#![no_std]`, no `alloc`, no floating point: runs the same on a host and on a Cortex-M0+.
-//! The model arrives as a blob (format v1, `runtime/FORMAT.md`) written by `tools pack`; the
+//! The model arrives as a blob (format v2 or v1, `runtime/FORMAT.md`) written by `tools pack`; the
 //! forward pass is the one in `docs/MODEL.md`.
 //!
 //! # Contents
@@ -14,7 +14,7 @@
 //! | [`model`] | [`Model::from_bytes`]: validate once, borrow the weights in place |
 //! | [`session`] | [`Session`]: caller-owned working memory ([`session_bytes`], [`session_bytes_prefill`]), KV cache, token history |
 //! | `forward` | [`Session::forward`]: one token in, Q15.16 logits (nats) out; [`Session::prefill`] / [`Session::forward_block`]: a block of tokens per pass, bit-identical |
-//! | [`kernels`] | 2-bit ternary and int8 kernels (scalar, Cortex-M DSP, AVX2, AVX-512 VNNI, NEON; chosen at run time), each with a scalar reference twin |
+//! | [`kernels`] | ternary (2-bit: scalar, Cortex-M DSP, AVX2, AVX-512 VNNI, NEON, chosen at run time; base 3: table lookup, `asm!` rows on Cortex-M DSP) and int8 kernels, each with a scalar reference twin |
 //! | [`fixed`] | [`Dyadic`] scales, integer `exp`/`rsqrt` |
 //! | [`tokenizer`] | [`encode`] (greedy longest match), [`decode`] |
 //! | [`sampler`] | [`SamplerConfig`], [`Sampler`], [`Pcg32`] |

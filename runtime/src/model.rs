@@ -5,9 +5,8 @@
 use crate::error::{ConfigError, LoadError, Section};
 use crate::fixed::{Dyadic, DYADIC_EXP_MAX, DYADIC_EXP_MIN};
 use crate::format::{
-    round_up, Config, ElemFormat, HeaderInfo, TensorEntry, TensorKind, TernaryEncoding,
-    DATA_ALIGN, MAGIC, MAX_METADATA, PREFIX_LEN, ROPE_FRAC_BITS, VERSION_MAJOR,
-    VERSION_MAJOR_MIN,
+    round_up, Config, ElemFormat, HeaderInfo, TensorEntry, TensorKind, TernaryEncoding, DATA_ALIGN,
+    MAGIC, MAX_METADATA, PREFIX_LEN, ROPE_FRAC_BITS, VERSION_MAJOR, VERSION_MAJOR_MIN,
 };
 use crate::layout::Layout;
 use crate::schema::{self, Encoding, MatrixEncodings};
@@ -353,7 +352,11 @@ impl<'a> Model<'a> {
     fn layer_matrix_in(&self, l: usize, kind: TensorKind, scales: &[u8]) -> TernaryMatrix<'a> {
         let e = self.layout.layer_entry(l, kind);
         let (rows, cols, row_bytes, encoding) = match e.map(|e| (e.rows, e.cols, e.format)) {
-            Some((r, c, f @ (ElemFormat::Ternary2 { row_bytes } | ElemFormat::Ternary5 { row_bytes }))) => (
+            Some((
+                r,
+                c,
+                f @ (ElemFormat::Ternary2 { row_bytes } | ElemFormat::Ternary5 { row_bytes }),
+            )) => (
                 r as usize,
                 c as usize,
                 row_bytes as usize,
@@ -613,10 +616,17 @@ fn validate_ternary5(s: &[u8], row_bytes: usize, cols: usize) -> Result<(), usiz
     if row_bytes == 0 {
         return Ok(());
     }
+    // Bytes below `full` hold five weights (every byte < 243 allowed); only the last few
+    // (at most 4 per row, as `5·row_bytes < cols + 5`) have padding digits.
+    let full = cols.saturating_sub(4 * row_bytes);
     for (r, row) in s.chunks_exact(row_bytes).enumerate() {
         for (b, &v) in row.iter().enumerate() {
-            let digits = cols.saturating_sub(b).div_ceil(row_bytes).min(5);
-            if v as u32 >= 3u32.pow(digits as u32) {
+            let limit = if b < full {
+                243
+            } else {
+                3u32.pow(cols.saturating_sub(b).div_ceil(row_bytes).min(5) as u32)
+            };
+            if v as u32 >= limit {
                 return Err(r * row_bytes + b);
             }
         }

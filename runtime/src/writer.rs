@@ -430,7 +430,13 @@ impl ModelParams {
                         Source::Ternary { .. } => {
                             let t = m.layer_matrix(l, s.kind);
                             let weights = unpack(&t);
-                            Some((s.kind, LayerTensor::Ternary(TernaryParams { weights, gamma: t.gamma })))
+                            Some((
+                                s.kind,
+                                LayerTensor::Ternary(TernaryParams {
+                                    weights,
+                                    gamma: t.gamma,
+                                }),
+                            ))
                         }
                         _ => None,
                     })

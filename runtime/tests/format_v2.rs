@@ -22,7 +22,10 @@ fn logits(m: Model<'_>, tokens: &[u16], block: u32) -> Vec<Vec<i32>> {
     let mut out = Vec::new();
     for chunk in tokens.chunks(block as usize) {
         let l = s.forward_block(chunk).unwrap();
-        out.extend(l.chunks(m.config().vocab_size as usize).map(<[i32]>::to_vec));
+        out.extend(
+            l.chunks(m.config().vocab_size as usize)
+                .map(<[i32]>::to_vec),
+        );
     }
     out
 }
@@ -60,8 +63,18 @@ fn base3_rows_are_ceil_cols_over_5_bytes() {
     let down = m.layout().layer_entry(0, TensorKind::WDown).unwrap();
     assert_eq!(down.len, 128 * 103);
     // 1.6 bits per weight plus the partial last byte of each row: under 1.7.
-    let weights: u64 = m.layout().entries().filter(|e| TernaryEncoding::of(e.format).is_some()).map(|e| e.rows as u64 * e.cols as u64).sum();
-    let bytes: u64 = m.layout().entries().filter(|e| TernaryEncoding::of(e.format).is_some()).map(|e| e.len as u64).sum();
+    let weights: u64 = m
+        .layout()
+        .entries()
+        .filter(|e| TernaryEncoding::of(e.format).is_some())
+        .map(|e| e.rows as u64 * e.cols as u64)
+        .sum();
+    let bytes: u64 = m
+        .layout()
+        .entries()
+        .filter(|e| TernaryEncoding::of(e.format).is_some())
+        .map(|e| e.len as u64)
+        .sum();
     assert!((bytes * 8) as f64 / (weights as f64) < 1.63);
 }
 
@@ -81,9 +94,16 @@ fn malformed_base3_bytes_are_refused() {
     let blob = random_model(TINY, 5).to_blob_with(ALL_BASE3).unwrap();
     // TINY: d 32, so Wq rows are 7 bytes; byte b holds columns b + 7k, k < 5.
     let bad = |b: &[u8]| Model::from_bytes(b).err();
-    let wq = Model::from_bytes(&blob).unwrap().layout().layer_entry(0, TensorKind::Wq).unwrap();
+    let wq = Model::from_bytes(&blob)
+        .unwrap()
+        .layout()
+        .layer_entry(0, TensorKind::Wq)
+        .unwrap();
     let off = |k: usize| match bad(&patch(&blob, TensorKind::Wq, k, 243)) {
-        Some(LoadError::BadSection { section: Section::Ternary, offset }) => offset as usize,
+        Some(LoadError::BadSection {
+            section: Section::Ternary,
+            offset,
+        }) => offset as usize,
         e => panic!("byte 243 at {k}: {e:?}"),
     };
     assert_eq!(off(0), 0);
@@ -93,7 +113,10 @@ fn malformed_base3_bytes_are_refused() {
     // digit 4 must be 0, so 81 (digit 4 = 1) is refused, 80 (digits 0-3 all 2) is fine.
     assert!(matches!(
         bad(&patch(&blob, TensorKind::Wq, 4, 81)),
-        Some(LoadError::BadSection { section: Section::Ternary, offset: 4 })
+        Some(LoadError::BadSection {
+            section: Section::Ternary,
+            offset: 4
+        })
     ));
     assert_eq!(bad(&patch(&blob, TensorKind::Wq, 4, 80)), None);
     // Byte 3 holds columns 3, 10, 17, 24, 31: all five digits are weights.
@@ -133,7 +156,11 @@ fn a_loaded_model_writes_back_byte_for_byte_in_either_encoding() {
     }
     // v1 -> v2 -> v1 through two loads.
     let v1 = random_model(TINY, 9).to_blob().unwrap();
-    let v2 = ModelParams::from_model(&Model::from_bytes(&v1).unwrap()).to_blob_with(ALL_BASE3).unwrap();
-    let back = ModelParams::from_model(&Model::from_bytes(&v2).unwrap()).to_blob().unwrap();
+    let v2 = ModelParams::from_model(&Model::from_bytes(&v1).unwrap())
+        .to_blob_with(ALL_BASE3)
+        .unwrap();
+    let back = ModelParams::from_model(&Model::from_bytes(&v2).unwrap())
+        .to_blob()
+        .unwrap();
     assert!(back == v1);
 }

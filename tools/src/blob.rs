@@ -80,8 +80,7 @@ pub fn for_host(path: &Path, bytes: Vec<u8>) -> Result<Vec<u8>> {
     let base3 = m
         .layout()
         .encodings()
-        .iter()
-        .any(|e| *e == runtime::TernaryEncoding::Base3);
+        .contains(&runtime::TernaryEncoding::Base3);
     if !base3 || level() == Level::Portable {
         return Ok(bytes);
     }

@@ -273,7 +273,14 @@ fn repack_cmd(model: &Path, blob: &Path, ternary: runtime::schema::MatrixEncodin
         m.version_major(),
         blob.display(),
         new.len(),
-        if ternary.iter().all(|e| *e == runtime::TernaryEncoding::Packed2) { 1 } else { 2 },
+        if ternary
+            .iter()
+            .all(|e| *e == runtime::TernaryEncoding::Packed2)
+        {
+            1
+        } else {
+            2
+        },
     );
     Ok(())
 }

@@ -106,11 +106,7 @@ pub fn inspect(model: &Model<'_>, blob: &[u8]) -> Inspection {
         .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
         .unwrap_or(0);
     Inspection {
-        format_version: format!(
-            "{}.{}",
-            model.version_major(),
-            model.version_minor()
-        ),
+        format_version: format!("{}.{}", model.version_major(), model.version_minor()),
         checksum: format!("CRC-32 {crc:08x} (verified)"),
         config: c,
         vocab: (0..c.vocab_size as u16)

@@ -119,15 +119,20 @@ pub fn parse_override(s: &str) -> std::result::Result<(usize, TernaryEncoding), 
         .filter(|t| matches!(t.source, Source::Ternary { .. }))
         .filter_map(|t| t.trainer_name())
         .collect();
-    let k = names
-        .iter()
-        .position(|n| *n == name)
-        .ok_or_else(|| format!("`{name}` is not a layer matrix: one of {}", names.join(", ")))?;
+    let k = names.iter().position(|n| *n == name).ok_or_else(|| {
+        format!(
+            "`{name}` is not a layer matrix: one of {}",
+            names.join(", ")
+        )
+    })?;
     Ok((k, parse_encoding(enc)?))
 }
 
 /// Every matrix `default`, then the overrides in order.
-pub fn encodings(default: TernaryEncoding, overrides: &[(usize, TernaryEncoding)]) -> MatrixEncodings {
+pub fn encodings(
+    default: TernaryEncoding,
+    overrides: &[(usize, TernaryEncoding)],
+) -> MatrixEncodings {
     let mut e = [default; schema::MATRICES_PER_LAYER];
     for (k, enc) in overrides {
         if let Some(slot) = e.get_mut(*k) {

@@ -132,34 +132,87 @@ fn pack_writes_base3_by_default_and_2bit_on_request_with_the_same_outputs() {
     for args in [
         vec!["pack", "--run", &run, "--out", &b3],
         vec!["pack", "--run", &run, "--out", &b2, "--ternary", "2bit"],
-        vec!["pack", "--run", &run, "--out", &mixed, "--ternary-for", "w_down=2bit", "--ternary-for", "wq=2bit"],
+        vec![
+            "pack",
+            "--run",
+            &run,
+            "--out",
+            &mixed,
+            "--ternary-for",
+            "w_down=2bit",
+            "--ternary-for",
+            "wq=2bit",
+        ],
     ] {
         let out = common::tools(&args);
-        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
-    let (b3, b2, mixed) = (std::fs::read(b3).unwrap(), std::fs::read(b2).unwrap(), std::fs::read(mixed).unwrap());
-    let (m3, m2, mm) = (Model::from_bytes(&b3).unwrap(), Model::from_bytes(&b2).unwrap(), Model::from_bytes(&mixed).unwrap());
-    assert_eq!((m3.version_major(), m2.version_major(), mm.version_major()), (2, 1, 2));
+    let (b3, b2, mixed) = (
+        std::fs::read(b3).unwrap(),
+        std::fs::read(b2).unwrap(),
+        std::fs::read(mixed).unwrap(),
+    );
+    let (m3, m2, mm) = (
+        Model::from_bytes(&b3).unwrap(),
+        Model::from_bytes(&b2).unwrap(),
+        Model::from_bytes(&mixed).unwrap(),
+    );
+    assert_eq!(
+        (m3.version_major(), m2.version_major(), mm.version_major()),
+        (2, 1, 2)
+    );
     use runtime::TernaryEncoding::{Base3, Packed2};
     assert_eq!(m3.layout().encodings(), &[Base3; 6]);
-    assert_eq!(mm.layout().encodings(), &[Packed2, Base3, Base3, Base3, Base3, Packed2]);
+    assert_eq!(
+        mm.layout().encodings(),
+        &[Packed2, Base3, Base3, Base3, Base3, Packed2]
+    );
     let bits = |m: &Model<'_>, b: &[u8]| tools::inspect::inspect(m, b).bits_per_ternary_weight;
-    assert!(bits(&m3, &b3) < 1.7, "{}", bits(&m3, &b3));
-    assert!(bits(&m2, &b2) >= 2.0);
+    // This run's matrices are tiny, so the 48 bytes of scales per layer dominate the bits per
+    // weight (the shipped shape's figures are in runtime/tests/format_v2.rs); base 3 is still
+    // the smaller.
+    assert!(
+        bits(&m3, &b3) < bits(&m2, &b2),
+        "{} vs {}",
+        bits(&m3, &b3),
+        bits(&m2, &b2)
+    );
+    assert!(b3.len() < b2.len());
     // The same weights: the same logits, bit for bit.
     let logits = |m: Model<'_>| {
         let mut mem = vec![0u8; m.session_bytes(8)];
         let mut s = runtime::Session::new(m, 8, &mut mem).unwrap();
-        [2u16, 3, 2, 4].iter().map(|t| s.forward(*t).unwrap().to_vec()).collect::<Vec<_>>()
+        [2u16, 3, 2, 4]
+            .iter()
+            .map(|t| s.forward(*t).unwrap().to_vec())
+            .collect::<Vec<_>>()
     };
     let want = logits(m2);
     assert_eq!(logits(m3), want);
     assert_eq!(logits(mm), want);
     // repack turns one into the other, byte for byte.
     let again = path("again.bin");
-    let out = common::tools(&["repack", &path("b3.bin"), "--out", &again, "--ternary", "2bit"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(std::fs::read(&again).unwrap() == b2, "repack to 2-bit differs from pack --ternary 2bit");
+    let out = common::tools(&[
+        "repack",
+        &path("b3.bin"),
+        "--out",
+        &again,
+        "--ternary",
+        "2bit",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        std::fs::read(&again).unwrap() == b2,
+        "repack to 2-bit differs from pack --ternary 2bit"
+    );
 }
 
 #[test]

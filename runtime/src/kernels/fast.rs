@@ -130,7 +130,7 @@ pub fn int8_weighted_sum_blocked(coef: &[i32], v: &[i8], stride: usize, acc: &mu
             .checked_mul(stride)
             .and_then(|e| e.checked_add(hd))
             .is_some_and(|e| e <= v.len());
-    if !fits || hd % 2 != 0 {
+    if !fits || !hd.is_multiple_of(2) {
         return int8_weighted_sum(coef, v, stride, acc);
     }
     for (i0, out) in (0..hd).step_by(2).zip(acc.chunks_exact_mut(2)) {
@@ -139,7 +139,8 @@ pub fn int8_weighted_sum_blocked(coef: &[i32], v: &[i8], stride: usize, acc: &mu
         for c in coef {
             // SAFETY: `at + 1 ≤ (n − 1)·stride + hd − 1 < v.len()` (checked above: `at` is
             // `s·stride + i0` for position `s < n` and `i0 + 1 < hd`).
-            let (v0, v1) = unsafe { (*v.get_unchecked(at) as i64, *v.get_unchecked(at + 1) as i64) };
+            let (v0, v1) =
+                unsafe { (*v.get_unchecked(at) as i64, *v.get_unchecked(at + 1) as i64) };
             let c = *c as i64;
             a0 += c * v0;
             a1 += c * v1;

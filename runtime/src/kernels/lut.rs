@@ -504,14 +504,22 @@ fn rows5_dsp(w: &[u8], c: usize, g0: usize, g1: usize, table: &[u16], y: &mut [i
             3 => rows5_loop!(3, start, ya, asm_rows, table, stride, [word word word]),
             4 => rows5_loop!(4, start, ya, asm_rows, table, stride, [word word word word]),
             5 => rows5_loop!(5, start, ya, asm_rows, table, stride, [word word word word word]),
-            6 => rows5_loop!(6, start, ya, asm_rows, table, stride, [word word word word word word]),
-            7 => rows5_loop!(7, start, ya, asm_rows, table, stride, [word word word word word word word]),
-            _ => rows5_loop!(8, start, ya, asm_rows, table, stride, [word word word word word word word word]),
+            6 => {
+                rows5_loop!(6, start, ya, asm_rows, table, stride, [word word word word word word])
+            }
+            7 => {
+                rows5_loop!(7, start, ya, asm_rows, table, stride, [word word word word word word word])
+            }
+            _ => {
+                rows5_loop!(8, start, ya, asm_rows, table, stride, [word word word word word word word word])
+            }
         }
     }
     if asm_rows < rows {
         let bias = BIAS5 * (g1 - g0) as u32;
-        let row = w.get((rows - 1) * c + g0..(rows - 1) * c + g1).unwrap_or(&[]);
+        let row = w
+            .get((rows - 1) * c + g0..(rows - 1) * c + g1)
+            .unwrap_or(&[]);
         if let Some(out) = y.last_mut() {
             *out = out.wrapping_add(row_sum(row, table).wrapping_sub(bias) as i32);
         }

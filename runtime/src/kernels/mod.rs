@@ -15,6 +15,12 @@
 //! alternative) and the int8 dot of the portable int8 kernels is `dsp::int8_dot` (`SXTB16` +
 //! `SMLAD`); everywhere else they are [`fast::ternary_matvec`] and [`fast::int8_dot`].
 //!
+//! Base-3 matrices (format v2: 5 weights per byte, byte `b` of a row holding columns
+//! `b + k·row_bytes`) have one kernel on every target, [`ternary5_matvec`]: table lookup over
+//! groups of 5 activations ([`lut::ternary5_matvec`], [`lut::Tables5`]), with an `asm!` row loop
+//! on DSP cores. It is made for microcontrollers; hosts with SIMD run 2-bit matrices (`tools`
+//! repacks a base-3 blob in memory).
+//!
 //! Ternary code mapping (2-bit two's complement, 4 weights per byte, weight `j` of a row in bits
 //! `2·(j % 4)` of byte `j / 4`): `0b00 = 0`, `0b01 = +1`, `0b11 = −1`; `0b10` never occurs
 //! (the loader refuses it). Sign-extending a 2-bit field is one `SBFX` on Cortex-M33 or a

@@ -730,7 +730,9 @@ fn base3_digits_and_tables() {
     assert_eq!(decode_base3(2 * 81, 4), -1);
     // Every entry of a group's table is BIAS5 + the group's sum, for strided groups.
     let c = 3; // 3 bytes per row: group g holds columns g, g + 3, ..., g + 12
-    let x: Vec<i8> = vec![-128, 127, -1, 5, 0, -128, 127, 127, 3, -9, 100, -100, 1, 2, -3];
+    let x: Vec<i8> = vec![
+        -128, 127, -1, 5, 0, -128, 127, 127, 3, -9, 100, -100, 1, 2, -3,
+    ];
     let mut table = vec![core::mem::MaybeUninit::<u32>::uninit(); 3 * 128];
     lut::build5(&x, c, 0, 3, &mut table);
     // SAFETY: `build5` wrote all three groups' 128 words.
@@ -739,7 +741,11 @@ fn base3_digits_and_tables() {
         // Entries 243..256 are never read (no valid byte indexes them).
         for v in 0..243usize {
             let w = words[g * 128 + v / 2];
-            let entry = if v % 2 == 0 { w as u16 } else { (w >> 16) as u16 };
+            let entry = if v % 2 == 0 {
+                w as u16
+            } else {
+                (w >> 16) as u16
+            };
             let want: i32 = (0..5)
                 .map(|k| decode_base3(v as u8, k) * x[g + k * c] as i32)
                 .sum();
@@ -749,7 +755,22 @@ fn base3_digits_and_tables() {
     // Rows around the LUT chunk (GROUPS bytes of 5 weights) and its word tails.
     let mut rng = Rng(0x2545_F491_4F6C_DD1D);
     let g = 5 * lut::GROUPS;
-    for cols in [1, 4, 5, 6, 19, 20, 21, g - 5, g - 1, g, g + 1, g + 5, 2 * g + 13, 512] {
+    for cols in [
+        1,
+        4,
+        5,
+        6,
+        19,
+        20,
+        21,
+        g - 5,
+        g - 1,
+        g,
+        g + 1,
+        g + 5,
+        2 * g + 13,
+        512,
+    ] {
         let rows = 1 + rng.below(7) as usize;
         let w: Vec<i8> = (0..rows * cols).map(|_| rng.below(3) as i8 - 1).collect();
         let x: Vec<i8> = (0..cols).map(|_| rng.next() as i8).collect();
