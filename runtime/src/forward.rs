@@ -299,7 +299,9 @@ impl Session<'_, '_> {
 
     /// `act[t] = Q2(RMSNorm(x[t]; gain))` for each token (rows `stride` apart), scales into
     /// `act_scale`.
-    #[inline(always)]
+    #[cfg_attr(target_arch = "arm", inline(never))]
+    #[cfg_attr(not(target_arch = "arm"), inline(always))]
+    #[cfg_attr(feature = "ram-code", link_section = ".data.runtime.hot")]
     fn norm_residual(&mut self, n: usize, gain: Gains<'_>, stride: usize) {
         let d = self.model.config().d_model as usize;
         let eps = self.model.norm_eps();

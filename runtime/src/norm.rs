@@ -3,6 +3,10 @@
 //!
 //! After an RMSNorm the BitLinear input is `h_q = round(127 · (x∘g) / max|x∘g|)`: the `1/rms`
 //! factor cancels and only enters the returned scale (docs/MODEL.md, "Consequences").
+//!
+//! The vector functions are inlined on x86-64 (each target-feature variant of the forward pass
+//! gets its own vectorized copy) and kept out of line on Arm, where the pass runs from SRAM and
+//! a copy at every call site cost 20 KiB of it (firmware/README.md, "Placement").
 
 use crate::fixed::{bit_len, q127, Dyadic, INV_127};
 use crate::format::GAIN_FRAC_BITS;
@@ -75,7 +79,9 @@ pub(crate) fn max_abs_i32(v: &[i32]) -> u32 {
 /// real `norm_eps`. Returns `s`, the real value of one unit of `out` (`h_i ≈ s · out[i]`), or
 /// zero when `x∘g` is all zero (then `out` is all zero). The Q2 floor `max(absmax, 1e-5)` is
 /// not applied: it only matters when every `|h_i| < 1e-5`.
-#[inline(always)]
+#[cfg_attr(target_arch = "arm", inline(never))]
+#[cfg_attr(not(target_arch = "arm"), inline(always))]
+#[cfg_attr(feature = "ram-code", link_section = ".data.runtime.hot")]
 pub(crate) fn rmsnorm_quantize(
     x: &[i32],
     x_scale: Dyadic,
@@ -126,7 +132,9 @@ pub(crate) fn rmsnorm_quantize(
 
 /// `out[i] = round_half_even(127 · v[i] / max|v|)`; returns `max|v|` (0: `out` all zero).
 /// Shapes: `v [n]`, `out [n]`. Requires `|v[i]| < 2^63`.
-#[inline(always)]
+#[cfg_attr(target_arch = "arm", inline(never))]
+#[cfg_attr(not(target_arch = "arm"), inline(always))]
+#[cfg_attr(feature = "ram-code", link_section = ".data.runtime.hot")]
 pub(crate) fn absmax_quantize(v: &[i64], out: &mut [i8]) -> u64 {
     debug_assert_eq!(v.len(), out.len());
     let m = max_abs_i64(v);
@@ -145,7 +153,9 @@ pub(crate) fn absmax_quantize(v: &[i64], out: &mut [i8]) -> u64 {
 
 /// Copies the residual stream into `out` as `i32` with one shared rounding shift so that
 /// `|out[i]| ≤ 2^30`; returns the real value of one unit of `out`. Shapes: `x [n]`, `out [n]`.
-#[inline(always)]
+#[cfg_attr(target_arch = "arm", inline(never))]
+#[cfg_attr(not(target_arch = "arm"), inline(always))]
+#[cfg_attr(feature = "ram-code", link_section = ".data.runtime.hot")]
 pub(crate) fn to_block_i32(x: &[i64], x_scale: Dyadic, out: &mut [i32]) -> Dyadic {
     debug_assert_eq!(x.len(), out.len());
     let m = max_abs_i64(x);

@@ -23,7 +23,7 @@ pub fn ternary_matvec(w: &[u8], row_bytes: usize, x: &[i8], y: &mut [i32]) {
 
 /// `y[r] = Σ_j W[r][j] · x[j]` for a base-3 ternary matrix (format v2, `Ternary5`): byte `b`
 /// of a row holds weights `b + k·row_bytes` for `k < 5` (digit `k`, see
-/// [`decode_base3`](super::decode_base3)). Shapes: `w [rows][row_bytes]`, `x [row_bytes·5]`
+/// [`decode_base3`]). Shapes: `w [rows][row_bytes]`, `x [row_bytes·5]`
 /// (entries past the matrix's `cols` meet zero digits), `y [rows]`.
 ///
 /// Overflow: as [`ternary_matvec`], `|y[r]| ≤ 128 · 5 · row_bytes < 2^31`.
