@@ -18,11 +18,19 @@ use crate::model::Gains;
 /// `⌊n / m⌋ = ⌊n · magic / 2^(32+l)⌋` for every `n < 2^32`, since `magic · m − 2^(32+l) < m ≤ 2^l`.
 /// Bits identical to `q127` (tested); a 32-bit division per element costs more than the rest
 /// of the quantization.
+///
+/// `magic < 2^33` is kept as its low word and its top bit, so that `q` is one 32×32→64 multiply
+/// (`UMULL` on a Cortex-M), an add and a shift: `⌊n · magic / 2^32⌋ = ⌊n · lo / 2^32⌋ + n · hi`
+/// (exact: `n · hi · 2^32` has no low word), and that sum is `< 2n < 2^32`.
 #[derive(Clone, Copy)]
 struct Q127 {
     m: u32,
-    magic: u64,
-    shift: u32,
+    /// Low 32 bits of `magic`.
+    lo: u32,
+    /// Bit 32 of `magic` (0 or 1).
+    hi: u32,
+    /// `l = ⌈log2 m⌉`.
+    l: u32,
 }
 
 impl Q127 {
@@ -32,18 +40,23 @@ impl Q127 {
         debug_assert!(m > 0 && m < 1 << 24);
         let m = m.max(1);
         let l = 32 - (m - 1).leading_zeros(); // ⌈log2 m⌉ ≤ 24
-        let shift = 32 + l;
-        let magic = (1u64 << shift).div_ceil(m as u64); // < 2^33
-        Q127 { m, magic, shift }
+        let magic = (1u64 << (32 + l)).div_ceil(m as u64); // < 2^33
+        Q127 {
+            m,
+            lo: magic as u32,
+            hi: (magic >> 32) as u32,
+            l,
+        }
     }
 
     /// `round_half_even(127 · a / m)` for `0 ≤ a ≤ m`.
-    /// Overflow: `n = 127·a < 2^31` and `n · magic ≤ 127 · 2^(32+l) + 127·m < 2^63`.
+    /// Overflow: `n = 127·a < 2^31`, so `⌊n · lo / 2^32⌋ + n · hi < 2n < 2^32`.
     #[inline(always)]
     fn of(&self, a: u32) -> i32 {
         debug_assert!(a <= self.m);
         let n = 127 * a;
-        let q = ((n as u64 * self.magic) >> self.shift) as u32;
+        let high = ((n as u64 * self.lo as u64) >> 32) as u32;
+        let q = (high + n * self.hi) >> self.l;
         let r = n - q * self.m;
         let up = 2 * r > self.m || (2 * r == self.m && q & 1 == 1);
         let out = (q + up as u32) as i32;
