@@ -215,7 +215,7 @@ impl Preset {
     pub fn train(self) -> TrainConfig {
         let (steps, batch_size, lr, warmup_steps) = match self {
             Preset::Tiny => (300, 16, 3e-3, 30),
-            Preset::Mcu => (2000, 32, 3e-3, 100),
+            Preset::Mcu => (2600, 32, 3e-3, 100),
             Preset::Small => (5000, 64, 2e-3, 300),
         };
         TrainConfig {

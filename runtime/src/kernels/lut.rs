@@ -14,6 +14,11 @@
 //! - Building: entry `b` of a group is `lo[b & 15] + hi[b >> 4]`, where `lo` holds the 16
 //!   sums of the first two weights' codes with `x0, x1` and `hi` those of the last two with
 //!   `x2, x3`; pairs of `lo` entries are packed into words, so a table is 128 word adds.
+//!
+//! Base-3 matrices (format v2, [`ternary5_matvec`]) use the same table format and row loop:
+//! one byte holds 5 weights (columns `g + k·row_bytes`), so a group is 5 activations and its
+//! table 243 live entries ([`build5`]: `lo[v % 9] + hi[v / 9]`, adds only). [`Tables5`] keeps
+//! one input's tables for several matrices (the query, key and value projections).
 
 use core::mem::MaybeUninit;
 
