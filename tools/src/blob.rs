@@ -69,22 +69,26 @@ pub fn load<'a>(path: &Path, bytes: &'a [u8]) -> Result<Model<'a>> {
     Model::from_bytes(bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
-/// The bytes the host runs: `bytes` itself, or, when the blob stores matrices in base 3 and this
-/// CPU has SIMD kernels (which read the 2-bit encoding), the same model rewritten with 2-bit
-/// matrices in memory (the same weights, so the same outputs bit for bit; the base-3 kernel is
-/// a portable table-lookup kernel made for microcontrollers, about 20 times slower than the
-/// AVX-512 one on a PC). Says so on stderr.
-pub fn for_host(path: &Path, bytes: Vec<u8>) -> Result<Vec<u8>> {
+/// The model the host runs from `bytes` (validated once): the blob itself, or, when it stores
+/// matrices in base 3 and this CPU has SIMD kernels (which read the 2-bit encoding), the same
+/// model rewritten with 2-bit matrices into `repacked` (the same weights, so the same outputs
+/// bit for bit; the base-3 kernel is a portable table-lookup kernel made for microcontrollers,
+/// about 20 times slower than the AVX-512 one on a PC). Says so on stderr.
+pub fn load_for_host<'a>(
+    path: &Path,
+    bytes: &'a [u8],
+    repacked: &'a mut Vec<u8>,
+) -> Result<Model<'a>> {
     use runtime::kernels::{level, Level};
-    let m = load(path, &bytes)?;
+    let m = load(path, bytes)?;
     let base3 = m
         .layout()
         .encodings()
         .contains(&runtime::TernaryEncoding::Base3);
     if !base3 || level() == Level::Portable {
-        return Ok(bytes);
+        return Ok(m);
     }
-    let two_bit = runtime::writer::ModelParams::from_model(&m)
+    *repacked = runtime::writer::ModelParams::from_model(&m)
         .to_blob()
         .map_err(|e| anyhow::anyhow!("{}: cannot repack for the host: {e}", path.display()))?;
     eprintln!(
@@ -92,5 +96,5 @@ pub fn for_host(path: &Path, bytes: Vec<u8>) -> Result<Vec<u8>> {
         path.display(),
         level()
     );
-    Ok(two_bit)
+    load(path, repacked)
 }

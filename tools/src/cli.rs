@@ -315,8 +315,9 @@ fn generate_cmd(
     out: &mut dyn Write,
 ) -> Result<()> {
     let path = blob::model_path(model);
-    let bytes = blob::for_host(&path, blob::read(&path)?)?;
-    let model = blob::load(&path, &bytes)?;
+    let bytes = blob::read(&path)?;
+    let mut repacked = Vec::new();
+    let model = blob::load_for_host(&path, &bytes, &mut repacked)?;
     check_session(&model, (model.config().ctx_len / 2).max(1), cap)?;
     generate::generate(model, prompt, tokens, sampler, out)
 }
@@ -324,8 +325,9 @@ fn generate_cmd(
 /// `tools chat`.
 fn chat_cmd(model: Option<&Path>, settings: runtime::chat::Settings, cap: MemoryCap) -> Result<()> {
     let path = blob::model_path(model);
-    let bytes = blob::for_host(&path, blob::read(&path)?)?;
-    let model = blob::load(&path, &bytes)?;
+    let bytes = blob::read(&path)?;
+    let mut repacked = Vec::new();
+    let model = blob::load_for_host(&path, &bytes, &mut repacked)?;
     let need = runtime::session_bytes(model.config(), model.config().ctx_len) as u64;
     memory::check(need, cap.max_memory).context("a session over the model's whole context")?;
     chat::install_ctrl_c()?;
@@ -361,8 +363,9 @@ fn eval_cmd(
     cap: MemoryCap,
     out: &mut dyn Write,
 ) -> Result<()> {
-    let bytes = blob::for_host(model_path, blob::read(model_path)?)?;
-    let m = blob::load(model_path, &bytes)?;
+    let bytes = blob::read(model_path)?;
+    let mut repacked = Vec::new();
+    let m = blob::load_for_host(model_path, &bytes, &mut repacked)?;
     let session = check_session(&m, m.config().ctx_len, cap)?;
     // The corpus, its validation tokens (2 bytes per character of the last tenth) and one
     // session must fit the cap; more threads only while their sessions fit too.
@@ -434,13 +437,12 @@ fn bench_cmd(
     out: &mut dyn Write,
 ) -> Result<()> {
     let path = blob::model_path(model);
-    let stored = blob::read(&path)?;
-    let flash = stored.len();
-    let bytes = blob::for_host(&path, stored)?;
-    let m = blob::load(&path, &bytes)?;
+    let bytes = blob::read(&path)?;
+    let mut repacked = Vec::new();
+    let m = blob::load_for_host(&path, &bytes, &mut repacked)?;
     memory::check(bench::bench_bytes(m.config(), rounds), cap.max_memory)
         .with_context(|| format!("a session and the latency samples of {rounds} rounds"))?;
-    let r = bench::bench(m, flash, rounds)?;
+    let r = bench::bench(m, bytes.len(), rounds)?;
     if json {
         writeln!(out, "{}", serde_json::to_string_pretty(&r)?)?;
         return Ok(());

@@ -156,6 +156,45 @@ macro_rules! word {
     };
 }
 
+/// The `asm!` row loop of [`rows_dsp`] and [`rows5_dsp`] for chunks of `$n` words (`4·$n`
+/// groups): `$n` copies of [`word!`], then the table pointer moves back and the bias of
+/// `4·$n` entries of `$bias` each comes off.
+#[cfg(runtime_dsp)]
+macro_rules! rows_loop {
+    ($n:literal, $bias:expr, $start:expr, $y:expr, $rows:expr, $table:expr, $stride:expr, [$($word:tt)*]) => {
+        // SAFETY: see the callers, `rows_dsp` and `rows5_dsp`.
+        unsafe {
+            core::arch::asm!(
+                "2:",
+                "ldr {acc}, [{yp}]",
+                $($word!(),)*
+                "sub {tbl}, {tbl}, #{back}",
+                "sub {acc}, {acc}, #{bias}",
+                "str {acc}, [{yp}], #4",
+                "add {p}, {p}, {stride}",
+                "cmp {yp}, {yend}",
+                "bne 2b",
+                back = const $n * 2048,
+                bias = const $n * 4 * $bias,
+                p = inout(reg) $start => _,
+                yp = inout(reg) $y.as_mut_ptr() => _,
+                yend = in(reg) $y.as_mut_ptr().wrapping_add($rows),
+                tbl = inout(reg) $table.as_ptr() => _,
+                stride = in(reg) $stride,
+                c256 = in(reg) 256u32,
+                c512 = in(reg) 512u32,
+                c768 = in(reg) 768u32,
+                acc = out(reg) _,
+                w = out(reg) _,
+                t0 = out(reg) _,
+                t1 = out(reg) _,
+                t2 = out(reg) _,
+                options(nostack),
+            )
+        }
+    };
+}
+
 /// `y[r] += Σ_g table_g[w[r][g0 + g]] − BIAS·GROUPS` for every row, over one full chunk
 /// (`GROUPS` = 32 weight bytes, 8 words, per row) in one `asm!` loop. Returns `false` (and
 /// does nothing) when a precondition fails, for the portable loop to run instead.
@@ -173,45 +212,12 @@ fn rows_dsp(w: &[u8], row_bytes: usize, g0: usize, table: &[u16], y: &mut [i32])
     let Some(start) = w.get(g0..) else {
         return false;
     };
-    // SAFETY: checked above: for each of the `rows` rows the loop reads the 32 bytes
+    // Safety of the loop: checked above: for each of the `rows` rows it reads the 32 bytes
     // `g0..g0 + 32` of that row (8 word loads; unaligned word loads are allowed on Armv8-M
     // for normal memory) and `u16` entries of `table` at `k·256 + byte` for `k < 32`
     // (`table` holds 32·256 entries); it reads and writes `y[r]` for `r < rows`. The table
     // pointer moves by 8·2048 bytes and back each row; nothing else is touched, no stack.
-    unsafe {
-        core::arch::asm!(
-            "2:",
-            "ldr {acc}, [{yp}]",
-            word!(),
-            word!(),
-            word!(),
-            word!(),
-            word!(),
-            word!(),
-            word!(),
-            word!(),
-            "sub {tbl}, {tbl}, #16384",
-            "sub {acc}, {acc}, #16384",
-            "str {acc}, [{yp}], #4",
-            "add {p}, {p}, {stride}",
-            "cmp {yp}, {yend}",
-            "bne 2b",
-            p = inout(reg) start.as_ptr() => _,
-            yp = inout(reg) y.as_mut_ptr() => _,
-            yend = in(reg) y.as_mut_ptr().wrapping_add(rows),
-            tbl = inout(reg) table.as_ptr() => _,
-            stride = in(reg) row_bytes - GROUPS,
-            c256 = in(reg) 256u32,
-            c512 = in(reg) 512u32,
-            c768 = in(reg) 768u32,
-            acc = out(reg) _,
-            w = out(reg) _,
-            t0 = out(reg) _,
-            t1 = out(reg) _,
-            t2 = out(reg) _,
-            options(nostack),
-        );
-    }
+    rows_loop!(8, BIAS, start.as_ptr(), y, rows, table, row_bytes - GROUPS, [word word word word word word word word]);
     true
 }
 
@@ -307,6 +313,28 @@ pub fn build5(x: &[i8], c: usize, g0: usize, g1: usize, table: &mut [MaybeUninit
     }
 }
 
+/// Words of tables a chunk of `n` groups occupies: its tables and up to 3 dummy ones, a whole
+/// number of weight words.
+#[inline(always)]
+fn chunk_words(n: usize) -> usize {
+    n.div_ceil(4) * 4 * WORDS
+}
+
+/// The tables of groups `g0..g1` ([`build5`]) at the start of `table`, then up to 3 groups of
+/// tables whose entries are all `BIAS5`, for the `asm!` row loop, which reads whole words: a
+/// byte past the chunk then adds exactly `BIAS5`. Returns the words written
+/// ([`chunk_words`]); `g1 − g0 ≤ GROUPS`.
+#[inline(always)]
+fn build_chunk(table: &mut [MaybeUninit<u32>], x: &[i8], c: usize, g0: usize, g1: usize) -> usize {
+    let n = g1 - g0;
+    build5(x, c, g0, g1, table.get_mut(..n * WORDS).unwrap_or(&mut []));
+    let words = chunk_words(n);
+    for o in table.get_mut(n * WORDS..words).unwrap_or(&mut []) {
+        o.write(pk(BIAS5 as i32, BIAS5 as i32));
+    }
+    words
+}
+
 /// Tables of every group of one matrix input of at most [`GROUPS`] bytes per row, built once
 /// and used for several matrices with that input (the query, key and value projections):
 /// [`Tables5::matvec`] then only adds entries. 16 KiB; lives on the caller's stack.
@@ -345,13 +373,7 @@ impl Tables5 {
         if c == 0 || c > GROUPS || x.len() < 5 * c {
             return false;
         }
-        build5(x, c, 0, c, &mut self.table[..c * WORDS]);
-        // Up to 3 groups of tables whose entries are all BIAS5, for the `asm!` row loop,
-        // which reads whole words: a byte past the row's chunk then adds exactly BIAS5.
-        let words = c.div_ceil(4) * 4 * WORDS;
-        for o in self.table.get_mut(c * WORDS..words).unwrap_or(&mut []) {
-            o.write(pk(BIAS5 as i32, BIAS5 as i32));
-        }
+        build_chunk(&mut self.table, x, c, 0, c);
         self.c = c;
         true
     }
@@ -365,9 +387,8 @@ impl Tables5 {
         if self.c == 0 {
             return;
         }
-        let words = self.c.div_ceil(4) * 4 * WORDS;
-        // `new` wrote the first `words` words (`c` tables, then the dummy ones).
-        let t = entries(self.table.get(..words).unwrap_or(&[]));
+        // `build` wrote these words (`c` tables, then the dummy ones).
+        let t = entries(self.table.get(..chunk_words(self.c)).unwrap_or(&[]));
         rows5(w, self.c, 0, self.c, t, y);
     }
 }
@@ -402,64 +423,17 @@ pub fn ternary5_matvec(w: &[u8], row_bytes: usize, x: &[i8], y: &mut [i32]) {
         return tables.matvec(w, y);
     }
     y.iter_mut().for_each(|v| *v = 0);
-    // Longer rows: chunk by chunk in the same tables. `build5` writes every word of a chunk's
-    // tables (and the dummy tables are written below) before they are read.
+    // Longer rows: chunk by chunk in the same tables.
     let table = &mut tables.table;
     let mut g0 = 0;
     while g0 < row_bytes {
         let g1 = row_bytes.min(g0 + GROUPS);
-        let Some(t) = table.get_mut(..(g1 - g0) * WORDS) else {
-            return;
-        };
-        build5(x, row_bytes, g0, g1, t);
-        let words = (g1 - g0).div_ceil(4) * 4 * WORDS;
-        for o in table.get_mut((g1 - g0) * WORDS..words).unwrap_or(&mut []) {
-            o.write(pk(BIAS5 as i32, BIAS5 as i32));
-        }
-        // `build5` and the loop above wrote the first `words` words.
+        let words = build_chunk(table, x, row_bytes, g0, g1);
+        // `build_chunk` wrote these words.
         let t = entries(table.get(..words).unwrap_or(&[]));
         rows5(w, row_bytes, g0, g1, t, y);
         g0 = g1;
     }
-}
-
-/// The `asm!` row loop of [`rows5_dsp`] for chunks of `$n` words (`4·$n` groups, the last up
-/// to 3 of them dummies): `$n` copies of [`word!`], then the table pointer moves back and the
-/// bias of `4·$n` entries comes off.
-#[cfg(runtime_dsp)]
-macro_rules! rows5_loop {
-    ($n:literal, $start:expr, $y:expr, $rows:expr, $table:expr, $stride:expr, [$($word:tt)*]) => {
-        // SAFETY: see `rows5_dsp`.
-        unsafe {
-            core::arch::asm!(
-                "2:",
-                "ldr {acc}, [{yp}]",
-                $($word!(),)*
-                "sub {tbl}, {tbl}, #{back}",
-                "sub {acc}, {acc}, #{bias}",
-                "str {acc}, [{yp}], #4",
-                "add {p}, {p}, {stride}",
-                "cmp {yp}, {yend}",
-                "bne 2b",
-                back = const $n * 2048,
-                bias = const $n * 4 * BIAS5,
-                p = inout(reg) $start => _,
-                yp = inout(reg) $y.as_mut_ptr() => _,
-                yend = in(reg) $y.as_mut_ptr().wrapping_add($rows),
-                tbl = inout(reg) $table.as_ptr() => _,
-                stride = in(reg) $stride,
-                c256 = in(reg) 256u32,
-                c512 = in(reg) 512u32,
-                c768 = in(reg) 768u32,
-                acc = out(reg) _,
-                w = out(reg) _,
-                t0 = out(reg) _,
-                t1 = out(reg) _,
-                t2 = out(reg) _,
-                options(nostack),
-            )
-        }
-    };
 }
 
 /// `y[r] += Σ_g table_g[w[r][g0 + g]] − BIAS5·(g1 − g0)` for every row over one chunk of
@@ -504,19 +478,21 @@ fn rows5_dsp(w: &[u8], c: usize, g0: usize, g1: usize, table: &[u16], y: &mut [i
         // `y[r]` for `r < asm_rows`. The table pointer moves by `n·2048` bytes and back each
         // row; nothing else is touched, no stack.
         match n {
-            1 => rows5_loop!(1, start, ya, asm_rows, table, stride, [word]),
-            2 => rows5_loop!(2, start, ya, asm_rows, table, stride, [word word]),
-            3 => rows5_loop!(3, start, ya, asm_rows, table, stride, [word word word]),
-            4 => rows5_loop!(4, start, ya, asm_rows, table, stride, [word word word word]),
-            5 => rows5_loop!(5, start, ya, asm_rows, table, stride, [word word word word word]),
+            1 => rows_loop!(1, BIAS5, start, ya, asm_rows, table, stride, [word]),
+            2 => rows_loop!(2, BIAS5, start, ya, asm_rows, table, stride, [word word]),
+            3 => rows_loop!(3, BIAS5, start, ya, asm_rows, table, stride, [word word word]),
+            4 => rows_loop!(4, BIAS5, start, ya, asm_rows, table, stride, [word word word word]),
+            5 => {
+                rows_loop!(5, BIAS5, start, ya, asm_rows, table, stride, [word word word word word])
+            }
             6 => {
-                rows5_loop!(6, start, ya, asm_rows, table, stride, [word word word word word word])
+                rows_loop!(6, BIAS5, start, ya, asm_rows, table, stride, [word word word word word word])
             }
             7 => {
-                rows5_loop!(7, start, ya, asm_rows, table, stride, [word word word word word word word])
+                rows_loop!(7, BIAS5, start, ya, asm_rows, table, stride, [word word word word word word word])
             }
             _ => {
-                rows5_loop!(8, start, ya, asm_rows, table, stride, [word word word word word word word word])
+                rows_loop!(8, BIAS5, start, ya, asm_rows, table, stride, [word word word word word word word word])
             }
         }
     }
