@@ -167,6 +167,11 @@ pub struct TrainConfig {
     /// training; 0 = off. Evaluation never drops. Absent in runs written before it existed.
     #[serde(default)]
     pub dropout: f64,
+    /// float warm start: the first `float_steps` steps train without any quantizer (Q1–Q5 off),
+    /// the rest with quantization-aware training as `qat_all` says; 0 = QAT from the first step.
+    /// Absent in runs written before it existed.
+    #[serde(default)]
+    pub float_steps: usize,
 }
 
 /// A named starting point for `ModelConfig` + `TrainConfig`.
@@ -236,6 +241,7 @@ impl Preset {
             qat_all: true,
             // `small` overfits tiny Shakespeare without it (measured on an H200, trainer/README.md)
             dropout: if self == Preset::Small { 0.2 } else { 0.0 },
+            float_steps: 0,
         }
     }
 }
@@ -275,6 +281,12 @@ impl TrainConfig {
         }
         if !(0.0..1.0).contains(&self.dropout) {
             return err("dropout must be in [0, 1)");
+        }
+        if self.float_steps >= self.steps {
+            return Err(TrainError::Config(format!(
+                "float-steps {} must be less than steps {} (at least one quantization-aware step)",
+                self.float_steps, self.steps
+            )));
         }
         if self.eval_every == 0 || self.checkpoint_every == 0 || self.val_batches == 0 {
             return err("eval-every, checkpoint-every and val-batches must be at least 1");

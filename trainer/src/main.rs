@@ -97,6 +97,9 @@ struct Cli {
     /// dropout on the residual branches while training (0 = off)
     #[arg(long)]
     dropout: Option<f64>,
+    /// float warm start: train the first N steps without quantizers, then quantization-aware
+    #[arg(long)]
+    float_steps: Option<usize>,
     /// validate (quantized, on fixed random validation batches) every N steps
     #[arg(long)]
     eval_every: Option<usize>,
@@ -145,6 +148,7 @@ fn build_spec(cli: &Cli) -> Result<(RunSpec, Corpus), TrainError> {
             cli.eval_every,
             cli.val_batches,
             cli.checkpoint_every,
+            cli.float_steps,
         ]
         .iter()
         .any(Option::is_some)
@@ -186,6 +190,7 @@ fn build_spec(cli: &Cli) -> Result<(RunSpec, Corpus), TrainError> {
         set(&mut tc.eval_every, cli.eval_every);
         set(&mut tc.val_batches, cli.val_batches);
         set(&mut tc.checkpoint_every, cli.checkpoint_every);
+        set(&mut tc.float_steps, cli.float_steps);
         tc.lr = cli.lr.unwrap_or(tc.lr);
         tc.lr_stage2 = cli.lr_stage2.unwrap_or(tc.lr_stage2);
         tc.weight_decay = cli.weight_decay.unwrap_or(tc.weight_decay);

@@ -42,6 +42,15 @@ impl QuantMode {
         dropout: 0.0,
     };
 
+    /// No quantizer at all: the float model (the warm-start steps of `float_steps`).
+    pub const FLOAT: Self = Self {
+        weights: QuantApply::Off,
+        acts: QuantApply::Off,
+        embed: QuantApply::Off,
+        qkv: QuantApply::Off,
+        dropout: 0.0,
+    };
+
     /// The training mode: Q1 + Q2 through the STE, and Q3–Q5 too when `all`; no dropout.
     pub fn train(all: bool) -> Self {
         let extra = if all {

@@ -214,7 +214,7 @@ where
         );
         self.seed_dropout(step);
         let (loss, mut grads) =
-            loss_and_grads(&self.model, &batch, self.devices, &self.tables, self.mode);
+            loss_and_grads(&self.model, &batch, self.devices, &self.tables, self.mode_at(step));
         if !loss.is_finite() {
             self.bar.abandon();
             return Err(TrainError::NonFinite {
@@ -250,6 +250,15 @@ where
             self.checkpoint()?;
         }
         Ok(self)
+    }
+
+    /// The training forward of 0-based `step`: float during the warm start, then `mode`.
+    fn mode_at(&self, step: usize) -> QuantMode {
+        if step < self.spec.train.float_steps {
+            QuantMode::FLOAT.with_dropout(self.mode.dropout)
+        } else {
+            self.mode
+        }
     }
 
     /// Dropout masks come from the backend RNG, seeded from (seed, step, device): the same masks

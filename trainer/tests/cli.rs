@@ -81,6 +81,10 @@ fn bad_inputs_fail_with_one_line() {
         "must be even",
     );
     expect_error(&tiny(good, out, &["--steps", "0"]), "steps");
+    expect_error(
+        &tiny(good, out, &["--steps", "20", "--float-steps", "20"]),
+        "float-steps 20 must be less than steps 20",
+    );
     expect_error(&tiny(good, out, &["--resume"]), "no run to resume");
 
     // An existing run is not overwritten.

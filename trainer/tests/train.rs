@@ -128,15 +128,55 @@ fn tiny_model_learns_structure() {
 #[test]
 fn resume_is_bit_identical() {
     let _turn = one_at_a_time();
-    check_resume(0.0);
+    check_resume(0.0, 0);
+}
+
+/// A float warm start whose switch to QAT falls after the resume (step 16 of 24, resumed at 12)
+/// resumes bit-identically too, and changes the trained weights.
+#[test]
+fn resume_across_the_float_warm_start_is_bit_identical() {
+    let _turn = one_at_a_time();
+    let float = check_resume(0.0, 16);
+    let qat = check_resume(0.0, 0);
+    assert!(float != qat, "16 float steps did not change the weights");
+}
+
+/// `float_steps = k` trains the first k steps without quantizers and every later one with them:
+/// its per-step losses agree with a longer warm start up to step k and not after, and differ from
+/// QAT from the first step at step 1.
+#[test]
+fn float_warm_start_switches_at_its_step() {
+    let _turn = one_at_a_time();
+    let text = words_corpus(3000, 5);
+    let corpus = Corpus::from_text(&text, 32).unwrap();
+    let dev = [CpuDevice::default()];
+    let no = AtomicBool::new(false);
+    let losses = |float_steps: usize| -> Vec<String> {
+        let out = tmp(&format!("float-{float_steps}"));
+        let mut s = spec(&out, &corpus, 12);
+        s.train.float_steps = float_steps;
+        finished(train::train::<Cpu>(&dev, &s, &corpus, false, &no).unwrap());
+        let rows = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
+        let _ = std::fs::remove_dir_all(&out);
+        // step,tokens,lr,weight_decay,train_loss
+        rows.lines()
+            .skip(1)
+            .map(|l| l.split(',').nth(4).unwrap().to_string())
+            .collect()
+    };
+    let (qat, four, eight) = (losses(0), losses(4), losses(8));
+    assert_eq!(four.len(), 12);
+    assert_ne!(qat[0], four[0], "step 1 is not float");
+    assert_eq!(four[..4], eight[..4], "the first 4 steps differ");
+    assert_ne!(four[4], eight[4], "step 5 is float in both");
 }
 
 /// Dropout masks come from the backend RNG, seeded per step: a resumed run draws the same ones.
 #[test]
 fn resume_with_dropout_is_bit_identical() {
     let _turn = one_at_a_time();
-    let with = check_resume(0.2);
-    let without = check_resume(0.0);
+    let with = check_resume(0.2, 0);
+    let without = check_resume(0.0, 0);
     assert!(
         with != without,
         "dropout 0.2 did not change the trained weights"
@@ -145,7 +185,7 @@ fn resume_with_dropout_is_bit_identical() {
 
 /// Trains 24 steps straight and 12 + 12 with a resume; asserts identical weights, losses and
 /// metrics; returns the weights file.
-fn check_resume(dropout: f64) -> Vec<u8> {
+fn check_resume(dropout: f64, float_steps: usize) -> Vec<u8> {
     let text = words_corpus(3000, 11);
     let corpus = Corpus::from_text(&text, 32).unwrap();
     let dev = [CpuDevice::default()];
@@ -153,15 +193,16 @@ fn check_resume(dropout: f64) -> Vec<u8> {
     let spec_with_dropout = |out: &Path| {
         let mut s = spec(out, &corpus, 24);
         s.train.dropout = dropout;
+        s.train.float_steps = float_steps;
         s
     };
 
-    let straight = tmp(&format!("straight-{dropout}"));
+    let straight = tmp(&format!("straight-{dropout}-{float_steps}"));
     let a = finished(
         train::train::<Cpu>(&dev, &spec_with_dropout(&straight), &corpus, false, &no).unwrap(),
     );
 
-    let split = tmp(&format!("split-{dropout}"));
+    let split = tmp(&format!("split-{dropout}-{float_steps}"));
     let mut s = spec_with_dropout(&split);
     s.stop_after = Some(12);
     match train::train::<Cpu>(&dev, &s, &corpus, false, &no).unwrap() {
