@@ -4,12 +4,14 @@
     python3 docs/ablations/plot.py OUT.svg LABEL=RUN_DIR [LABEL=RUN_DIR ...]
 
 Each RUN_DIR is a trainer run directory; its metrics.csv holds `val_loss_q_fixed_batches`
-(the quantized loss on the trainer's fixed validation batches) every `--eval-every` steps.
+(the quantized loss on the trainer's fixed validation batches) every `--eval-every` steps; the
+x axis is training tokens, so runs with other batch sizes line up.
 """
 import csv
 import sys
 
-COLORS = ["#000000", "#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
+COLORS = ["#000000", "#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b",
+          "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
 W, H, L, R, T, B = 900, 540, 70, 220, 40, 50
 
 
@@ -19,7 +21,7 @@ def curve(run_dir):
         for row in csv.DictReader(f):
             v = row.get("val_loss_q_fixed_batches", "")
             if v:
-                pts.append((int(row["step"]), float(v)))
+                pts.append((int(row["tokens"]) / 1e6, float(v)))
     return pts
 
 
@@ -40,8 +42,8 @@ def main():
         svg.append(f'<text x="{L-6}" y="{sy(y)+4:.1f}" text-anchor="end" font-family="sans-serif" font-size="11">{y:.2f}</text>')
     for i in range(5):
         x = xmax * i / 4
-        svg.append(f'<text x="{sx(x):.1f}" y="{H-B+16}" text-anchor="middle" font-family="sans-serif" font-size="11">{int(x)}</text>')
-    svg.append(f'<text x="{(L+W-R)/2}" y="{H-12}" text-anchor="middle" font-family="sans-serif" font-size="12">step</text>')
+        svg.append(f'<text x="{sx(x):.1f}" y="{H-B+16}" text-anchor="middle" font-family="sans-serif" font-size="11">{x:.1f}</text>')
+    svg.append(f'<text x="{(L+W-R)/2}" y="{H-12}" text-anchor="middle" font-family="sans-serif" font-size="12">training tokens (millions)</text>')
     for k, (label, c) in enumerate(curves):
         col = COLORS[k % len(COLORS)]
         pts = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in c)
