@@ -213,8 +213,13 @@ where
             &mut self.state.rng,
         );
         self.seed_dropout(step);
-        let (loss, mut grads) =
-            loss_and_grads(&self.model, &batch, self.devices, &self.tables, self.mode_at(step));
+        let (loss, mut grads) = loss_and_grads(
+            &self.model,
+            &batch,
+            self.devices,
+            &self.tables,
+            self.mode_at(step),
+        );
         if !loss.is_finite() {
             self.bar.abandon();
             return Err(TrainError::NonFinite {
