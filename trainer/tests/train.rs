@@ -78,6 +78,24 @@ fn spec(out: &Path, corpus: &Corpus, steps: usize) -> RunSpec {
     }
 }
 
+/// Columns `cols` of every step row of a run's `metrics.csv` (`step,tokens,lr,weight_decay,
+/// train_loss,grad_norm,val_loss_q_fixed_batches,tokens_per_s,wall_s`), joined by commas.
+fn metric_columns(out: &Path, cols: std::ops::Range<usize>) -> Vec<String> {
+    let (skip, take) = (cols.start, cols.len());
+    std::fs::read_to_string(out.join("metrics.csv"))
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| {
+            l.split(',')
+                .skip(skip)
+                .take(take)
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .collect()
+}
+
 fn finished(o: Outcome) -> trainer::runinfo::Summary {
     match o {
         Outcome::Finished(s) => s,
@@ -156,13 +174,9 @@ fn float_warm_start_switches_at_its_step() {
         let mut s = spec(&out, &corpus, 12);
         s.train.float_steps = float_steps;
         finished(train::train::<Cpu>(&dev, &s, &corpus, false, &no).unwrap());
-        let rows = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
+        let train_loss = metric_columns(&out, 4..5);
         let _ = std::fs::remove_dir_all(&out);
-        // step,tokens,lr,weight_decay,train_loss
-        rows.lines()
-            .skip(1)
-            .map(|l| l.split(',').nth(4).unwrap().to_string())
-            .collect()
+        train_loss
     };
     let (qat, four, eight) = (losses(0), losses(4), losses(8));
     assert_eq!(four.len(), 12);
@@ -218,14 +232,10 @@ fn check_resume(dropout: f64, float_steps: usize) -> Vec<u8> {
     assert_eq!(a.quantized_val_loss, b.quantized_val_loss);
     assert_eq!(a.tokens_seen, b.tokens_seen);
     // The per-step losses agree too (columns step..val; tokens/s and wall time differ).
-    let cols = |p: &Path| -> Vec<String> {
-        std::fs::read_to_string(p.join("metrics.csv"))
-            .unwrap()
-            .lines()
-            .map(|l| l.split(',').take(7).collect::<Vec<_>>().join(","))
-            .collect()
-    };
-    assert_eq!(cols(&straight), cols(&split));
+    assert_eq!(
+        metric_columns(&straight, 0..7),
+        metric_columns(&split, 0..7)
+    );
     let _ = std::fs::remove_dir_all(&straight);
     let _ = std::fs::remove_dir_all(&split);
     wa
