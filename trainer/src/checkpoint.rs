@@ -1,18 +1,18 @@
-//! Checkpoints: `checkpoint/` in the run dir holds the model record, both optimiser records and
+//! Checkpoints: `checkpoint/` in the run dir holds the model record, one record per optimiser group and
 //! `state.json` (step, RNG, metrics so far). Written to `checkpoint.tmp/` first (each file
 //! flushed to the disk), then swapped in by renames, so a crash never leaves a half-written
 //! checkpoint behind.
 
-use crate::config::ModelConfig;
+use crate::config::{MatrixOptimizer, ModelConfig};
 use crate::error::{Result, TrainError};
 use crate::files::{sync_dir, write_atomic, write_synced};
 use crate::fused::FusedOps;
 use crate::metrics::{to_csv, MetricRow};
 use crate::model::Model;
+use crate::optim::{AdamWRecord, MuonRecord, Records};
 use crate::rng::SplitMix64;
 use crate::runinfo::log_line;
 use burn::module::Module;
-use burn::optim::Optimizer;
 use burn::record::{BinBytesRecorder, BinFileRecorder, FullPrecisionSettings, Recorder};
 use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
@@ -24,11 +24,6 @@ type Rec = BinFileRecorder<FullPrecisionSettings>;
 /// Writes them: the same bytes as `Rec` writes, but into memory, so that writing the file is ours
 /// and every write error is reported (the file recorder drops its `BufWriter` without `flush`).
 type BytesRec = BinBytesRecorder<FullPrecisionSettings>;
-type OptRecord<B> =
-    <burn::optim::adaptor::OptimizerAdaptor<burn::optim::AdamW, Model<B>, B> as Optimizer<
-        Model<B>,
-        B,
-    >>::Record;
 
 /// Loop state saved with every checkpoint.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -83,12 +78,11 @@ fn rec_msg(e: burn::record::RecorderError) -> String {
 pub fn save<B: AutodiffBackend>(
     out: &Path,
     model: &Model<B>,
-    opt_decay: &impl Optimizer<Model<B>, B, Record = OptRecord<B>>,
-    opt_rest: &impl Optimizer<Model<B>, B, Record = OptRecord<B>>,
+    opts: &Records<B>,
     state: &TrainState,
 ) -> Result<()> {
     let tmp = out.join("checkpoint.tmp");
-    let res = write_tmp(&tmp, model, opt_decay, opt_rest, state);
+    let res = write_tmp(&tmp, model, opts, state);
     if res.is_err() {
         let _ = std::fs::remove_dir_all(&tmp);
     }
@@ -110,12 +104,12 @@ pub fn save<B: AutodiffBackend>(
     write_atomic(&out.join("metrics.csv"), to_csv(&state.metrics).as_bytes())
 }
 
-/// Writes the four checkpoint files into `tmp` (created afresh).
+/// Writes the checkpoint files into `tmp` (created afresh): the model, one record per optimiser
+/// group, the loop state.
 fn write_tmp<B: AutodiffBackend>(
     tmp: &Path,
     model: &Model<B>,
-    opt_decay: &impl Optimizer<Model<B>, B, Record = OptRecord<B>>,
-    opt_rest: &impl Optimizer<Model<B>, B, Record = OptRecord<B>>,
+    opts: &Records<B>,
     state: &TrainState,
 ) -> Result<()> {
     if tmp.exists() {
@@ -130,24 +124,28 @@ fn write_tmp<B: AutodiffBackend>(
             source: std::io::Error::other(rec_msg(e)),
         })
     };
-    let files = [
+    let mut files = vec![
         (
             "model.bin",
             encode(Recorder::<B>::record(&rec, model.clone().into_record(), ()))?,
         ),
         (
             "opt_decay.bin",
-            encode(Recorder::<B>::record(&rec, opt_decay.to_record(), ()))?,
+            encode(Recorder::<B>::record(&rec, opts.decay.clone(), ()))?,
         ),
         (
             "opt_rest.bin",
-            encode(Recorder::<B>::record(&rec, opt_rest.to_record(), ()))?,
-        ),
-        (
-            "state.json",
-            serde_json::to_vec(state).expect("state serialises"),
+            encode(Recorder::<B>::record(&rec, opts.rest.clone(), ()))?,
         ),
     ];
+    if let Some(m) = &opts.muon {
+        let bytes = encode(Recorder::<B>::record(&rec, m.clone(), ()))?;
+        files.push(("opt_muon.bin", bytes));
+    }
+    files.push((
+        "state.json",
+        serde_json::to_vec(state).expect("state serialises"),
+    ));
     // state.json last: a checkpoint dir with a state.json is complete.
     for (name, bytes) in files {
         write_synced(&tmp.join(name), &bytes)?;
@@ -162,24 +160,25 @@ fn write_tmp<B: AutodiffBackend>(
 pub fn load<B: AutodiffBackend + FusedOps>(
     out: &Path,
     cfg: &ModelConfig,
+    optimizer: MatrixOptimizer,
     dev: &B::Device,
-) -> Result<(Model<B>, OptRecord<B>, OptRecord<B>, TrainState)> {
+) -> Result<(Model<B>, Records<B>, TrainState)> {
     let old = out.join("checkpoint.old");
     let has_old = old.join("state.json").exists();
     let d = dir(out);
     if !d.join("state.json").exists() {
         if has_old {
-            return load_from::<B>(&old, cfg, dev);
+            return load_from::<B>(&old, cfg, optimizer, dev);
         }
         return Err(TrainError::Resume(format!(
             "no checkpoint in `{}`",
             out.display()
         )));
     }
-    match load_from::<B>(&d, cfg, dev) {
+    match load_from::<B>(&d, cfg, optimizer, dev) {
         Err(e) if has_old => {
             log_line(&format!("{e}; using {} instead", old.display()));
-            load_from::<B>(&old, cfg, dev)
+            load_from::<B>(&old, cfg, optimizer, dev)
         }
         r => r,
     }
@@ -189,8 +188,9 @@ pub fn load<B: AutodiffBackend + FusedOps>(
 fn load_from<B: AutodiffBackend + FusedOps>(
     d: &Path,
     cfg: &ModelConfig,
+    optimizer: MatrixOptimizer,
     dev: &B::Device,
-) -> Result<(Model<B>, OptRecord<B>, OptRecord<B>, TrainState)> {
+) -> Result<(Model<B>, Records<B>, TrainState)> {
     let bad = |e| {
         TrainError::Resume(format!(
             "cannot read the checkpoint in `{}`: {}",
@@ -202,11 +202,18 @@ fn load_from<B: AutodiffBackend + FusedOps>(
     let model = Model::<B>::new(cfg, dev, 0)
         .load_file(d.join("model"), &rec, dev)
         .map_err(bad)?;
-    let o_decay: OptRecord<B> = Recorder::<B>::load(&rec, d.join("opt_decay"), dev).map_err(bad)?;
-    let o_rest: OptRecord<B> = Recorder::<B>::load(&rec, d.join("opt_rest"), dev).map_err(bad)?;
+    let decay: AdamWRecord<B> = Recorder::<B>::load(&rec, d.join("opt_decay"), dev).map_err(bad)?;
+    let rest: AdamWRecord<B> = Recorder::<B>::load(&rec, d.join("opt_rest"), dev).map_err(bad)?;
+    let muon: Option<MuonRecord<B>> = match optimizer {
+        MatrixOptimizer::Adamw => None,
+        MatrixOptimizer::Muon => {
+            Some(Recorder::<B>::load(&rec, d.join("opt_muon"), dev).map_err(bad)?)
+        }
+    };
     let st = d.join("state.json");
     let text = std::fs::read_to_string(&st).map_err(TrainError::io("read", &st))?;
     let state: TrainState = serde_json::from_str(&text)
         .map_err(|e| TrainError::Resume(format!("`{}`: {e}", st.display())))?;
-    Ok((model, o_decay, o_rest, state))
+    let records = Records { decay, rest, muon };
+    Ok((model, records, state))
 }

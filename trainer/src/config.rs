@@ -172,6 +172,22 @@ pub struct TrainConfig {
     /// Absent in runs written before it existed.
     #[serde(default)]
     pub float_steps: usize,
+    /// optimiser of the BitLinear matrices (the embedding and the gains always use AdamW).
+    /// Absent in runs written before it existed (= AdamW).
+    #[serde(default)]
+    pub optimizer: MatrixOptimizer,
+}
+
+/// The optimiser of the BitLinear weight matrices.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MatrixOptimizer {
+    /// AdamW, like every other parameter
+    #[default]
+    Adamw,
+    /// Muon (burn's: Nesterov momentum 0.95, 5 Newton–Schulz steps) with its update scaled to
+    /// AdamW's RMS (`0.2·sqrt(max(rows, cols))`), so the same learning rate and weight decay apply
+    Muon,
 }
 
 /// A named starting point for `ModelConfig` + `TrainConfig`.
@@ -220,7 +236,7 @@ impl Preset {
     pub fn train(self) -> TrainConfig {
         let (steps, batch_size, lr, warmup_steps) = match self {
             Preset::Tiny => (300, 16, 3e-3, 30),
-            Preset::Mcu => (2600, 32, 3e-3, 100),
+            Preset::Mcu => (4000, 32, 3e-3, 100),
             Preset::Small => (5000, 64, 2e-3, 300),
         };
         TrainConfig {
@@ -242,6 +258,7 @@ impl Preset {
             // `small` overfits tiny Shakespeare without it (measured on an H200, trainer/README.md)
             dropout: if self == Preset::Small { 0.2 } else { 0.0 },
             float_steps: 0,
+            optimizer: MatrixOptimizer::Adamw,
         }
     }
 }
@@ -416,5 +433,21 @@ mod tests {
         let mut m = Preset::Tiny.model();
         m.d_model = 60; // head_dim 15
         assert!(m.validate().unwrap_err().to_string().contains("even"));
+    }
+
+    /// A `config.json` written before `dropout`, `float_steps` and `optimizer` existed reads with
+    /// their defaults (0, 0, AdamW); the optimiser's JSON names are lowercase.
+    #[test]
+    fn older_train_configs_read_with_defaults() {
+        let mut v = serde_json::to_value(Preset::Mcu.train()).unwrap();
+        let o = v.as_object_mut().unwrap();
+        for k in ["dropout", "float_steps", "optimizer"] {
+            assert!(o.remove(k).is_some(), "{k} is not a key");
+        }
+        let t: TrainConfig = serde_json::from_value(v).unwrap();
+        assert_eq!((t.dropout, t.float_steps), (0.0, 0));
+        assert_eq!(t.optimizer, MatrixOptimizer::Adamw);
+        let muon = serde_json::to_string(&MatrixOptimizer::Muon).unwrap();
+        assert_eq!(muon, "\"muon\"");
     }
 }

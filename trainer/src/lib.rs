@@ -44,6 +44,7 @@ pub mod spec;
 pub mod weights;
 
 pub mod gradients;
+pub mod optim;
 pub mod schedule;
 pub mod train;
 

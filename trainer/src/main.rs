@@ -4,6 +4,7 @@ use clap::{Parser, ValueEnum};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use trainer::config::MatrixOptimizer;
 use trainer::data::Corpus;
 use trainer::runinfo::{self, RunConfig};
 use trainer::train::{self, Outcome, RunSpec};
@@ -100,6 +101,9 @@ struct Cli {
     /// float warm start: train the first N steps without quantizers, then quantization-aware
     #[arg(long)]
     float_steps: Option<usize>,
+    /// optimiser of the BitLinear matrices (embedding and gains: AdamW)
+    #[arg(long, value_enum)]
+    optimizer: Option<MatrixOptimizer>,
     /// validate (quantized, on fixed random validation batches) every N steps
     #[arg(long)]
     eval_every: Option<usize>,
@@ -158,7 +162,8 @@ fn build_spec(cli: &Cli) -> Result<(RunSpec, Corpus), TrainError> {
             || cli.grad_clip.is_some()
             || cli.dropout.is_some()
             || cli.seed.is_some()
-            || cli.qat.is_some();
+            || cli.qat.is_some()
+            || cli.optimizer.is_some();
         if changed {
             return Err(TrainError::Config(
                 "with --resume the hyper-parameters come from the run's config.json; only --steps may change"
@@ -197,6 +202,7 @@ fn build_spec(cli: &Cli) -> Result<(RunSpec, Corpus), TrainError> {
         tc.grad_clip = cli.grad_clip.unwrap_or(tc.grad_clip);
         tc.dropout = cli.dropout.unwrap_or(tc.dropout);
         tc.seed = cli.seed.unwrap_or(tc.seed);
+        tc.optimizer = cli.optimizer.unwrap_or(tc.optimizer);
         if let Some(q) = cli.qat {
             tc.qat_all = q == Qat::All;
         }

@@ -1,22 +1,20 @@
 //! The training loop: a `Trainer` holds the loop state and takes one optimiser step at a time
-//! (batch, forward/backward, global-norm clipping, two AdamW groups, schedule); periodic
+//! (batch, forward/backward, global-norm clipping, the optimiser groups, schedule); periodic
 //! validation and checkpoints, Ctrl-C, `--stop-after` and `--resume` around it.
 
 use crate::checkpoint::{self, TrainState};
-use crate::config::TrainConfig;
 use crate::data::{random_batch, val_windows, Batch, Corpus};
 use crate::error::{Result, TrainError};
 use crate::eval::mean_nll;
 use crate::fused::FusedOps;
-use crate::gradients::{clip_global_norm, loss_and_grads, matrix_ids, split_off};
+use crate::gradients::{clip_global_norm, loss_and_grads};
 use crate::metrics::MetricRow;
 use crate::model::{Model, QuantMode, Tables};
+use crate::optim::Optimizers;
 use crate::rng::SplitMix64;
 use crate::runinfo::{self, Summary};
 use crate::schedule;
-use burn::module::{AutodiffModule, ParamId};
-use burn::optim::adaptor::OptimizerAdaptor;
-use burn::optim::{AdamW, AdamWConfig, Optimizer};
+use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
 use indicatif::ProgressBar;
 use std::io::IsTerminal;
@@ -56,17 +54,6 @@ where
     run.finish().map(Outcome::Finished)
 }
 
-type Opt<B> = OptimizerAdaptor<AdamW, Model<B>, B>;
-
-fn adamw<B: AutodiffBackend>(cfg: &TrainConfig, weight_decay: f64) -> Opt<B> {
-    AdamWConfig::new()
-        .with_beta_1(cfg.beta1 as f32)
-        .with_beta_2(cfg.beta2 as f32)
-        .with_epsilon(cfg.adam_eps as f32)
-        .with_weight_decay(weight_decay as f32)
-        .init::<B, Model<B>>()
-}
-
 /// Wall time of a session on top of the sessions before it, and time spent in training steps.
 struct Clock {
     session_start: Instant,
@@ -83,20 +70,15 @@ impl Clock {
     }
 }
 
-/// The state of a training session between two steps: the model, its two AdamW groups and the
+/// The state of a training session between two steps: the model, its optimiser groups and the
 /// checkpointed [`TrainState`], plus what the session computes once.
 struct Trainer<'a, B: AutodiffBackend> {
     devices: &'a [B::Device],
     spec: &'a RunSpec,
     corpus: &'a Corpus,
     model: Model<B>,
-    /// AdamW of the matrices, at weight decay `decay_wd`
-    opt_decay: Opt<B>,
-    decay_wd: f64,
-    /// AdamW of the other parameters (norm gains), without weight decay
-    opt_rest: Opt<B>,
-    /// ids of the parameters `opt_decay` updates
-    decay_ids: Vec<ParamId>,
+    /// the optimiser groups
+    opts: Optimizers<B>,
     state: TrainState,
     /// RoPE tables per device (training) and for the evaluation backend
     tables: Vec<Tables<B>>,
@@ -138,16 +120,16 @@ where
             runinfo::log_line("no checkpoint yet: starting the run from step 0");
             None
         } else {
-            Some(checkpoint::load::<B>(out, mcfg, dev)?)
+            Some(checkpoint::load::<B>(out, mcfg, tcfg.optimizer, dev)?)
         };
-        let (model, state, opt_decay, decay_wd, opt_rest) = match resumed {
+        let (model, state, opts) = match resumed {
             None => {
                 let wd = schedule::weight_decay(tcfg, 0);
                 let model = Model::<B>::new(mcfg, dev, tcfg.seed);
-                let (opt_decay, opt_rest) = (adamw::<B>(tcfg, wd), adamw::<B>(tcfg, 0.0));
-                (model, TrainState::new(tcfg.seed), opt_decay, wd, opt_rest)
+                let opts = Optimizers::new(tcfg, &model, wd, None);
+                (model, TrainState::new(tcfg.seed), opts)
             }
-            Some((model, o_decay, o_rest, state)) => {
+            Some((model, records, state)) => {
                 if state.step > tcfg.steps {
                     return Err(TrainError::Resume(format!(
                         "the checkpoint is at step {}, past --steps {}",
@@ -156,9 +138,8 @@ where
                 }
                 runinfo::log_line(&format!("resuming at step {}", state.step));
                 let wd = schedule::weight_decay(tcfg, state.step);
-                let opt_decay = adamw::<B>(tcfg, wd).load_record(o_decay);
-                let opt_rest = adamw::<B>(tcfg, 0.0).load_record(o_rest);
-                (model, state, opt_decay, wd, opt_rest)
+                let opts = Optimizers::new(tcfg, &model, wd, Some(records));
+                (model, state, opts)
             }
         };
         // Fixed validation batches: the same RNG stream in every run and after every resume.
@@ -175,11 +156,8 @@ where
             devices,
             spec,
             corpus,
-            decay_ids: matrix_ids(&model),
             model,
-            opt_decay,
-            decay_wd,
-            opt_rest,
+            opts,
             tables: devices.iter().map(|d| Tables::new(mcfg, d)).collect(),
             eval_tables: Tables::new(mcfg, dev),
             mode: QuantMode::train(tcfg.qat_all).with_dropout(tcfg.dropout),
@@ -200,11 +178,8 @@ where
         let step = self.state.step;
         let lr = schedule::lr(tcfg, step);
         let wd = schedule::weight_decay(tcfg, step);
-        if wd != self.decay_wd {
-            // Stage 2: same moments, new weight decay.
-            self.opt_decay = adamw::<B>(tcfg, wd).load_record(self.opt_decay.to_record());
-            self.decay_wd = wd;
-        }
+        // Stage 2: same moments, new weight decay.
+        self.opts.set_weight_decay(wd);
         let t0 = Instant::now();
         let batch = random_batch(
             &self.corpus.train,
@@ -228,9 +203,7 @@ where
             });
         }
         let grad_norm = clip_global_norm(&self.model, &mut grads, tcfg.grad_clip);
-        let g_decay = split_off::<B>(&mut grads, &self.decay_ids);
-        self.model = self.opt_decay.step(lr, self.model, g_decay);
-        self.model = self.opt_rest.step(lr, self.model, grads);
+        self.model = self.opts.step(lr, self.model, grads);
         self.clock.train_s += t0.elapsed().as_secs_f64();
         self.state.step += 1;
         self.state.tokens_seen += self.tokens_per_step;
@@ -323,13 +296,7 @@ where
     fn checkpoint(&mut self) -> Result<()> {
         self.state.wall_s = self.clock.wall_s();
         let (model, state) = (&self.model, &self.state);
-        checkpoint::save(
-            &self.spec.out,
-            model,
-            &self.opt_decay,
-            &self.opt_rest,
-            state,
-        )
+        checkpoint::save(&self.spec.out, model, &self.opts.records(), state)
     }
 
     /// Stops early (Ctrl-C, `--stop-after`) with a checkpoint.

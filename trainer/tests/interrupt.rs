@@ -99,7 +99,7 @@ fn metric_cols(out: &Path) -> Vec<String> {
 }
 
 /// The step of the checkpoint `--resume` would load, after loading it completely (model and
-/// both optimiser records); `None` when there is none yet.
+/// every optimiser record); `None` when there is none yet.
 fn loadable_checkpoint(out: &Path) -> Option<usize> {
     if !out.join("checkpoint/state.json").exists()
         && !out.join("checkpoint.old/state.json").exists()
@@ -107,7 +107,8 @@ fn loadable_checkpoint(out: &Path) -> Option<usize> {
         return None;
     }
     let cfg = RunConfig::read(out).expect("a checkpoint without a readable config.json");
-    let (_, _, _, st) = trainer::checkpoint::load::<Cpu>(out, &cfg.model, &CpuDevice::default())
+    let opt = cfg.train.optimizer;
+    let (_, _, st) = trainer::checkpoint::load::<Cpu>(out, &cfg.model, opt, &CpuDevice::default())
         .unwrap_or_else(|e| panic!("checkpoint in {} cannot be loaded: {e}", out.display()));
     Some(st.step)
 }

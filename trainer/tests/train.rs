@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Mutex, MutexGuard};
 use trainer::backend::{Cpu, CpuDevice};
+use trainer::config::MatrixOptimizer;
 use trainer::data::Corpus;
 use trainer::rng::SplitMix64;
 use trainer::train::{self, Outcome, RunSpec};
@@ -146,16 +147,16 @@ fn tiny_model_learns_structure() {
 #[test]
 fn resume_is_bit_identical() {
     let _turn = one_at_a_time();
-    check_resume(0.0, 0);
+    check_resume(0.0, 0, MatrixOptimizer::Adamw);
 }
 
-/// A float warm start whose switch to QAT falls after the resume (step 16 of 24, resumed at 12)
+/// A float warm start whose switch to QAT falls after the resume (step 16 of 24, resumed at 9)
 /// resumes bit-identically too, and changes the trained weights.
 #[test]
 fn resume_across_the_float_warm_start_is_bit_identical() {
     let _turn = one_at_a_time();
-    let float = check_resume(0.0, 16);
-    let qat = check_resume(0.0, 0);
+    let float = check_resume(0.0, 16, MatrixOptimizer::Adamw);
+    let qat = check_resume(0.0, 0, MatrixOptimizer::Adamw);
     assert!(float != qat, "16 float steps did not change the weights");
 }
 
@@ -189,17 +190,29 @@ fn float_warm_start_switches_at_its_step() {
 #[test]
 fn resume_with_dropout_is_bit_identical() {
     let _turn = one_at_a_time();
-    let with = check_resume(0.2, 0);
-    let without = check_resume(0.0, 0);
+    let with = check_resume(0.2, 0, MatrixOptimizer::Adamw);
+    let without = check_resume(0.0, 0, MatrixOptimizer::Adamw);
     assert!(
         with != without,
         "dropout 0.2 did not change the trained weights"
     );
 }
 
-/// Trains 24 steps straight and 12 + 12 with a resume; asserts identical weights, losses and
+/// Muon's momentum buffers are checkpointed (`opt_muon.bin`): a run resumed at step 9 of 24 is
+/// bit-identical (the stage-2 switch at step 12, where Muon is rebuilt with the new weight decay and
+/// its momentum carried over, comes after the resume), and Muon trains other weights than AdamW.
+#[test]
+fn resume_with_muon_is_bit_identical() {
+    let _turn = one_at_a_time();
+    let muon = check_resume(0.0, 0, MatrixOptimizer::Muon);
+    let adamw = check_resume(0.0, 0, MatrixOptimizer::Adamw);
+    assert!(muon != adamw, "Muon trained the same weights as AdamW");
+}
+
+/// Trains 24 steps straight and 9 + 15 with a resume (in stage 1: the stage-2 switch at step 12
+/// then runs on restored optimiser state); asserts identical weights, losses and
 /// metrics; returns the weights file.
-fn check_resume(dropout: f64, float_steps: usize) -> Vec<u8> {
+fn check_resume(dropout: f64, float_steps: usize, optimizer: MatrixOptimizer) -> Vec<u8> {
     let text = words_corpus(3000, 11);
     let corpus = Corpus::from_text(&text, 32).unwrap();
     let dev = [CpuDevice::default()];
@@ -208,23 +221,28 @@ fn check_resume(dropout: f64, float_steps: usize) -> Vec<u8> {
         let mut s = spec(out, &corpus, 24);
         s.train.dropout = dropout;
         s.train.float_steps = float_steps;
+        s.train.optimizer = optimizer;
         s
     };
 
-    let straight = tmp(&format!("straight-{dropout}-{float_steps}"));
+    let straight = tmp(&format!("straight-{dropout}-{float_steps}-{optimizer:?}"));
     let a = finished(
         train::train::<Cpu>(&dev, &spec_with_dropout(&straight), &corpus, false, &no).unwrap(),
     );
 
-    let split = tmp(&format!("split-{dropout}-{float_steps}"));
+    let split = tmp(&format!("split-{dropout}-{float_steps}-{optimizer:?}"));
     let mut s = spec_with_dropout(&split);
-    s.stop_after = Some(12);
+    s.stop_after = Some(9);
     match train::train::<Cpu>(&dev, &s, &corpus, false, &no).unwrap() {
-        Outcome::Stopped(12) => {}
-        o => panic!("expected a stop at 12, got {o:?}"),
+        Outcome::Stopped(9) => {}
+        o => panic!("expected a stop at 9, got {o:?}"),
     }
     s.stop_after = None;
     let b = finished(train::train::<Cpu>(&dev, &s, &corpus, true, &no).unwrap());
+    assert_eq!(
+        split.join("checkpoint/opt_muon.bin").exists(),
+        optimizer == MatrixOptimizer::Muon
+    );
 
     let wa = std::fs::read(straight.join("weights.safetensors")).unwrap();
     let wb = std::fs::read(split.join("weights.safetensors")).unwrap();
