@@ -174,14 +174,15 @@ pub fn linear_rows<B: FusedOps>(x: Tensor<B, 3>, w: Tensor<B, 2>) -> Tensor<B, 3
     B::linear_2d(x.reshape([b * t, d_in]), w).reshape([b, t, n])
 }
 
-/// Inverted dropout with probability `p`, only where autodiff is on (training); the mask comes
-/// from the backend's RNG, which the training loop seeds per step (reproducible, also on resume).
-fn dropout<B: Backend>(x: Tensor<B, 3>, p: f64) -> Tensor<B, 3> {
+/// Inverted dropout with probability `p`, only where autodiff is on (training); the mask
+/// ([`FusedOps::dropout_keep`]) comes from the backend's RNG, which the training loop seeds per step
+/// (reproducible, also on resume).
+fn dropout<B: FusedOps>(x: Tensor<B, 3>, p: f64) -> Tensor<B, 3> {
     if p == 0.0 || !B::ad_enabled(&x.device()) {
         return x;
     }
-    let keep = x.random_like(burn::tensor::Distribution::Bernoulli(1.0 - p));
-    x * keep * (1.0 / (1.0 - p))
+    let keep = B::dropout_keep(x.dims(), p, &x.device());
+    x * keep
 }
 
 /// Q2 on a BitLinear input (per token).

@@ -61,6 +61,10 @@ impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
         ))
     }
 
+    fn dropout_keep(shape: [usize; 3], p: f64, device: &Self::Device) -> Tensor<Self, 3> {
+        Tensor::from_inner(B::dropout_keep(shape, p, device))
+    }
+
     fn rms_norm<const D: usize>(
         x: Tensor<Self, D>,
         gain: Tensor<Self, 1>,

@@ -21,7 +21,7 @@ mod tests;
 use crate::attention::{AttnShape, Rope};
 use crate::quant::{self, QuantApply};
 use burn::tensor::backend::Backend;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{Distribution, Tensor, TensorData};
 
 /// Kernels a backend may fuse; the defaults are the plain tensor-op versions.
 pub trait FusedOps: Backend {
@@ -80,6 +80,14 @@ pub trait FusedOps: Backend {
         let bias = Tensor::<Self, 2>::zeros([t, t], &x.device()).mask_fill(mask, f32::NEG_INFINITY);
         let scores = x.reshape([b * h, t * t]) + bias.reshape([1, t * t]);
         burn::tensor::activation::softmax(scores.reshape([b, h, t, t]), 3)
+    }
+
+    /// The inverted-dropout multiplier of a `[b, t, n]` activation: `1/(1−p)` where an element is
+    /// kept (probability `1 − p`), 0 where it is dropped. A constant (no gradient), drawn from the
+    /// backend's RNG, which the training loop seeds per step.
+    fn dropout_keep(shape: [usize; 3], p: f64, device: &Self::Device) -> Tensor<Self, 3> {
+        let keep = Tensor::<Self, 3>::random(shape, Distribution::Bernoulli(1.0 - p), device);
+        keep * (1.0 / (1.0 - p))
     }
 
     /// `relu(x)²` (the FFN activation).

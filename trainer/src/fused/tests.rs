@@ -241,3 +241,35 @@ fn untracked_ops_equal_the_inner_backend() {
         Flex::rope_attention(qkv, &rope, s, QuantApply::Ste),
     );
 }
+
+/// The dropout multiplier: only 0 and 1/(1−p), the dropped share near p, no correlation between
+/// neighbours, the same mask for the same seed and another for another; `dropout_keep` on flex and
+/// under autodiff gives such masks, untracked.
+#[test]
+fn dropout_keep_is_a_seeded_bernoulli_mask() {
+    let (n, p) = (4 * 128 * 512, 0.1);
+    let a = super::flex::keep_mask(7, n, p);
+    assert!(
+        a == super::flex::keep_mask(7, n, p),
+        "the same seed drew another mask"
+    );
+    assert!(
+        a != super::flex::keep_mask(8, n, p),
+        "another seed drew the same mask"
+    );
+    let keep = (1.0 / (1.0 - p)) as f32;
+    assert!(a.iter().all(|&v| v == 0.0 || v == keep));
+    let dropped = a.iter().filter(|&&v| v == 0.0).count() as f64 / n as f64;
+    // 262,144 draws: the share's standard deviation is 0.0006
+    assert!((dropped - p).abs() < 0.003, "dropped share {dropped}");
+    // neighbours independent (the two halves of each u64, chunk borders)
+    let both = a.windows(2).filter(|w| w[0] == 0.0 && w[1] == 0.0).count() as f64 / n as f64;
+    assert!((both - p * p).abs() < 0.002, "adjacent drops {both}");
+    assert!(super::flex::keep_mask(1, 5, 0.0).iter().all(|&v| v == 1.0));
+
+    let dev = Default::default();
+    let t = <Autodiff<Flex> as FusedOps>::dropout_keep([2, 3, 40], p, &dev);
+    assert!(!t.is_require_grad());
+    let v = t.into_data().to_vec::<f32>().unwrap();
+    assert!(v.len() == 240 && v.iter().all(|&x| x == 0.0 || x == keep));
+}
