@@ -255,7 +255,8 @@ impl Preset {
             val_batches: 8,
             checkpoint_every: if self == Preset::Tiny { 100 } else { 250 },
             qat_all: true,
-            // `small` overfits tiny Shakespeare without it (measured on an H200, trainer/README.md)
+            // `small` overfits tiny Shakespeare without it (measured on an H200, trainer/README.md);
+            // on `mcu` the evidence is mixed (docs/ABLATIONS.md), so it stays off there.
             dropout: if self == Preset::Small { 0.2 } else { 0.0 },
             float_steps: 0,
             optimizer: MatrixOptimizer::Adamw,
