@@ -268,6 +268,10 @@ fn dropout_keep_is_a_seeded_bernoulli_mask() {
     assert!(super::flex::keep_mask(1, 5, 0.0).iter().all(|&v| v == 1.0));
 
     let dev = Default::default();
+    // two calls draw two seeds: two masks (the RNG is process-global; other tests only advance it)
+    let m1 = <Flex as FusedOps>::dropout_keep([1, 64, 64], 0.5, &dev).into_data();
+    let m2 = <Flex as FusedOps>::dropout_keep([1, 64, 64], 0.5, &dev).into_data();
+    assert!(m1.to_vec::<f32>().unwrap() != m2.to_vec::<f32>().unwrap());
     let t = <Autodiff<Flex> as FusedOps>::dropout_keep([2, 3, 40], p, &dev);
     assert!(!t.is_require_grad());
     let v = t.into_data().to_vec::<f32>().unwrap();
