@@ -45,7 +45,7 @@ impl FusedOps for Flex {
         flex_tensor(out, dims)
     }
 
-    /// One seed from the backend RNG (which the trainer seeds per step), then [`keep_mask`].
+    /// One seed from the backend RNG (which the trainer seeds per step), then `keep_mask`.
     fn dropout_keep(shape: [usize; 3], p: f64, device: &FlexDevice) -> Tensor<Self, 3> {
         let halves = Tensor::<Flex, 1, Int>::random([2], Distribution::Uniform(0.0, 2e9), device)
             .into_data()
