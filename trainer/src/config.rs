@@ -256,7 +256,7 @@ impl Preset {
             checkpoint_every: if self == Preset::Tiny { 100 } else { 250 },
             qat_all: true,
             // `small` overfits tiny Shakespeare without it (measured on an H200, trainer/README.md);
-            // on `mcu` the evidence is mixed (docs/ABLATIONS.md), so it stays off there.
+            // on `mcu` 0.05 gains ~0.01 with a ~0.01 spread (docs/ABLATIONS.md): off there.
             dropout: if self == Preset::Small { 0.2 } else { 0.0 },
             float_steps: 0,
             optimizer: MatrixOptimizer::Adamw,
