@@ -78,7 +78,7 @@ fn rec_msg(e: burn::record::RecorderError) -> String {
 pub fn save<B: AutodiffBackend>(
     out: &Path,
     model: &Model<B>,
-    opts: &Records<B>,
+    opts: Records<B>,
     state: &TrainState,
 ) -> Result<()> {
     let tmp = out.join("checkpoint.tmp");
@@ -109,7 +109,7 @@ pub fn save<B: AutodiffBackend>(
 fn write_tmp<B: AutodiffBackend>(
     tmp: &Path,
     model: &Model<B>,
-    opts: &Records<B>,
+    opts: Records<B>,
     state: &TrainState,
 ) -> Result<()> {
     if tmp.exists() {
@@ -131,15 +131,15 @@ fn write_tmp<B: AutodiffBackend>(
         ),
         (
             "opt_decay.bin",
-            encode(Recorder::<B>::record(&rec, opts.decay.clone(), ()))?,
+            encode(Recorder::<B>::record(&rec, opts.decay, ()))?,
         ),
         (
             "opt_rest.bin",
-            encode(Recorder::<B>::record(&rec, opts.rest.clone(), ()))?,
+            encode(Recorder::<B>::record(&rec, opts.rest, ()))?,
         ),
     ];
-    if let Some(m) = &opts.muon {
-        let bytes = encode(Recorder::<B>::record(&rec, m.clone(), ()))?;
+    if let Some(m) = opts.muon {
+        let bytes = encode(Recorder::<B>::record(&rec, m, ()))?;
         files.push(("opt_muon.bin", bytes));
     }
     files.push((

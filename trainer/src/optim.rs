@@ -62,7 +62,7 @@ impl<B: AutodiffBackend> Optimizers<B> {
     /// Fresh groups for `model` at weight decay `wd`, or the groups of a checkpoint.
     pub fn new(cfg: &TrainConfig, model: &Model<B>, wd: f64, saved: Option<Records<B>>) -> Self {
         let matrices = matrix_ids(model);
-        let (decay_ids, muon) = match cfg.optimizer {
+        let (decay_ids, mut muon_group) = match cfg.optimizer {
             MatrixOptimizer::Adamw => (matrices, None),
             MatrixOptimizer::Muon => {
                 let (embed, blit): (Vec<_>, Vec<_>) =
@@ -70,41 +70,33 @@ impl<B: AutodiffBackend> Optimizers<B> {
                 (embed, Some((muon::<B>(wd), blit)))
             }
         };
-        let mut opts = Self {
+        let (mut decay, mut rest) = (adamw::<B>(cfg, wd), adamw::<B>(cfg, 0.0));
+        if let Some(r) = saved {
+            decay = decay.load_record(r.decay);
+            rest = rest.load_record(r.rest);
+            if let (Some((m, _)), Some(rec)) = (muon_group.as_mut(), r.muon) {
+                *m = muon::<B>(wd).load_record(rec);
+            }
+        }
+        Self {
             cfg: cfg.clone(),
             wd,
-            decay: adamw::<B>(cfg, wd),
+            decay,
             decay_ids,
-            rest: adamw::<B>(cfg, 0.0),
-            muon,
-        };
-        if let Some(r) = saved {
-            opts.load(r);
-        }
-        opts
-    }
-
-    fn load(&mut self, r: Records<B>) {
-        let decay = std::mem::replace(&mut self.decay, adamw::<B>(&self.cfg, self.wd));
-        self.decay = decay.load_record(r.decay);
-        let rest = std::mem::replace(&mut self.rest, adamw::<B>(&self.cfg, 0.0));
-        self.rest = rest.load_record(r.rest);
-        if let (Some((m, _)), Some(rec)) = (self.muon.as_mut(), r.muon) {
-            let fresh = muon::<B>(self.wd);
-            *m = std::mem::replace(m, fresh).load_record(rec);
+            rest,
+            muon: muon_group,
         }
     }
 
     /// The weight decay of the matrices from now on (moments kept).
     pub fn set_weight_decay(&mut self, wd: f64) {
-        if wd != self.wd {
-            let saved = self.records();
-            self.wd = wd;
-            self.decay = adamw::<B>(&self.cfg, wd);
-            if let Some((m, _)) = self.muon.as_mut() {
-                *m = muon::<B>(wd);
-            }
-            self.load(saved);
+        if wd == self.wd {
+            return;
+        }
+        self.wd = wd;
+        self.decay = adamw::<B>(&self.cfg, wd).load_record(self.decay.to_record());
+        if let Some((m, _)) = self.muon.as_mut() {
+            *m = muon::<B>(wd).load_record(m.to_record());
         }
     }
 

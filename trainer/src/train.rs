@@ -296,7 +296,7 @@ where
     fn checkpoint(&mut self) -> Result<()> {
         self.state.wall_s = self.clock.wall_s();
         let (model, state) = (&self.model, &self.state);
-        checkpoint::save(&self.spec.out, model, &self.opts.records(), state)
+        checkpoint::save(&self.spec.out, model, self.opts.records(), state)
     }
 
     /// Stops early (Ctrl-C, `--stop-after`) with a checkpoint.
