@@ -143,8 +143,12 @@ pub struct TrainConfig {
     pub lr_stage2: f64,
     /// linear warmup steps
     pub warmup_steps: usize,
-    /// AdamW weight decay of stage 1 (stage 2 uses 0) on the matrices and the embedding
+    /// AdamW weight decay of stage 1 on the matrices and the embedding
     pub weight_decay: f64,
+    /// the same from `steps / 2` on (the b1.58 recipe: 0). Absent in runs written before it
+    /// existed (= 0).
+    #[serde(default)]
+    pub weight_decay_stage2: f64,
     /// AdamW beta1
     pub beta1: f64,
     /// AdamW beta2
@@ -167,6 +171,10 @@ pub struct TrainConfig {
     /// training; 0 = off. Evaluation never drops. Absent in runs written before it existed.
     #[serde(default)]
     pub dropout: f64,
+    /// the 0-based step from which `dropout` applies ("late dropout"); 0 = from the start.
+    /// Absent in runs written before it existed.
+    #[serde(default)]
+    pub dropout_from: usize,
     /// float warm start: the first `float_steps` steps train without any quantizer (Q1–Q5 off),
     /// the rest with quantization-aware training as `qat_all` says; 0 = QAT from the first step.
     /// Absent in runs written before it existed.
@@ -246,6 +254,7 @@ impl Preset {
             lr_stage2: 0.3,
             warmup_steps,
             weight_decay: 0.1,
+            weight_decay_stage2: 0.0,
             beta1: 0.9,
             beta2: 0.95,
             adam_eps: 1e-8,
@@ -258,6 +267,7 @@ impl Preset {
             // `small` overfits tiny Shakespeare without it (measured on an H200, trainer/README.md);
             // on `mcu` 0.05 gains ~0.01 with a ~0.01 spread (docs/ABLATIONS.md): off there.
             dropout: if self == Preset::Small { 0.2 } else { 0.0 },
+            dropout_from: 0,
             float_steps: 0,
             optimizer: MatrixOptimizer::Adamw,
         }
@@ -288,6 +298,8 @@ impl TrainConfig {
         }
         if !(self.weight_decay >= 0.0
             && self.weight_decay.is_finite()
+            && self.weight_decay_stage2 >= 0.0
+            && self.weight_decay_stage2.is_finite()
             && self.grad_clip >= 0.0
             && self.grad_clip.is_finite())
         {
@@ -299,6 +311,12 @@ impl TrainConfig {
         }
         if !(0.0..1.0).contains(&self.dropout) {
             return err("dropout must be in [0, 1)");
+        }
+        if self.dropout_from >= self.steps {
+            return Err(TrainError::Config(format!(
+                "dropout-from {} must be less than steps {}",
+                self.dropout_from, self.steps
+            )));
         }
         if self.float_steps >= self.steps {
             return Err(TrainError::Config(format!(
@@ -407,6 +425,8 @@ mod tests {
         let e = t.validate_for(&long).unwrap_err().to_string();
         assert!(e.contains("attention scores"), "{e}");
         assert!(tmsg(&|t| t.weight_decay = f64::NAN).contains("weight decay"));
+        assert!(tmsg(&|t| t.weight_decay_stage2 = -0.1).contains("weight decay"));
+        assert!(tmsg(&|t| t.dropout_from = t.steps).contains("dropout-from"));
         assert!(tmsg(&|t| t.grad_clip = f64::INFINITY).contains("grad clip"));
         assert!(tmsg(&|t| t.steps = usize::MAX).contains("steps"));
         assert!(tmsg(&|t| t.steps = 0).contains("steps"));
@@ -436,17 +456,20 @@ mod tests {
         assert!(m.validate().unwrap_err().to_string().contains("even"));
     }
 
-    /// A `config.json` written before `dropout`, `float_steps` and `optimizer` existed reads with
-    /// their defaults (0, 0, AdamW); the optimiser's JSON names are lowercase.
+    /// A `config.json` written before `dropout`, `dropout_from`, `float_steps`, `optimizer` and
+    /// `weight_decay_stage2` existed reads with their defaults (0, 0, 0, AdamW, 0); the
+    /// optimiser's JSON names are lowercase.
     #[test]
     fn older_train_configs_read_with_defaults() {
         let mut v = serde_json::to_value(Preset::Mcu.train()).unwrap();
         let o = v.as_object_mut().unwrap();
-        for k in ["dropout", "float_steps", "optimizer"] {
+        let keys = ["dropout", "dropout_from", "float_steps", "optimizer"];
+        for k in keys.into_iter().chain(["weight_decay_stage2"]) {
             assert!(o.remove(k).is_some(), "{k} is not a key");
         }
         let t: TrainConfig = serde_json::from_value(v).unwrap();
-        assert_eq!((t.dropout, t.float_steps), (0.0, 0));
+        assert_eq!((t.dropout, t.dropout_from, t.float_steps), (0.0, 0, 0));
+        assert_eq!(t.weight_decay_stage2, 0.0);
         assert_eq!(t.optimizer, MatrixOptimizer::Adamw);
         let muon = serde_json::to_string(&MatrixOptimizer::Muon).unwrap();
         assert_eq!(muon, "\"muon\"");

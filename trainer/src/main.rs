@@ -89,15 +89,21 @@ struct Cli {
     /// linear warmup steps
     #[arg(long)]
     warmup: Option<usize>,
-    /// stage-1 AdamW weight decay on matrices and the embedding (0 from mid-run on)
+    /// stage-1 AdamW weight decay on matrices and the embedding
     #[arg(long)]
     weight_decay: Option<f64>,
+    /// stage-2 AdamW weight decay (from mid-run on; default 0)
+    #[arg(long)]
+    weight_decay_stage2: Option<f64>,
     /// global gradient-norm clip (0 = off)
     #[arg(long)]
     grad_clip: Option<f64>,
     /// dropout on the residual branches while training (0 = off)
     #[arg(long)]
     dropout: Option<f64>,
+    /// apply --dropout only from this 0-based step on ("late dropout"; default 0)
+    #[arg(long)]
+    dropout_from: Option<usize>,
     /// float warm start: train the first N steps without quantizers, then quantization-aware
     #[arg(long)]
     float_steps: Option<usize>,
@@ -153,12 +159,14 @@ fn build_spec(cli: &Cli) -> Result<(RunSpec, Corpus), TrainError> {
             cli.val_batches,
             cli.checkpoint_every,
             cli.float_steps,
+            cli.dropout_from,
         ]
         .iter()
         .any(Option::is_some)
             || cli.lr.is_some()
             || cli.lr_stage2.is_some()
             || cli.weight_decay.is_some()
+            || cli.weight_decay_stage2.is_some()
             || cli.grad_clip.is_some()
             || cli.dropout.is_some()
             || cli.seed.is_some()
@@ -196,9 +204,11 @@ fn build_spec(cli: &Cli) -> Result<(RunSpec, Corpus), TrainError> {
         set(&mut tc.val_batches, cli.val_batches);
         set(&mut tc.checkpoint_every, cli.checkpoint_every);
         set(&mut tc.float_steps, cli.float_steps);
+        set(&mut tc.dropout_from, cli.dropout_from);
         tc.lr = cli.lr.unwrap_or(tc.lr);
         tc.lr_stage2 = cli.lr_stage2.unwrap_or(tc.lr_stage2);
         tc.weight_decay = cli.weight_decay.unwrap_or(tc.weight_decay);
+        tc.weight_decay_stage2 = cli.weight_decay_stage2.unwrap_or(tc.weight_decay_stage2);
         tc.grad_clip = cli.grad_clip.unwrap_or(tc.grad_clip);
         tc.dropout = cli.dropout.unwrap_or(tc.dropout);
         tc.seed = cli.seed.unwrap_or(tc.seed);

@@ -1,7 +1,7 @@
 //! Learning-rate and weight-decay schedule of the b1.58 training notes: linear warmup, then two
 //! stages split at mid-run. Stage 1 decays by cosine from `lr` to `lr/2`; at `steps/2` the rate
-//! drops to `lr·lr_stage2` and decays by cosine to a tenth of that. Weight decay is on in
-//! stage 1 and 0 in stage 2.
+//! drops to `lr·lr_stage2` and decays by cosine to a tenth of that. Weight decay is
+//! `weight_decay` in stage 1 and `weight_decay_stage2` (by default 0) in stage 2.
 
 use crate::config::TrainConfig;
 use std::f64::consts::PI;
@@ -28,12 +28,12 @@ pub fn lr(cfg: &TrainConfig, step: usize) -> f64 {
     }
 }
 
-/// Weight decay of 0-based `step` (stage 1: `weight_decay`, stage 2: 0).
+/// Weight decay of 0-based `step` (stage 1: `weight_decay`, stage 2: `weight_decay_stage2`).
 pub fn weight_decay(cfg: &TrainConfig, step: usize) -> f64 {
     if step < mid(cfg) {
         cfg.weight_decay
     } else {
-        0.0
+        cfg.weight_decay_stage2
     }
 }
 
@@ -54,5 +54,9 @@ mod tests {
         assert!(lr(&c, 999) >= 0.1 * c.lr * c.lr_stage2);
         assert_eq!(weight_decay(&c, 499), c.weight_decay);
         assert_eq!(weight_decay(&c, 500), 0.0);
+        c.weight_decay_stage2 = 0.05;
+        assert_eq!(weight_decay(&c, 499), c.weight_decay);
+        assert_eq!(weight_decay(&c, 500), 0.05);
+        assert_eq!(weight_decay(&c, 999), 0.05);
     }
 }

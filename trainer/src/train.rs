@@ -230,12 +230,19 @@ where
         Ok(self)
     }
 
-    /// The training forward of 0-based `step`: float during the warm start, then `mode`.
+    /// The training forward of 0-based `step`: float during the warm start, then `mode`; no
+    /// dropout before `dropout_from`.
     fn mode_at(&self, step: usize) -> QuantMode {
-        if step < self.spec.train.float_steps {
+        let tcfg = &self.spec.train;
+        let mode = if step < tcfg.float_steps {
             QuantMode::FLOAT.with_dropout(self.mode.dropout)
         } else {
             self.mode
+        };
+        if step < tcfg.dropout_from {
+            mode.with_dropout(0.0)
+        } else {
+            mode
         }
     }
 
