@@ -175,6 +175,11 @@ pub struct TrainConfig {
     /// Absent in runs written before it existed.
     #[serde(default)]
     pub dropout_from: usize,
+    /// input noising: each training input character is replaced, with this probability, by one
+    /// drawn from the training split's character frequencies (targets stay); 0 = off.
+    /// Absent in runs written before it existed.
+    #[serde(default)]
+    pub input_noise: f64,
     /// float warm start: the first `float_steps` steps train without any quantizer (Q1–Q5 off),
     /// the rest with quantization-aware training as `qat_all` says; 0 = QAT from the first step.
     /// Absent in runs written before it existed.
@@ -268,6 +273,7 @@ impl Preset {
             // on `mcu` 0.05 gains ~0.01 with a ~0.01 spread (docs/ABLATIONS.md): off there.
             dropout: if self == Preset::Small { 0.2 } else { 0.0 },
             dropout_from: 0,
+            input_noise: 0.0,
             float_steps: 0,
             optimizer: MatrixOptimizer::Adamw,
         }
@@ -311,6 +317,9 @@ impl TrainConfig {
         }
         if !(0.0..1.0).contains(&self.dropout) {
             return err("dropout must be in [0, 1)");
+        }
+        if !(0.0..1.0).contains(&self.input_noise) {
+            return err("input noise must be in [0, 1)");
         }
         if self.dropout_from >= self.steps {
             return Err(TrainError::Config(format!(
@@ -427,6 +436,7 @@ mod tests {
         assert!(tmsg(&|t| t.weight_decay = f64::NAN).contains("weight decay"));
         assert!(tmsg(&|t| t.weight_decay_stage2 = -0.1).contains("weight decay"));
         assert!(tmsg(&|t| t.dropout_from = t.steps).contains("dropout-from"));
+        assert!(tmsg(&|t| t.input_noise = 1.0).contains("input noise"));
         assert!(tmsg(&|t| t.grad_clip = f64::INFINITY).contains("grad clip"));
         assert!(tmsg(&|t| t.steps = usize::MAX).contains("steps"));
         assert!(tmsg(&|t| t.steps = 0).contains("steps"));
@@ -456,20 +466,23 @@ mod tests {
         assert!(m.validate().unwrap_err().to_string().contains("even"));
     }
 
-    /// A `config.json` written before `dropout`, `dropout_from`, `float_steps`, `optimizer` and
-    /// `weight_decay_stage2` existed reads with their defaults (0, 0, 0, AdamW, 0); the
-    /// optimiser's JSON names are lowercase.
+    /// A `config.json` written before `dropout`, `dropout_from`, `float_steps`, `optimizer`,
+    /// `weight_decay_stage2` and `input_noise` existed reads with their defaults (0, 0, 0, AdamW,
+    /// 0, 0); the optimiser's JSON names are lowercase.
     #[test]
     fn older_train_configs_read_with_defaults() {
         let mut v = serde_json::to_value(Preset::Mcu.train()).unwrap();
         let o = v.as_object_mut().unwrap();
         let keys = ["dropout", "dropout_from", "float_steps", "optimizer"];
-        for k in keys.into_iter().chain(["weight_decay_stage2"]) {
+        for k in keys
+            .into_iter()
+            .chain(["weight_decay_stage2", "input_noise"])
+        {
             assert!(o.remove(k).is_some(), "{k} is not a key");
         }
         let t: TrainConfig = serde_json::from_value(v).unwrap();
         assert_eq!((t.dropout, t.dropout_from, t.float_steps), (0.0, 0, 0));
-        assert_eq!(t.weight_decay_stage2, 0.0);
+        assert_eq!((t.weight_decay_stage2, t.input_noise), (0.0, 0.0));
         assert_eq!(t.optimizer, MatrixOptimizer::Adamw);
         let muon = serde_json::to_string(&MatrixOptimizer::Muon).unwrap();
         assert_eq!(muon, "\"muon\"");

@@ -202,6 +202,23 @@ pub fn random_batch(data: &[u32], batch: usize, ctx: usize, rng: &mut SplitMix64
     }
 }
 
+/// Input noising ("data noising as smoothing", Xie et al. 2017, unigram noising): each input id
+/// is replaced, with probability `p`, by the id at a uniform random position of `data` — a draw
+/// from the split's character frequencies. Targets stay: the model learns to predict the text
+/// from a corrupted context. Training only; `p = 0` leaves the batch alone and draws nothing.
+pub fn noise_inputs(batch: &mut Batch, data: &[u32], p: f64, rng: &mut SplitMix64) {
+    if p <= 0.0 {
+        return;
+    }
+    // p as a 64-bit threshold: a draw below it replaces (p < 1, so it fits).
+    let threshold = (p * 18_446_744_073_709_551_616.0) as u64;
+    for id in &mut batch.inputs {
+        if rng.next_u64() < threshold {
+            *id = data[rng.below(data.len() as u64) as usize] as i32;
+        }
+    }
+}
+
 /// The windows of the quantized validation loss: the split cut into consecutive, non-overlapping
 /// windows of `ctx + 1` tokens (a trailing partial window is dropped), grouped `batch` at a time.
 pub fn val_windows(data: &[u32], ctx: usize, batch: usize) -> Vec<Batch> {
@@ -269,6 +286,35 @@ mod tests {
         assert_eq!(w[0].targets, vec![1, 2, 3, 4, 6, 7, 8, 9]);
         let w = val_windows(&data[..24], 4, 8);
         assert_eq!(w[0].batch, 4);
+    }
+
+    #[test]
+    fn input_noise_replaces_a_share_of_the_inputs_by_the_split_s_characters() {
+        let data: Vec<u32> = (0..4096).map(|i| if i % 4 == 0 { 7 } else { 9 }).collect();
+        let clean = random_batch(&data, 64, 128, &mut SplitMix64::new(3));
+        let mut b = clean.clone();
+        noise_inputs(&mut b, &data, 0.0, &mut SplitMix64::new(5));
+        assert_eq!(b, clean, "p = 0 changed the batch");
+        let mut b = clean.clone();
+        noise_inputs(&mut b, &data, 0.2, &mut SplitMix64::new(5));
+        assert_eq!(b.targets, clean.targets, "targets changed");
+        assert!(
+            b.inputs.iter().all(|&t| t == 7 || t == 9),
+            "an id not in the split"
+        );
+        // A replaced id differs from the original with probability 2·¼·¾ = 0.375 here.
+        let n = b.inputs.len() as f64;
+        let changed = b
+            .inputs
+            .iter()
+            .zip(&clean.inputs)
+            .filter(|(a, c)| a != c)
+            .count();
+        let share = changed as f64 / n;
+        assert!((share - 0.2 * 0.375).abs() < 0.01, "changed share {share}");
+        let mut again = clean.clone();
+        noise_inputs(&mut again, &data, 0.2, &mut SplitMix64::new(5));
+        assert_eq!(again, b, "the same stream gave another noise");
     }
 
     #[test]

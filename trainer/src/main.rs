@@ -104,6 +104,10 @@ struct Cli {
     /// apply --dropout only from this 0-based step on ("late dropout"; default 0)
     #[arg(long)]
     dropout_from: Option<usize>,
+    /// replace each training input character with this probability by a random one drawn from
+    /// the training split (input noising; 0 = off)
+    #[arg(long)]
+    input_noise: Option<f64>,
     /// float warm start: train the first N steps without quantizers, then quantization-aware
     #[arg(long)]
     float_steps: Option<usize>,
@@ -169,6 +173,7 @@ fn build_spec(cli: &Cli) -> Result<(RunSpec, Corpus), TrainError> {
             || cli.weight_decay_stage2.is_some()
             || cli.grad_clip.is_some()
             || cli.dropout.is_some()
+            || cli.input_noise.is_some()
             || cli.seed.is_some()
             || cli.qat.is_some()
             || cli.optimizer.is_some();
@@ -211,6 +216,7 @@ fn build_spec(cli: &Cli) -> Result<(RunSpec, Corpus), TrainError> {
         tc.weight_decay_stage2 = cli.weight_decay_stage2.unwrap_or(tc.weight_decay_stage2);
         tc.grad_clip = cli.grad_clip.unwrap_or(tc.grad_clip);
         tc.dropout = cli.dropout.unwrap_or(tc.dropout);
+        tc.input_noise = cli.input_noise.unwrap_or(tc.input_noise);
         tc.seed = cli.seed.unwrap_or(tc.seed);
         tc.optimizer = cli.optimizer.unwrap_or(tc.optimizer);
         if let Some(q) = cli.qat {

@@ -3,7 +3,7 @@
 //! validation and checkpoints, Ctrl-C, `--stop-after` and `--resume` around it.
 
 use crate::checkpoint::{self, TrainState};
-use crate::data::{random_batch, val_windows, Batch, Corpus};
+use crate::data::{noise_inputs, random_batch, val_windows, Batch, Corpus};
 use crate::error::{Result, TrainError};
 use crate::eval::mean_nll;
 use crate::fused::FusedOps;
@@ -181,11 +181,19 @@ where
         // Stage 2: same moments, new weight decay.
         self.opts.set_weight_decay(wd);
         let t0 = Instant::now();
-        let batch = random_batch(
+        let mut batch = random_batch(
             &self.corpus.train,
             tcfg.batch_size,
             self.spec.model.ctx_len,
             &mut self.state.rng,
+        );
+        // Its own stream per step (the sampler's stays as without noise; the same after a resume).
+        let mut noise_rng = SplitMix64::new(tcfg.seed ^ 0x6e6f_6973_6500_0000 ^ step as u64);
+        noise_inputs(
+            &mut batch,
+            &self.corpus.train,
+            tcfg.input_noise,
+            &mut noise_rng,
         );
         self.seed_dropout(step);
         let (loss, mut grads) = loss_and_grads(

@@ -120,6 +120,10 @@ fn hostile_inputs_fail_with_one_line() {
         ("--grad-clip", "inf", "grad clip"),
         ("--lr", "1e999", "lr"),
         ("--dropout", "NaN", "dropout"),
+        ("--dropout-from", "18446744073709551615", "dropout-from"),
+        ("--weight-decay-stage2", "inf", "weight decay"),
+        ("--input-noise", "1", "input noise"),
+        ("--input-noise", "NaN", "input noise"),
     ] {
         expect_error(&tiny(good, out, &[flag, value]), needle);
     }
@@ -221,6 +225,18 @@ fn non_finite_loss_stops_and_keeps_checkpoint() {
     let state = std::fs::read_to_string(out.join("checkpoint/state.json")).unwrap();
     assert!(state.contains("\"step\":"), "{state}");
     assert!(!out.join("weights.safetensors").exists());
+    // A resume takes the run's hyper-parameters: new ones are refused, the checkpoint untouched.
+    let (data, out_s) = (data.to_str().unwrap(), out.to_str().unwrap());
+    for (flag, value) in [
+        ("--dropout-from", "3"),
+        ("--weight-decay-stage2", "0.1"),
+        ("--input-noise", "0.1"),
+    ] {
+        let args = ["--data", data, "--out", out_s, "--resume", flag, value];
+        expect_error(&args, "only --steps may change");
+    }
+    let after = std::fs::read_to_string(out.join("checkpoint/state.json")).unwrap();
+    assert_eq!(after, state, "a refused resume touched the checkpoint");
     let _ = std::fs::remove_dir_all(&d);
 }
 

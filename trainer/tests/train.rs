@@ -188,9 +188,9 @@ fn float_warm_start_switches_at_its_step() {
 
 /// `dropout_from = k` ("late dropout") trains the first k steps without dropout and every later
 /// one with it; `weight_decay_stage2` is the decay from mid-run on: both change the per-step
-/// losses exactly from their step on.
+/// losses exactly from their step on. Input noise changes them from the first step.
 #[test]
-fn late_dropout_and_stage2_decay_start_at_their_steps() {
+fn late_dropout_stage2_decay_and_input_noise_start_at_their_steps() {
     let _turn = one_at_a_time();
     let text = words_corpus(3000, 5);
     let corpus = Corpus::from_text(&text, 32).unwrap();
@@ -201,6 +201,7 @@ fn late_dropout_and_stage2_decay_start_at_their_steps() {
         let mut s = spec(&out, &corpus, 12);
         (s.train.dropout, s.train.dropout_from) = (dropout, from);
         s.train.weight_decay_stage2 = wd2;
+        s.train.input_noise = if name == "noise" { 0.1 } else { 0.0 };
         finished(train::train::<Cpu>(&dev, &s, &corpus, false, &no).unwrap());
         let (wd, loss) = (metric_columns(&out, 3..4), metric_columns(&out, 4..5));
         let _ = std::fs::remove_dir_all(&out);
@@ -212,13 +213,28 @@ fn late_dropout_and_stage2_decay_start_at_their_steps() {
     assert_eq!(none[..4], from4[..4], "dropout before its step");
     assert_ne!(none[4], from4[4], "no dropout at step 5");
     assert_eq!(from4[..4], from8[..4]);
-    assert_ne!(from4[4], from8[4], "dropout at step 5 of a run that starts it at 8");
+    assert_ne!(
+        from4[4], from8[4],
+        "dropout at step 5 of a run that starts it at 8"
+    );
     let (wd2, decayed) = run("wd2", 0.0, 0, 0.25);
-    assert!(wd[6..].iter().all(|w| w.parse::<f64>().unwrap() == 0.0), "{wd:?}");
-    assert!(wd2[6..].iter().all(|w| w.parse::<f64>().unwrap() == 0.25), "{wd2:?}");
+    assert!(
+        wd[6..].iter().all(|w| w.parse::<f64>().unwrap() == 0.0),
+        "{wd:?}"
+    );
+    assert!(
+        wd2[6..].iter().all(|w| w.parse::<f64>().unwrap() == 0.25),
+        "{wd2:?}"
+    );
     assert_eq!(wd[..6], wd2[..6], "stage 1's decay changed");
-    assert_eq!(none[..7], decayed[..7], "stage 2's decay acted before it applies");
+    assert_eq!(
+        none[..7],
+        decayed[..7],
+        "stage 2's decay acted before it applies"
+    );
     assert_ne!(none[7..], decayed[7..], "stage 2's decay did nothing");
+    let (_, noised) = run("noise", 0.0, 0, 0.0);
+    assert_ne!(none[0], noised[0], "input noise left step 1 alone");
 }
 
 /// Dropout masks come from the backend RNG, seeded per step: a resumed run draws the same ones.
