@@ -105,6 +105,10 @@ pub struct Summary {
     pub quantized_val_positions: usize,
     /// seconds spent computing `quantized_val_loss`
     pub quantized_eval_s: f64,
+    /// the same windows with every quantizer off (the float model of the latent weights): how
+    /// much the quantizers cost. Absent in runs written before it existed.
+    #[serde(default)]
+    pub float_val_loss: f64,
     /// trainable parameters
     pub n_params: usize,
 }

@@ -335,6 +335,8 @@ where
         let val_train_mode = mean_nll(&valid, &self.val_fixed, tab, train_mode, dev);
         let windows = val_windows(&self.corpus.val, mcfg.ctx_len, tcfg.batch_size);
         let q_val = mean_nll(&valid, &windows, tab, QuantMode::EVAL, dev);
+        let quantized_eval_s = t_eval.elapsed().as_secs_f64();
+        let float_val = mean_nll(&valid, &windows, tab, QuantMode::FLOAT, dev);
         let metrics = &self.state.metrics;
         let tail: Vec<f32> = metrics
             .iter()
@@ -359,7 +361,8 @@ where
             val_loss_train_forward: val_train_mode,
             quantized_val_loss: q_val,
             quantized_val_positions: windows.iter().map(|b| b.batch * b.ctx).sum(),
-            quantized_eval_s: t_eval.elapsed().as_secs_f64(),
+            quantized_eval_s,
+            float_val_loss: float_val,
             n_params: mcfg.n_params(),
         };
         runinfo::write_end(self.spec, &valid, metrics, &summary)?;
