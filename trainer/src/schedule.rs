@@ -53,7 +53,7 @@ mod tests {
         assert!((lr(&c, 500) - c.lr * c.lr_stage2).abs() < 1e-12);
         assert!(lr(&c, 999) >= 0.1 * c.lr * c.lr_stage2);
         assert_eq!(weight_decay(&c, 499), c.weight_decay);
-        assert_eq!(weight_decay(&c, 500), 0.0);
+        assert_eq!(weight_decay(&c, 500), c.weight_decay_stage2);
         c.weight_decay_stage2 = 0.05;
         assert_eq!(weight_decay(&c, 499), c.weight_decay);
         assert_eq!(weight_decay(&c, 500), 0.05);
