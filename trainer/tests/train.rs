@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Mutex, MutexGuard};
 use trainer::backend::{Cpu, CpuDevice};
-use trainer::config::MatrixOptimizer;
+use trainer::config::{MatrixOptimizer, TrainConfig};
 use trainer::data::Corpus;
 use trainer::rng::SplitMix64;
 use trainer::train::{self, Outcome, RunSpec};
@@ -163,25 +163,27 @@ fn resume_across_the_float_warm_start_is_bit_identical() {
     assert!(float != qat, "16 float steps did not change the weights");
 }
 
+/// Trains 12 steps on a small words corpus with `edit` applied to the schedule; returns the
+/// per-step weight-decay and train-loss columns of `metrics.csv`.
+fn short_run(name: &str, edit: impl FnOnce(&mut TrainConfig)) -> (Vec<String>, Vec<String>) {
+    let corpus = Corpus::from_text(&words_corpus(3000, 5), 32).unwrap();
+    let out = tmp(name);
+    let mut s = spec(&out, &corpus, 12);
+    edit(&mut s.train);
+    let dev = [CpuDevice::default()];
+    finished(train::train::<Cpu>(&dev, &s, &corpus, false, &AtomicBool::new(false)).unwrap());
+    let columns = (metric_columns(&out, 3..4), metric_columns(&out, 4..5));
+    let _ = std::fs::remove_dir_all(&out);
+    columns
+}
+
 /// `float_steps = k` trains the first k steps without quantizers and every later one with them:
 /// its per-step losses agree with a longer warm start up to step k and not after, and differ from
 /// QAT from the first step at step 1.
 #[test]
 fn float_warm_start_switches_at_its_step() {
     let _turn = one_at_a_time();
-    let text = words_corpus(3000, 5);
-    let corpus = Corpus::from_text(&text, 32).unwrap();
-    let dev = [CpuDevice::default()];
-    let no = AtomicBool::new(false);
-    let losses = |float_steps: usize| -> Vec<String> {
-        let out = tmp(&format!("float-{float_steps}"));
-        let mut s = spec(&out, &corpus, 12);
-        s.train.float_steps = float_steps;
-        finished(train::train::<Cpu>(&dev, &s, &corpus, false, &no).unwrap());
-        let train_loss = metric_columns(&out, 4..5);
-        let _ = std::fs::remove_dir_all(&out);
-        train_loss
-    };
+    let losses = |k: usize| short_run(&format!("float-{k}"), |t| t.float_steps = k).1;
     let (qat, four, eight) = (losses(0), losses(4), losses(8));
     assert_eq!(four.len(), 12);
     assert_ne!(qat[0], four[0], "step 1 is not float");
@@ -195,20 +197,10 @@ fn float_warm_start_switches_at_its_step() {
 #[test]
 fn late_dropout_stage2_decay_and_input_noise_start_at_their_steps() {
     let _turn = one_at_a_time();
-    let text = words_corpus(3000, 5);
-    let corpus = Corpus::from_text(&text, 32).unwrap();
-    let dev = [CpuDevice::default()];
-    let no = AtomicBool::new(false);
-    let run = |name: &str, dropout: f64, from: usize, wd2: f64| -> (Vec<String>, Vec<String>) {
-        let out = tmp(&format!("late-{name}"));
-        let mut s = spec(&out, &corpus, 12);
-        (s.train.dropout, s.train.dropout_from) = (dropout, from);
-        s.train.weight_decay_stage2 = wd2;
-        s.train.input_noise = if name == "noise" { 0.1 } else { 0.0 };
-        finished(train::train::<Cpu>(&dev, &s, &corpus, false, &no).unwrap());
-        let (wd, loss) = (metric_columns(&out, 3..4), metric_columns(&out, 4..5));
-        let _ = std::fs::remove_dir_all(&out);
-        (wd, loss)
+    let run = |name: &str, dropout: f64, from: usize, wd2: f64| {
+        short_run(&format!("late-{name}"), |t| {
+            (t.dropout, t.dropout_from, t.weight_decay_stage2) = (dropout, from, wd2);
+        })
     };
     let (wd, none) = run("none", 0.0, 0, 0.0);
     let (_, from4) = run("from4", 0.2, 4, 0.0);
@@ -236,7 +228,7 @@ fn late_dropout_stage2_decay_and_input_noise_start_at_their_steps() {
         "stage 2's decay acted before it applies"
     );
     assert_ne!(none[7..], decayed[7..], "stage 2's decay did nothing");
-    let (_, noised) = run("noise", 0.0, 0, 0.0);
+    let (_, noised) = short_run("late-noise", |t| t.input_noise = 0.1);
     assert_ne!(none[0], noised[0], "input noise left step 1 alone");
 }
 
