@@ -12,7 +12,7 @@ use crate::model::Model;
 use crate::optim::{AdamWRecord, MuonRecord, Records};
 use crate::rng::SplitMix64;
 use crate::runinfo::log_line;
-use burn::module::Module;
+use burn::module::{AutodiffModule, Module};
 use burn::record::{BinBytesRecorder, BinFileRecorder, FullPrecisionSettings, Recorder};
 use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
@@ -38,6 +38,11 @@ pub struct TrainState {
     pub wall_s: f64,
     /// one row per step done
     pub metrics: Vec<MetricRow>,
+    /// the step after which the weight averages (`--ema`) started, once they have: the
+    /// checkpoint then holds one `ema{i}.bin` per decay. Absent in checkpoints written before it
+    /// existed.
+    #[serde(default)]
+    pub ema_start: Option<usize>,
 }
 
 impl TrainState {
@@ -49,6 +54,7 @@ impl TrainState {
             tokens_seen: 0,
             wall_s: 0.0,
             metrics: Vec::new(),
+            ema_start: None,
         }
     }
 }
@@ -72,6 +78,9 @@ fn rec_msg(e: burn::record::RecorderError) -> String {
     }
 }
 
+/// The weight averages of a run, as a checkpoint stores them (their decays are in the config).
+pub type Averages<B> = Vec<Model<<B as AutodiffBackend>::InnerBackend>>;
+
 /// Writes a checkpoint atomically: into `checkpoint.tmp/`, then renamed to `checkpoint/` (the
 /// previous one is `checkpoint.old/` in between). On an error (disk full, read-only) the partial
 /// `checkpoint.tmp/` is removed and the previous checkpoint stays as it was.
@@ -79,10 +88,11 @@ pub fn save<B: AutodiffBackend>(
     out: &Path,
     model: &Model<B>,
     opts: Records<B>,
+    averages: &[&Model<B::InnerBackend>],
     state: &TrainState,
 ) -> Result<()> {
     let tmp = out.join("checkpoint.tmp");
-    let res = write_tmp(&tmp, model, opts, state);
+    let res = write_tmp(&tmp, model, opts, averages, state);
     if res.is_err() {
         let _ = std::fs::remove_dir_all(&tmp);
     }
@@ -105,11 +115,12 @@ pub fn save<B: AutodiffBackend>(
 }
 
 /// Writes the checkpoint files into `tmp` (created afresh): the model, one record per optimiser
-/// group, the loop state.
+/// group, the weight averages, the loop state.
 fn write_tmp<B: AutodiffBackend>(
     tmp: &Path,
     model: &Model<B>,
     opts: Records<B>,
+    averages: &[&Model<B::InnerBackend>],
     state: &TrainState,
 ) -> Result<()> {
     if tmp.exists() {
@@ -124,26 +135,31 @@ fn write_tmp<B: AutodiffBackend>(
             source: std::io::Error::other(rec_msg(e)),
         })
     };
-    let mut files = vec![
+    let mut files: Vec<(String, Vec<u8>)> = vec![
         (
-            "model.bin",
+            "model.bin".into(),
             encode(Recorder::<B>::record(&rec, model.clone().into_record(), ()))?,
         ),
         (
-            "opt_decay.bin",
+            "opt_decay.bin".into(),
             encode(Recorder::<B>::record(&rec, opts.decay, ()))?,
         ),
         (
-            "opt_rest.bin",
+            "opt_rest.bin".into(),
             encode(Recorder::<B>::record(&rec, opts.rest, ()))?,
         ),
     ];
     if let Some(m) = opts.muon {
         let bytes = encode(Recorder::<B>::record(&rec, m, ()))?;
-        files.push(("opt_muon.bin", bytes));
+        files.push(("opt_muon.bin".into(), bytes));
+    }
+    for (i, avg) in averages.iter().enumerate() {
+        let record = (*avg).clone().into_record();
+        let bytes = encode(Recorder::<B::InnerBackend>::record(&rec, record, ()))?;
+        files.push((format!("ema{i}.bin"), bytes));
     }
     files.push((
-        "state.json",
+        "state.json".into(),
         serde_json::to_vec(state).expect("state serialises"),
     ));
     // state.json last: a checkpoint dir with a state.json is complete.
@@ -154,43 +170,57 @@ fn write_tmp<B: AutodiffBackend>(
     Ok(())
 }
 
-/// Loads the checkpoint of the run in `out`. Falls back to `checkpoint.old` when `checkpoint/`
-/// is missing (a crash between the two renames) or cannot be read.
-#[allow(clippy::type_complexity)]
+/// A checkpoint read back: what [`save`] wrote.
+pub struct Loaded<B: AutodiffBackend> {
+    /// the live weights
+    pub model: Model<B>,
+    /// the optimiser groups
+    pub records: Records<B>,
+    /// the weight averages (empty before they start)
+    pub averages: Averages<B>,
+    /// the loop state
+    pub state: TrainState,
+}
+
+/// Loads the checkpoint of the run in `out` (`n_averages`: the run's EMA decays). Falls back to
+/// `checkpoint.old` when `checkpoint/` is missing (a crash between the two renames) or cannot be
+/// read.
 pub fn load<B: AutodiffBackend + FusedOps>(
     out: &Path,
     cfg: &ModelConfig,
     optimizer: MatrixOptimizer,
+    n_averages: usize,
     dev: &B::Device,
-) -> Result<(Model<B>, Records<B>, TrainState)> {
+) -> Result<Loaded<B>> {
     let old = out.join("checkpoint.old");
     let has_old = old.join("state.json").exists();
     let d = dir(out);
+    let from = |d: &Path| load_from::<B>(d, cfg, optimizer, n_averages, dev);
     if !d.join("state.json").exists() {
         if has_old {
-            return load_from::<B>(&old, cfg, optimizer, dev);
+            return from(&old);
         }
         return Err(TrainError::Resume(format!(
             "no checkpoint in `{}`",
             out.display()
         )));
     }
-    match load_from::<B>(&d, cfg, optimizer, dev) {
+    match from(&d) {
         Err(e) if has_old => {
             log_line(&format!("{e}; using {} instead", old.display()));
-            load_from::<B>(&old, cfg, optimizer, dev)
+            from(&old)
         }
         r => r,
     }
 }
 
-#[allow(clippy::type_complexity)]
 fn load_from<B: AutodiffBackend + FusedOps>(
     d: &Path,
     cfg: &ModelConfig,
     optimizer: MatrixOptimizer,
+    n_averages: usize,
     dev: &B::Device,
-) -> Result<(Model<B>, Records<B>, TrainState)> {
+) -> Result<Loaded<B>> {
     let bad = |e| {
         TrainError::Resume(format!(
             "cannot read the checkpoint in `{}`: {}",
@@ -198,6 +228,10 @@ fn load_from<B: AutodiffBackend + FusedOps>(
             rec_msg(e)
         ))
     };
+    let st = d.join("state.json");
+    let text = std::fs::read_to_string(&st).map_err(TrainError::io("read", &st))?;
+    let state: TrainState = serde_json::from_str(&text)
+        .map_err(|e| TrainError::Resume(format!("`{}`: {e}", st.display())))?;
     let rec = Rec::new();
     let model = Model::<B>::new(cfg, dev, 0)
         .load_file(d.join("model"), &rec, dev)
@@ -210,10 +244,22 @@ fn load_from<B: AutodiffBackend + FusedOps>(
             Some(Recorder::<B>::load(&rec, d.join("opt_muon"), dev).map_err(bad)?)
         }
     };
-    let st = d.join("state.json");
-    let text = std::fs::read_to_string(&st).map_err(TrainError::io("read", &st))?;
-    let state: TrainState = serde_json::from_str(&text)
-        .map_err(|e| TrainError::Resume(format!("`{}`: {e}", st.display())))?;
+    let n = if state.ema_start.is_some() {
+        n_averages
+    } else {
+        0
+    };
+    let averages = (0..n)
+        .map(|i| {
+            let m = Model::<B>::new(cfg, dev, 0).load_file(d.join(format!("ema{i}")), &rec, dev);
+            m.map(|m| m.valid()).map_err(bad)
+        })
+        .collect::<Result<_>>()?;
     let records = Records { decay, rest, muon };
-    Ok((model, records, state))
+    Ok(Loaded {
+        model,
+        records,
+        averages,
+        state,
+    })
 }

@@ -28,6 +28,8 @@ pub const MAX_VAL_TOKENS: usize = 1 << 26;
 pub const MAX_ATTENTION_SCORES: usize = 1 << 32;
 /// Most optimiser steps of one run.
 pub const MAX_STEPS: usize = 1_000_000_000;
+/// Most EMA decays of one run (`--ema`): each keeps a full copy of the model.
+pub const MAX_EMA: usize = 8;
 
 /// The model's shape. Field names are the `config.json` keys and the names of `docs/MODEL.md`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -189,6 +191,13 @@ pub struct TrainConfig {
     /// Absent in runs written before it existed (= AdamW).
     #[serde(default)]
     pub optimizer: MatrixOptimizer,
+    /// exponential moving averages of the weights over stage 2: one average per decay β, each
+    /// started from the weights at `steps / 2` and updated after every later step
+    /// (`avg += (1 − β)·(w − avg)`). The run exports the first average instead of the last
+    /// weights and reports the quantized validation loss of each; empty = off. Absent in runs
+    /// written before it existed.
+    #[serde(default)]
+    pub ema_decays: Vec<f64>,
 }
 
 /// The optimiser of the BitLinear weight matrices.
@@ -277,6 +286,7 @@ impl Preset {
             input_noise: 0.0,
             float_steps: 0,
             optimizer: MatrixOptimizer::Adamw,
+            ema_decays: Vec::new(),
         }
     }
 }
@@ -321,6 +331,15 @@ impl TrainConfig {
         }
         if !(0.0..1.0).contains(&self.input_noise) {
             return err("input noise must be in [0, 1)");
+        }
+        if self.ema_decays.len() > MAX_EMA {
+            return Err(TrainError::Config(format!(
+                "at most {MAX_EMA} EMA decays (each keeps a copy of the model), not {}",
+                self.ema_decays.len()
+            )));
+        }
+        if !self.ema_decays.iter().all(|b| *b > 0.0 && *b < 1.0) {
+            return err("every EMA decay must be in (0, 1)");
         }
         if self.dropout_from >= self.steps {
             return Err(TrainError::Config(format!(
@@ -436,6 +455,9 @@ mod tests {
         assert!(e.contains("attention scores"), "{e}");
         assert!(tmsg(&|t| t.weight_decay = f64::NAN).contains("weight decay"));
         assert!(tmsg(&|t| t.weight_decay_stage2 = -0.1).contains("weight decay"));
+        assert!(tmsg(&|t| t.ema_decays = vec![0.9, 1.0]).contains("EMA decay"));
+        assert!(tmsg(&|t| t.ema_decays = vec![f64::NAN]).contains("EMA decay"));
+        assert!(tmsg(&|t| t.ema_decays = vec![0.5; MAX_EMA + 1]).contains("at most"));
         assert!(tmsg(&|t| t.dropout_from = t.steps).contains("dropout-from"));
         assert!(tmsg(&|t| t.input_noise = 1.0).contains("input noise"));
         assert!(tmsg(&|t| t.grad_clip = f64::INFINITY).contains("grad clip"));
@@ -468,8 +490,8 @@ mod tests {
     }
 
     /// A `config.json` written before `dropout`, `dropout_from`, `float_steps`, `optimizer`,
-    /// `weight_decay_stage2` and `input_noise` existed reads with their defaults (0, 0, 0, AdamW,
-    /// 0, 0); the optimiser's JSON names are lowercase.
+    /// `weight_decay_stage2`, `input_noise` and `ema_decays` existed reads with their defaults
+    /// (0, 0, 0, AdamW, 0, 0, none); the optimiser's JSON names are lowercase.
     #[test]
     fn older_train_configs_read_with_defaults() {
         let mut v = serde_json::to_value(Preset::Mcu.train()).unwrap();
@@ -477,13 +499,14 @@ mod tests {
         let keys = ["dropout", "dropout_from", "float_steps", "optimizer"];
         for k in keys
             .into_iter()
-            .chain(["weight_decay_stage2", "input_noise"])
+            .chain(["weight_decay_stage2", "input_noise", "ema_decays"])
         {
             assert!(o.remove(k).is_some(), "{k} is not a key");
         }
         let t: TrainConfig = serde_json::from_value(v).unwrap();
         assert_eq!((t.dropout, t.dropout_from, t.float_steps), (0.0, 0, 0));
         assert_eq!((t.weight_decay_stage2, t.input_noise), (0.0, 0.0));
+        assert!(t.ema_decays.is_empty());
         assert_eq!(t.optimizer, MatrixOptimizer::Adamw);
         let muon = serde_json::to_string(&MatrixOptimizer::Muon).unwrap();
         assert_eq!(muon, "\"muon\"");

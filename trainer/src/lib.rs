@@ -15,6 +15,7 @@
 //!   implementations
 //! - [`model`]: the transformer as burn modules
 //! - [`eval`]: losses without autodiff (the quantized validation loss)
+//! - [`ema`]: moving averages of the weights over stage 2 (`--ema`)
 //! - [`metrics`], [`files`], [`weights`], [`spec`], [`runinfo`], [`checkpoint`]: what goes to
 //!   disk, and the run a command line asks for
 //! - [`schedule`], [`gradients`], [`train`]: LR and weight decay; loss, gradients and clipping of
@@ -33,6 +34,7 @@ pub mod linalg;
 pub mod quant;
 pub mod rows;
 
+pub mod ema;
 pub mod eval;
 pub mod model;
 

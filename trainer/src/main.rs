@@ -114,6 +114,10 @@ struct Cli {
     /// optimiser of the BitLinear matrices (embedding and gains: AdamW)
     #[arg(long, value_enum)]
     optimizer: Option<MatrixOptimizer>,
+    /// exponential moving averages of the weights over stage 2, e.g. `0.998` or `0.995,0.998`:
+    /// the run exports the first and reports the quantized validation loss of each
+    #[arg(long, value_delimiter = ',')]
+    ema: Vec<f64>,
     /// validate (quantized, on fixed random validation batches) every N steps
     #[arg(long)]
     eval_every: Option<usize>,
@@ -176,7 +180,8 @@ fn build_spec(cli: &Cli) -> Result<(RunSpec, Corpus), TrainError> {
             || cli.input_noise.is_some()
             || cli.seed.is_some()
             || cli.qat.is_some()
-            || cli.optimizer.is_some();
+            || cli.optimizer.is_some()
+            || !cli.ema.is_empty();
         if changed {
             return Err(TrainError::Config(
                 "with --resume the hyper-parameters come from the run's config.json; only --steps may change"
@@ -219,6 +224,9 @@ fn build_spec(cli: &Cli) -> Result<(RunSpec, Corpus), TrainError> {
         tc.input_noise = cli.input_noise.unwrap_or(tc.input_noise);
         tc.seed = cli.seed.unwrap_or(tc.seed);
         tc.optimizer = cli.optimizer.unwrap_or(tc.optimizer);
+        if !cli.ema.is_empty() {
+            tc.ema_decays.clone_from(&cli.ema);
+        }
         if let Some(q) = cli.qat {
             tc.qat_all = q == Qat::All;
         }

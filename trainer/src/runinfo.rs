@@ -109,8 +109,25 @@ pub struct Summary {
     /// much the quantizers cost. Absent in runs written before it existed.
     #[serde(default)]
     pub float_val_loss: f64,
+    /// `quantized_val_loss` of the last weights; the same number unless the run exports a
+    /// weight average (`--ema`). Absent in runs written before it existed.
+    #[serde(default)]
+    pub last_weights_quantized_val_loss: f64,
+    /// `quantized_val_loss` of each weight average, in the order of `ema_decays`; the first is
+    /// the exported model. Absent in runs written before it existed.
+    #[serde(default)]
+    pub averages: Vec<AverageLoss>,
     /// trainable parameters
     pub n_params: usize,
+}
+
+/// The quantized validation loss of one weight average (`--ema`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AverageLoss {
+    /// its decay β
+    pub decay: f64,
+    /// quantized evaluation mode over the whole validation split, nats/char
+    pub quantized_val_loss: f64,
 }
 
 /// Prints one progress line to stderr (used when stderr is not a terminal).

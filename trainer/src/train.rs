@@ -4,6 +4,7 @@
 
 use crate::checkpoint::{self, TrainState};
 use crate::data::{noise_inputs, random_batch, val_windows, Batch, Corpus};
+use crate::ema::Ema;
 use crate::error::{Result, TrainError};
 use crate::eval::mean_nll;
 use crate::fused::FusedOps;
@@ -12,7 +13,7 @@ use crate::metrics::MetricRow;
 use crate::model::{Model, QuantMode, Tables};
 use crate::optim::Optimizers;
 use crate::rng::SplitMix64;
-use crate::runinfo::{self, Summary};
+use crate::runinfo::{self, AverageLoss, Summary};
 use crate::schedule;
 use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
@@ -79,6 +80,8 @@ struct Trainer<'a, B: AutodiffBackend> {
     model: Model<B>,
     /// the optimiser groups
     opts: Optimizers<B>,
+    /// the weight averages of `--ema` (empty until stage 2 starts)
+    averages: Vec<Ema<B::InnerBackend>>,
     state: TrainState,
     /// RoPE tables per device (training) and for the evaluation backend
     tables: Vec<Tables<B>>,
@@ -120,16 +123,28 @@ where
             runinfo::log_line("no checkpoint yet: starting the run from step 0");
             None
         } else {
-            Some(checkpoint::load::<B>(out, mcfg, tcfg.optimizer, dev)?)
+            let n_averages = tcfg.ema_decays.len();
+            Some(checkpoint::load::<B>(
+                out,
+                mcfg,
+                tcfg.optimizer,
+                n_averages,
+                dev,
+            )?)
         };
-        let (model, state, opts) = match resumed {
+        let (model, state, opts, averages) = match resumed {
             None => {
                 let wd = schedule::weight_decay(tcfg, 0);
                 let model = Model::<B>::new(mcfg, dev, tcfg.seed);
                 let opts = Optimizers::new(tcfg, &model, wd, None);
-                (model, TrainState::new(tcfg.seed), opts)
+                (model, TrainState::new(tcfg.seed), opts, Vec::new())
             }
-            Some((model, records, state)) => {
+            Some(checkpoint::Loaded {
+                model,
+                records,
+                averages,
+                state,
+            }) => {
                 if state.step > tcfg.steps {
                     return Err(TrainError::Resume(format!(
                         "the checkpoint is at step {}, past --steps {}",
@@ -139,7 +154,10 @@ where
                 runinfo::log_line(&format!("resuming at step {}", state.step));
                 let wd = schedule::weight_decay(tcfg, state.step);
                 let opts = Optimizers::new(tcfg, &model, wd, Some(records));
-                (model, state, opts)
+                let averages = (tcfg.ema_decays.iter().zip(averages))
+                    .map(|(&decay, model)| Ema { decay, model })
+                    .collect();
+                (model, state, opts, averages)
             }
         };
         // Fixed validation batches: the same RNG stream in every run and after every resume.
@@ -158,6 +176,7 @@ where
             corpus,
             model,
             opts,
+            averages,
             tables: devices.iter().map(|d| Tables::new(mcfg, d)).collect(),
             eval_tables: Tables::new(mcfg, dev),
             mode: QuantMode::train(tcfg.qat_all).with_dropout(tcfg.dropout),
@@ -212,9 +231,10 @@ where
         }
         let grad_norm = clip_global_norm(&self.model, &mut grads, tcfg.grad_clip);
         self.model = self.opts.step(lr, self.model, grads);
-        self.clock.train_s += t0.elapsed().as_secs_f64();
         self.state.step += 1;
         self.state.tokens_seen += self.tokens_per_step;
+        self.average();
+        self.clock.train_s += t0.elapsed().as_secs_f64();
 
         let (tokens_per_s, wall_s) = (self.tokens_per_s(), self.clock.wall_s());
         let eval_now =
@@ -236,6 +256,24 @@ where
             self.checkpoint()?;
         }
         Ok(self)
+    }
+
+    /// The weight averages after a step: started from the weights once stage 2 has begun (after
+    /// step `steps / 2`), moved towards them after every later step.
+    fn average(&mut self) {
+        let decays = &self.spec.train.ema_decays;
+        if decays.is_empty() || self.state.step < schedule::mid(&self.spec.train) {
+            return;
+        }
+        let live = self.model.valid();
+        if self.averages.is_empty() {
+            self.averages = decays.iter().map(|&b| Ema::start(b, &live)).collect();
+            self.state.ema_start = Some(self.state.step);
+        } else {
+            for avg in &mut self.averages {
+                avg.update(&live);
+            }
+        }
     }
 
     /// The training forward of 0-based `step`: float during the warm start, then `mode`; no
@@ -311,7 +349,8 @@ where
     fn checkpoint(&mut self) -> Result<()> {
         self.state.wall_s = self.clock.wall_s();
         let (model, state) = (&self.model, &self.state);
-        checkpoint::save(&self.spec.out, model, self.opts.records(), state)
+        let averages: Vec<_> = self.averages.iter().map(|a| &a.model).collect();
+        checkpoint::save(&self.spec.out, model, self.opts.records(), &averages, state)
     }
 
     /// Stops early (Ctrl-C, `--stop-after`) with a checkpoint.
@@ -329,11 +368,29 @@ where
         self.checkpoint()?;
         let (mcfg, tcfg) = (&self.spec.model, &self.spec.train);
         let (dev, tab) = (&self.devices[0], &self.eval_tables);
-        let valid = self.model.valid();
+        let last = self.model.valid();
+        let windows = val_windows(&self.corpus.val, mcfg.ctx_len, tcfg.batch_size);
+        let last_q_val = mean_nll(&last, &windows, tab, QuantMode::EVAL, dev);
+        let averages: Vec<AverageLoss> = (self.averages.iter())
+            .map(|a| AverageLoss {
+                decay: a.decay,
+                quantized_val_loss: mean_nll(&a.model, &windows, tab, QuantMode::EVAL, dev),
+            })
+            .collect();
+        for a in &averages {
+            runinfo::log_line(&format!(
+                "EMA {}: quantized val loss {:.4} (last weights {last_q_val:.4})",
+                a.decay, a.quantized_val_loss
+            ));
+        }
+        // The first average, when there is one, is the run's model.
+        let valid = match self.averages.first() {
+            Some(a) => a.model.clone(),
+            None => last,
+        };
         let t_eval = Instant::now();
         let train_mode = QuantMode::train(tcfg.qat_all);
         let val_train_mode = mean_nll(&valid, &self.val_fixed, tab, train_mode, dev);
-        let windows = val_windows(&self.corpus.val, mcfg.ctx_len, tcfg.batch_size);
         let q_val = mean_nll(&valid, &windows, tab, QuantMode::EVAL, dev);
         let quantized_eval_s = t_eval.elapsed().as_secs_f64();
         let float_val = mean_nll(&valid, &windows, tab, QuantMode::FLOAT, dev);
@@ -363,6 +420,8 @@ where
             quantized_val_positions: windows.iter().map(|b| b.batch * b.ctx).sum(),
             quantized_eval_s,
             float_val_loss: float_val,
+            last_weights_quantized_val_loss: last_q_val,
+            averages,
             n_params: mcfg.n_params(),
         };
         runinfo::write_end(self.spec, &valid, metrics, &summary)?;

@@ -108,9 +108,11 @@ fn loadable_checkpoint(out: &Path) -> Option<usize> {
     }
     let cfg = RunConfig::read(out).expect("a checkpoint without a readable config.json");
     let opt = cfg.train.optimizer;
-    let (_, _, st) = trainer::checkpoint::load::<Cpu>(out, &cfg.model, opt, &CpuDevice::default())
+    let n_averages = cfg.train.ema_decays.len();
+    let dev = CpuDevice::default();
+    let loaded = trainer::checkpoint::load::<Cpu>(out, &cfg.model, opt, n_averages, &dev)
         .unwrap_or_else(|e| panic!("checkpoint in {} cannot be loaded: {e}", out.display()));
-    Some(st.step)
+    Some(loaded.state.step)
 }
 
 /// A finished run: summary.json and weights.safetensors readable, weights byte-identical to the

@@ -259,41 +259,60 @@ fn resume_with_muon_is_bit_identical() {
 /// then runs on restored optimiser state); asserts identical weights, losses and
 /// metrics; returns the weights file.
 fn check_resume(dropout: f64, float_steps: usize, optimizer: MatrixOptimizer) -> Vec<u8> {
-    let text = words_corpus(3000, 11);
-    let corpus = Corpus::from_text(&text, 32).unwrap();
-    let dev = [CpuDevice::default()];
-    let no = AtomicBool::new(false);
-    let spec_with_dropout = |out: &Path| {
-        let mut s = spec(out, &corpus, 24);
-        s.train.dropout = dropout;
-        s.train.float_steps = float_steps;
-        s.train.optimizer = optimizer;
-        s
-    };
-
-    let straight = tmp(&format!("straight-{dropout}-{float_steps}-{optimizer:?}"));
-    let a = finished(
-        train::train::<Cpu>(&dev, &spec_with_dropout(&straight), &corpus, false, &no).unwrap(),
-    );
-
-    let split = tmp(&format!("split-{dropout}-{float_steps}-{optimizer:?}"));
-    let mut s = spec_with_dropout(&split);
-    s.stop_after = Some(9);
-    match train::train::<Cpu>(&dev, &s, &corpus, false, &no).unwrap() {
-        Outcome::Stopped(9) => {}
-        o => panic!("expected a stop at 9, got {o:?}"),
-    }
-    s.stop_after = None;
-    let b = finished(train::train::<Cpu>(&dev, &s, &corpus, true, &no).unwrap());
+    let tag = format!("{dropout}-{float_steps}-{optimizer:?}");
+    let (weights, _, split) = check_resume_at(&tag, 9, |t| {
+        t.dropout = dropout;
+        t.float_steps = float_steps;
+        t.optimizer = optimizer;
+    });
     assert_eq!(
         split.join("checkpoint/opt_muon.bin").exists(),
         optimizer == MatrixOptimizer::Muon
     );
+    let _ = std::fs::remove_dir_all(&split);
+    weights
+}
+
+/// Trains 24 steps with `edit` applied to the schedule, straight and `stop` + the rest with a
+/// resume; asserts identical weights, summaries and per-step metrics; returns the weights file,
+/// the summary and the resumed run's directory (for the caller to inspect and remove).
+fn check_resume_at(
+    tag: &str,
+    stop: usize,
+    edit: impl Fn(&mut TrainConfig),
+) -> (Vec<u8>, trainer::runinfo::Summary, PathBuf) {
+    let text = words_corpus(3000, 11);
+    let corpus = Corpus::from_text(&text, 32).unwrap();
+    let dev = [CpuDevice::default()];
+    let no = AtomicBool::new(false);
+    let spec_edited = |out: &Path| {
+        let mut s = spec(out, &corpus, 24);
+        edit(&mut s.train);
+        s
+    };
+
+    let straight = tmp(&format!("straight-{tag}"));
+    let a =
+        finished(train::train::<Cpu>(&dev, &spec_edited(&straight), &corpus, false, &no).unwrap());
+
+    let split = tmp(&format!("split-{tag}"));
+    let mut s = spec_edited(&split);
+    s.stop_after = Some(stop);
+    match train::train::<Cpu>(&dev, &s, &corpus, false, &no).unwrap() {
+        Outcome::Stopped(n) if n == stop => {}
+        o => panic!("expected a stop at {stop}, got {o:?}"),
+    }
+    s.stop_after = None;
+    let b = finished(train::train::<Cpu>(&dev, &s, &corpus, true, &no).unwrap());
 
     let wa = std::fs::read(straight.join("weights.safetensors")).unwrap();
     let wb = std::fs::read(split.join("weights.safetensors")).unwrap();
-    assert!(wa == wb, "weights differ after resume (dropout {dropout})");
+    assert!(wa == wb, "weights differ after resume ({tag})");
     assert_eq!(a.quantized_val_loss, b.quantized_val_loss);
+    assert_eq!(
+        a.last_weights_quantized_val_loss,
+        b.last_weights_quantized_val_loss
+    );
     assert_eq!(a.tokens_seen, b.tokens_seen);
     // The per-step losses agree too (columns step..val; tokens/s and wall time differ).
     assert_eq!(
@@ -301,6 +320,47 @@ fn check_resume(dropout: f64, float_steps: usize, optimizer: MatrixOptimizer) ->
         metric_columns(&split, 0..7)
     );
     let _ = std::fs::remove_dir_all(&straight);
-    let _ = std::fs::remove_dir_all(&split);
-    wa
+    (wa, a, split)
+}
+
+/// Weight averages (`--ema`) start at mid-run, never change the training (per-step losses and
+/// the last weights' loss are those of the same run without them), are checkpointed (a run
+/// resumed after they started is bit-identical), and the first of them is the exported model.
+#[test]
+fn ema_exports_an_average_and_resumes_bit_identically() {
+    let _turn = one_at_a_time();
+    let (plain_w, plain, plain_dir) = check_resume_at("no-ema", 17, |_| {});
+    let (ema_w, ema, ema_dir) = check_resume_at("ema", 17, |t| t.ema_decays = vec![0.8, 0.5]);
+    assert!(ema_dir.join("checkpoint/ema0.bin").exists());
+    assert!(ema_dir.join("checkpoint/ema1.bin").exists());
+    assert!(!plain_dir.join("checkpoint/ema0.bin").exists());
+    assert_eq!(
+        metric_columns(&plain_dir, 0..7),
+        metric_columns(&ema_dir, 0..7),
+        "the averages changed the training"
+    );
+    assert_eq!(
+        ema.last_weights_quantized_val_loss,
+        plain.quantized_val_loss
+    );
+    assert_eq!(
+        plain.quantized_val_loss,
+        plain.last_weights_quantized_val_loss
+    );
+    assert!(plain.averages.is_empty());
+    let decays: Vec<f64> = ema.averages.iter().map(|a| a.decay).collect();
+    assert_eq!(decays, [0.8, 0.5]);
+    assert_eq!(ema.quantized_val_loss, ema.averages[0].quantized_val_loss);
+    assert_ne!(
+        ema.averages[0].quantized_val_loss,
+        ema.averages[1].quantized_val_loss
+    );
+    assert!(ema_w != plain_w, "the exported weights are the last ones");
+    let state: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(ema_dir.join("checkpoint/state.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(state["ema_start"], 12);
+    let _ = std::fs::remove_dir_all(&plain_dir);
+    let _ = std::fs::remove_dir_all(&ema_dir);
 }
