@@ -114,8 +114,9 @@ struct Cli {
     /// optimiser of the BitLinear matrices (embedding and gains: AdamW)
     #[arg(long, value_enum)]
     optimizer: Option<MatrixOptimizer>,
-    /// exponential moving averages of the weights over stage 2, e.g. `0.998` or `0.995,0.998`:
-    /// the run exports the first and reports the quantized validation loss of each
+    /// exponential moving averages of the weights over stage 2, e.g. `0.99` or `0.99,0.995`: the
+    /// run exports the first and reports the quantized validation loss of each; `0` = none
+    /// (the `mcu` preset: 0.99)
     #[arg(long, value_delimiter = ',')]
     ema: Vec<f64>,
     /// validate (quantized, on fixed random validation batches) every N steps
@@ -224,7 +225,9 @@ fn build_spec(cli: &Cli) -> Result<(RunSpec, Corpus), TrainError> {
         tc.input_noise = cli.input_noise.unwrap_or(tc.input_noise);
         tc.seed = cli.seed.unwrap_or(tc.seed);
         tc.optimizer = cli.optimizer.unwrap_or(tc.optimizer);
-        if !cli.ema.is_empty() {
+        if cli.ema == [0.0] {
+            tc.ema_decays.clear();
+        } else if !cli.ema.is_empty() {
             tc.ema_decays.clone_from(&cli.ema);
         }
         if let Some(q) = cli.qat {

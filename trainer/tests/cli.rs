@@ -86,12 +86,56 @@ fn bad_inputs_fail_with_one_line() {
         "float-steps 20 must be less than steps 20",
     );
     expect_error(&tiny(good, out, &["--resume"]), "no run to resume");
+    expect_error(&tiny(good, out, &["--ema", "0.9,1"]), "EMA decay");
+    expect_error(&tiny(good, out, &["--ema", "nan"]), "EMA decay");
+    expect_error(
+        &tiny(good, out, &["--ema", "0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9"]),
+        "at most 8",
+    );
 
     // An existing run is not overwritten.
     std::fs::create_dir_all(d.join("run")).unwrap();
     std::fs::write(d.join("run/config.json"), "{}").unwrap();
     expect_error(&tiny(good, out, &[]), "already holds a run");
     assert!(!Path::new(out).join("weights.safetensors").exists());
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+/// The `mcu` preset averages its weights (`ema_decays` [0.99] in config.json, one average in
+/// summary.json); `--ema 0` turns that off and `--ema a,b` replaces it.
+#[test]
+fn ema_flag_sets_and_clears_the_averages() {
+    let d = tmp("ema");
+    let text = "to be or not to be, that is the question. ".repeat(40);
+    let data = corpus(&d, &text);
+    let data = data.to_str().unwrap();
+    for (name, extra, want) in [
+        ("preset", &[][..], vec![0.99]),
+        ("off", &["--ema", "0"][..], vec![]),
+        ("two", &["--ema", "0.5,0.9"][..], vec![0.5, 0.9]),
+    ] {
+        let out = d.join(name);
+        let mut args = vec![
+            "--data",
+            data,
+            "--preset",
+            "mcu",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend(["--steps", "2", "--batch", "2", "--val-batches", "1"]);
+        args.extend_from_slice(extra);
+        let (code, err) = run(&args);
+        assert_eq!(code, 0, "{err}");
+        let json = |f: &str| -> serde_json::Value {
+            serde_json::from_str(&std::fs::read_to_string(out.join(f)).unwrap()).unwrap()
+        };
+        let decays: Vec<f64> =
+            serde_json::from_value(json("config.json")["ema_decays"].clone()).unwrap();
+        assert_eq!(decays, want, "{name}");
+        let averages = json("summary.json")["averages"].as_array().unwrap().len();
+        assert_eq!(averages, want.len(), "{name}");
+    }
     let _ = std::fs::remove_dir_all(&d);
 }
 
