@@ -32,17 +32,24 @@ impl<B: Backend> Ema<B> {
     /// Moves the average towards `weights` (the live model, the same parameter ids) by
     /// `1 − β`.
     pub fn update(&mut self, weights: &Model<B>) {
+        Self::update_all(std::slice::from_mut(self), weights);
+    }
+
+    /// [`Ema::update`] for several averages of the same live weights, which are read once.
+    pub fn update_all(averages: &mut [Self], weights: &Model<B>) {
         let mut live = Collect(HashMap::new());
         weights.visit(&mut live);
-        let mut blend = Blend {
-            live: live.0,
-            rate: (1.0 - self.decay) as f32,
-        };
-        self.model = self.model.clone().map(&mut blend);
-        assert!(
-            blend.live.is_empty(),
-            "the average and the live weights have different parameters"
-        );
+        for avg in averages {
+            let mut blend = Blend {
+                live: live.0.clone(),
+                rate: (1.0 - avg.decay) as f32,
+            };
+            avg.model = avg.model.clone().map(&mut blend);
+            assert!(
+                blend.live.is_empty(),
+                "the average and the live weights have different parameters"
+            );
+        }
     }
 }
 

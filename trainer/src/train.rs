@@ -270,9 +270,7 @@ where
             self.averages = decays.iter().map(|&b| Ema::start(b, &live)).collect();
             self.state.ema_start = Some(self.state.step);
         } else {
-            for avg in &mut self.averages {
-                avg.update(&live);
-            }
+            Ema::update_all(&mut self.averages, &live);
         }
     }
 
@@ -370,7 +368,9 @@ where
         let (dev, tab) = (&self.devices[0], &self.eval_tables);
         let last = self.model.valid();
         let windows = val_windows(&self.corpus.val, mcfg.ctx_len, tcfg.batch_size);
+        let t_eval = Instant::now();
         let last_q_val = mean_nll(&last, &windows, tab, QuantMode::EVAL, dev);
+        let quantized_eval_s = t_eval.elapsed().as_secs_f64();
         let averages: Vec<AverageLoss> = (self.averages.iter())
             .map(|a| AverageLoss {
                 decay: a.decay,
@@ -383,16 +383,13 @@ where
                 a.decay, a.quantized_val_loss
             ));
         }
-        // The first average, when there is one, is the run's model.
-        let valid = match self.averages.first() {
-            Some(a) => a.model.clone(),
-            None => last,
+        // The first average, when there is one, is the run's model (its loss is computed above).
+        let (valid, q_val) = match (self.averages.first(), averages.first()) {
+            (Some(a), Some(l)) => (a.model.clone(), l.quantized_val_loss),
+            _ => (last, last_q_val),
         };
-        let t_eval = Instant::now();
         let train_mode = QuantMode::train(tcfg.qat_all);
         let val_train_mode = mean_nll(&valid, &self.val_fixed, tab, train_mode, dev);
-        let q_val = mean_nll(&valid, &windows, tab, QuantMode::EVAL, dev);
-        let quantized_eval_s = t_eval.elapsed().as_secs_f64();
         let float_val = mean_nll(&valid, &windows, tab, QuantMode::FLOAT, dev);
         let metrics = &self.state.metrics;
         let tail: Vec<f32> = metrics
