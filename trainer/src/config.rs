@@ -132,6 +132,10 @@ impl ModelConfig {
     }
 }
 
+fn default_lr_stage2_end() -> f64 {
+    0.1
+}
+
 /// The optimisation schedule and run settings. Field names are the `config.json` keys.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
@@ -143,6 +147,10 @@ pub struct TrainConfig {
     pub lr: f64,
     /// stage-2 learning rate as a fraction of `lr` (applied from `steps / 2` on)
     pub lr_stage2: f64,
+    /// where the stage-2 cosine ends, as a fraction of its start `lr·lr_stage2` (the b1.58
+    /// recipe: 0.1; 0 = to zero). Absent in runs written before it existed (= 0.1).
+    #[serde(default = "default_lr_stage2_end")]
+    pub lr_stage2_end: f64,
     /// linear warmup steps
     pub warmup_steps: usize,
     /// AdamW weight decay of stage 1 on the matrices and the embedding
@@ -266,6 +274,7 @@ impl Preset {
             batch_size,
             lr,
             lr_stage2: 0.3,
+            lr_stage2_end: 0.1,
             warmup_steps,
             weight_decay: 0.1,
             // `mcu` raises its decay in stage 2: 0.4 gains 0.016 at 4000 steps (docs/ABLATIONS.md).
@@ -318,6 +327,9 @@ impl TrainConfig {
         }
         if !(self.lr_stage2 > 0.0 && self.lr_stage2 <= 1.0) {
             return err("lr stage-2 factor must be in (0, 1]");
+        }
+        if !(0.0..=1.0).contains(&self.lr_stage2_end) {
+            return err("lr stage-2 end must be in [0, 1]");
         }
         if !(self.weight_decay >= 0.0
             && self.weight_decay.is_finite()
@@ -461,6 +473,8 @@ mod tests {
         assert!(e.contains("attention scores"), "{e}");
         assert!(tmsg(&|t| t.weight_decay = f64::NAN).contains("weight decay"));
         assert!(tmsg(&|t| t.weight_decay_stage2 = -0.1).contains("weight decay"));
+        assert!(tmsg(&|t| t.lr_stage2_end = -0.1).contains("stage-2 end"));
+        assert!(tmsg(&|t| t.lr_stage2_end = f64::NAN).contains("stage-2 end"));
         assert!(tmsg(&|t| t.ema_decays = vec![0.9, 1.0]).contains("EMA decay"));
         assert!(tmsg(&|t| t.ema_decays = vec![f64::NAN]).contains("EMA decay"));
         assert!(tmsg(&|t| t.ema_decays = vec![0.5; MAX_EMA + 1]).contains("at most"));
@@ -496,23 +510,26 @@ mod tests {
     }
 
     /// A `config.json` written before `dropout`, `dropout_from`, `float_steps`, `optimizer`,
-    /// `weight_decay_stage2`, `input_noise` and `ema_decays` existed reads with their defaults
-    /// (0, 0, 0, AdamW, 0, 0, none); the optimiser's JSON names are lowercase.
+    /// `weight_decay_stage2`, `input_noise`, `ema_decays` and `lr_stage2_end` existed reads with
+    /// their defaults (0, 0, 0, AdamW, 0, 0, none, 0.1); the optimiser's JSON names are lowercase.
     #[test]
     fn older_train_configs_read_with_defaults() {
         let mut v = serde_json::to_value(Preset::Mcu.train()).unwrap();
         let o = v.as_object_mut().unwrap();
         let keys = ["dropout", "dropout_from", "float_steps", "optimizer"];
-        for k in keys
-            .into_iter()
-            .chain(["weight_decay_stage2", "input_noise", "ema_decays"])
-        {
+        for k in keys.into_iter().chain([
+            "weight_decay_stage2",
+            "input_noise",
+            "ema_decays",
+            "lr_stage2_end",
+        ]) {
             assert!(o.remove(k).is_some(), "{k} is not a key");
         }
         let t: TrainConfig = serde_json::from_value(v).unwrap();
         assert_eq!((t.dropout, t.dropout_from, t.float_steps), (0.0, 0, 0));
         assert_eq!((t.weight_decay_stage2, t.input_noise), (0.0, 0.0));
         assert!(t.ema_decays.is_empty());
+        assert_eq!(t.lr_stage2_end, 0.1);
         assert_eq!(t.optimizer, MatrixOptimizer::Adamw);
         let muon = serde_json::to_string(&MatrixOptimizer::Muon).unwrap();
         assert_eq!(muon, "\"muon\"");

@@ -86,6 +86,9 @@ struct Cli {
     /// stage-2 learning rate as a fraction of --lr (from mid-run on)
     #[arg(long)]
     lr_stage2: Option<f64>,
+    /// where the stage-2 cosine ends, as a fraction of its start (default 0.1; 0 = to zero)
+    #[arg(long)]
+    lr_stage2_end: Option<f64>,
     /// linear warmup steps
     #[arg(long)]
     warmup: Option<usize>,
@@ -174,6 +177,7 @@ fn build_spec(cli: &Cli) -> Result<(RunSpec, Corpus), TrainError> {
         .any(Option::is_some)
             || cli.lr.is_some()
             || cli.lr_stage2.is_some()
+            || cli.lr_stage2_end.is_some()
             || cli.weight_decay.is_some()
             || cli.weight_decay_stage2.is_some()
             || cli.grad_clip.is_some()
@@ -218,6 +222,7 @@ fn build_spec(cli: &Cli) -> Result<(RunSpec, Corpus), TrainError> {
         set(&mut tc.dropout_from, cli.dropout_from);
         tc.lr = cli.lr.unwrap_or(tc.lr);
         tc.lr_stage2 = cli.lr_stage2.unwrap_or(tc.lr_stage2);
+        tc.lr_stage2_end = cli.lr_stage2_end.unwrap_or(tc.lr_stage2_end);
         tc.weight_decay = cli.weight_decay.unwrap_or(tc.weight_decay);
         tc.weight_decay_stage2 = cli.weight_decay_stage2.unwrap_or(tc.weight_decay_stage2);
         tc.grad_clip = cli.grad_clip.unwrap_or(tc.grad_clip);

@@ -1,6 +1,7 @@
 //! Learning-rate and weight-decay schedule of the b1.58 training notes: linear warmup, then two
 //! stages split at mid-run. Stage 1 decays by cosine from `lr` to `lr/2`; at `steps/2` the rate
-//! drops to `lr·lr_stage2` and decays by cosine to a tenth of that. Weight decay is
+//! drops to `lr·lr_stage2` and decays by cosine to `lr_stage2_end` of that (a tenth in the
+//! b1.58 recipe; 0 = to zero). Weight decay is
 //! `weight_decay` in stage 1 and `weight_decay_stage2` (by default 0) in stage 2.
 
 use crate::config::TrainConfig;
@@ -24,7 +25,7 @@ pub fn lr(cfg: &TrainConfig, step: usize) -> f64 {
     } else {
         let lr2 = cfg.lr * cfg.lr_stage2;
         let frac = (step - m) as f64 / (cfg.steps - m).max(1) as f64;
-        cosine(lr2, 0.1 * lr2, frac)
+        cosine(lr2, cfg.lr_stage2_end * lr2, frac)
     }
 }
 
@@ -58,5 +59,11 @@ mod tests {
         assert_eq!(weight_decay(&c, 499), c.weight_decay);
         assert_eq!(weight_decay(&c, 500), 0.05);
         assert_eq!(weight_decay(&c, 999), 0.05);
+        // The stage-2 cosine ends at `lr_stage2_end` of its start: one step short of it.
+        let end = |c: &TrainConfig| lr(c, c.steps);
+        assert!((end(&c) - 0.1 * c.lr * c.lr_stage2).abs() < 1e-12);
+        c.lr_stage2_end = 0.0;
+        assert!(end(&c).abs() < 1e-12 && lr(&c, 999) > 0.0 && lr(&c, 999) < 1e-4 * c.lr);
+        assert!((lr(&c, 500) - c.lr * c.lr_stage2).abs() < 1e-12);
     }
 }
