@@ -89,6 +89,10 @@ fn bad_inputs_fail_with_one_line() {
     expect_error(&tiny(good, out, &["--ema", "0.9,1"]), "EMA decay");
     expect_error(&tiny(good, out, &["--ema", "nan"]), "EMA decay");
     expect_error(
+        &tiny(good, out, &["--lr-stage2-end", "1.5"]),
+        "lr stage-2 end must be in [0, 1]",
+    );
+    expect_error(
         &tiny(good, out, &["--ema", "0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9"]),
         "at most 8",
     );
