@@ -38,6 +38,9 @@ pub struct RunConfig {
     pub n_kv_heads: usize,
     /// F.
     pub ffn_dim: usize,
+    /// A gated FFN (the trainer's `--ffn-gated` ablation): the blob format has no gate tensor.
+    #[serde(default)]
+    pub ffn_gated: bool,
     /// T.
     pub ctx_len: usize,
     /// RoPE base.
@@ -126,6 +129,10 @@ pub fn blob_config(c: &RunConfig, vocab_bytes_len: usize) -> Result<Config> {
             ),
         }
     };
+    ensure!(
+        !c.ffn_gated,
+        "config.json: ffn_gated: the run has a gated FFN (trainer --ffn-gated), which the blob format cannot hold yet"
+    );
     let config = Config {
         vocab_size: field("vocab_size", c.vocab_size, MAX_VOCAB)?,
         d_model: field("d_model", c.d_model, MAX_WIDTH)?,

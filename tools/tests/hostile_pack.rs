@@ -85,6 +85,19 @@ fn config_fields_are_checked_against_the_format_before_anything_is_built() {
 }
 
 #[test]
+fn a_gated_ffn_run_is_refused() {
+    // The trainer's `--ffn-gated` ablation has a third FFN matrix the blob cannot hold: packing
+    // its other tensors would silently drop the gate.
+    let dir = tmp("gated");
+    write_run(&dir);
+    set_config(&dir, "ffn_gated", json!(true));
+    let e = pack_err(&dir);
+    assert!(e.contains("ffn_gated") && e.contains("gated FFN"), "{e}");
+    set_config(&dir, "ffn_gated", json!(false));
+    tools::pack::pack(&dir, &dir.join("model.bin")).unwrap();
+}
+
+#[test]
 fn a_bad_norm_eps_is_named_in_a_short_message() {
     // Item 12.
     for eps in [json!(1e-300), json!(-1.0), json!(1e300), json!(0.0)] {

@@ -46,6 +46,11 @@ pub struct ModelConfig {
     pub n_kv_heads: usize,
     /// hidden width of the feed-forward block
     pub ffn_dim: usize,
+    /// gated feed-forward block, `down(subnorm(relu²(gate·h) ⊙ up·h))`, with a third `[d, F]`
+    /// matrix — an ablation of the trainer only: the blob format has no gate tensor yet, so
+    /// `tools pack` refuses such runs. Absent in runs written before it existed (= plain).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ffn_gated: bool,
     /// context length trained and RoPE table length
     pub ctx_len: usize,
     /// RoPE base
@@ -64,7 +69,8 @@ impl ModelConfig {
     pub fn n_params(&self) -> usize {
         let (d, f, hd) = (self.d_model, self.ffn_dim, self.head_dim());
         let attn = d * self.n_heads * hd + 2 * d * self.n_kv_heads * hd + d * d;
-        let per_layer = attn + 2 * d * f + 2 * d + f + d;
+        let ffn_mats = if self.ffn_gated { 3 } else { 2 };
+        let per_layer = attn + ffn_mats * d * f + 2 * d + f + d;
         self.vocab_size * d + self.n_layers * per_layer + d
     }
 
@@ -256,6 +262,7 @@ impl Preset {
             n_heads,
             n_kv_heads,
             ffn_dim,
+            ffn_gated: false,
             ctx_len,
             rope_theta: 10000.0,
             norm_eps: 1e-5,

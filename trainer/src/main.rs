@@ -74,6 +74,10 @@ struct Cli {
     /// feed-forward hidden width
     #[arg(long)]
     ffn: Option<usize>,
+    /// gated feed-forward block (a third [d, F] matrix; a trainer-only ablation: `tools pack`
+    /// refuses such runs until the blob format has a gate)
+    #[arg(long)]
+    ffn_gated: bool,
     /// context length
     #[arg(long)]
     ctx: Option<usize>,
@@ -178,6 +182,7 @@ fn build_spec(cli: &Cli) -> Result<(RunSpec, Corpus), TrainError> {
             || cli.lr.is_some()
             || cli.lr_stage2.is_some()
             || cli.lr_stage2_end.is_some()
+            || cli.ffn_gated
             || cli.weight_decay.is_some()
             || cli.weight_decay_stage2.is_some()
             || cli.grad_clip.is_some()
@@ -212,6 +217,7 @@ fn build_spec(cli: &Cli) -> Result<(RunSpec, Corpus), TrainError> {
         set(&mut model.n_heads, cli.heads);
         set(&mut model.n_kv_heads, cli.kv_heads);
         set(&mut model.ffn_dim, cli.ffn);
+        model.ffn_gated |= cli.ffn_gated;
         set(&mut model.ctx_len, cli.ctx);
         set(&mut tc.batch_size, cli.batch);
         set(&mut tc.warmup_steps, cli.warmup);
@@ -330,13 +336,14 @@ fn run(cli: Cli) -> Result<i32, TrainError> {
     }
     let m = &spec.model;
     let info = format!(
-        "{} params (d {} L {} H {} Hkv {} F {} ctx {}), vocab {}, {} train / {} val chars, {} steps x {} x {}",
+        "{} params (d {} L {} H {} Hkv {} F {}{} ctx {}), vocab {}, {} train / {} val chars, {} steps x {} x {}",
         m.n_params(),
         m.d_model,
         m.n_layers,
         m.n_heads,
         m.n_kv_heads,
         m.ffn_dim,
+        if m.ffn_gated { " gated" } else { "" },
         m.ctx_len,
         m.vocab_size,
         corpus.train.len(),

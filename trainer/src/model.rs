@@ -251,11 +251,14 @@ impl<B: FusedOps> Attention<B> {
     }
 }
 
-/// Feed-forward sub-layer: up, ReLU², FFN sub-norm, down.
+/// Feed-forward sub-layer: up, ReLU², FFN sub-norm, down; gated (`ModelConfig::ffn_gated`):
+/// `relu²(gate·h) ⊙ up·h` in place of `relu²(up·h)`.
 #[derive(Module, Debug)]
 pub struct Ffn<B: Backend> {
     /// `[d, F]`
     pub up: BitLinear<B>,
+    /// `[d, F]`, only in a gated block
+    pub gate: Option<BitLinear<B>>,
     /// `[F, d]`
     pub down: BitLinear<B>,
     /// sub-norm before `down`, `[F]`
@@ -264,7 +267,24 @@ pub struct Ffn<B: Backend> {
 
 impl<B: FusedOps> Ffn<B> {
     fn forward(&self, h: Tensor<B, 3>, mode: QuantMode) -> Tensor<B, 3> {
-        let u = B::relu_sq(self.up.forward(h, mode));
+        let u = match &self.gate {
+            None => B::relu_sq(self.up.forward(h, mode)),
+            Some(gate) => {
+                // One product for both matrices on the once-quantized input, as q/k/v do.
+                let w = Tensor::cat(
+                    vec![
+                        gate.effective_weight(mode.weights),
+                        self.up.effective_weight(mode.weights),
+                    ],
+                    1,
+                );
+                let [g, u]: [Tensor<B, 3>; 2] = linear_rows(quantize_input(h, mode), w)
+                    .chunk(2, 2)
+                    .try_into()
+                    .expect("two halves");
+                B::relu_sq(g) * u
+            }
+        };
         self.down.forward(self.sub_norm.forward(u), mode)
     }
 }
@@ -356,7 +376,7 @@ impl<B: FusedOps> Model<B> {
     /// on the backend's global RNG, which other threads may use).
     ///
     /// Init: embedding and matrices N(0, 0.02), output projections (`wo`, `down`) N(0, 0.02/√(2L));
-    /// norm gains 1. Draw order: embedding, then per layer wq, wk, wv, wo, up, down.
+    /// norm gains 1. Draw order: embedding, then per layer wq, wk, wv, wo, up, (gate,) down.
     pub fn new(cfg: &ModelConfig, dev: &B::Device, seed: u64) -> Self {
         let mut init = InitRng(SplitMix64::new(seed ^ 0x696e_6974_5f77_6569));
         let embed = init.normal([cfg.vocab_size, cfg.d_model], 0.02, dev);
@@ -379,6 +399,9 @@ impl<B: FusedOps> Model<B> {
                 ffn_norm: RmsNorm::new(d, eps, dev),
                 ffn: Ffn {
                     up: BitLinear::new(d, f, std, &mut init, dev),
+                    gate: cfg
+                        .ffn_gated
+                        .then(|| BitLinear::new(d, f, std, &mut init, dev)),
                     down: BitLinear::new(f, d, std_out, &mut init, dev),
                     sub_norm: RmsNorm::new(f, eps, dev),
                 },

@@ -4,14 +4,15 @@
 use crate::config::EXPORT_VERSION;
 use crate::error::{Result, TrainError};
 use crate::files::write_atomic;
-use crate::model::Model;
+use crate::model::{Model, ParamRef};
 use burn::tensor::backend::Backend;
 use runtime::schema;
 use std::path::Path;
 
 /// `(name, shape, f32 values)` of every trainer tensor of the model schema
 /// ([`runtime::schema`]): those of [`schema::GLOBAL`], then layer by layer those of
-/// [`schema::LAYER`] as `layers.{l}.{name}`. (`weights.safetensors` stores them sorted by name.)
+/// [`schema::LAYER`] as `layers.{l}.{name}` (a gated FFN adds `layers.{l}.w_gate`).
+/// (`weights.safetensors` stores them sorted by name.)
 ///
 /// # Panics
 /// When the schema names a tensor the model does not have (`Model::global_param` and
@@ -37,6 +38,14 @@ pub fn export_tensors<B: Backend>(model: &Model<B>) -> Vec<(String, Vec<usize>, 
                 schema::layer_tensor_name(&mut full, l, name).expect("a String takes any write");
                 out.push((full, dims, values));
             }
+        }
+        // The gated-FFN ablation's third matrix is outside the schema (`tools pack` refuses the
+        // run); it is still written so that the file holds the whole model.
+        if let Some(gate) = &layer.ffn.gate {
+            let (dims, values) = ParamRef::Matrix(&gate.weight).to_vec();
+            let mut full = String::new();
+            schema::layer_tensor_name(&mut full, l, "w_gate").expect("a String takes any write");
+            out.push((full, dims, values));
         }
     }
     out
@@ -114,6 +123,7 @@ mod tests {
             n_heads: 4,
             n_kv_heads: 2,
             ffn_dim: 24,
+            ffn_gated: false,
             ctx_len: 8,
             ..Preset::Tiny.model()
         };
@@ -155,5 +165,48 @@ mod tests {
         assert!(got.contains(&("layers.1.wk".to_string(), vec![16, 8])));
         assert!(got.contains(&("layers.0.ffn_sub_norm".to_string(), vec![24])));
         assert_eq!(got.len(), 2 + 2 * 10);
+    }
+
+    /// A gated FFN adds one `[d, F]` matrix per layer: its export holds `layers.{l}.w_gate`
+    /// besides the schema's tensors, its parameter count says so, and its forward runs.
+    #[test]
+    fn gated_ffn_exports_its_gate() {
+        let cfg = ModelConfig {
+            vocab_size: 11,
+            ffn_gated: true,
+            ..Preset::Tiny.model()
+        };
+        let plain = ModelConfig {
+            ffn_gated: false,
+            ..cfg.clone()
+        };
+        let (d, f) = (cfg.d_model, cfg.ffn_dim);
+        assert_eq!(cfg.n_params(), plain.n_params() + cfg.n_layers * d * f);
+        let dev = Default::default();
+        let model = Model::<Flex>::new(&cfg, &dev, 1);
+        let got = export_tensors(&model);
+        let plain_names: Vec<String> = export_tensors(&Model::<Flex>::new(&plain, &dev, 1))
+            .into_iter()
+            .map(|(n, _, _)| n)
+            .collect();
+        assert_eq!(got.len(), plain_names.len() + cfg.n_layers);
+        let count: usize = got.iter().map(|(_, _, v)| v.len()).sum();
+        assert_eq!(count, cfg.n_params());
+        for l in 0..cfg.n_layers {
+            let gate = got
+                .iter()
+                .find(|(n, _, _)| *n == format!("layers.{l}.w_gate"));
+            assert_eq!(gate.map(|(_, dims, _)| dims.clone()), Some(vec![d, f]));
+        }
+        let tab = crate::model::Tables::new(&cfg, &dev);
+        let tokens = burn::tensor::Tensor::<Flex, 2, burn::tensor::Int>::zeros([2, 5], &dev);
+        let logits = model.forward(tokens, &tab, crate::model::QuantMode::EVAL);
+        assert_eq!(logits.dims(), [2, 5, 11]);
+        assert!(logits
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap()
+            .iter()
+            .all(|x| x.is_finite()));
     }
 }

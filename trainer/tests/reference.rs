@@ -157,6 +157,7 @@ fn eval_mode_matches_scalar_reference() {
         n_heads: 4,
         n_kv_heads: 2,
         ffn_dim: 24,
+        ffn_gated: false,
         ctx_len: 12,
         rope_theta: 10000.0,
         norm_eps: 1e-5,
