@@ -270,18 +270,9 @@ impl<B: FusedOps> Ffn<B> {
         let u = match &self.gate {
             None => B::relu_sq(self.up.forward(h, mode)),
             Some(gate) => {
-                // One product for both matrices on the once-quantized input, as q/k/v do.
-                let w = Tensor::cat(
-                    vec![
-                        gate.effective_weight(mode.weights),
-                        self.up.effective_weight(mode.weights),
-                    ],
-                    1,
-                );
-                let [g, u]: [Tensor<B, 3>; 2] = linear_rows(quantize_input(h, mode), w)
-                    .chunk(2, 2)
-                    .try_into()
-                    .expect("two halves");
+                let hq = quantize_input(h, mode);
+                let g = gate.forward_quantized_input(hq.clone(), mode);
+                let u = self.up.forward_quantized_input(hq, mode);
                 B::relu_sq(g) * u
             }
         };
