@@ -43,15 +43,18 @@ defmt-print -e "$work/firmware.elf" <"$work/defmt.bin" >"$work/log.txt"
 
 field() { sed -nE "s#.*$1.*#\\1#p" "$work/log.txt" | head -1; }
 d=$(field 'model: .* d ([0-9]+),') ; layers=$(field 'layers ([0-9]+),')
-heads=$(field 'heads ([0-9]+)/') ; kv_heads=$(field 'heads [0-9]+/([0-9]+),') ; ffn=$(field 'ffn ([0-9]+),')
+heads=$(field 'heads ([0-9]+)/') ; kv_heads=$(field 'heads [0-9]+/([0-9]+),') ; ffn=$(field 'ffn ([0-9]+)( gated)?,')
+ffn_mats=2 gated=""
+if [[ -n "$(field 'ffn [0-9]+ (gated),')" ]]; then ffn_mats=3 gated=" gated"; fi
 vocab=$(field 'vocab ([0-9]+),')
 pre_tok=$(field 'prefill ([0-9]+) tokens')
 dec_icount=$(field 'decode [0-9]+ tokens [0-9]+ instructions \(([0-9]+) per token\)')
 [[ -n "$d" && -n "$pre_tok" ]] || { echo "cost.sh: no model or cost line in the firmware log:" >&2; cat "$work/log.txt" >&2; exit 1; }
 
-# Ternary multiply-accumulates per token: q, o [d x d]; k, v [kv_dim x d]; up, down [F x d].
+# Ternary multiply-accumulates per token: q, o [d x d]; k, v [kv_dim x d]; up, down (and the
+# gate of a gated FFN) [F x d].
 kv_dim=$(( d * kv_heads / heads ))
-macs=$(( layers * (2 * d * d + 2 * kv_dim * d + 2 * ffn * d) ))
+macs=$(( layers * (2 * d * d + 2 * kv_dim * d + ffn_mats * ffn * d) ))
 
 # Run 2: the cost model over the same ELF (no -icount needed: the plugin counts itself).
 mark="$(nm "$work/firmware.elf" | awk '$3 == "cost_checkpoint" { print $1 }')"
@@ -68,7 +71,7 @@ fi
 # each later step forwards one token and samples (decode).
 awk -v pre_tok="$pre_tok" -v macs="$macs" -v dec_icount="${dec_icount:-0}" \
     -v model="$model" -v vocab="$vocab" -v d="$d" -v layers="$layers" -v heads="$heads" \
-    -v kv_heads="$kv_heads" -v ffn="$ffn" '
+    -v kv_heads="$kv_heads" -v ffn="$ffn" -v gated="$gated" '
   /^rp2350:/ { fetch_misses = $11; load_misses = $13; chained = $15 }
   /^mark / { i = $2; n[i] = $4; c[i] = $6; f[i] = $8; l[i] = $10; marks = i + 1 }
   END {
@@ -84,8 +87,8 @@ awk -v pre_tok="$pre_tok" -v macs="$macs" -v dec_icount="${dec_icount:-0}" \
     n_dec = tn / k; c_dec = tc / k; f_dec = tf / k; l_dec = tl / k
     cyc_dec = c_dec + f_dec + l_dec
     n_pre = pn / pre_tok; cyc_pre = (pc + pf + pl) / pre_tok
-    printf "model: %s (vocab %d, d %d, %d layers, heads %d/%d, ffn %d): %d ternary MACs per token\n",
-      model, vocab, d, layers, heads, kv_heads, ffn, macs
+    printf "model: %s (vocab %d, d %d, %d layers, heads %d/%d, ffn %d%s): %d ternary MACs per token\n",
+      model, vocab, d, layers, heads, kv_heads, ffn, gated, macs
     printf "instructions (QEMU, exact):\n"
     printf "  prefill: %.0f instructions per token (%d prompt tokens, one step)\n", n_pre, pre_tok
     printf "  decode:  %.0f instructions per token (mean of %d tokens; forward + sampling)", n_dec, k

@@ -65,7 +65,7 @@ pub fn run<W: Write, L: OutputPin, C: CostCounter>(
     let model = loaded.model;
     let config = *model.config();
     defmt::info!(
-        "model: {} bytes ({}), vocab {}, d {}, layers {}, heads {}/{}, ffn {}, ctx {}; validated in {} {}",
+        "model: {} bytes ({}), vocab {}, d {}, layers {}, heads {}/{}, ffn {}{=str}, ctx {}; validated in {} {}",
         blob.len(),
         origin,
         config.vocab_size,
@@ -74,6 +74,7 @@ pub fn run<W: Write, L: OutputPin, C: CostCounter>(
         config.n_heads,
         config.n_kv_heads,
         config.ffn_dim,
+        if config.ffn_gated { " gated" } else { "" },
         config.ctx_len,
         cost.now() - t0,
         C::UNIT

@@ -31,7 +31,8 @@ pub enum LoadError {
     },
     /// The postcard header could not be decoded, or has trailing bytes.
     BadHeader,
-    /// The prefix's flags word is not zero (format 1 defines no flags).
+    /// The prefix's flags word holds a bit the blob's version does not define (v3 defines
+    /// [`FLAG_FFN_GATED`](crate::format::FLAG_FFN_GATED); v1 and v2 none).
     UnknownFlags {
         /// The flags found.
         flags: u32,
@@ -148,8 +149,9 @@ impl fmt::Display for LoadError {
             LoadError::BadHeader => write!(f, "header does not decode"),
             LoadError::UnknownFlags { flags } => write!(
                 f,
-                "prefix flags {flags:#010x} are not zero (format {} defines none)",
-                crate::format::VERSION_MAJOR
+                "prefix flags {flags:#010x} hold a bit this format version does not define \
+                 (v3 defines {:#x}, the gated FFN; v1 and v2 none)",
+                crate::format::FLAG_FFN_GATED
             ),
             LoadError::TensorCount { found, expected } => write!(
                 f,

@@ -13,13 +13,18 @@ use crate::fixed::Dyadic;
 /// The first 8 bytes of every blob.
 pub const MAGIC: [u8; 8] = *b"BITNETMC";
 /// Newest major format version this runtime reads and writes: v2 adds the base-3 ternary
-/// encoding ([`ElemFormat::Ternary5`]). The writer writes v1 when every matrix is 2-bit (such a
-/// blob is a valid v1 blob, so older readers load it) and v2 otherwise.
-pub const VERSION_MAJOR: u16 = 2;
+/// encoding ([`ElemFormat::Ternary5`]), v3 the gated FFN ([`FLAG_FFN_GATED`] and a
+/// [`TensorKind::WGate`] section per block). The writer writes the oldest version that holds
+/// the blob: v3 for a gated FFN, else v1 when every matrix is 2-bit (such a blob is a valid v1
+/// blob, so older readers load it), else v2.
+pub const VERSION_MAJOR: u16 = 3;
 /// Oldest major version this runtime reads (v1: every ternary matrix 2-bit).
 pub const VERSION_MAJOR_MIN: u16 = 1;
 /// Minor format version written. Readers accept any minor of their major.
 pub const VERSION_MINOR: u16 = 0;
+/// Prefix flag (format v3): every block has a gated FFN, `relu²(W_gate·h) ⊙ W_up·h`
+/// ([`Config::ffn_gated`]). No other flag is defined; a reader refuses any other bit.
+pub const FLAG_FFN_GATED: u32 = 1;
 /// Size of the fixed little-endian prefix before the postcard header.
 pub const PREFIX_LEN: usize = 32;
 /// The data region starts at a multiple of this (blob offset).
@@ -70,6 +75,11 @@ pub struct Config {
     pub ctx_len: u32,
     /// RoPE base (informational: the table in the blob is what the runtime uses).
     pub rope_theta: u32,
+    /// Whether every block's FFN is gated, `relu²(W_gate·h) ⊙ W_up·h`, with one more ternary
+    /// matrix [`TensorKind::WGate`] `[F][d]` (format v3). Not a field of the postcard header:
+    /// it is the prefix's [`FLAG_FFN_GATED`], so the header of v1/v2 blobs is unchanged.
+    #[serde(skip)]
+    pub ffn_gated: bool,
 }
 
 impl Config {
@@ -203,6 +213,8 @@ pub enum TensorKind {
     FfnSubNorm,
     /// FFN down projection.
     WDown,
+    /// FFN gate projection (gated FFN only, format v3).
+    WGate,
 }
 
 /// How the elements of a section are stored (all little-endian).

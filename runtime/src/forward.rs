@@ -89,6 +89,33 @@ fn project(
     }
 }
 
+/// `v = relu(v)²` cut to at most `2^30` by a shared rounding shift `k` (returned): `|v| < 2^22`,
+/// so the squares (`< 2^44`, kept in `wide`) fit `i64`.
+#[inline(always)]
+fn relu_sq_cut(v: &mut [i32], wide: &mut [i64]) -> u32 {
+    for (u, y) in wide.iter_mut().zip(v.iter()) {
+        let r = (*y).max(0) as i64;
+        *u = r * r;
+    }
+    cut_to_i32(wide, v)
+}
+
+/// `out = round(v / 2^k)` with the smallest shift `k` (returned) that brings every `|v|` to at
+/// most `2^30` (ties round up).
+#[inline(always)]
+fn cut_to_i32(v: &[i64], out: &mut [i32]) -> u32 {
+    let vmax = v.iter().fold(0u64, |m, x| m.max(x.unsigned_abs()));
+    let k = bit_len(vmax).saturating_sub(30);
+    for (o, x) in out.iter_mut().zip(v) {
+        *o = if k == 0 {
+            *x as i32
+        } else {
+            ((*x + (1 << (k - 1))) >> k) as i32
+        };
+    }
+    k
+}
+
 /// Rotates one head: `out[2i] = y0·cos − y1·sin`, `out[2i+1] = y0·sin + y1·cos` with the
 /// Q1.30 table row, so `out` is in units of `2^-30` of `y`'s units.
 /// Overflow: `|y| < 2^22`, `|cos|, |sin| ≤ 2^30`: each term `< 2^52`, sum `< 2^53`.
@@ -493,7 +520,8 @@ impl Session<'_, '_> {
         self.act_scale[t] = rmsnorm_quantize(&self.y[..d], a_scale, w.attn_sub_norm, eps, act);
     }
 
-    /// `x += Wdown · Q2(SubNorm(ReLU²(Wup · Q2(RMSNorm(x)))))` for block `l`, every token.
+    /// `x += Wdown · Q2(SubNorm(ReLU²(Wup · Q2(RMSNorm(x)))))` for block `l`, every token; with
+    /// a gated FFN, `x += Wdown · Q2(SubNorm(ReLU²(Wgate · a) ⊙ (Wup · a)))`, `a = Q2(RMSNorm(x))`.
     #[inline(always)]
     fn feed_forward(&mut self, w: &LayerWeights<'_>, n: usize) {
         let c = *self.model.config();
@@ -504,27 +532,31 @@ impl Session<'_, '_> {
 
         self.norm_residual(n, w.ffn_norm, stride_d);
         matmul(&w.w_up, self.act, stride_d, n, self.y, self.scratch);
+        if let Some(w_gate) = &w.w_gate {
+            matmul(w_gate, self.act, stride_d, n, self.gate, self.scratch);
+        }
         for t in 0..n {
             let yt = &mut self.y[t * f..(t + 1) * f];
-            // u = relu(y)²: |y| < 2^22, so u < 2^44; then cut to ≤ 2^30 with a shared shift k.
-            let mut umax = 0u64;
-            for (u, y) in self.wide[..f].iter_mut().zip(yt.iter()) {
-                let r = (*y).max(0) as i64;
-                *u = r * r;
-                umax = umax.max(*u as u64);
-            }
-            let k = bit_len(umax).saturating_sub(30);
-            for (y, u) in yt.iter_mut().zip(&self.wide[..f]) {
-                *y = if k == 0 {
-                    *u as i32
-                } else {
-                    ((*u + (1 << (k - 1))) >> k) as i32
-                };
-            }
             let su = self.act_scale[t].mul(w.w_up.gamma);
-            let u_scale = su.mul(su).mul(Dyadic::pow2(k as i32));
+            let h_scale = match (&w.w_gate, self.gate.get_mut(t * f..(t + 1) * f)) {
+                (Some(w_gate), Some(gt)) => {
+                    // r = relu(g)², cut to ≤ 2^30 (shift k1); h = r·u, |h| < 2^52, cut (k2).
+                    let k1 = relu_sq_cut(gt, &mut self.wide[..f]);
+                    for (h, (r, u)) in self.wide[..f].iter_mut().zip(gt.iter().zip(yt.iter())) {
+                        *h = *r as i64 * *u as i64;
+                    }
+                    let k2 = cut_to_i32(&self.wide[..f], yt);
+                    let sg = self.act_scale[t].mul(w_gate.gamma);
+                    sg.mul(sg).mul(su).mul(Dyadic::pow2((k1 + k2) as i32))
+                }
+                _ => {
+                    // u = relu(y)²: |y| < 2^22, so u < 2^44; cut to ≤ 2^30 with a shift k.
+                    let k = relu_sq_cut(yt, &mut self.wide[..f]);
+                    su.mul(su).mul(Dyadic::pow2(k as i32))
+                }
+            };
             let act = &mut self.act[t * stride_f..];
-            self.act_scale[t] = rmsnorm_quantize(yt, u_scale, w.ffn_sub_norm, eps, act);
+            self.act_scale[t] = rmsnorm_quantize(yt, h_scale, w.ffn_sub_norm, eps, act);
         }
         matmul(&w.w_down, self.act, stride_f, n, self.y, self.scratch);
         for t in 0..n {

@@ -4,7 +4,7 @@
 
 use crate::format::{
     int8_row_bytes, round_up, Config, ConfigError, ElemFormat, TensorEntry, TensorKind,
-    TernaryEncoding, SECTION_ALIGN,
+    TernaryEncoding, FLAG_FFN_GATED, SECTION_ALIGN,
 };
 use crate::schema::{self, Encoding, MatrixEncodings, TensorSpec, GLOBAL, LAYER};
 
@@ -18,7 +18,8 @@ pub struct Layout {
     ternary: MatrixEncodings,
     /// Offsets of the global sections (data-relative), in [`GLOBAL`] order.
     global: [u32; GLOBAL.len()],
-    /// Offsets of the layer sections relative to the layer's start, in [`LAYER`] order.
+    /// Offsets of the layer sections relative to the layer's start, in [`LAYER`] order (those
+    /// the model holds: [`schema::layer_specs`]).
     layer: [u32; LAYER.len()],
     /// Start of layer 0.
     layers_start: u32,
@@ -54,13 +55,20 @@ impl Layout {
     }
 
     /// Computes the layout with matrix `i` of every layer (schema order, as in `LayerScales`)
-    /// stored as `ternary[i]`.
+    /// stored as `ternary[i]` (entries of matrices the model does not hold are ignored and read
+    /// back as the default, 2-bit).
     pub fn with_encodings(
         config: Config,
         vocab_bytes_len: u32,
         ternary: MatrixEncodings,
     ) -> Result<Layout, ConfigError> {
         config.validate()?;
+        // The encodings of matrices this model does not hold are not part of it.
+        let mut ternary = ternary;
+        let held = schema::matrices_per_layer(&config);
+        for e in ternary.iter_mut().skip(held) {
+            *e = TernaryEncoding::default();
+        }
         let mut l = Layout {
             config,
             vocab_bytes_len,
@@ -74,7 +82,7 @@ impl Layout {
         let mut global = l.global;
         let end = place(&l, GLOBAL, &mut global, 0)?;
         let mut layer = l.layer;
-        let rel = place(&l, LAYER, &mut layer, 0)?;
+        let rel = place(&l, schema::layer_specs(&config), &mut layer, 0)?;
         let layers_start = round_up(end, SECTION_ALIGN).ok_or(ConfigError::Size)?;
         let stride = round_up(rel, SECTION_ALIGN).ok_or(ConfigError::Size)?;
         let total = stride
@@ -103,13 +111,28 @@ impl Layout {
         self.ternary.get(schema::matrix_index(kind)?).copied()
     }
 
-    /// The major format version a blob with this layout is written as: 1 when every matrix is
-    /// 2-bit (a v1 blob, readable by older runtimes), else 2.
+    /// The major format version a blob with this layout is written as: 3 for a gated FFN,
+    /// else 1 when every matrix is 2-bit (a v1 blob, readable by older runtimes), else 2.
     pub fn format_major(&self) -> u16 {
-        if self.ternary.iter().all(|e| *e == TernaryEncoding::Packed2) {
+        let matrices = schema::matrices_per_layer(&self.config);
+        if self.config.ffn_gated {
+            3
+        } else if self.ternary[..matrices]
+            .iter()
+            .all(|e| *e == TernaryEncoding::Packed2)
+        {
             1
         } else {
             2
+        }
+    }
+
+    /// The prefix flags of a blob with this layout ([`FLAG_FFN_GATED`]).
+    pub const fn flags(&self) -> u32 {
+        if self.config.ffn_gated {
+            FLAG_FFN_GATED
+        } else {
+            0
         }
     }
 
@@ -125,7 +148,7 @@ impl Layout {
 
     /// Number of entries in the tensor table.
     pub const fn n_tensors(&self) -> usize {
-        GLOBAL.len() + LAYER.len() * self.config.n_layers as usize
+        GLOBAL.len() + schema::layer_sections(&self.config) * self.config.n_layers as usize
     }
 
     /// `(rows, cols, format)` of a section.
@@ -184,12 +207,13 @@ impl Layout {
             return self.make_entry(spec, 0, *self.global.get(i)?);
         }
         let j = i - GLOBAL.len();
-        let (layer, k) = (j / LAYER.len(), j % LAYER.len());
+        let specs = schema::layer_specs(&self.config);
+        let (layer, k) = (j / specs.len(), j % specs.len());
         if layer >= self.config.n_layers as usize {
             return None;
         }
         let offset = self.layers_start + self.layer_stride * layer as u32 + *self.layer.get(k)?;
-        self.make_entry(LAYER.get(k)?, layer as u16, offset)
+        self.make_entry(specs.get(k)?, layer as u16, offset)
     }
 
     /// The canonical entries in table order.
@@ -199,8 +223,9 @@ impl Layout {
 
     /// The canonical entry of section `kind` of layer `l`.
     pub fn layer_entry(&self, l: usize, kind: TensorKind) -> Option<TensorEntry> {
-        let k = schema::layer_index(kind)?;
-        self.entry(GLOBAL.len() + l.checked_mul(LAYER.len())? + k)
+        let specs = schema::layer_specs(&self.config);
+        let k = specs.iter().position(|s| s.kind == kind)?;
+        self.entry(GLOBAL.len() + l.checked_mul(specs.len())? + k)
     }
 
     /// The canonical entry of global section `kind`.

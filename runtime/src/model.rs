@@ -6,7 +6,8 @@ use crate::error::{ConfigError, LoadError, Section};
 use crate::fixed::{Dyadic, DYADIC_EXP_MAX, DYADIC_EXP_MIN};
 use crate::format::{
     round_up, Config, ElemFormat, HeaderInfo, TensorEntry, TensorKind, TernaryEncoding, DATA_ALIGN,
-    MAGIC, MAX_METADATA, PREFIX_LEN, ROPE_FRAC_BITS, VERSION_MAJOR, VERSION_MAJOR_MIN,
+    FLAG_FFN_GATED, MAGIC, MAX_METADATA, PREFIX_LEN, ROPE_FRAC_BITS, VERSION_MAJOR,
+    VERSION_MAJOR_MIN,
 };
 use crate::layout::Layout;
 use crate::schema::{self, Encoding, MatrixEncodings};
@@ -101,6 +102,8 @@ pub struct LayerWeights<'a> {
     pub ffn_sub_norm: Gains<'a>,
     /// `[d][F]`.
     pub w_down: TernaryMatrix<'a>,
+    /// `[F][d]`, the gate of a gated FFN ([`Config::ffn_gated`]); `None` for the plain FFN.
+    pub w_gate: Option<TernaryMatrix<'a>>,
 }
 
 fn u16_at(b: &[u8], at: usize) -> Option<u16> {
@@ -152,7 +155,9 @@ impl<'a> Model<'a> {
                 computed,
             });
         }
-        if flags != 0 {
+        // v3 defines one flag, the gated FFN; older versions none.
+        let known = if major >= 3 { FLAG_FFN_GATED } else { 0 };
+        if flags & !known != 0 {
             return Err(LoadError::UnknownFlags { flags });
         }
 
@@ -165,8 +170,11 @@ impl<'a> Model<'a> {
         if info.metadata.len() > MAX_METADATA {
             return Err(LoadError::BadHeader);
         }
-        let layout =
-            Layout::new(info.config, info.vocab_bytes_len).map_err(LoadError::BadConfig)?;
+        let config = Config {
+            ffn_gated: flags & FLAG_FFN_GATED != 0,
+            ..info.config
+        };
+        let layout = Layout::new(config, info.vocab_bytes_len).map_err(LoadError::BadConfig)?;
         let eps = info.norm_eps;
         if eps.mant == 0 || !eps.is_storable() {
             return Err(LoadError::BadConfig(ConfigError::NormEps));
@@ -179,14 +187,14 @@ impl<'a> Model<'a> {
         }
         // The matrices' encodings are the one choice the table holds (format v2): read them
         // from layer 0's entries, then the whole table must equal the layout they give.
-        let ternary = table_encodings(rest)?;
+        let ternary = table_encodings(&config, rest)?;
         if major == 1 && ternary != MatrixEncodings::default() {
             let k = ternary.iter().position(|e| *e != TernaryEncoding::Packed2);
             return Err(LoadError::BadTensorTable {
                 index: k.and_then(matrix_table_index).unwrap_or(0) as u32,
             });
         }
-        let layout = Layout::with_encodings(info.config, info.vocab_bytes_len, ternary)
+        let layout = Layout::with_encodings(config, info.vocab_bytes_len, ternary)
             .map_err(LoadError::BadConfig)?;
         if layout.data_len() != data_len {
             return Err(LoadError::BadLength);
@@ -282,7 +290,7 @@ impl<'a> Model<'a> {
         &self.layout
     }
 
-    /// Major format version of the blob (1 or 2).
+    /// Major format version of the blob (1 to 3).
     pub fn version_major(&self) -> u16 {
         self.version_major
     }
@@ -432,6 +440,10 @@ impl<'a> Model<'a> {
             w_up: self.layer_matrix_in(l, TensorKind::WUp, scales),
             ffn_sub_norm: self.layer_gains(l, TensorKind::FfnSubNorm),
             w_down: self.layer_matrix_in(l, TensorKind::WDown, scales),
+            w_gate: self
+                .config()
+                .ffn_gated
+                .then(|| self.layer_matrix_in(l, TensorKind::WGate, scales)),
         }
     }
 }
@@ -447,17 +459,19 @@ fn matrix_table_index(k: usize) -> Option<usize> {
 }
 
 /// The ternary encodings layer 0's table entries declare (`table`: the postcard entries after
-/// `HeaderInfo`). Only the encodings are taken; the caller compares every entry afterwards.
-fn table_encodings(mut table: &[u8]) -> Result<MatrixEncodings, LoadError> {
+/// `HeaderInfo`) for a model with config `c`. Only the encodings are taken; the caller compares
+/// every entry afterwards.
+fn table_encodings(c: &Config, mut table: &[u8]) -> Result<MatrixEncodings, LoadError> {
     let mut enc = MatrixEncodings::default();
     let mut k = 0;
-    for i in 0..schema::GLOBAL.len() + schema::LAYER.len() {
+    let specs = schema::layer_specs(c);
+    for i in 0..schema::GLOBAL.len() + specs.len() {
         let (entry, r) =
             postcard::take_from_bytes::<TensorEntry>(table).map_err(|_| LoadError::BadHeader)?;
         table = r;
         let Some(spec) = i
             .checked_sub(schema::GLOBAL.len())
-            .and_then(|j| schema::LAYER.get(j))
+            .and_then(|j| specs.get(j))
         else {
             continue;
         };

@@ -12,8 +12,11 @@
 //!   converted) and the trainer's export (the tensor names of `weights.safetensors`);
 //! - the test oracles (random models draw their parameters in this order).
 //!
-//! Adding a tensor to every block (say the gate of a gated FFN) is one row in [`LAYER`] and one
-//! variant appended to [`TensorKind`]; the trainer's module and the forward pass then use it.
+//! Adding a tensor to every block is one row in [`LAYER`] and one variant appended to
+//! [`TensorKind`]; the trainer's module and the forward pass then use it. A row that only some
+//! models have (the gate of a gated FFN, [`When::GatedFfn`]) sits at the end of [`LAYER`], so
+//! that a model's layer sections are always a prefix of the table ([`layer_specs`]) and the
+//! sections and `γ` order of the models without it do not move.
 
 use crate::format::{Config, TensorKind, GAIN_FRAC_BITS, ROPE_FRAC_BITS};
 
@@ -38,7 +41,7 @@ pub enum Dim {
     Ctx,
     /// `hd` (`cos, sin` pairs of one position: `hd / 2` pairs).
     HeadDim,
-    /// The number of ternary matrices of a layer ([`MATRICES_PER_LAYER`]).
+    /// The number of ternary matrices of a layer ([`matrices_per_layer`]).
     LayerMatrices,
 }
 
@@ -55,7 +58,7 @@ impl Dim {
             Dim::Ffn => c.ffn_dim,
             Dim::Ctx => c.ctx_len,
             Dim::HeadDim => c.head_dim(),
-            Dim::LayerMatrices => MATRICES_PER_LAYER as u32,
+            Dim::LayerMatrices => matrices_per_layer(c) as u32,
         }
     }
 }
@@ -112,6 +115,15 @@ pub enum Source {
     LayerScales,
 }
 
+/// Which models hold a section.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum When {
+    /// Every model.
+    Always,
+    /// Models with a gated FFN ([`Config::ffn_gated`], format v3).
+    GatedFfn,
+}
+
 /// One section of the blob.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TensorSpec {
@@ -125,9 +137,19 @@ pub struct TensorSpec {
     pub encoding: Encoding,
     /// Where the values come from.
     pub source: Source,
+    /// Which models hold it.
+    pub when: When,
 }
 
 impl TensorSpec {
+    /// Whether a model with config `c` holds this section.
+    pub const fn present(&self, c: &Config) -> bool {
+        match self.when {
+            When::Always => true,
+            When::GatedFfn => c.ffn_gated,
+        }
+    }
+
     /// The trainer tensor this section is made from, if any (`None` for derived sections).
     pub const fn trainer_name(&self) -> Option<&'static str> {
         match self.source {
@@ -189,6 +211,7 @@ const fn spec(
         cols,
         encoding,
         source,
+        when: When::Always,
     }
 }
 
@@ -271,14 +294,56 @@ pub const LAYER: &[TensorSpec] = &[
     ternary(TensorKind::WUp, Dim::Ffn, Dim::DModel, "w_up"),
     gain(TensorKind::FfnSubNorm, Dim::Ffn, "ffn_sub_norm"),
     ternary(TensorKind::WDown, Dim::DModel, Dim::Ffn, "w_down"),
+    // Rows that only some models hold come last (see the module docs).
+    TensorSpec {
+        when: When::GatedFfn,
+        ..ternary(TensorKind::WGate, Dim::Ffn, Dim::DModel, "w_gate")
+    },
 ];
 
-/// Ternary matrices per layer (the entries of its [`LayerScales`](TensorKind::LayerScales)).
+/// The most ternary matrices a layer holds (the length of [`MatrixEncodings`]).
 pub const MATRICES_PER_LAYER: usize = count_ternary(LAYER);
 
 /// The storage of each of a layer's ternary matrices, in [`LAYER`] order (the order of
-/// [`matrix_index`]); the same in every layer.
+/// [`matrix_index`]); the same in every layer. Entries of matrices a model does not hold are
+/// ignored.
 pub type MatrixEncodings = [crate::format::TernaryEncoding; MATRICES_PER_LAYER];
+
+/// The sections of every block of a model with config `c`, in file order: a prefix of [`LAYER`].
+pub const fn layer_specs(c: &Config) -> &'static [TensorSpec] {
+    let (head, _) = LAYER.split_at(layer_sections(c));
+    head
+}
+
+/// How many sections each block of a model with config `c` holds.
+pub const fn layer_sections(c: &Config) -> usize {
+    let mut n = LAYER.len();
+    while n > 0 && !LAYER[n - 1].present(c) {
+        n -= 1;
+    }
+    n
+}
+
+/// How many ternary matrices each block of a model with config `c` holds (the entries of its
+/// [`LayerScales`](TensorKind::LayerScales)).
+pub const fn matrices_per_layer(c: &Config) -> usize {
+    count_ternary(layer_specs(c))
+}
+
+// The sections some models lack form a suffix of `LAYER`: present rows never follow absent ones.
+const _: () = {
+    let mut seen_optional = false;
+    let mut i = 0;
+    while i < LAYER.len() {
+        let optional = !matches!(LAYER[i].when, When::Always);
+        assert!(
+            optional || !seen_optional,
+            "optional LAYER rows must come last"
+        );
+        seen_optional |= optional;
+        i += 1;
+    }
+};
 
 const fn count_ternary(specs: &[TensorSpec]) -> usize {
     let mut n = 0;
@@ -335,10 +400,38 @@ mod tests {
         for (i, k) in all.iter().enumerate() {
             assert!(!all[i + 1..].contains(k), "{k:?} twice");
         }
-        assert_eq!(MATRICES_PER_LAYER, 6);
+        assert_eq!(MATRICES_PER_LAYER, 7);
         assert_eq!(matrix_index(TensorKind::Wq), Some(0));
         assert_eq!(matrix_index(TensorKind::WDown), Some(5));
+        assert_eq!(matrix_index(TensorKind::WGate), Some(6));
         assert_eq!(matrix_index(TensorKind::AttnNorm), None);
+    }
+
+    #[test]
+    fn a_gated_ffn_adds_its_gate_after_every_other_section() {
+        let mut c = Config {
+            vocab_size: 65,
+            d_model: 128,
+            n_layers: 6,
+            n_heads: 4,
+            n_kv_heads: 4,
+            ffn_dim: 336,
+            ctx_len: 128,
+            rope_theta: 10000,
+            ffn_gated: false,
+        };
+        assert_eq!(matrices_per_layer(&c), 6);
+        assert!(layer_specs(&c).iter().all(|s| s.kind != TensorKind::WGate));
+        c.ffn_gated = true;
+        assert_eq!(matrices_per_layer(&c), 7);
+        assert_eq!(layer_specs(&c).len(), LAYER.len());
+        assert_eq!(
+            layer_specs(&c).last().map(|s| s.kind),
+            Some(TensorKind::WGate)
+        );
+        let gate = spec_of(TensorKind::WGate).unwrap();
+        assert_eq!(gate.trainer_shape(&c).unwrap().dims(), &[128, 336]); // [d_in, d_out]
+        assert_eq!(Dim::LayerMatrices.eval(&c, 0), 7);
     }
 
     #[test]
@@ -352,6 +445,7 @@ mod tests {
             ffn_dim: 512,
             ctx_len: 128,
             rope_theta: 10000,
+            ffn_gated: false,
         };
         let wk = spec_of(TensorKind::Wk).unwrap();
         assert_eq!(wk.trainer_shape(&c).unwrap().dims(), &[128, 64]); // [d_in, d_out]

@@ -81,6 +81,8 @@ struct Regions {
     act_scale: usize,
     /// `i8`: the block matrix kernel's scratch (none for one token).
     scratch: usize,
+    /// `i32 [B][F]`: the gate's outputs of a gated FFN (none for the plain FFN).
+    gate: usize,
 }
 
 impl Regions {
@@ -115,6 +117,11 @@ impl Regions {
             } else {
                 0
             },
+            gate: if c.ffn_gated {
+                b.saturating_mul(c.ffn_dim as usize)
+            } else {
+                0
+            },
         }
     }
 
@@ -139,6 +146,7 @@ impl Regions {
             self.tokens.saturating_mul(2),
             self.act_scale.saturating_mul(dy),
             self.scratch,
+            self.gate.saturating_mul(4),
         ];
         let mut total = 8usize;
         let mut i = 0;
@@ -256,6 +264,8 @@ pub struct Session<'m, 'b> {
     pub(crate) tokens: &'b mut [u16],
     /// Scratch of the block matrix kernel (empty for `B = 1`).
     pub(crate) scratch: &'b mut [i8],
+    /// The gate's outputs `[B][F]` of a gated FFN (empty for the plain FFN).
+    pub(crate) gate: &'b mut [i32],
     /// Tokens in the last forward pass (whose logits `logits` holds).
     pub(crate) last_n: usize,
 }
@@ -320,6 +330,7 @@ impl<'m, 'b> Session<'m, 'b> {
             tokens: carve(b, r.tokens).ok_or(too_small)?,
             act_scale: carve(b, r.act_scale).ok_or(too_small)?,
             scratch: carve(b, r.scratch).ok_or(too_small)?,
+            gate: carve(b, r.gate).ok_or(too_small)?,
             last_n: 0,
         })
     }

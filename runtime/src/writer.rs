@@ -38,7 +38,7 @@ pub enum LayerTensor {
     Ternary(TernaryParams),
 }
 
-/// One block's parameters: the values of every [`schema::LAYER`] section that is not derived
+/// One block's parameters: the values of every [`schema::layer_specs`] section that is not derived
 /// (gains and ternary matrices), by kind. Order does not matter; each kind appears once.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LayerParams {
@@ -225,7 +225,8 @@ impl ModelParams {
     }
 
     /// Serializes to a blob with matrix `i` of every layer (schema order) stored as
-    /// `ternary[i]`: format v1 when all are 2-bit, else v2. Checked by loading it back.
+    /// `ternary[i]`: format v3 for a gated FFN, else v1 when all are 2-bit, else v2. Checked by
+    /// loading it back.
     pub fn to_blob_with(&self, ternary: MatrixEncodings) -> Result<Vec<u8>, WriteError> {
         let layout = self.check(ternary)?;
         let mut data = vec![0u8; layout.data_len()];
@@ -250,7 +251,7 @@ impl ModelParams {
         let mut header =
             postcard::to_allocvec(&info).map_err(|_| WriteError::BadValue { what: "header" })?;
         header.extend(table);
-        let blob = assemble(layout.format_major(), &header, &data)?;
+        let blob = assemble(layout.format_major(), layout.flags(), &header, &data)?;
         Model::from_bytes(&blob).map_err(WriteError::Reload)?;
         Ok(blob)
     }
@@ -356,7 +357,7 @@ impl ModelParams {
             (Source::LayerScales, _) => {
                 let lp = layer()?;
                 let mut gammas = Vec::with_capacity(schema::MATRICES_PER_LAYER);
-                for s in schema::LAYER {
+                for s in schema::layer_specs(c) {
                     if matches!(s.source, Source::Ternary { .. }) {
                         let m = lp.ternary(s.kind).ok_or(WriteError::Missing {
                             kind: s.kind,
@@ -373,7 +374,7 @@ impl ModelParams {
 }
 
 /// Prefix + header + zero padding to [`DATA_ALIGN`] + data, with the CRC.
-fn assemble(major: u16, header: &[u8], data: &[u8]) -> Result<Vec<u8>, WriteError> {
+fn assemble(major: u16, flags: u32, header: &[u8], data: &[u8]) -> Result<Vec<u8>, WriteError> {
     let too_big = WriteError::Config(ConfigError::Size);
     let header_end = PREFIX_LEN + header.len();
     let data_offset = round_up(header_end, DATA_ALIGN).ok_or(too_big)?;
@@ -392,6 +393,7 @@ fn assemble(major: u16, header: &[u8], data: &[u8]) -> Result<Vec<u8>, WriteErro
     blob[16..20].copy_from_slice(&(data_offset as u32).to_le_bytes());
     blob[20..24].copy_from_slice(&(data.len() as u32).to_le_bytes());
     blob[24..28].copy_from_slice(&crc.to_le_bytes());
+    blob[28..32].copy_from_slice(&flags.to_le_bytes());
     Ok(blob)
 }
 
@@ -420,7 +422,7 @@ impl ModelParams {
             .collect();
         let layers = (0..c.n_layers as usize)
             .map(|l| LayerParams {
-                tensors: schema::LAYER
+                tensors: schema::layer_specs(&c)
                     .iter()
                     .filter_map(|s| match s.source {
                         Source::Gain { .. } => Some((

@@ -8,7 +8,7 @@ use runtime::format::{TernaryEncoding, PREFIX_LEN};
 use runtime::schema::MatrixEncodings;
 use runtime::{LoadError, Model, Section, Session, TensorKind};
 
-const ALL_BASE3: MatrixEncodings = [TernaryEncoding::Base3; 6];
+const ALL_BASE3: MatrixEncodings = [TernaryEncoding::Base3; runtime::schema::MATRICES_PER_LAYER];
 
 fn fix_crc(b: &mut [u8]) {
     let c = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC).checksum(&b[PREFIX_LEN..]);
@@ -45,7 +45,8 @@ fn base3_and_mixed_blobs_match_the_2bit_blob_bit_for_bit() {
         let blob = p.to_blob_with(enc).unwrap();
         let m = Model::from_bytes(&blob).unwrap();
         assert_eq!(m.version_major(), 2);
-        assert_eq!(m.layout().encodings(), &enc);
+        // A plain FFN holds no gate: its (last) entry is not part of the layout.
+        assert_eq!(m.layout().encodings()[..6], enc[..6]);
         assert!(blob.len() < v1.len());
         for block in [1, 4] {
             assert_eq!(logits(m, &tokens, block), want, "{enc:?} block {block}");
@@ -124,7 +125,7 @@ fn malformed_base3_bytes_are_refused() {
 }
 
 #[test]
-fn a_v1_blob_cannot_hold_base3_matrices_and_v3_is_refused_with_advice() {
+fn a_v1_blob_cannot_hold_base3_matrices_and_v4_is_refused_with_advice() {
     let blob = random_model(TINY, 6).to_blob_with(ALL_BASE3).unwrap();
     let mut b = blob.clone();
     b[8..10].copy_from_slice(&1u16.to_le_bytes());
@@ -132,10 +133,10 @@ fn a_v1_blob_cannot_hold_base3_matrices_and_v3_is_refused_with_advice() {
     let e = Model::from_bytes(&b).unwrap_err();
     assert!(matches!(e, LoadError::BadTensorTable { .. }), "{e:?}");
     let mut b = blob.clone();
-    b[8..10].copy_from_slice(&3u16.to_le_bytes());
+    b[8..10].copy_from_slice(&4u16.to_le_bytes());
     fix_crc(&mut b);
     let e = Model::from_bytes(&b).unwrap_err();
-    assert_eq!(e, LoadError::UnsupportedVersion { major: 3, minor: 0 });
+    assert_eq!(e, LoadError::UnsupportedVersion { major: 4, minor: 0 });
     assert!(e.to_string().contains("tools pack"), "{e}");
     // A v2 blob whose matrices are all 2-bit is read too (the writer makes it v1).
     let v1 = random_model(TINY, 6).to_blob().unwrap();
@@ -145,14 +146,22 @@ fn a_v1_blob_cannot_hold_base3_matrices_and_v3_is_refused_with_advice() {
     assert!(Model::from_bytes(&b).is_ok());
 }
 
+/// Plain and gated FFNs (the gate is the v3 blob's seventh matrix).
 #[test]
 fn a_loaded_model_writes_back_byte_for_byte_in_either_encoding() {
     use runtime::writer::ModelParams;
-    for enc in [MatrixEncodings::default(), ALL_BASE3] {
-        let blob = random_model(MCU, 8).to_blob_with(enc).unwrap();
-        let m = Model::from_bytes(&blob).unwrap();
-        let again = ModelParams::from_model(&m).to_blob_with(enc).unwrap();
-        assert!(again == blob, "{enc:?}: round trip changed the blob");
+    let gated = runtime::Config {
+        ffn_gated: true,
+        ffn_dim: 336,
+        ..MCU
+    };
+    for c in [MCU, gated] {
+        for enc in [MatrixEncodings::default(), ALL_BASE3] {
+            let blob = random_model(c, 8).to_blob_with(enc).unwrap();
+            let m = Model::from_bytes(&blob).unwrap();
+            let again = ModelParams::from_model(&m).to_blob_with(enc).unwrap();
+            assert!(again == blob, "{c:?} {enc:?}: round trip changed the blob");
+        }
     }
     // v1 -> v2 -> v1 through two loads.
     let v1 = random_model(TINY, 9).to_blob().unwrap();

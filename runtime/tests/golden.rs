@@ -1,5 +1,5 @@
-//! Golden test: a fixed tiny model from the writer, greedy and seeded sampled decoding,
-//! byte-exact against `tests/golden/*.txt`. Regenerate with `UPDATE_GOLDEN=1 cargo test -p
+//! Golden test: fixed tiny models from the writer (a plain FFN, and a gated one in format v3),
+//! greedy and seeded sampled decoding, byte-exact against `tests/golden/*.txt`. Regenerate with `UPDATE_GOLDEN=1 cargo test -p
 //! runtime --test golden` when a change is intended (and say why in the commit).
 
 mod common;
@@ -35,19 +35,39 @@ fn run(blob: &[u8], cfg: SamplerConfig) -> String {
     String::from_utf8(out).unwrap()
 }
 
-#[test]
-fn golden_tiny_model() {
-    let blob = random_model(TINY, 2024).to_blob().unwrap();
+/// The blob's length and CRC, greedy and sampled text of `c`'s random model 2024, against the
+/// files `{name}_blob.txt`, `{name}_greedy.txt` and `{name}_sampled.txt`.
+fn golden(name: &str, c: runtime::Config) {
+    let blob = random_model(c, 2024).to_blob().unwrap();
     let crc = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC).checksum(&blob);
     check(
-        "tiny_blob.txt",
+        &format!("{name}_blob.txt"),
         &format!("len {} crc32 {crc:08x}\n", blob.len()),
     );
-    check("tiny_greedy.txt", &run(&blob, SamplerConfig::GREEDY));
+    check(
+        &format!("{name}_greedy.txt"),
+        &run(&blob, SamplerConfig::GREEDY),
+    );
     let sampled = SamplerConfig {
         temperature_milli: 4000,
         top_k: 40,
         seed: 7,
     };
-    check("tiny_sampled.txt", &run(&blob, sampled));
+    check(&format!("{name}_sampled.txt"), &run(&blob, sampled));
+}
+
+#[test]
+fn golden_tiny_model() {
+    golden("tiny", TINY);
+}
+
+#[test]
+fn golden_tiny_gated_model() {
+    golden(
+        "tiny_gated",
+        runtime::Config {
+            ffn_gated: true,
+            ..TINY
+        },
+    );
 }

@@ -84,6 +84,63 @@ fn non_zero_flags_are_named() {
     assert!(e.to_string().contains("flags 0x00000004"), "{e}");
 }
 
+/// `blob` with prefix field `major` and `flags` set, checksum fixed (the CRC does not cover the
+/// prefix, but keep it honest anyway).
+fn relabel(blob: &[u8], major: u16, flags: u32) -> Vec<u8> {
+    let mut b = blob.to_vec();
+    b[8..10].copy_from_slice(&major.to_le_bytes());
+    b[28..32].copy_from_slice(&flags.to_le_bytes());
+    fix_crc(&mut b);
+    b
+}
+
+#[test]
+fn the_gated_ffn_flag_is_format_v3_and_must_match_the_table() {
+    let gated = Config {
+        ffn_gated: true,
+        ..TINY
+    };
+    let g = random_model(gated, 5).to_blob().unwrap();
+    assert_eq!(u16::from_le_bytes([g[8], g[9]]), 3, "a gated blob is v3");
+    assert_eq!(u32::from_le_bytes(g[28..32].try_into().unwrap()), 1);
+    let m = Model::from_bytes(&g).unwrap();
+    assert!(m.config().ffn_gated && m.version_major() == 3);
+    let p = random_model(TINY, 5).to_blob().unwrap();
+    assert_eq!(
+        u16::from_le_bytes([p[8], p[9]]),
+        1,
+        "a plain 2-bit blob stays v1"
+    );
+    assert!(!Model::from_bytes(&p).unwrap().config().ffn_gated);
+    // The flag means nothing before v3.
+    for major in [1, 2] {
+        assert_eq!(
+            Model::from_bytes(&relabel(&p, major, 1)).err(),
+            Some(LoadError::UnknownFlags { flags: 1 })
+        );
+    }
+    // v3 defines bit 0 only.
+    let e = Model::from_bytes(&relabel(&g, 3, 3)).err().unwrap();
+    assert_eq!(e, LoadError::UnknownFlags { flags: 3 });
+    assert!(e.to_string().contains("gated FFN"), "{e}");
+    // The flag and the table must agree: a plain table with the flag, a gated one without.
+    let n = |c: Config| 6 + 11 * c.n_layers as usize + c.ffn_gated as usize * c.n_layers as usize;
+    assert_eq!(
+        Model::from_bytes(&relabel(&p, 3, 1)).err(),
+        Some(LoadError::TensorCount {
+            found: n(TINY) as u32,
+            expected: n(gated) as u32
+        })
+    );
+    assert_eq!(
+        Model::from_bytes(&relabel(&g, 3, 0)).err(),
+        Some(LoadError::TensorCount {
+            found: n(gated) as u32,
+            expected: n(TINY) as u32
+        })
+    );
+}
+
 #[test]
 fn a_wrong_tensor_count_says_both_counts() {
     let mut b = random_model(TINY, 1).to_blob().unwrap();

@@ -63,6 +63,13 @@ fn configs() -> Vec<Config> {
         n_kv_heads: 1,
         ..TINY
     });
+    // Gated FFNs (format v3): the gate's block product and its outputs' region.
+    for c in [v[0], v[2], v[5]] {
+        v.push(Config {
+            ffn_gated: true,
+            ..c
+        });
+    }
     v
 }
 

@@ -58,8 +58,15 @@ fn track(c: Config, seed: u64, stats: &mut Stats) {
     ));
 }
 
+/// Every shape with a plain FFN, then again with a gated one (format v3).
 #[test]
 fn integer_logits_track_f64_reference() {
+    for gated in [false, true] {
+        track_shapes(gated);
+    }
+}
+
+fn track_shapes(gated: bool) {
     let shapes = [
         // (d, layers, heads, kv heads, ffn)
         (32, 2, 2, 2, 64),
@@ -90,6 +97,7 @@ fn integer_logits_track_f64_reference() {
                 ffn_dim: f,
                 ctx_len: 40,
                 rope_theta: 10000,
+                ffn_gated: gated,
             };
             track(c, 1000 * i as u64 + rep, &mut stats);
             models += 1;
@@ -98,7 +106,7 @@ fn integer_logits_track_f64_reference() {
     let mean = stats.sum_abs / stats.n_logits as f64;
     let agree = stats.agree as f64 / stats.positions as f64;
     eprintln!(
-        "reference tracking over {models} models, {} positions: max |dlogit| = {:.2e} nats, \
+        "reference tracking (gated FFN: {gated}) over {models} models, {} positions: max |dlogit| = {:.2e} nats, \
          mean = {:.2e}, positions within 2e-5 nats: {:.2}%, greedy agreement = {:.2}% \
          (largest reference gap at a disagreement: {:.2e} nats)",
         stats.positions,
@@ -119,5 +127,8 @@ fn integer_logits_track_f64_reference() {
         stats.positions
     );
     assert!(mean < 5e-3, "mean |dlogit| {mean}");
-    assert!(stats.max_abs < 0.5, "max |dlogit| {}", stats.max_abs);
+    // A gated FFN's cubic activations (relu(g)²·u) are heavier-tailed, so one flipped int8
+    // rounding moves a logit further (0.58 nats at worst over these 30 random models).
+    let max_bound = if gated { 1.0 } else { 0.5 };
+    assert!(stats.max_abs < max_bound, "max |dlogit| {}", stats.max_abs);
 }

@@ -183,3 +183,52 @@ fn train_pack_eval_generate() {
 
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The same contract for a gated FFN (format v3: the gate is a seventh ternary matrix per
+/// block, `relu²(gate·h) ⊙ up·h` from the two integer products): the trainer's export, `pack`
+/// and the integer runtime agree within the bound.
+#[test]
+fn a_gated_ffn_trains_packs_and_evaluates_within_the_bound() {
+    let dir = tmp("pipeline-gated");
+    let text = grammar_corpus(4000, 2027);
+    let data = dir.join("corpus.txt");
+    std::fs::write(&data, &text).unwrap();
+    let corpus = Corpus::from_text(&text, Preset::Tiny.model().ctx_len).unwrap();
+    let run = dir.join("run");
+    let mut s = spec(&run, &data, &corpus, 150);
+    s.model.ffn_gated = true;
+    s.model.ffn_dim = 96;
+    let summary = match train::train::<Cpu>(
+        &[CpuDevice::default()],
+        &s,
+        &corpus,
+        false,
+        &AtomicBool::new(false),
+    )
+    .unwrap()
+    {
+        Outcome::Finished(s) => s,
+        Outcome::Stopped(n) => panic!("training stopped at step {n}"),
+    };
+    let blob = tools::pack::pack(&run, &dir.join("gated.bin")).unwrap();
+    let model = Model::from_bytes(&blob).unwrap();
+    assert!(model.config().ffn_gated && model.version_major() == 3);
+    let tokens = tools::eval::validation_tokens(&model, &text).unwrap();
+    let report = tools::eval::evaluate(model, &tokens, None, 2, &|| {}).unwrap();
+    let gap = report.integer_val_loss - summary.quantized_val_loss;
+    eprintln!(
+        "gated FFN: trainer quantized val loss {:.5}, integer runtime {:.5}, gap {gap:+.5} nats",
+        summary.quantized_val_loss, report.integer_val_loss
+    );
+    assert_eq!(report.positions, summary.quantized_val_positions);
+    assert!(
+        gap.abs() <= MAX_GAP_NATS,
+        "gap {gap} nats exceeds {MAX_GAP_NATS}"
+    );
+    assert!(
+        summary.quantized_val_loss < 2.0,
+        "quantized val loss {}",
+        summary.quantized_val_loss
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -62,11 +62,12 @@ pub enum Command {
         #[arg(long)]
         out: PathBuf,
         /// How the ternary matrices are stored: `base3` (5 weights per byte, 1.6 bits: format
-        /// v2) or `2bit` (4 per byte, rows padded to 16 bytes: format v1).
+        /// v2) or `2bit` (4 per byte, rows padded to 16 bytes: format v1). A gated FFN makes
+        /// the blob format v3 either way.
         #[arg(long, value_name = "ENCODING", default_value = "base3", value_parser = pack::parse_encoding)]
         ternary: runtime::TernaryEncoding,
         /// One matrix kind stored differently, e.g. `w_down=2bit` (names as in the run dir:
-        /// wq, wk, wv, wo, w_up, w_down); repeatable.
+        /// wq, wk, wv, wo, w_up, w_down, and w_gate of a gated FFN); repeatable.
         #[arg(long = "ternary-for", value_name = "MATRIX=ENCODING", value_parser = pack::parse_override)]
         ternary_for: Vec<(usize, runtime::TernaryEncoding)>,
     },
@@ -195,13 +196,13 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
             out: blob,
             ternary,
             ternary_for,
-        } => pack_cmd(&run, &blob, pack::encodings(ternary, &ternary_for)),
+        } => pack_cmd(&run, &blob, ternary, &ternary_for),
         Command::Repack {
             model,
             out: blob,
             ternary,
             ternary_for,
-        } => repack_cmd(&model, &blob, pack::encodings(ternary, &ternary_for)),
+        } => repack_cmd(&model, &blob, ternary, &ternary_for),
         Command::Inspect { file, json } => inspect_cmd(&file, json, out),
         Command::Generate {
             model,
@@ -246,8 +247,13 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
 }
 
 /// `tools pack`.
-fn pack_cmd(run: &Path, blob: &Path, ternary: runtime::schema::MatrixEncodings) -> Result<()> {
-    let bytes = pack::pack_with(run, blob, ternary)?;
+fn pack_cmd(
+    run: &Path,
+    blob: &Path,
+    ternary: runtime::TernaryEncoding,
+    overrides: &[(usize, runtime::TernaryEncoding)],
+) -> Result<()> {
+    let bytes = pack::pack_with(run, blob, ternary, overrides)?;
     eprintln!(
         "packed {} into {} ({} bytes)",
         run.display(),
@@ -258,10 +264,16 @@ fn pack_cmd(run: &Path, blob: &Path, ternary: runtime::schema::MatrixEncodings) 
 }
 
 /// `tools repack`.
-fn repack_cmd(model: &Path, blob: &Path, ternary: runtime::schema::MatrixEncodings) -> Result<()> {
+fn repack_cmd(
+    model: &Path,
+    blob: &Path,
+    ternary: runtime::TernaryEncoding,
+    overrides: &[(usize, runtime::TernaryEncoding)],
+) -> Result<()> {
     atomic::check_output(blob)?;
     let bytes = blob::read(model)?;
     let m = blob::load(model, &bytes)?;
+    let ternary = pack::encodings(m.config(), ternary, overrides)?;
     let new = runtime::writer::ModelParams::from_model(&m)
         .to_blob_with(ternary)
         .map_err(|e| anyhow::anyhow!("cannot write the blob: {e}"))?;
@@ -273,14 +285,7 @@ fn repack_cmd(model: &Path, blob: &Path, ternary: runtime::schema::MatrixEncodin
         m.version_major(),
         blob.display(),
         new.len(),
-        if ternary
-            .iter()
-            .all(|e| *e == runtime::TernaryEncoding::Packed2)
-        {
-            1
-        } else {
-            2
-        },
+        u16::from_le_bytes([new[8], new[9]]),
     );
     Ok(())
 }

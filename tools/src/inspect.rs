@@ -35,6 +35,9 @@ pub struct Inspection {
     pub checksum: String,
     /// Dimensions, as stored in the header.
     pub config: Config,
+    /// Whether every block's FFN is gated (format v3's prefix flag; not part of `config`'s
+    /// serialized form).
+    pub ffn_gated: bool,
     /// The token strings, lossily decoded.
     pub vocab: Vec<String>,
     /// Blob size (flash).
@@ -109,6 +112,7 @@ pub fn inspect(model: &Model<'_>, blob: &[u8]) -> Inspection {
         format_version: format!("{}.{}", model.version_major(), model.version_minor()),
         checksum: format!("CRC-32 {crc:08x} (verified)"),
         config: c,
+        ffn_gated: c.ffn_gated,
         vocab: (0..c.vocab_size as u16)
             .map(|i| String::from_utf8_lossy(model.token_bytes(i).unwrap_or(&[])).into_owned())
             .collect(),
@@ -153,9 +157,9 @@ impl fmt::Display for Inspection {
         )?;
         writeln!(
             f,
-            "config        vocab {} · d_model {} · layers {} · heads {} (kv {}) · ffn {} · ctx {} · rope θ {}",
-            c.vocab_size, c.d_model, c.n_layers, c.n_heads, c.n_kv_heads, c.ffn_dim, c.ctx_len,
-            c.rope_theta
+            "config        vocab {} · d_model {} · layers {} · heads {} (kv {}) · ffn {}{} · ctx {} · rope θ {}",
+            c.vocab_size, c.d_model, c.n_layers, c.n_heads, c.n_kv_heads, c.ffn_dim,
+            if c.ffn_gated { " gated" } else { "" }, c.ctx_len, c.rope_theta
         )?;
         let shown: String = self.vocab.iter().map(|t| format!("{t:?} ")).collect();
         writeln!(

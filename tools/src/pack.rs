@@ -16,19 +16,8 @@ use crate::rundir::Run;
 pub fn model_params(run: &Run) -> Result<ModelParams> {
     let c = &run.config;
     let head_dim = c.d_model / c.n_heads;
-    let u = |x: usize, what: &str| -> Result<u32> {
-        u32::try_from(x).with_context(|| format!("{what} {x} is too large"))
-    };
-    let config = Config {
-        vocab_size: u(c.vocab_size, "vocab_size")?,
-        d_model: u(c.d_model, "d_model")?,
-        n_layers: u(c.n_layers, "n_layers")?,
-        n_heads: u(c.n_heads, "n_heads")?,
-        n_kv_heads: u(c.n_kv_heads, "n_kv_heads")?,
-        ffn_dim: u(c.ffn_dim, "ffn_dim")?,
-        ctx_len: u(c.ctx_len, "ctx_len")?,
-        rope_theta: crate::rundir::rope_theta_u32(c.rope_theta)?,
-    };
+    let vocab_bytes_len = run.vocab.iter().map(String::len).sum();
+    let config = crate::rundir::blob_config(c, vocab_bytes_len)?;
     let (emb, emb_scales) = embedding(run.tensor("embed"), c.vocab_size, c.d_model)?;
     let layers = (0..c.n_layers)
         .map(|l| layer_params(run, &config, l))
@@ -57,11 +46,11 @@ pub fn model_params(run: &Run) -> Result<ModelParams> {
     })
 }
 
-/// The values of layer `l`: every gain and ternary matrix of [`schema::LAYER`], converted
+/// The values of layer `l`: every gain and ternary matrix of [`schema::layer_specs`], converted
 /// from the run's tensor `layers.{l}.{name}`.
 fn layer_params(run: &Run, config: &Config, l: usize) -> Result<LayerParams> {
     let mut tensors = Vec::new();
-    for spec in schema::LAYER {
+    for spec in schema::layer_specs(config) {
         let Some(name) = spec.trainer_name() else {
             continue; // derived (LayerScales)
         };
@@ -81,18 +70,25 @@ fn layer_params(run: &Run, config: &Config, l: usize) -> Result<LayerParams> {
     Ok(LayerParams { tensors })
 }
 
-/// Packs run dir `run_dir` into the blob `out` with every matrix 2-bit (format v1).
+/// Packs run dir `run_dir` into the blob `out` with every matrix 2-bit (format v1, or v3 for a
+/// gated FFN).
 pub fn pack(run_dir: &Path, out: &Path) -> Result<Vec<u8>> {
-    pack_with(run_dir, out, MatrixEncodings::default())
+    pack_with(run_dir, out, TernaryEncoding::Packed2, &[])
 }
 
-/// Packs run dir `run_dir` into the blob `out`, matrix `i` of every layer (schema order) stored
-/// as `ternary[i]`. The file appears whole or not at all ([`crate::atomic`]); an existing `out`
-/// that is not a regular file is refused first.
-pub fn pack_with(run_dir: &Path, out: &Path, ternary: MatrixEncodings) -> Result<Vec<u8>> {
+/// Packs run dir `run_dir` into the blob `out`, every matrix stored as `default` except those
+/// `overrides` names (`--ternary-for`; see [`encodings`]). The file appears whole or not at all
+/// ([`crate::atomic`]); an existing `out` that is not a regular file is refused first.
+pub fn pack_with(
+    run_dir: &Path,
+    out: &Path,
+    default: TernaryEncoding,
+    overrides: &[(usize, TernaryEncoding)],
+) -> Result<Vec<u8>> {
     atomic::check_output(out)?;
     let run = Run::load(run_dir)?;
     let params = model_params(&run)?;
+    let ternary = encodings(&params.config, default, overrides)?;
     let blob = params
         .to_blob_with(ternary)
         .map_err(|e| anyhow::anyhow!("cannot write the blob: {e}"))?;
@@ -114,11 +110,7 @@ pub fn parse_override(s: &str) -> std::result::Result<(usize, TernaryEncoding), 
     let (name, enc) = s
         .split_once('=')
         .ok_or_else(|| format!("`{s}`: expected MATRIX=ENCODING, e.g. w_down=2bit"))?;
-    let names: Vec<&str> = schema::LAYER
-        .iter()
-        .filter(|t| matches!(t.source, Source::Ternary { .. }))
-        .filter_map(|t| t.trainer_name())
-        .collect();
+    let names = matrix_names();
     let k = names.iter().position(|n| *n == name).ok_or_else(|| {
         format!(
             "`{name}` is not a layer matrix: one of {}",
@@ -128,18 +120,35 @@ pub fn parse_override(s: &str) -> std::result::Result<(usize, TernaryEncoding), 
     Ok((k, parse_encoding(enc)?))
 }
 
-/// Every matrix `default`, then the overrides in order.
+/// The run-dir names of a layer's ternary matrices, in schema order (`wq` … `w_down`, `w_gate`).
+fn matrix_names() -> Vec<&'static str> {
+    schema::LAYER
+        .iter()
+        .filter(|t| matches!(t.source, Source::Ternary { .. }))
+        .filter_map(|t| t.trainer_name())
+        .collect()
+}
+
+/// Every matrix `default`, then the overrides in order; an override of a matrix that a model
+/// with config `c` does not hold (`w_gate` without a gated FFN) is refused.
 pub fn encodings(
+    c: &Config,
     default: TernaryEncoding,
     overrides: &[(usize, TernaryEncoding)],
-) -> MatrixEncodings {
+) -> Result<MatrixEncodings> {
     let mut e = [default; schema::MATRICES_PER_LAYER];
+    let held = schema::matrices_per_layer(c);
     for (k, enc) in overrides {
+        anyhow::ensure!(
+            *k < held,
+            "--ternary-for {}: the model has no such matrix (w_gate exists only in a gated FFN)",
+            matrix_names().get(*k).copied().unwrap_or("?")
+        );
         if let Some(slot) = e.get_mut(*k) {
             *slot = *enc;
         }
     }
-    e
+    Ok(e)
 }
 
 /// `s` cut to at most `max` bytes, at a character boundary.

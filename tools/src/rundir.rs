@@ -38,7 +38,7 @@ pub struct RunConfig {
     pub n_kv_heads: usize,
     /// F.
     pub ffn_dim: usize,
-    /// A gated FFN (the trainer's `--ffn-gated` ablation): the blob format has no gate tensor.
+    /// A gated FFN (`trainer --ffn-gated`): a `w_gate` per layer, packed as format v3.
     #[serde(default)]
     pub ffn_gated: bool,
     /// T.
@@ -129,10 +129,6 @@ pub fn blob_config(c: &RunConfig, vocab_bytes_len: usize) -> Result<Config> {
             ),
         }
     };
-    ensure!(
-        !c.ffn_gated,
-        "config.json: ffn_gated: the run has a gated FFN (trainer --ffn-gated), which the blob format cannot hold yet"
-    );
     let config = Config {
         vocab_size: field("vocab_size", c.vocab_size, MAX_VOCAB)?,
         d_model: field("d_model", c.d_model, MAX_WIDTH)?,
@@ -142,6 +138,7 @@ pub fn blob_config(c: &RunConfig, vocab_bytes_len: usize) -> Result<Config> {
         ffn_dim: field("ffn_dim", c.ffn_dim, MAX_WIDTH)?,
         ctx_len: field("ctx_len", c.ctx_len, MAX_CTX)?,
         rope_theta: rope_theta_u32(c.rope_theta)?,
+        ffn_gated: c.ffn_gated,
     };
     ensure!(
         c.d_model.is_multiple_of(c.n_heads) && c.n_heads.is_multiple_of(c.n_kv_heads),
@@ -248,7 +245,7 @@ impl Run {
     }
 
     /// Every tensor `docs/MODEL.md` needs, with its expected shape: the trainer tensors of
-    /// [`schema::GLOBAL`] and, for each layer, of [`schema::LAYER`] (`layers.{l}.{name}`).
+    /// [`schema::GLOBAL`] and, for each layer, of [`schema::layer_specs`] (`layers.{l}.{name}`).
     pub fn expected_tensors(&self) -> Result<Vec<(String, Vec<usize>)>> {
         let c = &self.config;
         let config = blob_config(c, 0)?;
@@ -264,7 +261,7 @@ impl Run {
             }
         }
         for l in 0..c.n_layers {
-            for s in schema::LAYER {
+            for s in schema::layer_specs(&config) {
                 if let Some(name) = s.trainer_name() {
                     let mut full = String::new();
                     schema::layer_tensor_name(&mut full, l, name)?;

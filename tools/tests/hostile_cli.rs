@@ -26,6 +26,7 @@ fn greedy_config() -> Config {
         ffn_dim: 16,
         ctx_len: 32768,
         rope_theta: 10000,
+        ffn_gated: false,
     }
 }
 

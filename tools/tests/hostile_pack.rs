@@ -85,14 +85,14 @@ fn config_fields_are_checked_against_the_format_before_anything_is_built() {
 }
 
 #[test]
-fn a_gated_ffn_run_is_refused() {
-    // The trainer's `--ffn-gated` ablation has a third FFN matrix the blob cannot hold: packing
-    // its other tensors would silently drop the gate.
+fn a_gated_ffn_run_without_its_gates_is_refused() {
+    // A config.json that says `ffn_gated` needs a `w_gate` per layer: a run dir whose weights
+    // lack it is refused by name instead of packed without the gate.
     let dir = tmp("gated");
     write_run(&dir);
     set_config(&dir, "ffn_gated", json!(true));
     let e = pack_err(&dir);
-    assert!(e.contains("ffn_gated") && e.contains("gated FFN"), "{e}");
+    assert!(e.contains("layers.0.w_gate"), "{e}");
     set_config(&dir, "ffn_gated", json!(false));
     tools::pack::pack(&dir, &dir.join("model.bin")).unwrap();
 }

@@ -166,10 +166,11 @@ fn pack_writes_base3_by_default_and_2bit_on_request_with_the_same_outputs() {
         (2, 1, 2)
     );
     use runtime::TernaryEncoding::{Base3, Packed2};
-    assert_eq!(m3.layout().encodings(), &[Base3; 6]);
+    // The six matrices of a plain FFN (the seventh slot, a gated FFN's gate, is not held).
+    assert_eq!(m3.layout().encodings()[..6], [Base3; 6]);
     assert_eq!(
-        mm.layout().encodings(),
-        &[Packed2, Base3, Base3, Base3, Base3, Packed2]
+        mm.layout().encodings()[..6],
+        [Packed2, Base3, Base3, Base3, Base3, Packed2]
     );
     let bits = |m: &Model<'_>, b: &[u8]| tools::inspect::inspect(m, b).bits_per_ternary_weight;
     // This run's matrices are tiny, so the 48 bytes of scales per layer dominate the bits per
@@ -223,7 +224,7 @@ fn bad_encodings_are_refused_with_the_choices() {
     let out_path = dir.join("x.bin").display().to_string();
     for (args, want) in [
         (vec!["--ternary", "3bit"], "2bit or base3"),
-        (vec!["--ternary-for", "w_gate=2bit"], "w_down"),
+        (vec!["--ternary-for", "w_foo=2bit"], "w_down, w_gate"),
         (vec!["--ternary-for", "w_down"], "MATRIX=ENCODING"),
         (vec!["--ternary-for", "wq=ternary"], "2bit or base3"),
     ] {
@@ -234,4 +235,17 @@ fn bad_encodings_are_refused_with_the_choices() {
         assert!(err.contains(want), "{args:?}: {err}");
         assert!(!dir.join("x.bin").exists());
     }
+    // A matrix this (plain) run does not hold: refused once its config is read.
+    let all = [
+        "pack",
+        "--run",
+        &run,
+        "--out",
+        &out_path,
+        "--ternary-for",
+        "w_gate=2bit",
+    ];
+    let err = common::fails_with(&common::tools(&all), 1);
+    assert!(err.contains("w_gate") && err.contains("gated FFN"), "{err}");
+    assert!(!dir.join("x.bin").exists());
 }

@@ -74,10 +74,11 @@ struct Cli {
     /// feed-forward hidden width
     #[arg(long)]
     ffn: Option<usize>,
-    /// gated feed-forward block (a third [d, F] matrix; a trainer-only ablation: `tools pack`
-    /// refuses such runs until the blob format has a gate)
-    #[arg(long)]
-    ffn_gated: bool,
+    /// gated feed-forward block, relu²(gate·h) ⊙ up·h (a third [d, F] matrix; blob format v3):
+    /// `--ffn-gated` or `--ffn-gated true` turns it on, `--ffn-gated false` off (the `mcu`
+    /// preset's default is on)
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    ffn_gated: Option<bool>,
     /// context length
     #[arg(long)]
     ctx: Option<usize>,
@@ -182,7 +183,7 @@ fn build_spec(cli: &Cli) -> Result<(RunSpec, Corpus), TrainError> {
             || cli.lr.is_some()
             || cli.lr_stage2.is_some()
             || cli.lr_stage2_end.is_some()
-            || cli.ffn_gated
+            || cli.ffn_gated.is_some()
             || cli.weight_decay.is_some()
             || cli.weight_decay_stage2.is_some()
             || cli.grad_clip.is_some()
@@ -217,7 +218,9 @@ fn build_spec(cli: &Cli) -> Result<(RunSpec, Corpus), TrainError> {
         set(&mut model.n_heads, cli.heads);
         set(&mut model.n_kv_heads, cli.kv_heads);
         set(&mut model.ffn_dim, cli.ffn);
-        model.ffn_gated |= cli.ffn_gated;
+        if let Some(g) = cli.ffn_gated {
+            model.ffn_gated = g;
+        }
         set(&mut model.ctx_len, cli.ctx);
         set(&mut tc.batch_size, cli.batch);
         set(&mut tc.warmup_steps, cli.warmup);

@@ -356,6 +356,7 @@ impl<B: Backend> Block<B> {
             TensorKind::WUp => Matrix(&self.ffn.up.weight),
             TensorKind::FfnSubNorm => Vector(&self.ffn.sub_norm.gain),
             TensorKind::WDown => Matrix(&self.ffn.down.weight),
+            TensorKind::WGate => Matrix(&self.ffn.gate.as_ref()?.weight),
             _ => return None,
         };
         Some(p)

@@ -4,14 +4,15 @@
 use crate::config::EXPORT_VERSION;
 use crate::error::{Result, TrainError};
 use crate::files::write_atomic;
-use crate::model::{Model, ParamRef};
+use crate::model::Model;
 use burn::tensor::backend::Backend;
 use runtime::schema;
 use std::path::Path;
 
 /// `(name, shape, f32 values)` of every trainer tensor of the model schema
 /// ([`runtime::schema`]): those of [`schema::GLOBAL`], then layer by layer those of
-/// [`schema::LAYER`] as `layers.{l}.{name}` (a gated FFN adds `layers.{l}.w_gate`).
+/// [`schema::LAYER`] that the model holds as `layers.{l}.{name}` (`layers.{l}.w_gate` only for
+/// a gated FFN).
 /// (`weights.safetensors` stores them sorted by name.)
 ///
 /// # Panics
@@ -31,21 +32,17 @@ pub fn export_tensors<B: Backend>(model: &Model<B>) -> Vec<(String, Vec<usize>, 
     }
     for (l, layer) in model.layers.iter().enumerate() {
         for spec in schema::LAYER {
-            if let Some(name) = spec.trainer_name() {
+            let present = match spec.when {
+                schema::When::Always => true,
+                schema::When::GatedFfn => layer.ffn.gate.is_some(),
+            };
+            if let (true, Some(name)) = (present, spec.trainer_name()) {
                 let p = layer.param(spec.kind).unwrap_or_else(|| missing(spec.kind));
                 let (dims, values) = p.to_vec();
                 let mut full = String::new();
                 schema::layer_tensor_name(&mut full, l, name).expect("a String takes any write");
                 out.push((full, dims, values));
             }
-        }
-        // The gated-FFN ablation's third matrix is outside the schema (`tools pack` refuses the
-        // run); it is still written so that the file holds the whole model.
-        if let Some(gate) = &layer.ffn.gate {
-            let (dims, values) = ParamRef::Matrix(&gate.weight).to_vec();
-            let mut full = String::new();
-            schema::layer_tensor_name(&mut full, l, "w_gate").expect("a String takes any write");
-            out.push((full, dims, values));
         }
     }
     out
@@ -136,6 +133,7 @@ mod tests {
             ffn_dim: 24,
             ctx_len: 8,
             rope_theta: 10000,
+            ffn_gated: false,
         };
         let model = Model::<Flex>::new(&cfg, &Default::default(), 1);
         let got: Vec<(String, Vec<usize>)> = export_tensors(&model)
@@ -154,7 +152,10 @@ mod tests {
             want.push((s.trainer_name().unwrap().to_string(), shape(s)));
         }
         for l in 0..2 {
-            for s in schema::LAYER.iter().filter(|s| s.trainer_name().is_some()) {
+            for s in schema::layer_specs(&rt)
+                .iter()
+                .filter(|s| s.trainer_name().is_some())
+            {
                 let name = format!("layers.{l}.{}", s.trainer_name().unwrap());
                 want.push((name, shape(s)));
             }
@@ -167,8 +168,8 @@ mod tests {
         assert_eq!(got.len(), 2 + 2 * 10);
     }
 
-    /// A gated FFN adds one `[d, F]` matrix per layer: its export holds `layers.{l}.w_gate`
-    /// besides the schema's tensors, its parameter count says so, and its forward runs.
+    /// A gated FFN adds one `[d, F]` matrix per layer: its export holds the schema's
+    /// `layers.{l}.w_gate`, its parameter count says so, and its forward runs.
     #[test]
     fn gated_ffn_exports_its_gate() {
         let cfg = ModelConfig {

@@ -255,6 +255,20 @@ fn resume_with_muon_is_bit_identical() {
     assert!(muon != adamw, "Muon trained the same weights as AdamW");
 }
 
+/// A gated FFN's gate is in the checkpoint: a run resumed at step 9 of 24 ends bit-identical,
+/// and the gate changes the trained weights.
+#[test]
+fn resume_with_a_gated_ffn_is_bit_identical() {
+    let _turn = one_at_a_time();
+    let (gated, _, split) = check_resume_spec_at("gated", 9, |s| {
+        s.model.ffn_gated = true;
+        s.model.ffn_dim = 96;
+    });
+    let _ = std::fs::remove_dir_all(&split);
+    let plain = check_resume(0.0, 0, MatrixOptimizer::Adamw);
+    assert!(gated != plain, "the gated FFN trained the same weights");
+}
+
 /// Trains 24 steps straight and 9 + 15 with a resume (in stage 1: the stage-2 switch at step 12
 /// then runs on restored optimiser state); asserts identical weights, losses and
 /// metrics; returns the weights file.
@@ -281,13 +295,22 @@ fn check_resume_at(
     stop: usize,
     edit: impl Fn(&mut TrainConfig),
 ) -> (Vec<u8>, trainer::runinfo::Summary, PathBuf) {
+    check_resume_spec_at(tag, stop, |s| edit(&mut s.train))
+}
+
+/// [`check_resume_at`] with `edit` applied to the whole run spec (model shape included).
+fn check_resume_spec_at(
+    tag: &str,
+    stop: usize,
+    edit: impl Fn(&mut RunSpec),
+) -> (Vec<u8>, trainer::runinfo::Summary, PathBuf) {
     let text = words_corpus(3000, 11);
     let corpus = Corpus::from_text(&text, 32).unwrap();
     let dev = [CpuDevice::default()];
     let no = AtomicBool::new(false);
     let spec_edited = |out: &Path| {
         let mut s = spec(out, &corpus, 24);
-        edit(&mut s.train);
+        edit(&mut s);
         s
     };
 

@@ -20,6 +20,7 @@ fn config(v: u32, d: u32, l: u32, h: u32, kv: u32, f: u32, t: u32) -> Config {
         ffn_dim: f,
         ctx_len: t,
         rope_theta: 10000,
+        ffn_gated: false,
     }
 }
 

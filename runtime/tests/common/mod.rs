@@ -82,6 +82,7 @@ pub const TINY: Config = Config {
     ffn_dim: 64,
     ctx_len: 32,
     rope_theta: 10000,
+    ffn_gated: false,
 };
 
 pub const MCU: Config = Config {
@@ -93,6 +94,7 @@ pub const MCU: Config = Config {
     ffn_dim: 512,
     ctx_len: 128,
     rope_theta: 10000,
+    ffn_gated: false,
 };
 
 fn ternary(rng: &mut Rng, rows: u32, cols: u32) -> TernaryParams {
@@ -129,7 +131,7 @@ pub fn random_model(c: Config, seed: u64) -> ModelParams {
     // Parameters drawn in schema order.
     let layers = (0..c.n_layers)
         .map(|_| LayerParams {
-            tensors: schema::LAYER
+            tensors: schema::layer_specs(&c)
                 .iter()
                 .filter_map(|s| {
                     let (rows, cols) = (s.rows.eval(&c, 0), s.cols.eval(&c, 0));
@@ -312,10 +314,17 @@ pub fn reference_logits(p: &ModelParams, tokens: &[u16]) -> Vec<Vec<f64>> {
             }
             let o = bitlinear(m(lp, K::Wo), &rmsnorm(&a, g(lp, K::AttnSubNorm), eps));
             x.iter_mut().zip(&o).for_each(|(x, o)| *x += o);
-            let u: Vec<f64> = bitlinear(m(lp, K::WUp), &rmsnorm(&x, g(lp, K::FfnNorm), eps))
-                .into_iter()
-                .map(|u| u.max(0.0).powi(2))
-                .collect();
+            let hn = rmsnorm(&x, g(lp, K::FfnNorm), eps);
+            let up = bitlinear(m(lp, K::WUp), &hn);
+            let u: Vec<f64> = match lp.ternary(K::WGate) {
+                // gated: relu(gate)² ⊙ up
+                Some(gate) => bitlinear(gate, &hn)
+                    .into_iter()
+                    .zip(up)
+                    .map(|(g, u)| g.max(0.0).powi(2) * u)
+                    .collect(),
+                None => up.into_iter().map(|u| u.max(0.0).powi(2)).collect(),
+            };
             let y = bitlinear(m(lp, K::WDown), &rmsnorm(&u, g(lp, K::FfnSubNorm), eps));
             x.iter_mut().zip(&y).for_each(|(x, y)| *x += y);
         }

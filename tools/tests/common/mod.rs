@@ -70,6 +70,7 @@ pub fn write_weights(dir: &Path) {
         ffn_dim: F as u32,
         ctx_len: 16,
         rope_theta: 10000,
+        ffn_gated: false,
     };
     let dims = |s: &schema::TensorSpec| -> Vec<usize> {
         let t = s.trainer_shape(&config).expect("a trainer tensor");
@@ -79,7 +80,7 @@ pub fn write_weights(dir: &Path) {
         .iter()
         .filter_map(|s| Some((s.trainer_name()?.to_string(), dims(s))))
         .collect();
-    for s in schema::LAYER {
+    for s in schema::layer_specs(&config) {
         if let Some(n) = s.trainer_name() {
             shapes.push((format!("layers.0.{n}"), dims(s)));
         }
@@ -133,7 +134,7 @@ pub fn blob(c: Config, metadata: &str) -> Vec<u8> {
     let layers = (0..c.n_layers as usize)
         .map(|l| {
             let mut m = 0;
-            let tensors = schema::LAYER
+            let tensors = schema::layer_specs(&c)
                 .iter()
                 .filter_map(|s| {
                     let (rows, cols) = (s.rows.eval(&c, 0) as usize, s.cols.eval(&c, 0) as usize);
@@ -196,6 +197,7 @@ pub const TINY: Config = Config {
     ffn_dim: 16,
     ctx_len: 16,
     rope_theta: 10000,
+    ffn_gated: false,
 };
 
 /// Runs the built `tools` binary.
