@@ -25,6 +25,14 @@ pub const VERSION_MINOR: u16 = 0;
 /// Prefix flag (format v3): every block has a gated FFN, `relu²(W_gate·h) ⊙ W_up·h`
 /// ([`Config::ffn_gated`]). No other flag is defined; a reader refuses any other bit.
 pub const FLAG_FFN_GATED: u32 = 1;
+/// The prefix flags format `major` defines: [`FLAG_FFN_GATED`] from v3, none before.
+pub const fn known_flags(major: u16) -> u32 {
+    if major >= 3 {
+        FLAG_FFN_GATED
+    } else {
+        0
+    }
+}
 /// Size of the fixed little-endian prefix before the postcard header.
 pub const PREFIX_LEN: usize = 32;
 /// The data region starts at a multiple of this (blob offset).

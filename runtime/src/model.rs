@@ -5,9 +5,9 @@
 use crate::error::{ConfigError, LoadError, Section};
 use crate::fixed::{Dyadic, DYADIC_EXP_MAX, DYADIC_EXP_MIN};
 use crate::format::{
-    round_up, Config, ElemFormat, HeaderInfo, TensorEntry, TensorKind, TernaryEncoding, DATA_ALIGN,
-    FLAG_FFN_GATED, MAGIC, MAX_METADATA, PREFIX_LEN, ROPE_FRAC_BITS, VERSION_MAJOR,
-    VERSION_MAJOR_MIN,
+    known_flags, round_up, Config, ElemFormat, HeaderInfo, TensorEntry, TensorKind,
+    TernaryEncoding, DATA_ALIGN, FLAG_FFN_GATED, MAGIC, MAX_METADATA, PREFIX_LEN, ROPE_FRAC_BITS,
+    VERSION_MAJOR, VERSION_MAJOR_MIN,
 };
 use crate::layout::Layout;
 use crate::schema::{self, Encoding, MatrixEncodings};
@@ -155,9 +155,7 @@ impl<'a> Model<'a> {
                 computed,
             });
         }
-        // v3 defines one flag, the gated FFN; older versions none.
-        let known = if major >= 3 { FLAG_FFN_GATED } else { 0 };
-        if flags & !known != 0 {
+        if flags & !known_flags(major) != 0 {
             return Err(LoadError::UnknownFlags { flags });
         }
 

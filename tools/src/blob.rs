@@ -5,7 +5,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use runtime::format::{MAGIC, PREFIX_LEN, VERSION_MAJOR, VERSION_MAJOR_MIN};
+use runtime::format::{known_flags, MAGIC, PREFIX_LEN, VERSION_MAJOR, VERSION_MAJOR_MIN};
 use runtime::Model;
 
 use crate::files;
@@ -53,8 +53,9 @@ pub fn read(path: &Path) -> Result<Vec<u8>> {
         bail!("{p}: blob format {major}.{minor} is not supported (this build reads major versions {VERSION_MAJOR_MIN}-{VERSION_MAJOR}); repack the run with this build's `tools pack`");
     }
     let flags = u32_at(28);
-    if flags != 0 {
-        bail!("{p}: the prefix flags are {flags:#010x} but format {major} defines none (a corrupted or newer blob)");
+    let known = known_flags(major);
+    if flags & !known != 0 {
+        bail!("{p}: the prefix flags are {flags:#010x} but format {major} defines {known:#x} (a corrupted or newer blob)");
     }
     // data offset + data length: the whole blob.
     let declared = u64::from(u32_at(16)) + u64::from(u32_at(20));

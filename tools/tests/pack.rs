@@ -41,6 +41,60 @@ fn a_complete_run_packs_into_a_loadable_blob() {
 }
 
 #[test]
+fn a_gated_run_packs_as_format_v3_and_runs() {
+    let dir = tmp("gated-ok");
+    common::write_gated_run(&dir);
+    let run = dir.display().to_string();
+    let out = dir.join("g.bin").display().to_string();
+    let packed = common::tools(&["pack", "--run", &run, "--out", &out]);
+    assert!(
+        packed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&packed.stderr)
+    );
+    let blob = std::fs::read(&out).unwrap();
+    let model = Model::from_bytes(&blob).unwrap();
+    assert!(model.config().ffn_gated);
+    assert_eq!(model.version_major(), 3);
+    let report = tools::inspect::inspect(&model, &blob);
+    assert!(report.ffn_gated);
+    // q, k, v, o, up, down, and the gate.
+    assert_eq!(
+        report.ternary_weights as usize,
+        L * (D * D * 2 + 2 * D * D / 2 + 3 * D * F)
+    );
+    let text = common::tools(&["inspect", &out]);
+    let text = String::from_utf8_lossy(&text.stdout).into_owned();
+    assert!(
+        text.contains("format        v3.0") && text.contains("ffn 16 gated"),
+        "{text}"
+    );
+    assert!(text.contains("w_gate") || text.contains("WGate"), "{text}");
+    let json = common::tools(&["inspect", &out, "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(v["ffn_gated"], serde_json::json!(true));
+    let gen = common::tools(&[
+        "generate", "--model", &out, "--prompt", "ab", "--tokens", "8",
+    ]);
+    assert!(
+        gen.status.success(),
+        "{}",
+        String::from_utf8_lossy(&gen.stderr)
+    );
+    // A gated blob repacks both ways, byte for byte back.
+    let b2 = dir.join("g2.bin").display().to_string();
+    let back = dir.join("back.bin").display().to_string();
+    for args in [
+        ["repack", &out, "--out", &b2, "--ternary", "2bit"],
+        ["repack", &b2, "--out", &back, "--ternary", "base3"],
+    ] {
+        let o = common::tools(&args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    assert!(std::fs::read(&back).unwrap() == blob);
+}
+
+#[test]
 fn missing_files_are_named() {
     for missing in [
         "config.json",

@@ -58,8 +58,21 @@ pub fn write_run(dir: &Path) {
     write_weights(dir);
 }
 
+/// Writes a complete run dir for a 1-layer model with a gated FFN (`ffn_gated`, a `w_gate`
+/// per layer).
+pub fn write_gated_run(dir: &Path) {
+    write_run(dir);
+    set_config(dir, "ffn_gated", serde_json::json!(true));
+    write_weights_with(dir, true);
+}
+
 /// Writes weights.safetensors for [`run_config`]'s shapes.
 pub fn write_weights(dir: &Path) {
+    write_weights_with(dir, false);
+}
+
+/// Writes weights.safetensors for [`run_config`]'s shapes, with a gated FFN or not.
+fn write_weights_with(dir: &Path, ffn_gated: bool) {
     // Every trainer tensor the schema declares, with its run-dir shape.
     let config = Config {
         vocab_size: V as u32,
@@ -70,7 +83,7 @@ pub fn write_weights(dir: &Path) {
         ffn_dim: F as u32,
         ctx_len: 16,
         rope_theta: 10000,
-        ffn_gated: false,
+        ffn_gated,
     };
     let dims = |s: &schema::TensorSpec| -> Vec<usize> {
         let t = s.trainer_shape(&config).expect("a trainer tensor");
