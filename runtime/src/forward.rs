@@ -93,18 +93,19 @@ fn project(
 /// so the squares (`< 2^44`, kept in `wide`) fit `i64`.
 #[inline(always)]
 fn relu_sq_cut(v: &mut [i32], wide: &mut [i64]) -> u32 {
+    let mut vmax = 0u64;
     for (u, y) in wide.iter_mut().zip(v.iter()) {
         let r = (*y).max(0) as i64;
         *u = r * r;
+        vmax = vmax.max(*u as u64);
     }
-    cut_to_i32(wide, v)
+    cut_to_i32(wide, vmax, v)
 }
 
 /// `out = round(v / 2^k)` with the smallest shift `k` (returned) that brings every `|v|` to at
-/// most `2^30` (ties round up).
+/// most `2^30`, given `vmax = max |v|` (ties round up).
 #[inline(always)]
-fn cut_to_i32(v: &[i64], out: &mut [i32]) -> u32 {
-    let vmax = v.iter().fold(0u64, |m, x| m.max(x.unsigned_abs()));
+fn cut_to_i32(v: &[i64], vmax: u64, out: &mut [i32]) -> u32 {
     let k = bit_len(vmax).saturating_sub(30);
     for (o, x) in out.iter_mut().zip(v) {
         *o = if k == 0 {
@@ -542,10 +543,12 @@ impl Session<'_, '_> {
                 (Some(w_gate), Some(gt)) => {
                     // r = relu(g)², cut to ≤ 2^30 (shift k1); h = r·u, |h| < 2^52, cut (k2).
                     let k1 = relu_sq_cut(gt, &mut self.wide[..f]);
+                    let mut hmax = 0u64;
                     for (h, (r, u)) in self.wide[..f].iter_mut().zip(gt.iter().zip(yt.iter())) {
                         *h = *r as i64 * *u as i64;
+                        hmax = hmax.max(h.unsigned_abs());
                     }
-                    let k2 = cut_to_i32(&self.wide[..f], yt);
+                    let k2 = cut_to_i32(&self.wide[..f], hmax, yt);
                     let sg = self.act_scale[t].mul(w_gate.gamma);
                     sg.mul(sg).mul(su).mul(Dyadic::pow2((k1 + k2) as i32))
                 }
