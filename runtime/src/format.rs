@@ -1,4 +1,4 @@
-//! Blob format v2 (and v1, which it extends): constants, limits, the config and the postcard
+//! Blob format v3 (and v2, v1, which it extends): constants, limits, the config and the postcard
 //! header types.
 //!
 //! Which sections a blob holds is declared in [`schema`](crate::schema); where they lie is

@@ -1,7 +1,7 @@
 //! Integer-only, allocation-free runtime for ternary (BitNet b1.58) language models.
 //!
 //! `#![no_std]`, no `alloc`, no floating point: runs the same on a host and on a Cortex-M0+.
-//! The model arrives as a blob (format v2 or v1, `runtime/FORMAT.md`) written by `tools pack`; the
+//! The model arrives as a blob (format v3, v2 or v1, `runtime/FORMAT.md`) written by `tools pack`; the
 //! forward pass is the one in `docs/MODEL.md`.
 //!
 //! # Contents
