@@ -521,6 +521,35 @@ impl Session<'_, '_> {
         self.act_scale[t] = rmsnorm_quantize(&self.y[..d], a_scale, w.attn_sub_norm, eps, act);
     }
 
+    /// A gated FFN's up and gate projections of every token (into `y` and `gate`). One token
+    /// through base-3 up and gate matrices whose rows fit one table chunk: the two share one set
+    /// of lookup tables, built once (as q, k and v do). Not inlined on Arm, for the reason
+    /// [`project_qkv`](Session::project_qkv) is not.
+    #[cfg_attr(target_arch = "arm", inline(never))]
+    #[cfg_attr(not(target_arch = "arm"), inline(always))]
+    #[cfg_attr(feature = "ram-code", link_section = ".data.runtime.hot")]
+    fn project_up_gate(
+        &mut self,
+        w_up: &TernaryMatrix<'_>,
+        w_gate: &TernaryMatrix<'_>,
+        n: usize,
+        stride: usize,
+    ) {
+        let shared = n == 1
+            && [w_up, w_gate]
+                .iter()
+                .all(|m| m.encoding == TernaryEncoding::Base3 && m.row_bytes == w_up.row_bytes);
+        let mut tables = Tables5::new();
+        let built = shared
+            && self
+                .act
+                .get(..w_up.input_len())
+                .is_some_and(|x| tables.build(x, w_up.row_bytes));
+        let tables = built.then_some(&tables);
+        project(w_up, tables, self.act, stride, n, self.y, self.scratch);
+        project(w_gate, tables, self.act, stride, n, self.gate, self.scratch);
+    }
+
     /// `x += Wdown · Q2(SubNorm(ReLU²(Wup · Q2(RMSNorm(x)))))` for block `l`, every token; with
     /// a gated FFN, `x += Wdown · Q2(SubNorm(ReLU²(Wgate · a) ⊙ (Wup · a)))`, `a = Q2(RMSNorm(x))`.
     #[inline(always)]
@@ -532,9 +561,9 @@ impl Session<'_, '_> {
         let stride_f = ternary_row_bytes(c.ffn_dim) * 4;
 
         self.norm_residual(n, w.ffn_norm, stride_d);
-        matmul(&w.w_up, self.act, stride_d, n, self.y, self.scratch);
-        if let Some(w_gate) = &w.w_gate {
-            matmul(w_gate, self.act, stride_d, n, self.gate, self.scratch);
+        match &w.w_gate {
+            Some(w_gate) => self.project_up_gate(&w.w_up, w_gate, n, stride_d),
+            None => matmul(&w.w_up, self.act, stride_d, n, self.y, self.scratch),
         }
         for t in 0..n {
             let yt = &mut self.y[t * f..(t + 1) * f];

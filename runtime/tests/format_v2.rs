@@ -32,24 +32,37 @@ fn logits(m: Model<'_>, tokens: &[u16], block: u32) -> Vec<Vec<i32>> {
 
 #[test]
 fn base3_and_mixed_blobs_match_the_2bit_blob_bit_for_bit() {
-    let p = random_model(TINY, 21);
-    let v1 = p.to_blob().unwrap();
-    let tokens = [3u16, 17, 9, 60, 2, 2, 41, 0, 5];
-    let m1 = Model::from_bytes(&v1).unwrap();
-    assert_eq!(m1.version_major(), 1);
-    let want = logits(m1, &tokens, 1);
-    let mut mixed = MatrixEncodings::default();
-    mixed[1] = TernaryEncoding::Base3; // wk
-    mixed[5] = TernaryEncoding::Base3; // w_down
-    for enc in [ALL_BASE3, mixed] {
-        let blob = p.to_blob_with(enc).unwrap();
-        let m = Model::from_bytes(&blob).unwrap();
-        assert_eq!(m.version_major(), 2);
-        // A plain FFN holds no gate: its (last) entry is not part of the layout.
-        assert_eq!(m.layout().encodings()[..6], enc[..6]);
-        assert!(blob.len() < v1.len());
-        for block in [1, 4] {
-            assert_eq!(logits(m, &tokens, block), want, "{enc:?} block {block}");
+    // Plain, and gated (format v3: one token through base-3 up and gate shares their tables).
+    let gated = runtime::Config {
+        ffn_gated: true,
+        ..TINY
+    };
+    for (c, major_2bit, major_base3) in [(TINY, 1, 2), (gated, 3, 3)] {
+        let p = random_model(c, 21);
+        let v1 = p.to_blob().unwrap();
+        let tokens = [3u16, 17, 9, 60, 2, 2, 41, 0, 5];
+        let m1 = Model::from_bytes(&v1).unwrap();
+        assert_eq!(m1.version_major(), major_2bit);
+        let want = logits(m1, &tokens, 1);
+        let mut mixed = MatrixEncodings::default();
+        mixed[1] = TernaryEncoding::Base3; // wk
+        mixed[5] = TernaryEncoding::Base3; // w_down
+        mixed[6] = TernaryEncoding::Base3; // w_gate (up stays 2-bit: no shared tables)
+        let n = runtime::schema::matrices_per_layer(&c);
+        for enc in [ALL_BASE3, mixed] {
+            let blob = p.to_blob_with(enc).unwrap();
+            let m = Model::from_bytes(&blob).unwrap();
+            assert_eq!(m.version_major(), major_base3);
+            // A plain FFN holds no gate: its (last) entry is not part of the layout.
+            assert_eq!(m.layout().encodings()[..n], enc[..n]);
+            assert!(blob.len() < v1.len());
+            for block in [1, 4] {
+                assert_eq!(
+                    logits(m, &tokens, block),
+                    want,
+                    "{c:?} {enc:?} block {block}"
+                );
+            }
         }
     }
 }

@@ -143,6 +143,47 @@ fn ema_flag_sets_and_clears_the_averages() {
     let _ = std::fs::remove_dir_all(&d);
 }
 
+/// The `mcu` preset's FFN is gated at F 336; `--ffn-gated false` turns the gate off (config.json
+/// then has no `ffn_gated`, as before it existed), `--ffn-gated` turns it on for another preset.
+#[test]
+fn ffn_gated_flag_follows_the_preset_and_switches() {
+    let d = tmp("gated");
+    let text = "to be or not to be, that is the question. ".repeat(40);
+    let data = corpus(&d, &text);
+    let data = data.to_str().unwrap();
+    for (name, preset, extra, want) in [
+        ("mcu", "mcu", &[][..], Some(true)),
+        ("mcu-off", "mcu", &["--ffn-gated", "false"][..], None),
+        ("tiny-on", "tiny", &["--ffn-gated"][..], Some(true)),
+        ("tiny", "tiny", &[][..], None),
+    ] {
+        let out = d.join(name);
+        let mut args = vec![
+            "--data",
+            data,
+            "--preset",
+            preset,
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend(["--steps", "2", "--batch", "2", "--val-batches", "1"]);
+        args.extend_from_slice(extra);
+        let (code, err) = run(&args);
+        assert_eq!(code, 0, "{name}: {err}");
+        let config: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap())
+                .unwrap();
+        assert_eq!(config["ffn_gated"].as_bool(), want, "{name}");
+        if preset == "mcu" {
+            assert_eq!(config["ffn_dim"], 336, "{name}");
+        }
+    }
+    let (code, err) = run(&["--data", data, "--ffn-gated", "maybe"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("maybe"), "{err}");
+    let _ = std::fs::remove_dir_all(&d);
+}
+
 /// Issue 15's trainer cases: overrides far out of range, a 2 GB corpus, /dev/zero, a corpus
 /// that is not UTF-8 or has one distinct character, `--steps 0`, an output dir that is a file.
 /// Each one line, before any allocation the input could make huge.
