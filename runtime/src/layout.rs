@@ -114,13 +114,10 @@ impl Layout {
     /// The major format version a blob with this layout is written as: 3 for a gated FFN,
     /// else 1 when every matrix is 2-bit (a v1 blob, readable by older runtimes), else 2.
     pub fn format_major(&self) -> u16 {
-        let matrices = schema::matrices_per_layer(&self.config);
+        // Entries of matrices the model does not hold are 2-bit (`with_encodings`).
         if self.config.ffn_gated {
             3
-        } else if self.ternary[..matrices]
-            .iter()
-            .all(|e| *e == TernaryEncoding::Packed2)
-        {
+        } else if self.ternary.iter().all(|e| *e == TernaryEncoding::Packed2) {
             1
         } else {
             2
