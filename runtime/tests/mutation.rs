@@ -36,12 +36,20 @@ const fn cfg(v: u32, d: u32, l: u32, h: u32, kv: u32, f: u32, t: u32) -> Config 
     }
 }
 
-/// MHA, GQA, MQA, and one whose widths are not multiples of 16 or 64 (row padding in use).
-const CONFIGS: [(&str, Config); 4] = [
+/// MHA, GQA, MQA, one whose widths are not multiples of 16 or 64 (row padding in use), and a
+/// gated FFN (format v3: the prefix flag and a seventh matrix per block).
+const CONFIGS: [(&str, Config); 5] = [
     ("mha", cfg(65, 32, 2, 2, 2, 64, 16)),
     ("gqa", cfg(40, 32, 2, 4, 2, 48, 12)),
     ("mqa", cfg(30, 48, 1, 4, 1, 96, 8)),
     ("odd", cfg(7, 20, 3, 2, 1, 36, 5)),
+    (
+        "gated",
+        Config {
+            ffn_gated: true,
+            ..cfg(40, 32, 2, 4, 2, 48, 12)
+        },
+    ),
 ];
 
 /// Mutated models bigger than this (data region) are not built: they would only slow the suite.
@@ -111,7 +119,11 @@ impl Parts {
         Parts {
             minor: u16::from_le_bytes([blob[10], blob[11]]),
             flags: u32_at(blob, 28),
-            config: info.config,
+            // The gated FFN is the prefix's flag, not a header field.
+            config: Config {
+                ffn_gated: u32_at(blob, 28) & runtime::format::FLAG_FFN_GATED != 0,
+                ..info.config
+            },
             norm_eps: info.norm_eps,
             vocab_bytes_len: info.vocab_bytes_len,
             val_loss_micro_nats: info.val_loss_micro_nats,

@@ -1,5 +1,6 @@
 //! Writes the seed corpora of both fuzz targets: small valid blobs of several configs (MHA,
-//! GQA, MQA, a minimal one with ctx_len 1, a multi-byte vocabulary with shared prefixes).
+//! GQA, MQA, a minimal one with ctx_len 1, a multi-byte vocabulary with shared prefixes, a gated
+//! FFN in format v3).
 //!
 //! `cargo run --manifest-path runtime/fuzz/Cargo.toml --example make_seeds -- OUT_DIR`
 //! writes `OUT_DIR/load_and_generate/*.bin` (raw blobs) and `OUT_DIR/encode/*.bin`
@@ -50,6 +51,15 @@ fn main() {
             config(10, 8, 1, 2, 1, 8, 4),
             5,
             Some(shared),
+        ),
+        (
+            "gated-gqa-d32",
+            Config {
+                ffn_gated: true,
+                ..config(24, 32, 1, 4, 2, 48, 12)
+            },
+            6,
+            None,
         ),
     ];
     for (name, c, seed, vocab) in seeds {
