@@ -1,7 +1,7 @@
 //! Writes a random-weight blob (for firmware bring-up before a trained model exists, and as a
 //! fuzz seed).
 //!
-//! `cargo run -p runtime --features writer --example random_blob -- OUT.bin [--seed N] [--preset tiny|mcu]`
+//! `cargo run -p runtime --features writer --example random_blob -- OUT.bin [--seed N] [--preset tiny|mcu|mcu-plain]`
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -30,7 +30,12 @@ fn main() {
     let Some(out) = out else { usage() };
     let config = match preset.as_str() {
         "tiny" => common::TINY,
-        "mcu" => common::MCU,
+        "mcu" => runtime::Config {
+            ffn_gated: true,
+            ffn_dim: 336,
+            ..common::MCU
+        },
+        "mcu-plain" => common::MCU,
         _ => usage(),
     };
     let mut params = common::random_model(config, seed);
@@ -53,9 +58,10 @@ fn main() {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: random_blob OUT.bin [--seed N] [--preset tiny|mcu]\n  \
-         tiny: d 32, 2 layers, 2 heads, ffn 64, ctx 32, vocab 65\n  \
-         mcu:  d 128, 6 layers, 4 heads, 4 kv heads, ffn 512, ctx 128, vocab 65"
+        "usage: random_blob OUT.bin [--seed N] [--preset tiny|mcu|mcu-plain]\n  \
+         tiny:      d 32, 2 layers, 2 heads, ffn 64, ctx 32, vocab 65\n  \
+         mcu:       d 128, 6 layers, 4 heads, 4 kv heads, gated ffn 336, ctx 128, vocab 65 (format v3)\n  \
+         mcu-plain: the same with the plain ffn 512 the mcu preset had until session 11"
     );
     exit(2)
 }
