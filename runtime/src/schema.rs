@@ -124,6 +124,16 @@ pub enum When {
     GatedFfn,
 }
 
+impl When {
+    /// Whether a model whose FFN is gated (`ffn_gated`) or not holds the section.
+    pub const fn holds(self, ffn_gated: bool) -> bool {
+        match self {
+            When::Always => true,
+            When::GatedFfn => ffn_gated,
+        }
+    }
+}
+
 /// One section of the blob.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TensorSpec {
@@ -144,10 +154,7 @@ pub struct TensorSpec {
 impl TensorSpec {
     /// Whether a model with config `c` holds this section.
     pub const fn present(&self, c: &Config) -> bool {
-        match self.when {
-            When::Always => true,
-            When::GatedFfn => c.ffn_gated,
-        }
+        self.when.holds(c.ffn_gated)
     }
 
     /// The trainer tensor this section is made from, if any (`None` for derived sections).

@@ -79,6 +79,22 @@ fn spec(out: &Path, data: &Path, corpus: &Corpus, steps: usize) -> RunSpec {
     }
 }
 
+/// Trains `spec` on `corpus` on the CPU, uninterrupted, to its last step.
+fn train_to_end(spec: &RunSpec, corpus: &Corpus) -> trainer::runinfo::Summary {
+    match train::train::<Cpu>(
+        &[CpuDevice::default()],
+        spec,
+        corpus,
+        false,
+        &AtomicBool::new(false),
+    )
+    .unwrap()
+    {
+        Outcome::Finished(s) => s,
+        Outcome::Stopped(n) => panic!("training stopped at step {n}"),
+    }
+}
+
 fn generate(model: Model<'_>, prompt: &str, n: usize, config: SamplerConfig) -> String {
     let ctx = model.config().ctx_len;
     let mut mem = vec![0u8; session_bytes(model.config(), ctx)];
@@ -124,18 +140,7 @@ fn train_pack_eval_generate() {
     let corpus = Corpus::from_text(&text, Preset::Tiny.model().ctx_len).unwrap();
     let run = dir.join("run");
     let steps = 300;
-    let summary = match train::train::<Cpu>(
-        &[CpuDevice::default()],
-        &spec(&run, &data, &corpus, steps),
-        &corpus,
-        false,
-        &AtomicBool::new(false),
-    )
-    .unwrap()
-    {
-        Outcome::Finished(s) => s,
-        Outcome::Stopped(n) => panic!("training stopped at step {n}"),
-    };
+    let summary = train_to_end(&spec(&run, &data, &corpus, steps), &corpus);
 
     // pack: the run dir becomes a blob, written atomically.
     let blob_path = dir.join("tiny.bin");
@@ -198,18 +203,7 @@ fn a_gated_ffn_trains_packs_and_evaluates_within_the_bound() {
     let mut s = spec(&run, &data, &corpus, 150);
     s.model.ffn_gated = true;
     s.model.ffn_dim = 96;
-    let summary = match train::train::<Cpu>(
-        &[CpuDevice::default()],
-        &s,
-        &corpus,
-        false,
-        &AtomicBool::new(false),
-    )
-    .unwrap()
-    {
-        Outcome::Finished(s) => s,
-        Outcome::Stopped(n) => panic!("training stopped at step {n}"),
-    };
+    let summary = train_to_end(&s, &corpus);
     let blob = tools::pack::pack(&run, &dir.join("gated.bin")).unwrap();
     let model = Model::from_bytes(&blob).unwrap();
     assert!(model.config().ffn_gated && model.version_major() == 3);

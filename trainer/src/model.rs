@@ -267,14 +267,12 @@ pub struct Ffn<B: Backend> {
 
 impl<B: FusedOps> Ffn<B> {
     fn forward(&self, h: Tensor<B, 3>, mode: QuantMode) -> Tensor<B, 3> {
+        // One Q2 of `h` feeds up and, in a gated block, the gate.
+        let hq = quantize_input(h, mode);
+        let u = self.up.forward_quantized_input(hq.clone(), mode);
         let u = match &self.gate {
-            None => B::relu_sq(self.up.forward(h, mode)),
-            Some(gate) => {
-                let hq = quantize_input(h, mode);
-                let g = gate.forward_quantized_input(hq.clone(), mode);
-                let u = self.up.forward_quantized_input(hq, mode);
-                B::relu_sq(g) * u
-            }
+            None => B::relu_sq(u),
+            Some(gate) => B::relu_sq(gate.forward_quantized_input(hq, mode)) * u,
         };
         self.down.forward(self.sub_norm.forward(u), mode)
     }

@@ -32,10 +32,7 @@ pub fn export_tensors<B: Backend>(model: &Model<B>) -> Vec<(String, Vec<usize>, 
     }
     for (l, layer) in model.layers.iter().enumerate() {
         for spec in schema::LAYER {
-            let present = match spec.when {
-                schema::When::Always => true,
-                schema::When::GatedFfn => layer.ffn.gate.is_some(),
-            };
+            let present = spec.when.holds(layer.ffn.gate.is_some());
             if let (true, Some(name)) = (present, spec.trainer_name()) {
                 let p = layer.param(spec.kind).unwrap_or_else(|| missing(spec.kind));
                 let (dims, values) = p.to_vec();

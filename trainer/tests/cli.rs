@@ -105,6 +105,27 @@ fn bad_inputs_fail_with_one_line() {
     let _ = std::fs::remove_dir_all(&d);
 }
 
+/// A two-step run of `preset` on `data` into `out` (batch 2, one validation batch) with `extra`
+/// flags; (exit code, stderr).
+fn run_short(data: &str, preset: &str, out: &Path, extra: &[&str]) -> (i32, String) {
+    let mut args = vec![
+        "--data",
+        data,
+        "--preset",
+        preset,
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend(["--steps", "2", "--batch", "2", "--val-batches", "1"]);
+    args.extend_from_slice(extra);
+    run(&args)
+}
+
+/// A run dir's JSON file `name`, parsed.
+fn json_file(out: &Path, name: &str) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(out.join(name)).unwrap()).unwrap()
+}
+
 /// The `mcu` preset averages its weights (`ema_decays` [0.99] in config.json, one average in
 /// summary.json); `--ema 0` turns that off and `--ema a,b` replaces it.
 #[test]
@@ -119,21 +140,9 @@ fn ema_flag_sets_and_clears_the_averages() {
         ("two", &["--ema", "0.5,0.9"][..], vec![0.5, 0.9]),
     ] {
         let out = d.join(name);
-        let mut args = vec![
-            "--data",
-            data,
-            "--preset",
-            "mcu",
-            "--out",
-            out.to_str().unwrap(),
-        ];
-        args.extend(["--steps", "2", "--batch", "2", "--val-batches", "1"]);
-        args.extend_from_slice(extra);
-        let (code, err) = run(&args);
+        let (code, err) = run_short(data, "mcu", &out, extra);
         assert_eq!(code, 0, "{err}");
-        let json = |f: &str| -> serde_json::Value {
-            serde_json::from_str(&std::fs::read_to_string(out.join(f)).unwrap()).unwrap()
-        };
+        let json = |f: &str| json_file(&out, f);
         let decays: Vec<f64> =
             serde_json::from_value(json("config.json")["ema_decays"].clone()).unwrap();
         assert_eq!(decays, want, "{name}");
@@ -158,21 +167,9 @@ fn ffn_gated_flag_follows_the_preset_and_switches() {
         ("tiny", "tiny", &[][..], None),
     ] {
         let out = d.join(name);
-        let mut args = vec![
-            "--data",
-            data,
-            "--preset",
-            preset,
-            "--out",
-            out.to_str().unwrap(),
-        ];
-        args.extend(["--steps", "2", "--batch", "2", "--val-batches", "1"]);
-        args.extend_from_slice(extra);
-        let (code, err) = run(&args);
+        let (code, err) = run_short(data, preset, &out, extra);
         assert_eq!(code, 0, "{name}: {err}");
-        let config: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap())
-                .unwrap();
+        let config = json_file(&out, "config.json");
         assert_eq!(config["ffn_gated"].as_bool(), want, "{name}");
         if preset == "mcu" {
             assert_eq!(config["ffn_dim"], 336, "{name}");
