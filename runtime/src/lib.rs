@@ -60,22 +60,18 @@ extern crate alloc;
 #[cfg(test)]
 extern crate std;
 
-pub mod chat;
+mod blob;
 pub mod error;
 pub mod fixed;
-pub mod format;
-mod forward;
-pub mod generate;
 pub mod kernels;
-pub mod layout;
-pub mod model;
-mod norm;
-pub mod sampler;
-pub mod schema;
-pub mod session;
-pub mod tokenizer;
+mod pass;
+mod text;
+
 #[cfg(feature = "writer")]
-pub mod writer;
+pub use blob::writer;
+pub use blob::{format, layout, model, schema};
+pub use pass::session;
+pub use text::{chat, generate, sampler, tokenizer};
 
 pub use error::{ConfigError, EncodeError, Error, LoadError, Section};
 pub use fixed::Dyadic;
