@@ -19,7 +19,7 @@ use trainer::data::Corpus;
 use trainer::train::{self, Outcome, RunSpec};
 use trainer::Preset;
 
-/// The contract's bound (DESIGN.md, point 3).
+/// The integer-only contract's bound (docs/MODEL.md).
 const MAX_GAP_NATS: f64 = 0.02;
 
 fn tmp(name: &str) -> PathBuf {
