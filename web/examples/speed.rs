@@ -1,78 +1,69 @@
-//! The page's decode speed, natively: the same engine and the same measurement as the page
-//! (`web/www/worker.js`), on this host, at the portable kernel level (what WebAssembly runs)
-//! and at the best level this CPU has.
+//! The page's decode speed, natively: the same engine and the same count as the page
+//! (`web/www/worker.js`: tokens after the first over the time after the first step, window
+//! slides included), on this host.
 //!
 //! ```sh
-//! cargo run --release -p web --example speed -- [BLOB] [TOKENS] [ROUNDS]
+//! cargo run --release -p web --example speed -- LEVEL [TOKENS] [ROUNDS]
 //! ```
 //!
-//! Defaults: the shipped model, 500 tokens (greedy, prompt `ROMEO:`), 5 rounds per level,
-//! alternated (portable, best, portable, best, …). Prints each round and the medians.
+//! `LEVEL`: `portable` runs the shipped blob (base-3 matrices) with the portable kernels, as
+//! WebAssembly does; `best` runs it as `tools generate` does on this CPU (the best kernel
+//! level, base-3 matrices repacked to 2-bit in memory when that level has SIMD kernels).
+//! Greedy, prompt `ROMEO:`, 1000 tokens, 3 rounds after a warm-up by default; prints one
+//! line per round (`web/speed.py` alternates it with the browser).
 
 use std::time::Instant;
 
 use bitnet_web::{Engine, Settings};
 use runtime::kernels::{detected, force_portable, set_level, Level};
+use runtime::writer::ModelParams;
+use runtime::Model;
 
-/// One generation; returns decode tokens/s (tokens after the first over the time after the
-/// first step, as the page counts them) and the first step's milliseconds (prefill).
-fn round(engine: &mut Engine, tokens: usize) -> (f64, f64) {
+/// One generation: decode tokens/s as the page counts them.
+fn round(engine: &mut Engine, tokens: usize) -> f64 {
     let settings = Settings::parse(&format!("temperature=0\ntokens={tokens}")).unwrap();
     engine.start(b"ROMEO:", settings).unwrap();
-    let t0 = Instant::now();
-    engine.step().unwrap().unwrap();
-    let first = t0.elapsed().as_secs_f64();
-    let t1 = Instant::now();
+    engine.step().unwrap().unwrap(); // the prompt's prefill and the first token
+    let t = Instant::now();
     let mut n = 0usize;
     while engine.step().unwrap().is_some() {
         n += 1;
     }
-    (n as f64 / t1.elapsed().as_secs_f64(), first * 1e3)
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+    n as f64 / t.elapsed().as_secs_f64()
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let path = args.get(1).map_or(
-        concat!(env!("CARGO_MANIFEST_DIR"), "/../models/shakespeare-mcu.bin"),
-        |s| s.as_str(),
-    );
-    let tokens: usize = args.get(2).map_or(500, |s| s.parse().unwrap());
-    let rounds: usize = args.get(3).map_or(5, |s| s.parse().unwrap());
-    let mut engine = Engine::load(std::fs::read(path).unwrap()).unwrap();
-    let best = detected();
-    let levels: Vec<Level> = if best == Level::Portable {
-        vec![Level::Portable]
-    } else {
-        vec![Level::Portable, best]
-    };
-    let mut results: Vec<Vec<f64>> = vec![Vec::new(); levels.len()];
-    round(&mut engine, tokens); // warm-up
-    for r in 0..rounds {
-        for (i, &l) in levels.iter().enumerate() {
-            if l == Level::Portable {
-                force_portable();
-            } else {
-                set_level(l).unwrap();
-            }
-            let (tps, first) = round(&mut engine, tokens);
-            println!(
-                "round {r} {:<11} decode {tps:8.0} tokens/s, first step {first:.2} ms",
-                l.name()
-            );
-            results[i].push(tps);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let level = args.first().map_or("portable", String::as_str);
+    let tokens: usize = args.get(1).map_or(1000, |s| s.parse().expect("TOKENS"));
+    let rounds: usize = args.get(2).map_or(3, |s| s.parse().expect("ROUNDS"));
+    let shipped = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../models/shakespeare-mcu.bin"
+    ))
+    .unwrap();
+    let blob = match level {
+        "portable" => {
+            force_portable();
+            shipped
         }
-    }
-    for (l, v) in levels.iter().zip(results.iter_mut()) {
-        println!(
-            "median {:<10} {:8.0} tokens/s ({} rounds of {tokens} tokens)",
-            l.name(),
-            median(v),
-            rounds
-        );
+        "best" => {
+            let best = detected();
+            set_level(best).unwrap();
+            let model = Model::from_bytes(&shipped).unwrap();
+            if best == Level::Portable {
+                shipped
+            } else {
+                // 2-bit matrices (the writer's default), as `tools generate` repacks them.
+                ModelParams::from_model(&model).to_blob().unwrap()
+            }
+        }
+        other => panic!("LEVEL is portable or best, not {other:?}"),
+    };
+    let mut engine = Engine::load(blob).unwrap();
+    round(&mut engine, tokens); // warm-up
+    for _ in 0..rounds {
+        let tps = round(&mut engine, tokens);
+        println!("{} {tps:.1}", engine.kernels());
     }
 }

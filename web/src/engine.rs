@@ -3,7 +3,7 @@
 //! The runtime borrows everything (`Model<'a>` borrows the blob, `Session<'m, 'b>` its working
 //! memory, `Generator` the session and the prompt), which is right on a microcontroller and
 //! awkward behind a C API that keeps state between calls. The engine owns those allocations
-//! (boxes turned into raw pointers, [`Owned`]) and hands the runtime `'static` borrows of them;
+//! (boxes turned into raw pointers, `Owned`) and hands the runtime `'static` borrows of them;
 //! its fields are declared so that every borrower drops before what it borrows is freed.
 
 use std::ptr::NonNull;
