@@ -4,10 +4,10 @@
     web/speed.py [ROUNDS] [TOKENS]        (defaults: 5 rounds of 1000 tokens)
 
 Builds the page (web/build.sh) and the native twin (`cargo build --release -p web --example
-speed`), then alternates, ROUNDS times: the page in Chromium (greedy, prompt ROMEO:, TOKENS
-tokens; its own decode tokens/s, as it shows them), the native engine with the portable kernels
-(what WebAssembly runs), and the native engine at this CPU's best level (as `tools generate`
-runs). Prints every round and the medians. Python 3 standard library only; Chromium from
+speed`), then alternates, ROUNDS times: the page in Chromium with its SIMD128 kernels and with
+the portable ones (`kernels=portable`), greedy, prompt ROMEO:, TOKENS tokens, its own decode
+tokens/s as it shows them; the native engine with the portable kernels, and at this CPU's best
+level (as `tools generate` runs). Prints every round and the medians. Python 3 standard library only; Chromium from
 BITNET_CHROMIUM or the PATH.
 """
 
@@ -62,13 +62,14 @@ url = (f"http://127.0.0.1:{server.server_port}/index.html"
        f"?run=1&temperature=0&prompt=ROMEO%3A&tokens={TOKENS}&report=/report")
 
 
-def browser():
+def browser(portable):
     got.clear()
     profile = tempfile.mkdtemp(prefix="bitnet-web-speed-profile-")
     p = subprocess.Popen(
         [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--disable-dev-shm-usage", f"--user-data-dir={profile}", url],
+         "--disable-dev-shm-usage", f"--user-data-dir={profile}",
+         url + ("&kernels=portable" if portable else "")],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         if not got.wait(300):
@@ -80,7 +81,7 @@ def browser():
     r = reports[-1][0]
     if r["error"]:
         sys.exit(f"speed.py: the page failed: {r['error']}")
-    return r["decode_tokens_per_s"]
+    return r["kernels"], r["decode_tokens_per_s"]
 
 
 def engine(level):
@@ -91,7 +92,10 @@ def engine(level):
 
 results = {}
 for i in range(ROUNDS):
-    row = [("browser (wasm, portable)", browser())]
+    row = []
+    for portable in [False, True]:
+        name, tps = browser(portable)
+        row.append((f"browser {name}", tps))
     for level in ["portable", "best"]:
         name, tps = engine(level)
         row.append((f"native {name}", tps))
@@ -100,9 +104,9 @@ for i in range(ROUNDS):
     print(f"round {i + 1}: " + ", ".join(f"{k} {v:.0f}" for k, v in row), flush=True)
 
 print(f"\ndecode tokens/s, greedy, {TOKENS} tokens (window slides included), {ROUNDS} rounds alternated:")
-base = statistics.median(results["browser (wasm, portable)"])
+base = statistics.median(results["browser simd128"])
 for k, v in results.items():
     m = statistics.median(v)
-    print(f"  {k:<26} median {m:8.0f}  min {min(v):8.0f}  max {max(v):8.0f}  ({m / base:.2f}x the browser)")
+    print(f"  {k:<20} median {m:8.0f}  min {min(v):8.0f}  max {max(v):8.0f}  ({m / base:.2f}x browser simd128)")
 server.shutdown()
 shutil.rmtree(site, ignore_errors=True)

@@ -15,9 +15,7 @@
 use std::time::Instant;
 
 use bitnet_web::{Engine, Settings};
-use runtime::kernels::{detected, force_portable, set_level, Level};
-use runtime::writer::ModelParams;
-use runtime::Model;
+use runtime::kernels::{detected, force_portable, set_level};
 
 /// One generation: decode tokens/s as the page counts them.
 fn round(engine: &mut Engine, tokens: usize) -> f64 {
@@ -42,25 +40,13 @@ fn main() {
         "/../models/shakespeare-mcu.bin"
     ))
     .unwrap();
-    let blob = match level {
-        "portable" => {
-            force_portable();
-            shipped
-        }
-        "best" => {
-            let best = detected();
-            set_level(best).unwrap();
-            let model = Model::from_bytes(&shipped).unwrap();
-            if best == Level::Portable {
-                shipped
-            } else {
-                // 2-bit matrices (the writer's default), as `tools generate` repacks them.
-                ModelParams::from_model(&model).to_blob().unwrap()
-            }
-        }
+    match level {
+        "portable" => force_portable(),
+        // The engine repacks base-3 matrices to 2-bit for SIMD kernels, as `tools generate` does.
+        "best" => set_level(detected()).unwrap(),
         other => panic!("LEVEL is portable or best, not {other:?}"),
-    };
-    let mut engine = Engine::load(blob).unwrap();
+    }
+    let mut engine = Engine::load(shipped).unwrap();
     round(&mut engine, tokens); // warm-up
     for _ in 0..rounds {
         let tps = round(&mut engine, tokens);

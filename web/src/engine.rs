@@ -8,8 +8,9 @@
 
 use std::ptr::NonNull;
 
-use runtime::kernels::level;
-use runtime::{decode, encode, session_bytes_prefill, Generator, Model, Session};
+use runtime::kernels::{level, Level};
+use runtime::writer::ModelParams;
+use runtime::{decode, encode, session_bytes_prefill, Generator, Model, Session, TernaryEncoding};
 
 use crate::settings::Settings;
 use crate::summary;
@@ -90,12 +91,12 @@ impl Engine {
     /// context with prefill blocks of half of it, as `tools generate` does. Refuses a session
     /// over [`MAX_MEMORY`] or one the allocator refuses, with a message.
     pub fn load(blob: Vec<u8>) -> Result<Engine, Message> {
+        let (summary_text, summary_json, blob) = Engine::for_kernels(blob)?;
         let blob = Owned::new(blob.into_boxed_slice());
         // SAFETY: `model` and `session` below borrow the blob; both end up in the engine, which
         // drops them before `_blob`, or are dropped on the way out of this function before
         // `blob` (locals drop in reverse order).
         let model = Model::from_bytes(unsafe { blob.get() }).map_err(|e| e.to_string())?;
-        let (text, json) = summary::both(&model, unsafe { blob.get() });
         let config = *model.config();
         let ctx = config.ctx_len;
         let block = (ctx / 2).max(1);
@@ -121,9 +122,30 @@ impl Engine {
             _memory: memory,
             model,
             _blob: blob,
-            summary_text: text,
-            summary_json: json,
+            summary_text,
+            summary_json,
         })
+    }
+
+    /// Validates `blob`, takes `tools inspect`'s report of it, and returns the blob the kernels
+    /// run: the same one, or, when it stores base-3 matrices and the kernel level has SIMD
+    /// kernels (which read the 2-bit encoding), the same model rewritten with 2-bit matrices,
+    /// as `tools generate` does on a host (the same weights, so the same outputs bit for bit;
+    /// with the portable kernels the base-3 table lookup is the faster one).
+    fn for_kernels(blob: Vec<u8>) -> Result<(String, String, Vec<u8>), Message> {
+        let model = Model::from_bytes(&blob).map_err(|e| e.to_string())?;
+        let (text, json) = summary::both(&model, &blob);
+        let base3 = model.layout().encodings().contains(&TernaryEncoding::Base3);
+        if !base3 || level() == Level::Portable {
+            return Ok((text, json, blob));
+        }
+        let two_bit = ModelParams::from_model(&model).to_blob().map_err(|e| {
+            format!(
+                "cannot repack the matrices to 2-bit for the {} kernels: {e}",
+                level()
+            )
+        })?;
+        Ok((text, json, two_bit))
     }
 
     /// The model (borrowing the engine: the blob lives as long as the engine).
@@ -206,7 +228,7 @@ impl Engine {
             .map_or((0, 0), |r| (r.generated, r.generator.slides()))
     }
 
-    /// The kernel family the runtime runs (`portable` in a browser).
+    /// The kernel family the runtime runs (`simd128` in a browser, or `portable`).
     pub fn kernels(&self) -> &'static str {
         level().name()
     }

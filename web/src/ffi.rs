@@ -18,9 +18,12 @@
 //! p = bitnet_input(n); copy prompt (UTF-8) to p; bitnet_start()     → 0 | -1
 //! loop { bitnet_step() }                                            → 1 (token bytes) | 0 | -1
 //! bitnet_status()                                                   → 0 (JSON: progress)
+//! bitnet_kernels(1 | 0)                                             → 0 (portable | best kernels)
 //! ```
 
 use std::cell::RefCell;
+
+use runtime::kernels::{detected, force_portable, level, set_level};
 
 use crate::engine::{Engine, MAX_MEMORY};
 use crate::settings::Settings;
@@ -187,6 +190,22 @@ pub extern "C" fn bitnet_step() -> i32 {
             }
             Err(m) => s.fail(&m),
         }
+    })
+}
+
+/// Runs the portable kernels (`portable` non-zero) or the best this module has (`simd128`), from
+/// now on; the level also decides, at [`bitnet_load`], whether a base-3 blob is repacked to
+/// 2-bit for SIMD kernels. The output buffer gets the level's name. For speed comparisons: every
+/// level computes the same bits.
+#[no_mangle]
+pub extern "C" fn bitnet_kernels(portable: u32) -> i32 {
+    // `detected()` is always supported; should that ever fail, the portable kernels remain.
+    if portable != 0 || set_level(detected()).is_err() {
+        force_portable();
+    }
+    with(|s| {
+        s.put(level().name().as_bytes());
+        OK
     })
 }
 

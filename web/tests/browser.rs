@@ -292,9 +292,9 @@ fn same_bytes(result: &Value, flags: &[&str], what: &str) {
         "{what}: shown text"
     );
     eprintln!(
-        "{what}: {} bytes identical to tools generate {}; {} tokens, {} window slides, decode {:.0} tokens/s in the browser ({} kernels)",
+        "{what}: {} bytes identical to tools generate {:?}; {} tokens, {} window slides, decode {:.0} tokens/s in the browser ({} kernels)",
         page.len(),
-        flags.join(" "),
+        flags,
         result["count"],
         result["slides"],
         result["decode_tokens_per_s"].as_f64().unwrap_or(0.0),
@@ -380,7 +380,7 @@ fn the_page_writes_the_bytes_tools_generate_writes() {
         "the window slid: {}",
         r[2]["slides"]
     );
-    assert_eq!(r[2]["kernels"].as_str(), Some("portable"));
+    assert_eq!(r[2]["kernels"].as_str(), Some("simd128"));
     let inspect = tools(&[
         "inspect",
         root().join("models/shakespeare-mcu.bin").to_str().unwrap(),
@@ -433,6 +433,40 @@ fn the_page_writes_the_bytes_tools_generate_writes() {
         "sampled",
     );
     assert!(r[0]["slides"].as_u64().unwrap() >= 2);
+    assert_eq!(r[0]["kernels"].as_str(), Some("simd128"));
+    // The same with the portable kernels (the base-3 blob as it is, table lookup).
+    let r = run_page(
+        &chromium,
+        &site,
+        &extra,
+        &[
+            ("run", "1"),
+            ("kernels", "portable"),
+            ("prompt", "JULIET:\nO Romeo"),
+            ("tokens", "400"),
+            ("temperature", "1.25"),
+            ("top_k", "12"),
+            ("seed", "18446744073709551557"),
+        ],
+        "portable",
+    );
+    assert_eq!(r[0]["kernels"].as_str(), Some("portable"));
+    same_bytes(
+        &r[0],
+        &[
+            "--prompt",
+            "JULIET:\nO Romeo",
+            "--tokens",
+            "400",
+            "--temperature",
+            "1.25",
+            "--top-k",
+            "12",
+            "--seed",
+            "18446744073709551557",
+        ],
+        "sampled, portable kernels",
+    );
 
     // 3. The page's defaults are the command's defaults.
     let r = run_page(&chromium, &site, &extra, &[("run", "1")], "defaults");

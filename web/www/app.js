@@ -3,7 +3,7 @@
 // Query parameters preset the controls and can drive the page (web/README.md, "Automation"):
 // prompt, tokens, temperature, top_k, seed; model=URL (repeatable: loaded in turn instead of
 // the shipped model); run=1 (generate after each model that loads); report=URL (POST the
-// results as JSON when everything is done).
+// results as JSON when everything is done); kernels=portable (no SIMD128 kernels).
 'use strict';
 
 const SHIPPED = 'shakespeare-mcu.bin';
@@ -22,6 +22,8 @@ let pendingGen = null; // {resolve, chunks, decoder, ...}
 function startWorker() {
   worker = new Worker('worker.js');
   worker.onmessage = (e) => onWorker(e.data);
+  // kernels=portable: the portable kernels instead of SIMD128 (for speed comparisons).
+  if (params.get('kernels') === 'portable') worker.postMessage({ type: 'kernels', portable: true });
   worker.onerror = (e) => {
     e.preventDefault();
     restart(`the runtime stopped: ${e.message}`);
@@ -44,6 +46,7 @@ function restart(message) {
 function onWorker(m) {
   switch (m.type) {
     case 'ready':
+    case 'kernels':
       break;
     case 'loaded': {
       const p = pendingLoad;

@@ -1,7 +1,8 @@
 // The runtime's thread: loads bitnet_web.wasm and drives its C API (web/src/ffi.rs), so that
 // a generation never blocks the page. Messages in: {type: 'load', bytes}, {type: 'generate',
-// prompt, settings}, {type: 'stop'}. Messages out: {type: 'ready'}, {type: 'loaded', summary,
-// json}, {type: 'tokens', bytes, count}, {type: 'done', ...timing}, {type: 'error', message}.
+// prompt, settings}, {type: 'stop'}, {type: 'kernels', portable}. Messages out: {type:
+// 'ready'}, {type: 'loaded', summary, json}, {type: 'tokens', bytes, count}, {type: 'done',
+// ...timing}, {type: 'kernels', name}, {type: 'error', message}.
 'use strict';
 
 const TOKEN = 1;
@@ -121,7 +122,10 @@ async function handle(m) {
   await ready;
   if (!api) return;
   try {
-    if (m.type === 'load') load(m.bytes);
+    if (m.type === 'kernels') {
+      api.bitnet_kernels(m.portable ? 1 : 0);
+      postMessage({ type: 'kernels', name: outputText() });
+    } else if (m.type === 'load') load(m.bytes);
     else if (m.type === 'generate') await generate(m.prompt, m.settings);
   } catch (err) {
     // A trap (a bug: the runtime and the binding never panic by design) leaves the module in
