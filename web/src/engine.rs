@@ -85,6 +85,22 @@ pub struct Engine {
 /// Why a blob did not load or a generation did not start.
 pub type Message = String;
 
+/// The context, the prefill block (half the context, as `tools generate`) and the working
+/// memory of a session over the whole context; refused over [`MAX_MEMORY`].
+fn session_size(model: &Model<'_>) -> Result<(u32, u32, usize), Message> {
+    let config = model.config();
+    let ctx = config.ctx_len;
+    let block = (ctx / 2).max(1);
+    let need = session_bytes_prefill(config, ctx, block);
+    if need > MAX_MEMORY {
+        return Err(format!(
+            "a session over this model's context of {ctx} needs {need} bytes of working \
+             memory, more than the page's cap of {MAX_MEMORY} bytes"
+        ));
+    }
+    Ok((ctx, block, need))
+}
+
 impl Engine {
     /// Validates `blob` (everything `Model::from_bytes` checks: magic, version, lengths,
     /// checksum, config, tensor table, section values) and allocates a session over the whole
@@ -97,16 +113,7 @@ impl Engine {
         // drops them before `_blob`, or are dropped on the way out of this function before
         // `blob` (locals drop in reverse order).
         let model = Model::from_bytes(unsafe { blob.get() }).map_err(|e| e.to_string())?;
-        let config = *model.config();
-        let ctx = config.ctx_len;
-        let block = (ctx / 2).max(1);
-        let need = session_bytes_prefill(&config, ctx, block);
-        if need > MAX_MEMORY {
-            return Err(format!(
-                "a session over this model's context of {ctx} needs {need} bytes of working \
-                 memory, more than the page's cap of {MAX_MEMORY} bytes"
-            ));
-        }
+        let (ctx, block, need) = session_size(&model)?;
         let mut buf = Vec::new();
         buf.try_reserve_exact(need).map_err(|_| {
             format!("the browser refused {need} bytes of working memory for a session")
@@ -134,6 +141,7 @@ impl Engine {
     /// with the portable kernels the base-3 table lookup is the faster one).
     fn for_kernels(blob: Vec<u8>) -> Result<(String, String, Vec<u8>), Message> {
         let model = Model::from_bytes(&blob).map_err(|e| e.to_string())?;
+        session_size(&model)?; // refused before any repacking
         let (text, json) = summary::both(&model, &blob);
         let base3 = model.layout().encodings().contains(&TernaryEncoding::Base3);
         if !base3 || level() == Level::Portable {
@@ -278,6 +286,37 @@ mod tests {
         assert!(m.starts_with("prompt: ") && m.contains("offset 7"), "{m}");
         // Nothing runs after a refused start.
         assert_eq!(e.step().unwrap(), None);
+    }
+
+    #[test]
+    fn a_session_over_the_cap_is_refused_with_a_message() {
+        // A valid blob (checksum and all) whose session would need over 1 GiB: the shipped
+        // model's layers repeated 160 times over the largest context.
+        let shipped = shipped();
+        let mut p = ModelParams::from_model(&Model::from_bytes(&shipped).unwrap());
+        let ctx = runtime::format::MAX_CTX;
+        let row = p.rope.len() / p.config.ctx_len as usize;
+        p.rope = p
+            .rope
+            .iter()
+            .copied()
+            .cycle()
+            .take(row * ctx as usize)
+            .collect();
+        p.config.ctx_len = ctx;
+        p.layers = p.layers.iter().cycle().take(160).cloned().collect();
+        p.config.n_layers = 160;
+        let blob = p.to_blob().unwrap();
+        let need = session_bytes_prefill(&p.config, ctx, ctx / 2);
+        assert!(need > MAX_MEMORY);
+        let m = Engine::load(blob).err().unwrap();
+        assert_eq!(
+            m,
+            format!(
+                "a session over this model's context of 32768 needs {need} bytes of working \
+                 memory, more than the page's cap of 1073741824 bytes"
+            )
+        );
     }
 
     #[test]
