@@ -40,7 +40,9 @@ fn missing(why: &str) {
     if std::env::var("BITNET_REQUIRE_BROWSER").as_deref() == Ok("1") {
         panic!("BITNET_REQUIRE_BROWSER=1 but {why}");
     }
-    eprintln!(
+    // Straight to the process's stderr: the test harness captures `eprintln!` of passing tests.
+    let _ = writeln!(
+        std::io::stderr(),
         "\n\
          ************************************************************************\n\
          * web/tests/browser.rs SKIPPED: {why}\n\
@@ -53,7 +55,7 @@ fn missing(why: &str) {
 
 fn find_chromium() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("BITNET_CHROMIUM") {
-        return Some(PathBuf::from(p));
+        return Some(PathBuf::from(p)).filter(|p| p.is_file());
     }
     let path = std::env::var_os("PATH")?;
     ["chromium", "chromium-browser", "google-chrome"]
