@@ -328,16 +328,17 @@ fn the_page_writes_the_bytes_tools_generate_writes() {
     ]
     .into();
 
-    // 1. Two hostile blobs, then the shipped model: greedy, 300 tokens (the context of 128
-    //    slides), the page's inspect summary, and the page's own timer running throughout.
+    // 1. A hostile blob, the shipped model (greedy, 300 tokens: the context of 128 slides; the
+    //    page's inspect summary; the page's own timer running throughout), another hostile
+    //    blob (the shipped model stays loaded).
     let r = run_page(
         &chromium,
         &site,
         &extra,
         &[
             ("model", "/hostile/truncated.bin"),
-            ("model", "/hostile/flipped.bin"),
             ("model", "shakespeare-mcu.bin"),
+            ("model", "/hostile/flipped.bin"),
             ("run", "1"),
             ("prompt", "ROMEO:"),
             ("tokens", "300"),
@@ -346,9 +347,15 @@ fn the_page_writes_the_bytes_tools_generate_writes() {
         "greedy",
     );
     assert_eq!(r.len(), 3);
-    for (res, blob, name) in [
-        (&r[0], &truncated, "truncated.bin"),
-        (&r[1], &flipped, "flipped.bin"),
+    for (res, blob, name, model, still) in [
+        (&r[0], &truncated, "truncated.bin", "none", ""),
+        (
+            &r[2],
+            &flipped,
+            "flipped.bin",
+            "shakespeare-mcu.bin (281,776 bytes)",
+            "\nshakespeare-mcu.bin is still loaded.",
+        ),
     ] {
         let want = runtime::Model::from_bytes(blob).unwrap_err().to_string();
         assert_eq!(
@@ -357,16 +364,18 @@ fn the_page_writes_the_bytes_tools_generate_writes() {
             "{name}: the runtime's message"
         );
         let shown = res["error_shown"].as_str().unwrap();
-        assert!(
-            shown.starts_with(&format!("{name}: {want}")),
-            "{name}: shown {shown:?}"
+        assert_eq!(shown, format!("{name}: {want}{still}"), "{name}: shown");
+        assert_eq!(
+            res["model_shown"].as_str(),
+            Some(model),
+            "{name}: the model shown"
         );
         eprintln!("{name}: the page says {shown:?}");
     }
     assert!(r[0]["error"].as_str().unwrap().contains("truncated"));
-    assert!(r[1]["error"].as_str().unwrap().contains("checksum"));
+    assert!(r[2]["error"].as_str().unwrap().contains("checksum"));
     same_bytes(
-        &r[2],
+        &r[1],
         &[
             "--prompt",
             "ROMEO:",
@@ -378,25 +387,25 @@ fn the_page_writes_the_bytes_tools_generate_writes() {
         "greedy",
     );
     assert!(
-        r[2]["slides"].as_u64().unwrap() >= 2,
+        r[1]["slides"].as_u64().unwrap() >= 2,
         "the window slid: {}",
-        r[2]["slides"]
+        r[1]["slides"]
     );
-    assert_eq!(r[2]["kernels"].as_str(), Some("simd128"));
+    assert_eq!(r[1]["kernels"].as_str(), Some("simd128"));
     let inspect = tools(&[
         "inspect",
         root().join("models/shakespeare-mcu.bin").to_str().unwrap(),
     ])
     .unwrap();
     assert_eq!(
-        r[2]["summary"].as_str().unwrap().as_bytes(),
+        r[1]["summary"].as_str().unwrap().as_bytes(),
         &inspect[..],
         "tools inspect's text"
     );
     // The page's timer (every 10 ms on the main thread) kept firing while the model ran.
     let (ticks, wall) = (
-        r[2]["main_thread_ticks"].as_u64().unwrap(),
-        r[2]["wall_ms"].as_f64().unwrap(),
+        r[1]["main_thread_ticks"].as_u64().unwrap(),
+        r[1]["wall_ms"].as_f64().unwrap(),
     );
     assert!(
         ticks >= 1 && (wall < 50.0 || ticks as f64 >= wall / 100.0),

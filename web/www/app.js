@@ -53,7 +53,7 @@ function onWorker(m) {
       pendingLoad = null;
       if (!p) break; // a reload after a restart
       current = { name: p.name, bytes: p.bytes };
-      $('model-name').textContent = `${p.name} (${p.bytes.byteLength.toLocaleString('en')} bytes)`;
+      showModel();
       $('summary').textContent = m.summary;
       $('generate').disabled = false;
       p.resolve({ summary: m.summary });
@@ -72,7 +72,7 @@ function onWorker(m) {
         const p = pendingLoad;
         pendingLoad = null;
         showError(`${p.name}: ${m.message}` + (current ? `\n${current.name} is still loaded.` : ''));
-        $('model-name').textContent = current ? $('model-name').textContent : 'none';
+        showModel();
         p.resolve({ error: m.message });
       } else if (m.during === 'generate' && pendingGen) {
         showError(m.message);
@@ -82,6 +82,12 @@ function onWorker(m) {
       }
       break;
   }
+}
+
+function showModel() {
+  $('model-name').textContent = current
+    ? `${current.name} (${current.bytes.byteLength.toLocaleString('en')} bytes)`
+    : 'none';
 }
 
 function showError(text) {
