@@ -85,6 +85,13 @@ pub struct Engine {
 /// Why a blob did not load or a generation did not start.
 pub type Message = String;
 
+/// [`Model::from_bytes_in`] with room for any vocabulary's ids (128 KiB, as `tools` passes), so
+/// that the duplicate-token check of an unsorted (hostile) vocabulary is one sort.
+fn validate(blob: &[u8]) -> Result<Model<'_>, Message> {
+    let mut scratch = vec![0u8; 2 * (runtime::format::MAX_VOCAB as usize + 1)];
+    Model::from_bytes_in(blob, &mut scratch).map_err(|e| e.to_string())
+}
+
 /// The context, the prefill block (half the context, as `tools generate`) and the working
 /// memory of a session over the whole context; refused over [`MAX_MEMORY`].
 fn session_size(model: &Model<'_>) -> Result<(u32, u32, usize), Message> {
@@ -112,7 +119,7 @@ impl Engine {
         // SAFETY: `model` and `session` below borrow the blob; both end up in the engine, which
         // drops them before `_blob`, or are dropped on the way out of this function before
         // `blob` (locals drop in reverse order).
-        let model = Model::from_bytes(unsafe { blob.get() }).map_err(|e| e.to_string())?;
+        let model = validate(unsafe { blob.get() })?;
         let (ctx, block, need) = session_size(&model)?;
         let mut buf = Vec::new();
         buf.try_reserve_exact(need).map_err(|_| {
@@ -140,7 +147,7 @@ impl Engine {
     /// as `tools generate` does on a host (the same weights, so the same outputs bit for bit;
     /// with the portable kernels the base-3 table lookup is the faster one).
     fn for_kernels(blob: Vec<u8>) -> Result<(String, String, Vec<u8>), Message> {
-        let model = Model::from_bytes(&blob).map_err(|e| e.to_string())?;
+        let model = validate(&blob)?;
         session_size(&model)?; // refused before any repacking
         let (text, json) = summary::both(&model, &blob);
         let base3 = model.layout().encodings().contains(&TernaryEncoding::Base3);
