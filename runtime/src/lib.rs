@@ -78,7 +78,7 @@ pub use blob::{format, layout, model, schema};
 pub use pass::session;
 pub use text::{chat, generate, sampler, tokenizer};
 
-pub use error::{ConfigError, EncodeError, Error, LoadError, Section};
+pub use error::{ConfigError, Dim, EncodeError, Error, LoadError, Section};
 pub use fixed::Dyadic;
 pub use format::{Config, TensorKind, TernaryEncoding, LOGIT_FRAC_BITS};
 pub use generate::Generator;
