@@ -1,11 +1,22 @@
-//! `tools bench`: whole-model speed of a blob on this host, through the integer runtime.
+//! `tools bench`: whole-model speed of a blob on this host, through the integer runtime, and
+//! the ternary matvec kernel alone at the model's largest shape and at 2048×2048.
+//!
+//! Kernel speed is reported in multiply-accumulates per second and, on x86-64, in TSC cycles
+//! per MAC: `rdtsc` read around the same timed loop as the wall clock, so the TSC rate
+//! (`tsc_hz`) is measured, not assumed. TSC cycles are reference cycles at the TSC's fixed
+//! rate, not core cycles: a core that boosts above it does more work per TSC cycle.
 
 use std::time::Instant;
 
-use anyhow::{anyhow, Result};
-use runtime::kernels::{level, ternary_matvec};
+use anyhow::{anyhow, bail, Result};
+use runtime::format::ternary_row_bytes;
+use runtime::kernels::{level, set_level, supported_levels, ternary_matvec, Level};
 use runtime::{session_bytes_prefill, Model, Session};
 use serde::Serialize;
+
+/// Rows and columns of the large matvec shape (`matvec_large_*`): the 2048×2048 GEMV that
+/// bitnet.cpp publishes per-thread figures for.
+pub const LARGE_MATVEC: usize = 2048;
 
 /// What [`bench()`] measured.
 #[derive(Clone, Debug, Serialize)]
@@ -36,6 +47,18 @@ pub struct BenchReport {
     pub matvec_macs_per_s: f64,
     /// Shape `[rows, cols]` of that matrix.
     pub matvec_shape: [usize; 2],
+    /// TSC cycles per multiply-accumulate of that matvec (x86-64 only; `null` elsewhere).
+    pub matvec_tsc_cycles_per_mac: Option<f64>,
+    /// The same kernel on a random 2048×2048 ternary matrix (1 MiB of 2-bit codes):
+    /// multiply-accumulates per second.
+    pub matvec_large_macs_per_s: f64,
+    /// Shape `[rows, cols]` of the large matrix.
+    pub matvec_large_shape: [usize; 2],
+    /// TSC cycles per multiply-accumulate of the large matvec (x86-64 only).
+    pub matvec_large_tsc_cycles_per_mac: Option<f64>,
+    /// TSC ticks per second, measured over the timed matvec loops against the OS's monotonic
+    /// clock (x86-64 only).
+    pub tsc_hz: Option<f64>,
     /// The kernel family that ran (`avx512vnni`, `avx2`, `neon`, `portable`).
     pub kernels: String,
     /// Working memory of the session (prefill blocks of half the context), bytes.
@@ -55,7 +78,7 @@ fn argmax(logits: &[i32]) -> u16 {
 }
 
 /// Working memory [`bench()`] needs for `rounds` rounds: one session for the timed rounds, one
-/// per core for the all-cores decode, and the latency samples.
+/// per core for the all-cores decode, the latency samples and the large matvec's matrix.
 pub fn bench_bytes(config: &runtime::Config, rounds: usize) -> u64 {
     let ctx = config.ctx_len as usize;
     let prefill = (ctx / 2).max(1);
@@ -65,9 +88,29 @@ pub fn bench_bytes(config: &runtime::Config, rounds: usize) -> u64 {
         .saturating_mul(8);
     let session = session_bytes_prefill(config, config.ctx_len, prefill as u32) as u64;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    let large =
+        (LARGE_MATVEC * ternary_row_bytes(LARGE_MATVEC as u32) + LARGE_MATVEC * (1 + 4)) as u64;
     session
         .saturating_mul(threads.saturating_add(1))
         .saturating_add(samples)
+        .saturating_add(large)
+}
+
+/// Runs the kernels at the level named `name` (`portable`, `avx2`, `avx512vnni`, `neon`) from
+/// now on; a level this CPU cannot run is refused with the levels it can.
+pub fn force_level(name: &str) -> Result<Level> {
+    let all = [Level::Portable, Level::Avx2, Level::Avx512Vnni, Level::Neon];
+    let Some(l) = all.into_iter().find(|l| l.name() == name) else {
+        bail!(
+            "--kernels {name}: no such kernel level (known: {})",
+            all.map(Level::name).join(", ")
+        );
+    };
+    set_level(l).map_err(|e| {
+        let have: Vec<&str> = supported_levels().map(Level::name).collect();
+        anyhow!("--kernels {name}: {e} (it runs: {})", have.join(", "))
+    })?;
+    Ok(l)
 }
 
 /// One round: prefill `prefill` tokens (a fixed pattern) as one block, then decode greedily
@@ -88,34 +131,94 @@ fn round(session: &mut Session<'_, '_>, prefill: usize, decode: usize) -> Result
     Ok((p, lat))
 }
 
-/// Multiply-accumulates per second of [`ternary_matvec`] alone on the model's largest matrix
-/// (by `rows · cols`), run for about 0.3 s; and its shape.
-fn matvec_speed(model: &Model<'_>) -> ([usize; 2], f64) {
+/// One timed kernel: multiply-accumulates per second, and TSC ticks over the same loop.
+struct Timed {
+    macs_per_s: f64,
+    /// `(TSC ticks, seconds)` of the timed loop (x86-64).
+    tsc: Option<(u64, f64)>,
+    macs: f64,
+}
+
+impl Timed {
+    fn cycles_per_mac(&self) -> Option<f64> {
+        self.tsc.map(|(ticks, _)| ticks as f64 / self.macs)
+    }
+}
+
+/// The time-stamp counter (x86-64), `None` elsewhere.
+#[inline]
+fn tsc() -> Option<u64> {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: RDTSC exists on every x86-64 CPU and has no preconditions.
+    #[allow(unused_unsafe)]
+    return Some(unsafe { core::arch::x86_64::_rdtsc() });
+    #[cfg(not(target_arch = "x86_64"))]
+    None
+}
+
+/// [`ternary_matvec`] on `w` (`[rows][row_bytes]`, `cols` real columns) for about 0.3 s.
+fn time_matvec(w: &[u8], row_bytes: usize, rows: usize, cols: usize) -> Timed {
+    let x: Vec<i8> = (0..row_bytes * 4).map(|i| (i * 37 % 255) as i8).collect();
+    let mut y = vec![0i32; rows];
+    // One call per step at least; about 64 calls of the model's matrices.
+    let per_step = (1 << 22) / (rows * cols).max(1) + 1;
+    for _ in 0..per_step {
+        ternary_matvec(w, row_bytes, std::hint::black_box(&x), &mut y);
+    }
+    let mut calls = 0u64;
+    let c0 = tsc();
+    let t0 = Instant::now();
+    while t0.elapsed().as_secs_f64() < 0.3 {
+        for _ in 0..per_step {
+            ternary_matvec(w, row_bytes, std::hint::black_box(&x), &mut y);
+        }
+        calls += per_step as u64;
+    }
+    let c1 = tsc();
+    let s = t0.elapsed().as_secs_f64();
+    std::hint::black_box(&y);
+    let macs = (rows * cols) as f64 * calls as f64;
+    Timed {
+        macs_per_s: macs / s,
+        tsc: c0.zip(c1).map(|(a, b)| (b.wrapping_sub(a), s)),
+        macs,
+    }
+}
+
+/// The model's largest ternary matrix (by `rows · cols`).
+fn largest_matrix<'a>(model: &Model<'a>) -> runtime::model::TernaryMatrix<'a> {
     let c = model.config();
     let mut best = model.layer(0).wq;
     for l in 0..c.n_layers as usize {
         let w = model.layer(l);
-        for m in [w.wq, w.wk, w.wv, w.wo, w.w_up, w.w_down] {
+        for m in [w.wq, w.wk, w.wv, w.wo, w.w_up, w.w_down]
+            .into_iter()
+            .chain(w.w_gate)
+        {
             if m.rows * m.cols > best.rows * best.cols {
                 best = m;
             }
         }
     }
-    let x: Vec<i8> = (0..best.row_bytes * 4)
-        .map(|i| (i * 37 % 255) as i8)
-        .collect();
-    let mut y = vec![0i32; best.rows];
-    let mut calls = 0u64;
-    let t0 = Instant::now();
-    while t0.elapsed().as_secs_f64() < 0.3 {
-        for _ in 0..64 {
-            ternary_matvec(best.data, best.row_bytes, std::hint::black_box(&x), &mut y);
+    best
+}
+
+/// A random 2048×2048 ternary matrix in the 2-bit encoding (xorshift, fixed seed; a third of
+/// each of −1, 0, +1).
+fn large_matrix() -> (Vec<u8>, usize) {
+    let rb = ternary_row_bytes(LARGE_MATVEC as u32);
+    let mut w = vec![0u8; LARGE_MATVEC * rb];
+    let mut s = 0x9E37_79B9_7F4A_7C15u64;
+    for r in 0..LARGE_MATVEC {
+        for k in 0..LARGE_MATVEC {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            let code = [0u8, 1, 3][(s % 3) as usize];
+            w[r * rb + k / 4] |= code << (2 * (k % 4));
         }
-        calls += 64;
     }
-    let s = t0.elapsed().as_secs_f64();
-    let macs = (best.rows * best.cols) as f64 * calls as f64;
-    ([best.rows, best.cols], macs / s)
+    (w, rb)
 }
 
 /// Decode tokens/s of `threads` independent sessions running one round each at once (a
@@ -190,7 +293,15 @@ pub fn bench(model: Model<'_>, flash_bytes: usize, rounds: usize) -> Result<Benc
     }
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let (all_cores_tps, threads) = all_cores(model, ctx, block, prefill, decode, threads)?;
-    let (matvec_shape, matvec_macs_per_s) = matvec_speed(&model);
+    let m = largest_matrix(&model);
+    let small = time_matvec(m.data, m.row_bytes, m.rows, m.cols);
+    let (lw, lrb) = large_matrix();
+    let large = time_matvec(&lw, lrb, LARGE_MATVEC, LARGE_MATVEC);
+    drop(lw);
+    let tsc_hz = match (small.tsc, large.tsc) {
+        (Some((t0, s0)), Some((t1, s1))) => Some((t0 + t1) as f64 / (s0 + s1)),
+        _ => None,
+    };
     let decode_s: f64 = latencies.iter().sum();
     let n_latencies = latencies.len();
     let mut sorted = latencies;
@@ -221,8 +332,13 @@ pub fn bench(model: Model<'_>, flash_bytes: usize, rounds: usize) -> Result<Benc
         decode_latency_p99_us: pct(0.99),
         decode_tokens_per_s_all_cores: all_cores_tps,
         threads,
-        matvec_macs_per_s,
-        matvec_shape,
+        matvec_macs_per_s: small.macs_per_s,
+        matvec_shape: [m.rows, m.cols],
+        matvec_tsc_cycles_per_mac: small.cycles_per_mac(),
+        matvec_large_macs_per_s: large.macs_per_s,
+        matvec_large_shape: [LARGE_MATVEC, LARGE_MATVEC],
+        matvec_large_tsc_cycles_per_mac: large.cycles_per_mac(),
+        tsc_hz,
         kernels: level().name().to_string(),
         session_ram_bytes: ram,
         flash_bytes,

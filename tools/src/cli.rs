@@ -182,6 +182,11 @@ pub enum Command {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+        /// Run the kernels at this level instead of the best one the CPU has: `portable`,
+        /// `avx2`, `avx512vnni` or `neon` (every level computes the same integers; a level the
+        /// CPU cannot run is refused).
+        #[arg(long, value_name = "LEVEL")]
+        kernels: Option<String>,
         #[command(flatten)]
         #[allow(missing_docs)]
         memory: MemoryCap,
@@ -241,8 +246,14 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
             model,
             rounds,
             json,
+            kernels,
             memory,
-        } => bench_cmd(model.as_deref(), rounds as usize, json, memory, out),
+        } => {
+            if let Some(k) = kernels {
+                bench::force_level(&k)?;
+            }
+            bench_cmd(model.as_deref(), rounds as usize, json, memory, out)
+        }
     }
 }
 
@@ -473,14 +484,27 @@ fn bench_cmd(
         "decode, all cores  {:.0} tokens/s ({} sessions at once)",
         r.decode_tokens_per_s_all_cores, r.threads
     )?;
+    let per_mac = |c: Option<f64>| c.map_or(String::new(), |c| format!(", {c:.4} TSC cycles/MAC"));
     writeln!(
         out,
-        "ternary matvec     {:.2} G MACs/s ({}×{}, {} kernels)",
+        "ternary matvec     {:.2} G MACs/s ({}×{}, {} kernels{})",
         r.matvec_macs_per_s / 1e9,
         r.matvec_shape[0],
         r.matvec_shape[1],
-        r.kernels
+        r.kernels,
+        per_mac(r.matvec_tsc_cycles_per_mac)
     )?;
+    writeln!(
+        out,
+        "                   {:.2} G MACs/s ({}×{}{})",
+        r.matvec_large_macs_per_s / 1e9,
+        r.matvec_large_shape[0],
+        r.matvec_large_shape[1],
+        per_mac(r.matvec_large_tsc_cycles_per_mac)
+    )?;
+    if let Some(hz) = r.tsc_hz {
+        writeln!(out, "TSC                {:.3} GHz (measured)", hz / 1e9)?;
+    }
     writeln!(
         out,
         "session RAM        {} bytes (ctx {})",
