@@ -27,12 +27,17 @@ pub struct BenchReport {
     pub rounds: usize,
     /// Prompt tokens per round (half the context).
     pub prefill_tokens: usize,
-    /// Prefill throughput.
+    /// Prefill throughput (all rounds).
     pub prefill_tokens_per_s: f64,
+    /// Prefill throughput of the median round (a busy machine's preemptions hit few rounds).
+    pub prefill_tokens_per_s_median: f64,
     /// Decode tokens per round (the rest of the context).
     pub decode_tokens: usize,
     /// Decode throughput (forward pass plus greedy pick).
     pub decode_tokens_per_s: f64,
+    /// Decode throughput at the median latency (`10^6 / decode_latency_median_us`): a token
+    /// takes tens of microseconds, so most run between a busy machine's preemptions.
+    pub decode_tokens_per_s_median: f64,
     /// Median decode latency per token, microseconds.
     pub decode_latency_median_us: f64,
     /// 99th percentile decode latency per token, microseconds.
@@ -43,19 +48,24 @@ pub struct BenchReport {
     /// Worker threads behind `decode_tokens_per_s_all_cores`.
     pub threads: usize,
     /// The ternary matvec kernel alone on the model's largest matrix: multiply-accumulates
-    /// per second (rows × columns per call).
+    /// per second (rows × columns per call), in the median of ~0.1 ms windows over 0.3 s.
     pub matvec_macs_per_s: f64,
     /// Shape `[rows, cols]` of that matrix.
     pub matvec_shape: [usize; 2],
-    /// TSC cycles per multiply-accumulate of that matvec (x86-64 only; `null` elsewhere).
+    /// TSC cycles per multiply-accumulate of that matvec, median window (x86-64 only; `null`
+    /// elsewhere).
     pub matvec_tsc_cycles_per_mac: Option<f64>,
+    /// The same, fastest window.
+    pub matvec_tsc_cycles_per_mac_min: Option<f64>,
     /// The same kernel on a random 2048×2048 ternary matrix (1 MiB of 2-bit codes):
     /// multiply-accumulates per second.
     pub matvec_large_macs_per_s: f64,
     /// Shape `[rows, cols]` of the large matrix.
     pub matvec_large_shape: [usize; 2],
-    /// TSC cycles per multiply-accumulate of the large matvec (x86-64 only).
+    /// TSC cycles per multiply-accumulate of the large matvec, median window (x86-64 only).
     pub matvec_large_tsc_cycles_per_mac: Option<f64>,
+    /// The same, fastest window.
+    pub matvec_large_tsc_cycles_per_mac_min: Option<f64>,
     /// TSC ticks per second, measured over the timed matvec loops against the OS's monotonic
     /// clock (x86-64 only).
     pub tsc_hz: Option<f64>,
@@ -131,18 +141,16 @@ fn round(session: &mut Session<'_, '_>, prefill: usize, decode: usize) -> Result
     Ok((p, lat))
 }
 
-/// One timed kernel: multiply-accumulates per second, and TSC ticks over the same loop.
+/// One timed kernel, run in windows of about 2^22 multiply-accumulates (0.1 ms at 40 G
+/// MACs/s) for about 0.3 s: the median window gives the throughput (the preemptions of a busy
+/// machine land in a few windows only), the fastest window the best case.
 struct Timed {
+    /// Multiply-accumulates per second of the median window.
     macs_per_s: f64,
-    /// `(TSC ticks, seconds)` of the timed loop (x86-64).
-    tsc: Option<(u64, f64)>,
-    macs: f64,
-}
-
-impl Timed {
-    fn cycles_per_mac(&self) -> Option<f64> {
-        self.tsc.map(|(ticks, _)| ticks as f64 / self.macs)
-    }
+    /// TSC cycles per MAC of the median and of the fastest window (x86-64).
+    tsc_per_mac: Option<(f64, f64)>,
+    /// TSC ticks and seconds over all windows (x86-64).
+    tsc_total: Option<(u64, f64)>,
 }
 
 /// The time-stamp counter (x86-64), `None` elsewhere.
@@ -156,32 +164,47 @@ fn tsc() -> Option<u64> {
     None
 }
 
-/// [`ternary_matvec`] on `w` (`[rows][row_bytes]`, `cols` real columns) for about 0.3 s.
+/// The median of `v` (sorted in place); 0 for none.
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// [`ternary_matvec`] on `w` (`[rows][row_bytes]`, `cols` real columns), timed in windows.
 fn time_matvec(w: &[u8], row_bytes: usize, rows: usize, cols: usize) -> Timed {
     let x: Vec<i8> = (0..row_bytes * 4).map(|i| (i * 37 % 255) as i8).collect();
     let mut y = vec![0i32; rows];
-    // One call per step at least; about 64 calls of the model's matrices.
-    let per_step = (1 << 22) / (rows * cols).max(1) + 1;
-    for _ in 0..per_step {
-        ternary_matvec(w, row_bytes, std::hint::black_box(&x), &mut y);
-    }
-    let mut calls = 0u64;
-    let c0 = tsc();
-    let t0 = Instant::now();
-    while t0.elapsed().as_secs_f64() < 0.3 {
-        for _ in 0..per_step {
+    let per_window = (1 << 22) / (rows * cols).max(1) + 1;
+    let macs = (rows * cols * per_window) as f64;
+    let mut run = || {
+        for _ in 0..per_window {
             ternary_matvec(w, row_bytes, std::hint::black_box(&x), &mut y);
         }
-        calls += per_step as u64;
+    };
+    run();
+    let (mut secs, mut ticks) = (Vec::new(), Vec::new());
+    let start = Instant::now();
+    let c_start = tsc();
+    while start.elapsed().as_secs_f64() < 0.3 {
+        let (c0, t0) = (tsc(), Instant::now());
+        run();
+        let (s, c1) = (t0.elapsed().as_secs_f64(), tsc());
+        secs.push(s);
+        if let (Some(a), Some(b)) = (c0, c1) {
+            ticks.push(b.wrapping_sub(a) as f64);
+        }
     }
-    let c1 = tsc();
-    let s = t0.elapsed().as_secs_f64();
+    let total = (tsc(), start.elapsed().as_secs_f64());
     std::hint::black_box(&y);
-    let macs = (rows * cols) as f64 * calls as f64;
+    let fastest = ticks.iter().copied().fold(f64::INFINITY, f64::min);
+    let per_mac = (!ticks.is_empty()).then(|| (median(&mut ticks) / macs, fastest / macs));
+    let s = median(&mut secs);
     Timed {
-        macs_per_s: macs / s,
-        tsc: c0.zip(c1).map(|(a, b)| (b.wrapping_sub(a), s)),
-        macs,
+        macs_per_s: if s > 0.0 { macs / s } else { 0.0 },
+        tsc_per_mac: per_mac,
+        tsc_total: c_start
+            .zip(total.0)
+            .map(|(a, b)| (b.wrapping_sub(a), total.1)),
     }
 }
 
@@ -278,6 +301,7 @@ pub fn bench(model: Model<'_>, flash_bytes: usize, rounds: usize) -> Result<Benc
     let mut session =
         Session::with_block(model, ctx, block, &mut mem).map_err(|e| anyhow!("{e}"))?;
     let mut prefill_s = 0.0;
+    let mut prefill_rounds = Vec::with_capacity(rounds);
     let mut latencies: Vec<f64> = Vec::new();
     latencies
         .try_reserve_exact(rounds.saturating_mul(decode))
@@ -288,6 +312,7 @@ pub fn bench(model: Model<'_>, flash_bytes: usize, rounds: usize) -> Result<Benc
         let (p, lat) = round(&mut session, prefill, decode)?;
         if r > 0 {
             prefill_s += p;
+            prefill_rounds.push(p);
             latencies.extend(lat);
         }
     }
@@ -298,7 +323,7 @@ pub fn bench(model: Model<'_>, flash_bytes: usize, rounds: usize) -> Result<Benc
     let (lw, lrb) = large_matrix();
     let large = time_matvec(&lw, lrb, LARGE_MATVEC, LARGE_MATVEC);
     drop(lw);
-    let tsc_hz = match (small.tsc, large.tsc) {
+    let tsc_hz = match (small.tsc_total, large.tsc_total) {
         (Some((t0, s0)), Some((t1, s1))) => Some((t0 + t1) as f64 / (s0 + s1)),
         _ => None,
     };
@@ -317,6 +342,10 @@ pub fn bench(model: Model<'_>, flash_bytes: usize, rounds: usize) -> Result<Benc
         ctx_len: ctx,
         rounds,
         prefill_tokens: prefill,
+        prefill_tokens_per_s_median: match median(&mut prefill_rounds) {
+            p if p > 0.0 => prefill as f64 / p,
+            _ => 0.0,
+        },
         prefill_tokens_per_s: if prefill_s > 0.0 {
             prefill as f64 * rounds as f64 / prefill_s
         } else {
@@ -328,16 +357,19 @@ pub fn bench(model: Model<'_>, flash_bytes: usize, rounds: usize) -> Result<Benc
         } else {
             0.0
         },
+        decode_tokens_per_s_median: if pct(0.5) > 0.0 { 1e6 / pct(0.5) } else { 0.0 },
         decode_latency_median_us: pct(0.5),
         decode_latency_p99_us: pct(0.99),
         decode_tokens_per_s_all_cores: all_cores_tps,
         threads,
         matvec_macs_per_s: small.macs_per_s,
         matvec_shape: [m.rows, m.cols],
-        matvec_tsc_cycles_per_mac: small.cycles_per_mac(),
+        matvec_tsc_cycles_per_mac: small.tsc_per_mac.map(|c| c.0),
+        matvec_tsc_cycles_per_mac_min: small.tsc_per_mac.map(|c| c.1),
         matvec_large_macs_per_s: large.macs_per_s,
         matvec_large_shape: [LARGE_MATVEC, LARGE_MATVEC],
-        matvec_large_tsc_cycles_per_mac: large.cycles_per_mac(),
+        matvec_large_tsc_cycles_per_mac: large.tsc_per_mac.map(|c| c.0),
+        matvec_large_tsc_cycles_per_mac_min: large.tsc_per_mac.map(|c| c.1),
         tsc_hz,
         kernels: level().name().to_string(),
         session_ram_bytes: ram,

@@ -466,13 +466,13 @@ fn bench_cmd(
     writeln!(out, "model              {}", path.display())?;
     writeln!(
         out,
-        "prefill            {:.0} tokens/s ({} tokens × {} rounds)",
-        r.prefill_tokens_per_s, r.prefill_tokens, r.rounds
+        "prefill            {:.0} tokens/s ({} tokens × {} rounds; median round {:.0})",
+        r.prefill_tokens_per_s, r.prefill_tokens, r.rounds, r.prefill_tokens_per_s_median
     )?;
     writeln!(
         out,
-        "decode             {:.0} tokens/s ({} tokens × {} rounds)",
-        r.decode_tokens_per_s, r.decode_tokens, r.rounds
+        "decode             {:.0} tokens/s ({} tokens × {} rounds; at the median latency {:.0})",
+        r.decode_tokens_per_s, r.decode_tokens, r.rounds, r.decode_tokens_per_s_median
     )?;
     writeln!(
         out,
@@ -484,7 +484,10 @@ fn bench_cmd(
         "decode, all cores  {:.0} tokens/s ({} sessions at once)",
         r.decode_tokens_per_s_all_cores, r.threads
     )?;
-    let per_mac = |c: Option<f64>| c.map_or(String::new(), |c| format!(", {c:.4} TSC cycles/MAC"));
+    let per_mac = |c: Option<f64>, m: Option<f64>| match (c, m) {
+        (Some(c), Some(m)) => format!(", {c:.4} TSC cycles/MAC, best {m:.4}"),
+        _ => String::new(),
+    };
     writeln!(
         out,
         "ternary matvec     {:.2} G MACs/s ({}×{}, {} kernels{})",
@@ -492,7 +495,7 @@ fn bench_cmd(
         r.matvec_shape[0],
         r.matvec_shape[1],
         r.kernels,
-        per_mac(r.matvec_tsc_cycles_per_mac)
+        per_mac(r.matvec_tsc_cycles_per_mac, r.matvec_tsc_cycles_per_mac_min)
     )?;
     writeln!(
         out,
@@ -500,7 +503,10 @@ fn bench_cmd(
         r.matvec_large_macs_per_s / 1e9,
         r.matvec_large_shape[0],
         r.matvec_large_shape[1],
-        per_mac(r.matvec_large_tsc_cycles_per_mac)
+        per_mac(
+            r.matvec_large_tsc_cycles_per_mac,
+            r.matvec_large_tsc_cycles_per_mac_min
+        )
     )?;
     if let Some(hz) = r.tsc_hz {
         writeln!(out, "TSC                {:.3} GHz (measured)", hz / 1e9)?;

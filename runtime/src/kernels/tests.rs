@@ -354,6 +354,27 @@ fn ternary_extremes() {
 }
 
 #[test]
+fn ternary_row_groups_and_i16_bounds() {
+    // The SIMD kernels' groups of four and eight rows and their remainders, on 128-column rows
+    // (activations held in registers, eight rows reduced in i16) and on rows of several chunks
+    // and passes; then the extremes of the i16 sums: every q = w + 1 = 2 against -128 gives
+    // exactly -32768 for a 128-column row.
+    let mut rng = Rng(0xC0FF_EE00_D15E_A5E5);
+    for rows in [7, 8, 9, 12, 16, 17, 23, 336] {
+        for cols in [64, 100, 128, 192, 336, 384, 2048] {
+            let w: Vec<i8> = (0..rows * cols).map(|_| rng.below(3) as i8 - 1).collect();
+            let x: Vec<i8> = (0..cols).map(|_| rng.next() as i8).collect();
+            check_matvec(&w, rows, cols, &x);
+        }
+    }
+    for (wv, xv) in [(1i8, -128i8), (1, 127), (-1, -128), (-1, 127), (0, -128)] {
+        for (rows, cols) in [(17, 128), (9, 384), (8, 2048), (5, 1024 + 128)] {
+            check_matvec(&vec![wv; rows * cols], rows, cols, &vec![xv; cols]);
+        }
+    }
+}
+
+#[test]
 fn int8_dot_random_and_extremes() {
     let mut rng = Rng(12345);
     for _ in 0..200 {

@@ -57,7 +57,14 @@ pub unsafe fn int8_matvec_avx2(m: &[i8], stride: usize, x: &[i8], y: &mut [i32])
                 }
             }
         }
-        let s = hsum4(acc[0], acc[1], acc[2], acc[3]);
+        let mut s = [0i32; 4];
+        // SAFETY: a 16-byte store into a 16-byte array.
+        unsafe {
+            _mm_storeu_si128(
+                s.as_mut_ptr() as *mut __m128i,
+                hsum4(acc[0], acc[1], acc[2], acc[3]),
+            )
+        };
         for (i, si) in s.into_iter().enumerate().take(k) {
             let t = if body < len { tail(r + i) } else { 0 };
             y[r + i] = si.wrapping_add(t);
