@@ -412,8 +412,10 @@ fn ternary_matmul_random_blocks() {
 fn ternary_matmul_extremes() {
     for (wv, xv) in [(1i8, 127i8), (1, -128), (-1, -128), (-1, 127)] {
         for cols in [64, 128, 192, 1024 + 64, MAX_WIDTH as usize] {
-            let (rows, n) = (5, 3);
-            check_matmul(&vec![wv; rows * cols], rows, cols, &vec![xv; n * cols], n);
+            // Five rows: the one-row loops; seventeen: two groups of eight and one more.
+            for (rows, n) in [(5, 3), (17, 5)] {
+                check_matmul(&vec![wv; rows * cols], rows, cols, &vec![xv; n * cols], n);
+            }
         }
     }
 }

@@ -23,8 +23,9 @@ use core::arch::x86_64::*;
 use core::mem::MaybeUninit;
 
 use super::ternary::{
-    hsum1, hsum4, hsum8, load_codes_at, passes, permute_chunk, permute_tile, permute_to,
-    permuted_len, q4, q_tables256, row_bytes_ok, shapes_ok, sum_chunk, Tile, CHUNK, PASS, TILE,
+    decode_rows8, hsum1, hsum4, hsum8, hsum8_i16, load_codes_at, passes, permute_chunk,
+    permute_tile, permute_to, permuted_len, q4, q_tables256, row_bytes_ok, shapes_ok, sum_chunk,
+    QRows8, Tile, CHUNK, PASS, TILE,
 };
 
 /// `Σ_s vpmaddubsw(q[s], x[s])`: 16 `i16` lanes, each `≤ 2048` in magnitude.
@@ -161,13 +162,8 @@ unsafe fn matvec_128(w: &[u8], x: &[i8], y: &mut [i32]) {
     for r in (0..full).step_by(8) {
         let a: [__m256i; 8] =
             core::array::from_fn(|k| dot4(&q4(_mm256_loadu_si256(wp.add(r + k)), t), &xs));
-        // Per 128-bit lane: four pair sums of each row, then two, then one.
-        let h0 = _mm256_hadd_epi16(_mm256_hadd_epi16(a[0], a[1]), _mm256_hadd_epi16(a[2], a[3]));
-        let h1 = _mm256_hadd_epi16(_mm256_hadd_epi16(a[4], a[5]), _mm256_hadd_epi16(a[6], a[7]));
-        let h = _mm256_hadd_epi16(h0, h1);
-        let s = _mm_add_epi16(_mm256_castsi256_si128(h), _mm256_extracti128_si256::<1>(h));
         let out = y.as_mut_ptr().add(r) as *mut __m256i;
-        _mm256_storeu_si256(out, _mm256_sub_epi32(_mm256_cvtepi16_epi32(s), sx));
+        _mm256_storeu_si256(out, _mm256_sub_epi32(hsum8_i16(&a), sx));
     }
     for r in full..rows {
         let a = dot4(&q4(_mm256_loadu_si256(wp.add(r)), t), &xs);
@@ -229,8 +225,49 @@ pub(super) fn rows_by_one(
     }
 }
 
+/// Adds `W[g..g+8] · X[t]` over one pass for every token of `tile` into `y [n][rows]`, from
+/// the eight rows' decoded `q` vectors (`chunks` of them per row): per token, the chunks'
+/// products summed in `i16` (≤ 8 chunks: within the budget), the eight rows reduced into one
+/// vector and added to `y[t][g..g + 8]`.
+///
+/// # Safety
+/// AVX2; `q` points at `chunks` decoded chunks (the rest may be uninitialized), every token of `tile` `plen ≥ 128·chunks` bytes;
+/// `y` holds `n · rows` entries, `g + 8 ≤ rows` and the tile's tokens are `< n`.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn tokens_by_rows8(
+    q: *const QRows8,
+    chunks: usize,
+    tile: &Tile<'_>,
+    (g, rows): (usize, usize),
+    y: &mut [i32],
+) {
+    let ones = _mm256_set1_epi16(1);
+    for tt in 0..tile.nt {
+        let xp = tile.xp.as_ptr().add(tt * tile.plen);
+        let mut acc = [_mm256_setzero_si256(); 8];
+        for c in 0..chunks {
+            let xs = chunk_x(xp, c);
+            for (k, a) in acc.iter_mut().enumerate() {
+                let qk = core::ptr::addr_of!((*q)[c][k]).read();
+                *a = _mm256_add_epi16(*a, dot4(&qk, &xs));
+            }
+        }
+        let s = if chunks == 1 {
+            hsum8_i16(&acc)
+        } else {
+            hsum8(&acc.map(|a| _mm256_madd_epi16(a, ones)))
+        };
+        let s = _mm256_sub_epi32(s, _mm256_set1_epi32(tile.sum_x[tt]));
+        let out = y.as_mut_ptr().add((tile.t0 + tt) * rows + g) as *mut __m256i;
+        _mm256_storeu_si256(out, _mm256_add_epi32(_mm256_loadu_si256(out), s));
+    }
+}
+
 /// `Y[t] = W · X[t]` for a block of tokens with AVX2, reading each weight row once per tile of
-/// [`TILE`] tokens: the row's codes are turned into `q` vectors once per four tokens. Shapes:
+/// [`TILE`] tokens: eight rows at a time are decoded into `q` vectors once (8 KiB on the
+/// stack) and every token of the tile streams past them ([`tokens_by_rows8`]); rows beyond a
+/// multiple of eight share their `q` vectors among four tokens ([`rows_by_one`]). Shapes:
 /// `x [n][row_bytes·4]`, `y [n][rows]`, `scratch [≥ min(n, TILE) ·
 /// permuted_len(row_bytes·4)]`. The contract of
 /// [`reference::ternary_matmul`](super::super::reference::ternary_matmul).
@@ -251,14 +288,33 @@ pub unsafe fn ternary_matmul_avx2(
     let n = x.len() / cols;
     debug_assert_eq!(y.len(), n * rows);
     debug_assert!(scratch.len() >= n.min(TILE) * permuted_len(cols));
+    if y.len() < n * rows || w.len() < rows * row_bytes {
+        return;
+    }
     y.fill(0);
+    let full = rows & !7;
+    let mut q = MaybeUninit::<QRows8>::uninit();
     for t0 in (0..n).step_by(TILE) {
         let nt = (n - t0).min(TILE);
-        for pass in passes(row_bytes) {
-            let Some(tile) = permute_tile(x, cols, (t0, nt), pass, scratch) else {
+        for (b0, nb) in passes(row_bytes) {
+            let Some(tile) = permute_tile(x, cols, (t0, nt), (b0, nb), scratch) else {
                 return;
             };
-            rows_by_one(w, row_bytes, (0, rows), pass, &tile, y);
+            let chunks = nb.div_ceil(32);
+            for g in (0..full).step_by(8) {
+                // SAFETY: rows `g..g + 8 ≤ rows` exist (checked) and a pass reads bytes `b0..b0
+                // + nb` of each; `tokens_by_rows8` reads the `chunks` chunks decoded here.
+                unsafe {
+                    decode_rows8(
+                        w.as_ptr().add(g * row_bytes + b0),
+                        row_bytes,
+                        nb,
+                        q.as_mut_ptr(),
+                    );
+                    tokens_by_rows8(q.as_ptr(), chunks, &tile, (g, rows), y);
+                }
+            }
+            rows_by_one(w, row_bytes, (full, rows), (b0, nb), &tile, y);
         }
     }
 }
