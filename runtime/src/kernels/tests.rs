@@ -544,27 +544,36 @@ fn softmax_coefficients_twins() {
     use super::softmax::{softmax_coefficients, softmax_coefficients_scalar};
     use crate::fixed::Dyadic;
     let mut rng = Rng(0x0DDB_1A5E_5BAD_5EED);
-    // `vector`: whether the AVX-512 twin must take the inputs (else it declines with `None`).
+    // `vector`: whether the x86-64 twins must take the inputs (else they decline with `None`).
     let run_with = |scores: &[i64], v_scale: &[Dyadic], nkv: usize, vector: bool| {
-        let _ = vector; // only the x86-64 twin uses it
+        let _ = vector; // only the x86-64 twins use it
         let len = scores.len();
         let (mut s_want, mut c_want) = (scores.to_vec(), vec![-1i32; len]);
         let want = softmax_coefficients_scalar(&mut s_want, &mut c_want, v_scale, nkv);
         #[cfg(target_arch = "x86_64")]
-        if Level::Avx512Vnni.supported() {
+        for level in [Level::Avx2, Level::Avx512Vnni] {
+            if !level.supported() {
+                continue;
+            }
             let (mut s, mut c) = (scores.to_vec(), vec![-1i32; len]);
-            // SAFETY: the VNNI level (AVX-512 F/BW/VL/DQ/CD) is supported (checked above).
-            let got =
-                unsafe { super::x86_64::softmax_coefficients_avx512(&mut s, &mut c, v_scale, nkv) };
+            // SAFETY: the level is supported (checked above).
+            let got = unsafe {
+                match level {
+                    Level::Avx2 => {
+                        super::x86_64::softmax_coefficients_avx2(&mut s, &mut c, v_scale, nkv)
+                    }
+                    _ => super::x86_64::softmax_coefficients_avx512(&mut s, &mut c, v_scale, nkv),
+                }
+            };
             if vector {
-                assert_eq!(got, Some(want), "len {len} nkv {nkv}");
+                assert_eq!(got, Some(want), "{level} len {len} nkv {nkv}");
                 assert_eq!(
                     (s, c),
                     (s_want.clone(), c_want.clone()),
-                    "len {len} nkv {nkv}"
+                    "{level} len {len} nkv {nkv}"
                 );
             } else {
-                assert_eq!(got, None);
+                assert_eq!(got, None, "{level}");
             }
         }
         for level in super::supported_levels() {
@@ -630,19 +639,26 @@ fn attention_scores_twins() {
     use crate::fixed::Dyadic;
     let mut rng = Rng(0xA77E_4710_5C0B_E5ED);
     let run = |dots: &[i32], q: Dyadic, ks: &[Dyadic], nkv: usize, vector: bool| {
-        let _ = vector; // only the x86-64 twin uses it
+        let _ = vector; // only the x86-64 twins use it
         let len = dots.len();
         let mut want = vec![-1i64; len];
         attention_scores_scalar(dots, q, ks, nkv, &mut want);
         #[cfg(target_arch = "x86_64")]
-        if Level::Avx512Vnni.supported() {
+        for level in [Level::Avx2, Level::Avx512Vnni] {
+            if !level.supported() {
+                continue;
+            }
             let mut got = vec![-1i64; len];
-            // SAFETY: the VNNI level (AVX-512 F/BW/VL/DQ/CD) is supported (checked above).
-            let took =
-                unsafe { super::x86_64::attention_scores_avx512(dots, q, ks, nkv, &mut got) };
-            assert_eq!(took, vector);
+            // SAFETY: the level is supported (checked above).
+            let took = unsafe {
+                match level {
+                    Level::Avx2 => super::x86_64::attention_scores_avx2(dots, q, ks, nkv, &mut got),
+                    _ => super::x86_64::attention_scores_avx512(dots, q, ks, nkv, &mut got),
+                }
+            };
+            assert_eq!(took, vector, "{level}");
             if vector {
-                assert_eq!(got, want, "q {q:?}");
+                assert_eq!(got, want, "{level} q {q:?}");
             }
         }
         for level in super::supported_levels() {
