@@ -523,8 +523,10 @@ fn int8_weighted_sum_random_and_extremes() {
         let stride = hd + rng.below(3) as usize * hd;
         let t = 1 + rng.below(140) as usize;
         let coef: Vec<i32> = (0..t)
-            .map(|_| match rng.below(4) {
+            .map(|_| match rng.below(5) {
                 0 => 0,
+                // Negative coefficients: the contract allows |c| ≤ 2^24.
+                1 => -((rng.next() % (1 << 24)) as i32),
                 _ => (rng.next() % (1 << 24)) as i32,
             })
             .collect();
@@ -535,6 +537,8 @@ fn int8_weighted_sum_random_and_extremes() {
     let t = crate::format::MAX_CTX as usize;
     for x in [-128i8, 127] {
         check(&vec![1 << 24; t], &vec![x; t * 32], 32, 32);
+        check(&vec![-(1 << 24); t], &vec![x; t * 32], 32, 32);
+        check(&vec![-(1 << 24); t - 1], &vec![x; t * 48], 48, 48);
         check(&vec![-(1 << 24); t], &vec![x; t * 40], 40, 40);
     }
 }
