@@ -207,7 +207,7 @@ pub unsafe fn softmax_coefficients_avx2(
     let mut kmax = _mm256_setzero_si256();
     for s0 in (0..len).step_by(4) {
         let m = first(len - s0);
-        let p = scores.as_mut_ptr().add(s0) as *mut i64;
+        let p = scores.as_mut_ptr().add(s0);
         let wgt = exp_weights4(_mm256_maskload_epi64(p, m), smax, m);
         wsum = _mm256_add_epi64(wsum, wgt);
         let (mant, e) = dyadic_mul4(
