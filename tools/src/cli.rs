@@ -31,6 +31,26 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// The kernel level shared by generate, eval and bench.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct KernelLevel {
+    /// Run the kernels at this level instead of the best one the CPU has: `portable`, `avx2`,
+    /// `avx512vnni` or `neon` (every level computes the same integers, so only the speed
+    /// changes; a level the CPU cannot run is refused).
+    #[arg(long, value_name = "LEVEL")]
+    pub kernels: Option<String>,
+}
+
+impl KernelLevel {
+    /// Applies the level (process-wide), if one was given.
+    pub fn apply(&self) -> Result<()> {
+        if let Some(k) = &self.kernels {
+            bench::force_level(k)?;
+        }
+        Ok(())
+    }
+}
+
 /// The working-memory cap shared by generate, eval and bench.
 #[derive(Debug, Clone, Copy, clap::Args)]
 pub struct MemoryCap {
@@ -116,6 +136,9 @@ pub enum Command {
         top_k: u32,
         #[command(flatten)]
         #[allow(missing_docs)]
+        level: KernelLevel,
+        #[command(flatten)]
+        #[allow(missing_docs)]
         memory: MemoryCap,
     },
     /// Talk to a blob the way the board talks over serial: each line of stdin is a prompt or a
@@ -169,6 +192,9 @@ pub enum Command {
         json: bool,
         #[command(flatten)]
         #[allow(missing_docs)]
+        level: KernelLevel,
+        #[command(flatten)]
+        #[allow(missing_docs)]
         memory: MemoryCap,
     },
     /// Prefill and decode tokens/s, per-token latency and session RAM of a blob on this host.
@@ -182,11 +208,9 @@ pub enum Command {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
-        /// Run the kernels at this level instead of the best one the CPU has: `portable`,
-        /// `avx2`, `avx512vnni` or `neon` (every level computes the same integers; a level the
-        /// CPU cannot run is refused).
-        #[arg(long, value_name = "LEVEL")]
-        kernels: Option<String>,
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        level: KernelLevel,
         #[command(flatten)]
         #[allow(missing_docs)]
         memory: MemoryCap,
@@ -216,9 +240,11 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
             seed,
             temperature,
             top_k,
+            level,
             memory,
         } => {
             let sampler = generate::sampler(temperature, top_k, seed)?;
+            level.apply()?;
             generate_cmd(model.as_deref(), &prompt, tokens, sampler, memory, out)
         }
         Command::Chat {
@@ -240,18 +266,20 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
             max_windows,
             threads,
             json,
+            level,
             memory,
-        } => eval_cmd(&model, &data, max_windows, threads, json, memory, out),
+        } => {
+            level.apply()?;
+            eval_cmd(&model, &data, max_windows, threads, json, memory, out)
+        }
         Command::Bench {
             model,
             rounds,
             json,
-            kernels,
+            level,
             memory,
         } => {
-            if let Some(k) = kernels {
-                bench::force_level(&k)?;
-            }
+            level.apply()?;
             bench_cmd(model.as_deref(), rounds as usize, json, memory, out)
         }
     }

@@ -190,6 +190,32 @@ fn bench_kernel_levels() {
         assert_eq!(per_mac.is_some(), cfg!(target_arch = "x86_64"), "{v}");
         assert!(per_mac.is_none_or(|c| c > 0.0), "{v}");
     }
+    // generate and eval take the flag too: the same text at every level.
+    let texts: Vec<Vec<u8>> = runtime::kernels::supported_levels()
+        .map(|level| {
+            let args = [
+                "generate",
+                "--model",
+                m,
+                "--prompt",
+                "ab",
+                "--tokens",
+                "40",
+                "--kernels",
+                level.name(),
+            ];
+            let out = tools(&args);
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            out.stdout
+        })
+        .collect();
+    assert!(texts.windows(2).all(|w| w[0] == w[1]), "{texts:?}");
+    let e = fails_with(&tools(&["generate", "--model", m, "--kernels", missing]), 1);
+    assert!(e.contains("cannot run"), "{e}");
 }
 
 #[test]
