@@ -1,5 +1,5 @@
-//! Hostile command lines and blobs for `tools inspect/generate/eval/bench` (issue 15, items 1,
-//! 2, 5, 6, 10, 11, 12), run through the built binary: every one ends with a one-line error
+//! Hostile command lines and blobs for `tools inspect/generate/eval/bench`, run through the
+//! built binary: every one ends with a one-line error
 //! (status 1) or a usage error (status 2), never a panic, an abort or a signal.
 
 mod common;
@@ -266,7 +266,7 @@ fn files_are_checked_before_they_are_read() {
         1,
     );
     assert!(e.contains("4 GiB"), "{e}");
-    // Non-zero flags: named as flags (item 12), not "header does not decode".
+    // Non-zero flags: named as flags, not "header does not decode".
     tiny[28] = 1;
     let flagged = write(&dir, "flags.bin", &tiny);
     let e = fails_with(&tools(&["inspect", flagged.to_str().unwrap()]), 1);

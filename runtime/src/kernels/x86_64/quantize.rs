@@ -1,7 +1,8 @@
-//! AVX2 twins of the int8 quantizers' per-element loops (`norm.rs`: the RMSNorm statistics,
-//! Q2 of `x∘g`, Q5 of a rotated or projected head), eight elements per step. Each returns
-//! what its scalar loop in `norm.rs` returns, bit for bit (the quantizer tests compare them);
-//! the quantizing ones handle whole groups of eight and leave the tail to the caller.
+//! AVX2 twins of the int8 quantizers' per-element loops (`pass/norm.rs`: the RMSNorm
+//! statistics, Q2 of `x∘g`, Q5 of a rotated or projected head), eight elements per step. Each
+//! returns what its scalar loop in `pass/norm.rs` returns, bit for bit (the quantizer tests
+//! compare them); the quantizing ones handle whole groups of eight and leave the tail to the
+//! caller.
 //!
 //! The quantizer is [`Q127`]'s multiply-high division in `u32` lanes: `⌊n · lo / 2^32⌋` by
 //! two `vpmuludq` (even and odd lanes), `q·m` by `vpmulld`, the half-even rounding by
@@ -9,7 +10,7 @@
 
 use core::arch::x86_64::*;
 
-use crate::norm::Q127;
+use crate::pass::norm::Q127;
 
 /// [`Q127::of`] on eight `u32` lanes `a ≤ m`.
 #[inline]
