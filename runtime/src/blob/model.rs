@@ -47,6 +47,7 @@ impl<'a> Gains<'a> {
     }
     /// The gains as stored: `4·len()` bytes, little-endian `i32` (the x86-64 quantizers load
     /// them eight at a time).
+    #[cfg(target_arch = "x86_64")]
     pub(crate) fn bytes(&self) -> &'a [u8] {
         self.0
     }
