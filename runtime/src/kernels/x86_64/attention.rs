@@ -1,6 +1,6 @@
 //! x86-64 AVX-512 twins of the attention's per-key steps ([`super::super::softmax`]), eight
-//! keys per step, built from lane helpers: [`dyadic_mul8`] (`Dyadic::mul` with the exponent
-//! clamp), [`exp_weights8`] (the integer `exp`), [`shift_round8`] (`mul_round`'s rounding shift).
+//! keys per step, built from lane helpers: `dyadic_mul8` (`Dyadic::mul` with the exponent
+//! clamp), `exp_weights8` (the integer `exp`), [`shift_round8`] (`mul_round`'s rounding shift).
 
 use core::arch::x86_64::*;
 
@@ -125,8 +125,8 @@ fn first(k: usize) -> __mmask8 {
 }
 
 /// [`softmax_coefficients_scalar`](super::super::softmax::softmax_coefficients_scalar) eight keys at a
-/// time with AVX-512: the integer `exp` ([`exp_weights8`]), the exact normalization of
-/// `from_u64` for weights `≤ 2^30` (`vplzcntq`), [`dyadic_mul8`] by the value scales, the
+/// time with AVX-512: the integer `exp` (`exp_weights8`), the exact normalization of
+/// `from_u64` for weights `≤ 2^30` (`vplzcntq`), `dyadic_mul8` by the value scales, the
 /// maximum as one unsigned key per lane. Returns `None` (and touches nothing) unless every
 /// value scale read is normalized or zero with an exponent in the clamp range, as the forward
 /// pass's always are; the caller then runs the scalar code.
@@ -202,7 +202,7 @@ pub unsafe fn softmax_coefficients_avx512(
 }
 
 /// [`attention_scores_scalar`](super::super::softmax::attention_scores_scalar) eight keys at a time
-/// with AVX-512: [`dyadic_mul8`], then `mul_round` (`vpmullq`, per-lane rounding right shifts
+/// with AVX-512: `dyadic_mul8`, then `mul_round` (`vpmullq`, per-lane rounding right shifts
 /// or saturating left shifts). Returns `false` (and touches nothing) unless `q_scale` and
 /// every key scale read are normalized or zero with exponents in the clamp range; the caller
 /// then runs the scalar code.

@@ -186,7 +186,7 @@ fn hmax_i64(v: __m256i) -> i64 {
 }
 
 /// [`softmax_coefficients_scalar`](super::super::softmax::softmax_coefficients_scalar) four keys at
-/// a time with AVX2 ([`exp_weights4`], [`normalize_weights4`], [`dyadic_mul4`] by the value
+/// a time with AVX2 (`exp_weights4`, `normalize_weights4`, `dyadic_mul4` by the value
 /// scales, the maximum as one key per lane). Returns `None` (and touches nothing) unless every
 /// value scale read is normalized or zero with an exponent in the clamp range, as the forward
 /// pass's always are; the caller then runs the scalar code.
@@ -273,7 +273,7 @@ unsafe fn coefficients4(scores: &[i64], coef: &mut [i32], e: i32) {
 }
 
 /// [`attention_scores_scalar`](super::super::softmax::attention_scores_scalar) four keys at a time
-/// with AVX2: [`dyadic_mul4`], then `mul_round` ([`shift_round4`] of `dot · mant`). Returns
+/// with AVX2: `dyadic_mul4`, then `mul_round` (`shift_round4` of `dot · mant`). Returns
 /// `false` (and touches nothing) unless `q_scale` and every key scale read are normalized or
 /// zero with exponents in the clamp range; the caller then runs the scalar code.
 ///

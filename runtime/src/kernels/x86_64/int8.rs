@@ -83,7 +83,7 @@ const FLUSH_POSITIONS: usize = 2048;
 /// coefficient split into 12-bit halves `c = c_hi · 2^12 + c_lo` (`|c| ≤ 2^24`: both fit
 /// `i16`), two positions interleaved per `vpmaddwd` against the values widened to `i16`, 32
 /// dimensions per pass (16 where 32 do not divide the row), `i32` sums flushed to `i64` every
-/// [`FLUSH_POSITIONS`] positions. Rows whose length is not a multiple of 16, or a coefficient
+/// `FLUSH_POSITIONS` positions. Rows whose length is not a multiple of 16, or a coefficient
 /// beyond `±2^24`, take the portable loop.
 ///
 /// # Safety
@@ -121,7 +121,7 @@ pub unsafe fn int8_weighted_sum_avx2(coef: &[i32], v: &[i8], stride: usize, acc:
 }
 
 /// `Σ_s c_lo[s]·v[s][d]` and `Σ_s c_hi[s]·v[s][d]` for `16·H` dimensions `d` of
-/// `coef.len() ≤` [`FLUSH_POSITIONS`] positions (rows `stride` apart from `v`), in dimension
+/// `coef.len() ≤` `FLUSH_POSITIONS` positions (rows `stride` apart from `v`), in dimension
 /// order (the first `16·H` entries of each array).
 ///
 /// # Safety

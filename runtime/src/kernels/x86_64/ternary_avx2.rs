@@ -266,8 +266,8 @@ unsafe fn tokens_by_rows8(
 
 /// `Y[t] = W · X[t]` for a block of tokens with AVX2, reading each weight row once per tile of
 /// [`TILE`] tokens: eight rows at a time are decoded into `q` vectors once (8 KiB on the
-/// stack) and every token of the tile streams past them ([`tokens_by_rows8`]); rows beyond a
-/// multiple of eight share their `q` vectors among four tokens ([`rows_by_one`]). Shapes:
+/// stack) and every token of the tile streams past them (`tokens_by_rows8`); rows beyond a
+/// multiple of eight share their `q` vectors among four tokens (`rows_by_one`). Shapes:
 /// `x [n][row_bytes·4]`, `y [n][rows]`, `scratch [≥ min(n, TILE) ·
 /// permuted_len(row_bytes·4)]`. The contract of
 /// [`reference::ternary_matmul`](super::super::reference::ternary_matmul).
