@@ -1,6 +1,6 @@
 //! Integer kernels, tract/candle style: a plain scalar [`reference`](mod@reference) twin for each, a portable
 //! optimized variant ([`fast`]; [`dsp`] on Arm cores with the DSP extension), per-architecture
-//! SIMD variants (`x86_64`: AVX2 and AVX-512 VNNI; `aarch64`: NEON), and one shared test suite
+//! SIMD variants (`x86_64`: AVX2 and AVX-512 VNNI; `aarch64`: NEON; `wasm32`: SIMD128), and one shared test suite
 //! that demands exact equality between all of them on random and extreme inputs.
 //!
 //! The functions exported here ([`ternary_matvec`], [`ternary_matmul`], [`int8_matvec`],
@@ -43,6 +43,8 @@ pub mod fast;
 pub mod lut;
 pub mod reference;
 pub mod softmax;
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+pub mod wasm32;
 #[cfg(target_arch = "x86_64")]
 pub mod x86_64;
 
@@ -99,6 +101,10 @@ pub fn ternary_matvec(w: &[u8], row_bytes: usize, x: &[i8], y: &mut [i32]) {
     if aarch64::row_bytes_ok(row_bytes) && level() == Level::Neon {
         return aarch64::ternary_matvec_neon(w, row_bytes, x, y);
     }
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    if wasm32::row_bytes_ok(row_bytes) && level() == Level::Simd128 {
+        return wasm32::ternary_matvec_simd128(w, row_bytes, x, y);
+    }
     portable_ternary_matvec(w, row_bytes, x, y)
 }
 
@@ -154,6 +160,10 @@ pub fn int8_matvec(m: &[i8], stride: usize, x: &[i8], y: &mut [i32]) {
     #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
     if level() == Level::Neon {
         return aarch64::int8_matvec_neon(m, stride, x, y);
+    }
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    if level() == Level::Simd128 {
+        return wasm32::int8_matvec_simd128(m, stride, x, y);
     }
     fast::int8_matvec(m, stride, x, y)
 }

@@ -123,6 +123,8 @@ fn matvecs() -> Vec<(&'static str, MatVec)> {
     }
     #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
     v.push(("neon", super::aarch64::ternary_matvec_neon));
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    v.push(("simd128", super::wasm32::ternary_matvec_simd128));
     v
 }
 
@@ -138,6 +140,8 @@ fn int8_matvecs() -> Vec<(&'static str, Int8MatVec)> {
     }
     #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
     v.push(("neon", super::aarch64::int8_matvec_neon));
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    v.push(("simd128", super::wasm32::int8_matvec_simd128));
     v
 }
 
@@ -472,6 +476,10 @@ fn dispatch_levels() {
     }
     #[cfg(target_arch = "aarch64")]
     assert_eq!(best, Level::Neon);
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    assert_eq!(best, Level::Simd128);
+    #[cfg(all(target_arch = "wasm32", not(target_feature = "simd128")))]
+    assert_eq!(best, Level::Portable);
     at_level(Level::Portable, || {
         assert_eq!(super::level(), Level::Portable)
     })
