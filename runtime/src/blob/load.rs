@@ -2,6 +2,7 @@
 //! "Loader guarantees"), then hands it to the borrowed view in `model.rs`.
 
 use super::model::{u16_at, u32_at, CRC32};
+use super::sections::Sections;
 use crate::error::{ConfigError, LoadError, Section};
 use crate::fixed::{Dyadic, DYADIC_EXP_MAX, DYADIC_EXP_MIN};
 use crate::format::{
@@ -133,6 +134,7 @@ impl<'a> Model<'a> {
 
         let hd = Dyadic::from_u64(info.config.head_dim() as u64, 0);
         Ok(Model {
+            sections: Sections::new(&layout),
             layout,
             norm_eps: eps.normalized(),
             inv_sqrt_head_dim: hd.rsqrt(),
@@ -143,6 +145,7 @@ impl<'a> Model<'a> {
             data,
             copy: &[],
             copy_start: 0,
+            tiled: &[],
         })
     }
 }
