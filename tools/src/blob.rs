@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use runtime::format::{known_flags, MAGIC, PREFIX_LEN, VERSION_MAJOR, VERSION_MAJOR_MIN};
 use runtime::Model;
 
-use crate::files;
+use crate::{files, memory};
 
 /// The largest blob the format can describe: the prefix's offsets and lengths are `u32`.
 pub const MAX_BLOB_BYTES: u64 = u32::MAX as u64;
@@ -77,32 +77,63 @@ pub fn validate(bytes: &[u8]) -> Result<Model<'_>, runtime::LoadError> {
     Model::from_bytes_in(bytes, &mut scratch)
 }
 
-/// The model the host runs from `bytes` (validated once): the blob itself, or, when it stores
-/// matrices in base 3 and this CPU has SIMD kernels (which read the 2-bit encoding), the same
-/// model rewritten with 2-bit matrices into `repacked` (the same weights, so the same outputs
-/// bit for bit; the base-3 kernel is a portable table-lookup kernel made for microcontrollers,
-/// about 20 times slower than the AVX-512 one on a PC). Says so on stderr.
+/// The copies of a blob's matrices a host keeps in memory beside the blob: the blob rewritten
+/// with 2-bit matrices (for a base-3 blob, whose table-lookup kernel is made for
+/// microcontrollers), and the row-tiled copy of the 2-bit matrices that the x86-64 AVX2 and
+/// AVX-512 VNNI kernels read ([`Model::with_tiled`]). Lives as long as the model reading it.
+#[derive(Default)]
+pub struct HostCopies {
+    repacked: Vec<u8>,
+    tiled: Vec<u8>,
+}
+
+/// The model the host runs from `bytes` (validated once), with the copies of its matrices the
+/// current kernel level reads fastest (the same weights, so the same outputs bit for bit), in
+/// `copies`: a base-3 blob is rewritten with 2-bit matrices when this CPU has SIMD kernels (the
+/// base-3 kernel is about 20 times slower than the AVX-512 one on a PC; said on stderr), and the
+/// 2-bit matrices are rewritten into the row-tiled layout at the x86-64 SIMD levels. The copies
+/// count against `max_memory` (`--max-memory`). Returns the model and the bytes the copies hold.
 pub fn load_for_host<'a>(
     path: &Path,
     bytes: &'a [u8],
-    repacked: &'a mut Vec<u8>,
-) -> Result<Model<'a>> {
-    use runtime::kernels::{level, Level};
+    copies: &'a mut HostCopies,
+    max_memory: u64,
+) -> Result<(Model<'a>, u64)> {
+    use runtime::kernels::{level, tiled_level, Level};
     let m = load(path, bytes)?;
+    let HostCopies { repacked, tiled } = copies;
     let base3 = m
         .layout()
         .encodings()
         .contains(&runtime::TernaryEncoding::Base3);
-    if !base3 || level() == Level::Portable {
-        return Ok(m);
+    let m = if base3 && level() != Level::Portable {
+        // The 2-bit blob's data region (its header is a few KiB more).
+        let vocab = m.layout().global_entry(runtime::TensorKind::VocabBytes);
+        let data = vocab
+            .and_then(|v| runtime::Layout::new(*m.config(), v.len).ok())
+            .map_or(u64::MAX, |l| l.data_len() as u64);
+        memory::check(data, max_memory).context("the blob repacked with 2-bit matrices")?;
+        *repacked = runtime::writer::ModelParams::from_model(&m)
+            .to_blob()
+            .map_err(|e| anyhow::anyhow!("{}: cannot repack for the host: {e}", path.display()))?;
+        eprintln!(
+            "tools: {}: base-3 matrices repacked to 2-bit in memory for the {} kernels",
+            path.display(),
+            level()
+        );
+        load(path, repacked)?
+    } else {
+        m
+    };
+    if !tiled_level() {
+        return Ok((m, repacked.len() as u64));
     }
-    *repacked = runtime::writer::ModelParams::from_model(&m)
-        .to_blob()
-        .map_err(|e| anyhow::anyhow!("{}: cannot repack for the host: {e}", path.display()))?;
-    eprintln!(
-        "tools: {}: base-3 matrices repacked to 2-bit in memory for the {} kernels",
-        path.display(),
-        level()
-    );
-    load(path, repacked)
+    let need = m.tiled_bytes();
+    memory::check(repacked.len() as u64 + need as u64, max_memory)
+        .context("the row-tiled copy of the matrices")?;
+    *tiled = memory::zeroed(need)?;
+    let m = m
+        .with_tiled(tiled)
+        .map_err(|e| anyhow::anyhow!("{}: cannot tile the matrices: {e}", path.display()))?;
+    Ok((m, (repacked.len() + need) as u64))
 }

@@ -342,10 +342,12 @@ fn inspect_cmd(file: &Path, json: bool, out: &mut dyn Write) -> Result<()> {
     Ok(())
 }
 
-/// A session over the whole context, prefilling `block` tokens at a time, must fit the cap.
-fn check_session(model: &Model<'_>, block: u32, cap: MemoryCap) -> Result<u64> {
+/// A session over the whole context, prefilling `block` tokens at a time, and the `held` bytes
+/// of the model's host copies must fit the cap; returns the session's bytes.
+fn check_session(model: &Model<'_>, block: u32, held: u64, cap: MemoryCap) -> Result<u64> {
     let need = session_bytes_prefill(model.config(), model.config().ctx_len, block) as u64;
-    memory::check(need, cap.max_memory).context("a session over the model's whole context")?;
+    memory::check(need.saturating_add(held), cap.max_memory)
+        .context("a session over the model's whole context and the model's copies")?;
     Ok(need)
 }
 
@@ -360,9 +362,9 @@ fn generate_cmd(
 ) -> Result<()> {
     let path = blob::model_path(model);
     let bytes = blob::read(&path)?;
-    let mut repacked = Vec::new();
-    let model = blob::load_for_host(&path, &bytes, &mut repacked)?;
-    check_session(&model, (model.config().ctx_len / 2).max(1), cap)?;
+    let mut copies = blob::HostCopies::default();
+    let (model, held) = blob::load_for_host(&path, &bytes, &mut copies, cap.max_memory)?;
+    check_session(&model, (model.config().ctx_len / 2).max(1), held, cap)?;
     generate::generate(model, prompt, tokens, sampler, out)
 }
 
@@ -370,10 +372,11 @@ fn generate_cmd(
 fn chat_cmd(model: Option<&Path>, settings: runtime::chat::Settings, cap: MemoryCap) -> Result<()> {
     let path = blob::model_path(model);
     let bytes = blob::read(&path)?;
-    let mut repacked = Vec::new();
-    let model = blob::load_for_host(&path, &bytes, &mut repacked)?;
+    let mut copies = blob::HostCopies::default();
+    let (model, held) = blob::load_for_host(&path, &bytes, &mut copies, cap.max_memory)?;
     let need = runtime::session_bytes(model.config(), model.config().ctx_len) as u64;
-    memory::check(need, cap.max_memory).context("a session over the model's whole context")?;
+    memory::check(need.saturating_add(held), cap.max_memory)
+        .context("a session over the model's whole context and the model's copies")?;
     chat::install_ctrl_c()?;
     let mut term = chat::StdTerminal::new(std::io::stdout().lock());
     chat::chat(model, settings, &mut std::io::stdin().lock(), &mut term)
@@ -408,13 +411,16 @@ fn eval_cmd(
     out: &mut dyn Write,
 ) -> Result<()> {
     let bytes = blob::read(model_path)?;
-    let mut repacked = Vec::new();
-    let m = blob::load_for_host(model_path, &bytes, &mut repacked)?;
-    let session = check_session(&m, m.config().ctx_len, cap)?;
+    let mut copies = blob::HostCopies::default();
+    let (m, held) = blob::load_for_host(model_path, &bytes, &mut copies, cap.max_memory)?;
+    let session = check_session(&m, m.config().ctx_len, held, cap)?;
     // The corpus, its validation tokens (2 bytes per character of the last tenth) and one
     // session must fit the cap; more threads only while their sessions fit too.
     let (file, len) = files::open_regular(data, "data file")?;
-    let base = session.saturating_add(len).saturating_add(len / 5);
+    let base = session
+        .saturating_add(len)
+        .saturating_add(len / 5)
+        .saturating_add(held);
     memory::check(base, cap.max_memory).with_context(|| {
         format!(
             "the corpus {} ({len} bytes) and one session",
@@ -482,9 +488,10 @@ fn bench_cmd(
 ) -> Result<()> {
     let path = blob::model_path(model);
     let bytes = blob::read(&path)?;
-    let mut repacked = Vec::new();
-    let m = blob::load_for_host(&path, &bytes, &mut repacked)?;
-    memory::check(bench::bench_bytes(m.config(), rounds), cap.max_memory)
+    let mut copies = blob::HostCopies::default();
+    let (m, held) = blob::load_for_host(&path, &bytes, &mut copies, cap.max_memory)?;
+    let need = bench::bench_bytes(m.config(), rounds).saturating_add(held);
+    memory::check(need, cap.max_memory)
         .with_context(|| format!("a session and the latency samples of {rounds} rounds"))?;
     let r = bench::bench(m, bytes.len(), rounds)?;
     if json {
@@ -518,11 +525,12 @@ fn bench_cmd(
     };
     writeln!(
         out,
-        "ternary matvec     {:.2} G MACs/s ({}×{}, {} kernels{})",
+        "ternary matvec     {:.2} G MACs/s ({}×{}, {} kernels, {} layout{})",
         r.matvec_macs_per_s / 1e9,
         r.matvec_shape[0],
         r.matvec_shape[1],
         r.kernels,
+        r.matvec_layout,
         per_mac(r.matvec_tsc_cycles_per_mac, r.matvec_tsc_cycles_per_mac_min)
     )?;
     writeln!(

@@ -140,7 +140,14 @@ pub unsafe fn tiled_matvec_avx2(m: &TiledMatrix<'_>, x: &[i8], y: &mut [i32]) {
             let mut a1 = [_mm256_setzero_si256(); 2];
             let mut a4 = [_mm256_setzero_si256(); 2];
             for k in k0..(k0 + 8).min(blocks) {
-                let xb = [0, 1, 2, 3].map(|s| word(xp, 4 * k + s));
+                // (Arrays written out, not `map`ped: a closure does not inherit the target
+                // features, so its intrinsics would become calls.)
+                let xb = [
+                    word(xp, 4 * k),
+                    word(xp, 4 * k + 1),
+                    word(xp, 4 * k + 2),
+                    word(xp, 4 * k + 3),
+                ];
                 for h in 0..2 {
                     let v =
                         _mm256_loadu_si256(tile.add(k * BLOCK_BYTES + 32 * h) as *const __m256i);
@@ -296,10 +303,20 @@ unsafe fn tiles_vnni<const N: usize>(
     blocks: usize,
     x: *const i8,
 ) -> [__m512i; N] {
-    let masks = [0x03u8, 0x0C, 0x30, 0xC0].map(|v| _mm512_set1_epi8(v as i8));
+    let masks = [
+        _mm512_set1_epi8(0x03),
+        _mm512_set1_epi8(0x0C),
+        _mm512_set1_epi8(0x30),
+        _mm512_set1_epi8(0xC0u8 as i8),
+    ];
     let mut a = [[_mm512_setzero_si512(); 4]; N];
     for k in 0..blocks {
-        let xb = [0, 1, 2, 3].map(|s| word512(x, 4 * k + s));
+        let xb = [
+            word512(x, 4 * k),
+            word512(x, 4 * k + 1),
+            word512(x, 4 * k + 2),
+            word512(x, 4 * k + 3),
+        ];
         for (j, aj) in a.iter_mut().enumerate() {
             let p = tile0.add((j * blocks + k) * BLOCK_BYTES);
             let v = _mm512_loadu_si512(p as *const __m512i);
@@ -308,12 +325,14 @@ unsafe fn tiles_vnni<const N: usize>(
             }
         }
     }
-    a.map(|a| {
-        _mm512_add_epi32(
+    let mut out = [_mm512_setzero_si512(); N];
+    for (o, a) in out.iter_mut().zip(a) {
+        *o = _mm512_add_epi32(
             _mm512_add_epi32(a[0], _mm512_srai_epi32::<2>(a[1])),
             _mm512_add_epi32(_mm512_srai_epi32::<4>(a[2]), _mm512_srai_epi32::<6>(a[3])),
-        )
-    })
+        );
+    }
+    out
 }
 
 /// Writes the rows of tile `t` (`v − sx`) into `y`, masked at `y`'s end.
