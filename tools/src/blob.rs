@@ -77,22 +77,23 @@ pub fn validate(bytes: &[u8]) -> Result<Model<'_>, runtime::LoadError> {
     Model::from_bytes_in(bytes, &mut scratch)
 }
 
-/// The copies of a blob's matrices a host keeps in memory beside the blob: the blob rewritten
-/// with 2-bit matrices (for a base-3 blob, whose table-lookup kernel is made for
-/// microcontrollers), and the row-tiled copy of the 2-bit matrices that the x86-64 AVX2 and
-/// AVX-512 VNNI kernels read ([`Model::with_tiled`]). Lives as long as the model reading it.
+/// The copies of a blob's matrices a host keeps in memory beside the blob: the row-tiled copy
+/// that the x86-64 AVX2 and AVX-512 VNNI kernels read ([`Model::with_tiled`]), or, at the
+/// other SIMD levels (NEON), a base-3 blob rewritten with 2-bit matrices (the base-3
+/// table-lookup kernel is made for microcontrollers). Lives as long as the model reading it.
 #[derive(Default)]
 pub struct HostCopies {
     repacked: Vec<u8>,
     tiled: Vec<u8>,
 }
 
-/// The model the host runs from `bytes` (validated once), with the copies of its matrices the
-/// current kernel level reads fastest (the same weights, so the same outputs bit for bit), in
-/// `copies`: a base-3 blob is rewritten with 2-bit matrices when this CPU has SIMD kernels (the
-/// base-3 kernel is about 20 times slower than the AVX-512 one on a PC; said on stderr), and the
-/// 2-bit matrices are rewritten into the row-tiled layout at the x86-64 SIMD levels. The copies
-/// count against `max_memory` (`--max-memory`). Returns the model and the bytes the copies hold.
+/// The model the host runs from `bytes` (validated once), with the copy of its matrices the
+/// current kernel level reads fastest, in `copies` (the same weights, so the same outputs bit
+/// for bit): at the x86-64 SIMD levels every matrix rewritten into the row-tiled layout (from
+/// the 2-bit or the base-3 encoding); at the other SIMD levels a base-3 blob rewritten with
+/// 2-bit matrices (said on stderr; its kernel is about 20 times slower than the NEON one).
+/// The copies count against `max_memory` (`--max-memory`). Returns the model and the bytes
+/// the copies hold.
 pub fn load_for_host<'a>(
     path: &Path,
     bytes: &'a [u8],
@@ -102,38 +103,35 @@ pub fn load_for_host<'a>(
     use runtime::kernels::{level, tiled_level, Level};
     let m = load(path, bytes)?;
     let HostCopies { repacked, tiled } = copies;
+    if tiled_level() {
+        let need = m.tiled_bytes();
+        memory::check(need as u64, max_memory).context("the row-tiled copy of the matrices")?;
+        *tiled = memory::zeroed(need)?;
+        let m = m
+            .with_tiled(tiled)
+            .map_err(|e| anyhow::anyhow!("{}: cannot tile the matrices: {e}", path.display()))?;
+        return Ok((m, need as u64));
+    }
     let base3 = m
         .layout()
         .encodings()
         .contains(&runtime::TernaryEncoding::Base3);
-    let m = if base3 && level() != Level::Portable {
-        // The 2-bit blob's data region (its header is a few KiB more).
-        let vocab = m.layout().global_entry(runtime::TensorKind::VocabBytes);
-        let data = vocab
-            .and_then(|v| runtime::Layout::new(*m.config(), v.len).ok())
-            .map_or(u64::MAX, |l| l.data_len() as u64);
-        memory::check(data, max_memory).context("the blob repacked with 2-bit matrices")?;
-        *repacked = runtime::writer::ModelParams::from_model(&m)
-            .to_blob()
-            .map_err(|e| anyhow::anyhow!("{}: cannot repack for the host: {e}", path.display()))?;
-        eprintln!(
-            "tools: {}: base-3 matrices repacked to 2-bit in memory for the {} kernels",
-            path.display(),
-            level()
-        );
-        load(path, repacked)?
-    } else {
-        m
-    };
-    if !tiled_level() {
-        return Ok((m, repacked.len() as u64));
+    if !base3 || level() == Level::Portable {
+        return Ok((m, 0));
     }
-    let need = m.tiled_bytes();
-    memory::check(repacked.len() as u64 + need as u64, max_memory)
-        .context("the row-tiled copy of the matrices")?;
-    *tiled = memory::zeroed(need)?;
-    let m = m
-        .with_tiled(tiled)
-        .map_err(|e| anyhow::anyhow!("{}: cannot tile the matrices: {e}", path.display()))?;
-    Ok((m, (repacked.len() + need) as u64))
+    // The 2-bit blob's data region (its header is a few KiB more).
+    let vocab = m.layout().global_entry(runtime::TensorKind::VocabBytes);
+    let data = vocab
+        .and_then(|v| runtime::Layout::new(*m.config(), v.len).ok())
+        .map_or(u64::MAX, |l| l.data_len() as u64);
+    memory::check(data, max_memory).context("the blob repacked with 2-bit matrices")?;
+    *repacked = runtime::writer::ModelParams::from_model(&m)
+        .to_blob()
+        .map_err(|e| anyhow::anyhow!("{}: cannot repack for the host: {e}", path.display()))?;
+    eprintln!(
+        "tools: {}: base-3 matrices repacked to 2-bit in memory for the {} kernels",
+        path.display(),
+        level()
+    );
+    Ok((load(path, repacked)?, repacked.len() as u64))
 }

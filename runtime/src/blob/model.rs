@@ -6,7 +6,7 @@ use super::sections::{self, MatrixSpan, Sections};
 use crate::error::Error;
 use crate::fixed::Dyadic;
 use crate::format::{Config, TensorKind, TernaryEncoding};
-use crate::kernels::tiled::{tile_packed2, TiledMatrix};
+use crate::kernels::tiled::{tile_base3, tile_packed2, TiledMatrix};
 use crate::layout::Layout;
 #[cfg(feature = "writer")]
 use crate::schema;
@@ -90,7 +90,14 @@ pub struct TernaryMatrix<'a> {
     pub tiled: Option<TiledMatrix<'a>>,
 }
 
-impl TernaryMatrix<'_> {
+impl<'a> TernaryMatrix<'a> {
+    /// The tiled copy, when the kernels at the current level read it
+    /// ([`kernels::tiled_level`](crate::kernels::tiled_level)).
+    #[inline]
+    pub fn tiled_kernel(&self) -> Option<TiledMatrix<'a>> {
+        self.tiled.filter(|_| crate::kernels::tiled_level())
+    }
+
     /// Length of the input vector the kernels read: `row_bytes` times the weights per byte
     /// (`cols` plus padding columns, whose weights are 0).
     pub fn input_len(&self) -> usize {
@@ -357,22 +364,22 @@ impl<'a> Model<'a> {
         }
     }
 
-    /// Bytes [`Model::with_tiled`] needs: the 2-bit matrices of every block in the row-tiled
-    /// layout (two bits per weight, the last tile of each matrix padded to 16 rows), plus 63
-    /// for aligning the start of the buffer to 64 bytes. Saturates.
+    /// Bytes [`Model::with_tiled`] needs: the matrices of every block in the row-tiled layout
+    /// (two bits per weight, rows as wide as the 2-bit encoding pads them, the last tile of each
+    /// matrix padded to 16 rows), plus 63 for aligning the start of the buffer to 64 bytes.
+    /// Saturates.
     pub fn tiled_bytes(&self) -> usize {
         (self.sections.tiled_stride as usize)
             .saturating_mul(self.config().n_layers as usize)
             .saturating_add(63)
     }
 
-    /// Writes the 2-bit matrices of every block into `buf` in the row-tiled layout
+    /// Writes the matrices of every block (2-bit or base 3) into `buf` in the row-tiled layout
     /// ([`kernels::tiled`](crate::kernels::tiled)) and returns a model whose matrices carry that
     /// copy ([`TernaryMatrix::tiled`]). The x86-64 AVX2 and AVX-512 VNNI kernels read it
     /// ([`kernels::tiled_level`](crate::kernels::tiled_level)); the portable, Arm and
-    /// WebAssembly kernels keep reading the blob, and so do base-3 matrices. The same weights,
-    /// so the same results bit for bit. A host allocates `buf` ([`Model::tiled_bytes`]); the
-    /// runtime allocates nothing.
+    /// WebAssembly kernels keep reading the blob. The same weights, so the same results bit for
+    /// bit. A host allocates `buf` ([`Model::tiled_bytes`]); the runtime allocates nothing.
     ///
     /// Errors: [`Error::BufferTooSmall`] when `buf` holds fewer than [`Model::tiled_bytes`].
     pub fn with_tiled(self, buf: &'a mut [u8]) -> Result<Model<'a>, Error> {
@@ -399,7 +406,12 @@ impl<'a> Model<'a> {
                 ) else {
                     return Err(too_small);
                 };
-                tile_packed2(w, m.row_bytes as usize, m.rows as usize, dst).ok_or(too_small)?;
+                let (rows, rb) = (m.rows as usize, m.row_bytes as usize);
+                match m.encoding {
+                    TernaryEncoding::Packed2 => tile_packed2(w, rb, rows, dst),
+                    TernaryEncoding::Base3 => tile_base3(w, rb, rows, m.tiled_cols(), dst),
+                }
+                .ok_or(too_small)?;
             }
         }
         let tiled: &'a [u8] = out;

@@ -46,13 +46,14 @@ pub(crate) struct MatrixSpan {
     pub row_bytes: u32,
     /// How the rows are stored.
     pub encoding: TernaryEncoding,
-    /// Where block 0's copy lies in a row-tiled buffer ([`Model::with_tiled`](crate::Model::with_tiled)):
-    /// 2-bit matrices only (`len` 0 for base 3).
+    /// Where block 0's copy lies in a row-tiled buffer
+    /// ([`Model::with_tiled`](crate::Model::with_tiled)).
     pub tiled: Span,
 }
 
 impl MatrixSpan {
-    /// Input length of the tiled copy: the 2-bit padded width.
+    /// Input length of the tiled copy: the 2-bit padded width (the pass's activation stride),
+    /// whatever the blob's encoding.
     pub(crate) fn tiled_cols(&self) -> usize {
         ternary_row_bytes(self.cols) * 4
     }
@@ -159,12 +160,10 @@ impl Sections {
                 encoding,
                 tiled: Span::default(),
             };
-            if encoding == TernaryEncoding::Packed2 {
-                let len = tiled_len(e.rows as usize, m.tiled_cols());
-                let len = u32::try_from(len).unwrap_or(u32::MAX);
-                m.tiled = Span { offset: tiled, len };
-                tiled = tiled.saturating_add(len);
-            }
+            let len = tiled_len(e.rows as usize, m.tiled_cols());
+            let len = u32::try_from(len).unwrap_or(u32::MAX);
+            m.tiled = Span { offset: tiled, len };
+            tiled = tiled.saturating_add(len);
         }
         s.tiled_stride = tiled;
         s

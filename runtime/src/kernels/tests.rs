@@ -67,6 +67,24 @@ fn check_matvec5(weights: &[i8], rows: usize, cols: usize, x: &[i8], want: &[i32
     super::ternary5_matmul(&w, rb, &x2, &mut got);
     assert_eq!(&got[..rows], want, "base3 matmul rows={rows} cols={cols}");
     assert_eq!(&got[rows..], want, "base3 matmul rows={rows} cols={cols}");
+    // The tiled copy of the base-3 rows, as wide as the 2-bit encoding pads them (the pass's
+    // activation stride), its padding activations holding garbage.
+    let tc = ternary_row_bytes(cols as u32) * 4;
+    let mut buf = vec![0x5Au8; tiled::tiled_len(rows, tc)];
+    let m = tiled::tile_base3(&w, rb, rows, tc, &mut buf).expect("tiled shapes");
+    let weight = |r: usize, c: usize| {
+        if c < cols {
+            weights[r * cols + c] as i32
+        } else {
+            0
+        }
+    };
+    let mut xt: Vec<i8> = (0..2 * tc).map(|k| (k as i8).wrapping_mul(23)).collect();
+    xt[..cols].copy_from_slice(x);
+    xt[tc..tc + cols].copy_from_slice(x);
+    let mut want2 = want.to_vec();
+    want2.extend_from_slice(want);
+    check_tiled_matrix(&m, &weight, &xt, 2, &want2);
 }
 
 type MatVec = fn(&[u8], usize, &[i8], &mut [i32]);
@@ -212,24 +230,34 @@ fn check_tiled(w: &[u8], rb: usize, rows: usize, xs: &[i8], n: usize, want: &[i3
     let cols = rb * 4;
     let mut buf = vec![0xA5u8; tiled::tiled_len(rows, cols)];
     let m = tiled::tile_packed2(w, rb, rows, &mut buf).expect("tiled shapes");
-    assert_eq!((m.rows(), m.cols()), (rows, cols));
+    let weight = |r: usize, c: usize| decode_ternary(w[r * rb + c / 4] >> (2 * (c % 4)));
+    check_tiled_matrix(&m, &weight, xs, n, want);
+}
+
+/// A tiled matrix `m`, whose weight `(r, c)` must be `weight(r, c)`, through every tiled kernel
+/// (and the dispatchers at every level) for the `n` tokens `xs [n][m.cols()]`, against `want
+/// [n][rows]`.
+fn check_tiled_matrix(
+    m: &tiled::TiledMatrix<'_>,
+    weight: &dyn Fn(usize, usize) -> i32,
+    xs: &[i8],
+    n: usize,
+    want: &[i32],
+) {
+    let (rows, cols) = (m.rows(), m.cols());
     for r in 0..rows.div_ceil(16) * 16 {
         for c in 0..cols {
-            let blob = if r < rows {
-                decode_ternary(w[r * rb + c / 4] >> (2 * (c % 4)))
-            } else {
-                0
-            };
-            assert_eq!(m.weight(r, c), blob, "weight ({r}, {c})");
+            let w = if r < rows { weight(r, c) } else { 0 };
+            assert_eq!(m.weight(r, c), w, "weight ({r}, {c})");
         }
     }
     let run = |name: &str, f: TiledKernel, block: bool| {
         let mut got = vec![-7i32; n * rows];
         if block {
-            f(&m, xs, &mut got);
+            f(m, xs, &mut got);
         } else {
             for (xt, yt) in xs.chunks_exact(cols).zip(got.chunks_exact_mut(rows)) {
-                f(&m, xt, yt);
+                f(m, xt, yt);
             }
         }
         assert_eq!(got, want, "{name} rows={rows} cols={cols} n={n}");

@@ -93,33 +93,36 @@ impl<'a> TiledMatrix<'a> {
 }
 
 /// Writes a `rows` × `cols` matrix (`cols` a multiple of [`BLOCK_COLS`]) into `out` in the
-/// tiled layout, taking weight `(r, c)` (in `{-1, 0, 1}`) from `weight`; rows past `rows` get
-/// zero weights. Returns the matrix, or `None` when `out` is not [`tiled_len`]`(rows, cols)`
-/// bytes long or `cols` is not a multiple of [`BLOCK_COLS`].
+/// tiled layout, taking the weights of row `r`, columns `16k..16k + 16` (each in `{-1, 0, 1}`)
+/// from `block(r, k)`; rows past `rows` get zero weights. Returns the matrix, or `None` when
+/// `out` is not [`tiled_len`]`(rows, cols)` bytes long or `cols` is not a multiple of
+/// [`BLOCK_COLS`].
 pub fn tile_into<'a>(
     rows: usize,
     cols: usize,
-    weight: impl Fn(usize, usize) -> i32,
+    block: impl Fn(usize, usize) -> [i8; BLOCK_COLS],
     out: &'a mut [u8],
 ) -> Option<TiledMatrix<'a>> {
     if !cols.is_multiple_of(BLOCK_COLS) || out.len() != tiled_len(rows, cols) {
         return None;
     }
     let blocks = cols / BLOCK_COLS;
-    for (i, block) in out.chunks_exact_mut(BLOCK_BYTES).enumerate() {
+    for (i, bytes) in out.chunks_exact_mut(BLOCK_BYTES).enumerate() {
         let (t, k) = (i / blocks, i % blocks);
-        for (j, byte) in block.iter_mut().enumerate() {
-            let (r, b) = (TILE_ROWS * t + j / 4, j % 4);
-            let mut v = 0u8;
-            for s in 0..4 {
-                let w = if r < rows {
-                    weight(r, BLOCK_COLS * k + 4 * s + b).clamp(-1, 1)
-                } else {
-                    0
-                };
-                v |= ((w + 1) as u8) << (2 * s);
+        for (r, quad) in bytes.chunks_exact_mut(4).enumerate() {
+            let row = TILE_ROWS * t + r;
+            let w = if row < rows {
+                block(row, k)
+            } else {
+                [0; BLOCK_COLS]
+            };
+            for (b, byte) in quad.iter_mut().enumerate() {
+                let mut v = 0u8;
+                for s in 0..4 {
+                    v |= ((w[4 * s + b].clamp(-1, 1) + 1) as u8) << (2 * s);
+                }
+                *byte = v;
             }
-            *byte = v;
         }
     }
     TiledMatrix::new(out, rows, cols)
@@ -136,9 +139,58 @@ pub fn tile_packed2<'a>(
     if w.len() < rows.checked_mul(row_bytes)? {
         return None;
     }
-    let weight = |r: usize, c: usize| {
-        w.get(r * row_bytes + c / 4)
-            .map_or(0, |v| super::decode_ternary(v >> (2 * (c % 4))))
+    let block = |r: usize, k: usize| {
+        let mut ws = [0i8; BLOCK_COLS];
+        if let Some(b4) = w.get(r * row_bytes + 4 * k..r * row_bytes + 4 * k + 4) {
+            for (j, v) in ws.iter_mut().enumerate() {
+                *v = super::decode_ternary(b4[j / 4] >> (2 * (j % 4))) as i8;
+            }
+        }
+        ws
     };
-    tile_into(rows, row_bytes.checked_mul(4)?, weight, out)
+    tile_into(rows, row_bytes.checked_mul(4)?, block, out)
+}
+
+/// [`tile_into`] from a base-3 matrix `w [rows][row_bytes]` (format v2: column `c` is digit
+/// `c / row_bytes` of byte `c % row_bytes`, see [`decode_base3`](super::decode_base3)), as a
+/// `rows` × `cols` tiled matrix (`cols` a multiple of [`BLOCK_COLS`]; columns past the base-3
+/// rows' `5 · row_bytes` get zero weights).
+pub fn tile_base3<'a>(
+    w: &[u8],
+    row_bytes: usize,
+    rows: usize,
+    cols: usize,
+    out: &'a mut [u8],
+) -> Option<TiledMatrix<'a>> {
+    if w.len() < rows.checked_mul(row_bytes)? || row_bytes == 0 {
+        return None;
+    }
+    // The five digits of every byte value (bytes ≥ 243 never pass the loader; they read 0).
+    const DIGITS: [[i8; 5]; 256] = {
+        let mut t = [[0i8; 5]; 256];
+        let mut v = 0;
+        while v < 243 {
+            let mut k = 0;
+            while k < 5 {
+                t[v][k] = super::decode_base3(v as u8, k) as i8;
+                k += 1;
+            }
+            v += 1;
+        }
+        t
+    };
+    let block = |r: usize, k: usize| {
+        let mut ws = [0i8; BLOCK_COLS];
+        for (j, v) in ws.iter_mut().enumerate() {
+            let c = BLOCK_COLS * k + j;
+            if let Some(b) = w
+                .get(r * row_bytes + c % row_bytes)
+                .filter(|_| c < 5 * row_bytes)
+            {
+                *v = DIGITS[*b as usize][c / row_bytes];
+            }
+        }
+        ws
+    };
+    tile_into(rows, cols, block, out)
 }

@@ -14,7 +14,7 @@ use crate::format::{int8_row_bytes, TernaryEncoding, LOGIT_FRAC_BITS, RESID_FRAC
 use crate::kernels::lut::Tables5;
 use crate::kernels::{
     int8_matvec, ternary5_matmul, ternary5_matvec, ternary_matmul, ternary_matmul_tiled,
-    ternary_matvec, ternary_matvec_tiled, tiled_level,
+    ternary_matvec, ternary_matvec_tiled,
 };
 use crate::model::{Gains, TernaryMatrix};
 use crate::session::Session;
@@ -45,7 +45,7 @@ pub(super) fn matmul(
         return;
     };
     // The row-tiled copy, where the level's kernels read it (x86-64 SIMD) and the model has it.
-    if let Some(t) = w.tiled.filter(|t| t.cols() == stride && tiled_level()) {
+    if let Some(t) = w.tiled_kernel().filter(|t| t.cols() == stride) {
         match act.get(..n * stride) {
             Some(x) if n == 1 => ternary_matvec_tiled(&t, x, out),
             Some(x) => ternary_matmul_tiled(&t, x, out),
