@@ -92,69 +92,72 @@ impl<'a> TiledMatrix<'a> {
     }
 }
 
-/// Writes a `rows` × `cols` matrix (`cols` a multiple of [`BLOCK_COLS`]) into `out` in the
-/// tiled layout, taking the weights of row `r`, columns `16k..16k + 16` (each in `{-1, 0, 1}`)
-/// from `block(r, k)`; rows past `rows` get zero weights. Returns the matrix, or `None` when
-/// `out` is not [`tiled_len`]`(rows, cols)` bytes long or `cols` is not a multiple of
-/// [`BLOCK_COLS`].
-pub fn tile_into<'a>(
+/// A tiled matrix being written: every weight 0 until [`set`](Writer::set).
+struct Writer<'a> {
+    out: &'a mut [u8],
     rows: usize,
     cols: usize,
-    block: impl Fn(usize, usize) -> [i8; BLOCK_COLS],
-    out: &'a mut [u8],
-) -> Option<TiledMatrix<'a>> {
-    if !cols.is_multiple_of(BLOCK_COLS) || out.len() != tiled_len(rows, cols) {
-        return None;
-    }
-    let blocks = cols / BLOCK_COLS;
-    for (i, bytes) in out.chunks_exact_mut(BLOCK_BYTES).enumerate() {
-        let (t, k) = (i / blocks, i % blocks);
-        for (r, quad) in bytes.chunks_exact_mut(4).enumerate() {
-            let row = TILE_ROWS * t + r;
-            let w = if row < rows {
-                block(row, k)
-            } else {
-                [0; BLOCK_COLS]
-            };
-            for (b, byte) in quad.iter_mut().enumerate() {
-                let mut v = 0u8;
-                for s in 0..4 {
-                    v |= ((w[4 * s + b].clamp(-1, 1) + 1) as u8) << (2 * s);
-                }
-                *byte = v;
-            }
-        }
-    }
-    TiledMatrix::new(out, rows, cols)
 }
 
-/// [`tile_into`] from a 2-bit matrix `w [rows][row_bytes]` (codes as in
-/// [`decode_ternary`](super::decode_ternary)): `cols = 4 · row_bytes`, the blob's padded width.
+impl<'a> Writer<'a> {
+    /// `None` unless `cols` is a multiple of [`BLOCK_COLS`] and `out` is [`tiled_len`]`(rows,
+    /// cols)` bytes long.
+    fn new(rows: usize, cols: usize, out: &'a mut [u8]) -> Option<Writer<'a>> {
+        if !cols.is_multiple_of(BLOCK_COLS) || out.len() != tiled_len(rows, cols) {
+            return None;
+        }
+        out.fill(0x55); // q = 1 (w = 0) in every field
+        Some(Writer { out, rows, cols })
+    }
+
+    /// Weight `(r, c)` (`r < rows`, `c < cols`; others are ignored) in `{-1, 0, 1}`.
+    #[inline]
+    fn set(&mut self, r: usize, c: usize, w: i32) {
+        if r >= self.rows || c >= self.cols {
+            return;
+        }
+        let blocks = self.cols / BLOCK_COLS;
+        let at =
+            ((r / TILE_ROWS) * blocks + c / BLOCK_COLS) * BLOCK_BYTES + 4 * (r % TILE_ROWS) + c % 4;
+        let shift = 2 * ((c % BLOCK_COLS) / 4);
+        if let Some(b) = self.out.get_mut(at) {
+            *b = (*b & !(3 << shift)) | (((w.clamp(-1, 1) + 1) as u8) << shift);
+        }
+    }
+
+    fn finish(self) -> Option<TiledMatrix<'a>> {
+        TiledMatrix::new(self.out, self.rows, self.cols)
+    }
+}
+
+/// Writes a 2-bit matrix `w [rows][row_bytes]` (codes as in
+/// [`decode_ternary`](super::decode_ternary)) into `out` in the tiled layout, `cols = 4 ·
+/// row_bytes` (the blob's padded width). Returns the matrix, or `None` when `w` is short, `out`
+/// is not [`tiled_len`]`(rows, cols)` bytes long or `cols` is not a multiple of
+/// [`BLOCK_COLS`].
 pub fn tile_packed2<'a>(
     w: &[u8],
     row_bytes: usize,
     rows: usize,
     out: &'a mut [u8],
 ) -> Option<TiledMatrix<'a>> {
-    if w.len() < rows.checked_mul(row_bytes)? {
-        return None;
-    }
-    let block = |r: usize, k: usize| {
-        let mut ws = [0i8; BLOCK_COLS];
-        if let Some(b4) = w.get(r * row_bytes + 4 * k..r * row_bytes + 4 * k + 4) {
-            for (j, v) in ws.iter_mut().enumerate() {
-                *v = super::decode_ternary(b4[j / 4] >> (2 * (j % 4))) as i8;
+    let w = w.get(..rows.checked_mul(row_bytes)?)?;
+    let mut t = Writer::new(rows, row_bytes.checked_mul(4)?, out)?;
+    for (r, row) in w.chunks_exact(row_bytes.max(1)).enumerate() {
+        for (j, &b) in row.iter().enumerate().filter(|(_, b)| **b != 0) {
+            for s in 0..4 {
+                t.set(r, 4 * j + s, super::decode_ternary(b >> (2 * s)));
             }
         }
-        ws
-    };
-    tile_into(rows, row_bytes.checked_mul(4)?, block, out)
+    }
+    t.finish()
 }
 
-/// [`tile_into`] from a base-3 matrix `w [rows][row_bytes]` (format v2: column `c` is digit
-/// `c / row_bytes` of byte `c % row_bytes`, see [`decode_base3`](super::decode_base3)), as a
-/// `rows` × `cols` tiled matrix (`cols` a multiple of [`BLOCK_COLS`]; columns past the base-3
-/// rows' `5 · row_bytes` get zero weights).
+/// Writes a base-3 matrix `w [rows][row_bytes]` (format v2: column `c` is digit `c /
+/// row_bytes` of byte `c % row_bytes`, see [`decode_base3`](super::decode_base3)) into `out` as
+/// a `rows` × `cols` tiled matrix (`cols` a multiple of [`BLOCK_COLS`]; columns past `cols` are
+/// dropped, columns past the base-3 rows' `5 · row_bytes` are zero). `None` as
+/// [`tile_packed2`].
 pub fn tile_base3<'a>(
     w: &[u8],
     row_bytes: usize,
@@ -162,9 +165,6 @@ pub fn tile_base3<'a>(
     cols: usize,
     out: &'a mut [u8],
 ) -> Option<TiledMatrix<'a>> {
-    if w.len() < rows.checked_mul(row_bytes)? || row_bytes == 0 {
-        return None;
-    }
     // The five digits of every byte value (bytes ≥ 243 never pass the loader; they read 0).
     const DIGITS: [[i8; 5]; 256] = {
         let mut t = [[0i8; 5]; 256];
@@ -179,18 +179,14 @@ pub fn tile_base3<'a>(
         }
         t
     };
-    let block = |r: usize, k: usize| {
-        let mut ws = [0i8; BLOCK_COLS];
-        for (j, v) in ws.iter_mut().enumerate() {
-            let c = BLOCK_COLS * k + j;
-            if let Some(b) = w
-                .get(r * row_bytes + c % row_bytes)
-                .filter(|_| c < 5 * row_bytes)
-            {
-                *v = DIGITS[*b as usize][c / row_bytes];
+    let w = w.get(..rows.checked_mul(row_bytes)?)?;
+    let mut t = Writer::new(rows, cols, out)?;
+    for (r, row) in w.chunks_exact(row_bytes.max(1)).enumerate() {
+        for (j, &b) in row.iter().enumerate().filter(|(_, b)| **b != 0) {
+            for (k, d) in DIGITS[b as usize].iter().enumerate() {
+                t.set(r, j + k * row_bytes, *d as i32);
             }
         }
-        ws
-    };
-    tile_into(rows, cols, block, out)
+    }
+    t.finish()
 }
