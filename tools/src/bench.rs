@@ -372,12 +372,14 @@ pub fn bench(model: Model<'_>, flash_bytes: usize, rounds: usize) -> Result<Benc
     } else {
         None
     };
-    let large_m = large_tiled.unwrap_or(Matrix::Blob {
-        w: &lw,
-        row_bytes: lrb,
-    });
-    let large = time_matvec(&large_m, LARGE_MATVEC, LARGE_MATVEC);
-    drop(large_m);
+    let large = time_matvec(
+        &large_tiled.unwrap_or(Matrix::Blob {
+            w: &lw,
+            row_bytes: lrb,
+        }),
+        LARGE_MATVEC,
+        LARGE_MATVEC,
+    );
     drop(buf);
     drop(lw);
     let tsc_hz = match (small.tsc_total, large.tsc_total) {
