@@ -38,6 +38,7 @@ pub fn model_params(run: &Run) -> Result<ModelParams> {
         val_loss_micro_nats: Some((run.summary.quantized_val_loss * 1e6).round().max(0.0) as u64),
         metadata,
         vocab: run.vocab.iter().map(|t| t.as_bytes().to_vec()).collect(),
+        bpe: None,
         embedding: emb,
         embedding_scales: emb_scales,
         rope: rope_table(c.ctx_len, head_dim, c.rope_theta),

@@ -190,6 +190,7 @@ pub fn blob_with_vocab(c: Config, metadata: &str, vocab: Vec<Vec<u8>>) -> Vec<u8
         val_loss_micro_nats: Some(1_500_000),
         metadata: metadata.to_string(),
         vocab,
+        bpe: None,
         embedding: values(v * d, 99)
             .iter()
             .map(|x| (x * 127.0) as i8)
