@@ -99,7 +99,8 @@ pub enum Command {
         /// The blob (default: the model shipped in the repository, models/shakespeare-mcu.bin).
         #[arg(long)]
         model: Option<PathBuf>,
-        /// Text to continue; every character must be in the model's vocabulary.
+        /// Text to continue: any UTF-8 for a byte-level BPE model; for a character model every
+        /// character must be in its vocabulary.
         #[arg(long, default_value = "ROMEO:")]
         prompt: String,
         /// Tokens to generate (past the context the window slides: the last ctx/2 tokens are kept).
@@ -149,7 +150,8 @@ pub enum Command {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Validation loss (nats/char) of a blob on the trainer's 90/10 split, by the integer runtime.
+    /// Validation loss of a blob on the trainer's 90/10 split of the text, by the integer
+    /// runtime: nats per character (and bits per byte, nats per token) whatever the tokenizer.
     Eval {
         /// The blob.
         #[arg(long)]
@@ -411,22 +413,40 @@ fn eval_cmd(
         writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
         return Ok(());
     }
+    let r = &report;
+    if r.tokenizer == "char" {
+        // One token per character: nats per token are nats per character.
+        writeln!(
+            out,
+            "integer val loss   {:.4} nats/char over {} positions ({} windows of {}), {:.1} s",
+            r.integer_val_loss, r.positions, r.windows, ctx + 1, r.seconds
+        )?;
+    } else {
+        writeln!(
+            out,
+            "integer val loss   {:.4} nats/char over {} characters ({} positions, {} windows of {} tokens), {:.1} s",
+            r.nats_per_char, r.scored_chars, r.positions, r.windows, ctx + 1, r.seconds
+        )?;
+    }
     writeln!(
         out,
-        "integer val loss   {:.4} nats/char over {} positions ({} windows of {}), {:.1} s",
-        report.integer_val_loss,
-        report.positions,
-        report.windows,
-        ctx + 1,
-        report.seconds
+        "                   {:.4} bits/byte, {:.4} nats/token, {:.3} chars/token ({} tokenizer)",
+        r.bits_per_byte, r.integer_val_loss, r.chars_per_token, r.tokenizer
     )?;
-    match (report.trainer_quantized_val_loss, report.gap) {
-        (Some(t), Some(g)) => {
+    match (r.trainer_quantized_val_loss, r.trainer_nats_per_char, r.gap) {
+        (Some(t), _, Some(g)) if r.tokenizer == "char" => {
             writeln!(
                 out,
                 "trainer quantized  {t:.4} nats/char (recorded in the blob)"
             )?;
             writeln!(out, "gap                {g:+.5} nats")?;
+        }
+        (Some(t), Some(c), Some(g)) => {
+            writeln!(
+                out,
+                "trainer quantized  {c:.4} nats/char ({t:.4} nats/token recorded in the blob)"
+            )?;
+            writeln!(out, "gap                {g:+.5} nats/token")?;
         }
         _ => writeln!(out, "trainer quantized  (not recorded in the blob)")?,
     }

@@ -5,6 +5,7 @@
 //! | module | what |
 //! |---|---|
 //! | [`rundir`] | read and check a trainer run directory (`trainer/EXPORT.md`) |
+//! | [`tokenizer`] | a run's vocabulary as bytes: characters, or byte-level BPE with its merges |
 //! | [`convert`] | trained f32 values → the runtime's fixed-point forms (`runtime/FORMAT.md`) |
 //! | [`pack`] | run dir → blob |
 //! | [`atomic`] | writing an output whole or not at all (unique temp, rename, Ctrl-C cleanup) |
@@ -32,4 +33,5 @@ pub mod inspect;
 pub mod memory;
 pub mod pack;
 pub mod rundir;
+pub mod tokenizer;
 pub mod uf2;

@@ -16,7 +16,7 @@ use crate::rundir::Run;
 pub fn model_params(run: &Run) -> Result<ModelParams> {
     let c = &run.config;
     let head_dim = c.d_model / c.n_heads;
-    let vocab_bytes_len = run.vocab.iter().map(String::len).sum();
+    let vocab_bytes_len = run.tokens.tokens.iter().map(Vec::len).sum();
     let config = crate::rundir::blob_config(c, vocab_bytes_len)?;
     let (emb, emb_scales) = embedding(run.tensor("embed"), c.vocab_size, c.d_model)?;
     let layers = (0..c.n_layers)
@@ -37,8 +37,8 @@ pub fn model_params(run: &Run) -> Result<ModelParams> {
         norm_eps: dyadic(c.norm_eps).context("config.json: norm_eps")?,
         val_loss_micro_nats: Some((run.summary.quantized_val_loss * 1e6).round().max(0.0) as u64),
         metadata,
-        vocab: run.vocab.iter().map(|t| t.as_bytes().to_vec()).collect(),
-        bpe: None,
+        vocab: run.tokens.tokens.clone(),
+        bpe: run.tokens.bpe.clone(),
         embedding: emb,
         embedding_scales: emb_scales,
         rope: rope_table(c.ctx_len, head_dim, c.rope_theta),
@@ -72,7 +72,7 @@ fn layer_params(run: &Run, config: &Config, l: usize) -> Result<LayerParams> {
 }
 
 /// Packs run dir `run_dir` into the blob `out` with every matrix 2-bit (format v1, or v3 for a
-/// gated FFN).
+/// gated FFN, or v4 for a byte-level BPE vocabulary).
 pub fn pack(run_dir: &Path, out: &Path) -> Result<Vec<u8>> {
     pack_with(run_dir, out, TernaryEncoding::Packed2, &[])
 }

@@ -11,9 +11,13 @@ use safetensors::{Dtype, SafeTensors};
 use serde::Deserialize;
 
 use crate::files;
+use crate::tokenizer::{self, RunTokens, TokenizerFile, MAX_TOKENIZER_JSON_BYTES};
 
-/// The run-dir format version this pack understands.
+/// The run-dir format version of a character run.
 pub const EXPORT_VERSION: u32 = 1;
+/// The run-dir format version of a byte-level BPE run (`tokenizer.json`; `vocab.json` as
+/// ISO-8859-1 byte strings).
+pub const EXPORT_VERSION_BPE: u32 = 2;
 
 /// The model keys of `config.json` (other keys are ignored).
 #[derive(Clone, Debug, Deserialize)]
@@ -50,6 +54,9 @@ pub struct RunConfig {
     /// Training seed.
     #[serde(default)]
     pub seed: Option<u64>,
+    /// `"bpe"` for a byte-level BPE run (export_version 2); absent for characters.
+    #[serde(default)]
+    pub tokenizer: Option<String>,
 }
 
 /// The keys of `summary.json` pack uses.
@@ -57,7 +64,8 @@ pub struct RunConfig {
 pub struct RunSummary {
     /// Optimiser steps done.
     pub steps: u64,
-    /// Quantized-mode validation loss over the whole split (nats/char).
+    /// Quantized-mode validation loss over the whole split (nats per token: per character for
+    /// a character run).
     pub quantized_val_loss: f64,
     /// Training tokens seen.
     #[serde(default)]
@@ -80,6 +88,8 @@ pub struct Run {
     pub summary: RunSummary,
     /// `vocab.json`: token strings in id order.
     pub vocab: Vec<String>,
+    /// The tokens as the blob stores them (bytes), and the merges of a BPE run.
+    pub tokens: RunTokens,
     /// `weights.safetensors`: every tensor as f32 with its shape.
     pub tensors: HashMap<String, (Vec<usize>, Vec<f32>)>,
 }
@@ -174,13 +184,18 @@ impl Run {
             Err(e) => return Err(e).with_context(|| format!("cannot read run dir {}", dir.display())),
         }
         let config: RunConfig = json(dir, "config.json", MAX_JSON_BYTES)?;
-        if config.export_version != EXPORT_VERSION {
-            bail!(
-                "{}: export_version {} is unknown to this pack (it reads version {EXPORT_VERSION}); use the tools from the same checkout as the trainer",
-                dir.join("config.json").display(),
-                config.export_version
-            );
-        }
+        let bpe = match (config.export_version, config.tokenizer.as_deref()) {
+            (EXPORT_VERSION, None | Some("char")) => false,
+            (EXPORT_VERSION_BPE, Some("bpe")) => true,
+            (v @ (EXPORT_VERSION | EXPORT_VERSION_BPE), t) => bail!(
+                "{}: export_version {v} with tokenizer {t:?}: version {EXPORT_VERSION} is a character run, {EXPORT_VERSION_BPE} a \"bpe\" run",
+                dir.join("config.json").display()
+            ),
+            (v, _) => bail!(
+                "{}: export_version {v} is unknown to this pack (it reads versions {EXPORT_VERSION} and {EXPORT_VERSION_BPE}); use the tools from the same checkout as the trainer",
+                dir.join("config.json").display()
+            ),
+        };
         blob_config(&config, config.vocab_size)?;
         let vocab: Vec<String> = json(dir, "vocab.json", MAX_VOCAB_JSON_BYTES)?;
         ensure!(
@@ -198,7 +213,13 @@ impl Run {
                 );
             }
         }
-        blob_config(&config, vocab.iter().map(String::len).sum())?;
+        let tokens = if bpe {
+            let file: TokenizerFile = json(dir, "tokenizer.json", MAX_TOKENIZER_JSON_BYTES)?;
+            tokenizer::bpe_tokens(dir, &vocab, &file)?
+        } else {
+            tokenizer::char_tokens(&vocab)
+        };
+        blob_config(&config, tokens.tokens.iter().map(Vec::len).sum())?;
         let summary: RunSummary = json(dir, "summary.json", MAX_JSON_BYTES)?;
         ensure!(
             summary.quantized_val_loss.is_finite() && summary.quantized_val_loss >= 0.0,
@@ -211,6 +232,7 @@ impl Run {
             config,
             summary,
             vocab,
+            tokens,
             tensors: HashMap::new(),
         };
         let expected = run.expected_tensors()?;
