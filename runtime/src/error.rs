@@ -64,7 +64,7 @@ pub enum LoadError {
     BadTokenizer(TokenizerError),
 }
 
-/// What is wrong with a blob's BPE merge table or its vocabulary (`FORMAT.md` §2.3).
+/// What is wrong with a blob's BPE merge table or its vocabulary (`FORMAT.md` §8).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum TokenizerError {

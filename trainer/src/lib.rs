@@ -5,8 +5,8 @@
 //!
 //! Modules, each using only those listed before it:
 //! - [`error`], [`config`]: errors; hyper-parameters and presets
-//! - [`rng`], [`data`]: the seeded generator; character vocabulary, split, batches, validation
-//!   windows
+//! - [`rng`], [`bpe`], [`data`]: the seeded generator; byte-level BPE learning; vocabulary,
+//!   split, batches, validation windows
 //! - [`quant`]: the quantizers Q1–Q5 and the straight-through estimator, as tensor ops
 //! - [`linalg`], [`rows`]: strided matrix products on slices (gemm); row reductions and the int8
 //!   row quantizer, for the CPU kernels
@@ -24,6 +24,7 @@
 
 pub mod error;
 
+pub mod bpe;
 pub mod config;
 pub mod data;
 pub mod rng;

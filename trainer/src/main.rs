@@ -4,7 +4,7 @@ use clap::{Parser, ValueEnum};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use trainer::config::MatrixOptimizer;
+use trainer::config::{MatrixOptimizer, TokenizerKind};
 use trainer::data::Corpus;
 use trainer::runinfo::{self, RunConfig};
 use trainer::train::{self, Outcome, RunSpec};
@@ -28,9 +28,10 @@ enum Qat {
     All,
 }
 
-/// Train a BitNet b1.58 (ternary) character language model and write a run directory
-/// (config.json, vocab.json, weights.safetensors, summary.json, metrics.csv, loss.svg,
-/// checkpoint/) that `tools pack` turns into a blob. See trainer/EXPORT.md.
+/// Train a BitNet b1.58 (ternary) language model (characters or byte-level BPE) and write a run
+/// directory (config.json, vocab.json, tokenizer.json for BPE, weights.safetensors,
+/// summary.json, metrics.csv, loss.svg, checkpoint/) that `tools pack` turns into a blob. See
+/// trainer/EXPORT.md.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Cli {
@@ -59,6 +60,15 @@ struct Cli {
     /// only --steps may change)
     #[arg(long)]
     resume: bool,
+    /// how text becomes tokens: `char` (one token per character of the corpus) or `bpe`
+    /// (byte-level BPE learned from the training split: any text encodes) [default: the
+    /// preset's, `char`]
+    #[arg(long, value_enum)]
+    tokenizer: Option<TokenizerKind>,
+    /// with `--tokenizer bpe`: vocabulary size to learn, 256 byte tokens plus merges (e.g. 512
+    /// or 1024) [default: 512]
+    #[arg(long)]
+    vocab: Option<usize>,
     /// residual width
     #[arg(long)]
     d_model: Option<usize>,
@@ -154,6 +164,9 @@ struct Cli {
     quiet: bool,
 }
 
+/// `--vocab` when `--tokenizer bpe` is given without it.
+const DEFAULT_BPE_VOCAB: usize = 512;
+
 fn build_spec(cli: &Cli) -> Result<(RunSpec, Corpus), TrainError> {
     let (mut model, mut tc, preset) = if cli.resume {
         let saved = RunConfig::read(&cli.out).map_err(|e| match e {
@@ -177,6 +190,7 @@ fn build_spec(cli: &Cli) -> Result<(RunSpec, Corpus), TrainError> {
             cli.checkpoint_every,
             cli.float_steps,
             cli.dropout_from,
+            cli.vocab,
         ]
         .iter()
         .any(Option::is_some)
@@ -192,6 +206,7 @@ fn build_spec(cli: &Cli) -> Result<(RunSpec, Corpus), TrainError> {
             || cli.seed.is_some()
             || cli.qat.is_some()
             || cli.optimizer.is_some()
+            || cli.tokenizer.is_some()
             || !cli.ema.is_empty();
         if changed {
             return Err(TrainError::Config(
@@ -247,6 +262,14 @@ fn build_spec(cli: &Cli) -> Result<(RunSpec, Corpus), TrainError> {
         if let Some(q) = cli.qat {
             tc.qat_all = q == Qat::All;
         }
+        if let Some(t) = cli.tokenizer {
+            tc.tokenizer = t;
+        }
+        match (tc.tokenizer, cli.vocab) {
+            (TokenizerKind::Bpe, v) => tc.bpe_vocab = v.unwrap_or(DEFAULT_BPE_VOCAB),
+            (TokenizerKind::Char, Some(v)) => tc.bpe_vocab = v, // refused by validate
+            (TokenizerKind::Char, None) => tc.bpe_vocab = 0,
+        }
     }
     tc.steps = cli.steps.unwrap_or(tc.steps);
     // Shape rules first (vocab_size is not known yet: check with a placeholder).
@@ -262,7 +285,7 @@ fn build_spec(cli: &Cli) -> Result<(RunSpec, Corpus), TrainError> {
         )));
     }
 
-    let corpus = Corpus::load(&cli.data, model.ctx_len)?;
+    let corpus = Corpus::load_with(&cli.data, model.ctx_len, tc.tokenizer, tc.bpe_vocab)?;
     if cli.resume {
         let saved = RunConfig::read(&cli.out)?;
         if saved.data_fnv1a64 != format!("{:016x}", corpus.fingerprint) {
@@ -272,6 +295,7 @@ fn build_spec(cli: &Cli) -> Result<(RunSpec, Corpus), TrainError> {
             )));
         }
         runinfo::check_resume(&saved, &model, &tc)?;
+        runinfo::check_resume_vocab(&cli.out, &corpus)?;
     } else {
         model.vocab_size = corpus.vocab.len();
         model.validate()?;
@@ -339,7 +363,7 @@ fn run(cli: Cli) -> Result<i32, TrainError> {
     }
     let m = &spec.model;
     let info = format!(
-        "{} params (d {} L {} H {} Hkv {} F {}{} ctx {}), vocab {}, {} train / {} val chars, {} steps x {} x {}",
+        "{} params (d {} L {} H {} Hkv {} F {}{} ctx {}), vocab {} ({}), {} train / {} val chars ({} / {} tokens), {} steps x {} x {}",
         m.n_params(),
         m.d_model,
         m.n_layers,
@@ -349,6 +373,12 @@ fn run(cli: Cli) -> Result<i32, TrainError> {
         if m.ffn_gated { " gated" } else { "" },
         m.ctx_len,
         m.vocab_size,
+        match spec.train.tokenizer {
+            TokenizerKind::Char => "characters",
+            TokenizerKind::Bpe => "byte-level BPE",
+        },
+        corpus.train_chars,
+        corpus.val_chars,
         corpus.train.len(),
         corpus.val.len(),
         spec.train.steps,
@@ -395,8 +425,11 @@ fn run(cli: Cli) -> Result<i32, TrainError> {
                 serde_json::to_string_pretty(&s).expect("serialisable")
             );
             runinfo::log_line(&format!(
-                "done: quantized val loss {:.4} nats/char, {:.0} tok/s, run dir {}",
+                "done: quantized val loss {:.4} nats/token = {:.4} nats/char ({:.4} bits/byte, {:.3} chars/token), {:.0} tok/s, run dir {}",
                 s.quantized_val_loss,
+                s.quantized_val_nats_per_char,
+                s.quantized_val_bits_per_byte,
+                s.val_chars_per_token,
                 s.tokens_per_s,
                 spec.out.display()
             ));

@@ -1,9 +1,9 @@
-//! The run directory (format in `trainer/EXPORT.md`): `config.json`, `vocab.json` and
-//! `command.txt` at the start; `weights.safetensors` ([`crate::weights`]), `summary.json`,
+//! The run directory (format in `trainer/EXPORT.md`): `config.json`, `vocab.json`,
+//! `tokenizer.json` (BPE runs) and `command.txt` at the start; `weights.safetensors` ([`crate::weights`]), `summary.json`,
 //! `metrics.csv` and `loss.svg` at the end. Also the progress display.
 
-use crate::config::{ModelConfig, TrainConfig, EXPORT_VERSION};
-use crate::data::Corpus;
+use crate::config::{export_version, ModelConfig, TrainConfig};
+use crate::data::{Corpus, Tokenizer};
 use crate::error::{Result, TrainError};
 use crate::files::{write_atomic, write_json};
 use crate::metrics::{self, MetricRow};
@@ -46,7 +46,7 @@ impl RunConfig {
     /// The config of `spec` on `corpus`.
     pub fn new(spec: &RunSpec, corpus: &Corpus) -> Self {
         Self {
-            export_version: EXPORT_VERSION,
+            export_version: export_version(spec.train.tokenizer),
             trainer_version: env!("CARGO_PKG_VERSION").to_string(),
             preset: spec.preset.clone(),
             model: spec.model.clone(),
@@ -54,8 +54,8 @@ impl RunConfig {
             data_path: spec.data_path.display().to_string(),
             data_chars: corpus.n_chars,
             data_fnv1a64: format!("{:016x}", corpus.fingerprint),
-            train_chars: corpus.train.len(),
-            val_chars: corpus.val.len(),
+            train_chars: corpus.train_chars,
+            val_chars: corpus.val_chars,
         }
     }
 
@@ -65,11 +65,13 @@ impl RunConfig {
         let text = std::fs::read_to_string(&p).map_err(TrainError::io("read", &p))?;
         let c: Self = serde_json::from_str(&text)
             .map_err(|e| TrainError::Resume(format!("`{}`: {e}", p.display())))?;
-        if c.export_version != EXPORT_VERSION {
+        let want = export_version(c.train.tokenizer);
+        if c.export_version != want {
             return Err(TrainError::Resume(format!(
-                "`{}` has export_version {}, this trainer writes {EXPORT_VERSION}",
+                "`{}` has export_version {}, this trainer writes {want} for a {:?} run",
                 p.display(),
-                c.export_version
+                c.export_version,
+                c.train.tokenizer
             )));
         }
         Ok(c)
@@ -103,6 +105,24 @@ pub struct Summary {
     pub quantized_val_loss: f64,
     /// positions averaged in `quantized_val_loss`
     pub quantized_val_positions: usize,
+    /// `quantized_val_loss` per character of the scored text: the sum of the scored positions'
+    /// NLL over the characters of their tokens (equal to `quantized_val_loss` for a character
+    /// model). Absent in runs written before it existed.
+    #[serde(default)]
+    pub quantized_val_nats_per_char: f64,
+    /// the same sum in bits per byte of the scored text. Absent in runs written before it existed.
+    #[serde(default)]
+    pub quantized_val_bits_per_byte: f64,
+    /// characters of the scored positions' tokens. Absent in older runs.
+    #[serde(default)]
+    pub quantized_val_chars: usize,
+    /// bytes of the scored positions' tokens. Absent in older runs.
+    #[serde(default)]
+    pub quantized_val_bytes: usize,
+    /// characters of the validation split per token of its encoding (1 for a character model).
+    /// Absent in older runs.
+    #[serde(default)]
+    pub val_chars_per_token: f64,
     /// seconds spent computing `quantized_val_loss`
     pub quantized_eval_s: f64,
     /// the same windows with every quantizer off (the float model of the latent weights): how
@@ -163,6 +183,20 @@ pub fn write_start(spec: &RunSpec, corpus: &Corpus) -> Result<()> {
     let out = &spec.out;
     std::fs::create_dir_all(out).map_err(TrainError::io("create the output dir", out))?;
     write_json(&out.join("vocab.json"), &corpus.vocab.strings())?;
+    if let Tokenizer::Bpe(bpe) = &corpus.vocab {
+        write_json(
+            &out.join("tokenizer.json"),
+            &TokenizerFile {
+                kind: "bpe".into(),
+                byte_tokens: 256,
+                merges: bpe.merges.iter().map(|&(l, r)| [l, r]).collect(),
+                train_tokens: corpus.train.len(),
+                val_tokens: corpus.val.len(),
+                train_chars_per_token: corpus.train_chars as f64 / corpus.train.len().max(1) as f64,
+                val_chars_per_token: corpus.val_chars as f64 / corpus.val.len().max(1) as f64,
+            },
+        )?;
+    }
     write_atomic(
         &out.join("command.txt"),
         (spec.command.join(" ") + "\n").as_bytes(),
@@ -191,6 +225,41 @@ pub fn write_end<B: Backend>(
     );
     if let Err(e) = metrics::plot_svg(rows, &out.join("loss.svg"), &title) {
         log_line(&format!("warning: loss.svg not drawn: {e}"));
+    }
+    Ok(())
+}
+
+/// `tokenizer.json` of a BPE run (`trainer/EXPORT.md`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenizerFile {
+    /// `"bpe"`
+    pub kind: String,
+    /// 256: token `b < 256` is the byte `b`
+    pub byte_tokens: usize,
+    /// merge `i` = `[left, right]`, making token `256 + i`
+    pub merges: Vec<[u16; 2]>,
+    /// tokens of the training split's encoding
+    pub train_tokens: usize,
+    /// tokens of the validation split's encoding
+    pub val_tokens: usize,
+    /// characters per token of the training split
+    pub train_chars_per_token: f64,
+    /// characters per token of the validation split
+    pub val_chars_per_token: f64,
+}
+
+/// Checks that the vocabulary rebuilt for a resumed run is the one in its `vocab.json` (a BPE
+/// vocabulary is learned again from the same training text: it must come out the same).
+pub fn check_resume_vocab(out: &Path, corpus: &Corpus) -> Result<()> {
+    let p = out.join("vocab.json");
+    let text = std::fs::read_to_string(&p).map_err(TrainError::io("read", &p))?;
+    let saved: Vec<String> = serde_json::from_str(&text)
+        .map_err(|e| TrainError::Resume(format!("`{}`: {e}", p.display())))?;
+    if saved != corpus.vocab.strings() {
+        return Err(TrainError::Resume(format!(
+            "the vocabulary of `{}` differs from the one the corpus gives now",
+            p.display()
+        )));
     }
     Ok(())
 }

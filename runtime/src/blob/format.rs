@@ -27,7 +27,7 @@ pub const VERSION_MINOR: u16 = 0;
 /// ([`Config::ffn_gated`]).
 pub const FLAG_FFN_GATED: u32 = 1;
 /// Prefix flag (format v4): the vocabulary is byte-level BPE, and a [`TokenizerInfo`] with its
-/// merge table follows the tensor table (`FORMAT.md` §2.3). No other flag is defined; a reader
+/// merge table follows the tensor table (`FORMAT.md` §8). No other flag is defined; a reader
 /// refuses any other bit.
 pub const FLAG_BPE: u32 = 2;
 /// The prefix flags format `major` defines: [`FLAG_FFN_GATED`] from v3, [`FLAG_BPE`] from v4,
@@ -195,7 +195,7 @@ pub struct HeaderInfo<'a> {
 }
 
 /// The header item after the tensor table of a blob with [`FLAG_BPE`] (format v4): the
-/// byte-level BPE tokenizer (`FORMAT.md` §2.3).
+/// byte-level BPE tokenizer (`FORMAT.md` §8).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenizerInfo<'a> {
     /// The merge table: merge `i` is `left` (`u16` LE) then `right` (`u16` LE), 4 bytes, and

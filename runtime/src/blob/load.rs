@@ -116,7 +116,7 @@ impl<'a> Model<'a> {
             }
             rest = r;
         }
-        // v4 with FLAG_BPE: the tokenizer follows the table (FORMAT.md §2.3).
+        // v4 with FLAG_BPE: the tokenizer follows the table (FORMAT.md §8).
         let tokenizer = if flags & FLAG_BPE != 0 {
             let (t, r) = postcard::take_from_bytes::<TokenizerInfo>(rest)
                 .map_err(|_| LoadError::BadHeader)?;

@@ -1,4 +1,4 @@
-//! Byte-level BPE (blob format v4, `FORMAT.md` §2.3): the chunking rule, the merge table and
+//! Byte-level BPE (blob format v4, `FORMAT.md` §8): the chunking rule, the merge table and
 //! the encoder. No allocation, bounded memory, any bytes in.
 //!
 //! A BPE vocabulary is **canonical**: token `b < 256` is the single byte `b`; merge `i` joins
@@ -345,6 +345,12 @@ mod tests {
             b" x",
         ];
         assert_eq!(got, want);
+        // FORMAT.md's example.
+        let doc: Vec<&[u8]> = chunks(b"ROMEO:\nI'll go, the king").collect();
+        let want: [&[u8]; 8] = [
+            b"ROMEO", b":", b"\n", b"I'll", b" go", b",", b" the", b" king",
+        ];
+        assert_eq!(doc, want);
         assert_eq!(got.concat(), text);
         let long = [b'a'; 150];
         let lens: Vec<usize> = chunks(&long).map(<[u8]>::len).collect();
