@@ -419,7 +419,11 @@ fn eval_cmd(
         writeln!(
             out,
             "integer val loss   {:.4} nats/char over {} positions ({} windows of {}), {:.1} s",
-            r.integer_val_loss, r.positions, r.windows, ctx + 1, r.seconds
+            r.integer_val_loss,
+            r.positions,
+            r.windows,
+            ctx + 1,
+            r.seconds
         )?;
     } else {
         writeln!(

@@ -131,7 +131,12 @@ pub fn inspect(model: &Model<'_>, blob: &[u8]) -> Inspection {
         checksum: format!("CRC-32 {crc:08x} (verified)"),
         config: c,
         ffn_gated: c.ffn_gated,
-        tokenizer: if model.merges().is_some() { "bpe" } else { "char" }.into(),
+        tokenizer: if model.merges().is_some() {
+            "bpe"
+        } else {
+            "char"
+        }
+        .into(),
         merges: model
             .merges()
             .map(|m| m.iter().map(|(l, r)| [l, r]).collect())
@@ -200,7 +205,12 @@ impl fmt::Display for Inspection {
             )?;
             let shown: String = (self.merges.iter().enumerate())
                 .map(|(i, [l, r])| {
-                    let tok = |t: &u16| self.token_display.get(*t as usize).cloned().unwrap_or_default();
+                    let tok = |t: &u16| {
+                        self.token_display
+                            .get(*t as usize)
+                            .cloned()
+                            .unwrap_or_default()
+                    };
                     format!("{}+{}={} ", tok(l), tok(r), tok(&(256 + i as u16)))
                 })
                 .collect();

@@ -52,7 +52,7 @@ pub fn char_tokens(vocab: &[String]) -> RunTokens {
 }
 
 /// The tokens of a BPE run: `vocab.json`'s strings as bytes, checked against `tokenizer.json`'s
-/// merges (the blob's rules, `runtime/FORMAT.md` §2.3: token `b < 256` is byte `b`, merge `i`
+/// merges (the blob's rules, `runtime/FORMAT.md` §8: token `b < 256` is byte `b`, merge `i`
 /// names earlier tokens and token `256 + i` is their concatenation, at most 64 bytes).
 pub fn bpe_tokens(dir: &Path, vocab: &[String], file: &TokenizerFile) -> Result<RunTokens> {
     let name = dir.join("tokenizer.json");

@@ -73,9 +73,14 @@ pub fn write_weights(dir: &Path) {
 
 /// Writes weights.safetensors for [`run_config`]'s shapes, with a gated FFN or not.
 fn write_weights_with(dir: &Path, ffn_gated: bool) {
+    write_weights_for(dir, V, ffn_gated);
+}
+
+/// Writes weights.safetensors for [`run_config`]'s shapes with `vocab` tokens.
+pub fn write_weights_for(dir: &Path, vocab: usize, ffn_gated: bool) {
     // Every trainer tensor the schema declares, with its run-dir shape.
     let config = Config {
-        vocab_size: V as u32,
+        vocab_size: vocab as u32,
         d_model: D as u32,
         n_layers: 1,
         n_heads: 2,
