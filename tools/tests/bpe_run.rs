@@ -166,8 +166,17 @@ fn a_bpe_run_packs_as_v4_and_takes_any_text() {
     assert!(chars > positions, "{r}");
     assert!((per_char * chars - per_token * positions).abs() < 1e-6 * per_token * positions);
     assert!(r["chars_per_token"].as_f64().unwrap() > 1.0);
-    let (text, _) = run(&["eval", "--model", &out, "--data", &data.display().to_string()]);
-    assert!(text.contains("nats/char over") && text.contains("bpe tokenizer"), "{text}");
+    let (text, _) = run(&[
+        "eval",
+        "--model",
+        &out,
+        "--data",
+        &data.display().to_string(),
+    ]);
+    assert!(
+        text.contains("nats/char over") && text.contains("bpe tokenizer"),
+        "{text}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -216,14 +225,20 @@ fn inconsistent_bpe_runs_are_refused() {
         (
             "self-reference",
             Box::new(|d| {
-                write_tokenizer(d, serde_json::json!([[32, 116], [104, 101], [258, 257], [0xc3, 0xa9]]))
+                write_tokenizer(
+                    d,
+                    serde_json::json!([[32, 116], [104, 101], [258, 257], [0xc3, 0xa9]]),
+                )
             }),
             "merge 2 names token 258",
         ),
         (
             "out-of-range",
             Box::new(|d| {
-                write_tokenizer(d, serde_json::json!([[32, 116], [104, 101], [256, 65535], [0xc3, 0xa9]]))
+                write_tokenizer(
+                    d,
+                    serde_json::json!([[32, 116], [104, 101], [256, 65535], [0xc3, 0xa9]]),
+                )
             }),
             "merge 2 names token 65535",
         ),
@@ -250,8 +265,11 @@ fn inconsistent_bpe_runs_are_refused() {
             Box::new(|d| {
                 let mut strings: Vec<String> = tokens(&MERGES).iter().map(|t| latin1(t)).collect();
                 strings[259] = "\u{e9}".into();
-                std::fs::write(d.join("vocab.json"), serde_json::to_string(&strings).unwrap())
-                    .unwrap();
+                std::fs::write(
+                    d.join("vocab.json"),
+                    serde_json::to_string(&strings).unwrap(),
+                )
+                .unwrap();
             }),
             // "é" as one ISO-8859-1 character is the byte 0xe9: token 233, not c3 a9.
             "token 259 \"é\" repeats token 233",
@@ -261,8 +279,11 @@ fn inconsistent_bpe_runs_are_refused() {
             Box::new(|d| {
                 let mut strings: Vec<String> = tokens(&MERGES).iter().map(|t| latin1(t)).collect();
                 strings[259] = "\u{2603}".into();
-                std::fs::write(d.join("vocab.json"), serde_json::to_string(&strings).unwrap())
-                    .unwrap();
+                std::fs::write(
+                    d.join("vocab.json"),
+                    serde_json::to_string(&strings).unwrap(),
+                )
+                .unwrap();
             }),
             "character above U+00FF",
         ),

@@ -224,8 +224,20 @@ mod tests {
     #[test]
     fn the_runtime_encodes_the_training_chunks_as_learned() {
         let text = sample();
-        let bpe = Bpe::learn(text.as_bytes(), 256 + 60);
-        assert_eq!(bpe.merges.len(), 60);
+        let bpe = Bpe::learn(text.as_bytes(), 256 + 30);
+        assert_eq!(bpe.merges.len(), 30);
+        // Run to the end (no pair repeats any more), every chunk of the text is one token, and
+        // the runtime's encoder finds it.
+        let all = Bpe::learn(text.as_bytes(), 1000);
+        assert!(all.len() < 1000);
+        let table = all.table();
+        let merges = Merges::from_bytes(&table).unwrap();
+        let mut work = [0u16; CHUNK_MAX];
+        for c in bpe::chunks(text.as_bytes()) {
+            let n = merges.encode_chunk(c, &mut work);
+            assert_eq!(n, 1, "{:?}", String::from_utf8_lossy(c));
+            assert_eq!(all.tokens[work[0] as usize], c);
+        }
         // Frequent whole words became tokens.
         for w in [" the", " king", " caf\u{e9}"] {
             assert!(
@@ -246,7 +258,7 @@ mod tests {
         assert_eq!(back, text.as_bytes());
         assert!(ids.len() * 3 < text.len(), "{} tokens", ids.len());
         // Learning is deterministic.
-        assert_eq!(Bpe::learn(text.as_bytes(), 256 + 60), bpe);
+        assert_eq!(Bpe::learn(text.as_bytes(), 256 + 30), bpe);
     }
 
     #[test]
