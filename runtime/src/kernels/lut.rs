@@ -139,6 +139,7 @@ const _: () = assert!(GROUPS == 32 && BIAS as usize * GROUPS == 16384 && ENTRIES
 /// step (`$x, $a, $b, $c` → `$a, $b, $c, $x`: the next word lands in the register just freed),
 /// see [`rows_loop!`].
 #[cfg(runtime_dsp)]
+#[rustfmt::skip]
 macro_rules! word {
     ($x:literal, $a:literal, $b:literal, $c:literal, $next:expr) => {
         concat!(
@@ -164,6 +165,7 @@ macro_rules! word {
 /// The `n`-th step of a row of `$n` steps ([`word!`] with the registers of its place in the
 /// rotation; the last step loads nothing).
 #[cfg(runtime_dsp)]
+#[rustfmt::skip]
 macro_rules! step {
     (0, next) => { word!("{w}", "{t0}", "{t1}", "{t2}", "ldr {t0}, [{p}], #4\n") };
     (1, next) => { word!("{t0}", "{t1}", "{t2}", "{w}", "ldr {t1}, [{p}], #4\n") };
@@ -505,7 +507,9 @@ fn rows5_dsp(w: &[u8], c: usize, g0: usize, g1: usize, table: &[u16], y: &mut [i
             1 => rows_loop!(1, BIAS5, start, ya, asm_rows, table, stride, [0 last]),
             2 => rows_loop!(2, BIAS5, start, ya, asm_rows, table, stride, [0 next 1 last]),
             3 => rows_loop!(3, BIAS5, start, ya, asm_rows, table, stride, [0 next 1 next 2 last]),
-            4 => rows_loop!(4, BIAS5, start, ya, asm_rows, table, stride, [0 next 1 next 2 next 3 last]),
+            4 => {
+                rows_loop!(4, BIAS5, start, ya, asm_rows, table, stride, [0 next 1 next 2 next 3 last])
+            }
             5 => {
                 rows_loop!(5, BIAS5, start, ya, asm_rows, table, stride, [0 next 1 next 2 next 3 next 0 last])
             }
