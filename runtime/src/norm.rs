@@ -8,7 +8,7 @@
 //! gets its own vectorized copy) and kept out of line on Arm, where the pass runs from SRAM and
 //! a copy at every call site cost 20 KiB of it (firmware/README.md, "Placement").
 
-use crate::fixed::{bit_len, q127, Dyadic, INV_127};
+use crate::fixed::{bit_len, div_u64_by_u32, q127, Dyadic, INV_127};
 use crate::format::GAIN_FRAC_BITS;
 use crate::model::Gains;
 
@@ -40,7 +40,9 @@ impl Q127 {
         debug_assert!(m > 0 && m < 1 << 24);
         let m = m.max(1);
         let l = 32 - (m - 1).leading_zeros(); // ⌈log2 m⌉ ≤ 24
-        let magic = (1u64 << (32 + l)).div_ceil(m as u64); // < 2^33
+                                              // ⌈2^(32+l) / m⌉ < 2^33, with 32-bit divisions (a 64-bit one is a library call on Arm).
+        let (q, r) = div_u64_by_u32(1u64 << (32 + l), m);
+        let magic = q + (r != 0) as u64;
         Q127 {
             m,
             lo: magic as u32,

@@ -35,6 +35,7 @@ pub mod fast;
 pub mod lut;
 pub mod reference;
 pub mod softmax;
+pub mod softmax32;
 #[cfg(target_arch = "x86_64")]
 pub mod x86_64;
 

@@ -1,9 +1,9 @@
 //! The attention's per-key steps for one head: scores from dot products
 //! ([`attention_scores_scalar`]), and the softmax step, scores in, value coefficients out
 //! ([`softmax_coefficients_scalar`]). Each has its scalar definition and a dispatching entry
-//! point (an AVX-512
-//! twin on x86-64 at the VNNI level, eight keys per step; every other level runs the scalar
-//! code). Both return the same bits (tested in the shared suite).
+//! point (an AVX-512 twin on x86-64 at the VNNI level, eight keys per step; 32-bit Arm runs
+//! the twins of [`softmax32`](super::softmax32), written in 32-bit arithmetic; every other
+//! target runs the scalar code). All return the same bits (tested in the shared suite).
 
 use crate::fixed::{exp_neg_q24, mul_round, Dyadic};
 
@@ -39,6 +39,9 @@ pub fn attention_scores(
             return;
         }
     }
+    #[cfg(target_arch = "arm")]
+    return super::softmax32::attention_scores_32(dots, q_scale, k_scale, nkv, scores);
+    #[cfg(not(target_arch = "arm"))]
     attention_scores_scalar(dots, q_scale, k_scale, nkv, scores)
 }
 
@@ -59,6 +62,9 @@ pub fn softmax_coefficients(
             return r;
         }
     }
+    #[cfg(target_arch = "arm")]
+    return super::softmax32::softmax_coefficients_32(scores, coef, v_scale, nkv);
+    #[cfg(not(target_arch = "arm"))]
     softmax_coefficients_scalar(scores, coef, v_scale, nkv)
 }
 
@@ -79,7 +85,7 @@ pub(crate) fn unpack_dyadic(v: i64) -> Dyadic {
 /// [`Dyadic::gt`] for operands that are already normalized (every result of `mul`, and zero):
 /// the same order without normalizing both sides again (this runs once per key and head).
 #[inline(always)]
-fn gt_normalized(a: Dyadic, b: Dyadic) -> bool {
+pub(crate) fn gt_normalized(a: Dyadic, b: Dyadic) -> bool {
     let r = if a.mant == 0 || b.mant == 0 {
         a.mant > b.mant
     } else {

@@ -527,6 +527,13 @@ fn softmax_coefficients_twins() {
         let len = scores.len();
         let (mut s_want, mut c_want) = (scores.to_vec(), vec![-1i32; len]);
         let want = softmax_coefficients_scalar(&mut s_want, &mut c_want, v_scale, nkv);
+        let (mut s, mut c) = (scores.to_vec(), vec![-1i32; len]);
+        let got = super::softmax32::softmax_coefficients_32(&mut s, &mut c, v_scale, nkv);
+        assert_eq!(
+            (got, s, c),
+            (want, s_want.clone(), c_want.clone()),
+            "32-bit twin: len {len} nkv {nkv}"
+        );
         #[cfg(target_arch = "x86_64")]
         if Level::Avx512Vnni.supported() {
             let (mut s, mut c) = (scores.to_vec(), vec![-1i32; len]);
@@ -611,6 +618,9 @@ fn attention_scores_twins() {
         let len = dots.len();
         let mut want = vec![-1i64; len];
         attention_scores_scalar(dots, q, ks, nkv, &mut want);
+        let mut got = vec![-1i64; len];
+        super::softmax32::attention_scores_32(dots, q, ks, nkv, &mut got);
+        assert_eq!(got, want, "32-bit twin: q {q:?}");
         #[cfg(target_arch = "x86_64")]
         if Level::Avx512Vnni.supported() {
             let mut got = vec![-1i64; len];

@@ -1,0 +1,251 @@
+//! The attention's per-key steps ([`softmax`](super::softmax)) written for 32-bit cores: the
+//! same bits as [`attention_scores_scalar`] and [`softmax_coefficients_scalar`] (tested in the
+//! shared suite), with every 64-bit product a `32 × 32 → 64` one (`UMULL` on a Cortex-M33)
+//! and the normalizations and rounding shifts of [`Dyadic`] done on 32-bit halves. The generic
+//! `Dyadic` code runs once per vector elsewhere; here it would run once per key and head, and
+//! its 64-bit shifts and multiplies cost several times the arithmetic itself on a 32-bit core.
+//! Anything outside the common case (a non-normalized scale, an extreme exponent) goes through
+//! the generic code, so the results are the same for every input.
+//!
+//! [`attention_scores_scalar`]: super::softmax::attention_scores_scalar
+//! [`softmax_coefficients_scalar`]: super::softmax::softmax_coefficients_scalar
+
+use crate::fixed::{mul_round, Dyadic, EXP2_NEG_Q30, EXP_CEIL, EXP_FLOOR, LN2_Q30, LOG2E_Q30};
+
+use super::softmax::{gt_normalized, pack_dyadic, unpack_dyadic};
+
+/// `a · b` (one `UMULL` on 32-bit Arm).
+#[inline(always)]
+fn umul(a: u32, b: u32) -> u64 {
+    a as u64 * b as u64
+}
+
+/// Exponents this far from zero cannot make a sum of three of them (plus 33) leave `i32`, so
+/// the saturating adds of [`Dyadic::mul`] are plain adds for them.
+const EXP_SAFE: i32 = 1 << 28;
+
+/// [`Dyadic::mul`] for normalized operands (`mant ≥ 2^31`) with exponents within
+/// `±EXP_SAFE`, on 32-bit halves; anything else goes to `Dyadic::mul`. The product of two
+/// mantissas lies in `[2^62, 2^64)`: keep its top 33 bits, round half up to 32, renormalize
+/// when that carries to `2^32`, as `Dyadic::mul` does.
+#[inline(always)]
+pub(crate) fn mul_normalized(a: Dyadic, b: Dyadic) -> Dyadic {
+    if a.mant >> 31 == 0
+        || b.mant >> 31 == 0
+        || a.exp.unsigned_abs() >= EXP_SAFE as u32
+        || b.exp.unsigned_abs() >= EXP_SAFE as u32
+    {
+        return a.mul(b);
+    }
+    let p = umul(a.mant, b.mant);
+    let (hi, lo) = ((p >> 32) as u32, p as u32);
+    // 64 significant bits: round at bit 31; 63: at bit 30.
+    let (top, bit, sh) = if hi >> 31 != 0 {
+        (hi, lo >> 31, 32)
+    } else {
+        ((hi << 1) | (lo >> 31), (lo >> 30) & 1, 31)
+    };
+    let (mant, carry) = top.overflowing_add(bit);
+    let mant = if carry { 1 << 31 } else { mant };
+    let e = a.exp + b.exp + sh + carry as i32;
+    if e < EXP_FLOOR {
+        Dyadic::ZERO
+    } else if e > EXP_CEIL {
+        Dyadic {
+            mant: u32::MAX,
+            exp: EXP_CEIL,
+        }
+    } else {
+        Dyadic { mant, exp: e }
+    }
+}
+
+/// [`exp_neg_q24`](crate::fixed::exp_neg_q24) in 32-bit arithmetic: every intermediate value
+/// fits 32 bits and every product is `32 × 32 → 64`. The bounds: `z < 2^29` (beyond, the
+/// result is 0), so `t < 1.45 · 2^31`; `r < 2^20`, `x < 2^24`, `x2 < 2^18`, `x3 < 2^12`;
+/// `poly, table ≤ 2^30`, so `v ≤ 2^30` and `v + 2^(n−1) < 2^31`.
+#[inline(always)]
+pub(crate) fn exp_neg_q24(z: u64) -> u32 {
+    if z >= 32 << 24 {
+        return 0;
+    }
+    let z = z as u32;
+    let t = ((umul(z, LOG2E_Q30 as u32) + (1 << 27)) >> 28) as u32; // Q26
+    let n = t >> 26;
+    if n >= 31 {
+        return 0;
+    }
+    let f = t & ((1 << 26) - 1);
+    let r = f & ((1 << 20) - 1);
+    let x = (umul(r, LN2_Q30 as u32) >> 26) as u32;
+    let x2 = (umul(x, x) >> 30) as u32;
+    let x3 = (umul(x2, x) >> 30) as u32;
+    let poly = (1u32 << 30) - x + x2 / 2 - x3 / 6;
+    let table = EXP2_NEG_Q30[(f >> 20) as usize];
+    let v = ((umul(table, poly) + (1 << 29)) >> 30) as u32;
+    (v + ((1 << n) >> 1)) >> n
+}
+
+/// Same contract as [`attention_scores_scalar`](super::softmax::attention_scores_scalar).
+/// Out of line: inlined into the forward pass, its loop ran short of registers.
+#[inline(never)]
+#[cfg_attr(feature = "ram-code", link_section = ".data.runtime.hot")]
+pub fn attention_scores_32(
+    dots: &[i32],
+    q_scale: Dyadic,
+    k_scale: &[Dyadic],
+    nkv: usize,
+    scores: &mut [i64],
+) {
+    for (s, (score, dot)) in scores.iter_mut().zip(dots).enumerate() {
+        let ks = k_scale.get(s * nkv).copied().unwrap_or(Dyadic::ZERO);
+        *score = mul_round(*dot as i64, mul_normalized(q_scale, ks), 24);
+    }
+}
+
+/// Same contract as [`softmax_coefficients_scalar`](super::softmax::softmax_coefficients_scalar).
+/// Out of line: inlined into the forward pass, its loop ran short of registers.
+#[inline(never)]
+#[cfg_attr(feature = "ram-code", link_section = ".data.runtime.hot")]
+pub fn softmax_coefficients_32(
+    scores: &mut [i64],
+    coef: &mut [i32],
+    v_scale: &[Dyadic],
+    nkv: usize,
+) -> (Option<i32>, u64) {
+    let smax = scores.iter().copied().max().unwrap_or(0);
+    let mut wsum = 0u64; // ≤ T · 2^30 < 2^46
+    let mut cmax = Dyadic::ZERO;
+    for (s, score) in scores.iter_mut().enumerate() {
+        let wgt = exp_neg_q24(smax.saturating_sub(*score) as u64);
+        wsum += wgt as u64;
+        let vs = v_scale.get(s * nkv).copied().unwrap_or(Dyadic::ZERO);
+        // Dyadic::from_u64(wgt, −30) for 0 < wgt < 2^32: the mantissa moved up to bit 31.
+        let cs = if wgt == 0 {
+            Dyadic::ZERO
+        } else {
+            let lz = wgt.leading_zeros();
+            let w = Dyadic {
+                mant: wgt << lz,
+                exp: -30 - lz as i32,
+            };
+            mul_normalized(w, vs)
+        };
+        if gt_normalized(cs, cmax) {
+            cmax = cs;
+        }
+        *score = pack_dyadic(cs);
+    }
+    let e = cmax.exp.saturating_add(8);
+    for (c, packed) in coef.iter_mut().zip(scores.iter()) {
+        let cs = unpack_dyadic(*packed);
+        let sh = e.saturating_sub(cs.exp);
+        // sh ≥ 33: mant + 2^(sh−1) < 2^sh, so 0 (as for sh ≥ 40).
+        *c = if cs.is_zero() || sh >= 33 {
+            0
+        } else if sh >= 1 {
+            // (mant + 2^(sh−1)) >> sh without leaving 32 bits.
+            let q = cs.mant >> (sh - 1);
+            ((q >> 1) + (q & 1)) as i32
+        } else {
+            ((cs.mant as u64 + (1u64 << (sh - 1))) >> sh) as i32
+        };
+    }
+    (if cmax.is_zero() { None } else { Some(e) }, wsum)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn next(seed: &mut u64) -> u64 {
+        *seed ^= *seed << 13;
+        *seed ^= *seed >> 7;
+        *seed ^= *seed << 17;
+        *seed
+    }
+
+    #[test]
+    fn exp_equals_the_64_bit_definition() {
+        let mut seed = 0x5EED_0FE4_B05E_ED00u64;
+        let mut zs: std::vec::Vec<u64> = (0..70_000).collect();
+        // Every table step and its neighbours, the flush-to-zero edges, random values.
+        for j in 0..(32u64 << 8) {
+            let z = j << 16;
+            zs.extend([z.saturating_sub(1), z, z + 1]);
+        }
+        zs.extend([(32 << 24) - 1, 32 << 24, (32 << 24) + 1, u64::MAX, 1 << 62]);
+        for _ in 0..300_000 {
+            zs.push(next(&mut seed) % (33 << 24));
+        }
+        for z in zs {
+            assert_eq!(exp_neg_q24(z), crate::fixed::exp_neg_q24(z), "z = {z}");
+        }
+    }
+
+    #[test]
+    fn mul_equals_dyadic_mul() {
+        let mut seed = 0x0123_4567_89AB_CDEFu64;
+        let mut ds = std::vec![
+            Dyadic::ZERO,
+            Dyadic::ONE,
+            Dyadic {
+                mant: u32::MAX,
+                exp: 0
+            },
+            Dyadic {
+                mant: 1 << 31,
+                exp: 0
+            },
+            Dyadic { mant: 3, exp: 5 },
+            Dyadic {
+                mant: u32::MAX,
+                exp: 2000
+            },
+            Dyadic {
+                mant: 1 << 31,
+                exp: -2000
+            },
+            Dyadic {
+                mant: 0xFFFF_FFFE,
+                exp: 1000
+            },
+            Dyadic {
+                mant: 0xB504_F334,
+                exp: -40
+            }, // √2: squares near a carry
+            Dyadic {
+                mant: 1 << 31,
+                exp: (1 << 28) - 1
+            },
+            Dyadic {
+                mant: 1 << 31,
+                exp: 1 << 28
+            },
+            Dyadic {
+                mant: 1 << 31,
+                exp: -(1 << 28)
+            },
+            Dyadic {
+                mant: u32::MAX,
+                exp: i32::MAX
+            },
+            Dyadic {
+                mant: u32::MAX,
+                exp: i32::MIN
+            },
+        ];
+        for _ in 0..400 {
+            let v = next(&mut seed);
+            ds.push(Dyadic {
+                mant: (v as u32) | if v >> 63 == 0 { 1 << 31 } else { 0 },
+                exp: ((v >> 32) % 4001) as i32 - 2000,
+            });
+        }
+        for a in &ds {
+            for b in &ds {
+                assert_eq!(mul_normalized(*a, *b), a.mul(*b), "{a:?} · {b:?}");
+            }
+        }
+    }
+}
