@@ -172,6 +172,7 @@ impl Dyadic {
     }
 
     /// `self / other`; division by zero gives the largest value.
+    #[cfg_attr(feature = "ram-code", link_section = ".data.runtime.hot")]
     pub const fn div(self, other: Dyadic) -> Dyadic {
         let a = self.normalized();
         let b = other.normalized();
@@ -190,6 +191,7 @@ impl Dyadic {
     }
 
     /// `self + other`.
+    #[cfg_attr(feature = "ram-code", link_section = ".data.runtime.hot")]
     pub const fn add(self, other: Dyadic) -> Dyadic {
         let a = self.normalized();
         let b = other.normalized();
@@ -212,6 +214,7 @@ impl Dyadic {
     }
 
     /// `1 / sqrt(self)`; zero gives the largest value.
+    #[cfg_attr(feature = "ram-code", link_section = ".data.runtime.hot")]
     pub const fn rsqrt(self) -> Dyadic {
         let a = self.normalized();
         if a.mant == 0 {
@@ -226,7 +229,7 @@ impl Dyadic {
         } else {
             ((a.mant as u64) << 31, a.exp - 31)
         };
-        let s = n.isqrt(); // in [2^31, 2^32): sqrt(value) = s · 2^(e2/2)
+        let s = isqrt_u64(n); // in [2^31, 2^32): sqrt(value) = s · 2^(e2/2)
         let r = div_u64((1u64 << 63) + s / 2, s as u32); // 2^63 / s, in (2^31, 2^32]
         Dyadic::from_u64(r, -63 - e2 / 2)
     }
@@ -253,8 +256,45 @@ pub(crate) const fn div_u64(n: u64, d: u32) -> u64 {
     }
 }
 
+/// `⌊√n⌋`: [`u64::isqrt`], except on 32-bit Arm, where that divides by 64 bits (a library
+/// routine in flash): there [`isqrt_newton`].
+#[inline]
+const fn isqrt_u64(n: u64) -> u64 {
+    if cfg!(target_arch = "arm") {
+        isqrt_newton(n)
+    } else {
+        n.isqrt()
+    }
+}
+
+/// `⌊√n⌋` by Newton's iteration `s ← ⌊(s + ⌊n/s⌋) / 2⌋` from above, dividing by 32-bit digits
+/// ([`div_u64_by_u32`]). It decreases while `s > ⌊√n⌋` and stops there (the usual integer
+/// argument: the next value is at least `⌊√n⌋` by AM–GM, and below `s` exactly when `s² > n`).
+const fn isqrt_newton(n: u64) -> u64 {
+    if n < 2 {
+        return n;
+    }
+    // A start at or above √n: 2^⌈bits/2⌉ ≤ 2^32.
+    let bits = 64 - n.leading_zeros();
+    let mut s = 1u64 << bits.div_ceil(2);
+    loop {
+        // 2 ≤ s ≤ 2^32: a 32-bit divisor, but for s = 2^32 (quotient n >> 32).
+        let q = if s >> 32 != 0 {
+            n >> 32
+        } else {
+            div_u64_by_u32(n, s as u32).0
+        };
+        let next = (s + q) / 2;
+        if next >= s {
+            return s;
+        }
+        s = next;
+    }
+}
+
 /// `(n / d, n % d)` for `d > 0` with 32-bit divisions only (`UDIV`): the high word's quotient,
 /// then the rest digit by digit in base `2^16` ([`divlu`]).
+#[cfg_attr(feature = "ram-code", link_section = ".data.runtime.hot")]
 pub(crate) const fn div_u64_by_u32(n: u64, d: u32) -> (u64, u32) {
     let hi = (n >> 32) as u32;
     let q_hi = hi / d;
@@ -609,6 +649,31 @@ mod tests {
         // The cubic's x3 / 6 as u32 equals the i64 quotient over the whole range of x3.
         for x3 in 0i64..(1 << 13) {
             assert_eq!(((x3 as u32) / 6) as i64, x3 / 6);
+        }
+    }
+
+    #[test]
+    fn integer_square_root() {
+        let mut seed = 0xD1B5_4A32_D192_ED03u64;
+        let mut ns: std::vec::Vec<u64> = (0..5000).collect();
+        for b in 0..64 {
+            let p = 1u64 << b;
+            ns.extend([p - 1, p, p + 1]);
+        }
+        for r in [0xFFFF_FFFFu64, 0x8000_0000, 0xB504_F333, 1 << 16] {
+            ns.extend([r * r - 1, r * r, r * r + 1]);
+        }
+        ns.push(u64::MAX);
+        for _ in 0..20_000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            ns.push(seed >> (seed & 63));
+        }
+        for n in ns {
+            let s = n.isqrt();
+            assert_eq!(isqrt_u64(n), s, "{n}");
+            assert_eq!(isqrt_newton(n), s, "{n}"); // the Arm path, whatever the host
         }
     }
 

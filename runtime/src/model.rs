@@ -34,7 +34,7 @@ pub struct Model<'a> {
 
 /// A vector of fixed-point norm gains in the blob (`i32` Q15.16, little-endian).
 #[derive(Clone, Copy, Debug)]
-pub struct Gains<'a>(&'a [u8]);
+pub struct Gains<'a>(pub(crate) &'a [u8]);
 
 impl<'a> Gains<'a> {
     /// Number of gains.

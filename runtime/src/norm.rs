@@ -106,6 +106,25 @@ pub(crate) fn rmsnorm_quantize(
 ) -> Dyadic {
     debug_assert_eq!(x.len(), gain.len());
     debug_assert!(out.len() >= x.len());
+    if cfg!(target_arch = "arm") {
+        if let Some(s) = rmsnorm_quantize_32(x, x_scale, gain, eps, out) {
+            return s;
+        }
+    }
+    rmsnorm_quantize_def(x, x_scale, gain, eps, out)
+}
+
+/// The definition of [`rmsnorm_quantize`]: what every target but 32-bit Arm runs, and 32-bit
+/// Arm in the cases its twin leaves (out of line there, and not in RAM: they are rare).
+#[cfg_attr(target_arch = "arm", inline(never))]
+#[cfg_attr(not(target_arch = "arm"), inline(always))]
+fn rmsnorm_quantize_def(
+    x: &[i32],
+    x_scale: Dyadic,
+    gain: Gains<'_>,
+    eps: Dyadic,
+    out: &mut [i8],
+) -> Dyadic {
     let n = x.len();
     // Σ x² on values cut to 24 bits: each square < 2^48, n ≤ 2^15 terms, sum < 2^63.
     let maxabs = max_abs_i32(x);
@@ -152,6 +171,18 @@ pub(crate) fn rmsnorm_quantize(
 #[cfg_attr(feature = "ram-code", link_section = ".data.runtime.hot")]
 pub(crate) fn absmax_quantize(v: &[i64], out: &mut [i8]) -> u64 {
     debug_assert_eq!(v.len(), out.len());
+    if cfg!(target_arch = "arm") {
+        if let Some(m) = absmax_quantize_32(v, out) {
+            return m;
+        }
+    }
+    absmax_quantize_def(v, out)
+}
+
+/// The definition of [`absmax_quantize`] (see [`rmsnorm_quantize_def`]).
+#[cfg_attr(target_arch = "arm", inline(never))]
+#[cfg_attr(not(target_arch = "arm"), inline(always))]
+fn absmax_quantize_def(v: &[i64], out: &mut [i8]) -> u64 {
     let m = max_abs_i64(v);
     if m == 0 {
         out.iter_mut().for_each(|o| *o = 0);
@@ -173,6 +204,9 @@ pub(crate) fn absmax_quantize(v: &[i64], out: &mut [i8]) -> u64 {
 #[cfg_attr(feature = "ram-code", link_section = ".data.runtime.hot")]
 pub(crate) fn to_block_i32(x: &[i64], x_scale: Dyadic, out: &mut [i32]) -> Dyadic {
     debug_assert_eq!(x.len(), out.len());
+    if cfg!(target_arch = "arm") {
+        return to_block_i32_32(x, x_scale, out);
+    }
     let m = max_abs_i64(x);
     let k = bit_len(m).saturating_sub(30);
     for (o, v) in out.iter_mut().zip(x) {
@@ -186,9 +220,178 @@ pub(crate) fn to_block_i32(x: &[i64], x_scale: Dyadic, out: &mut [i32]) -> Dyadi
     x_scale.mul(Dyadic::pow2(k as i32))
 }
 
+// 32-bit twins of the three functions above, which call them on 32-bit Arm: the same bits
+// (tested below), with the 64-bit products and shifts split so that a 32-bit core does each
+// with one or two instructions: magnitudes as `u32` times `u32` (`UMULL`), a shift of a 64-bit
+// magnitude to 24 or 30 bits as two 32-bit shifts chosen once per vector, and the bit length of
+// a maximum taken from the OR of the magnitudes (the same bit length, no compares).
+
+/// `(v >> k) as i32` (an arithmetic shift) for a value whose result fits 32 bits, as two 32-bit
+/// shifts.
+#[inline(always)]
+fn shr_to_i32(v: i64, k: u32) -> i32 {
+    let (hi, lo) = ((v >> 32) as i32, v as u32);
+    if k >= 32 {
+        hi >> (k - 32)
+    } else {
+        // The low word of v >> k; k = 0 only when v fits 32 bits (wrapping_shl(32) shifts by 0).
+        ((lo >> k) | (hi as u32).wrapping_shl(32 - k)) as i32
+    }
+}
+
+/// [`Q127::of`]`(a)`, negated when `neg`, with `q.hi` fixed to `HI` (one register fewer in the
+/// loops). The rounding test `2r > m || (2r == m && q odd)` is `2r + (q & 1) > m`.
+#[inline(always)]
+fn q127_signed<const HI: bool>(q: &Q127, a: u32, neg: bool) -> i8 {
+    debug_assert_eq!(q.hi == 1, HI);
+    let n = 127 * a;
+    let high = ((n as u64 * q.lo as u64) >> 32) as u32;
+    let t = (if HI { high + n } else { high }) >> q.l;
+    let r = n - t * q.m;
+    let out = (t + (2 * r + (t & 1) > q.m) as u32) as i32;
+    debug_assert_eq!(out, q.of(a));
+    (if neg { -out } else { out }) as i8
+}
+
+/// `out[i] = ±q(|v_i| >> k)` for `(|v_i|, v_i < 0) = part(src_i)` and `k < 32` (the 64-bit
+/// shift is two 32-bit ones), with `q.hi` chosen once per vector instead of per element.
+#[inline(always)]
+fn quantize_each<T: Copy>(
+    src: impl Iterator<Item = T>,
+    out: &mut [i8],
+    k: u32,
+    part: impl Fn(T) -> (u64, bool) + Copy,
+    q: Q127,
+) {
+    #[inline(always)]
+    fn run<T: Copy, const HI: bool>(
+        src: impl Iterator<Item = T>,
+        out: &mut [i8],
+        k: u32,
+        part: impl Fn(T) -> (u64, bool),
+        q: &Q127,
+    ) {
+        debug_assert!(k < 32);
+        for (o, v) in out.iter_mut().zip(src) {
+            let (a, neg) = part(v);
+            // k = 0: the high word is 0 (a fits 32 bits), and wrapping_shl(32) shifts by 0.
+            let a = (a as u32 >> k) | ((a >> 32) as u32).wrapping_shl(32 - k);
+            *o = q127_signed::<HI>(q, a, neg);
+        }
+    }
+    if q.hi == 1 {
+        run::<T, true>(src, out, k, part, &q)
+    } else {
+        run::<T, false>(src, out, k, part, &q)
+    }
+}
+
+/// [`rmsnorm_quantize`] in 32-bit operations; `None` (nothing written) in the rare case it
+/// leaves to the definition.
+#[cfg_attr(not(any(test, target_arch = "arm")), allow(dead_code))]
+#[inline(always)]
+fn rmsnorm_quantize_32(
+    x: &[i32],
+    x_scale: Dyadic,
+    gain: Gains<'_>,
+    eps: Dyadic,
+    out: &mut [i8],
+) -> Option<Dyadic> {
+    let n = x.len();
+    let mut or = 0u32;
+    for v in x {
+        or |= v.unsigned_abs();
+    }
+    let k = bit_len(or as u64).saturating_sub(24);
+    let mut sumsq = 0u64;
+    for v in x {
+        let a = v.unsigned_abs() >> k;
+        sumsq += a as u64 * a as u64;
+    }
+    // The gains as words (one unaligned load each; `Gains::iter`'s bytes load one by one).
+    let gains = gain.0.as_chunks::<4>().0;
+    // |x·g| = |x|·|g| < 2^62.
+    let mut m = 0u64;
+    for (v, g) in x.iter().zip(gains) {
+        m = m.max(v.unsigned_abs() as u64 * i32::from_le_bytes(*g).unsigned_abs() as u64);
+    }
+    if m == 0 {
+        out.iter_mut().take(n).for_each(|o| *o = 0);
+        return Some(Dyadic::ZERO);
+    }
+    let kz = bit_len(m).saturating_sub(24);
+    if kz >= 32 {
+        return None; // |x·g| ≥ 2^55: gains beyond 2^9 (the definition handles it)
+    }
+    let mz = Q127::new((m >> kz) as u32);
+    // The sign of x·g when it is not 0 (when it is, q is 0 either way).
+    let part = |(v, g): (&i32, &[u8; 4])| {
+        let g = i32::from_le_bytes(*g);
+        (
+            v.unsigned_abs() as u64 * g.unsigned_abs() as u64,
+            (*v ^ g) < 0,
+        )
+    };
+    quantize_each(x.iter().zip(gains), out, kz, part, mz);
+    let mean_sq = Dyadic::from_u64(sumsq, 2 * k as i32)
+        .mul(x_scale)
+        .mul(x_scale)
+        .div(Dyadic::from_u64(n as u64, 0));
+    let inv_rms = mean_sq.add(eps).rsqrt();
+    Some(
+        Dyadic::from_u64(m, -(GAIN_FRAC_BITS as i32))
+            .mul(x_scale)
+            .mul(inv_rms)
+            .mul(INV_127),
+    )
+}
+
+/// [`absmax_quantize`] in 32-bit operations; `None` (nothing written) in the rare case it leaves
+/// to the definition.
+#[cfg_attr(not(any(test, target_arch = "arm")), allow(dead_code))]
+#[inline(always)]
+fn absmax_quantize_32(v: &[i64], out: &mut [i8]) -> Option<u64> {
+    let m = max_abs_i64(v);
+    if m == 0 {
+        out.iter_mut().for_each(|o| *o = 0);
+        return Some(0);
+    }
+    let k = bit_len(m).saturating_sub(24);
+    if k >= 32 {
+        return None; // |v| ≥ 2^55 (the definition handles it)
+    }
+    let mk = Q127::new((m >> k) as u32);
+    quantize_each(v.iter(), out, k, |x: &i64| (x.unsigned_abs(), *x < 0), mk);
+    Some(m)
+}
+
+/// [`to_block_i32`] in 32-bit operations: `round(v / 2^k)` keeps 32 bits of a 64-bit sum.
+#[cfg_attr(not(any(test, target_arch = "arm")), allow(dead_code))]
+#[inline(always)]
+fn to_block_i32_32(x: &[i64], x_scale: Dyadic, out: &mut [i32]) -> Dyadic {
+    let mut or = 0u64;
+    for v in x {
+        or |= v.unsigned_abs();
+    }
+    let k = bit_len(or).saturating_sub(30);
+    if k == 0 {
+        for (o, v) in out.iter_mut().zip(x) {
+            *o = *v as i32;
+        }
+    } else {
+        // |v| ≤ 2^62 (residual_add saturates there), so v + 2^(k−1) cannot overflow; the
+        // shifted value fits i32, so only the low word of the result is kept.
+        let half = 1i64 << (k - 1);
+        for (o, v) in out.iter_mut().zip(x) {
+            *o = shr_to_i32(*v + half, k);
+        }
+    }
+    x_scale.mul(Dyadic::pow2(k as i32))
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{q127, Q127};
+    use super::*;
 
     #[test]
     fn q127_by_multiply_equals_division() {
@@ -223,5 +426,87 @@ mod tests {
                 assert_eq!(d.of(a), q127(a, m), "a={a} m={m}");
             }
         }
+    }
+
+    #[test]
+    fn the_32_bit_twins_equal_the_definitions() {
+        let mut seed = 0x0DDB_1A5E_5BAD_5EEDu64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let eps = Dyadic::from_ieee754(1e-5f64.to_bits()).unwrap();
+        let mut twins = 0;
+        for case in 0..3000 {
+            let n = [1, 2, 5, 32, 128, 336][case % 6];
+            let width = next() % 64; // magnitudes from 1 bit to all of them
+            let wide = |v: u64| (v as i64) >> (63 - width.min(62));
+            let x64: std::vec::Vec<i64> = (0..n)
+                .map(|_| match next() % 16 {
+                    0 => 0,
+                    1 => (1 << 62) * if next() & 1 == 0 { 1 } else { -1 },
+                    _ => wide(next()),
+                })
+                .collect();
+            let x32: std::vec::Vec<i32> = (0..n)
+                .map(|_| match next() % 16 {
+                    0 => 0,
+                    1 => i32::MIN + 1,
+                    2 => i32::MAX,
+                    _ => (next() as i32) >> (width % 32),
+                })
+                .collect();
+            let gbytes: std::vec::Vec<u8> = (0..n)
+                .flat_map(|_| {
+                    let g = match next() % 8 {
+                        0 => 0,
+                        1 => -(1 << 16),
+                        _ => (next() as i32) >> (1 + next() % 31),
+                    };
+                    g.to_le_bytes()
+                })
+                .collect();
+            let gain = Gains(&gbytes);
+            let scale = Dyadic {
+                mant: (next() as u32) | 1 << 31,
+                exp: (next() % 80) as i32 - 70,
+            };
+
+            let (mut a, mut b) = (std::vec![7i8; n], std::vec![7i8; n]);
+            let want = absmax_quantize_def(&x64, &mut a);
+            if let Some(got) = absmax_quantize_32(&x64, &mut b) {
+                assert_eq!(got, want, "absmax {x64:?}");
+                twins += 1;
+            } else {
+                assert_eq!(b, std::vec![7i8; n], "nothing written");
+                b.copy_from_slice(&a);
+            }
+            assert_eq!(a, b, "absmax {x64:?}");
+            let (mut a, mut b) = (std::vec![7i32; n], std::vec![7i32; n]);
+            assert_eq!(
+                to_block_i32(&x64, scale, &mut a),
+                to_block_i32_32(&x64, scale, &mut b),
+                "block {x64:?}"
+            );
+            assert_eq!(a, b, "block {x64:?}");
+            let (mut a, mut b) = (std::vec![7i8; n + 3], std::vec![7i8; n + 3]);
+            let want = rmsnorm_quantize_def(&x32, scale, gain, eps, &mut a);
+            if let Some(got) = rmsnorm_quantize_32(&x32, scale, gain, eps, &mut b) {
+                assert_eq!(got, want, "rmsnorm {x32:?}");
+                twins += 1;
+            } else {
+                assert_eq!(b, std::vec![7i8; n + 3], "nothing written");
+                b.copy_from_slice(&a);
+            }
+            assert_eq!(a, b, "rmsnorm {x32:?}");
+        }
+        // Both paths are taken: the twins, and the definitions for the rare huge magnitudes
+        // (the random magnitudes here span every bit length, so about half the cases).
+        assert!(
+            twins > 2000 && twins < 5900,
+            "{twins} of 6000 cases in the twins"
+        );
     }
 }
