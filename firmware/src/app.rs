@@ -59,9 +59,9 @@ pub fn run<W: Write, L: OutputPin, C: CostCounter>(
         _ => blob,
     };
 
+    let work = crate::work::take().ok_or(AppError::WorkMemoryTaken)?;
     let t0 = cost.now();
-    let loaded =
-        crate::source::load(blob, origin, crate::work::ARENA_BYTES).map_err(AppError::Model)?;
+    let loaded = crate::source::load(blob, origin, work).map_err(AppError::Model)?;
     let model = loaded.model;
     let config = *model.config();
     defmt::info!(
@@ -90,7 +90,6 @@ pub fn run<W: Write, L: OutputPin, C: CostCounter>(
     prompt.truncate(n_prompt);
     let prompt = prompt.as_slice();
 
-    let work = crate::work::take().ok_or(AppError::WorkMemoryTaken)?;
     let needed = model.session_bytes(loaded.ctx_len);
     defmt::info!(
         "working memory {} bytes for a context of {} (needs {})",

@@ -45,13 +45,17 @@ pub fn serve<T: Terminal<Error = Infallible>>(term: &mut T, exit_on_end: bool) {
 /// The model's session in the static arena, or why there is none.
 fn open_session() -> Result<Session<'static, 'static>, ModelProblem> {
     let (blob, origin) = source::blob()?;
-    let loaded = source::load(blob, origin, work::ARENA_BYTES)?;
+    // The arena is taken here only, once: `None` cannot happen (it would read "needs 0 bytes").
+    let arena = work::take().ok_or(ModelProblem::TooBig {
+        needed: 0,
+        available: 0,
+    })?;
+    let loaded = source::load(blob, origin, arena)?;
     let needed = loaded.model.session_bytes(loaded.ctx_len);
     let too_big = ModelProblem::TooBig {
         needed: u32::try_from(needed).unwrap_or(u32::MAX),
         available: work::ARENA_BYTES as u32,
     };
-    let arena = work::take().ok_or(too_big)?;
     let config = loaded.model.config();
     defmt::info!(
         "model: {} bytes ({}), vocab {}, d {}, layers {}, ctx {}; working memory {} of {} bytes",

@@ -27,13 +27,15 @@ pub fn blob() -> Result<(&'static [u8], &'static str), ModelProblem> {
     }
 }
 
-/// Validates `blob` and checks that its session fits the arena of `arena_bytes`.
+/// Validates `blob` (the arena is the loader's scratch, so that a hostile vocabulary is checked
+/// in `O(V log V)`; `Model::from_bytes_in`) and checks that its session fits the arena.
 pub fn load(
     blob: &'static [u8],
     origin: &'static str,
-    arena_bytes: usize,
+    arena: &mut [u8],
 ) -> Result<Loaded, ModelProblem> {
-    let model = Model::from_bytes(blob).map_err(ModelProblem::Invalid)?;
+    let arena_bytes = arena.len();
+    let model = Model::from_bytes_in(blob, arena).map_err(ModelProblem::Invalid)?;
     let ctx_len = settings::CTX_LEN.unwrap_or(model.config().ctx_len);
     let needed = model.session_bytes(ctx_len);
     if needed > arena_bytes {

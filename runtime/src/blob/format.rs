@@ -53,6 +53,11 @@ pub const RESID_FRAC_BITS: u32 = 32;
 /// Fractional bits of the logits returned by `forward` (`i32`): one unit is `2^-16` nats.
 pub const LOGIT_FRAC_BITS: u32 = 16;
 
+/// Token ids [`Model::from_bytes`](crate::Model::from_bytes) sorts at a time in its vocabulary
+/// duplicate check (2 KiB of stack; [`Model::from_bytes_in`](crate::Model::from_bytes_in) takes
+/// the caller's memory instead).
+pub const VOCAB_CHECK_CHUNK: usize = 1024;
+
 /// Largest supported `vocab_size` (token ids are `u16`).
 pub const MAX_VOCAB: u32 = 65535;
 /// Largest supported `d_model`, `ffn_dim` (keeps `|Σ x·w| ≤ 127·2^15 < 2^22`).
