@@ -148,6 +148,9 @@ pub fn int8_matvec(m: &[i8], stride: usize, x: &[i8], y: &mut [i32]) {
     if level() == Level::Neon {
         return aarch64::int8_matvec_neon(m, stride, x, y);
     }
+    #[cfg(runtime_dsp)]
+    return dsp::int8_matvec(m, stride, x, y);
+    #[cfg(not(runtime_dsp))]
     fast::int8_matvec(m, stride, x, y)
 }
 

@@ -10,7 +10,7 @@
 //! [`attention_scores_scalar`]: super::softmax::attention_scores_scalar
 //! [`softmax_coefficients_scalar`]: super::softmax::softmax_coefficients_scalar
 
-use crate::fixed::{mul_round, Dyadic, EXP2_NEG_Q30, EXP_CEIL, EXP_FLOOR, LN2_Q30, LOG2E_Q30};
+use crate::fixed::{mul_round, Dyadic, EXP2_NEG_Q30, LN2_Q30, LOG2E_Q30};
 
 use super::softmax::{gt_normalized, pack_dyadic, unpack_dyadic};
 
@@ -20,44 +20,41 @@ fn umul(a: u32, b: u32) -> u64 {
     a as u64 * b as u64
 }
 
-/// Exponents this far from zero cannot make a sum of three of them (plus 33) leave `i32`, so
-/// the saturating adds of [`Dyadic::mul`] are plain adds for them.
-const EXP_SAFE: i32 = 1 << 28;
+/// Exponent bound of the scales the fast path takes: a product of two of them, or of one and a
+/// softmax weight (exponent in `[−61, −30]`), lands inside the internal exponent clamp `[−2000, 2000]`, so
+/// [`Dyadic::mul`]'s clamp never applies and its saturating adds are plain adds.
+const PLAIN_EXP: u32 = 960;
 
-/// [`Dyadic::mul`] for normalized operands (`mant ≥ 2^31`) with exponents within
-/// `±EXP_SAFE`, on 32-bit halves; anything else goes to `Dyadic::mul`. The product of two
-/// mantissas lies in `[2^62, 2^64)`: keep its top 33 bits, round half up to 32, renormalize
-/// when that carries to `2^32`, as `Dyadic::mul` does.
+/// `d` is normalized (`mant ≥ 2^31`) with `|exp| ≤ PLAIN_EXP`.
 #[inline(always)]
-pub(crate) fn mul_normalized(a: Dyadic, b: Dyadic) -> Dyadic {
-    if a.mant >> 31 == 0
-        || b.mant >> 31 == 0
-        || a.exp.unsigned_abs() >= EXP_SAFE as u32
-        || b.exp.unsigned_abs() >= EXP_SAFE as u32
-    {
-        return a.mul(b);
-    }
-    let p = umul(a.mant, b.mant);
+fn plain(d: &Dyadic) -> bool {
+    d.mant >> 31 != 0 && d.exp.unsigned_abs() <= PLAIN_EXP
+}
+
+/// [`Dyadic::mul`] of `a_mant · 2^a_exp` (normalized, `|a_exp| ≤ PLAIN_EXP`) and a [`plain`]
+/// `b`, on 32-bit halves and without branches: the product of two mantissas lies in
+/// `[2^62, 2^64)`; its top bit decides a shift `s` of 0 or 1, the top 32 bits of the shifted
+/// product are kept and rounded half up by the next bit, and a carry out of that rounding
+/// (to `2^32`) renormalizes, as `Dyadic::mul` does.
+#[inline(always)]
+fn mul_plain(a_mant: u32, a_exp: i32, b: Dyadic) -> Dyadic {
+    let p = umul(a_mant, b.mant);
     let (hi, lo) = ((p >> 32) as u32, p as u32);
-    // 64 significant bits: round at bit 31; 63: at bit 30.
-    let (top, bit, sh) = if hi >> 31 != 0 {
-        (hi, lo >> 31, 32)
-    } else {
-        ((hi << 1) | (lo >> 31), (lo >> 30) & 1, 31)
-    };
-    let (mant, carry) = top.overflowing_add(bit);
-    let mant = if carry { 1 << 31 } else { mant };
-    let e = a.exp + b.exp + sh + carry as i32;
-    if e < EXP_FLOOR {
-        Dyadic::ZERO
-    } else if e > EXP_CEIL {
-        Dyadic {
-            mant: u32::MAX,
-            exp: EXP_CEIL,
-        }
-    } else {
-        Dyadic { mant, exp: e }
+    let s = (hi >> 31) ^ 1; // 1: 63 significant bits
+    let top = (hi << s) | ((lo >> 31) & s);
+    let (mant, carry) = top.overflowing_add((lo << s) >> 31);
+    Dyadic {
+        mant: mant | (carry as u32) << 31, // a carry left 0: 2^32 is 2^31 · 2
+        exp: a_exp + b.exp + 32 - s as i32 + carry as i32,
     }
+}
+
+/// `a · b` for the rare operands [`mul_plain`] does not take: `Dyadic::mul`, out of line (in
+/// flash on the Cortex-M33, away from the per-token code in RAM).
+#[inline(never)]
+#[cold]
+fn mul_general(a: Dyadic, b: Dyadic) -> Dyadic {
+    a.mul(b)
 }
 
 /// [`exp_neg_q24`](crate::fixed::exp_neg_q24) in 32-bit arithmetic: every intermediate value
@@ -99,7 +96,12 @@ pub fn attention_scores_32(
 ) {
     for (s, (score, dot)) in scores.iter_mut().zip(dots).enumerate() {
         let ks = k_scale.get(s * nkv).copied().unwrap_or(Dyadic::ZERO);
-        *score = mul_round(*dot as i64, mul_normalized(q_scale, ks), 24);
+        let d = if plain(&q_scale) && plain(&ks) {
+            mul_plain(q_scale.mant, q_scale.exp, ks)
+        } else {
+            mul_general(q_scale, ks)
+        };
+        *score = mul_round(*dot as i64, d, 24);
     }
 }
 
@@ -117,7 +119,9 @@ pub fn softmax_coefficients_32(
     let mut wsum = 0u64; // ≤ T · 2^30 < 2^46
     let mut cmax = Dyadic::ZERO;
     for (s, score) in scores.iter_mut().enumerate() {
-        let wgt = exp_neg_q24(smax.saturating_sub(*score) as u64);
+        // smax ≥ score: the difference (at most 2^63) as u64 is exact; saturating it instead
+        // changes nothing (both give weight 0).
+        let wgt = exp_neg_q24(smax.wrapping_sub(*score) as u64);
         wsum += wgt as u64;
         let vs = v_scale.get(s * nkv).copied().unwrap_or(Dyadic::ZERO);
         // Dyadic::from_u64(wgt, −30) for 0 < wgt < 2^32: the mantissa moved up to bit 31.
@@ -125,11 +129,12 @@ pub fn softmax_coefficients_32(
             Dyadic::ZERO
         } else {
             let lz = wgt.leading_zeros();
-            let w = Dyadic {
-                mant: wgt << lz,
-                exp: -30 - lz as i32,
-            };
-            mul_normalized(w, vs)
+            let (mant, exp) = (wgt << lz, -30 - lz as i32);
+            if plain(&vs) {
+                mul_plain(mant, exp, vs)
+            } else {
+                mul_general(Dyadic { mant, exp }, vs)
+            }
         };
         if gt_normalized(cs, cmax) {
             cmax = cs;
@@ -242,10 +247,15 @@ mod tests {
                 exp: ((v >> 32) % 4001) as i32 - 2000,
             });
         }
+        let mut plains = 0;
         for a in &ds {
             for b in &ds {
-                assert_eq!(mul_normalized(*a, *b), a.mul(*b), "{a:?} · {b:?}");
+                if plain(a) && plain(b) {
+                    assert_eq!(mul_plain(a.mant, a.exp, *b), a.mul(*b), "{a:?} · {b:?}");
+                    plains += 1;
+                }
             }
         }
+        assert!(plains > 10_000, "{plains}");
     }
 }

@@ -138,6 +138,8 @@ fn int8_matvecs() -> Vec<(&'static str, Int8MatVec)> {
     }
     #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
     v.push(("neon", super::aarch64::int8_matvec_neon));
+    #[cfg(runtime_dsp)]
+    v.push(("dsp", dsp::int8_matvec));
     v
 }
 

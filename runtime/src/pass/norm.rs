@@ -298,22 +298,19 @@ fn rmsnorm_quantize_32(
     out: &mut [i8],
 ) -> Option<Dyadic> {
     let n = x.len();
-    let mut or = 0u32;
-    for v in x {
+    // The gains as words (one unaligned load each; `Gains::iter`'s bytes load one by one).
+    let gains = gain.0.as_chunks::<4>().0;
+    // One pass for the bit length of max |x| and for max |x·g| (|x|·|g| < 2^62).
+    let (mut or, mut m) = (0u32, 0u64);
+    for (v, g) in x.iter().zip(gains) {
         or |= v.unsigned_abs();
+        m = m.max(v.unsigned_abs() as u64 * i32::from_le_bytes(*g).unsigned_abs() as u64);
     }
     let k = bit_len(or as u64).saturating_sub(24);
     let mut sumsq = 0u64;
     for v in x {
         let a = v.unsigned_abs() >> k;
         sumsq += a as u64 * a as u64;
-    }
-    // The gains as words (one unaligned load each; `Gains::iter`'s bytes load one by one).
-    let gains = gain.0.as_chunks::<4>().0;
-    // |x·g| = |x|·|g| < 2^62.
-    let mut m = 0u64;
-    for (v, g) in x.iter().zip(gains) {
-        m = m.max(v.unsigned_abs() as u64 * i32::from_le_bytes(*g).unsigned_abs() as u64);
     }
     if m == 0 {
         out.iter_mut().take(n).for_each(|o| *o = 0);
