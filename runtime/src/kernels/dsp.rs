@@ -106,7 +106,7 @@ pub fn ternary_matvec_lanes(w: &[u8], row_bytes: usize, x: &[i8], y: &mut [i32])
 /// `SMLAD` kernel (Arm with DSP only).
 #[cfg(runtime_dsp)]
 pub fn ternary_matvec(w: &[u8], row_bytes: usize, x: &[i8], y: &mut [i32]) {
-    if row_bytes % 4 == 0 {
+    if row_bytes.is_multiple_of(4) {
         drive(w, row_bytes, x, y, pairs_dsp);
     } else {
         // Never for blob rows (padded to 16 bytes); the loop below wants whole words.
@@ -182,7 +182,7 @@ fn pairs_dsp(w: &[u8], row_bytes: usize, b0: usize, b1: usize, xp: &[u32], y: &m
     // the portable loop.
     let fits = n_pairs > 0
         && len > 0
-        && len % 4 == 0
+        && len.is_multiple_of(4)
         && b1 <= row_bytes
         && xp.len() >= 2 * len
         && w.len() >= 2 * n_pairs * row_bytes;

@@ -94,7 +94,21 @@ pub fn attention_scores_32(
     nkv: usize,
     scores: &mut [i64],
 ) {
-    for (s, (score, dot)) in scores.iter_mut().zip(dots).enumerate() {
+    #[allow(unused_mut)]
+    let mut done = 0;
+    #[cfg(runtime_dsp)]
+    {
+        let n = scores.len().min(dots.len());
+        let fits = n > 0
+            && (n - 1)
+                .checked_mul(nkv)
+                .is_some_and(|last| last < k_scale.len());
+        if plain(&q_scale) && nkv > 0 && fits {
+            done = scores_dsp(&dots[..n], q_scale, k_scale, nkv, &mut scores[..n]);
+        }
+    }
+    let rest = scores.iter_mut().zip(dots).enumerate().skip(done);
+    for (s, (score, dot)) in rest {
         let ks = k_scale.get(s * nkv).copied().unwrap_or(Dyadic::ZERO);
         let d = if plain(&q_scale) && plain(&ks) {
             mul_plain(q_scale.mant, q_scale.exp, ks)
@@ -103,6 +117,113 @@ pub fn attention_scores_32(
         };
         *score = mul_round(*dot as i64, d, 24);
     }
+}
+
+/// The loop of [`attention_scores_32`] in `asm!` for the Cortex-M33, for a [`plain`] `q_scale`
+/// and as long as the keys' scales are plain: [`mul_plain`] and [`mul_round`] (a right shift by
+/// 1 to 63 bits) in registers, scheduled so that no load or multiply result is used the next
+/// cycle. Returns the number of scores written: all of them, or the position of the first key
+/// whose scale is not plain or whose rounding shifts left (the caller finishes from there).
+/// `dots`, `scores` hold `n ≥ 1` entries and `k_scale` at least `(n − 1)·nkv + 1`.
+#[cfg(runtime_dsp)]
+fn scores_dsp(
+    dots: &[i32],
+    q: Dyadic,
+    k_scale: &[Dyadic],
+    nkv: usize,
+    scores: &mut [i64],
+) -> usize {
+    let n = scores.len().min(dots.len());
+    debug_assert!(n > 0 && (n - 1) * nkv < k_scale.len() && plain(&q));
+    let base = scores.as_mut_ptr();
+    let end: *mut i64;
+    // SAFETY: for s < n the loop reads dots[s] and k_scale[s·nkv] (both in bounds: checked by
+    // the caller) and writes scores[s]; it stops early at most. Only its register operands
+    // change; no stack; flags are not preserved (the default).
+    unsafe {
+        core::arch::asm!(
+            "2:",
+            "ldr {km}, [{kp}]",
+            "ldr {ke}, [{kp}, #4]",
+            // A plain scale: normalized, |exp| ≤ 960 (else the caller's general code).
+            "tst {km}, #0x80000000",
+            "beq 9f",
+            "add {t}, {ke}, #960",
+            "cmp {t}, #1920",
+            "bhi 9f",
+            // mul_plain: p = ks.mant · q.mant; s = 1 when p has 63 significant bits.
+            "umull {lo}, {hi}, {km}, {qm}",
+            "add {kp}, {kp}, {kstride}",
+            "mvn {t}, {hi}",
+            "lsr {t}, {t}, #31",
+            "lsl {hi}, {hi}, {t}",
+            "lsr {u}, {lo}, #31",
+            "and {u}, {u}, {t}",
+            "orr {hi}, {hi}, {u}",
+            "lsl {lo}, {lo}, {t}",
+            "adds {hi}, {hi}, {lo}, lsr #31",
+            // sh = ks.exp + q.exp + 32 − s + carry + 24 (qe holds q.exp + 56).
+            "adc {ke}, {ke}, {qe}",
+            "sub {ke}, {ke}, {t}",
+            "it cs",
+            "orrcs {hi}, {hi}, #0x80000000",
+            // mul_round: p = dot · mant (mant ≥ 2^31: a signed multiply, then + dot · 2^32).
+            "ldr {km}, [{dp}], #4",
+            "smull {lo}, {u}, {km}, {hi}",
+            "add {u}, {u}, {km}",
+            // r1 = r − 1 = −sh − 1; 0..=31: shift both words.
+            "mvn {t}, {ke}",
+            "cmp {t}, #31",
+            "bhi 4f",
+            "rsb {ke}, {t}, #32",
+            "lsr {lo}, {lo}, {t}",
+            "lsl {km}, {u}, {ke}",
+            "orr {lo}, {lo}, {km}",
+            "asr {u}, {u}, {t}",
+            // (q + 1) >> 1 over 64 bits.
+            "5:",
+            "adds {lo}, {lo}, #1",
+            "adc {u}, {u}, #0",
+            "asrs {u}, {u}, #1",
+            "rrx {lo}, {lo}",
+            "6:",
+            "strd {lo}, {u}, [{sp}], #8",
+            "cmp {sp}, {send}",
+            "bne 2b",
+            "b 9f",
+            // r1 in 32..=62: only the high word remains.
+            "4:",
+            "cmp {t}, #62",
+            "bhi 7f",
+            "sub {t}, {t}, #32",
+            "asr {lo}, {u}, {t}",
+            "asr {u}, {lo}, #31",
+            "b 5b",
+            // r1 ≥ 63 (r ≥ 64): 0. r1 < 0 (sh ≥ 0, a left shift): the caller's general code.
+            "7:",
+            "cmp {t}, #0",
+            "blt 9f",
+            "movs {lo}, #0",
+            "movs {u}, #0",
+            "b 6b",
+            "9:",
+            dp = inout(reg) dots.as_ptr() => _,
+            kp = inout(reg) k_scale.as_ptr() => _,
+            kstride = in(reg) nkv * core::mem::size_of::<Dyadic>(),
+            sp = inout(reg) base => end,
+            send = in(reg) base.wrapping_add(n),
+            qm = in(reg) q.mant,
+            qe = in(reg) q.exp + 56,
+            km = out(reg) _,
+            ke = out(reg) _,
+            lo = out(reg) _,
+            hi = out(reg) _,
+            t = out(reg) _,
+            u = out(reg) _,
+            options(nostack),
+        );
+    }
+    (end as usize - base as usize) / core::mem::size_of::<i64>()
 }
 
 /// Same contract as [`softmax_coefficients_scalar`](super::softmax::softmax_coefficients_scalar).
