@@ -253,6 +253,162 @@ fn q127_signed(q: &Q127, a: u32, neg: bool) -> i8 {
     (if neg { -out } else { out }) as i8
 }
 
+/// `(OR |x_i|, OR |g_i|, max |x_i·g_i|)`: the first pass of [`rmsnorm_quantize_32`] (the ORs
+/// have the bit lengths of the maxima).
+#[inline(always)]
+fn rms_scan(x: &[i32], gains: &[[u8; 4]]) -> (u32, u32, u64) {
+    #[cfg(runtime_dsp)]
+    if let Some(r) = rms_scan_dsp(x, gains) {
+        return r;
+    }
+    let (mut or, mut gor, mut m) = (0u32, 0u32, 0u64);
+    for (v, g) in x.iter().zip(gains) {
+        let g = i32::from_le_bytes(*g).unsigned_abs();
+        or |= v.unsigned_abs();
+        gor |= g;
+        m = m.max(v.unsigned_abs() as u64 * g as u64);
+    }
+    (or, gor, m)
+}
+
+/// [`rms_scan`] as an `asm!` loop for the Cortex-M33 (the compiled loop ran out of registers
+/// and kept its maxima on the stack): the 64-bit maximum is updated by a branch that is
+/// rarely taken; `None` for an empty input.
+#[cfg(runtime_dsp)]
+fn rms_scan_dsp(x: &[i32], gains: &[[u8; 4]]) -> Option<(u32, u32, u64)> {
+    let n = x.len().min(gains.len());
+    if n == 0 {
+        return None;
+    }
+    let (mut or, mut gor, mut mlo, mut mhi) = (0u32, 0u32, 0u32, 0u32);
+    // SAFETY: reads x[i] and the word gains[i] for i < n (unaligned word loads are allowed on
+    // Armv8-M for normal memory); only register operands change; no stack; flags are not
+    // preserved (the default).
+    unsafe {
+        core::arch::asm!(
+            "2:",
+            "ldr {v}, [{px}], #4",
+            "ldr {g}, [{pg}], #4",
+            "cmp {v}, #0",
+            "it mi",
+            "rsbmi {v}, {v}, #0",
+            "cmp {g}, #0",
+            "it mi",
+            "rsbmi {g}, {g}, #0",
+            "orr {or}, {or}, {v}",
+            "umull {lo}, {hi}, {v}, {g}",
+            "orr {gor}, {gor}, {g}",
+            "subs {v}, {mlo}, {lo}",
+            "sbcs {v}, {mhi}, {hi}",
+            "blo 4f",
+            "3:",
+            "cmp {px}, {end}",
+            "bne 2b",
+            "b 5f",
+            "4:",
+            "mov {mlo}, {lo}",
+            "mov {mhi}, {hi}",
+            "b 3b",
+            "5:",
+            px = inout(reg) x.as_ptr() => _,
+            pg = inout(reg) gains.as_ptr() => _,
+            end = in(reg) x.as_ptr().wrapping_add(n),
+            or = inout(reg) or,
+            gor = inout(reg) gor,
+            mlo = inout(reg) mlo,
+            mhi = inout(reg) mhi,
+            v = out(reg) _,
+            g = out(reg) _,
+            lo = out(reg) _,
+            hi = out(reg) _,
+            options(nostack, readonly),
+        );
+    }
+    Some((or, gor, (mhi as u64) << 32 | mlo as u64))
+}
+
+/// `out[i] = ±q(|x_i·g_i| >> (32 − sh))` with `|x_i·g_i| >> (32 − sh)` taken as the high word
+/// of `|x_i| · (|g_i| << sh)` (every `|g_i| << sh` fits 32 bits): the quantization loop of
+/// [`rmsnorm_quantize_32`].
+#[inline(always)]
+fn rms_quantize(x: &[i32], gains: &[[u8; 4]], out: &mut [i8], sh: u32, q: &Q127) {
+    #[cfg(runtime_dsp)]
+    if rms_quantize_dsp(x, gains, out, sh, q) {
+        return;
+    }
+    for ((o, v), g) in out.iter_mut().zip(x).zip(gains) {
+        let g = i32::from_le_bytes(*g);
+        let a = ((v.unsigned_abs() as u64 * (g.unsigned_abs() << sh) as u64) >> 32) as u32;
+        // The sign of x·g when it is not 0 (when it is, q is 0 either way).
+        *o = q127_signed(q, a, (*v ^ g) < 0);
+    }
+}
+
+/// [`rms_quantize`] as an `asm!` loop for the Cortex-M33: [`q127_signed`] in registers (the
+/// compiled loop kept the divisor's constants on the stack), with no multiply result used the
+/// cycle after it is produced where another instruction can go between. `false` for an empty
+/// input.
+#[cfg(runtime_dsp)]
+fn rms_quantize_dsp(x: &[i32], gains: &[[u8; 4]], out: &mut [i8], sh: u32, q: &Q127) -> bool {
+    let n = x.len().min(gains.len()).min(out.len());
+    if n == 0 {
+        return false;
+    }
+    debug_assert_eq!(q.hi, 1);
+    // SAFETY: reads x[i] and the word gains[i] and writes out[i] for i < n (unaligned word
+    // loads are allowed on Armv8-M for normal memory); only register operands change; no
+    // stack; flags are not preserved (the default).
+    unsafe {
+        core::arch::asm!(
+            "2:",
+            "ldr {v}, [{px}], #4",
+            "ldr {g}, [{pg}], #4",
+            "eor {s}, {v}, {g}",
+            "cmp {v}, #0",
+            "it mi",
+            "rsbmi {v}, {v}, #0",
+            "cmp {g}, #0",
+            "it mi",
+            "rsbmi {g}, {g}, #0",
+            "lsl {g}, {g}, {sh}",
+            // a = high word of |x| · (|g| << sh); n = 127·a.
+            "umull {t}, {v}, {v}, {g}",
+            "rsb {g}, {v}, {v}, lsl #7",
+            // t = ((n · lo) >> 32 + n) >> l
+            "umull {t}, {v}, {g}, {lo}",
+            "add {v}, {v}, {g}",
+            "lsr {v}, {v}, {l}",
+            // r = n − t·m; round up when 2r + (t & 1) > m.
+            "mls {t}, {v}, {m}, {g}",
+            "and {g}, {v}, #1",
+            "add {t}, {g}, {t}, lsl #1",
+            "cmp {t}, {m}",
+            "it hi",
+            "addhi {v}, {v}, #1",
+            "cmp {s}, #0",
+            "it mi",
+            "rsbmi {v}, {v}, #0",
+            "strb {v}, [{po}], #1",
+            "cmp {px}, {end}",
+            "bne 2b",
+            px = inout(reg) x.as_ptr() => _,
+            pg = inout(reg) gains.as_ptr() => _,
+            po = inout(reg) out.as_mut_ptr() => _,
+            end = in(reg) x.as_ptr().wrapping_add(n),
+            sh = in(reg) sh,
+            lo = in(reg) q.lo,
+            l = in(reg) q.l,
+            m = in(reg) q.m,
+            v = out(reg) _,
+            g = out(reg) _,
+            s = out(reg) _,
+            t = out(reg) _,
+            options(nostack),
+        );
+    }
+    true
+}
+
 /// [`rmsnorm_quantize`] in 32-bit operations; `None` (nothing written) in the rare cases it
 /// leaves to the definition.
 #[cfg_attr(not(any(test, target_arch = "arm")), allow(dead_code))]
@@ -268,13 +424,7 @@ fn rmsnorm_quantize_32(
     // The gains as words (one unaligned load each; `Gains::iter`'s bytes load one by one).
     let gains = gain.0.as_chunks::<4>().0;
     // One pass for the bit lengths of max |x| and max |g| and for max |x·g| (< 2^62).
-    let (mut or, mut gor, mut m) = (0u32, 0u32, 0u64);
-    for (v, g) in x.iter().zip(gains) {
-        let g = i32::from_le_bytes(*g).unsigned_abs();
-        or |= v.unsigned_abs();
-        gor |= g;
-        m = m.max(v.unsigned_abs() as u64 * g as u64);
-    }
+    let (or, gor, m) = rms_scan(x, gains);
     let k = bit_len(or as u64).saturating_sub(24);
     let mut sumsq = 0u64;
     for v in x {
@@ -292,14 +442,7 @@ fn rmsnorm_quantize_32(
     if kz >= 32 || gor >> kz != 0 {
         return None;
     }
-    let sh = 32 - kz;
-    let mz = Q127::new((m >> kz) as u32);
-    for ((o, v), g) in out.iter_mut().zip(x).zip(gains) {
-        let g = i32::from_le_bytes(*g);
-        let a = ((v.unsigned_abs() as u64 * (g.unsigned_abs() << sh) as u64) >> 32) as u32;
-        // The sign of x·g when it is not 0 (when it is, q is 0 either way).
-        *o = q127_signed(&mz, a, (*v ^ g) < 0);
-    }
+    rms_quantize(x, gains, out, 32 - kz, &Q127::new((m >> kz) as u32));
     let mean_sq = Dyadic::from_u64(sumsq, 2 * k as i32)
         .mul(x_scale)
         .mul(x_scale)
