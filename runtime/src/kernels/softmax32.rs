@@ -107,7 +107,22 @@ pub fn attention_scores_32(
             done = scores_dsp(&dots[..n], q_scale, k_scale, nkv, &mut scores[..n]);
         }
     }
-    let rest = scores.iter_mut().zip(dots).enumerate().skip(done);
+    scores_general(dots, q_scale, k_scale, nkv, scores, done);
+}
+
+/// The loop of [`attention_scores_32`] in Rust from position `from` on: what 32-bit Arm
+/// without the DSP loop runs, and the Cortex-M33 for the keys its loop does not take (out of
+/// line there, in flash: never in practice).
+#[cfg_attr(runtime_dsp, inline(never))]
+fn scores_general(
+    dots: &[i32],
+    q_scale: Dyadic,
+    k_scale: &[Dyadic],
+    nkv: usize,
+    scores: &mut [i64],
+    from: usize,
+) {
+    let rest = scores.iter_mut().zip(dots).enumerate().skip(from);
     for (s, (score, dot)) in rest {
         let ks = k_scale.get(s * nkv).copied().unwrap_or(Dyadic::ZERO);
         let d = if plain(&q_scale) && plain(&ks) {
@@ -236,6 +251,23 @@ pub fn softmax_coefficients_32(
     v_scale: &[Dyadic],
     nkv: usize,
 ) -> (Option<i32>, u64) {
+    #[cfg(runtime_dsp)]
+    if let Some(r) = softmax_dsp(scores, coef, v_scale, nkv) {
+        return r;
+    }
+    softmax_general(scores, coef, v_scale, nkv)
+}
+
+/// The body of [`softmax_coefficients_32`] in Rust: what 32-bit Arm without the DSP loops
+/// runs, and the Cortex-M33 for the inputs its loops do not take (out of line there, in
+/// flash: never in practice).
+#[cfg_attr(runtime_dsp, inline(never))]
+fn softmax_general(
+    scores: &mut [i64],
+    coef: &mut [i32],
+    v_scale: &[Dyadic],
+    nkv: usize,
+) -> (Option<i32>, u64) {
     let smax = scores.iter().copied().max().unwrap_or(0);
     let mut wsum = 0u64; // ≤ T · 2^30 < 2^46
     let mut cmax = Dyadic::ZERO;
@@ -245,23 +277,19 @@ pub fn softmax_coefficients_32(
         let wgt = exp_neg_q24(smax.wrapping_sub(*score) as u64);
         wsum += wgt as u64;
         let vs = v_scale.get(s * nkv).copied().unwrap_or(Dyadic::ZERO);
-        // Dyadic::from_u64(wgt, −30) for 0 < wgt < 2^32: the mantissa moved up to bit 31.
-        let cs = if wgt == 0 {
-            Dyadic::ZERO
-        } else {
-            let lz = wgt.leading_zeros();
-            let (mant, exp) = (wgt << lz, -30 - lz as i32);
-            if plain(&vs) {
-                mul_plain(mant, exp, vs)
-            } else {
-                mul_general(Dyadic { mant, exp }, vs)
-            }
-        };
+        let cs = weight_times(wgt, vs);
         if gt_normalized(cs, cmax) {
             cmax = cs;
         }
         *score = pack_dyadic(cs);
     }
+    coefficients(scores, coef, cmax, wsum)
+}
+
+/// The last step of [`softmax_coefficients_32`]: the packed `c_s` in `scores` as integers in
+/// units of `2^e`, `e = cmax.exp + 8`.
+#[inline(always)]
+fn coefficients(scores: &[i64], coef: &mut [i32], cmax: Dyadic, wsum: u64) -> (Option<i32>, u64) {
     let e = cmax.exp.saturating_add(8);
     for (c, packed) in coef.iter_mut().zip(scores.iter()) {
         let cs = unpack_dyadic(*packed);
@@ -278,6 +306,225 @@ pub fn softmax_coefficients_32(
         };
     }
     (if cmax.is_zero() { None } else { Some(e) }, wsum)
+}
+
+/// `Dyadic::from_u64(w, −30) · vs` for a softmax weight `w` (a normalized or zero product).
+#[inline(always)]
+fn weight_times(w: u32, vs: Dyadic) -> Dyadic {
+    if w == 0 {
+        return Dyadic::ZERO;
+    }
+    // Dyadic::from_u64(w, −30) for 0 < w < 2^32: the mantissa moved up to bit 31.
+    let lz = w.leading_zeros();
+    let (mant, exp) = (w << lz, -30 - lz as i32);
+    if plain(&vs) {
+        mul_plain(mant, exp, vs)
+    } else {
+        mul_general(Dyadic { mant, exp }, vs)
+    }
+}
+
+/// `exp(−z / 2^24)`'s table ([`EXP2_NEG_Q30`]) as a static for the `asm!` loop, in RAM with the
+/// per-token code (from flash, the streamed weights keep evicting it from the XIP cache).
+#[cfg(runtime_dsp)]
+#[cfg_attr(feature = "ram-code", link_section = ".data.runtime.hot")]
+static EXP2_TABLE: [u32; 64] = EXP2_NEG_Q30;
+
+/// [`softmax_coefficients_32`] for the Cortex-M33 with its two per-key loops in `asm!`: the
+/// weights ([`exp_neg_q24`], into `coef` for the moment), then `c_s = w_s · v_scale_s`
+/// ([`mul_plain`], packed into `scores`) with the running maximum; the keys from the first
+/// scale that is not [`plain`] on, and the last step, in Rust. `None` (nothing done) when
+/// `coef` is shorter than `scores` or a scale is missing.
+#[cfg(runtime_dsp)]
+fn softmax_dsp(
+    scores: &mut [i64],
+    coef: &mut [i32],
+    v_scale: &[Dyadic],
+    nkv: usize,
+) -> Option<(Option<i32>, u64)> {
+    let n = scores.len();
+    let fits = n > 0
+        && coef.len() >= n
+        && nkv > 0
+        && (n - 1)
+            .checked_mul(nkv)
+            .is_some_and(|last| last < v_scale.len());
+    if !fits {
+        return None;
+    }
+    let smax = scores.iter().copied().max().unwrap_or(0);
+    let sp = scores.as_mut_ptr();
+    let cp = coef.as_mut_ptr();
+    // SAFETY: for s < n, reads scores[s] and writes coef[s] (both hold n entries: checked
+    // above); only register operands change; no stack; flags are not preserved (the default).
+    unsafe {
+        core::arch::asm!(
+            "2:",
+            "ldrd {lo}, {hi}, [{sp}], #8",
+            // z = smax − score (≥ 0, exact as u64); z ≥ 2^29: weight 0.
+            "subs {lo}, {smlo}, {lo}",
+            "sbc {hi}, {smhi}, {hi}",
+            "orrs {t}, {hi}, {lo}, lsr #29",
+            "bne 8f",
+            // t = (z · LOG2E_Q30 + 2^27) >> 28 (Q26); n = t >> 26, 0 from n ≥ 31.
+            "movw {c}, #0x1D95",
+            "movt {c}, #0x5C55",
+            "umull {lo}, {hi}, {lo}, {c}",
+            "adds {lo}, {lo}, #0x08000000",
+            "adc {hi}, {hi}, #0",
+            "lsrs {lo}, {lo}, #28",
+            "orr {t}, {lo}, {hi}, lsl #4",
+            "lsrs {nn}, {t}, #26",
+            "cmp {nn}, #31",
+            "bhs 8f",
+            // x = (r · LN2_Q30) >> 26 for r = t mod 2^20; j = (t >> 20) mod 64.
+            "ubfx {lo}, {t}, #0, #20",
+            "movw {c}, #0x85FE",
+            "movt {c}, #0x2C5C",
+            "umull {lo}, {hi}, {lo}, {c}",
+            "ubfx {t}, {t}, #20, #6",
+            "lsrs {lo}, {lo}, #26",
+            "orr {x}, {lo}, {hi}, lsl #6",
+            // x2 = x·x >> 30, x3 = x2·x >> 30.
+            "umull {lo}, {hi}, {x}, {x}",
+            "lsrs {lo}, {lo}, #30",
+            "orr {y}, {lo}, {hi}, lsl #2",
+            "umull {lo}, {hi}, {y}, {x}",
+            "lsrs {lo}, {lo}, #30",
+            "orr {lo}, {lo}, {hi}, lsl #2",
+            // poly = 2^30 − x + x2/2 − x3/6 (x3/6 = x3 · 43691 >> 18 for x3 < 2^16).
+            "movw {c}, #43691",
+            "mul {lo}, {lo}, {c}",
+            "rsb {x}, {x}, #0x40000000",
+            "add {x}, {x}, {y}, lsr #1",
+            "sub {x}, {x}, {lo}, lsr #18",
+            // v = (table[j] · poly + 2^29) >> 30; weight = (v + 2^(n−1)) >> n.
+            "movw {c}, :lower16:{tab}",
+            "movt {c}, :upper16:{tab}",
+            "ldr {lo}, [{c}, {t}, lsl #2]",
+            "mov {y}, #0x20000000",
+            "movs {hi}, #0",
+            "umlal {y}, {hi}, {lo}, {x}",
+            "lsrs {y}, {y}, #30",
+            "orr {y}, {y}, {hi}, lsl #2",
+            "movs {hi}, #1",
+            "lsls {hi}, {hi}, {nn}",
+            "add {y}, {y}, {hi}, lsr #1",
+            "lsrs {y}, {y}, {nn}",
+            "9:",
+            "str {y}, [{cp}], #4",
+            "cmp {sp}, {send}",
+            "bne 2b",
+            "b 10f",
+            "8:",
+            "movs {y}, #0",
+            "b 9b",
+            "10:",
+            sp = inout(reg) sp => _,
+            send = in(reg) sp.wrapping_add(n),
+            cp = inout(reg) cp => _,
+            smlo = in(reg) smax as u32,
+            smhi = in(reg) (smax >> 32) as u32,
+            tab = sym EXP2_TABLE,
+            lo = out(reg) _,
+            hi = out(reg) _,
+            t = out(reg) _,
+            nn = out(reg) _,
+            x = out(reg) _,
+            y = out(reg) _,
+            c = out(reg) _,
+            options(nostack),
+        );
+    }
+    let (mut cm, mut ce) = (0u32, 0i32);
+    let done_ptr: *mut i32;
+    // SAFETY: for s < n, reads coef[s] and v_scale[s·nkv] (in bounds: checked above) and
+    // writes scores[s]; it stops at the first scale that is not plain; only register operands
+    // change; no stack; flags are not preserved (the default).
+    unsafe {
+        core::arch::asm!(
+            "2:",
+            "ldr {w}, [{cp}], #4",
+            "ldr {vm}, [{vp}]",
+            "ldr {ve}, [{vp}, #4]",
+            "add {vp}, {vp}, {vstride}",
+            "cmp {w}, #0",
+            "beq 7f",
+            // A plain scale: normalized, |exp| ≤ 960 (else Rust from here).
+            "tst {vm}, #0x80000000",
+            "beq 9f",
+            "add {t}, {ve}, #960",
+            "cmp {t}, #1920",
+            "bhi 9f",
+            // mul_plain(w << lz, −30 − lz, vs): exp = ve + 2 − lz − s + carry.
+            "clz {t}, {w}",
+            "lsl {w}, {w}, {t}",
+            "umull {lo}, {hi}, {w}, {vm}",
+            "sub {ve}, {ve}, {t}",
+            "add {ve}, {ve}, #2",
+            "mvn {t}, {hi}",
+            "lsr {t}, {t}, #31",
+            "lsl {hi}, {hi}, {t}",
+            "lsr {w}, {lo}, #31",
+            "and {w}, {w}, {t}",
+            "orr {hi}, {hi}, {w}",
+            "lsl {lo}, {lo}, {t}",
+            "adds {hi}, {hi}, {lo}, lsr #31",
+            "adc {ve}, {ve}, #0",
+            "sub {ve}, {ve}, {t}",
+            "it cs",
+            "orrcs {hi}, {hi}, #0x80000000",
+            // cmax = cs when cs > cmax (gt_normalized; cs ≠ 0 here).
+            "cmp {cm}, #0",
+            "beq 5f",
+            "cmp {ve}, {ce}",
+            "bgt 5f",
+            "bne 6f",
+            "cmp {hi}, {cm}",
+            "bls 6f",
+            "5:",
+            "mov {cm}, {hi}",
+            "mov {ce}, {ve}",
+            "6:",
+            "strd {hi}, {ve}, [{sp}], #8",
+            "cmp {cp}, {cend}",
+            "bne 2b",
+            "b 10f",
+            // Weight 0: c_s = 0, which is never above cmax.
+            "7:",
+            "movs {hi}, #0",
+            "movs {ve}, #0",
+            "b 6b",
+            "9:",
+            "sub {cp}, {cp}, #4",
+            "10:",
+            cp = inout(reg) cp => done_ptr,
+            cend = in(reg) cp.wrapping_add(n),
+            sp = inout(reg) sp => _,
+            vp = inout(reg) v_scale.as_ptr() => _,
+            vstride = in(reg) nkv * core::mem::size_of::<Dyadic>(),
+            cm = inout(reg) cm,
+            ce = inout(reg) ce,
+            w = out(reg) _,
+            vm = out(reg) _,
+            ve = out(reg) _,
+            t = out(reg) _,
+            lo = out(reg) _,
+            hi = out(reg) _,
+            options(nostack),
+        );
+    }
+    let mut cmax = Dyadic { mant: cm, exp: ce };
+    let done = (done_ptr as usize - cp as usize) / core::mem::size_of::<i32>();
+    for (s, (score, w)) in scores.iter_mut().zip(coef.iter()).enumerate().skip(done) {
+        let cs = weight_times(*w as u32, v_scale[s * nkv]);
+        if gt_normalized(cs, cmax) {
+            cmax = cs;
+        }
+        *score = pack_dyadic(cs);
+    }
+    let wsum = coef[..n].iter().map(|w| *w as u32 as u64).sum();
+    Some(coefficients(scores, coef, cmax, wsum))
 }
 
 #[cfg(test)]
@@ -306,6 +553,14 @@ mod tests {
         }
         for z in zs {
             assert_eq!(exp_neg_q24(z), crate::fixed::exp_neg_q24(z), "z = {z}");
+        }
+    }
+
+    #[test]
+    fn a_sixth_by_multiplication() {
+        // The asm! exp divides x3 < 2^12 by 6 as x3 · 43691 >> 18 (exact below 2^16).
+        for v in 0u32..1 << 16 {
+            assert_eq!((v * 43691) >> 18, v / 6, "{v}");
         }
     }
 
