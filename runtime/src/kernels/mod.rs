@@ -15,6 +15,10 @@
 //! alternative) and the int8 dot of the portable int8 kernels is `dsp::int8_dot` (`SXTB16` +
 //! `SMLAD`); everywhere else they are [`fast::ternary_matvec`] and [`fast::int8_dot`].
 //!
+//! The attention's per-key steps ([`softmax`]) have 32-bit twins ([`softmax32`]) that 32-bit
+//! Arm runs: the same bits with every product `32 × 32 → 64` and the Cortex-M33's hot loops in
+//! `asm!` (the shared suite checks the twins against the scalar definitions on the host).
+//!
 //! Base-3 matrices (format v2: 5 weights per byte, byte `b` of a row holding columns
 //! `b + k·row_bytes`) have one kernel on every target, [`ternary5_matvec`]: table lookup over
 //! groups of 5 activations ([`lut::ternary5_matvec`], [`lut::Tables5`]), with an `asm!` row loop
