@@ -68,16 +68,5 @@ fn open_session() -> Result<Session<'static, 'static>, ModelProblem> {
         needed,
         arena.len()
     );
-    // Placement, as in one-shot mode (app.rs): the arena past the session (16-byte aligned)
-    // holds a byte-for-byte copy of as much of the blocks' weights as fits, read from SRAM
-    // instead of XIP flash from then on. The text does not change; only where bytes come from.
-    let (session_memory, spare) = arena.split_at_mut(needed.next_multiple_of(16).min(arena.len()));
-    let hot = loaded.model.hot_range();
-    let (model, copied) = loaded.model.with_copy(hot.start, spare);
-    defmt::info!(
-        "placement: {} of the {} bytes of block weights copied to SRAM",
-        copied,
-        hot.len()
-    );
-    Session::new(model, loaded.ctx_len, session_memory).map_err(|_| too_big)
+    source::place(loaded, arena).map_err(|_| too_big)
 }

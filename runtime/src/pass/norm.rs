@@ -23,14 +23,14 @@ use crate::model::Gains;
 /// (`UMULL` on a Cortex-M), an add and a shift: `⌊n · magic / 2^32⌋ = ⌊n · lo / 2^32⌋ + n · hi`
 /// (exact: `n · hi · 2^32` has no low word), and that sum is `< 2n < 2^32`.
 #[derive(Clone, Copy)]
-struct Q127 {
-    m: u32,
+pub(crate) struct Q127 {
+    pub(crate) m: u32,
     /// Low 32 bits of `magic`.
-    lo: u32,
+    pub(crate) lo: u32,
     /// Bit 32 of `magic` (0 or 1).
-    hi: u32,
+    pub(crate) hi: u32,
     /// `l = ⌈log2 m⌉`.
-    l: u32,
+    pub(crate) l: u32,
 }
 
 impl Q127 {
@@ -65,6 +65,15 @@ impl Q127 {
         debug_assert_eq!(out, q127(a, self.m));
         out
     }
+}
+
+/// Whether the AVX2 twins of the loops below run (the AVX2 and AVX-512 levels; they return
+/// the same bits as the scalar loops, see `kernels/x86_64/quantize.rs`).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn avx2() -> bool {
+    use crate::kernels::{level, Level};
+    matches!(level(), Level::Avx2 | Level::Avx512Vnni)
 }
 
 /// `max |v[i]|` (0 for none) as a plain loop that is always inlined, so it vectorizes with
@@ -106,19 +115,37 @@ pub(crate) fn rmsnorm_quantize(
 ) -> Dyadic {
     debug_assert_eq!(x.len(), gain.len());
     debug_assert!(out.len() >= x.len());
+    #[cfg(target_arch = "x86_64")]
+    if avx2() {
+        // SAFETY: the AVX2 and AVX-512 levels are only reported on CPUs with AVX2.
+        return unsafe { rmsnorm_quantize_avx2(x, x_scale, gain, eps, out) };
+    }
     if cfg!(target_arch = "arm") {
         if let Some(s) = rmsnorm_quantize_32(x, x_scale, gain, eps, out) {
             return s;
         }
+        return rmsnorm_quantize_rare(x, x_scale, gain, eps, out);
     }
-    rmsnorm_quantize_def(x, x_scale, gain, eps, out)
+    rmsnorm_quantize_scalar(x, x_scale, gain, eps, out)
 }
 
-/// The definition of [`rmsnorm_quantize`]: what every target but 32-bit Arm runs, and 32-bit
-/// Arm in the cases its twin leaves (out of line there, and not in RAM: they are rare).
-#[cfg_attr(target_arch = "arm", inline(never))]
-#[cfg_attr(not(target_arch = "arm"), inline(always))]
-fn rmsnorm_quantize_def(
+/// [`rmsnorm_quantize_scalar`] out of line, for the cases 32-bit Arm's twin leaves (rare: not
+/// in RAM with the per-token code).
+#[cfg_attr(not(target_arch = "arm"), allow(dead_code))]
+#[inline(never)]
+fn rmsnorm_quantize_rare(
+    x: &[i32],
+    x_scale: Dyadic,
+    gain: Gains<'_>,
+    eps: Dyadic,
+    out: &mut [i8],
+) -> Dyadic {
+    rmsnorm_quantize_scalar(x, x_scale, gain, eps, out)
+}
+
+/// [`rmsnorm_quantize`]'s scalar loops (every target; the definition the AVX2 twin matches).
+#[inline(always)]
+pub(crate) fn rmsnorm_quantize_scalar(
     x: &[i32],
     x_scale: Dyadic,
     gain: Gains<'_>,
@@ -136,11 +163,7 @@ fn rmsnorm_quantize_def(
             a * a
         })
         .sum();
-    let mean_sq = Dyadic::from_u64(sumsq, 2 * k as i32)
-        .mul(x_scale)
-        .mul(x_scale)
-        .div(Dyadic::from_u64(n as u64, 0));
-    let inv_rms = mean_sq.add(eps).rsqrt();
+    let inv_rms = inv_rms(sumsq, k, x_scale, n, eps);
 
     // z = x·g: |x| < 2^31, |g| < 2^31, so |z| < 2^62.
     let mut m = 0u64;
@@ -158,10 +181,62 @@ fn rmsnorm_quantize_def(
         let q = mz.of((z.unsigned_abs() >> kz) as u32);
         *o = if z < 0 { -q } else { q } as i8;
     }
+    rms_scale(m, x_scale, inv_rms)
+}
+
+/// `1 / sqrt(mean(x²) + eps)` from `Σ (|x| >> k)²` (real units through `x_scale`).
+#[inline(always)]
+fn inv_rms(sumsq: u64, k: u32, x_scale: Dyadic, n: usize, eps: Dyadic) -> Dyadic {
+    let mean_sq = Dyadic::from_u64(sumsq, 2 * k as i32)
+        .mul(x_scale)
+        .mul(x_scale)
+        .div(Dyadic::from_u64(n as u64, 0));
+    mean_sq.add(eps).rsqrt()
+}
+
+/// The real value of one unit of Q2's output, given `m = max |x·g|`.
+#[inline(always)]
+fn rms_scale(m: u64, x_scale: Dyadic, inv_rms: Dyadic) -> Dyadic {
     Dyadic::from_u64(m, -(GAIN_FRAC_BITS as i32))
         .mul(x_scale)
         .mul(inv_rms)
         .mul(INV_127)
+}
+
+/// [`rmsnorm_quantize`] with the AVX2 twins of its three loops (statistics, `Σ x²`, Q2); the
+/// scalar arithmetic between them is the same code.
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(crate) unsafe fn rmsnorm_quantize_avx2(
+    x: &[i32],
+    x_scale: Dyadic,
+    gain: Gains<'_>,
+    eps: Dyadic,
+    out: &mut [i8],
+) -> Dyadic {
+    use crate::kernels::x86_64::{quantize_products_avx2, rms_maxima_avx2, sum_sq_shifted_avx2};
+    let n = x.len();
+    let g = gain.bytes();
+    let (maxabs, m) = rms_maxima_avx2(x, g);
+    let k = bit_len(maxabs as u64).saturating_sub(24);
+    let inv_rms = inv_rms(sum_sq_shifted_avx2(x, k), k, x_scale, n, eps);
+    if m == 0 {
+        out.iter_mut().take(n).for_each(|o| *o = 0);
+        return Dyadic::ZERO;
+    }
+    let kz = bit_len(m).saturating_sub(24);
+    let mz = Q127::new((m >> kz) as u32); // in [1, 2^24)
+    let done = quantize_products_avx2(x, g, kz, &mz, out);
+    for ((o, v), g) in out.iter_mut().zip(x).zip(gain.iter()).skip(done) {
+        let z = *v as i64 * g as i64;
+        let q = mz.of((z.unsigned_abs() >> kz) as u32);
+        *o = if z < 0 { -q } else { q } as i8;
+    }
+    rms_scale(m, x_scale, inv_rms)
 }
 
 /// `out[i] = round_half_even(127 · v[i] / max|v|)`; returns `max|v|` (0: `out` all zero).
@@ -171,18 +246,30 @@ fn rmsnorm_quantize_def(
 #[cfg_attr(feature = "ram-code", link_section = ".data.runtime.hot")]
 pub(crate) fn absmax_quantize(v: &[i64], out: &mut [i8]) -> u64 {
     debug_assert_eq!(v.len(), out.len());
+    #[cfg(target_arch = "x86_64")]
+    if avx2() {
+        // SAFETY: the AVX2 and AVX-512 levels are only reported on CPUs with AVX2.
+        return unsafe { absmax_quantize_avx2(v, out) };
+    }
     if cfg!(target_arch = "arm") {
         if let Some(m) = absmax_quantize_32(v, out) {
             return m;
         }
+        return absmax_quantize_rare(v, out);
     }
-    absmax_quantize_def(v, out)
+    absmax_quantize_scalar(v, out)
 }
 
-/// The definition of [`absmax_quantize`] (see [`rmsnorm_quantize_def`]).
-#[cfg_attr(target_arch = "arm", inline(never))]
-#[cfg_attr(not(target_arch = "arm"), inline(always))]
-fn absmax_quantize_def(v: &[i64], out: &mut [i8]) -> u64 {
+/// [`absmax_quantize_scalar`] out of line (see [`rmsnorm_quantize_rare`]).
+#[cfg_attr(not(target_arch = "arm"), allow(dead_code))]
+#[inline(never)]
+fn absmax_quantize_rare(v: &[i64], out: &mut [i8]) -> u64 {
+    absmax_quantize_scalar(v, out)
+}
+
+/// [`absmax_quantize`]'s scalar loops (every target; the definition the AVX2 twin matches).
+#[inline(always)]
+pub(crate) fn absmax_quantize_scalar(v: &[i64], out: &mut [i8]) -> u64 {
     let m = max_abs_i64(v);
     if m == 0 {
         out.iter_mut().for_each(|o| *o = 0);
@@ -190,10 +277,37 @@ fn absmax_quantize_def(v: &[i64], out: &mut [i8]) -> u64 {
     }
     let k = bit_len(m).saturating_sub(24);
     let mk = Q127::new((m >> k) as u32);
-    for (o, x) in out.iter_mut().zip(v) {
+    quantize_tail(v, k, &mk, out, 0);
+    m
+}
+
+/// `out[i] = ±mk.of(|v[i]| >> k)` for `i ≥ from`.
+#[inline(always)]
+fn quantize_tail(v: &[i64], k: u32, mk: &Q127, out: &mut [i8], from: usize) {
+    for (o, x) in out.iter_mut().zip(v).skip(from) {
         let q = mk.of((x.unsigned_abs() >> k) as u32);
         *o = if *x < 0 { -q } else { q } as i8;
     }
+}
+
+/// [`absmax_quantize`] with the AVX2 twins of its loops.
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(crate) unsafe fn absmax_quantize_avx2(v: &[i64], out: &mut [i8]) -> u64 {
+    use crate::kernels::x86_64::{max_abs_i64_avx2, quantize_i64_avx2};
+    let m = max_abs_i64_avx2(v);
+    if m == 0 {
+        out.iter_mut().for_each(|o| *o = 0);
+        return 0;
+    }
+    let k = bit_len(m).saturating_sub(24);
+    let mk = Q127::new((m >> k) as u32);
+    let done = quantize_i64_avx2(v, k, &mk, out);
+    quantize_tail(v, k, &mk, out, done);
     m
 }
 
@@ -509,6 +623,83 @@ fn to_block_i32_32(x: &[i64], x_scale: Dyadic, out: &mut [i32]) -> Dyadic {
 mod tests {
     use super::*;
 
+    /// The AVX2 twins of both quantizers against their scalar loops, bit for bit: random
+    /// vectors of every length around the groups of eight, magnitudes from tiny to the `i32`
+    /// and `i64` extremes, zero vectors, gains of both signs.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_quantizers_equal_the_scalar_loops() {
+        use super::*;
+        use crate::model::Gains;
+        if !crate::kernels::Level::Avx2.supported() {
+            std::eprintln!("avx2_quantizers_equal_the_scalar_loops: no AVX2 here, not run");
+            return;
+        }
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let eps = Dyadic::from_u64(1, -20);
+        let scale = Dyadic::from_u64(3, -40);
+        // Ties of the half-even rounding: max 254, odd values a give 127·a/254 = a/2, rounded
+        // down to even (a = 1, 5, …) or up to even (a = 3, 7, …).
+        let ties: std::vec::Vec<i32> = core::iter::once(254)
+            .chain((0..40).map(|i| if i % 3 == 0 { -(2 * i + 1) } else { 2 * i + 1 }))
+            .collect();
+        let ones: std::vec::Vec<u8> = ties.iter().flat_map(|_| 1i32.to_le_bytes()).collect();
+        let (mut a, mut b) = (std::vec![5i8; ties.len()], std::vec![5i8; ties.len()]);
+        let sa = rmsnorm_quantize_scalar(&ties, scale, Gains::from_bytes(&ones), eps, &mut a);
+        // SAFETY: AVX2 is supported (checked above).
+        let sb =
+            unsafe { rmsnorm_quantize_avx2(&ties, scale, Gains::from_bytes(&ones), eps, &mut b) };
+        assert_eq!((sa, &a), (sb, &b), "rmsnorm ties");
+        assert_eq!(&a[1..5], &[-0, 2, 2, -4], "127·a/254 = a/2 to even");
+        let ties64: std::vec::Vec<i64> = ties.iter().map(|t| *t as i64).collect();
+        let (mut a, mut b) = (std::vec![5i8; ties.len()], std::vec![5i8; ties.len()]);
+        absmax_quantize_scalar(&ties64, &mut a);
+        // SAFETY: as above.
+        unsafe { absmax_quantize_avx2(&ties64, &mut b) };
+        assert_eq!(a, b, "absmax ties");
+        for round in 0..600 {
+            let n = 1 + (next() % 70) as usize;
+            let shift = (next() % 32) as u32;
+            let x: std::vec::Vec<i32> = (0..n)
+                .map(|_| match next() % 16 {
+                    0 => 0,
+                    1 => i32::MIN,
+                    2 => i32::MAX,
+                    _ => (next() as i32) >> shift,
+                })
+                .collect();
+            let x = if round % 50 == 0 { std::vec![0; n] } else { x };
+            let g: std::vec::Vec<u8> = (0..n)
+                .flat_map(|_| ((next() as i32) >> (next() % 31)).to_le_bytes())
+                .collect();
+            let gains = Gains::from_bytes(&g);
+            let (mut a, mut b) = (std::vec![5i8; n + 3], std::vec![5i8; n + 3]);
+            let sa = rmsnorm_quantize_scalar(&x, scale, gains, eps, &mut a);
+            // SAFETY: AVX2 is supported (checked above).
+            let sb = unsafe { rmsnorm_quantize_avx2(&x, scale, gains, eps, &mut b) };
+            assert_eq!((sa, &a), (sb, &b), "rmsnorm n={n}");
+            let v: std::vec::Vec<i64> = (0..n)
+                .map(|_| match next() % 16 {
+                    0 => 0,
+                    1 => i64::MAX,
+                    2 => -i64::MAX,
+                    _ => (next() as i64) >> (next() % 64),
+                })
+                .collect();
+            let (mut a, mut b) = (std::vec![5i8; n], std::vec![5i8; n]);
+            let ma = absmax_quantize_scalar(&v, &mut a);
+            // SAFETY: as above.
+            let mb = unsafe { absmax_quantize_avx2(&v, &mut b) };
+            assert_eq!((ma, &a), (mb, &b), "absmax n={n}");
+        }
+    }
+
     #[test]
     fn q127_by_multiply_equals_division() {
         let mut seed = 0x2545_F491_4F6C_DD1Du64;
@@ -592,7 +783,7 @@ mod tests {
             };
 
             let (mut a, mut b) = (std::vec![7i8; n], std::vec![7i8; n]);
-            let want = absmax_quantize_def(&x64, &mut a);
+            let want = absmax_quantize_scalar(&x64, &mut a);
             if let Some(got) = absmax_quantize_32(&x64, &mut b) {
                 assert_eq!(got, want, "absmax {x64:?}");
                 twins_absmax += 1;
@@ -609,7 +800,7 @@ mod tests {
             );
             assert_eq!(a, b, "block {x64:?}");
             let (mut a, mut b) = (std::vec![7i8; n + 3], std::vec![7i8; n + 3]);
-            let want = rmsnorm_quantize_def(&x32, scale, gain, eps, &mut a);
+            let want = rmsnorm_quantize_scalar(&x32, scale, gain, eps, &mut a);
             if let Some(got) = rmsnorm_quantize_32(&x32, scale, gain, eps, &mut b) {
                 assert_eq!(got, want, "rmsnorm {x32:?}");
                 twins_rms += 1;
