@@ -29,7 +29,7 @@ pub struct Model<'a> {
 
 /// A vector of fixed-point norm gains in the blob (`i32` Q15.16, little-endian).
 #[derive(Clone, Copy, Debug)]
-pub struct Gains<'a>(pub(crate) &'a [u8]);
+pub struct Gains<'a>(&'a [u8]);
 
 impl<'a> Gains<'a> {
     /// Number of gains.
@@ -46,8 +46,7 @@ impl<'a> Gains<'a> {
         Gains(bytes)
     }
     /// The gains as stored: `4·len()` bytes, little-endian `i32` (the x86-64 quantizers load
-    /// them eight at a time).
-    #[cfg(target_arch = "x86_64")]
+    /// them eight at a time, the 32-bit twins one word at a time).
     pub(crate) fn bytes(&self) -> &'a [u8] {
         self.0
     }

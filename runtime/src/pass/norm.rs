@@ -536,7 +536,7 @@ fn rmsnorm_quantize_32(
 ) -> Option<Dyadic> {
     let n = x.len();
     // The gains as words (one unaligned load each; `Gains::iter`'s bytes load one by one).
-    let gains = gain.0.as_chunks::<4>().0;
+    let gains = gain.bytes().as_chunks::<4>().0;
     // One pass for the bit lengths of max |x| and max |g| and for max |x·g| (< 2^62).
     let (or, gor, m) = rms_scan(x, gains);
     let k = bit_len(or as u64).saturating_sub(24);
@@ -776,7 +776,7 @@ mod tests {
                     g.to_le_bytes()
                 })
                 .collect();
-            let gain = Gains(&gbytes);
+            let gain = Gains::from_bytes(&gbytes);
             let scale = Dyadic {
                 mant: (next() as u32) | 1 << 31,
                 exp: (next() % 80) as i32 - 70,
