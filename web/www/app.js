@@ -97,7 +97,7 @@ function showError(text) {
 // ---- loading a model ---------------------------------------------------------------------
 
 // Loads a blob (a dropped or chosen file, or a fetched URL: the same path). Resolves to
-// {summary} or {error}; the worker keeps the previous model when a blob is refused.
+// {summary} or {error}; the worker keeps the model it had when a blob is refused.
 function loadBytes(name, bytes) {
   showError('');
   if (bytes.byteLength > MAX_BLOB_BYTES) {
