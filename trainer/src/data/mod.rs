@@ -1,6 +1,8 @@
 //! The data pipeline: character vocabulary, the 90/10 split, random training batches and the
 //! validation windows of the quantized evaluation.
 
+pub mod rng;
+
 use crate::error::{Result, TrainError};
 use crate::rng::SplitMix64;
 use std::path::Path;
