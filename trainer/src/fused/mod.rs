@@ -13,13 +13,17 @@
 //! Module order: the trait (this file) knows nothing of its implementations; `flex.rs` and
 //! `autodiff.rs` implement it.
 
+pub mod attention;
 mod autodiff;
 mod flex;
+pub mod linalg;
+pub mod quant;
+pub mod rows;
 #[cfg(test)]
 mod tests;
 
 use crate::attention::{AttnShape, Rope};
-use crate::quant::{self, QuantApply};
+use crate::quant::QuantApply;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Tensor, TensorData};
 

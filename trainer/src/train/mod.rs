@@ -2,7 +2,13 @@
 //! (batch, forward/backward, global-norm clipping, the optimiser groups, schedule); periodic
 //! validation and checkpoints, Ctrl-C, `--stop-after` and `--resume` around it.
 
-use crate::checkpoint::{self, TrainState};
+pub mod checkpoint;
+pub mod ema;
+pub mod gradients;
+pub mod optim;
+pub mod schedule;
+
+use crate::checkpoint::TrainState;
 use crate::data::{noise_inputs, random_batch, val_windows, Batch, Corpus};
 use crate::ema::Ema;
 use crate::error::{Result, TrainError};
@@ -14,7 +20,6 @@ use crate::model::{Model, QuantMode, Tables};
 use crate::optim::Optimizers;
 use crate::rng::SplitMix64;
 use crate::runinfo::{self, AverageLoss, Summary};
-use crate::schedule;
 use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
 use indicatif::ProgressBar;

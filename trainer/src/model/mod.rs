@@ -4,6 +4,8 @@
 //! quantization point (Q1–Q5) is applied exactly (quantized evaluation), through the
 //! straight-through estimator (training) or not at all.
 
+pub mod eval;
+
 use crate::attention::{AttnShape, Rope};
 use crate::config::ModelConfig;
 use crate::fused::{act_quant, FusedOps};

@@ -2,6 +2,9 @@
 //! split: [`crate::bpe`]), the 90/10 split of the text, random training batches and the
 //! validation windows of the quantized evaluation.
 
+pub mod bpe;
+pub mod rng;
+
 use crate::bpe::{char_count, Bpe};
 use crate::config::TokenizerKind;
 use crate::error::{Result, TrainError};
