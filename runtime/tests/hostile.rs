@@ -5,7 +5,7 @@ mod common;
 
 use common::{random_model, vocab, TINY};
 use runtime::format::{HeaderInfo, PREFIX_LEN};
-use runtime::{Config, LoadError, Model, Section};
+use runtime::{Config, LoadError, Model, Section, TensorKind};
 
 fn crc(b: &[u8]) -> u32 {
     crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC).checksum(b)
@@ -37,6 +37,8 @@ fn a_repeated_token_is_refused() {
         Model::from_bytes(&b).err(),
         Some(LoadError::BadSection {
             section: Section::Vocab,
+            kind: TensorKind::VocabOffsets,
+            layer: 0,
             offset: 9 * 4
         })
     );
@@ -47,6 +49,8 @@ fn a_repeated_token_is_refused() {
         Model::from_bytes(&b).err(),
         Some(LoadError::BadSection {
             section: Section::Vocab,
+            kind: TensorKind::VocabOffsets,
+            layer: 0,
             offset: 60 * 4
         })
     );

@@ -5,11 +5,23 @@ use std::io::Write;
 use anyhow::{anyhow, bail, Result};
 use runtime::{decode, encode, session_bytes_prefill, Generator, Model, SamplerConfig, Session};
 
+/// Highest temperature (the runtime's [`runtime::chat::MAX_TEMPERATURE_MILLI`], in units).
+pub const MAX_TEMPERATURE: f64 = 100.0;
+
+/// Parses `--temperature`: a number from 0 to 100. The message of a refusal is short whatever
+/// the value (`1e308` is not echoed as a 309-digit number).
+pub fn parse_temperature(s: &str) -> std::result::Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(t) if (0.0..=MAX_TEMPERATURE).contains(&t) => Ok(t),
+        _ => Err("the temperature must be a number from 0 to 100 (0 = greedy)".into()),
+    }
+}
+
 /// The runtime's sampler settings for a real-valued temperature (used in thousandths, as the
 /// firmware's build-time setting is).
 pub fn sampler(temperature: f64, top_k: u32, seed: u64) -> Result<SamplerConfig> {
-    if !(temperature.is_finite() && (0.0..=100.0).contains(&temperature)) {
-        bail!("temperature must be between 0 and 100, got {temperature}");
+    if !(temperature.is_finite() && (0.0..=MAX_TEMPERATURE).contains(&temperature)) {
+        bail!("temperature must be between 0 and 100, got {temperature:e}");
     }
     Ok(SamplerConfig {
         temperature_milli: (temperature * 1000.0).round() as u32,
