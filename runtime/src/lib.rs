@@ -1,27 +1,32 @@
 //! Integer-only, allocation-free runtime for ternary (BitNet b1.58) language models.
 //!
-//! `#![no_std]`, no `alloc`, no floating point: runs the same on a host and on a Cortex-M0+.
+//! `#![no_std]`, no `alloc`, no floating point: the same integers on a host and on a Cortex-M33
+//! (the Cortex-M0+ build is linked and checked for soft-float, not run).
 //! The model arrives as a blob (format v3, v2 or v1, `runtime/FORMAT.md`) written by `tools pack`; the
 //! forward pass is the one in `docs/MODEL.md`.
 //!
 //! # Contents
 //!
-//! | module | what |
-//! |---|---|
-//! | [`format`] | blob constants, limits, [`Config`], header types |
-//! | [`schema`] | every tensor of the model, declared once: kind, shape, encoding, source |
-//! | [`layout`] | [`Layout`]: where each section lies, computed from the config and the schema |
-//! | [`model`] | [`Model::from_bytes`]: validate once, borrow the weights in place |
-//! | [`session`] | [`Session`]: caller-owned working memory ([`session_bytes`], [`session_bytes_prefill`]), KV cache, token history |
-//! | `forward` | [`Session::forward`]: one token in, Q15.16 logits (nats) out; [`Session::prefill`] / [`Session::forward_block`]: a block of tokens per pass, bit-identical |
-//! | [`kernels`] | ternary (2-bit: scalar, Cortex-M DSP, AVX2, AVX-512 VNNI, NEON, chosen at run time; base 3: table lookup, `asm!` rows on Cortex-M DSP) and int8 kernels, each with a scalar reference twin |
-//! | [`fixed`] | [`Dyadic`] scales, integer `exp`/`rsqrt` |
-//! | [`tokenizer`] | [`encode`] (greedy longest match), [`decode`] |
-//! | [`sampler`] | [`SamplerConfig`], [`Sampler`], [`Pcg32`] |
-//! | [`generate`] | [`Generator`]: streaming generation, one token per call, sliding window |
-//! | [`chat`] | the interactive line protocol of the firmware and `tools chat` ([`chat::Chat`]) |
-//! | [`error`] | [`LoadError`], [`Error`], [`EncodeError`] |
-//! | `writer` | (feature `writer`) `writer::ModelParams::to_blob`: the blob writer |
+//! The source tree follows the design: the blob, the pass, the kernels, text.
+//!
+//! | folder | module | what |
+//! |---|---|---|
+//! | `blob/` | [`format`] | blob constants, limits, [`Config`], header types |
+//! | | [`schema`] | every tensor of the model, declared once: kind, shape, encoding, source |
+//! | | [`layout`] | [`Layout`]: where each section lies, computed from the config and the schema |
+//! | | [`model`] | [`Model`]: borrowed views of a validated blob's sections |
+//! | | `load` | [`Model::from_bytes`]: validate once, borrow the weights in place |
+//! | | `writer` | (feature `writer`) `writer::ModelParams::to_blob`: the blob writer |
+//! | `pass/` | [`session`] | [`Session`]: caller-owned working memory ([`session_bytes`], [`session_bytes_prefill`]), KV cache, token history |
+//! | | `forward` | [`Session::forward`]: one token in, Q15.16 logits (nats) out; [`Session::prefill`] / [`Session::forward_block`]: a block of tokens per pass, bit-identical |
+//! | | `attention`, `ffn`, `norm` | the block's halves and the fused RMSNorm + int8 quantizers |
+//! | `kernels/` | [`kernels`] | ternary (2-bit: scalar, Cortex-M DSP, AVX2, AVX-512 VNNI, NEON, chosen at run time; base 3: table lookup, `asm!` rows on Cortex-M DSP) and int8 kernels, each with a scalar reference twin |
+//! | `text/` | [`tokenizer`] | [`encode`] (greedy longest match), [`decode`] |
+//! | | [`sampler`] | [`SamplerConfig`], [`Sampler`], [`Pcg32`] |
+//! | | [`generate`] | [`Generator`]: streaming generation, one token per call, sliding window |
+//! | | [`chat`] | the interactive line protocol of the firmware and `tools chat` ([`chat::Chat`]) |
+//! | (top) | [`fixed`] | [`Dyadic`] scales, integer `exp`/`rsqrt` |
+//! | | [`error`] | [`LoadError`], [`Error`], [`EncodeError`] |
 //!
 //! # Example
 //!
@@ -60,22 +65,18 @@ extern crate alloc;
 #[cfg(test)]
 extern crate std;
 
-pub mod chat;
+mod blob;
 pub mod error;
 pub mod fixed;
-pub mod format;
-mod forward;
-pub mod generate;
 pub mod kernels;
-pub mod layout;
-pub mod model;
-mod norm;
-pub mod sampler;
-pub mod schema;
-pub mod session;
-pub mod tokenizer;
+mod pass;
+mod text;
+
 #[cfg(feature = "writer")]
-pub mod writer;
+pub use blob::writer;
+pub use blob::{format, layout, model, schema};
+pub use pass::session;
+pub use text::{chat, generate, sampler, tokenizer};
 
 pub use error::{ConfigError, EncodeError, Error, LoadError, Section};
 pub use fixed::Dyadic;

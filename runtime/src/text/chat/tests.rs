@@ -9,7 +9,7 @@ use std::vec::Vec;
 use super::*;
 use crate::{decode, encode, session_bytes, Generator, Model};
 
-static BLOB: &[u8] = include_bytes!("../../../models/shakespeare-mcu.bin");
+static BLOB: &[u8] = include_bytes!("../../../../models/shakespeare-mcu.bin");
 
 /// A terminal with scripted input (read between tokens) and a clock that advances 1000
 /// counts per reading.

@@ -41,7 +41,7 @@ mod tests {
     use super::*;
     use crate::Model;
 
-    static BLOB: &[u8] = include_bytes!("../../../models/shakespeare-mcu.bin");
+    static BLOB: &[u8] = include_bytes!("../../../../models/shakespeare-mcu.bin");
 
     #[test]
     fn a_flashed_blob_is_found_and_loads() {

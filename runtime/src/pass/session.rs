@@ -26,6 +26,14 @@ pub const fn session_bytes_prefill(config: &Config, ctx_len: u32, block: u32) ->
     Regions::new(config, ctx_len, block).total_bytes()
 }
 
+impl Model<'_> {
+    /// Session working-memory size for a context of `ctx_len` positions ([`session_bytes`]
+    /// of this model's config).
+    pub fn session_bytes(&self, ctx_len: u32) -> usize {
+        session_bytes(self.config(), ctx_len)
+    }
+}
+
 const fn round8(n: usize) -> usize {
     n.saturating_add(7) & !7
 }

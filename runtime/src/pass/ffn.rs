@@ -1,0 +1,120 @@
+//! The feed-forward block: `ReLU²(Wup·a)` or, gated, `ReLU²(Wgate·a) ⊙ (Wup·a)`, cut to
+//! `i32` by shared rounding shifts, sub-normed and projected down (docs/MODEL.md, "FFN").
+
+use super::forward::{matmul, project, residual_add};
+use super::norm::rmsnorm_quantize;
+use crate::fixed::{bit_len, Dyadic};
+use crate::format::{ternary_row_bytes, TernaryEncoding};
+use crate::kernels::lut::Tables5;
+use crate::model::{LayerWeights, TernaryMatrix};
+use crate::session::Session;
+
+/// `v = relu(v)²` cut to at most `2^30` by a shared rounding shift `k` (returned): `|v| < 2^22`,
+/// so the squares (`< 2^44`, kept in `wide`) fit `i64`.
+#[inline(always)]
+fn relu_sq_cut(v: &mut [i32], wide: &mut [i64]) -> u32 {
+    let mut vmax = 0u64;
+    for (u, y) in wide.iter_mut().zip(v.iter()) {
+        let r = (*y).max(0) as i64;
+        *u = r * r;
+        vmax = vmax.max(*u as u64);
+    }
+    cut_to_i32(wide, vmax, v)
+}
+
+/// `out = round(v / 2^k)` with the smallest shift `k` (returned) that brings every `|v|` to at
+/// most `2^30`, given `vmax = max |v|` (ties round up).
+#[inline(always)]
+fn cut_to_i32(v: &[i64], vmax: u64, out: &mut [i32]) -> u32 {
+    let k = bit_len(vmax).saturating_sub(30);
+    for (o, x) in out.iter_mut().zip(v) {
+        *o = if k == 0 {
+            *x as i32
+        } else {
+            ((*x + (1 << (k - 1))) >> k) as i32
+        };
+    }
+    k
+}
+
+impl Session<'_, '_> {
+    /// A gated FFN's up and gate projections of every token (into `y` and `gate`). One token
+    /// through base-3 up and gate matrices whose rows fit one table chunk: the two share one set
+    /// of lookup tables, built once (as q, k and v do). Not inlined on Arm, for the reason
+    /// [`project_qkv`](Session::project_qkv) is not.
+    #[cfg_attr(target_arch = "arm", inline(never))]
+    #[cfg_attr(not(target_arch = "arm"), inline(always))]
+    #[cfg_attr(feature = "ram-code", link_section = ".data.runtime.hot")]
+    fn project_up_gate(
+        &mut self,
+        w_up: &TernaryMatrix<'_>,
+        w_gate: &TernaryMatrix<'_>,
+        n: usize,
+        stride: usize,
+    ) {
+        let shared = n == 1
+            && [w_up, w_gate]
+                .iter()
+                .all(|m| m.encoding == TernaryEncoding::Base3 && m.row_bytes == w_up.row_bytes);
+        let mut tables = Tables5::new();
+        let built = shared
+            && self
+                .act
+                .get(..w_up.input_len())
+                .is_some_and(|x| tables.build(x, w_up.row_bytes));
+        let tables = built.then_some(&tables);
+        project(w_up, tables, self.act, stride, n, self.y, self.scratch);
+        project(w_gate, tables, self.act, stride, n, self.gate, self.scratch);
+    }
+
+    /// `x += Wdown · Q2(SubNorm(ReLU²(Wup · Q2(RMSNorm(x)))))` for block `l`, every token; with
+    /// a gated FFN, `x += Wdown · Q2(SubNorm(ReLU²(Wgate · a) ⊙ (Wup · a)))`, `a = Q2(RMSNorm(x))`.
+    #[inline(always)]
+    pub(super) fn feed_forward(&mut self, w: &LayerWeights<'_>, n: usize) {
+        let c = *self.model.config();
+        let eps = self.model.norm_eps();
+        let (d, f) = (c.d_model as usize, c.ffn_dim as usize);
+        let stride_d = ternary_row_bytes(c.d_model) * 4;
+        let stride_f = ternary_row_bytes(c.ffn_dim) * 4;
+
+        self.norm_residual(n, w.ffn_norm, stride_d);
+        match &w.w_gate {
+            Some(w_gate) => self.project_up_gate(&w.w_up, w_gate, n, stride_d),
+            None => matmul(&w.w_up, self.act, stride_d, n, self.y, self.scratch),
+        }
+        for t in 0..n {
+            let yt = &mut self.y[t * f..(t + 1) * f];
+            let su = self.act_scale[t].mul(w.w_up.gamma);
+            let h_scale = match (&w.w_gate, self.gate.get_mut(t * f..(t + 1) * f)) {
+                (Some(w_gate), Some(gt)) => {
+                    // r = relu(g)², cut to ≤ 2^30 (shift k1); h = r·u, |h| < 2^52, cut (k2).
+                    let k1 = relu_sq_cut(gt, &mut self.wide[..f]);
+                    let mut hmax = 0u64;
+                    for (h, (r, u)) in self.wide[..f].iter_mut().zip(gt.iter().zip(yt.iter())) {
+                        *h = *r as i64 * *u as i64;
+                        hmax = hmax.max(h.unsigned_abs());
+                    }
+                    let k2 = cut_to_i32(&self.wide[..f], hmax, yt);
+                    let sg = self.act_scale[t].mul(w_gate.gamma);
+                    sg.mul(sg).mul(su).mul(Dyadic::pow2((k1 + k2) as i32))
+                }
+                _ => {
+                    // u = relu(y)²: |y| < 2^22, so u < 2^44; cut to ≤ 2^30 with a shift k.
+                    let k = relu_sq_cut(yt, &mut self.wide[..f]);
+                    su.mul(su).mul(Dyadic::pow2(k as i32))
+                }
+            };
+            let act = &mut self.act[t * stride_f..];
+            self.act_scale[t] = rmsnorm_quantize(yt, h_scale, w.ffn_sub_norm, eps, act);
+        }
+        matmul(&w.w_down, self.act, stride_f, n, self.y, self.scratch);
+        for t in 0..n {
+            let scale = self.act_scale[t].mul(w.w_down.gamma);
+            residual_add(
+                &mut self.x[t * d..(t + 1) * d],
+                &self.y[t * d..(t + 1) * d],
+                scale,
+            );
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! The forward pass (`docs/MODEL.md`) over a caller-owned [`Session`](crate::Session).
+//!
+//! | module | what |
+//! |---|---|
+//! | [`session`](crate::session) | working memory, KV cache, token history, [`session_bytes`](crate::session_bytes) |
+//! | `forward` | the pass top to bottom: embedding, blocks, final norm, LM head |
+//! | `attention` | q/k/v projections, RoPE, the KV cache, attention of one query |
+//! | `ffn` | the feed-forward block (plain or gated) |
+//! | `norm` | RMSNorm fused with int8 quantization, absmax quantizers |
+
+mod attention;
+mod ffn;
+mod forward;
+mod norm;
+pub mod session;
