@@ -176,7 +176,10 @@ fn a_loaded_model_writes_back_byte_for_byte_in_either_encoding() {
         for enc in [MatrixEncodings::default(), ALL_BASE3] {
             let blob = random_model(c, 8).to_blob_with(enc).unwrap();
             let m = Model::from_bytes(&blob).unwrap();
-            let again = ModelParams::from_model(&m).unwrap().to_blob_with(enc).unwrap();
+            let again = ModelParams::from_model(&m)
+                .unwrap()
+                .to_blob_with(enc)
+                .unwrap();
             assert!(again == blob, "{c:?} {enc:?}: round trip changed the blob");
         }
     }

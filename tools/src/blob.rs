@@ -8,8 +8,8 @@ use anyhow::{bail, Context, Result};
 use runtime::format::{known_flags, MAGIC, PREFIX_LEN, VERSION_MAJOR, VERSION_MAJOR_MIN};
 use runtime::Model;
 
-use crate::term::shown;
 use crate::files;
+use crate::term::shown;
 
 /// The largest blob the format can describe: the prefix's offsets and lengths are `u32`.
 pub const MAX_BLOB_BYTES: u64 = u32::MAX as u64;

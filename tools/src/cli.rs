@@ -10,8 +10,8 @@ use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use runtime::{session_bytes_prefill, Model};
 
-use crate::term::shown;
 use crate::memory::{self, DEFAULT_MAX_MEMORY};
+use crate::term::shown;
 use crate::{atomic, bench, blob, chat, eval, files, generate, inspect, pack, uf2};
 
 /// Upper bound of `eval --threads`.
@@ -390,15 +390,9 @@ fn eval_cmd(
     // The corpus, its validation tokens (2 bytes per character of the last tenth) and one
     // session must fit the cap; more threads only while their sessions fit too.
     let (file, len) = files::open_regular(data, "data file")?;
-    let base = (session + held)
-        .saturating_add(len)
-        .saturating_add(len / 5);
-    memory::check(base, cap.max_memory).with_context(|| {
-        format!(
-            "the corpus {} ({len} bytes) and one session",
-            shown(&data)
-        )
-    })?;
+    let base = (session + held).saturating_add(len).saturating_add(len / 5);
+    memory::check(base, cap.max_memory)
+        .with_context(|| format!("the corpus {} ({len} bytes) and one session", shown(&data)))?;
     let text = files::read_rest(file, Vec::new(), len, data, "data file")?;
     let text = String::from_utf8(text)
         .map_err(|e| anyhow::anyhow!("data file {} is not UTF-8 text ({e})", shown(&data)))?;

@@ -109,12 +109,24 @@ pub fn check_with(needed: u64, cap: u64, available: Option<u64>) -> Result<(), M
 /// plus `SwapFree` of `/proc/meminfo`, or less inside a memory cgroup with a limit (its limit
 /// minus its usage, read where the process's cgroup is mounted: `/sys/fs/cgroup/memory.max`
 /// for cgroup v2, `/sys/fs/cgroup/memory/memory.limit_in_bytes` for v1). `None` where none of
-/// these can be read (another OS).
+/// these can be read (another OS). Test hook: `TOOLS_TEST_AVAILABLE_MEMORY=BYTES` stands in for
+/// the machine's figure, so a test can show the refusal on any machine (unset in normal use).
 pub fn available() -> Option<u64> {
+    if let Some(v) = std::env::var("TOOLS_TEST_AVAILABLE_MEMORY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        return Some(v);
+    }
     let meminfo = std::fs::read_to_string("/proc/meminfo").ok();
     let field = |name: &str| -> Option<u64> {
         let line = meminfo.as_deref()?.lines().find(|l| l.starts_with(name))?;
-        let kib: u64 = line[name.len()..].trim().trim_end_matches("kB").trim().parse().ok()?;
+        let kib: u64 = line[name.len()..]
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()?;
         kib.checked_mul(1024)
     };
     let system = field("MemAvailable:").map(|a| a.saturating_add(field("SwapFree:").unwrap_or(0)));
@@ -198,7 +210,10 @@ mod tests {
     fn the_advice_never_exceeds_the_machine() {
         // Room on the machine: the advice names the need and what the machine has.
         let e = check_with(2000, 1000, Some(5000)).unwrap_err().to_string();
-        assert!(e.contains("--max-memory 2000") && e.contains("5000 bytes available"), "{e}");
+        assert!(
+            e.contains("--max-memory 2000") && e.contains("5000 bytes available"),
+            "{e}"
+        );
         // No room: refused whatever the cap, and no advice to raise it.
         let e = check_with(2000, 1 << 40, Some(1500)).unwrap_err();
         assert!(matches!(e, MemoryError::OverMachine { .. }), "{e}");

@@ -10,8 +10,8 @@ use runtime::{schema, Config, Layout};
 use safetensors::{Dtype, SafeTensors};
 use serde::Deserialize;
 
-use crate::term::shown;
 use crate::files;
+use crate::term::shown;
 
 /// The files of a run dir that pack reads.
 pub const RUN_FILES: [&str; 4] = [

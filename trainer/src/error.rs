@@ -3,6 +3,8 @@
 use std::fmt;
 use std::path::PathBuf;
 
+use crate::files::shown;
+
 /// Everything that stops the trainer, each rendered as one line by `Display`.
 #[derive(Debug)]
 pub enum TrainError {
@@ -21,6 +23,26 @@ pub enum TrainError {
     },
     /// A checkpoint or run-dir file is malformed or belongs to another run.
     Resume(String),
+    /// A checkpoint file differs from what the checkpoint recorded of it (`checksums.json`: its
+    /// length and CRC-32), or is missing from that record, or the record itself is missing.
+    CorruptCheckpoint {
+        /// the checkpoint directory
+        dir: PathBuf,
+        /// what is wrong, naming the file
+        reason: String,
+    },
+    /// The checkpoint holds another model (or optimiser, or number of weight averages) than
+    /// the run's `config.json` describes: found before any of it is decoded.
+    CheckpointMismatch {
+        /// the checkpoint directory
+        dir: PathBuf,
+        /// the differing key (`ffn_dim`, `optimizer`, …)
+        field: String,
+        /// its value in the checkpoint
+        checkpoint: String,
+        /// its value in the run's config.json
+        run: String,
+    },
     /// The training loss became NaN or infinite.
     NonFinite {
         /// the step (1-based, as in metrics.csv) whose loss was not finite
@@ -44,9 +66,25 @@ impl fmt::Display for TrainError {
             TrainError::Data(m) => write!(f, "data: {m}"),
             TrainError::Config(m) => write!(f, "config: {m}"),
             TrainError::Io { what, path, source } => {
-                write!(f, "cannot {what} `{}`: {source}", path.display())
+                write!(f, "cannot {what} `{}`: {source}", shown(&path))
             }
             TrainError::Resume(m) => write!(f, "resume: {m}"),
+            TrainError::CorruptCheckpoint { dir, reason } => write!(
+                f,
+                "resume: the checkpoint in `{}` is damaged: {reason}",
+                shown(dir)
+            ),
+            TrainError::CheckpointMismatch {
+                dir,
+                field,
+                checkpoint,
+                run,
+            } => write!(
+                f,
+                "resume: the checkpoint in `{}` holds another model: its {field} is {checkpoint}, \
+                 the run's config.json says {run}",
+                shown(dir)
+            ),
             TrainError::NonFinite { step, loss } => write!(
                 f,
                 "training loss became {loss} at step {step}; stopped (the last good checkpoint is kept)"

@@ -348,7 +348,17 @@ where
         self.state.wall_s = self.clock.wall_s();
         let (model, state) = (&self.model, &self.state);
         let averages: Vec<_> = self.averages.iter().map(|a| &a.model).collect();
-        checkpoint::save(&self.spec.out, model, self.opts.records(), &averages, state)
+        let (cfg, optimizer) = (&self.spec.model, self.spec.train.optimizer);
+        let records = self.opts.records();
+        checkpoint::save(
+            &self.spec.out,
+            cfg,
+            optimizer,
+            model,
+            records,
+            &averages,
+            state,
+        )
     }
 
     /// Stops early (Ctrl-C, `--stop-after`) with a checkpoint.

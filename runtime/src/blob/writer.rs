@@ -163,9 +163,10 @@ impl core::error::Error for WriteError {}
 /// A vector of `n` elements `fill`, allocated fallibly.
 fn try_filled<T: Clone>(n: usize, fill: T) -> Result<Vec<T>, WriteError> {
     let mut v = Vec::new();
-    v.try_reserve_exact(n).map_err(|_| WriteError::OutOfMemory {
-        bytes: n.saturating_mul(core::mem::size_of::<T>()),
-    })?;
+    v.try_reserve_exact(n)
+        .map_err(|_| WriteError::OutOfMemory {
+            bytes: n.saturating_mul(core::mem::size_of::<T>()),
+        })?;
     v.resize(n, fill);
     Ok(v)
 }
@@ -173,9 +174,10 @@ fn try_filled<T: Clone>(n: usize, fill: T) -> Result<Vec<T>, WriteError> {
 /// The items of `it` (at most `n` of them), collected into a vector allocated fallibly.
 fn try_collect<T>(n: usize, it: impl Iterator<Item = T>) -> Result<Vec<T>, WriteError> {
     let mut v = Vec::new();
-    v.try_reserve_exact(n).map_err(|_| WriteError::OutOfMemory {
-        bytes: n.saturating_mul(core::mem::size_of::<T>()),
-    })?;
+    v.try_reserve_exact(n)
+        .map_err(|_| WriteError::OutOfMemory {
+            bytes: n.saturating_mul(core::mem::size_of::<T>()),
+        })?;
     v.extend(it.take(n));
     Ok(v)
 }
