@@ -29,7 +29,7 @@ pub fn model_path(path: Option<&Path>) -> PathBuf {
 /// major version, non-zero prefix flags, and a file whose length differs from the length its
 /// prefix declares. The contents are validated by [`load`].
 pub fn read(path: &Path) -> Result<Vec<u8>> {
-    let p = shown(&path);
+    let p = shown(path);
     let (mut file, len) = files::open_regular(path, "model")?;
     if len > MAX_BLOB_BYTES {
         bail!("model {p} is {len} bytes, more than a blob can be (4 GiB)");
@@ -68,7 +68,7 @@ pub fn read(path: &Path) -> Result<Vec<u8>> {
 
 /// Validates `bytes` as a model, naming `path` in the error.
 pub fn load<'a>(path: &Path, bytes: &'a [u8]) -> Result<Model<'a>> {
-    Model::from_bytes(bytes).map_err(|e| anyhow::anyhow!("{}: {e}", shown(&path)))
+    Model::from_bytes(bytes).map_err(|e| anyhow::anyhow!("{}: {e}", shown(path)))
 }
 
 /// Working memory of [`repack`] for model `m` into `encodings`, an upper bound: every

@@ -267,8 +267,8 @@ fn pack_cmd(
     let bytes = pack::pack_with(run, blob, ternary, overrides)?;
     eprintln!(
         "packed {} into {} ({} bytes)",
-        shown(&run),
-        shown(&blob),
+        shown(run),
+        shown(blob),
         bytes.len()
     );
     Ok(())
@@ -290,10 +290,10 @@ fn repack_cmd(
     atomic::write_atomically(blob, &[model], &new)?;
     eprintln!(
         "repacked {} ({} bytes, format v{}) into {} ({} bytes, format v{})",
-        shown(&model),
+        shown(model),
         bytes.len(),
         m.version_major(),
-        shown(&blob),
+        shown(blob),
         new.len(),
         u16::from_le_bytes([new[8], new[9]]),
     );
@@ -362,11 +362,11 @@ const MAX_UF2_INPUT: u64 = 4 << 20;
 fn uf2_cmd(input: &Path, out: &Path) -> Result<()> {
     atomic::check_output(out, &[input])?;
     let bytes = files::read_capped(input, "input", MAX_UF2_INPUT)?;
-    let uf2 = uf2::uf2_for(&bytes).with_context(|| shown(&input))?;
+    let uf2 = uf2::uf2_for(&bytes).with_context(|| shown(input))?;
     atomic::write_atomically(out, &[input], &uf2)?;
     eprintln!(
         "wrote {} ({} blocks of 512 bytes, family RP2350 Arm Secure {:#010x})",
-        shown(&out),
+        shown(out),
         uf2.len() / uf2::BLOCK_BYTES,
         uf2::FAMILY_RP2350_ARM_S
     );
@@ -392,10 +392,10 @@ fn eval_cmd(
     let (file, len) = files::open_regular(data, "data file")?;
     let base = (session + held).saturating_add(len).saturating_add(len / 5);
     memory::check(base, cap.max_memory)
-        .with_context(|| format!("the corpus {} ({len} bytes) and one session", shown(&data)))?;
+        .with_context(|| format!("the corpus {} ({len} bytes) and one session", shown(data)))?;
     let text = files::read_rest(file, Vec::new(), len, data, "data file")?;
     let text = String::from_utf8(text)
-        .map_err(|e| anyhow::anyhow!("data file {} is not UTF-8 text ({e})", shown(&data)))?;
+        .map_err(|e| anyhow::anyhow!("data file {} is not UTF-8 text ({e})", shown(data)))?;
     let tokens = eval::validation_tokens(&m, &text)?;
     drop(text);
     let ctx = m.config().ctx_len as usize;

@@ -7,7 +7,7 @@
 //! | [`rundir`] | read and check a trainer run directory (`trainer/EXPORT.md`) |
 //! | [`convert`] | trained f32 values → the runtime's fixed-point forms (`runtime/FORMAT.md`) |
 //! | [`pack`] | run dir → blob |
-//! | [`atomic`] | writing an output whole or not at all (unique temp, rename, Ctrl-C cleanup) |
+//! | [`atomic`] | writing an output whole or not at all (unique short temp, rename, removed on a signal), never over an input |
 //! | [`blob`] | reading blob files (type, size and prefix checked first), the shipped model's path |
 //! | [`files`] | reading untrusted input files: regular files only, size-capped |
 //! | [`term`] | paths and metadata made safe for a terminal (control characters escaped) |

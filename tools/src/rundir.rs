@@ -105,7 +105,7 @@ fn read(dir: &Path, name: &str, max: u64) -> Result<Vec<u8>> {
     if !path.exists() {
         bail!(
             "run dir {} is incomplete: {name} is missing (is the training still running, or was it interrupted? `trainer --resume` finishes it)",
-            shown(&dir)
+            shown(dir)
         );
     }
     files::read_capped(&path, "run file", max)
@@ -175,12 +175,12 @@ impl Run {
             Ok(m) if m.is_dir() => {}
             Ok(_) => bail!(
                 "run dir {} is not a directory (pass the trainer's --out directory, not a file in it)",
-                shown(&dir)
+                shown(dir)
             ),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                bail!("run dir {} does not exist", shown(&dir))
+                bail!("run dir {} does not exist", shown(dir))
             }
-            Err(e) => return Err(e).with_context(|| format!("cannot read run dir {}", shown(&dir))),
+            Err(e) => return Err(e).with_context(|| format!("cannot read run dir {}", shown(dir))),
         }
         let config: RunConfig = json(dir, "config.json", MAX_JSON_BYTES)?;
         if config.export_version != EXPORT_VERSION {

@@ -449,9 +449,9 @@ fn the_base3_repack_counts_against_max_memory() {
         );
         assert!(!out.exists());
     }
-    // Within the cap but not within the process's address space (ulimit -v 64 MiB: the blob,
-    // the binary and its libraries fit, with 8 MiB to spare, the unpacked weights do not): a
-    // one-line refusal by the system, not an abort.
+    // Within the cap but not within the process's address space (ulimit -v 64 MiB: the binary
+    // and its libraries, under 8 MiB, and the 13 MB blob fit; the 67 MB of unpacked weights do
+    // not): a one-line refusal by the system, not an abort.
     let e = fails_with(
         &tools_limited(64 << 10, &["repack", m, "--out", o, "--max-memory", "1T"]),
         1,

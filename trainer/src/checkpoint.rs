@@ -12,8 +12,8 @@
 //! other weights.
 
 use crate::config::{MatrixOptimizer, ModelConfig};
-use crate::error::{Result, TrainError};
-use crate::files::{shown, sync_dir, write_atomic, write_synced};
+use crate::error::{shown, Result, TrainError};
+use crate::files::{sync_dir, write_atomic, write_synced};
 use crate::fused::FusedOps;
 use crate::metrics::{to_csv, MetricRow};
 use crate::model::Model;
@@ -263,7 +263,7 @@ pub fn load<B: AutodiffBackend + FusedOps>(
         }
         return Err(TrainError::Resume(format!(
             "no checkpoint in `{}`",
-            shown(&out)
+            shown(out)
         )));
     }
     match from(&d) {

@@ -1,8 +1,7 @@
 //! The data pipeline: character vocabulary, the 90/10 split, random training batches and the
 //! validation windows of the quantized evaluation.
 
-use crate::error::{Result, TrainError};
-use crate::files::shown;
+use crate::error::{shown, Result, TrainError};
 use crate::rng::SplitMix64;
 use std::path::Path;
 
@@ -89,7 +88,7 @@ impl Corpus {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(TrainError::Data(format!(
                     "data file `{}` does not exist ({CORPUS_HINT})",
-                    shown(&path)
+                    shown(path)
                 )))
             }
             Err(e) => return Err(TrainError::io("read the data file", path)(e)),
@@ -97,13 +96,13 @@ impl Corpus {
         if !meta.is_file() {
             return Err(TrainError::Data(format!(
                 "data file `{}` is not a regular file ({CORPUS_HINT})",
-                shown(&path)
+                shown(path)
             )));
         }
         if meta.len() > MAX_CORPUS_BYTES {
             return Err(TrainError::Data(format!(
                 "data file `{}` is {} bytes, more than the {MAX_CORPUS_BYTES} bytes the trainer reads",
-                shown(&path),
+                shown(path),
                 meta.len()
             )));
         }
@@ -117,17 +116,17 @@ impl Corpus {
         if bytes.len() as u64 > MAX_CORPUS_BYTES {
             return Err(TrainError::Data(format!(
                 "data file `{}` grew past {MAX_CORPUS_BYTES} bytes while it was read",
-                shown(&path)
+                shown(path)
             )));
         }
         let text = String::from_utf8(bytes).map_err(|e| {
             TrainError::Data(format!(
                 "data file `{}` is not UTF-8 text ({e})",
-                shown(&path)
+                shown(path)
             ))
         })?;
         Self::from_text(&text, ctx_len)
-            .map_err(|e| TrainError::Data(format!("`{}`: {e}", shown(&path))))
+            .map_err(|e| TrainError::Data(format!("`{}`: {e}", shown(path))))
     }
 
     /// Builds the vocabulary and the split from `text`.

@@ -1,9 +1,8 @@
-//! The trainer's error type: every failure the CLI reports as one line.
+//! The trainer's error type: every failure the CLI reports as one line; and [`shown`], how a
+//! message names a path.
 
 use std::fmt;
-use std::path::PathBuf;
-
-use crate::files::shown;
+use std::path::{Path, PathBuf};
 
 /// Everything that stops the trainer, each rendered as one line by `Display`.
 #[derive(Debug)]
@@ -66,7 +65,7 @@ impl fmt::Display for TrainError {
             TrainError::Data(m) => write!(f, "data: {m}"),
             TrainError::Config(m) => write!(f, "config: {m}"),
             TrainError::Io { what, path, source } => {
-                write!(f, "cannot {what} `{}`: {source}", shown(&path))
+                write!(f, "cannot {what} `{}`: {source}", shown(path))
             }
             TrainError::Resume(m) => write!(f, "resume: {m}"),
             TrainError::CorruptCheckpoint { dir, reason } => write!(
@@ -97,3 +96,37 @@ impl std::error::Error for TrainError {}
 
 /// Result alias used throughout the crate.
 pub type Result<T> = std::result::Result<T, TrainError>;
+
+/// A path for a message: its lossy UTF-8 form with control characters (escape sequences among
+/// them) and bidirectional overrides written as `\u{…}` escapes and `\` doubled, so that a
+/// hostile file name cannot drive the terminal. Every message of the trainer names paths
+/// through this.
+pub fn shown(path: &Path) -> String {
+    let mut out = String::new();
+    for c in path.to_string_lossy().chars() {
+        let bidi = matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+        if c == '\\' {
+            out.push_str("\\\\");
+        } else if c.is_control() || bidi {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shown;
+    use std::path::Path;
+
+    #[test]
+    fn control_characters_in_paths_are_escaped() {
+        assert_eq!(
+            shown(Path::new("run\x1b[31m\u{202e}")),
+            "run\\u{1b}[31m\\u{202e}"
+        );
+        assert_eq!(shown(Path::new("runs/mcu")), "runs/mcu");
+    }
+}

@@ -43,37 +43,3 @@ pub fn write_json(path: &Path, v: &impl Serialize) -> Result<()> {
     let text = serde_json::to_string_pretty(v).expect("serialisable") + "\n";
     write_atomic(path, text.as_bytes())
 }
-
-/// A path for a message: its lossy UTF-8 form with control characters (escape sequences among
-/// them) and bidirectional overrides written as `\u{…}` escapes and `\` doubled, so that a
-/// hostile file name cannot drive the terminal. Every message of the trainer names paths
-/// through this.
-pub fn shown(path: &Path) -> String {
-    let mut out = String::new();
-    for c in path.to_string_lossy().chars() {
-        let bidi = matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
-        if c == '\\' {
-            out.push_str("\\\\");
-        } else if c.is_control() || bidi {
-            out.extend(c.escape_unicode());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::shown;
-    use std::path::Path;
-
-    #[test]
-    fn control_characters_in_paths_are_escaped() {
-        assert_eq!(
-            shown(Path::new("run\x1b[31m\u{202e}")),
-            "run\\u{1b}[31m\\u{202e}"
-        );
-        assert_eq!(shown(Path::new("runs/mcu")), "runs/mcu");
-    }
-}

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::Arc;
 use trainer::config::MatrixOptimizer;
 use trainer::data::Corpus;
-use trainer::files::shown;
+use trainer::error::shown;
 use trainer::runinfo::{self, RunConfig};
 use trainer::train::{self, Outcome, RunSpec};
 use trainer::{backend, Preset, TrainError};

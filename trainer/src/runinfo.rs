@@ -9,8 +9,8 @@
 
 use crate::config::{ModelConfig, TrainConfig, EXPORT_VERSION};
 use crate::data::Corpus;
-use crate::error::{Result, TrainError};
-use crate::files::{shown, write_atomic, write_json};
+use crate::error::{shown, Result, TrainError};
+use crate::files::{write_atomic, write_json};
 use crate::metrics::{self, MetricRow};
 use crate::model::Model;
 use crate::spec::RunSpec;
@@ -69,11 +69,11 @@ impl RunConfig {
         let p = out.join("config.json");
         let text = std::fs::read_to_string(&p).map_err(TrainError::io("read", &p))?;
         let c: Self = serde_json::from_str(&text)
-            .map_err(|e| TrainError::Resume(format!("`{}`: {e}", crate::files::shown(&p))))?;
+            .map_err(|e| TrainError::Resume(format!("`{}`: {e}", shown(&p))))?;
         if c.export_version != EXPORT_VERSION {
             return Err(TrainError::Resume(format!(
                 "`{}` has export_version {}, this trainer writes {EXPORT_VERSION}",
-                crate::files::shown(&p),
+                shown(&p),
                 c.export_version
             )));
         }
