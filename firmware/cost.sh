@@ -3,20 +3,22 @@
 # RP2350 cycles (cost model, approximate), for prefill and decode, with tokens/s at 150 MHz.
 #
 #   firmware/cost.sh MODEL [PROMPT [TOKENS]]      (defaults: "ROMEO:" 100; greedy, seed 1)
-#   PROFILE=20 firmware/cost.sh MODEL              # also the 20 costliest functions (whole run)
+#   PROFILE=20 firmware/cost.sh MODEL              # also the 20 costliest functions of one decode token
 #
 # Run 1 builds the `qemu` board for MODEL and runs it with `-icount` (the firmware's defmt log
 # gives the model's shape, the prompt's length and its own SysTick instruction counts).
 # Run 2 runs the same ELF under the TCG plugin firmware/cost-model/rp2350.c (built here with
-# gcc), which decodes every executed Thumb instruction, charges Cortex-M33 cycles and models
-# the XIP cache and QSPI flash of a Pico 2 (firmware/README.md, "Cost model", says how and
-# where it can be wrong). The firmware calls `cost_checkpoint` right before and after each
+# gcc), which decodes every executed Thumb instruction, issues it through a Cortex-M33 pipeline
+# with the timings measured on RP2350 silicon, and models the XIP cache and QSPI flash of a
+# Pico 2 (firmware/README.md, "Cost model", lists the rules, their sources and where the model
+# can be wrong). The firmware calls `cost_checkpoint` right before and after each
 # generator step; the plugin snapshots its counters there, so the figures cover the forward
 # passes and sampling only (not the UART output between tokens).
 #
 # The last line of output is one JSON object (instructions_per_mac,
-# modelled_cycles_per_decode_token, flash_stall_cycles_per_decode_token,
-# modelled_tokens_per_s, ...). Needs qemu-system-arm, gcc and defmt-print.
+# modelled_cycles_per_decode_token = core_cycles_per_decode_token +
+# flash_stall_cycles_per_decode_token, modelled_tokens_per_s, ...). Needs qemu-system-arm, gcc
+# and defmt-print.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 [[ $# -ge 1 && $# -le 3 ]] || { echo "usage: $0 MODEL [PROMPT [TOKENS]]" >&2; exit 125; }

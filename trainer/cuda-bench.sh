@@ -3,7 +3,11 @@
 #
 #   trainer/cuda-bench.sh [DATA] [OUT]
 #
-# DATA defaults to ../shared/data/tinyshakespeare.txt, OUT to runs/cuda-bench.
+# DATA defaults to ../shared/data/tinyshakespeare.txt (the trainer's default corpus path, a folder
+# beside the checkout; the file is public at
+# https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt),
+# OUT to runs/cuda-bench. Its runs on one NVIDIA H200 (2026-11-26) are in trainer/README.md,
+# "CUDA: measured on an H200".
 # Environment:
 #   TRAINER_BIN  a trainer built with `--features cuda` (default: build one with cargo)
 #   TOOLS_BIN    a tools binary; when set (or cargo is there) the run is packed into OUT/small.bin

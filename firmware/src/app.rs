@@ -13,6 +13,7 @@ use runtime::{EncodeError, Error, Generator, SamplerConfig, Session};
 
 use crate::cost::{CostCounter, PhaseCost};
 use crate::settings::{self, SelfTest};
+use crate::source::Loaded;
 
 /// Longest prompt, in tokens (a character-level prompt: one token per character).
 const MAX_PROMPT_TOKENS: usize = 256;
@@ -44,7 +45,8 @@ impl fmt::Display for AppError {
     }
 }
 
-/// Runs the configured generation from `prompt`, streaming text to `out`.
+/// Runs the configured generation from `prompt_text`, streaming text to `out`: load, place,
+/// generate, report.
 pub fn run<W: Write, L: OutputPin, C: CostCounter>(
     prompt_text: &str,
     out: &mut W,
@@ -52,18 +54,33 @@ pub fn run<W: Write, L: OutputPin, C: CostCounter>(
     cost: &mut C,
 ) -> Result<(), AppError> {
     run_selftest();
+    let arena = crate::work::take().ok_or(AppError::WorkMemoryTaken)?;
+    let loaded = load(arena, cost)?;
+    let prompt = encode(&loaded, prompt_text)?;
+    defmt::info!(
+        "working memory {} bytes for a context of {} (needs {})",
+        arena.len(),
+        loaded.ctx_len,
+        loaded.model.session_bytes(loaded.ctx_len)
+    );
+    let mut session = crate::source::place(loaded, arena).map_err(AppError::Run)?;
+    let (prefill, decode) = generate(&mut session, prompt_text, &prompt, out, led, cost)?;
+    report::<C>(&prefill, &decode);
+    Ok(())
+}
+
+/// The model (embedded or flashed; `FIRMWARE_SELFTEST=bad-blob` truncates it by a byte),
+/// validated with `arena` as the loader's scratch, and logged.
+fn load<C: CostCounter>(arena: &mut [u8], cost: &mut C) -> Result<Loaded, AppError> {
     let (blob, origin) = crate::source::blob().map_err(AppError::Model)?;
     let blob = match settings::SELFTEST {
         // A truncated blob must be refused, never run.
         Some(SelfTest::BadBlob) => blob.get(..blob.len().saturating_sub(1)).unwrap_or(&[]),
         _ => blob,
     };
-
     let t0 = cost.now();
-    let loaded =
-        crate::source::load(blob, origin, crate::work::ARENA_BYTES).map_err(AppError::Model)?;
-    let model = loaded.model;
-    let config = *model.config();
+    let loaded = crate::source::load(blob, origin, arena).map_err(AppError::Model)?;
+    let config = *loaded.model.config();
     defmt::info!(
         "model: {} bytes ({}), vocab {}, d {}, layers {}, heads {}/{}, ffn {}{=str}, ctx {}; validated in {} {}",
         blob.len(),
@@ -79,38 +96,34 @@ pub fn run<W: Write, L: OutputPin, C: CostCounter>(
         cost.now() - t0,
         C::UNIT
     );
+    Ok(loaded)
+}
 
-    // The encoded prompt: a fixed-capacity vector (no allocator) that carries its length.
+/// The prompt's tokens: a fixed-capacity vector (no allocator) that carries its length.
+fn encode(
+    loaded: &Loaded,
+    prompt_text: &str,
+) -> Result<heapless::Vec<u16, MAX_PROMPT_TOKENS>, AppError> {
     let mut prompt: heapless::Vec<u16, MAX_PROMPT_TOKENS> = heapless::Vec::new();
     // Cannot fail: the capacity is MAX_PROMPT_TOKENS (an empty buffer would surface as
     // EncodeError::OutputFull below anyway).
     let _ = prompt.resize_default(MAX_PROMPT_TOKENS);
-    let n_prompt =
-        runtime::encode(&model, prompt_text.as_bytes(), &mut prompt).map_err(AppError::Encode)?;
-    prompt.truncate(n_prompt);
-    let prompt = prompt.as_slice();
+    let n = runtime::encode(&loaded.model, prompt_text.as_bytes(), &mut prompt)
+        .map_err(AppError::Encode)?;
+    prompt.truncate(n);
+    Ok(prompt)
+}
 
-    let work = crate::work::take().ok_or(AppError::WorkMemoryTaken)?;
-    let needed = model.session_bytes(loaded.ctx_len);
-    defmt::info!(
-        "working memory {} bytes for a context of {} (needs {})",
-        work.len(),
-        loaded.ctx_len,
-        needed
-    );
-    // Placement: the arena past the session (16-byte aligned) holds a byte-for-byte copy of
-    // as much of the blocks' weights as fits, read from SRAM instead of XIP flash from then
-    // on. Results do not change (runtime/tests/copy.rs); only where the bytes come from.
-    let (work, spare) = work.split_at_mut(needed.next_multiple_of(16).min(work.len()));
-    let hot = model.hot_range();
-    let (model, copied) = model.with_copy(hot.start, spare);
-    defmt::info!(
-        "placement: {} of the {} bytes of block weights copied to SRAM",
-        copied,
-        hot.len()
-    );
-    let mut session = Session::new(model, loaded.ctx_len, work).map_err(AppError::Run)?;
-
+/// Writes the prompt, then `settings::TOKENS` tokens as they come, toggling the LED per token;
+/// returns what the prefill (the first step) and the decode steps cost.
+fn generate<W: Write, L: OutputPin, C: CostCounter>(
+    session: &mut Session<'_, '_>,
+    prompt_text: &str,
+    prompt: &[u16],
+    out: &mut W,
+    led: &mut L,
+    cost: &mut C,
+) -> Result<(PhaseCost, PhaseCost), AppError> {
     let sampling = SamplerConfig {
         temperature_milli: settings::TEMPERATURE_MILLI,
         top_k: settings::TOP_K,
@@ -118,7 +131,7 @@ pub fn run<W: Write, L: OutputPin, C: CostCounter>(
     };
     defmt::info!(
         "prompt {} tokens, generating {} (temperature {}/1000, top-k {}, seed {})",
-        n_prompt,
+        prompt.len(),
         settings::TOKENS,
         sampling.temperature_milli,
         sampling.top_k,
@@ -128,7 +141,7 @@ pub fn run<W: Write, L: OutputPin, C: CostCounter>(
         .map_err(|_| AppError::Output)?;
     out.flush().map_err(|_| AppError::Output)?;
 
-    let mut generator = Generator::new(&mut session, prompt, sampling);
+    let mut generator = Generator::new(session, prompt, sampling);
     // The first call runs the prompt (prefill) and samples; each later call forwards the
     // previous token and samples (decode).
     let mut prefill = PhaseCost::default();
@@ -145,7 +158,7 @@ pub fn run<W: Write, L: OutputPin, C: CostCounter>(
         };
         let spent = cost.now() - t;
         if i == 0 {
-            prefill.tokens = n_prompt as u32;
+            prefill.tokens = prompt.len() as u32;
             prefill.total = spent;
         } else {
             decode.add(spent);
@@ -162,7 +175,11 @@ pub fn run<W: Write, L: OutputPin, C: CostCounter>(
         defmt::debug!("token {} = {}: {} {}", i, token, spent, C::UNIT);
     }
     let _ = led.set_low();
+    Ok((prefill, decode))
+}
 
+/// Logs what the phases cost (`firmware/cost.sh` reads these lines).
+fn report<C: CostCounter>(prefill: &PhaseCost, decode: &PhaseCost) {
     defmt::info!(
         "cost: prefill {} tokens {} {} ({} per token); decode {} tokens {} {} ({} per token)",
         prefill.tokens,
@@ -182,7 +199,6 @@ pub fn run<W: Write, L: OutputPin, C: CostCounter>(
         milli_tokens_per_s % 1000,
         C::RATE_NOTE
     );
-    Ok(())
 }
 
 /// Triggers the failure asked for by `FIRMWARE_SELFTEST`, to check that it is reported.

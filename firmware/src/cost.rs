@@ -11,6 +11,9 @@ pub trait CostCounter {
     /// How a rate computed from [`PER_SECOND`](Self::PER_SECOND) is to be read.
     const RATE_NOTE: &'static str;
 
+    /// What the counter is, for the chat's `/stats`.
+    const CLOCK_NOTE: &'static str;
+
     /// Counts since start-up. Never wraps in practice (64 bits).
     fn now(&mut self) -> u64;
 }

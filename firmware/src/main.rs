@@ -13,6 +13,7 @@
 compile_error!("enable one board: `pico2` (default) or `--no-default-features --features qemu`");
 
 mod app;
+mod console;
 mod cost;
 mod fault;
 mod partition;

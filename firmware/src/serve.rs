@@ -45,13 +45,17 @@ pub fn serve<T: Terminal<Error = Infallible>>(term: &mut T, exit_on_end: bool) {
 /// The model's session in the static arena, or why there is none.
 fn open_session() -> Result<Session<'static, 'static>, ModelProblem> {
     let (blob, origin) = source::blob()?;
-    let loaded = source::load(blob, origin, work::ARENA_BYTES)?;
+    // The arena is taken here only, once: `None` cannot happen (it would read "needs 0 bytes").
+    let arena = work::take().ok_or(ModelProblem::TooBig {
+        needed: 0,
+        available: 0,
+    })?;
+    let loaded = source::load(blob, origin, arena)?;
     let needed = loaded.model.session_bytes(loaded.ctx_len);
     let too_big = ModelProblem::TooBig {
         needed: u32::try_from(needed).unwrap_or(u32::MAX),
         available: work::ARENA_BYTES as u32,
     };
-    let arena = work::take().ok_or(too_big)?;
     let config = loaded.model.config();
     defmt::info!(
         "model: {} bytes ({}), vocab {}, d {}, layers {}, ctx {}; working memory {} of {} bytes",
@@ -64,16 +68,5 @@ fn open_session() -> Result<Session<'static, 'static>, ModelProblem> {
         needed,
         arena.len()
     );
-    // Placement, as in one-shot mode (app.rs): the arena past the session (16-byte aligned)
-    // holds a byte-for-byte copy of as much of the blocks' weights as fits, read from SRAM
-    // instead of XIP flash from then on. The text does not change; only where bytes come from.
-    let (session_memory, spare) = arena.split_at_mut(needed.next_multiple_of(16).min(arena.len()));
-    let hot = loaded.model.hot_range();
-    let (model, copied) = loaded.model.with_copy(hot.start, spare);
-    defmt::info!(
-        "placement: {} of the {} bytes of block weights copied to SRAM",
-        copied,
-        hot.len()
-    );
-    Session::new(model, loaded.ctx_len, session_memory).map_err(|_| too_big)
+    source::place(loaded, arena).map_err(|_| too_big)
 }

@@ -2,7 +2,7 @@
 //! flashed into the model partition; validated, and checked against the working-memory arena.
 
 use runtime::chat::{flashed_model, ModelProblem};
-use runtime::Model;
+use runtime::{Model, Session};
 
 use crate::{partition, settings};
 
@@ -27,13 +27,15 @@ pub fn blob() -> Result<(&'static [u8], &'static str), ModelProblem> {
     }
 }
 
-/// Validates `blob` and checks that its session fits the arena of `arena_bytes`.
+/// Validates `blob` (the arena is the loader's scratch, so that a hostile vocabulary is checked
+/// in `O(V log V)`; `Model::from_bytes_in`) and checks that its session fits the arena.
 pub fn load(
     blob: &'static [u8],
     origin: &'static str,
-    arena_bytes: usize,
+    arena: &mut [u8],
 ) -> Result<Loaded, ModelProblem> {
-    let model = Model::from_bytes(blob).map_err(ModelProblem::Invalid)?;
+    let arena_bytes = arena.len();
+    let model = Model::from_bytes_in(blob, arena).map_err(ModelProblem::Invalid)?;
     let ctx_len = settings::CTX_LEN.unwrap_or(model.config().ctx_len);
     let needed = model.session_bytes(ctx_len);
     if needed > arena_bytes {
@@ -48,4 +50,24 @@ pub fn load(
         blob_len: blob.len(),
         origin,
     })
+}
+
+/// The session of `loaded` over `arena`: the session's working memory first, then (16-byte
+/// aligned) a byte-for-byte copy of as much of the blocks' weights as fits, which the model
+/// reads from SRAM instead of XIP flash from then on. Results do not change
+/// (runtime/tests/copy.rs); only where the bytes come from.
+pub fn place(
+    loaded: Loaded,
+    arena: &'static mut [u8],
+) -> Result<Session<'static, 'static>, runtime::Error> {
+    let needed = loaded.model.session_bytes(loaded.ctx_len);
+    let (session_memory, spare) = arena.split_at_mut(needed.next_multiple_of(16).min(arena.len()));
+    let hot = loaded.model.hot_range();
+    let (model, copied) = loaded.model.with_copy(hot.start, spare);
+    defmt::info!(
+        "placement: {} of the {} bytes of block weights copied to SRAM",
+        copied,
+        hot.len()
+    );
+    Session::new(model, loaded.ctx_len, session_memory)
 }

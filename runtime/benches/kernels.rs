@@ -8,8 +8,9 @@ use runtime::format::ternary_row_bytes;
 use runtime::kernels::{self, fast, reference, Level};
 use std::hint::black_box;
 
-/// The mcu preset's shapes: [128][128] attention, [512][128] up, [128][512] down.
-const SHAPES: [(u32, u32); 3] = [(128, 128), (512, 128), (128, 512)];
+/// The mcu preset's shapes ([128][128] attention, [336][128] gated up and gate, [128][336]
+/// down), and the 2048×2048 GEMV that bitnet.cpp publishes per-thread figures for.
+const SHAPES: [(u32, u32); 4] = [(128, 128), (336, 128), (128, 336), (2048, 2048)];
 
 struct Rng(u32);
 impl Rng {

@@ -61,7 +61,7 @@ fn usage() -> ! {
         "usage: random_blob OUT.bin [--seed N] [--preset tiny|mcu|mcu-plain]\n  \
          tiny:      d 32, 2 layers, 2 heads, ffn 64, ctx 32, vocab 65\n  \
          mcu:       d 128, 6 layers, 4 heads, 4 kv heads, gated ffn 336, ctx 128, vocab 65 (format v3)\n  \
-         mcu-plain: the same with the plain ffn 512 the mcu preset had until session 11"
+         mcu-plain: the same with the plain ffn 512 of the earlier mcu preset"
     );
     exit(2)
 }

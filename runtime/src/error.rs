@@ -2,7 +2,7 @@
 
 use core::fmt;
 
-pub use crate::format::ConfigError;
+pub use crate::format::{ConfigError, Dim};
 use crate::format::{TensorKind, VERSION_MAJOR, VERSION_MAJOR_MIN};
 
 /// Why a blob was refused by [`Model::from_bytes`](crate::Model::from_bytes).

@@ -20,7 +20,7 @@
 //! | `pass/` | [`session`] | [`Session`]: caller-owned working memory ([`session_bytes`], [`session_bytes_prefill`]), KV cache, token history |
 //! | | `forward` | [`Session::forward`]: one token in, Q15.16 logits (nats) out; [`Session::prefill`] / [`Session::forward_block`]: a block of tokens per pass, bit-identical |
 //! | | `attention`, `ffn`, `norm` | the block's halves and the fused RMSNorm + int8 quantizers |
-//! | `kernels/` | [`kernels`] | ternary (2-bit: scalar, Cortex-M DSP, AVX2, AVX-512 VNNI, NEON, chosen at run time; base 3: table lookup, `asm!` rows on Cortex-M DSP) and int8 kernels, each with a scalar reference twin |
+//! | `kernels/` | [`kernels`] | ternary (2-bit: scalar, Cortex-M DSP, AVX2, AVX-512 VNNI, NEON, chosen at run time, and WebAssembly SIMD128, chosen at compile time; base 3: table lookup, `asm!` rows on Cortex-M DSP) and int8 kernels, each with a scalar reference twin |
 //! | `text/` | [`tokenizer`] | [`encode`] (greedy longest match), [`decode`] |
 //! | | [`sampler`] | [`SamplerConfig`], [`Sampler`], [`Pcg32`] |
 //! | | [`generate`] | [`Generator`]: streaming generation, one token per call, sliding window |
@@ -78,7 +78,7 @@ pub use blob::{format, layout, model, schema};
 pub use pass::session;
 pub use text::{chat, generate, sampler, tokenizer};
 
-pub use error::{ConfigError, EncodeError, Error, LoadError, Section};
+pub use error::{ConfigError, Dim, EncodeError, Error, LoadError, Section};
 pub use fixed::Dyadic;
 pub use format::{Config, TensorKind, TernaryEncoding, LOGIT_FRAC_BITS};
 pub use generate::Generator;

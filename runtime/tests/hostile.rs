@@ -1,5 +1,6 @@
-//! Hostile blobs from the second red-team pass (issue 15): a vocabulary with a repeated token,
-//! non-zero prefix flags and a wrong tensor count are refused with errors that say so.
+//! Hostile blobs: a vocabulary with a repeated token (also the largest unsorted vocabulary the
+//! format allows, checked within its stated bound), non-zero prefix flags and a wrong tensor
+//! count are refused with errors that say so.
 
 mod common;
 
@@ -76,6 +77,45 @@ fn distinct_tokens_load_sorted_or_not() {
     p.vocab[5] = b"aa".to_vec();
     p.vocab[6] = b"aaa".to_vec();
     Model::from_bytes(&p.to_blob().unwrap()).unwrap();
+}
+
+/// The largest vocabulary the format allows, in decreasing byte order (nothing in the
+/// duplicate check ends early): it loads, and a repeat at its very end is found. The number of
+/// comparisons is bounded in `runtime/src/blob/load.rs`'s tests (FORMAT.md §6, "Cost"); this is
+/// the whole loader on such a blob, through both entry points.
+#[test]
+fn the_largest_unsorted_vocabulary_loads_and_its_last_repeat_is_found() {
+    let c = Config {
+        vocab_size: runtime::format::MAX_VOCAB,
+        d_model: 16,
+        n_layers: 1,
+        n_heads: 1,
+        n_kv_heads: 1,
+        ffn_dim: 16,
+        ctx_len: 8,
+        ..TINY
+    };
+    let mut p = random_model(c, 11);
+    p.vocab.reverse();
+    let blob = p.to_blob().unwrap();
+    let mut scratch = vec![0u8; 2 * 65536];
+    Model::from_bytes(&blob).unwrap();
+    Model::from_bytes_in(&blob, &mut scratch).unwrap();
+    // Token 65534 (one byte, sorted first) becomes a copy of token 65533: both one byte long.
+    let (a, b) = (p.vocab[65533][0], p.vocab[65534][0]);
+    let vb = Model::from_bytes(&blob).unwrap().layout().entry(1).unwrap();
+    let k = p.vocab.iter().map(Vec::len).sum::<usize>() - 1;
+    assert_eq!(vb.len as usize, k + 1);
+    let repeated = patch_vocab_byte(&blob, k, a);
+    assert_ne!(a, b);
+    let want = Some(LoadError::BadSection {
+        section: Section::Vocab,
+        kind: TensorKind::VocabOffsets,
+        layer: 0,
+        offset: 65534 * 4,
+    });
+    assert_eq!(Model::from_bytes(&repeated).err(), want);
+    assert_eq!(Model::from_bytes_in(&repeated, &mut scratch).err(), want);
 }
 
 #[test]

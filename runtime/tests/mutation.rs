@@ -1,4 +1,4 @@
-//! Structured mutation tests (issue 6), on valid blobs of several configs (MHA, GQA, MQA and one
+//! Structured mutation tests on valid blobs of several configs (MHA, GQA, MQA and one
 //! with unaligned widths):
 //! - a flipped weight byte (ternary or embedding) without a checksum fix is exactly
 //!   `LoadError::Checksum`;

@@ -133,6 +133,39 @@ fn block_passes_equal_token_by_token_at_every_level() {
 }
 
 #[test]
+fn every_level_gives_the_portable_logits_and_cache() {
+    // The shipped model's shapes (d 128: the SIMD kernels' register-resident rows; gated FFN
+    // 336: rows of three chunks), the whole context one token at a time and in one block, at
+    // each kernel level against the portable kernels. (Levels are process-wide and every level
+    // returns the same bits, so concurrent tests cannot make this fail, only weaker.)
+    let gated = Config {
+        ffn_dim: 336,
+        ffn_gated: true,
+        ..MCU
+    };
+    for (c, seed) in [(MCU, 11), (gated, 12)] {
+        let blob = random_model(c, seed).to_blob().unwrap();
+        let m = Model::from_bytes(&blob).unwrap();
+        let mut rng = Rng(seed);
+        let tokens: Vec<u16> = (0..c.ctx_len)
+            .map(|_| rng.below(c.vocab_size as u64) as u16)
+            .collect();
+        kernels::force_portable();
+        let want = one_by_one(m, c.ctx_len, &tokens);
+        for level in kernels::supported_levels() {
+            kernels::set_level(level).unwrap();
+            assert!(one_by_one(m, c.ctx_len, &tokens) == want, "{level} {c:?}");
+            let mut mem = vec![0u8; session_bytes_prefill(&c, c.ctx_len, c.ctx_len / 2)];
+            let mut s = Session::with_block(m, c.ctx_len, c.ctx_len / 2, &mut mem).unwrap();
+            let last = s.prefill(&tokens).unwrap().to_vec();
+            let v = c.vocab_size as usize;
+            assert_eq!(last, want.0[want.0.len() - v..], "{level} {c:?} prefill");
+        }
+        kernels::set_level(kernels::detected()).unwrap();
+    }
+}
+
+#[test]
 fn block_errors_change_nothing() {
     let c = TINY;
     let blob = random_model(c, 3).to_blob().unwrap();

@@ -3,6 +3,12 @@
 //! This is the integer-only contract of `docs/MODEL.md` checked end to end: the packed blob's
 //! validation loss computed by the integer runtime must be within 0.02 nats of the trainer's
 //! quantized-evaluation loss on the same split and windows.
+//!
+//! Float training is deterministic on one machine but not across CPUs (the CPU backend takes
+//! other SIMD paths on AVX2 and AVX-512 cores, and the last bits of the weights differ), so what
+//! trains here is checked by bounds (loss, gap, the grammar of the generated text) and by
+//! run-to-run identity on this machine, never by a stored output. Stored outputs pin the
+//! integer runtime on given blobs instead (`runtime/tests/golden.rs`, QEMU parity).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -13,7 +19,7 @@ use trainer::data::Corpus;
 use trainer::train::{self, Outcome, RunSpec};
 use trainer::Preset;
 
-/// The contract's bound (DESIGN.md, point 3).
+/// The integer-only contract's bound (docs/MODEL.md).
 const MAX_GAP_NATS: f64 = 0.02;
 
 fn tmp(name: &str) -> PathBuf {
@@ -108,27 +114,25 @@ fn generate(model: Model<'_>, prompt: &str, n: usize, config: SamplerConfig) -> 
     String::from_utf8(out).unwrap()
 }
 
-fn check_golden(name: &str, actual: &str) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/golden")
-        .join(name);
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        std::fs::write(&path, actual).unwrap();
-        eprintln!("wrote {}", path.display());
-        return;
-    }
-    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e} (run with UPDATE_GOLDEN=1 to create it)",
-            path.display()
-        )
-    });
-    assert_eq!(
-        actual,
-        expected,
-        "generated text differs from {} (UPDATE_GOLDEN=1 rewrites it after an intended change)",
-        path.display()
-    );
+/// The words of [`grammar_corpus`], lower-cased and without punctuation.
+fn grammar_words() -> Vec<&'static str> {
+    "the king a lord my lady fool our queen his son loves fears serves mocks calls"
+        .split(' ')
+        .collect()
+}
+
+/// Share of the words of `text` (split at whitespace, punctuation and case ignored; the last
+/// word, which the end of generation may cut, left out) that are words of the grammar.
+fn grammatical_share(text: &str) -> f64 {
+    let words = grammar_words();
+    let all: Vec<String> = text
+        .split_whitespace()
+        .map(|w| w.trim_matches(|c: char| !c.is_alphabetic()).to_lowercase())
+        .filter(|w| !w.is_empty())
+        .collect();
+    let all = &all[..all.len().saturating_sub(1)];
+    let ok = all.iter().filter(|w| words.contains(&w.as_str())).count();
+    ok as f64 / all.len().max(1) as f64
 }
 
 #[test]
@@ -138,14 +142,23 @@ fn train_pack_eval_generate() {
     let data = dir.join("corpus.txt");
     std::fs::write(&data, &text).unwrap();
     let corpus = Corpus::from_text(&text, Preset::Tiny.model().ctx_len).unwrap();
-    let run = dir.join("run");
     let steps = 300;
-    let summary = train_to_end(&spec(&run, &data, &corpus, steps), &corpus);
+    // Two runs of one spec in directories of the same name (the name goes into the blob).
+    let runs = [dir.join("a/run"), dir.join("b/run")];
+    let summary = train_to_end(&spec(&runs[0], &data, &corpus, steps), &corpus);
+    let again = train_to_end(&spec(&runs[1], &data, &corpus, steps), &corpus);
 
     // pack: the run dir becomes a blob, written atomically.
     let blob_path = dir.join("tiny.bin");
-    let blob = tools::pack::pack(&run, &blob_path).unwrap();
+    let blob = tools::pack::pack(&runs[0], &blob_path).unwrap();
     assert_eq!(std::fs::read(&blob_path).unwrap(), blob);
+    // Run to run on this machine: the same weights, so the same blob byte for byte.
+    assert_eq!(summary.quantized_val_loss, again.quantized_val_loss);
+    let blob_again = tools::pack::pack(&runs[1], &dir.join("again.bin")).unwrap();
+    assert!(
+        blob == blob_again,
+        "two runs of one spec packed to different blobs"
+    );
     let model = Model::from_bytes(&blob).unwrap();
 
     // eval: the integer runtime on the trainer's split and windows.
@@ -171,7 +184,9 @@ fn train_pack_eval_generate() {
     // The model learned something: far below the uniform and unigram baselines.
     assert!(trainer_loss < 1.2, "quantized val loss {trainer_loss}");
 
-    // generate: seeded greedy and sampled decoding, byte-identical between runs.
+    // generate: seeded greedy and sampled decoding, identical between calls, and the
+    // grammar's words: greedy decoding writes nothing else, sampling (temperature 0.8, top-k
+    // 8) nearly nothing else.
     let greedy = generate(model, "The king", 120, SamplerConfig::GREEDY);
     let sampled = SamplerConfig {
         temperature_milli: 800,
@@ -179,12 +194,15 @@ fn train_pack_eval_generate() {
         seed: 7,
     };
     let sampled_text = generate(model, "My lady", 120, sampled);
+    eprintln!("greedy: {greedy:?}\nsampled: {sampled_text:?}");
     assert_eq!(
         greedy,
         generate(model, "The king", 120, SamplerConfig::GREEDY)
     );
     assert_eq!(sampled_text, generate(model, "My lady", 120, sampled));
-    check_golden("pipeline.txt", &format!("{greedy}\n---\n{sampled_text}\n"));
+    assert!(greedy.len() > "The king".len() + 60, "{greedy:?}");
+    assert_eq!(grammatical_share(&greedy), 1.0, "{greedy:?}");
+    assert!(grammatical_share(&sampled_text) >= 0.8, "{sampled_text:?}");
 
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,11 +1,22 @@
-//! `tools bench`: whole-model speed of a blob on this host, through the integer runtime.
+//! `tools bench`: whole-model speed of a blob on this host, through the integer runtime, and
+//! the ternary matvec kernel alone at the model's largest shape and at 2048×2048.
+//!
+//! Kernel speed is reported in multiply-accumulates per second and, on x86-64, in TSC cycles
+//! per MAC: `rdtsc` read around the same timed loop as the wall clock, so the TSC rate
+//! (`tsc_hz`) is measured, not assumed. TSC cycles are reference cycles at the TSC's fixed
+//! rate, not core cycles: a core that boosts above it does more work per TSC cycle.
 
 use std::time::Instant;
 
-use anyhow::{anyhow, Result};
-use runtime::kernels::{level, ternary_matvec};
+use anyhow::{anyhow, bail, Result};
+use runtime::format::ternary_row_bytes;
+use runtime::kernels::{level, set_level, supported_levels, ternary_matvec, Level};
 use runtime::{session_bytes_prefill, Model, Session};
 use serde::Serialize;
+
+/// Rows and columns of the large matvec shape (`matvec_large_*`): the 2048×2048 GEMV that
+/// bitnet.cpp publishes per-thread figures for.
+pub const LARGE_MATVEC: usize = 2048;
 
 /// What [`bench()`] measured.
 #[derive(Clone, Debug, Serialize)]
@@ -16,12 +27,17 @@ pub struct BenchReport {
     pub rounds: usize,
     /// Prompt tokens per round (half the context).
     pub prefill_tokens: usize,
-    /// Prefill throughput.
+    /// Prefill throughput (all rounds).
     pub prefill_tokens_per_s: f64,
+    /// Prefill throughput of the median round (a busy machine's preemptions hit few rounds).
+    pub prefill_tokens_per_s_median: f64,
     /// Decode tokens per round (the rest of the context).
     pub decode_tokens: usize,
     /// Decode throughput (forward pass plus greedy pick).
     pub decode_tokens_per_s: f64,
+    /// Decode throughput at the median latency (`10^6 / decode_latency_median_us`): a token
+    /// takes tens of microseconds, so most run between a busy machine's preemptions.
+    pub decode_tokens_per_s_median: f64,
     /// Median decode latency per token, microseconds.
     pub decode_latency_median_us: f64,
     /// 99th percentile decode latency per token, microseconds.
@@ -32,10 +48,27 @@ pub struct BenchReport {
     /// Worker threads behind `decode_tokens_per_s_all_cores`.
     pub threads: usize,
     /// The ternary matvec kernel alone on the model's largest matrix: multiply-accumulates
-    /// per second (rows × columns per call).
+    /// per second (rows × columns per call), in the median of ~0.1 ms windows over 0.3 s.
     pub matvec_macs_per_s: f64,
     /// Shape `[rows, cols]` of that matrix.
     pub matvec_shape: [usize; 2],
+    /// TSC cycles per multiply-accumulate of that matvec, median window (x86-64 only; `null`
+    /// elsewhere).
+    pub matvec_tsc_cycles_per_mac: Option<f64>,
+    /// The same, fastest window.
+    pub matvec_tsc_cycles_per_mac_min: Option<f64>,
+    /// The same kernel on a random 2048×2048 ternary matrix (1 MiB of 2-bit codes):
+    /// multiply-accumulates per second.
+    pub matvec_large_macs_per_s: f64,
+    /// Shape `[rows, cols]` of the large matrix.
+    pub matvec_large_shape: [usize; 2],
+    /// TSC cycles per multiply-accumulate of the large matvec, median window (x86-64 only).
+    pub matvec_large_tsc_cycles_per_mac: Option<f64>,
+    /// The same, fastest window.
+    pub matvec_large_tsc_cycles_per_mac_min: Option<f64>,
+    /// TSC ticks per second, measured over the timed matvec loops against the OS's monotonic
+    /// clock (x86-64 only).
+    pub tsc_hz: Option<f64>,
     /// The kernel family that ran (`avx512vnni`, `avx2`, `neon`, `portable`).
     pub kernels: String,
     /// Working memory of the session (prefill blocks of half the context), bytes.
@@ -55,7 +88,7 @@ fn argmax(logits: &[i32]) -> u16 {
 }
 
 /// Working memory [`bench()`] needs for `rounds` rounds: one session for the timed rounds, one
-/// per core for the all-cores decode, and the latency samples.
+/// per core for the all-cores decode, the latency samples and the large matvec's matrix.
 pub fn bench_bytes(config: &runtime::Config, rounds: usize) -> u64 {
     let ctx = config.ctx_len as usize;
     let prefill = (ctx / 2).max(1);
@@ -65,9 +98,29 @@ pub fn bench_bytes(config: &runtime::Config, rounds: usize) -> u64 {
         .saturating_mul(8);
     let session = session_bytes_prefill(config, config.ctx_len, prefill as u32) as u64;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    let large =
+        (LARGE_MATVEC * ternary_row_bytes(LARGE_MATVEC as u32) + LARGE_MATVEC * (1 + 4)) as u64;
     session
         .saturating_mul(threads.saturating_add(1))
         .saturating_add(samples)
+        .saturating_add(large)
+}
+
+/// Runs the kernels at the level named `name` (`portable`, `avx2`, `avx512vnni`, `neon`) from
+/// now on; a level this CPU cannot run is refused with the levels it can.
+pub fn force_level(name: &str) -> Result<Level> {
+    let all = [Level::Portable, Level::Avx2, Level::Avx512Vnni, Level::Neon];
+    let Some(l) = all.into_iter().find(|l| l.name() == name) else {
+        bail!(
+            "--kernels {name}: no such kernel level (known: {})",
+            all.map(Level::name).join(", ")
+        );
+    };
+    set_level(l).map_err(|e| {
+        let have: Vec<&str> = supported_levels().map(Level::name).collect();
+        anyhow!("--kernels {name}: {e} (it runs: {})", have.join(", "))
+    })?;
+    Ok(l)
 }
 
 /// One round: prefill `prefill` tokens (a fixed pattern) as one block, then decode greedily
@@ -88,34 +141,107 @@ fn round(session: &mut Session<'_, '_>, prefill: usize, decode: usize) -> Result
     Ok((p, lat))
 }
 
-/// Multiply-accumulates per second of [`ternary_matvec`] alone on the model's largest matrix
-/// (by `rows · cols`), run for about 0.3 s; and its shape.
-fn matvec_speed(model: &Model<'_>) -> ([usize; 2], f64) {
+/// One timed kernel, run in windows of about 2^22 multiply-accumulates (0.1 ms at 40 G
+/// MACs/s) for about 0.3 s: the median window gives the throughput (the preemptions of a busy
+/// machine land in a few windows only), the fastest window the best case.
+struct Timed {
+    /// Multiply-accumulates per second of the median window.
+    macs_per_s: f64,
+    /// TSC cycles per MAC of the median and of the fastest window (x86-64).
+    tsc_per_mac: Option<(f64, f64)>,
+    /// TSC ticks and seconds over all windows (x86-64).
+    tsc_total: Option<(u64, f64)>,
+}
+
+/// The time-stamp counter (x86-64), `None` elsewhere.
+#[inline]
+fn tsc() -> Option<u64> {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: RDTSC exists on every x86-64 CPU and has no preconditions.
+    #[allow(unused_unsafe)]
+    return Some(unsafe { core::arch::x86_64::_rdtsc() });
+    #[cfg(not(target_arch = "x86_64"))]
+    None
+}
+
+/// The median of `v` (sorted in place); 0 for none.
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// [`ternary_matvec`] on `w` (`[rows][row_bytes]`, `cols` real columns), timed in windows.
+fn time_matvec(w: &[u8], row_bytes: usize, rows: usize, cols: usize) -> Timed {
+    let x: Vec<i8> = (0..row_bytes * 4).map(|i| (i * 37 % 255) as i8).collect();
+    let mut y = vec![0i32; rows];
+    let per_window = (1 << 22) / (rows * cols).max(1) + 1;
+    let macs = (rows * cols * per_window) as f64;
+    let mut run = || {
+        for _ in 0..per_window {
+            ternary_matvec(w, row_bytes, std::hint::black_box(&x), &mut y);
+        }
+    };
+    run();
+    let (mut secs, mut ticks) = (Vec::new(), Vec::new());
+    let start = Instant::now();
+    let c_start = tsc();
+    while start.elapsed().as_secs_f64() < 0.3 {
+        let (c0, t0) = (tsc(), Instant::now());
+        run();
+        let (s, c1) = (t0.elapsed().as_secs_f64(), tsc());
+        secs.push(s);
+        if let (Some(a), Some(b)) = (c0, c1) {
+            ticks.push(b.wrapping_sub(a) as f64);
+        }
+    }
+    let total = (tsc(), start.elapsed().as_secs_f64());
+    std::hint::black_box(&y);
+    let fastest = ticks.iter().copied().fold(f64::INFINITY, f64::min);
+    let per_mac = (!ticks.is_empty()).then(|| (median(&mut ticks) / macs, fastest / macs));
+    let s = median(&mut secs);
+    Timed {
+        macs_per_s: if s > 0.0 { macs / s } else { 0.0 },
+        tsc_per_mac: per_mac,
+        tsc_total: c_start
+            .zip(total.0)
+            .map(|(a, b)| (b.wrapping_sub(a), total.1)),
+    }
+}
+
+/// The model's largest ternary matrix (by `rows · cols`).
+fn largest_matrix<'a>(model: &Model<'a>) -> runtime::model::TernaryMatrix<'a> {
     let c = model.config();
     let mut best = model.layer(0).wq;
     for l in 0..c.n_layers as usize {
         let w = model.layer(l);
-        for m in [w.wq, w.wk, w.wv, w.wo, w.w_up, w.w_down] {
+        for m in [w.wq, w.wk, w.wv, w.wo, w.w_up, w.w_down]
+            .into_iter()
+            .chain(w.w_gate)
+        {
             if m.rows * m.cols > best.rows * best.cols {
                 best = m;
             }
         }
     }
-    let x: Vec<i8> = (0..best.row_bytes * 4)
-        .map(|i| (i * 37 % 255) as i8)
-        .collect();
-    let mut y = vec![0i32; best.rows];
-    let mut calls = 0u64;
-    let t0 = Instant::now();
-    while t0.elapsed().as_secs_f64() < 0.3 {
-        for _ in 0..64 {
-            ternary_matvec(best.data, best.row_bytes, std::hint::black_box(&x), &mut y);
+    best
+}
+
+/// A random 2048×2048 ternary matrix in the 2-bit encoding (xorshift, fixed seed; a third of
+/// each of −1, 0, +1).
+fn large_matrix() -> (Vec<u8>, usize) {
+    let rb = ternary_row_bytes(LARGE_MATVEC as u32);
+    let mut w = vec![0u8; LARGE_MATVEC * rb];
+    let mut s = 0x9E37_79B9_7F4A_7C15u64;
+    for r in 0..LARGE_MATVEC {
+        for k in 0..LARGE_MATVEC {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            let code = [0u8, 1, 3][(s % 3) as usize];
+            w[r * rb + k / 4] |= code << (2 * (k % 4));
         }
-        calls += 64;
     }
-    let s = t0.elapsed().as_secs_f64();
-    let macs = (best.rows * best.cols) as f64 * calls as f64;
-    ([best.rows, best.cols], macs / s)
+    (w, rb)
 }
 
 /// Decode tokens/s of `threads` independent sessions running one round each at once (a
@@ -175,6 +301,7 @@ pub fn bench(model: Model<'_>, flash_bytes: usize, rounds: usize) -> Result<Benc
     let mut session =
         Session::with_block(model, ctx, block, &mut mem).map_err(|e| anyhow!("{e}"))?;
     let mut prefill_s = 0.0;
+    let mut prefill_rounds = Vec::with_capacity(rounds);
     let mut latencies: Vec<f64> = Vec::new();
     latencies
         .try_reserve_exact(rounds.saturating_mul(decode))
@@ -185,12 +312,21 @@ pub fn bench(model: Model<'_>, flash_bytes: usize, rounds: usize) -> Result<Benc
         let (p, lat) = round(&mut session, prefill, decode)?;
         if r > 0 {
             prefill_s += p;
+            prefill_rounds.push(p);
             latencies.extend(lat);
         }
     }
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let (all_cores_tps, threads) = all_cores(model, ctx, block, prefill, decode, threads)?;
-    let (matvec_shape, matvec_macs_per_s) = matvec_speed(&model);
+    let m = largest_matrix(&model);
+    let small = time_matvec(m.data, m.row_bytes, m.rows, m.cols);
+    let (lw, lrb) = large_matrix();
+    let large = time_matvec(&lw, lrb, LARGE_MATVEC, LARGE_MATVEC);
+    drop(lw);
+    let tsc_hz = match (small.tsc_total, large.tsc_total) {
+        (Some((t0, s0)), Some((t1, s1))) => Some((t0 + t1) as f64 / (s0 + s1)),
+        _ => None,
+    };
     let decode_s: f64 = latencies.iter().sum();
     let n_latencies = latencies.len();
     let mut sorted = latencies;
@@ -206,6 +342,10 @@ pub fn bench(model: Model<'_>, flash_bytes: usize, rounds: usize) -> Result<Benc
         ctx_len: ctx,
         rounds,
         prefill_tokens: prefill,
+        prefill_tokens_per_s_median: match median(&mut prefill_rounds) {
+            p if p > 0.0 => prefill as f64 / p,
+            _ => 0.0,
+        },
         prefill_tokens_per_s: if prefill_s > 0.0 {
             prefill as f64 * rounds as f64 / prefill_s
         } else {
@@ -217,12 +357,20 @@ pub fn bench(model: Model<'_>, flash_bytes: usize, rounds: usize) -> Result<Benc
         } else {
             0.0
         },
+        decode_tokens_per_s_median: if pct(0.5) > 0.0 { 1e6 / pct(0.5) } else { 0.0 },
         decode_latency_median_us: pct(0.5),
         decode_latency_p99_us: pct(0.99),
         decode_tokens_per_s_all_cores: all_cores_tps,
         threads,
-        matvec_macs_per_s,
-        matvec_shape,
+        matvec_macs_per_s: small.macs_per_s,
+        matvec_shape: [m.rows, m.cols],
+        matvec_tsc_cycles_per_mac: small.tsc_per_mac.map(|c| c.0),
+        matvec_tsc_cycles_per_mac_min: small.tsc_per_mac.map(|c| c.1),
+        matvec_large_macs_per_s: large.macs_per_s,
+        matvec_large_shape: [LARGE_MATVEC, LARGE_MATVEC],
+        matvec_large_tsc_cycles_per_mac: large.tsc_per_mac.map(|c| c.0),
+        matvec_large_tsc_cycles_per_mac_min: large.tsc_per_mac.map(|c| c.1),
+        tsc_hz,
         kernels: level().name().to_string(),
         session_ram_bytes: ram,
         flash_bytes,

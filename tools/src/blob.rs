@@ -68,7 +68,14 @@ pub fn read(path: &Path) -> Result<Vec<u8>> {
 
 /// Validates `bytes` as a model, naming `path` in the error.
 pub fn load<'a>(path: &Path, bytes: &'a [u8]) -> Result<Model<'a>> {
-    Model::from_bytes(bytes).map_err(|e| anyhow::anyhow!("{}: {e}", shown(path)))
+    validate(bytes).map_err(|e| anyhow::anyhow!("{}: {e}", shown(path)))
+}
+
+/// [`Model::from_bytes_in`] with room for any vocabulary's ids (128 KiB), so that the
+/// duplicate-token check of an unsorted vocabulary is one sort, `O(V log V)`.
+pub fn validate(bytes: &[u8]) -> Result<Model<'_>, runtime::LoadError> {
+    let mut scratch = vec![0u8; 2 * (runtime::format::MAX_VOCAB as usize + 1)];
+    Model::from_bytes_in(bytes, &mut scratch)
 }
 
 /// Working memory of [`repack`] for model `m` into `encodings`, an upper bound: every

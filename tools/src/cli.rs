@@ -32,6 +32,26 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// The kernel level shared by generate, eval and bench.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct KernelLevel {
+    /// Run the kernels at this level instead of the best one the CPU has: `portable`, `avx2`,
+    /// `avx512vnni` or `neon` (every level computes the same integers, so only the speed
+    /// changes; a level the CPU cannot run is refused).
+    #[arg(long, value_name = "LEVEL")]
+    pub kernels: Option<String>,
+}
+
+impl KernelLevel {
+    /// Applies the level (process-wide), if one was given.
+    pub fn apply(&self) -> Result<()> {
+        if let Some(k) = &self.kernels {
+            bench::force_level(k)?;
+        }
+        Ok(())
+    }
+}
+
 /// The working-memory cap shared by repack, generate, chat, eval and bench.
 #[derive(Debug, Clone, Copy, clap::Args)]
 pub struct MemoryCap {
@@ -124,6 +144,9 @@ pub enum Command {
         top_k: u32,
         #[command(flatten)]
         #[allow(missing_docs)]
+        level: KernelLevel,
+        #[command(flatten)]
+        #[allow(missing_docs)]
         memory: MemoryCap,
     },
     /// Talk to a blob the way the board talks over serial: each line of stdin is a prompt or a
@@ -179,6 +202,9 @@ pub enum Command {
         json: bool,
         #[command(flatten)]
         #[allow(missing_docs)]
+        level: KernelLevel,
+        #[command(flatten)]
+        #[allow(missing_docs)]
         memory: MemoryCap,
     },
     /// Prefill and decode tokens/s, per-token latency and session RAM of a blob on this host.
@@ -192,6 +218,9 @@ pub enum Command {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        level: KernelLevel,
         #[command(flatten)]
         #[allow(missing_docs)]
         memory: MemoryCap,
@@ -222,9 +251,11 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
             seed,
             temperature,
             top_k,
+            level,
             memory,
         } => {
             let sampler = generate::sampler(temperature, top_k, seed)?;
+            level.apply()?;
             generate_cmd(model.as_deref(), &prompt, tokens, sampler, memory, out)
         }
         Command::Chat {
@@ -246,14 +277,22 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
             max_windows,
             threads,
             json,
+            level,
             memory,
-        } => eval_cmd(&model, &data, max_windows, threads, json, memory, out),
+        } => {
+            level.apply()?;
+            eval_cmd(&model, &data, max_windows, threads, json, memory, out)
+        }
         Command::Bench {
             model,
             rounds,
             json,
+            level,
             memory,
-        } => bench_cmd(model.as_deref(), rounds as usize, json, memory, out),
+        } => {
+            level.apply()?;
+            bench_cmd(model.as_deref(), rounds as usize, json, memory, out)
+        }
     }
 }
 
@@ -467,13 +506,13 @@ fn bench_cmd(
     writeln!(out, "model              {}", shown(&path))?;
     writeln!(
         out,
-        "prefill            {:.0} tokens/s ({} tokens × {} rounds)",
-        r.prefill_tokens_per_s, r.prefill_tokens, r.rounds
+        "prefill            {:.0} tokens/s ({} tokens × {} rounds; median round {:.0})",
+        r.prefill_tokens_per_s, r.prefill_tokens, r.rounds, r.prefill_tokens_per_s_median
     )?;
     writeln!(
         out,
-        "decode             {:.0} tokens/s ({} tokens × {} rounds)",
-        r.decode_tokens_per_s, r.decode_tokens, r.rounds
+        "decode             {:.0} tokens/s ({} tokens × {} rounds; at the median latency {:.0})",
+        r.decode_tokens_per_s, r.decode_tokens, r.rounds, r.decode_tokens_per_s_median
     )?;
     writeln!(
         out,
@@ -485,14 +524,33 @@ fn bench_cmd(
         "decode, all cores  {:.0} tokens/s ({} sessions at once)",
         r.decode_tokens_per_s_all_cores, r.threads
     )?;
+    let per_mac = |c: Option<f64>, m: Option<f64>| match (c, m) {
+        (Some(c), Some(m)) => format!(", {c:.4} TSC cycles/MAC, best {m:.4}"),
+        _ => String::new(),
+    };
     writeln!(
         out,
-        "ternary matvec     {:.2} G MACs/s ({}×{}, {} kernels)",
+        "ternary matvec     {:.2} G MACs/s ({}×{}, {} kernels{})",
         r.matvec_macs_per_s / 1e9,
         r.matvec_shape[0],
         r.matvec_shape[1],
-        r.kernels
+        r.kernels,
+        per_mac(r.matvec_tsc_cycles_per_mac, r.matvec_tsc_cycles_per_mac_min)
     )?;
+    writeln!(
+        out,
+        "                   {:.2} G MACs/s ({}×{}{})",
+        r.matvec_large_macs_per_s / 1e9,
+        r.matvec_large_shape[0],
+        r.matvec_large_shape[1],
+        per_mac(
+            r.matvec_large_tsc_cycles_per_mac,
+            r.matvec_large_tsc_cycles_per_mac_min
+        )
+    )?;
+    if let Some(hz) = r.tsc_hz {
+        writeln!(out, "TSC                {:.3} GHz (measured)", hz / 1e9)?;
+    }
     writeln!(
         out,
         "session RAM        {} bytes (ctx {})",

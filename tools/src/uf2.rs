@@ -196,7 +196,7 @@ pub fn e10_block() -> [u8; BLOCK_BYTES] {
 /// The blob must be a valid model: the firmware validates it again at boot, but a file that
 /// cannot work is better refused here.
 pub fn model_uf2(blob: &[u8]) -> Result<Vec<u8>> {
-    runtime::Model::from_bytes(blob).map_err(|e| anyhow::anyhow!("not a valid model: {e}"))?;
+    crate::blob::validate(blob).map_err(|e| anyhow::anyhow!("not a valid model: {e}"))?;
     if blob.len() > MODEL_PARTITION_BYTES as usize {
         bail!(
             "the model has {} bytes; the partition at {MODEL_PARTITION:#010x} holds {MODEL_PARTITION_BYTES}",

@@ -1,5 +1,5 @@
-//! Hostile command lines and blobs for `tools inspect/generate/eval/bench` (issue 15, items 1,
-//! 2, 5, 6, 10, 11, 12), run through the built binary: every one ends with a one-line error
+//! Hostile command lines and blobs for `tools inspect/generate/eval/bench`, run through the
+//! built binary: every one ends with a one-line error
 //! (status 1) or a usage error (status 2), never a panic, an abort or a signal.
 
 mod common;
@@ -148,6 +148,77 @@ fn bench_rounds_are_bounded() {
 }
 
 #[test]
+fn bench_kernel_levels() {
+    let dir = tmp("kernels");
+    let model = write(&dir, "tiny.bin", &blob(TINY, "tiny"));
+    let m = model.to_str().unwrap();
+    // An unknown level, and a level this CPU lacks (NEON on x86-64, AVX2 on aarch64): one line.
+    let e = fails_with(&tools(&["bench", "--model", m, "--kernels", "sse9"]), 1);
+    assert!(
+        e.contains("--kernels sse9") && e.contains("no such kernel level"),
+        "{e}"
+    );
+    let missing = if cfg!(target_arch = "x86_64") {
+        "neon"
+    } else {
+        "avx2"
+    };
+    let e = fails_with(&tools(&["bench", "--model", m, "--kernels", missing]), 1);
+    assert!(e.contains("cannot run") && e.contains("portable"), "{e}");
+    // Every level this CPU runs is reported as the one that ran, with both matvec shapes.
+    for level in runtime::kernels::supported_levels() {
+        let out = tools(&[
+            "bench",
+            "--model",
+            m,
+            "--rounds",
+            "1",
+            "--json",
+            "--kernels",
+            level.name(),
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["kernels"], level.name());
+        assert_eq!(v["matvec_large_shape"], serde_json::json!([2048, 2048]));
+        assert!(v["matvec_large_macs_per_s"].as_f64().unwrap() > 0.0);
+        let per_mac = v["matvec_tsc_cycles_per_mac"].as_f64();
+        assert_eq!(per_mac.is_some(), cfg!(target_arch = "x86_64"), "{v}");
+        assert!(per_mac.is_none_or(|c| c > 0.0), "{v}");
+    }
+    // generate and eval take the flag too: the same text at every level.
+    let texts: Vec<Vec<u8>> = runtime::kernels::supported_levels()
+        .map(|level| {
+            let args = [
+                "generate",
+                "--model",
+                m,
+                "--prompt",
+                "ab",
+                "--tokens",
+                "40",
+                "--kernels",
+                level.name(),
+            ];
+            let out = tools(&args);
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            out.stdout
+        })
+        .collect();
+    assert!(texts.windows(2).all(|w| w[0] == w[1]), "{texts:?}");
+    let e = fails_with(&tools(&["generate", "--model", m, "--kernels", missing]), 1);
+    assert!(e.contains("cannot run"), "{e}");
+}
+
+#[test]
 fn files_are_checked_before_they_are_read() {
     // Item 6: /dev/zero was read until memory ran out; a 2 GB file cost 2 GB before "bad magic".
     let e = fails_with(&tools(&["inspect", "/dev/zero"]), 1);
@@ -195,7 +266,7 @@ fn files_are_checked_before_they_are_read() {
         1,
     );
     assert!(e.contains("4 GiB"), "{e}");
-    // Non-zero flags: named as flags (item 12), not "header does not decode".
+    // Non-zero flags: named as flags, not "header does not decode".
     tiny[28] = 1;
     let flagged = write(&dir, "flags.bin", &tiny);
     let e = fails_with(&tools(&["inspect", flagged.to_str().unwrap()]), 1);

@@ -1,5 +1,4 @@
-//! Hostile run directories and output paths for `tools pack` (issue 15, items 3, 4, 7, 8, 9,
-//! 12 and 13): each is refused with a message naming the problem, quickly, without a panic,
+//! Hostile run directories and output paths for `tools pack`: each is refused with a message naming the problem, quickly, without a panic,
 //! and without touching anything but the output.
 
 mod common;

@@ -170,10 +170,10 @@ fn an_existing_blob_survives_a_failed_pack() {
     let dir = tmp("keep");
     write_run(&dir);
     let out = dir.join("model.bin");
-    std::fs::write(&out, b"previous model").unwrap();
+    std::fs::write(&out, b"an older model").unwrap();
     std::fs::remove_file(dir.join("weights.safetensors")).unwrap();
     assert!(tools::pack::pack(&dir, &out).is_err());
-    assert_eq!(std::fs::read(&out).unwrap(), b"previous model");
+    assert_eq!(std::fs::read(&out).unwrap(), b"an older model");
 }
 
 #[test]

@@ -1,4 +1,4 @@
-//! Property tests (issue 15): random hostile run directories through `pack`, and random values
+//! Property tests: random hostile run directories through `pack`, and random values
 //! of every numeric command-line argument through the CLI, in-process. The property is the same
 //! for both: no panic, and a failure leaves no file behind; a success is a loadable blob.
 

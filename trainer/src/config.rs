@@ -254,7 +254,7 @@ impl Preset {
             Preset::Tiny => (64, 2, 4, 4, 128, 64),
             // Gated FFN at F 336: the same parameters as the plain FFN at 512 (1.18 M against
             // 1.19 M), no worse (1.4735 on average over five seeds against the plain FFN's
-            // 1.4748 over two) and cheaper on the M33 (docs/ABLATIONS.md, sessions 10-11).
+            // 1.4748 over two) and cheaper on the M33 (docs/ABLATIONS.md, "Gated FFN").
             Preset::Mcu => (128, 6, 4, 4, 336, 128),
             Preset::Small => (256, 8, 8, 4, 1024, 256),
         };

@@ -181,7 +181,7 @@ fn ffn_gated_flag_follows_the_preset_and_switches() {
     let _ = std::fs::remove_dir_all(&d);
 }
 
-/// Issue 15's trainer cases: overrides far out of range, a 2 GB corpus, /dev/zero, a corpus
+/// Hostile trainer inputs: overrides far out of range, a 2 GB corpus, /dev/zero, a corpus
 /// that is not UTF-8 or has one distinct character, `--steps 0`, an output dir that is a file.
 /// Each one line, before any allocation the input could make huge.
 #[test]

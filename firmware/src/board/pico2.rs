@@ -10,7 +10,6 @@
 //! - cost: DWT CYCCNT, core clock cycles.
 
 use core::cell::RefCell;
-use core::convert::Infallible;
 use core::fmt::Write as _;
 
 use embedded_hal::digital::OutputPin as _;
@@ -18,7 +17,6 @@ use embedded_hal::digital::OutputPin as _;
 use critical_section::Mutex;
 use defmt_rtt as _;
 use rp235x_hal as hal;
-use runtime::chat::{Clock, Terminal};
 use usb_device::class_prelude::UsbBusAllocator;
 use usb_device::prelude::{
     StringDescriptors, UsbDevice, UsbDeviceBuilder, UsbDeviceState, UsbVidPid,
@@ -35,7 +33,7 @@ use hal::gpio::{FunctionSioOutput, FunctionUart, Pin, PullDown};
 use hal::uart::{DataBits, StopBits, UartConfig, UartPeripheral};
 
 use crate::cost::CostCounter;
-use crate::fault::{self, Fatal};
+use crate::fault::Fatal;
 
 /// Name of the board in logs.
 pub const NAME: &str = "pico2 rp2350";
@@ -180,11 +178,14 @@ fn USBCTRL_IRQ() {
     });
 }
 
-/// The chat's terminal: USB CDC serial and UART0 together (echo, CRLF line ends), and the
-/// DWT cycle counter.
-pub struct Console {
+/// The chat's terminal: UART0 and USB serial, and the cycle counter.
+pub type Console = crate::console::Console<Ports, DwtCycles>;
+
+/// The text ports: UART0 always, USB CDC serial when a terminal has it open.
+pub struct Ports {
     uart: Uart,
-    cost: DwtCycles,
+    /// Times how long a USB write may wait ([`USB_WRITE_PATIENCE_CYCLES`]).
+    clock: DwtCycles,
 }
 
 /// The board's text ports as a chat terminal; the LED lights and stays on: the chat is served.
@@ -192,7 +193,10 @@ pub fn console(board: Board) -> Console {
     let mut led = board.led;
     let _ = led.set_high();
     Console {
-        uart: board.uart,
+        port: Ports {
+            uart: board.uart,
+            clock: DwtCycles { high: 0, last: 0 },
+        },
         cost: board.cost,
     }
 }
@@ -201,11 +205,11 @@ pub fn console(board: Board) -> Console {
 /// that a host that opened the port but stopped reading cannot stall the board): 100 ms.
 const USB_WRITE_PATIENCE_CYCLES: u64 = 15_000_000;
 
-impl Console {
+impl Ports {
     /// Writes `bytes` to USB when a terminal has the port open (DTR set), waiting at most
     /// [`USB_WRITE_PATIENCE_CYCLES`] for room.
     fn write_usb(&mut self, mut bytes: &[u8]) {
-        let start = self.cost.now();
+        let start = self.clock.now();
         while !bytes.is_empty() {
             let written = critical_section::with(|cs| {
                 let mut usb = USB.borrow_ref_mut(cs);
@@ -219,32 +223,29 @@ impl Console {
                 None => return,
                 Some(n) => bytes = bytes.get(n..).unwrap_or(&[]),
             }
-            if self.cost.now().wrapping_sub(start) > USB_WRITE_PATIENCE_CYCLES {
+            if self.clock.now().wrapping_sub(start) > USB_WRITE_PATIENCE_CYCLES {
                 return;
             }
         }
     }
 }
 
-impl Terminal for Console {
-    type Error = Infallible;
-
-    fn write(&mut self, bytes: &[u8]) -> Result<(), Infallible> {
+impl crate::console::SerialPort for Ports {
+    fn write(&mut self, bytes: &[u8]) {
         self.uart.write_full_blocking(bytes);
         self.write_usb(bytes);
-        Ok(())
     }
 
-    fn flush(&mut self) -> Result<(), Infallible> {
-        let start = self.cost.now();
+    fn flush(&mut self) {
+        let start = self.clock.now();
         loop {
             let done = critical_section::with(|cs| {
                 USB.borrow_ref_mut(cs)
                     .as_mut()
                     .is_none_or(|usb| !usb.serial.dtr() || usb.serial.flush().is_ok())
             });
-            if done || self.cost.now().wrapping_sub(start) > USB_WRITE_PATIENCE_CYCLES {
-                return Ok(());
+            if done || self.clock.now().wrapping_sub(start) > USB_WRITE_PATIENCE_CYCLES {
+                return;
             }
         }
     }
@@ -267,30 +268,6 @@ impl Terminal for Console {
             }
         }
         None
-    }
-
-    fn now(&mut self) -> u64 {
-        self.cost.now()
-    }
-
-    fn clock(&self) -> Clock {
-        Clock {
-            per_second: DwtCycles::PER_SECOND,
-            unit: DwtCycles::UNIT,
-            note: "DWT cycle counter at 150 MHz",
-        }
-    }
-
-    fn echo(&self) -> bool {
-        true
-    }
-
-    fn crlf(&self) -> bool {
-        true
-    }
-
-    fn stack_used(&mut self) -> Option<usize> {
-        Some(fault::stack_high_water())
     }
 }
 
@@ -375,6 +352,7 @@ pub struct DwtCycles {
 impl CostCounter for DwtCycles {
     const UNIT: &'static str = "cycles";
     const RATE_NOTE: &'static str = "measured with DWT CYCCNT";
+    const CLOCK_NOTE: &'static str = "DWT cycle counter at 150 MHz";
 
     fn now(&mut self) -> u64 {
         let now = cortex_m::peripheral::DWT::cycle_count();

@@ -17,10 +17,9 @@ use cortex_m::peripheral::syst::SystClkSource;
 use cortex_m::peripheral::SYST;
 use cortex_m_rt::exception;
 
-use runtime::chat::{Clock, Terminal};
-
+use crate::console::SerialPort;
 use crate::cost::CostCounter;
-use crate::fault::{self, Fatal};
+use crate::fault::Fatal;
 
 /// Name of the board in logs.
 pub const NAME: &str = "qemu mps2-an505";
@@ -49,55 +48,24 @@ pub fn init() -> Board {
 /// when its stdin ends).
 pub const EXIT_ON_END: bool = true;
 
-/// The chat's terminal: the UART (echo, CRLF line ends, as a serial terminal expects) and the
-/// instruction counter.
-pub struct Console {
-    uart: CmsdkUart,
-    cost: IcountSysTick,
-}
+/// The chat's terminal: the UART and the instruction counter.
+pub type Console = crate::console::Console<CmsdkUart, IcountSysTick>;
 
 /// The board's text port as a chat terminal.
 pub fn console(board: Board) -> Console {
     Console {
-        uart: board.uart,
+        port: board.uart,
         cost: board.cost,
     }
 }
 
-impl Terminal for Console {
-    type Error = Infallible;
-
-    fn write(&mut self, bytes: &[u8]) -> Result<(), Infallible> {
-        bytes.iter().for_each(|&b| self.uart.write_byte(b));
-        Ok(())
+impl SerialPort for CmsdkUart {
+    fn write(&mut self, bytes: &[u8]) {
+        bytes.iter().for_each(|&b| self.write_byte(b));
     }
 
     fn read(&mut self) -> Option<u8> {
-        self.uart.read_byte()
-    }
-
-    fn now(&mut self) -> u64 {
-        self.cost.now()
-    }
-
-    fn clock(&self) -> Clock {
-        Clock {
-            per_second: IcountSysTick::PER_SECOND,
-            unit: IcountSysTick::UNIT,
-            note: "QEMU instructions taken as 150 MHz cycles: an estimate",
-        }
-    }
-
-    fn echo(&self) -> bool {
-        true
-    }
-
-    fn crlf(&self) -> bool {
-        true
-    }
-
-    fn stack_used(&mut self) -> Option<usize> {
-        Some(fault::stack_high_water())
+        self.read_byte()
     }
 }
 
@@ -286,6 +254,7 @@ impl CostCounter for IcountSysTick {
     const UNIT: &'static str = "instructions";
     const RATE_NOTE: &'static str =
         "estimate: instructions are not cycles; assumes one instruction per cycle";
+    const CLOCK_NOTE: &'static str = "QEMU instructions taken as 150 MHz cycles: an estimate";
 
     fn now(&mut self) -> u64 {
         let mut ticks = Self::ticks();

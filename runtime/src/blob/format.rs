@@ -53,6 +53,11 @@ pub const RESID_FRAC_BITS: u32 = 32;
 /// Fractional bits of the logits returned by `forward` (`i32`): one unit is `2^-16` nats.
 pub const LOGIT_FRAC_BITS: u32 = 16;
 
+/// Token ids [`Model::from_bytes`](crate::Model::from_bytes) sorts at a time in its vocabulary
+/// duplicate check (2 KiB of stack; [`Model::from_bytes_in`](crate::Model::from_bytes_in) takes
+/// the caller's memory instead).
+pub const VOCAB_CHECK_CHUNK: usize = 1024;
+
 /// Largest supported `vocab_size` (token ids are `u16`).
 pub const MAX_VOCAB: u32 = 65535;
 /// Largest supported `d_model`, `ffn_dim` (keeps `|Σ x·w| ≤ 127·2^15 < 2^22`).
@@ -104,49 +109,111 @@ impl Config {
         self.n_kv_heads * self.head_dim()
     }
 
-    /// Checks every dimension against the runtime's limits.
+    /// Checks every dimension against the runtime's limits (`FORMAT.md`, "Limits"): the one
+    /// validation of a model's shape, which the trainer and `tools` call too. The error names
+    /// the dimension, its value and the limit it breaks.
     pub const fn validate(&self) -> Result<(), ConfigError> {
         let c = self;
-        if c.vocab_size == 0
-            || c.d_model == 0
-            || c.n_layers == 0
-            || c.n_heads == 0
-            || c.n_kv_heads == 0
-            || c.ffn_dim == 0
-            || c.ctx_len == 0
-        {
-            return Err(ConfigError::Zero);
-        }
-        if c.vocab_size > MAX_VOCAB
-            || c.d_model > MAX_WIDTH
-            || c.ffn_dim > MAX_WIDTH
-            || c.ctx_len > MAX_CTX
-            || c.n_layers > MAX_LAYERS
-        {
-            return Err(ConfigError::TooLarge);
+        let dims = [
+            (Dim::VocabSize, c.vocab_size, MAX_VOCAB),
+            (Dim::DModel, c.d_model, MAX_WIDTH),
+            (Dim::NLayers, c.n_layers, MAX_LAYERS),
+            (Dim::NHeads, c.n_heads, u32::MAX),
+            (Dim::NKvHeads, c.n_kv_heads, u32::MAX),
+            (Dim::FfnDim, c.ffn_dim, MAX_WIDTH),
+            (Dim::CtxLen, c.ctx_len, MAX_CTX),
+        ];
+        let mut i = 0;
+        while i < dims.len() {
+            let (dim, value, max) = dims[i];
+            if value == 0 {
+                return Err(ConfigError::Zero(dim));
+            }
+            if value > max {
+                return Err(ConfigError::TooLarge { dim, value, max });
+            }
+            i += 1;
         }
         if !c.d_model.is_multiple_of(c.n_heads) || !c.head_dim().is_multiple_of(2) {
-            return Err(ConfigError::HeadDim);
+            return Err(ConfigError::HeadDim {
+                d_model: c.d_model,
+                n_heads: c.n_heads,
+            });
         }
         if !c.n_heads.is_multiple_of(c.n_kv_heads) {
-            return Err(ConfigError::KvHeads);
+            return Err(ConfigError::KvHeads {
+                n_heads: c.n_heads,
+                n_kv_heads: c.n_kv_heads,
+            });
         }
         Ok(())
     }
 }
 
-/// Which dimension check failed.
+/// A dimension of [`Config`], named as in `config.json` and the blob header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Dim {
+    /// `vocab_size`.
+    VocabSize,
+    /// `d_model`.
+    DModel,
+    /// `n_layers`.
+    NLayers,
+    /// `n_heads`.
+    NHeads,
+    /// `n_kv_heads`.
+    NKvHeads,
+    /// `ffn_dim`.
+    FfnDim,
+    /// `ctx_len`.
+    CtxLen,
+}
+
+impl Dim {
+    /// The field's name (`d_model`, `ctx_len`, …).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Dim::VocabSize => "vocab_size",
+            Dim::DModel => "d_model",
+            Dim::NLayers => "n_layers",
+            Dim::NHeads => "n_heads",
+            Dim::NKvHeads => "n_kv_heads",
+            Dim::FfnDim => "ffn_dim",
+            Dim::CtxLen => "ctx_len",
+        }
+    }
+}
+
+/// Which check of a model's shape failed, with the values that broke it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum ConfigError {
     /// A dimension is zero.
-    Zero,
-    /// A dimension exceeds the documented maximum (`FORMAT.md`, "Limits").
-    TooLarge,
+    Zero(Dim),
+    /// A dimension exceeds its maximum (`FORMAT.md`, "Limits").
+    TooLarge {
+        /// Which one.
+        dim: Dim,
+        /// Its value.
+        value: u32,
+        /// The largest allowed.
+        max: u32,
+    },
     /// `d_model` is not `n_heads · head_dim` with an even `head_dim`.
-    HeadDim,
+    HeadDim {
+        /// `d_model`.
+        d_model: u32,
+        /// `n_heads`.
+        n_heads: u32,
+    },
     /// `n_heads` is not a multiple of `n_kv_heads`.
-    KvHeads,
+    KvHeads {
+        /// `n_heads`.
+        n_heads: u32,
+        /// `n_kv_heads`.
+        n_kv_heads: u32,
+    },
     /// `norm_eps` is zero or outside the storable exponent range.
     NormEps,
     /// The blob would exceed 4 GiB.
@@ -155,14 +222,28 @@ pub enum ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            ConfigError::Zero => "a dimension is zero",
-            ConfigError::TooLarge => "a dimension exceeds the runtime's limits",
-            ConfigError::HeadDim => "d_model must be n_heads * head_dim with head_dim even",
-            ConfigError::KvHeads => "n_heads must be a multiple of n_kv_heads",
-            ConfigError::NormEps => "norm_eps is zero or out of range",
-            ConfigError::Size => "the blob would exceed 4 GiB",
-        })
+        match *self {
+            ConfigError::Zero(dim) => write!(f, "{} is 0; it must be at least 1", dim.name()),
+            ConfigError::TooLarge { dim, value, max } => write!(
+                f,
+                "{} {value} is more than {max} (the blob format's limit, runtime/FORMAT.md)",
+                dim.name()
+            ),
+            ConfigError::HeadDim { d_model, n_heads } => write!(
+                f,
+                "d_model ({d_model}) must be n_heads ({n_heads}) times an even head_dim \
+                 (RoPE rotates pairs)"
+            ),
+            ConfigError::KvHeads {
+                n_heads,
+                n_kv_heads,
+            } => write!(
+                f,
+                "n_heads ({n_heads}) must be a multiple of n_kv_heads ({n_kv_heads})"
+            ),
+            ConfigError::NormEps => f.write_str("norm_eps is zero or out of range"),
+            ConfigError::Size => f.write_str("the blob would exceed 4 GiB"),
+        }
     }
 }
 

@@ -7,7 +7,7 @@ use crate::fixed::{Dyadic, DYADIC_EXP_MAX, DYADIC_EXP_MIN};
 use crate::format::{
     known_flags, round_up, Config, ElemFormat, HeaderInfo, TensorEntry, TensorKind,
     TernaryEncoding, DATA_ALIGN, FLAG_FFN_GATED, MAGIC, MAX_METADATA, PREFIX_LEN, ROPE_FRAC_BITS,
-    VERSION_MAJOR, VERSION_MAJOR_MIN,
+    VERSION_MAJOR, VERSION_MAJOR_MIN, VOCAB_CHECK_CHUNK,
 };
 use crate::layout::Layout;
 use crate::model::Model;
@@ -17,8 +17,23 @@ impl<'a> Model<'a> {
     /// Validates `blob` completely (see `FORMAT.md`, "Loader guarantees") and borrows it.
     ///
     /// Never panics; any inconsistency is a [`LoadError`]. Cost: one CRC-32 pass and one
-    /// validation pass over the bytes.
+    /// validation pass over the bytes, plus the vocabulary's duplicate check, which sorts token
+    /// ids [`VOCAB_CHECK_CHUNK`] at a time in 2 KiB of stack (bound: [`Model::from_bytes_in`]).
     pub fn from_bytes(blob: &'a [u8]) -> Result<Model<'a>, LoadError> {
+        let mut scratch = [0u8; 2 * VOCAB_CHECK_CHUNK];
+        Model::from_bytes_in(blob, &mut scratch)
+    }
+
+    /// [`Model::from_bytes`] with the caller's `scratch` memory for the vocabulary's duplicate
+    /// check (its contents on return are unspecified; the model does not borrow it).
+    ///
+    /// A vocabulary in strictly increasing byte order (every vocabulary the trainer writes) is
+    /// checked in one pass. Otherwise token ids (2 bytes each) are sorted `c` at a time,
+    /// `c = max(scratch.len() / 2, 1)`, and every later token is looked up in each sorted chunk:
+    /// at most `⌈V/c⌉ · (c + V) · (⌈log₂ c⌉ + 1)` token comparisons, each at most a token's
+    /// length in bytes. With `scratch.len() ≥ 2·V` (128 KiB covers any vocabulary) that is
+    /// `O(V log V)`; a firmware passes its session arena before the session takes it.
+    pub fn from_bytes_in(blob: &'a [u8], scratch: &mut [u8]) -> Result<Model<'a>, LoadError> {
         let prefix = blob.get(..PREFIX_LEN).ok_or(LoadError::TooShort)?;
         if prefix.get(..8) != Some(&MAGIC[..]) {
             return Err(LoadError::BadMagic);
@@ -116,7 +131,7 @@ impl<'a> Model<'a> {
             });
         }
         let data = blob.get(data_offset..).ok_or(LoadError::BadLength)?;
-        validate_sections(&layout, data)?;
+        validate_sections(&layout, data, scratch)?;
 
         let hd = Dyadic::from_u64(info.config.head_dim() as u64, 0);
         Ok(Model {
@@ -171,7 +186,7 @@ fn table_encodings(c: &Config, mut table: &[u8]) -> Result<MatrixEncodings, Load
 }
 
 /// Checks every section's contents and that all bytes between sections are zero.
-fn validate_sections(layout: &Layout, data: &[u8]) -> Result<(), LoadError> {
+fn validate_sections(layout: &Layout, data: &[u8], scratch: &mut [u8]) -> Result<(), LoadError> {
     // Names the section (kind and layer) of entry `e`: errors say "layer 5 w_gate".
     let bad = |section, e: &TensorEntry, offset: usize| LoadError::BadSection {
         section,
@@ -213,7 +228,7 @@ fn validate_sections(layout: &Layout, data: &[u8]) -> Result<(), LoadError> {
                     .entry(1)
                     .map_or(0..0, |e| e.offset as usize..(e.offset + e.len) as usize);
                 let bytes = data.get(vocab_bytes).ok_or(LoadError::BadLength)?;
-                if let Some(k) = first_duplicate_token(s, bytes) {
+                if let Some(k) = first_duplicate_token(s, bytes, scratch, &mut 0) {
                     return Err(bad(Section::Vocab, &e, k * 4));
                 }
             }
@@ -262,10 +277,17 @@ fn validate_sections(layout: &Layout, data: &[u8]) -> Result<(), LoadError> {
 }
 
 /// The id of the first token that repeats an earlier one, given the validated offsets (`V+1`
-/// little-endian `u32`, strictly increasing) and the token bytes. Without an allocator: one
-/// pass when the tokens are in strictly increasing byte order (every vocabulary the trainer
-/// writes), else a comparison of every pair (only equal lengths are compared byte-wise).
-fn first_duplicate_token(offsets: &[u8], bytes: &[u8]) -> Option<usize> {
+/// little-endian `u32`, strictly increasing) and the token bytes, without an allocator: one
+/// pass when the tokens are in strictly increasing byte order; otherwise ids sorted by
+/// bytes a chunk at a time in `scratch` (2 bytes per id; a 2-entry stack array when it holds
+/// less), each later token looked up in the chunk by binary search (the bound is on
+/// [`Model::from_bytes_in`]). `compares` counts token comparisons (tests hold it to the bound).
+pub(crate) fn first_duplicate_token(
+    offsets: &[u8],
+    bytes: &[u8],
+    scratch: &mut [u8],
+    compares: &mut u64,
+) -> Option<usize> {
     let off = |k: usize| {
         offsets
             .get(4 * k..4 * k + 4)
@@ -276,10 +298,48 @@ fn first_duplicate_token(offsets: &[u8], bytes: &[u8]) -> Option<usize> {
     if (1..n).all(|k| tok(k - 1) < tok(k)) {
         return None;
     }
-    (1..n).find(|&k| {
-        let t = tok(k);
-        (0..k).any(|j| off(j + 1) - off(j) == t.len() && tok(j) == t)
-    })
+    let mut small = [0u16; 2];
+    // SAFETY: every bit pattern is a valid `u16`; `align_to_mut` only hands out aligned ones.
+    let (_, ids, _) = unsafe { scratch.align_to_mut::<u16>() };
+    let ids: &mut [u16] = if ids.len() >= 2 { ids } else { &mut small };
+    let chunk = ids.len().min(n).max(1);
+    let mut first: Option<usize> = None;
+    let mut start = 0;
+    // Ids fit `u16`: `n ≤ 65535` (FORMAT.md limits).
+    while start < n && first.is_none_or(|f| start < f) {
+        let end = (start + chunk).min(n);
+        let sorted = &mut ids[..end - start];
+        for (k, id) in sorted.iter_mut().enumerate() {
+            *id = (start + k) as u16;
+        }
+        // Equal tokens sort by id, so a run's second id is its first repeat.
+        sorted.sort_unstable_by(|&a, &b| {
+            *compares += 1;
+            tok(a as usize).cmp(tok(b as usize)).then(a.cmp(&b))
+        });
+        for w in sorted.windows(2) {
+            *compares += 1;
+            if tok(w[0] as usize) == tok(w[1] as usize) {
+                let k = w[1] as usize;
+                first = Some(first.map_or(k, |f| f.min(k)));
+            }
+        }
+        for k in end..first.unwrap_or(n).min(n) {
+            let t = tok(k);
+            let found = sorted
+                .binary_search_by(|&id| {
+                    *compares += 1;
+                    tok(id as usize).cmp(t)
+                })
+                .is_ok();
+            if found {
+                first = Some(first.map_or(k, |f| f.min(k)));
+                break;
+            }
+        }
+        start = end;
+    }
+    first
 }
 
 /// Every code is `0b00`, `0b01` or `0b11`, and codes past `cols` are `0b00`.
@@ -331,4 +391,103 @@ fn validate_ternary5(s: &[u8], row_bytes: usize, cols: usize) -> Result<(), usiz
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_duplicate_token;
+    use crate::Pcg32;
+    use std::vec::Vec;
+
+    /// A vocabulary's `VocabOffsets` and `VocabBytes` sections.
+    fn sections(tokens: &[Vec<u8>]) -> (Vec<u8>, Vec<u8>) {
+        let (mut offsets, mut bytes) = (0u32.to_le_bytes().to_vec(), Vec::new());
+        for t in tokens {
+            bytes.extend_from_slice(t);
+            offsets.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+        }
+        (offsets, bytes)
+    }
+
+    /// The first id equal to an earlier one, by comparing every pair.
+    fn first_duplicate_by_pairs(tokens: &[Vec<u8>]) -> Option<usize> {
+        (1..tokens.len()).find(|&k| tokens[..k].contains(&tokens[k]))
+    }
+
+    fn check(tokens: &[Vec<u8>], scratch_bytes: usize) -> (Option<usize>, u64) {
+        let (offsets, bytes) = sections(tokens);
+        let mut scratch = std::vec![0u8; scratch_bytes];
+        let mut compares = 0;
+        let found = first_duplicate_token(&offsets, &bytes, &mut scratch, &mut compares);
+        (found, compares)
+    }
+
+    /// `⌈V/c⌉ · (c + V) · (⌈log₂ c⌉ + 1)` (Model::from_bytes_in).
+    fn bound(v: usize, c: usize) -> u64 {
+        let log = usize::BITS - (c.max(2) - 1).leading_zeros();
+        (v.div_ceil(c) * (c + v)) as u64 * (log as u64 + 1)
+    }
+
+    #[test]
+    fn finds_the_first_repeat_for_any_chunk_size() {
+        let mut rng = Pcg32::new(7, 1);
+        for case in 0..300 {
+            let v = 1 + rng.next_u32() as usize % 200;
+            // Few distinct short strings, so that repeats are common but not certain.
+            let alphabet = 2 + rng.next_u32() % 6;
+            let tokens: Vec<Vec<u8>> = (0..v)
+                .map(|_| {
+                    let len = 1 + rng.next_u32() as usize % 3;
+                    (0..len)
+                        .map(|_| b'a' + (rng.next_u32() % alphabet) as u8)
+                        .collect()
+                })
+                .collect();
+            let want = first_duplicate_by_pairs(&tokens);
+            for scratch in [0, 3, 4, 6, 10, 64, 2 * v, 4 * v + 2] {
+                assert_eq!(
+                    check(&tokens, scratch).0,
+                    want,
+                    "case {case}, scratch {scratch}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_sorted_vocabulary_costs_no_comparison() {
+        let tokens: Vec<Vec<u8>> = (0u8..=255).map(|b| std::vec![b]).collect();
+        assert_eq!(check(&tokens, 0), (None, 0));
+    }
+
+    /// The largest vocabulary the format allows (65535 tokens), distinct and in decreasing
+    /// order, is the worst case: nothing ends the search early.
+    #[test]
+    fn the_largest_unsorted_vocabulary_stays_within_the_bound() {
+        let v = crate::format::MAX_VOCAB as usize;
+        let tokens: Vec<Vec<u8>> = (0..v)
+            .rev()
+            .map(|k| (k as u16).to_be_bytes().to_vec())
+            .collect();
+        for chunk in [crate::format::VOCAB_CHECK_CHUNK, v] {
+            let (found, compares) = check(&tokens, 2 * chunk);
+            assert_eq!(found, None);
+            std::eprintln!(
+                "V {v}, chunk {chunk}: {compares} comparisons, bound {}",
+                bound(v, chunk)
+            );
+            assert!(
+                compares <= bound(v, chunk),
+                "{compares} > {} (chunk {chunk})",
+                bound(v, chunk)
+            );
+        }
+        // One repeat at the very end is found.
+        let mut last = tokens.clone();
+        last[v - 1] = last[0].clone();
+        assert_eq!(
+            check(&last, 2 * crate::format::VOCAB_CHECK_CHUNK).0,
+            Some(v - 1)
+        );
+    }
 }

@@ -40,6 +40,16 @@ impl<'a> Gains<'a> {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+    /// Gains over stored bytes (little-endian `i32`; for tests).
+    #[cfg(test)]
+    pub(crate) fn from_bytes(bytes: &'a [u8]) -> Gains<'a> {
+        Gains(bytes)
+    }
+    /// The gains as stored: `4·len()` bytes, little-endian `i32` (the x86-64 quantizers load
+    /// them eight at a time, the 32-bit twins one word at a time).
+    pub(crate) fn bytes(&self) -> &'a [u8] {
+        self.0
+    }
     /// The gains in order (Q15.16).
     pub fn iter(&self) -> impl Iterator<Item = i32> + 'a {
         self.0

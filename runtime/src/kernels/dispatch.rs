@@ -22,16 +22,20 @@ pub enum Level {
     Avx512Vnni = 3,
     /// aarch64 Advanced SIMD (NEON).
     Neon = 4,
+    /// WebAssembly SIMD128 (compiled in with `-C target-feature=+simd128`).
+    Simd128 = 5,
 }
 
 impl Level {
-    /// A short name (`portable`, `avx2`, `avx512vnni`, `neon`), as benchmarks print it.
+    /// A short name (`portable`, `avx2`, `avx512vnni`, `neon`, `simd128`), as benchmarks print
+    /// it.
     pub const fn name(self) -> &'static str {
         match self {
             Level::Portable => "portable",
             Level::Avx2 => "avx2",
             Level::Avx512Vnni => "avx512vnni",
             Level::Neon => "neon",
+            Level::Simd128 => "simd128",
         }
     }
 
@@ -39,9 +43,10 @@ impl Level {
     pub fn supported(self) -> bool {
         match self {
             Level::Portable => true,
-            Level::Avx2 => detected() >= Level::Avx2 && detected() != Level::Neon,
+            Level::Avx2 => matches!(detected(), Level::Avx2 | Level::Avx512Vnni),
             Level::Avx512Vnni => detected() == Level::Avx512Vnni,
             Level::Neon => detected() == Level::Neon,
+            Level::Simd128 => detected() == Level::Simd128,
         }
     }
 
@@ -51,6 +56,7 @@ impl Level {
             2 => Some(Level::Avx2),
             3 => Some(Level::Avx512Vnni),
             4 => Some(Level::Neon),
+            5 => Some(Level::Simd128),
             _ => None,
         }
     }
@@ -116,9 +122,15 @@ pub fn force_portable() {
 
 /// Every level this CPU supports, best last.
 pub fn supported_levels() -> impl Iterator<Item = Level> {
-    [Level::Portable, Level::Avx2, Level::Avx512Vnni, Level::Neon]
-        .into_iter()
-        .filter(|l| l.supported())
+    [
+        Level::Portable,
+        Level::Avx2,
+        Level::Avx512Vnni,
+        Level::Neon,
+        Level::Simd128,
+    ]
+    .into_iter()
+    .filter(|l| l.supported())
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -182,9 +194,15 @@ fn detect() -> Level {
     Level::Neon
 }
 
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+fn detect() -> Level {
+    Level::Simd128
+}
+
 #[cfg(not(any(
     target_arch = "x86_64",
-    all(target_arch = "aarch64", target_feature = "neon")
+    all(target_arch = "aarch64", target_feature = "neon"),
+    all(target_arch = "wasm32", target_feature = "simd128")
 )))]
 fn detect() -> Level {
     Level::Portable

@@ -131,48 +131,74 @@ pub fn ternary_matvec(w: &[u8], row_bytes: usize, x: &[i8], y: &mut [i32]) {
 #[cfg(runtime_dsp)]
 const _: () = assert!(GROUPS == 32 && BIAS as usize * GROUPS == 16384 && ENTRIES * 2 * 4 == 2048);
 
-/// One step of [`rows_dsp`]: the 4 weight bytes of one word against 4 groups' tables, then the
-/// table pointer moves to the next 4 groups.
+/// One step of [`rows_dsp`]: the 4 weight bytes of one word (already loaded into `$x`) against
+/// 4 groups' tables, then the table pointer moves to the next 4 groups. Scheduled for the
+/// Cortex-M33 (a load's result is usable 2 cycles later, an extend's too; firmware/README.md,
+/// "Cost model"): the next word is loaded (`$next`) right after the first table entry is
+/// added, so it has arrived when the next step extends it. The registers rotate from step to
+/// step (`$x, $a, $b, $c` → `$a, $b, $c, $x`: the next word lands in the register just freed),
+/// see [`rows_loop!`].
 #[cfg(runtime_dsp)]
+#[rustfmt::skip]
 macro_rules! word {
-    () => {
+    ($x:literal, $a:literal, $b:literal, $c:literal, $next:expr) => {
         concat!(
-            "ldr {w}, [{p}], #4\n",
-            "uxtb {t0}, {w}\n",
-            "uxtab {t1}, {c256}, {w}, ror #8\n",
-            "uxtab {t2}, {c512}, {w}, ror #16\n",
-            "uxtab {w}, {c768}, {w}, ror #24\n",
-            // Four independent loads in a row pipeline (none forms another's address).
-            "ldrh {t0}, [{tbl}, {t0}, lsl #1]\n",
-            "ldrh {t1}, [{tbl}, {t1}, lsl #1]\n",
-            "ldrh {t2}, [{tbl}, {t2}, lsl #1]\n",
-            "ldrh {w}, [{tbl}, {w}, lsl #1]\n",
-            "add {acc}, {t0}\n",
-            "add {acc}, {t1}\n",
+            "uxtb ", $a, ", ", $x, "\n",
+            "uxtab ", $b, ", {c256}, ", $x, ", ror #8\n",
+            "uxtab ", $c, ", {c512}, ", $x, ", ror #16\n",
+            "uxtab ", $x, ", {c768}, ", $x, ", ror #24\n",
+            // Four independent loads in a row (none forms another's address).
+            "ldrh ", $a, ", [{tbl}, ", $a, ", lsl #1]\n",
+            "ldrh ", $b, ", [{tbl}, ", $b, ", lsl #1]\n",
+            "ldrh ", $c, ", [{tbl}, ", $c, ", lsl #1]\n",
+            "ldrh ", $x, ", [{tbl}, ", $x, ", lsl #1]\n",
+            "add {acc}, ", $a, "\n",
+            $next,
+            "add {acc}, ", $b, "\n",
             "add {tbl}, {tbl}, #2048\n",
-            "add {acc}, {t2}\n",
-            "add {acc}, {w}\n",
+            "add {acc}, ", $c, "\n",
+            "add {acc}, ", $x, "\n",
         )
     };
 }
 
+/// The `n`-th step of a row of `$n` steps ([`word!`] with the registers of its place in the
+/// rotation; the last step loads nothing).
+#[cfg(runtime_dsp)]
+#[rustfmt::skip]
+macro_rules! step {
+    (0, next) => { word!("{w}", "{t0}", "{t1}", "{t2}", "ldr {t0}, [{p}], #4\n") };
+    (1, next) => { word!("{t0}", "{t1}", "{t2}", "{w}", "ldr {t1}, [{p}], #4\n") };
+    (2, next) => { word!("{t1}", "{t2}", "{w}", "{t0}", "ldr {t2}, [{p}], #4\n") };
+    (3, next) => { word!("{t2}", "{w}", "{t0}", "{t1}", "ldr {w}, [{p}], #4\n") };
+    (0, last) => { word!("{w}", "{t0}", "{t1}", "{t2}", "") };
+    (1, last) => { word!("{t0}", "{t1}", "{t2}", "{w}", "") };
+    (2, last) => { word!("{t1}", "{t2}", "{w}", "{t0}", "") };
+    (3, last) => { word!("{t2}", "{w}", "{t0}", "{t1}", "") };
+}
+
 /// The `asm!` row loop of [`rows_dsp`] and [`rows5_dsp`] for chunks of `$n` words (`4·$n`
-/// groups): `$n` copies of [`word!`], then the table pointer moves back and the bias of
-/// `4·$n` entries of `$bias` each comes off.
+/// groups): per row the first word and `y[r]` are loaded, then the `$n` steps (`[$($place
+/// $kind)*]`: each step's place in the register rotation, and whether it loads the next
+/// word), then the table pointer moves back and the bias of `4·$n` entries of `$bias` each
+/// comes off. The compare sits before the pointer step so that the closing branch dual-issues
+/// with that 16-bit `add` (a taken branch after a 16-bit instruction that sets no flags costs
+/// 1 cycle on the Cortex-M33, 2 after a compare).
 #[cfg(runtime_dsp)]
 macro_rules! rows_loop {
-    ($n:literal, $bias:expr, $start:expr, $y:expr, $rows:expr, $table:expr, $stride:expr, [$($word:tt)*]) => {
+    ($n:literal, $bias:expr, $start:expr, $y:expr, $rows:expr, $table:expr, $stride:expr, [$($place:tt $kind:tt)*]) => {
         // SAFETY: see the callers, `rows_dsp` and `rows5_dsp`.
         unsafe {
             core::arch::asm!(
                 "2:",
+                "ldr {w}, [{p}], #4",
                 "ldr {acc}, [{yp}]",
-                $($word!(),)*
+                $(step!($place, $kind),)*
                 "sub {tbl}, {tbl}, #{back}",
                 "sub {acc}, {acc}, #{bias}",
                 "str {acc}, [{yp}], #4",
-                "add {p}, {p}, {stride}",
                 "cmp {yp}, {yend}",
+                "add {p}, {stride}",
                 "bne 2b",
                 back = const $n * 2048,
                 bias = const $n * 4 * $bias,
@@ -217,7 +243,7 @@ fn rows_dsp(w: &[u8], row_bytes: usize, g0: usize, table: &[u16], y: &mut [i32])
     // for normal memory) and `u16` entries of `table` at `k·256 + byte` for `k < 32`
     // (`table` holds 32·256 entries); it reads and writes `y[r]` for `r < rows`. The table
     // pointer moves by 8·2048 bytes and back each row; nothing else is touched, no stack.
-    rows_loop!(8, BIAS, start.as_ptr(), y, rows, table, row_bytes - GROUPS, [word word word word word word word word]);
+    rows_loop!(8, BIAS, start.as_ptr(), y, rows, table, row_bytes - GROUPS, [0 next 1 next 2 next 3 next 0 next 1 next 2 next 3 last]);
     true
 }
 
@@ -478,21 +504,23 @@ fn rows5_dsp(w: &[u8], c: usize, g0: usize, g1: usize, table: &[u16], y: &mut [i
         // `y[r]` for `r < asm_rows`. The table pointer moves by `n·2048` bytes and back each
         // row; nothing else is touched, no stack.
         match n {
-            1 => rows_loop!(1, BIAS5, start, ya, asm_rows, table, stride, [word]),
-            2 => rows_loop!(2, BIAS5, start, ya, asm_rows, table, stride, [word word]),
-            3 => rows_loop!(3, BIAS5, start, ya, asm_rows, table, stride, [word word word]),
-            4 => rows_loop!(4, BIAS5, start, ya, asm_rows, table, stride, [word word word word]),
+            1 => rows_loop!(1, BIAS5, start, ya, asm_rows, table, stride, [0 last]),
+            2 => rows_loop!(2, BIAS5, start, ya, asm_rows, table, stride, [0 next 1 last]),
+            3 => rows_loop!(3, BIAS5, start, ya, asm_rows, table, stride, [0 next 1 next 2 last]),
+            4 => {
+                rows_loop!(4, BIAS5, start, ya, asm_rows, table, stride, [0 next 1 next 2 next 3 last])
+            }
             5 => {
-                rows_loop!(5, BIAS5, start, ya, asm_rows, table, stride, [word word word word word])
+                rows_loop!(5, BIAS5, start, ya, asm_rows, table, stride, [0 next 1 next 2 next 3 next 0 last])
             }
             6 => {
-                rows_loop!(6, BIAS5, start, ya, asm_rows, table, stride, [word word word word word word])
+                rows_loop!(6, BIAS5, start, ya, asm_rows, table, stride, [0 next 1 next 2 next 3 next 0 next 1 last])
             }
             7 => {
-                rows_loop!(7, BIAS5, start, ya, asm_rows, table, stride, [word word word word word word word])
+                rows_loop!(7, BIAS5, start, ya, asm_rows, table, stride, [0 next 1 next 2 next 3 next 0 next 1 next 2 last])
             }
             _ => {
-                rows_loop!(8, BIAS5, start, ya, asm_rows, table, stride, [word word word word word word word word])
+                rows_loop!(8, BIAS5, start, ya, asm_rows, table, stride, [0 next 1 next 2 next 3 next 0 next 1 next 2 next 3 last])
             }
         }
     }

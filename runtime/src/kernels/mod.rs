@@ -1,12 +1,20 @@
 //! Integer kernels, tract/candle style: a plain scalar [`reference`](mod@reference) twin for each, a portable
 //! optimized variant ([`fast`]; [`dsp`] on Arm cores with the DSP extension), per-architecture
-//! SIMD variants (`x86_64`: AVX2 and AVX-512 VNNI; `aarch64`: NEON), and one shared test suite
+//! SIMD variants (`x86_64`: AVX2 and AVX-512 VNNI; `aarch64`: NEON; `wasm32`: SIMD128), and one shared test suite
 //! that demands exact equality between all of them on random and extreme inputs.
 //!
 //! The functions exported here ([`ternary_matvec`], [`ternary_matmul`], [`int8_matvec`],
-//! [`int8_weighted_sum`], [`int8_dot`]) pick the variant at run time ([`dispatch`]: `CPUID` on x86-64, no `std`
-//! needed); [`force_portable`] and [`set_level`] override the choice. Integer sums are exact in
-//! any order, so every variant returns the same bits and the choice never changes an output.
+//! [`int8_weighted_sum`], [`int8_dot`], and the attention steps [`attention_scores`] and
+//! [`softmax_coefficients`]) pick the variant at run time ([`dispatch`]: `CPUID` on x86-64, no
+//! `std` needed); [`force_portable`] and [`set_level`] override the choice. Integer sums are
+//! exact in any order, so every variant returns the same bits and the choice never changes an
+//! output. On x86-64 both SIMD levels also run the int8 quantizers' loops (the RMSNorm
+//! statistics, Q2, Q5) eight elements at a time (`x86_64/quantize.rs`, called from the pass's
+//! `norm.rs`, which keeps the scalar loops as their definition).
+//!
+//! Speed on one Zen 4 core (2026-12-07, TSC cycles per multiply-accumulate, the AVX2 level
+//! forced on an AVX-512 CPU; `docs/host-speed.md` has the commands and the peers): ternary
+//! matvec 0.030 (AVX2) and 0.026 (AVX-512 VNNI) at 336×128, 0.029 and 0.025 at 2048×2048.
 //!
 //! On Arm cores with the DSP extension (`cfg(runtime_dsp)`, set by `build.rs`: stable Rust
 //! does not expose the `dsp` target feature to `cfg`) the portable ternary matvec is
@@ -14,6 +22,10 @@
 //! Cortex-M33 cost model it beats the `SMLAD` kernel `dsp::ternary_matvec`, kept as an
 //! alternative) and the int8 dot of the portable int8 kernels is `dsp::int8_dot` (`SXTB16` +
 //! `SMLAD`); everywhere else they are [`fast::ternary_matvec`] and [`fast::int8_dot`].
+//!
+//! The attention's per-key steps ([`softmax`]) have 32-bit twins ([`softmax32`]) that 32-bit
+//! Arm runs: the same bits with every product `32 × 32 → 64` and the Cortex-M33's hot loops in
+//! `asm!` (the shared suite checks the twins against the scalar definitions on the host).
 //!
 //! Base-3 matrices (format v2: 5 weights per byte, byte `b` of a row holding columns
 //! `b + k·row_bytes`) have one kernel on every target, [`ternary5_matvec`]: table lookup over
@@ -35,6 +47,9 @@ pub mod fast;
 pub mod lut;
 pub mod reference;
 pub mod softmax;
+pub mod softmax32;
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+pub mod wasm32;
 #[cfg(target_arch = "x86_64")]
 pub mod x86_64;
 
@@ -90,6 +105,10 @@ pub fn ternary_matvec(w: &[u8], row_bytes: usize, x: &[i8], y: &mut [i32]) {
     #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
     if aarch64::row_bytes_ok(row_bytes) && level() == Level::Neon {
         return aarch64::ternary_matvec_neon(w, row_bytes, x, y);
+    }
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    if wasm32::row_bytes_ok(row_bytes) && level() == Level::Simd128 {
+        return wasm32::ternary_matvec_simd128(w, row_bytes, x, y);
     }
     portable_ternary_matvec(w, row_bytes, x, y)
 }
@@ -147,6 +166,13 @@ pub fn int8_matvec(m: &[i8], stride: usize, x: &[i8], y: &mut [i32]) {
     if level() == Level::Neon {
         return aarch64::int8_matvec_neon(m, stride, x, y);
     }
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    if level() == Level::Simd128 {
+        return wasm32::int8_matvec_simd128(m, stride, x, y);
+    }
+    #[cfg(runtime_dsp)]
+    return dsp::int8_matvec(m, stride, x, y);
+    #[cfg(not(runtime_dsp))]
     fast::int8_matvec(m, stride, x, y)
 }
 

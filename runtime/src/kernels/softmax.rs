@@ -1,9 +1,10 @@
 //! The attention's per-key steps for one head: scores from dot products
 //! ([`attention_scores_scalar`]), and the softmax step, scores in, value coefficients out
 //! ([`softmax_coefficients_scalar`]). Each has its scalar definition and a dispatching entry
-//! point (an AVX-512
-//! twin on x86-64 at the VNNI level, eight keys per step; every other level runs the scalar
-//! code). Both return the same bits (tested in the shared suite).
+//! point (on x86-64 an AVX-512 twin at the VNNI level, eight keys per step, and an AVX2 twin at
+//! the AVX2 level, four keys per step; 32-bit Arm runs the twins of
+//! [`softmax32`](super::softmax32), written in 32-bit arithmetic; every other target runs the
+//! scalar code). All return the same bits (tested in the shared suite).
 
 use crate::fixed::{exp_neg_q24, mul_round, Dyadic};
 
@@ -33,12 +34,26 @@ pub fn attention_scores(
     scores: &mut [i64],
 ) {
     #[cfg(target_arch = "x86_64")]
-    if super::level() == super::Level::Avx512Vnni {
-        // SAFETY: the VNNI level includes AVX-512 F/BW/VL/DQ/CD.
-        if unsafe { super::x86_64::attention_scores_avx512(dots, q_scale, k_scale, nkv, scores) } {
+    {
+        use super::x86_64 as x;
+        let done = match super::level() {
+            // SAFETY: the VNNI level includes AVX-512 F/BW/VL/DQ/CD.
+            super::Level::Avx512Vnni => unsafe {
+                x::attention_scores_avx512(dots, q_scale, k_scale, nkv, scores)
+            },
+            // SAFETY: the AVX2 level is only reported on CPUs with AVX2.
+            super::Level::Avx2 => unsafe {
+                x::attention_scores_avx2(dots, q_scale, k_scale, nkv, scores)
+            },
+            _ => false,
+        };
+        if done {
             return;
         }
     }
+    #[cfg(target_arch = "arm")]
+    return super::softmax32::attention_scores_32(dots, q_scale, k_scale, nkv, scores);
+    #[cfg(not(target_arch = "arm"))]
     attention_scores_scalar(dots, q_scale, k_scale, nkv, scores)
 }
 
@@ -51,14 +66,26 @@ pub fn softmax_coefficients(
     nkv: usize,
 ) -> (Option<i32>, u64) {
     #[cfg(target_arch = "x86_64")]
-    if super::level() == super::Level::Avx512Vnni {
-        // SAFETY: the VNNI level includes AVX-512 F/BW/VL/DQ/CD.
-        if let Some(r) =
-            unsafe { super::x86_64::softmax_coefficients_avx512(scores, coef, v_scale, nkv) }
-        {
+    {
+        use super::x86_64 as x;
+        let done = match super::level() {
+            // SAFETY: the VNNI level includes AVX-512 F/BW/VL/DQ/CD.
+            super::Level::Avx512Vnni => unsafe {
+                x::softmax_coefficients_avx512(scores, coef, v_scale, nkv)
+            },
+            // SAFETY: the AVX2 level is only reported on CPUs with AVX2.
+            super::Level::Avx2 => unsafe {
+                x::softmax_coefficients_avx2(scores, coef, v_scale, nkv)
+            },
+            _ => None,
+        };
+        if let Some(r) = done {
             return r;
         }
     }
+    #[cfg(target_arch = "arm")]
+    return super::softmax32::softmax_coefficients_32(scores, coef, v_scale, nkv);
+    #[cfg(not(target_arch = "arm"))]
     softmax_coefficients_scalar(scores, coef, v_scale, nkv)
 }
 
@@ -79,7 +106,7 @@ pub(crate) fn unpack_dyadic(v: i64) -> Dyadic {
 /// [`Dyadic::gt`] for operands that are already normalized (every result of `mul`, and zero):
 /// the same order without normalizing both sides again (this runs once per key and head).
 #[inline(always)]
-fn gt_normalized(a: Dyadic, b: Dyadic) -> bool {
+pub(crate) fn gt_normalized(a: Dyadic, b: Dyadic) -> bool {
     let r = if a.mant == 0 || b.mant == 0 {
         a.mant > b.mant
     } else {

@@ -123,6 +123,8 @@ fn matvecs() -> Vec<(&'static str, MatVec)> {
     }
     #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
     v.push(("neon", super::aarch64::ternary_matvec_neon));
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    v.push(("simd128", super::wasm32::ternary_matvec_simd128));
     v
 }
 
@@ -138,6 +140,10 @@ fn int8_matvecs() -> Vec<(&'static str, Int8MatVec)> {
     }
     #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
     v.push(("neon", super::aarch64::int8_matvec_neon));
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    v.push(("simd128", super::wasm32::int8_matvec_simd128));
+    #[cfg(runtime_dsp)]
+    v.push(("dsp", dsp::int8_matvec));
     v
 }
 
@@ -354,6 +360,27 @@ fn ternary_extremes() {
 }
 
 #[test]
+fn ternary_row_groups_and_i16_bounds() {
+    // The SIMD kernels' groups of four and eight rows and their remainders, on 128-column rows
+    // (activations held in registers, eight rows reduced in i16) and on rows of several chunks
+    // and passes; then the extremes of the i16 sums: every q = w + 1 = 2 against -128 gives
+    // exactly -32768 for a 128-column row.
+    let mut rng = Rng(0xC0FF_EE00_D15E_A5E5);
+    for rows in [7, 8, 9, 12, 16, 17, 23, 336] {
+        for cols in [64, 100, 128, 192, 336, 384, 2048] {
+            let w: Vec<i8> = (0..rows * cols).map(|_| rng.below(3) as i8 - 1).collect();
+            let x: Vec<i8> = (0..cols).map(|_| rng.next() as i8).collect();
+            check_matvec(&w, rows, cols, &x);
+        }
+    }
+    for (wv, xv) in [(1i8, -128i8), (1, 127), (-1, -128), (-1, 127), (0, -128)] {
+        for (rows, cols) in [(17, 128), (9, 384), (8, 2048), (5, 1024 + 128)] {
+            check_matvec(&vec![wv; rows * cols], rows, cols, &vec![xv; cols]);
+        }
+    }
+}
+
+#[test]
 fn int8_dot_random_and_extremes() {
     let mut rng = Rng(12345);
     for _ in 0..200 {
@@ -391,8 +418,10 @@ fn ternary_matmul_random_blocks() {
 fn ternary_matmul_extremes() {
     for (wv, xv) in [(1i8, 127i8), (1, -128), (-1, -128), (-1, 127)] {
         for cols in [64, 128, 192, 1024 + 64, MAX_WIDTH as usize] {
-            let (rows, n) = (5, 3);
-            check_matmul(&vec![wv; rows * cols], rows, cols, &vec![xv; n * cols], n);
+            // Five rows: the one-row loops; seventeen: two groups of eight and one more.
+            for (rows, n) in [(5, 3), (17, 5)] {
+                check_matmul(&vec![wv; rows * cols], rows, cols, &vec![xv; n * cols], n);
+            }
         }
     }
 }
@@ -449,6 +478,10 @@ fn dispatch_levels() {
     }
     #[cfg(target_arch = "aarch64")]
     assert_eq!(best, Level::Neon);
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    assert_eq!(best, Level::Simd128);
+    #[cfg(all(target_arch = "wasm32", not(target_feature = "simd128")))]
+    assert_eq!(best, Level::Portable);
     at_level(Level::Portable, || {
         assert_eq!(super::level(), Level::Portable)
     })
@@ -500,8 +533,10 @@ fn int8_weighted_sum_random_and_extremes() {
         let stride = hd + rng.below(3) as usize * hd;
         let t = 1 + rng.below(140) as usize;
         let coef: Vec<i32> = (0..t)
-            .map(|_| match rng.below(4) {
+            .map(|_| match rng.below(5) {
                 0 => 0,
+                // Negative coefficients: the contract allows |c| ≤ 2^24.
+                1 => -((rng.next() % (1 << 24)) as i32),
                 _ => (rng.next() % (1 << 24)) as i32,
             })
             .collect();
@@ -512,6 +547,8 @@ fn int8_weighted_sum_random_and_extremes() {
     let t = crate::format::MAX_CTX as usize;
     for x in [-128i8, 127] {
         check(&vec![1 << 24; t], &vec![x; t * 32], 32, 32);
+        check(&vec![-(1 << 24); t], &vec![x; t * 32], 32, 32);
+        check(&vec![-(1 << 24); t - 1], &vec![x; t * 48], 48, 48);
         check(&vec![-(1 << 24); t], &vec![x; t * 40], 40, 40);
     }
 }
@@ -521,27 +558,43 @@ fn softmax_coefficients_twins() {
     use super::softmax::{softmax_coefficients, softmax_coefficients_scalar};
     use crate::fixed::Dyadic;
     let mut rng = Rng(0x0DDB_1A5E_5BAD_5EED);
-    // `vector`: whether the AVX-512 twin must take the inputs (else it declines with `None`).
+    // `vector`: whether the x86-64 twins must take the inputs (else they decline with `None`).
     let run_with = |scores: &[i64], v_scale: &[Dyadic], nkv: usize, vector: bool| {
-        let _ = vector; // only the x86-64 twin uses it
+        let _ = vector; // only the x86-64 twins use it
         let len = scores.len();
         let (mut s_want, mut c_want) = (scores.to_vec(), vec![-1i32; len]);
         let want = softmax_coefficients_scalar(&mut s_want, &mut c_want, v_scale, nkv);
+        let (mut s, mut c) = (scores.to_vec(), vec![-1i32; len]);
+        let got = super::softmax32::softmax_coefficients_32(&mut s, &mut c, v_scale, nkv);
+        assert_eq!(
+            (got, s, c),
+            (want, s_want.clone(), c_want.clone()),
+            "32-bit twin: len {len} nkv {nkv}"
+        );
         #[cfg(target_arch = "x86_64")]
-        if Level::Avx512Vnni.supported() {
+        for level in [Level::Avx2, Level::Avx512Vnni] {
+            if !level.supported() {
+                continue;
+            }
             let (mut s, mut c) = (scores.to_vec(), vec![-1i32; len]);
-            // SAFETY: the VNNI level (AVX-512 F/BW/VL/DQ/CD) is supported (checked above).
-            let got =
-                unsafe { super::x86_64::softmax_coefficients_avx512(&mut s, &mut c, v_scale, nkv) };
+            // SAFETY: the level is supported (checked above).
+            let got = unsafe {
+                match level {
+                    Level::Avx2 => {
+                        super::x86_64::softmax_coefficients_avx2(&mut s, &mut c, v_scale, nkv)
+                    }
+                    _ => super::x86_64::softmax_coefficients_avx512(&mut s, &mut c, v_scale, nkv),
+                }
+            };
             if vector {
-                assert_eq!(got, Some(want), "len {len} nkv {nkv}");
+                assert_eq!(got, Some(want), "{level} len {len} nkv {nkv}");
                 assert_eq!(
                     (s, c),
                     (s_want.clone(), c_want.clone()),
-                    "len {len} nkv {nkv}"
+                    "{level} len {len} nkv {nkv}"
                 );
             } else {
-                assert_eq!(got, None);
+                assert_eq!(got, None, "{level}");
             }
         }
         for level in super::supported_levels() {
@@ -607,19 +660,29 @@ fn attention_scores_twins() {
     use crate::fixed::Dyadic;
     let mut rng = Rng(0xA77E_4710_5C0B_E5ED);
     let run = |dots: &[i32], q: Dyadic, ks: &[Dyadic], nkv: usize, vector: bool| {
-        let _ = vector; // only the x86-64 twin uses it
+        let _ = vector; // only the x86-64 twins use it
         let len = dots.len();
         let mut want = vec![-1i64; len];
         attention_scores_scalar(dots, q, ks, nkv, &mut want);
+        let mut got = vec![-1i64; len];
+        super::softmax32::attention_scores_32(dots, q, ks, nkv, &mut got);
+        assert_eq!(got, want, "32-bit twin: q {q:?}");
         #[cfg(target_arch = "x86_64")]
-        if Level::Avx512Vnni.supported() {
+        for level in [Level::Avx2, Level::Avx512Vnni] {
+            if !level.supported() {
+                continue;
+            }
             let mut got = vec![-1i64; len];
-            // SAFETY: the VNNI level (AVX-512 F/BW/VL/DQ/CD) is supported (checked above).
-            let took =
-                unsafe { super::x86_64::attention_scores_avx512(dots, q, ks, nkv, &mut got) };
-            assert_eq!(took, vector);
+            // SAFETY: the level is supported (checked above).
+            let took = unsafe {
+                match level {
+                    Level::Avx2 => super::x86_64::attention_scores_avx2(dots, q, ks, nkv, &mut got),
+                    _ => super::x86_64::attention_scores_avx512(dots, q, ks, nkv, &mut got),
+                }
+            };
+            assert_eq!(took, vector, "{level}");
             if vector {
-                assert_eq!(got, want, "q {q:?}");
+                assert_eq!(got, want, "{level} q {q:?}");
             }
         }
         for level in super::supported_levels() {

@@ -88,10 +88,56 @@ pub(super) fn project(
 /// `x[i] += round(y[i] · scale · 2^32)`, saturating at `±2^62` (the residual update).
 #[inline(always)]
 pub(super) fn residual_add(x: &mut [i64], y: &[i32], scale: Dyadic) {
+    if cfg!(target_arch = "arm") && residual_add_32(x, y, scale) {
+        return;
+    }
     for (xi, yi) in x.iter_mut().zip(y) {
         let dx = mul_round(*yi as i64, scale, RESID_FRAC_BITS as i32); // |dx| ≤ 2^62
         *xi = xi.saturating_add(dx).clamp(-RESID_LIMIT, RESID_LIMIT);
     }
+}
+
+/// [`residual_add`] in 32-bit operations, for 32-bit Arm: the same bits (tested), when the
+/// scale shifts right (always, in practice); `false`, with nothing done, otherwise. The
+/// rounding shift [`mul_round`] makes per element is split into its two cases once per vector
+/// (a shift by fewer than 32 bits, or a shift of the high word), and the saturation and clamp
+/// are one test of the sum's high word, the exact code running only when it fails.
+#[inline(always)]
+fn residual_add_32(x: &mut [i64], y: &[i32], scale: Dyadic) -> bool {
+    let sh = scale.exp.saturating_add(RESID_FRAC_BITS as i32);
+    if !(-63..=-1).contains(&sh) {
+        return false;
+    }
+    // mul_round: p = y · mant, then ((p >> (r − 1)) + 1) >> 1 with r = −sh.
+    let r1 = sh.unsigned_abs() - 1;
+    let mant = scale.mant;
+    let update = |xi: &mut i64, dx: i64| {
+        let s = xi.wrapping_add(dx);
+        // |x|, |dx| ≤ 2^62: a high word in [−2^30, 2^30) means no overflow and no clamp.
+        if ((s >> 32) as i32).wrapping_add(1 << 30) >= 0 {
+            *xi = s;
+        } else {
+            *xi = xi.saturating_add(dx).clamp(-RESID_LIMIT, RESID_LIMIT);
+        }
+    };
+    if r1 >= 32 {
+        for (xi, yi) in x.iter_mut().zip(y) {
+            let p = *yi as i64 * mant as i64;
+            let q = ((p >> 32) as i32) >> (r1 - 32);
+            update(xi, ((q >> 1) + (q & 1)) as i64);
+        }
+    } else {
+        for (xi, yi) in x.iter_mut().zip(y) {
+            let p = *yi as i64 * mant as i64;
+            let (hi, lo) = ((p >> 32) as i32, p as u32);
+            // p >> r1 in two words; r1 = 0: wrapping_shl(32) shifts by 0 and the OR keeps lo.
+            let q_lo = (lo >> r1)
+                | (hi as u32).wrapping_shl(32 - r1) & (((r1 != 0) as u32).wrapping_neg());
+            let q = ((hi >> r1) as i64) << 32 | q_lo as i64;
+            update(xi, (q + 1) >> 1);
+        }
+    }
+    true
 }
 
 impl Session<'_, '_> {
@@ -275,5 +321,55 @@ impl Session<'_, '_> {
                 *logit = sat_i32(mul_round(*logit as i64, scale, LOGIT_FRAC_BITS as i32));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn residual_add_32_equals_the_definition() {
+        let mut seed = 0x5DEE_CE66_D1CE_4E5Bu64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut taken = 0;
+        for case in 0..4000 {
+            let n = 1 + (next() % 40) as usize;
+            let x: std::vec::Vec<i64> = (0..n)
+                .map(|_| match next() % 10 {
+                    0 => RESID_LIMIT,
+                    1 => -RESID_LIMIT,
+                    2 => RESID_LIMIT - (next() % 1000) as i64,
+                    _ => (next() as i64) >> (1 + next() % 63),
+                })
+                .collect();
+            let y: std::vec::Vec<i32> = (0..n)
+                .map(|_| match next() % 8 {
+                    0 => i32::MAX,
+                    1 => i32::MIN,
+                    _ => (next() as i32) >> (next() % 32),
+                })
+                .collect();
+            let scale = Dyadic {
+                mant: (next() as u32) | if case % 5 == 0 { 0 } else { 1 << 31 },
+                exp: (next() % 120) as i32 - 100,
+            };
+            let mut want = x.clone();
+            for (xi, yi) in want.iter_mut().zip(&y) {
+                let dx = mul_round(*yi as i64, scale, RESID_FRAC_BITS as i32);
+                *xi = xi.saturating_add(dx).clamp(-RESID_LIMIT, RESID_LIMIT);
+            }
+            let mut got = x.clone();
+            if residual_add_32(&mut got, &y, scale) {
+                taken += 1;
+                assert_eq!(got, want, "{x:?} + {y:?} · {scale:?}");
+            }
+        }
+        assert!(taken > 1500, "{taken} of 4000 cases shift right");
     }
 }

@@ -11,5 +11,5 @@
 mod attention;
 mod ffn;
 mod forward;
-mod norm;
+pub(crate) mod norm;
 pub mod session;

@@ -8,7 +8,7 @@
 //! gets its own vectorized copy) and kept out of line on Arm, where the pass runs from SRAM and
 //! a copy at every call site cost 20 KiB of it (firmware/README.md, "Placement").
 
-use crate::fixed::{bit_len, q127, Dyadic, INV_127};
+use crate::fixed::{bit_len, div_u64_by_u32, q127, Dyadic, INV_127};
 use crate::format::GAIN_FRAC_BITS;
 use crate::model::Gains;
 
@@ -23,14 +23,14 @@ use crate::model::Gains;
 /// (`UMULL` on a Cortex-M), an add and a shift: `⌊n · magic / 2^32⌋ = ⌊n · lo / 2^32⌋ + n · hi`
 /// (exact: `n · hi · 2^32` has no low word), and that sum is `< 2n < 2^32`.
 #[derive(Clone, Copy)]
-struct Q127 {
-    m: u32,
+pub(crate) struct Q127 {
+    pub(crate) m: u32,
     /// Low 32 bits of `magic`.
-    lo: u32,
+    pub(crate) lo: u32,
     /// Bit 32 of `magic` (0 or 1).
-    hi: u32,
+    pub(crate) hi: u32,
     /// `l = ⌈log2 m⌉`.
-    l: u32,
+    pub(crate) l: u32,
 }
 
 impl Q127 {
@@ -40,7 +40,9 @@ impl Q127 {
         debug_assert!(m > 0 && m < 1 << 24);
         let m = m.max(1);
         let l = 32 - (m - 1).leading_zeros(); // ⌈log2 m⌉ ≤ 24
-        let magic = (1u64 << (32 + l)).div_ceil(m as u64); // < 2^33
+                                              // ⌈2^(32+l) / m⌉ < 2^33, with 32-bit divisions (a 64-bit one is a library call on Arm).
+        let (q, r) = div_u64_by_u32(1u64 << (32 + l), m);
+        let magic = q + (r != 0) as u64;
         Q127 {
             m,
             lo: magic as u32,
@@ -63,6 +65,15 @@ impl Q127 {
         debug_assert_eq!(out, q127(a, self.m));
         out
     }
+}
+
+/// Whether the AVX2 twins of the loops below run (the AVX2 and AVX-512 levels; they return
+/// the same bits as the scalar loops, see `kernels/x86_64/quantize.rs`).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn avx2() -> bool {
+    use crate::kernels::{level, Level};
+    matches!(level(), Level::Avx2 | Level::Avx512Vnni)
 }
 
 /// `max |v[i]|` (0 for none) as a plain loop that is always inlined, so it vectorizes with
@@ -104,6 +115,43 @@ pub(crate) fn rmsnorm_quantize(
 ) -> Dyadic {
     debug_assert_eq!(x.len(), gain.len());
     debug_assert!(out.len() >= x.len());
+    #[cfg(target_arch = "x86_64")]
+    if avx2() {
+        // SAFETY: the AVX2 and AVX-512 levels are only reported on CPUs with AVX2.
+        return unsafe { rmsnorm_quantize_avx2(x, x_scale, gain, eps, out) };
+    }
+    if cfg!(target_arch = "arm") {
+        if let Some(s) = rmsnorm_quantize_32(x, x_scale, gain, eps, out) {
+            return s;
+        }
+        return rmsnorm_quantize_rare(x, x_scale, gain, eps, out);
+    }
+    rmsnorm_quantize_scalar(x, x_scale, gain, eps, out)
+}
+
+/// [`rmsnorm_quantize_scalar`] out of line, for the cases 32-bit Arm's twin leaves (rare: not
+/// in RAM with the per-token code).
+#[cfg_attr(not(target_arch = "arm"), allow(dead_code))]
+#[inline(never)]
+fn rmsnorm_quantize_rare(
+    x: &[i32],
+    x_scale: Dyadic,
+    gain: Gains<'_>,
+    eps: Dyadic,
+    out: &mut [i8],
+) -> Dyadic {
+    rmsnorm_quantize_scalar(x, x_scale, gain, eps, out)
+}
+
+/// [`rmsnorm_quantize`]'s scalar loops (every target; the definition the AVX2 twin matches).
+#[inline(always)]
+pub(crate) fn rmsnorm_quantize_scalar(
+    x: &[i32],
+    x_scale: Dyadic,
+    gain: Gains<'_>,
+    eps: Dyadic,
+    out: &mut [i8],
+) -> Dyadic {
     let n = x.len();
     // Σ x² on values cut to 24 bits: each square < 2^48, n ≤ 2^15 terms, sum < 2^63.
     let maxabs = max_abs_i32(x);
@@ -115,11 +163,7 @@ pub(crate) fn rmsnorm_quantize(
             a * a
         })
         .sum();
-    let mean_sq = Dyadic::from_u64(sumsq, 2 * k as i32)
-        .mul(x_scale)
-        .mul(x_scale)
-        .div(Dyadic::from_u64(n as u64, 0));
-    let inv_rms = mean_sq.add(eps).rsqrt();
+    let inv_rms = inv_rms(sumsq, k, x_scale, n, eps);
 
     // z = x·g: |x| < 2^31, |g| < 2^31, so |z| < 2^62.
     let mut m = 0u64;
@@ -137,10 +181,62 @@ pub(crate) fn rmsnorm_quantize(
         let q = mz.of((z.unsigned_abs() >> kz) as u32);
         *o = if z < 0 { -q } else { q } as i8;
     }
+    rms_scale(m, x_scale, inv_rms)
+}
+
+/// `1 / sqrt(mean(x²) + eps)` from `Σ (|x| >> k)²` (real units through `x_scale`).
+#[inline(always)]
+fn inv_rms(sumsq: u64, k: u32, x_scale: Dyadic, n: usize, eps: Dyadic) -> Dyadic {
+    let mean_sq = Dyadic::from_u64(sumsq, 2 * k as i32)
+        .mul(x_scale)
+        .mul(x_scale)
+        .div(Dyadic::from_u64(n as u64, 0));
+    mean_sq.add(eps).rsqrt()
+}
+
+/// The real value of one unit of Q2's output, given `m = max |x·g|`.
+#[inline(always)]
+fn rms_scale(m: u64, x_scale: Dyadic, inv_rms: Dyadic) -> Dyadic {
     Dyadic::from_u64(m, -(GAIN_FRAC_BITS as i32))
         .mul(x_scale)
         .mul(inv_rms)
         .mul(INV_127)
+}
+
+/// [`rmsnorm_quantize`] with the AVX2 twins of its three loops (statistics, `Σ x²`, Q2); the
+/// scalar arithmetic between them is the same code.
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(crate) unsafe fn rmsnorm_quantize_avx2(
+    x: &[i32],
+    x_scale: Dyadic,
+    gain: Gains<'_>,
+    eps: Dyadic,
+    out: &mut [i8],
+) -> Dyadic {
+    use crate::kernels::x86_64::{quantize_products_avx2, rms_maxima_avx2, sum_sq_shifted_avx2};
+    let n = x.len();
+    let g = gain.bytes();
+    let (maxabs, m) = rms_maxima_avx2(x, g);
+    let k = bit_len(maxabs as u64).saturating_sub(24);
+    let inv_rms = inv_rms(sum_sq_shifted_avx2(x, k), k, x_scale, n, eps);
+    if m == 0 {
+        out.iter_mut().take(n).for_each(|o| *o = 0);
+        return Dyadic::ZERO;
+    }
+    let kz = bit_len(m).saturating_sub(24);
+    let mz = Q127::new((m >> kz) as u32); // in [1, 2^24)
+    let done = quantize_products_avx2(x, g, kz, &mz, out);
+    for ((o, v), g) in out.iter_mut().zip(x).zip(gain.iter()).skip(done) {
+        let z = *v as i64 * g as i64;
+        let q = mz.of((z.unsigned_abs() >> kz) as u32);
+        *o = if z < 0 { -q } else { q } as i8;
+    }
+    rms_scale(m, x_scale, inv_rms)
 }
 
 /// `out[i] = round_half_even(127 · v[i] / max|v|)`; returns `max|v|` (0: `out` all zero).
@@ -150,6 +246,30 @@ pub(crate) fn rmsnorm_quantize(
 #[cfg_attr(feature = "ram-code", link_section = ".data.runtime.hot")]
 pub(crate) fn absmax_quantize(v: &[i64], out: &mut [i8]) -> u64 {
     debug_assert_eq!(v.len(), out.len());
+    #[cfg(target_arch = "x86_64")]
+    if avx2() {
+        // SAFETY: the AVX2 and AVX-512 levels are only reported on CPUs with AVX2.
+        return unsafe { absmax_quantize_avx2(v, out) };
+    }
+    if cfg!(target_arch = "arm") {
+        if let Some(m) = absmax_quantize_32(v, out) {
+            return m;
+        }
+        return absmax_quantize_rare(v, out);
+    }
+    absmax_quantize_scalar(v, out)
+}
+
+/// [`absmax_quantize_scalar`] out of line (see [`rmsnorm_quantize_rare`]).
+#[cfg_attr(not(target_arch = "arm"), allow(dead_code))]
+#[inline(never)]
+fn absmax_quantize_rare(v: &[i64], out: &mut [i8]) -> u64 {
+    absmax_quantize_scalar(v, out)
+}
+
+/// [`absmax_quantize`]'s scalar loops (every target; the definition the AVX2 twin matches).
+#[inline(always)]
+pub(crate) fn absmax_quantize_scalar(v: &[i64], out: &mut [i8]) -> u64 {
     let m = max_abs_i64(v);
     if m == 0 {
         out.iter_mut().for_each(|o| *o = 0);
@@ -157,10 +277,37 @@ pub(crate) fn absmax_quantize(v: &[i64], out: &mut [i8]) -> u64 {
     }
     let k = bit_len(m).saturating_sub(24);
     let mk = Q127::new((m >> k) as u32);
-    for (o, x) in out.iter_mut().zip(v) {
+    quantize_tail(v, k, &mk, out, 0);
+    m
+}
+
+/// `out[i] = ±mk.of(|v[i]| >> k)` for `i ≥ from`.
+#[inline(always)]
+fn quantize_tail(v: &[i64], k: u32, mk: &Q127, out: &mut [i8], from: usize) {
+    for (o, x) in out.iter_mut().zip(v).skip(from) {
         let q = mk.of((x.unsigned_abs() >> k) as u32);
         *o = if *x < 0 { -q } else { q } as i8;
     }
+}
+
+/// [`absmax_quantize`] with the AVX2 twins of its loops.
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(crate) unsafe fn absmax_quantize_avx2(v: &[i64], out: &mut [i8]) -> u64 {
+    use crate::kernels::x86_64::{max_abs_i64_avx2, quantize_i64_avx2};
+    let m = max_abs_i64_avx2(v);
+    if m == 0 {
+        out.iter_mut().for_each(|o| *o = 0);
+        return 0;
+    }
+    let k = bit_len(m).saturating_sub(24);
+    let mk = Q127::new((m >> k) as u32);
+    let done = quantize_i64_avx2(v, k, &mk, out);
+    quantize_tail(v, k, &mk, out, done);
     m
 }
 
@@ -171,6 +318,9 @@ pub(crate) fn absmax_quantize(v: &[i64], out: &mut [i8]) -> u64 {
 #[cfg_attr(feature = "ram-code", link_section = ".data.runtime.hot")]
 pub(crate) fn to_block_i32(x: &[i64], x_scale: Dyadic, out: &mut [i32]) -> Dyadic {
     debug_assert_eq!(x.len(), out.len());
+    if cfg!(target_arch = "arm") {
+        return to_block_i32_32(x, x_scale, out);
+    }
     let m = max_abs_i64(x);
     let k = bit_len(m).saturating_sub(30);
     for (o, v) in out.iter_mut().zip(x) {
@@ -184,9 +334,371 @@ pub(crate) fn to_block_i32(x: &[i64], x_scale: Dyadic, out: &mut [i32]) -> Dyadi
     x_scale.mul(Dyadic::pow2(k as i32))
 }
 
+// 32-bit twins of the three functions above, which call them on 32-bit Arm: the same bits
+// (tested below), with the 64-bit products and shifts split so that a 32-bit core does each
+// with one or two instructions: magnitudes as `u32` times `u32` (`UMULL`), a shift of a 64-bit
+// magnitude to 24 or 30 bits as two 32-bit shifts chosen once per vector, and the bit length of
+// a maximum taken from the OR of the magnitudes (the same bit length, no compares).
+
+/// `(v >> k) as i32` (an arithmetic shift) for a value whose result fits 32 bits, as two 32-bit
+/// shifts.
+#[inline(always)]
+fn shr_to_i32(v: i64, k: u32) -> i32 {
+    let (hi, lo) = ((v >> 32) as i32, v as u32);
+    if k >= 32 {
+        hi >> (k - 32)
+    } else {
+        // The low word of v >> k; k = 0 only when v fits 32 bits (wrapping_shl(32) shifts by 0).
+        ((lo >> k) | (hi as u32).wrapping_shl(32 - k)) as i32
+    }
+}
+
+/// [`Q127::of`]`(a)`, negated when `neg`. The magic's top bit `hi` is always 1
+/// (`2^(l−1) < m ≤ 2^l`, so `2^(32+l) / m` lies in `[2^32, 2^33)`; tested), which saves the loops
+/// a register; the rounding test `2r > m || (2r == m && q odd)` is `2r + (q & 1) > m`.
+#[inline(always)]
+fn q127_signed(q: &Q127, a: u32, neg: bool) -> i8 {
+    debug_assert_eq!(q.hi, 1);
+    let n = 127 * a;
+    let t = ((((n as u64 * q.lo as u64) >> 32) as u32) + n) >> q.l;
+    let r = n - t * q.m;
+    let out = (t + (2 * r + (t & 1) > q.m) as u32) as i32;
+    debug_assert_eq!(out, q.of(a));
+    (if neg { -out } else { out }) as i8
+}
+
+/// `(OR |x_i|, OR |g_i|, max |x_i·g_i|)`: the first pass of [`rmsnorm_quantize_32`] (the ORs
+/// have the bit lengths of the maxima).
+#[inline(always)]
+fn rms_scan(x: &[i32], gains: &[[u8; 4]]) -> (u32, u32, u64) {
+    #[cfg(runtime_dsp)]
+    if let Some(r) = rms_scan_dsp(x, gains) {
+        return r;
+    }
+    let (mut or, mut gor, mut m) = (0u32, 0u32, 0u64);
+    for (v, g) in x.iter().zip(gains) {
+        let g = i32::from_le_bytes(*g).unsigned_abs();
+        or |= v.unsigned_abs();
+        gor |= g;
+        m = m.max(v.unsigned_abs() as u64 * g as u64);
+    }
+    (or, gor, m)
+}
+
+/// [`rms_scan`] as an `asm!` loop for the Cortex-M33 (the compiled loop ran out of registers
+/// and kept its maxima on the stack): the 64-bit maximum is updated by a branch that is
+/// rarely taken; `None` for an empty input.
+#[cfg(runtime_dsp)]
+fn rms_scan_dsp(x: &[i32], gains: &[[u8; 4]]) -> Option<(u32, u32, u64)> {
+    let n = x.len().min(gains.len());
+    if n == 0 {
+        return None;
+    }
+    let (mut or, mut gor, mut mlo, mut mhi) = (0u32, 0u32, 0u32, 0u32);
+    // SAFETY: reads x[i] and the word gains[i] for i < n (unaligned word loads are allowed on
+    // Armv8-M for normal memory); only register operands change; no stack; flags are not
+    // preserved (the default).
+    unsafe {
+        core::arch::asm!(
+            "2:",
+            "ldr {v}, [{px}], #4",
+            "ldr {g}, [{pg}], #4",
+            "cmp {v}, #0",
+            "it mi",
+            "rsbmi {v}, {v}, #0",
+            "cmp {g}, #0",
+            "it mi",
+            "rsbmi {g}, {g}, #0",
+            "orr {or}, {or}, {v}",
+            "umull {lo}, {hi}, {v}, {g}",
+            "orr {gor}, {gor}, {g}",
+            "subs {v}, {mlo}, {lo}",
+            "sbcs {v}, {mhi}, {hi}",
+            "blo 4f",
+            "3:",
+            "cmp {px}, {end}",
+            "bne 2b",
+            "b 5f",
+            "4:",
+            "mov {mlo}, {lo}",
+            "mov {mhi}, {hi}",
+            "b 3b",
+            "5:",
+            px = inout(reg) x.as_ptr() => _,
+            pg = inout(reg) gains.as_ptr() => _,
+            end = in(reg) x.as_ptr().wrapping_add(n),
+            or = inout(reg) or,
+            gor = inout(reg) gor,
+            mlo = inout(reg) mlo,
+            mhi = inout(reg) mhi,
+            v = out(reg) _,
+            g = out(reg) _,
+            lo = out(reg) _,
+            hi = out(reg) _,
+            options(nostack, readonly),
+        );
+    }
+    Some((or, gor, (mhi as u64) << 32 | mlo as u64))
+}
+
+/// `out[i] = ±q(|x_i·g_i| >> (32 − sh))` with `|x_i·g_i| >> (32 − sh)` taken as the high word
+/// of `|x_i| · (|g_i| << sh)` (every `|g_i| << sh` fits 32 bits): the quantization loop of
+/// [`rmsnorm_quantize_32`].
+#[inline(always)]
+fn rms_quantize(x: &[i32], gains: &[[u8; 4]], out: &mut [i8], sh: u32, q: &Q127) {
+    #[cfg(runtime_dsp)]
+    if rms_quantize_dsp(x, gains, out, sh, q) {
+        return;
+    }
+    for ((o, v), g) in out.iter_mut().zip(x).zip(gains) {
+        let g = i32::from_le_bytes(*g);
+        let a = ((v.unsigned_abs() as u64 * (g.unsigned_abs() << sh) as u64) >> 32) as u32;
+        // The sign of x·g when it is not 0 (when it is, q is 0 either way).
+        *o = q127_signed(q, a, (*v ^ g) < 0);
+    }
+}
+
+/// [`rms_quantize`] as an `asm!` loop for the Cortex-M33: [`q127_signed`] in registers (the
+/// compiled loop kept the divisor's constants on the stack), with no multiply result used the
+/// cycle after it is produced where another instruction can go between. `false` for an empty
+/// input.
+#[cfg(runtime_dsp)]
+fn rms_quantize_dsp(x: &[i32], gains: &[[u8; 4]], out: &mut [i8], sh: u32, q: &Q127) -> bool {
+    let n = x.len().min(gains.len()).min(out.len());
+    if n == 0 {
+        return false;
+    }
+    debug_assert_eq!(q.hi, 1);
+    // SAFETY: reads x[i] and the word gains[i] and writes out[i] for i < n (unaligned word
+    // loads are allowed on Armv8-M for normal memory); only register operands change; no
+    // stack; flags are not preserved (the default).
+    unsafe {
+        core::arch::asm!(
+            "2:",
+            "ldr {v}, [{px}], #4",
+            "ldr {g}, [{pg}], #4",
+            "eor {s}, {v}, {g}",
+            "cmp {v}, #0",
+            "it mi",
+            "rsbmi {v}, {v}, #0",
+            "cmp {g}, #0",
+            "it mi",
+            "rsbmi {g}, {g}, #0",
+            "lsl {g}, {g}, {sh}",
+            // a = high word of |x| · (|g| << sh); n = 127·a.
+            "umull {t}, {v}, {v}, {g}",
+            "rsb {g}, {v}, {v}, lsl #7",
+            // t = ((n · lo) >> 32 + n) >> l
+            "umull {t}, {v}, {g}, {lo}",
+            "add {v}, {v}, {g}",
+            "lsr {v}, {v}, {l}",
+            // r = n − t·m; round up when 2r + (t & 1) > m.
+            "mls {t}, {v}, {m}, {g}",
+            "and {g}, {v}, #1",
+            "add {t}, {g}, {t}, lsl #1",
+            "cmp {t}, {m}",
+            "it hi",
+            "addhi {v}, {v}, #1",
+            "cmp {s}, #0",
+            "it mi",
+            "rsbmi {v}, {v}, #0",
+            "strb {v}, [{po}], #1",
+            "cmp {px}, {end}",
+            "bne 2b",
+            px = inout(reg) x.as_ptr() => _,
+            pg = inout(reg) gains.as_ptr() => _,
+            po = inout(reg) out.as_mut_ptr() => _,
+            end = in(reg) x.as_ptr().wrapping_add(n),
+            sh = in(reg) sh,
+            lo = in(reg) q.lo,
+            l = in(reg) q.l,
+            m = in(reg) q.m,
+            v = out(reg) _,
+            g = out(reg) _,
+            s = out(reg) _,
+            t = out(reg) _,
+            options(nostack),
+        );
+    }
+    true
+}
+
+/// [`rmsnorm_quantize`] in 32-bit operations; `None` (nothing written) in the rare cases it
+/// leaves to the definition.
+#[cfg_attr(not(any(test, target_arch = "arm")), allow(dead_code))]
+#[inline(always)]
+fn rmsnorm_quantize_32(
+    x: &[i32],
+    x_scale: Dyadic,
+    gain: Gains<'_>,
+    eps: Dyadic,
+    out: &mut [i8],
+) -> Option<Dyadic> {
+    let n = x.len();
+    // The gains as words (one unaligned load each; `Gains::iter`'s bytes load one by one).
+    let gains = gain.bytes().as_chunks::<4>().0;
+    // One pass for the bit lengths of max |x| and max |g| and for max |x·g| (< 2^62).
+    let (or, gor, m) = rms_scan(x, gains);
+    let k = bit_len(or as u64).saturating_sub(24);
+    let mut sumsq = 0u64;
+    for v in x {
+        let a = v.unsigned_abs() >> k;
+        sumsq += a as u64 * a as u64;
+    }
+    if m == 0 {
+        out.iter_mut().take(n).for_each(|o| *o = 0);
+        return Some(Dyadic::ZERO);
+    }
+    let kz = bit_len(m).saturating_sub(24);
+    // |x·g| >> kz is the high word of |x| · (|g| << (32 − kz)) when every |g| < 2^kz (then
+    // kz ≥ 1, as some g ≠ 0): one multiply, no 64-bit shift. Else (gains of 2^kz or more, in
+    // practice never) the definition.
+    if kz >= 32 || gor >> kz != 0 {
+        return None;
+    }
+    rms_quantize(x, gains, out, 32 - kz, &Q127::new((m >> kz) as u32));
+    let mean_sq = Dyadic::from_u64(sumsq, 2 * k as i32)
+        .mul(x_scale)
+        .mul(x_scale)
+        .div(Dyadic::from_u64(n as u64, 0));
+    let inv_rms = mean_sq.add(eps).rsqrt();
+    Some(
+        Dyadic::from_u64(m, -(GAIN_FRAC_BITS as i32))
+            .mul(x_scale)
+            .mul(inv_rms)
+            .mul(INV_127),
+    )
+}
+
+/// [`absmax_quantize`] in 32-bit operations; `None` (nothing written) in the rare case it leaves
+/// to the definition.
+#[cfg_attr(not(any(test, target_arch = "arm")), allow(dead_code))]
+#[inline(always)]
+fn absmax_quantize_32(v: &[i64], out: &mut [i8]) -> Option<u64> {
+    let m = max_abs_i64(v);
+    if m == 0 {
+        out.iter_mut().for_each(|o| *o = 0);
+        return Some(0);
+    }
+    let k = bit_len(m).saturating_sub(24);
+    if k >= 32 {
+        return None; // |v| ≥ 2^55 (the definition handles it)
+    }
+    let mk = Q127::new((m >> k) as u32);
+    for (o, x) in out.iter_mut().zip(v) {
+        let a = x.unsigned_abs();
+        // The 64-bit shift as two 32-bit ones; k = 0: the high word is 0 (a fits 32 bits),
+        // and wrapping_shl(32) shifts by 0.
+        let a = (a as u32 >> k) | ((a >> 32) as u32).wrapping_shl(32 - k);
+        *o = q127_signed(&mk, a, *x < 0);
+    }
+    Some(m)
+}
+
+/// [`to_block_i32`] in 32-bit operations: `round(v / 2^k)` keeps 32 bits of a 64-bit sum.
+#[cfg_attr(not(any(test, target_arch = "arm")), allow(dead_code))]
+#[inline(always)]
+fn to_block_i32_32(x: &[i64], x_scale: Dyadic, out: &mut [i32]) -> Dyadic {
+    let mut or = 0u64;
+    for v in x {
+        or |= v.unsigned_abs();
+    }
+    let k = bit_len(or).saturating_sub(30);
+    if k == 0 {
+        for (o, v) in out.iter_mut().zip(x) {
+            *o = *v as i32;
+        }
+    } else {
+        // |v| ≤ 2^62 (residual_add saturates there), so v + 2^(k−1) cannot overflow; the
+        // shifted value fits i32, so only the low word of the result is kept.
+        let half = 1i64 << (k - 1);
+        for (o, v) in out.iter_mut().zip(x) {
+            *o = shr_to_i32(*v + half, k);
+        }
+    }
+    x_scale.mul(Dyadic::pow2(k as i32))
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{q127, Q127};
+    use super::*;
+
+    /// The AVX2 twins of both quantizers against their scalar loops, bit for bit: random
+    /// vectors of every length around the groups of eight, magnitudes from tiny to the `i32`
+    /// and `i64` extremes, zero vectors, gains of both signs.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_quantizers_equal_the_scalar_loops() {
+        use super::*;
+        use crate::model::Gains;
+        if !crate::kernels::Level::Avx2.supported() {
+            std::eprintln!("avx2_quantizers_equal_the_scalar_loops: no AVX2 here, not run");
+            return;
+        }
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let eps = Dyadic::from_u64(1, -20);
+        let scale = Dyadic::from_u64(3, -40);
+        // Ties of the half-even rounding: max 254, odd values a give 127·a/254 = a/2, rounded
+        // down to even (a = 1, 5, …) or up to even (a = 3, 7, …).
+        let ties: std::vec::Vec<i32> = core::iter::once(254)
+            .chain((0..40).map(|i| if i % 3 == 0 { -(2 * i + 1) } else { 2 * i + 1 }))
+            .collect();
+        let ones: std::vec::Vec<u8> = ties.iter().flat_map(|_| 1i32.to_le_bytes()).collect();
+        let (mut a, mut b) = (std::vec![5i8; ties.len()], std::vec![5i8; ties.len()]);
+        let sa = rmsnorm_quantize_scalar(&ties, scale, Gains::from_bytes(&ones), eps, &mut a);
+        // SAFETY: AVX2 is supported (checked above).
+        let sb =
+            unsafe { rmsnorm_quantize_avx2(&ties, scale, Gains::from_bytes(&ones), eps, &mut b) };
+        assert_eq!((sa, &a), (sb, &b), "rmsnorm ties");
+        assert_eq!(&a[1..5], &[-0, 2, 2, -4], "127·a/254 = a/2 to even");
+        let ties64: std::vec::Vec<i64> = ties.iter().map(|t| *t as i64).collect();
+        let (mut a, mut b) = (std::vec![5i8; ties.len()], std::vec![5i8; ties.len()]);
+        absmax_quantize_scalar(&ties64, &mut a);
+        // SAFETY: as above.
+        unsafe { absmax_quantize_avx2(&ties64, &mut b) };
+        assert_eq!(a, b, "absmax ties");
+        for round in 0..600 {
+            let n = 1 + (next() % 70) as usize;
+            let shift = (next() % 32) as u32;
+            let x: std::vec::Vec<i32> = (0..n)
+                .map(|_| match next() % 16 {
+                    0 => 0,
+                    1 => i32::MIN,
+                    2 => i32::MAX,
+                    _ => (next() as i32) >> shift,
+                })
+                .collect();
+            let x = if round % 50 == 0 { std::vec![0; n] } else { x };
+            let g: std::vec::Vec<u8> = (0..n)
+                .flat_map(|_| ((next() as i32) >> (next() % 31)).to_le_bytes())
+                .collect();
+            let gains = Gains::from_bytes(&g);
+            let (mut a, mut b) = (std::vec![5i8; n + 3], std::vec![5i8; n + 3]);
+            let sa = rmsnorm_quantize_scalar(&x, scale, gains, eps, &mut a);
+            // SAFETY: AVX2 is supported (checked above).
+            let sb = unsafe { rmsnorm_quantize_avx2(&x, scale, gains, eps, &mut b) };
+            assert_eq!((sa, &a), (sb, &b), "rmsnorm n={n}");
+            let v: std::vec::Vec<i64> = (0..n)
+                .map(|_| match next() % 16 {
+                    0 => 0,
+                    1 => i64::MAX,
+                    2 => -i64::MAX,
+                    _ => (next() as i64) >> (next() % 64),
+                })
+                .collect();
+            let (mut a, mut b) = (std::vec![5i8; n], std::vec![5i8; n]);
+            let ma = absmax_quantize_scalar(&v, &mut a);
+            // SAFETY: as above.
+            let mb = unsafe { absmax_quantize_avx2(&v, &mut b) };
+            assert_eq!((ma, &a), (mb, &b), "absmax n={n}");
+        }
+    }
 
     #[test]
     fn q127_by_multiply_equals_division() {
@@ -207,6 +719,7 @@ mod tests {
         }
         for m in ms {
             let d = Q127::new(m);
+            assert_eq!(d.hi, 1, "the magic of {m} lies in [2^32, 2^33)");
             // Ends, halves (ties), and random numerators.
             let mut a_s = std::vec![0, 1, m, m - 1, m / 2, m / 2 + 1, m.saturating_sub(2)];
             a_s.extend((0..64).map(|_| (next() % (m as u64 + 1)) as u32));
@@ -220,6 +733,91 @@ mod tests {
             for a in 0..=m {
                 assert_eq!(d.of(a), q127(a, m), "a={a} m={m}");
             }
+        }
+    }
+
+    #[test]
+    fn the_32_bit_twins_equal_the_definitions() {
+        let mut seed = 0x0DDB_1A5E_5BAD_5EEDu64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let eps = Dyadic::from_ieee754(1e-5f64.to_bits()).unwrap();
+        let (mut twins_absmax, mut twins_rms) = (0, 0);
+        for case in 0..3000 {
+            let n = [1, 2, 5, 32, 128, 336][case % 6];
+            let width = next() % 64; // magnitudes from 1 bit to all of them
+            let wide = |v: u64| (v as i64) >> (63 - width.min(62));
+            let x64: std::vec::Vec<i64> = (0..n)
+                .map(|_| match next() % 16 {
+                    0 => 0,
+                    1 => (1 << 62) * if next() & 1 == 0 { 1 } else { -1 },
+                    _ => wide(next()),
+                })
+                .collect();
+            let x32: std::vec::Vec<i32> = (0..n)
+                .map(|_| match next() % 16 {
+                    0 => 0,
+                    1 => i32::MIN + 1,
+                    2 => i32::MAX,
+                    _ => (next() as i32) >> (width % 32),
+                })
+                .collect();
+            let gbytes: std::vec::Vec<u8> = (0..n)
+                .flat_map(|_| {
+                    let g = match next() % 8 {
+                        0 => 0,
+                        1 => -(1 << 16),
+                        _ => (next() as i32) >> (1 + next() % 31),
+                    };
+                    g.to_le_bytes()
+                })
+                .collect();
+            let gain = Gains::from_bytes(&gbytes);
+            let scale = Dyadic {
+                mant: (next() as u32) | 1 << 31,
+                exp: (next() % 80) as i32 - 70,
+            };
+
+            let (mut a, mut b) = (std::vec![7i8; n], std::vec![7i8; n]);
+            let want = absmax_quantize_scalar(&x64, &mut a);
+            if let Some(got) = absmax_quantize_32(&x64, &mut b) {
+                assert_eq!(got, want, "absmax {x64:?}");
+                twins_absmax += 1;
+            } else {
+                assert_eq!(b, std::vec![7i8; n], "nothing written");
+                b.copy_from_slice(&a);
+            }
+            assert_eq!(a, b, "absmax {x64:?}");
+            let (mut a, mut b) = (std::vec![7i32; n], std::vec![7i32; n]);
+            assert_eq!(
+                to_block_i32(&x64, scale, &mut a),
+                to_block_i32_32(&x64, scale, &mut b),
+                "block {x64:?}"
+            );
+            assert_eq!(a, b, "block {x64:?}");
+            let (mut a, mut b) = (std::vec![7i8; n + 3], std::vec![7i8; n + 3]);
+            let want = rmsnorm_quantize_scalar(&x32, scale, gain, eps, &mut a);
+            if let Some(got) = rmsnorm_quantize_32(&x32, scale, gain, eps, &mut b) {
+                assert_eq!(got, want, "rmsnorm {x32:?}");
+                twins_rms += 1;
+            } else {
+                assert_eq!(b, std::vec![7i8; n + 3], "nothing written");
+                b.copy_from_slice(&a);
+            }
+            assert_eq!(a, b, "rmsnorm {x32:?}");
+        }
+        // Both paths of each are taken: the twins, and the definitions for the huge
+        // magnitudes that are rare in a model (the random magnitudes here span every bit
+        // length, so many cases).
+        for (name, twins) in [("absmax", twins_absmax), ("rmsnorm", twins_rms)] {
+            assert!(
+                twins > 300 && twins < 2900,
+                "{name}: {twins} of 3000 cases in the twin"
+            );
         }
     }
 }

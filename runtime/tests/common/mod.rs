@@ -59,7 +59,8 @@ pub fn rope_table(ctx: u32, hd: u32, theta: f64) -> Vec<i32> {
     t
 }
 
-/// The character set of tiny-Shakespeare (65 tokens, sorted), then more printable ASCII.
+/// The character set of tiny-Shakespeare (65 tokens, sorted), then more printable ASCII, then
+/// two-byte tokens `k` (big-endian `u16`, up to the format's 65535 tokens in all).
 pub fn vocab(n: u32) -> Vec<Vec<u8>> {
     let mut chars: Vec<u8> = b"\n !$&',-.3:;?".to_vec();
     chars.extend(b'A'..=b'Z');
@@ -69,8 +70,11 @@ pub fn vocab(n: u32) -> Vec<Vec<u8>> {
             chars.push(c);
         }
     }
-    assert!(n as usize <= chars.len());
-    chars[..n as usize].iter().map(|c| vec![*c]).collect()
+    let mut tokens: Vec<Vec<u8>> = chars.iter().map(|c| vec![*c]).collect();
+    let two = (0..=u16::MAX).map(|k| k.to_be_bytes().to_vec());
+    tokens.extend(two.take((n as usize).saturating_sub(tokens.len())));
+    tokens.truncate(n as usize);
+    tokens
 }
 
 pub const TINY: Config = Config {

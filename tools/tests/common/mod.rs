@@ -135,6 +135,24 @@ pub fn set_config(dir: &Path, key: &str, value: serde_json::Value) {
 /// A blob of config `c` with small deterministic weights, `metadata` and the vocabulary
 /// `a`, `b`, … (bytes 0x21.. for larger vocabularies).
 pub fn blob(c: Config, metadata: &str) -> Vec<u8> {
+    let v = c.vocab_size as usize;
+    let vocab = (0..v)
+        .map(|i| {
+            if v <= 26 {
+                vec![b'a' + i as u8]
+            } else {
+                char::from_u32(0x21 + i as u32)
+                    .unwrap()
+                    .to_string()
+                    .into_bytes()
+            }
+        })
+        .collect();
+    blob_with_vocab(c, metadata, vocab)
+}
+
+/// [`blob`] with the given tokens (`c.vocab_size` of them).
+pub fn blob_with_vocab(c: Config, metadata: &str, vocab: Vec<Vec<u8>>) -> Vec<u8> {
     let d = c.d_model as usize;
     let tern = |rows: usize, cols: usize, seed: u32| TernaryParams {
         weights: values(rows * cols, seed)
@@ -171,18 +189,7 @@ pub fn blob(c: Config, metadata: &str) -> Vec<u8> {
         norm_eps: dyadic(1e-5).unwrap(),
         val_loss_micro_nats: Some(1_500_000),
         metadata: metadata.to_string(),
-        vocab: (0..v)
-            .map(|i| {
-                if v <= 26 {
-                    vec![b'a' + i as u8]
-                } else {
-                    char::from_u32(0x21 + i as u32)
-                        .unwrap()
-                        .to_string()
-                        .into_bytes()
-                }
-            })
-            .collect(),
+        vocab,
         embedding: values(v * d, 99)
             .iter()
             .map(|x| (x * 127.0) as i8)

@@ -1,12 +1,133 @@
-//! x86-64 AVX-512 twins of the attention's per-key steps ([`super::super::softmax`]).
+//! x86-64 AVX-512 twins of the attention's per-key steps ([`super::super::softmax`]), eight
+//! keys per step, built from lane helpers: `dyadic_mul8` (`Dyadic::mul` with the exponent
+//! clamp), `exp_weights8` (the integer `exp`), [`shift_round8`] (`mul_round`'s rounding shift).
 
 use core::arch::x86_64::*;
 
+use crate::fixed::{Dyadic, EXP2_NEG_Q30, EXP_CEIL, EXP_FLOOR, LN2_Q30, LOG2E_Q30};
+
+/// Whether the vector `Dyadic::mul` below takes `d`: normalized or zero, exponent within the
+/// clamp (every scale the forward pass makes is).
+pub(super) fn dyadic_ok(d: Dyadic) -> bool {
+    (d.mant == 0 || d.mant >= 1 << 31) && d.exp >= EXP_FLOOR && d.exp <= EXP_CEIL
+}
+
+/// [`Dyadic::mul`] of normalized-or-zero operands, eight lanes (mantissas in the low 32 bits,
+/// exponents as `i64`): `p = a·b` (`≥ 2^62` when both are nonzero), its top 32 bits rounded
+/// half up (a carry to `2^32` renormalizes), then the exponent clamp (below `EXP_FLOOR` zero,
+/// above `EXP_CEIL` `(u32::MAX, EXP_CEIL)`). Returns `(mant, exp)`, both zero where the
+/// product is zero or `live` is clear.
+#[inline]
+#[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl,avx512dq,avx512cd")]
+fn dyadic_mul8(
+    (a_mant, a_exp): (__m512i, __m512i),
+    (b_mant, b_exp): (__m512i, __m512i),
+    live: __mmask8,
+) -> (__m512i, __m512i) {
+    let one = _mm512_set1_epi64(1);
+    let p = _mm512_mul_epu32(a_mant, b_mant);
+    let nz = live & _mm512_test_epi64_mask(p, p);
+    let top = _mm512_srli_epi64::<63>(p);
+    let sh = _mm512_add_epi64(_mm512_set1_epi64(31), top);
+    let rr = _mm512_srli_epi64::<1>(_mm512_add_epi64(
+        _mm512_srlv_epi64(p, _mm512_sub_epi64(sh, one)),
+        one,
+    ));
+    let carry = _mm512_srli_epi64::<32>(rr);
+    let e = _mm512_add_epi64(_mm512_add_epi64(a_exp, b_exp), _mm512_add_epi64(sh, carry));
+    let mant = _mm512_srlv_epi64(rr, carry);
+    let under = _mm512_cmplt_epi64_mask(e, _mm512_set1_epi64(EXP_FLOOR as i64));
+    let over = _mm512_cmpgt_epi64_mask(e, _mm512_set1_epi64(EXP_CEIL as i64));
+    let mant = _mm512_mask_mov_epi64(mant, over, _mm512_set1_epi64(u32::MAX as i64));
+    let e = _mm512_mask_mov_epi64(e, over, _mm512_set1_epi64(EXP_CEIL as i64));
+    let keep = nz & !under;
+    (
+        _mm512_maskz_mov_epi64(keep, mant),
+        _mm512_maskz_mov_epi64(keep, e),
+    )
+}
+
+/// The `Dyadic`s at `d[(s0 + i)·nkv]` for the eight lanes `i` (lanes past the end of `d` read
+/// its last entry; the callers mask them), split into `(mant, exp)` lanes. Eight scalar loads:
+/// cheaper than `vpgatherqq` on the cores measured.
+///
+/// # Safety
+/// AVX-512; `d` not empty.
+#[inline]
+#[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl,avx512dq,avx512cd")]
+unsafe fn gather_dyadics8(d: &[Dyadic], s0: usize, nkv: usize) -> (__m512i, __m512i) {
+    let last = d.len() - 1;
+    // `Dyadic` is `repr(C)`: mantissa low, exponent high, 4-byte aligned.
+    let at = |i: usize| (d.as_ptr().add(((s0 + i) * nkv).min(last)) as *const i64).read_unaligned();
+    let v = _mm512_setr_epi64(at(0), at(1), at(2), at(3), at(4), at(5), at(6), at(7));
+    (
+        _mm512_and_si512(v, _mm512_set1_epi64(0xFFFF_FFFF)),
+        _mm512_srai_epi64::<32>(v),
+    )
+}
+
+/// [`exp_neg_q24`](crate::fixed::exp_neg_q24)`(smax − score)` for eight scores (Q30 weights,
+/// zero where `live` is clear): `t = z·log2 e` (`vpmullq`), a gathered `2^(−j/64)`, a cubic,
+/// per-lane shifts by `n`.
+#[inline]
+#[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl,avx512dq,avx512cd")]
+fn exp_weights8(sc: __m512i, smax: i64, live: __mmask8) -> __m512i {
+    // exp(-z) is 0 for z ≥ 32 nats (Q24): score ≤ smax − 2^29.
+    let thr = _mm512_set1_epi64(smax.saturating_sub(32 << 24));
+    let zero_w = _mm512_cmple_epi64_mask(sc, thr) | !live;
+    // z = smax − score (< 2^29 where the weight is not zero).
+    let z = _mm512_sub_epi64(_mm512_set1_epi64(smax), sc);
+    let t = _mm512_srli_epi64::<28>(_mm512_add_epi64(
+        _mm512_mullo_epi64(z, _mm512_set1_epi64(LOG2E_Q30)),
+        _mm512_set1_epi64(1 << 27),
+    ));
+    let n = _mm512_srli_epi64::<26>(t);
+    let zero_w = zero_w | _mm512_cmpge_epu64_mask(n, _mm512_set1_epi64(31));
+    let f = _mm512_and_si512(t, _mm512_set1_epi64((1 << 26) - 1));
+    let j = _mm512_srli_epi64::<20>(f);
+    let r = _mm512_and_si512(f, _mm512_set1_epi64((1 << 20) - 1));
+    let x = _mm512_srai_epi64::<26>(_mm512_mullo_epi64(r, _mm512_set1_epi64(LN2_Q30)));
+    let x2 = _mm512_srai_epi64::<30>(_mm512_mullo_epi64(x, x));
+    let x3 = _mm512_srai_epi64::<30>(_mm512_mullo_epi64(x2, x));
+    // (x3 as u32) / 6 = (x3 · 0xAAAAAAAB) >> 34 for every u32.
+    let x3_6 = _mm512_srli_epi64::<34>(_mm512_mul_epu32(x3, _mm512_set1_epi64(0xAAAA_AAAB)));
+    let poly = _mm512_sub_epi64(
+        _mm512_add_epi64(
+            _mm512_sub_epi64(_mm512_set1_epi64(1 << 30), x),
+            _mm512_srai_epi64::<1>(x2),
+        ),
+        x3_6,
+    );
+    // Lanes with a zero weight may hold any j: read entry 0 there.
+    let j = _mm512_maskz_mov_epi64(!zero_w, j);
+    // SAFETY: every index is below 64, the table's length.
+    let table = _mm512_cvtepu32_epi64(unsafe {
+        _mm512_i64gather_epi32::<4>(j, EXP2_NEG_Q30.as_ptr() as *const i32)
+    });
+    let v = _mm512_srai_epi64::<30>(_mm512_add_epi64(
+        _mm512_mullo_epi64(table, poly),
+        _mm512_set1_epi64(1 << 29),
+    ));
+    let one = _mm512_set1_epi64(1);
+    let half = _mm512_srli_epi64::<1>(_mm512_sllv_epi64(one, n));
+    let wgt = _mm512_srlv_epi64(_mm512_add_epi64(v, half), n);
+    _mm512_maskz_mov_epi64(!zero_w, wgt)
+}
+
+/// The lane mask of the first `k ≤ 8` lanes.
+#[inline(always)]
+fn first(k: usize) -> __mmask8 {
+    if k >= 8 {
+        0xFF
+    } else {
+        (1u8 << k) - 1
+    }
+}
+
 /// [`softmax_coefficients_scalar`](super::super::softmax::softmax_coefficients_scalar) eight keys at a
-/// time with AVX-512: the integer `exp` (`vpmullq`, a gathered `2^(-j/64)` table, per-lane
-/// shifts), the exact normalization of `from_u64` for weights `≤ 2^30` (`vplzcntq`), the
-/// normalized-operand path of `Dyadic::mul` (`vpmuludq`, rounding, carry, the exponent clamp),
-/// the maximum as one unsigned key per lane. Returns `None` (and touches nothing) unless every
+/// time with AVX-512: the integer `exp` (`exp_weights8`), the exact normalization of
+/// `from_u64` for weights `≤ 2^30` (`vplzcntq`), `dyadic_mul8` by the value scales, the
+/// maximum as one unsigned key per lane. Returns `None` (and touches nothing) unless every
 /// value scale read is normalized or zero with an exponent in the clamp range, as the forward
 /// pass's always are; the caller then runs the scalar code.
 ///
@@ -16,113 +137,35 @@ use core::arch::x86_64::*;
 pub unsafe fn softmax_coefficients_avx512(
     scores: &mut [i64],
     coef: &mut [i32],
-    v_scale: &[crate::fixed::Dyadic],
+    v_scale: &[Dyadic],
     nkv: usize,
 ) -> Option<(Option<i32>, u64)> {
-    use crate::fixed::{EXP2_NEG_Q30, EXP_CEIL, EXP_FLOOR, LN2_Q30, LOG2E_Q30};
     let len = scores.len();
     if len == 0 || coef.len() < len || nkv == 0 || v_scale.len() < (len - 1) * nkv + 1 {
         return None;
     }
-    // Operands the vector `mul` handles: normalized or zero, exponent within the clamp.
-    for s in 0..len {
-        let vs = v_scale[s * nkv];
-        let normal = vs.mant == 0 || vs.mant >= 1 << 31;
-        if !normal || vs.exp < EXP_FLOOR || vs.exp > EXP_CEIL {
-            return None;
-        }
+    if (0..len).any(|s| !dyadic_ok(v_scale[s * nkv])) {
+        return None;
     }
     let smax = scores.iter().copied().max().unwrap_or(0);
-    // exp(-z) is 0 for z ≥ 32 nats (Q24): score ≤ smax − 2^29.
-    let thr = _mm512_set1_epi64(smax.saturating_sub(32 << 24));
-    let vmax = _mm512_set1_epi64(smax);
-    let one = _mm512_set1_epi64(1);
     let key_bias = 4096i64; // exponent + bias > 0: nonzero keys beat zero
     let mut wsum = _mm512_setzero_si512();
     let mut kmax = _mm512_setzero_si512();
-    let stride_idx = _mm512_mullo_epi64(
-        _mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7),
-        _mm512_set1_epi64(nkv as i64),
-    );
-    let mut s0 = 0;
-    while s0 < len {
-        let k = (len - s0).min(8);
-        let m: __mmask8 = if k == 8 { 0xFF } else { (1u8 << k) - 1 };
-        let sc = _mm512_maskz_loadu_epi64(m, scores.as_ptr().add(s0));
-        // z = smax − score (< 2^29 where the weight is not zero).
-        let zero_w = _mm512_cmple_epi64_mask(sc, thr) | !m;
-        let z = _mm512_sub_epi64(vmax, sc);
-        let t = _mm512_srli_epi64::<28>(_mm512_add_epi64(
-            _mm512_mullo_epi64(z, _mm512_set1_epi64(LOG2E_Q30)),
-            _mm512_set1_epi64(1 << 27),
-        ));
-        let n = _mm512_srli_epi64::<26>(t);
-        let zero_w = zero_w | _mm512_cmpge_epu64_mask(n, _mm512_set1_epi64(31));
-        let f = _mm512_and_si512(t, _mm512_set1_epi64((1 << 26) - 1));
-        let j = _mm512_srli_epi64::<20>(f);
-        let r = _mm512_and_si512(f, _mm512_set1_epi64((1 << 20) - 1));
-        let x = _mm512_srai_epi64::<26>(_mm512_mullo_epi64(r, _mm512_set1_epi64(LN2_Q30)));
-        let x2 = _mm512_srai_epi64::<30>(_mm512_mullo_epi64(x, x));
-        let x3 = _mm512_srai_epi64::<30>(_mm512_mullo_epi64(x2, x));
-        // (x3 as u32) / 6 = (x3 · 0xAAAAAAAB) >> 34 for every u32.
-        let x3_6 = _mm512_srli_epi64::<34>(_mm512_mul_epu32(x3, _mm512_set1_epi64(0xAAAA_AAAB)));
-        let poly = _mm512_sub_epi64(
-            _mm512_add_epi64(
-                _mm512_sub_epi64(_mm512_set1_epi64(1 << 30), x),
-                _mm512_srai_epi64::<1>(x2),
-            ),
-            x3_6,
+    for s0 in (0..len).step_by(8) {
+        let m = first(len - s0);
+        let wgt = exp_weights8(
+            _mm512_maskz_loadu_epi64(m, scores.as_ptr().add(s0)),
+            smax,
+            m,
         );
-        // Lanes with a zero weight may hold any j: read entry 0 there.
-        let j = _mm512_maskz_mov_epi64(!zero_w, j);
-        let table = _mm512_cvtepu32_epi64(_mm512_i64gather_epi32::<4>(
-            j,
-            EXP2_NEG_Q30.as_ptr() as *const i32,
-        ));
-        let v = _mm512_srai_epi64::<30>(_mm512_add_epi64(
-            _mm512_mullo_epi64(table, poly),
-            _mm512_set1_epi64(1 << 29),
-        ));
-        let half = _mm512_srli_epi64::<1>(_mm512_sllv_epi64(one, n));
-        let wgt = _mm512_srlv_epi64(_mm512_add_epi64(v, half), n);
-        let wgt = _mm512_maskz_mov_epi64(!zero_w, wgt);
         wsum = _mm512_add_epi64(wsum, wgt);
         // from_u64(wgt, -30): 0 < wgt ≤ 2^30, so 33+ leading zeros and an exact shift.
-        let nz_w = _mm512_test_epi64_mask(wgt, wgt);
-        let lz = _mm512_lzcnt_epi64(wgt);
-        let up = _mm512_sub_epi64(lz, _mm512_set1_epi64(32));
-        let a_mant = _mm512_sllv_epi64(wgt, up);
-        let a_exp = _mm512_sub_epi64(_mm512_set1_epi64(-30), up);
-        // The value scales, gathered: low half mantissa, high half exponent.
-        let idx = _mm512_add_epi64(stride_idx, _mm512_set1_epi64((s0 * nkv) as i64));
-        let vsl = _mm512_mask_i64gather_epi64::<8>(
-            _mm512_setzero_si512(),
-            m,
-            idx,
-            v_scale.as_ptr() as *const i64,
+        let up = _mm512_sub_epi64(_mm512_lzcnt_epi64(wgt), _mm512_set1_epi64(32));
+        let a = (
+            _mm512_sllv_epi64(wgt, up),
+            _mm512_sub_epi64(_mm512_set1_epi64(-30), up),
         );
-        let b_mant = _mm512_and_si512(vsl, _mm512_set1_epi64(0xFFFF_FFFF));
-        let b_exp = _mm512_srai_epi64::<32>(vsl);
-        // mul: p = a·b (≥ 2^62 when both are nonzero), keep the top 32 bits rounded.
-        let p = _mm512_mul_epu32(a_mant, b_mant);
-        let nz = nz_w & _mm512_test_epi64_mask(p, p);
-        let top = _mm512_srli_epi64::<63>(p);
-        let sh = _mm512_add_epi64(_mm512_set1_epi64(31), top);
-        let rr = _mm512_srli_epi64::<1>(_mm512_add_epi64(
-            _mm512_srlv_epi64(p, _mm512_sub_epi64(sh, one)),
-            one,
-        ));
-        let carry = _mm512_srli_epi64::<32>(rr);
-        let e = _mm512_add_epi64(_mm512_add_epi64(a_exp, b_exp), _mm512_add_epi64(sh, carry));
-        let mant = _mm512_srlv_epi64(rr, carry);
-        // The clamp: below EXP_FLOOR zero, above EXP_CEIL (u32::MAX, EXP_CEIL).
-        let under = _mm512_cmplt_epi64_mask(e, _mm512_set1_epi64(EXP_FLOOR as i64));
-        let over = _mm512_cmpgt_epi64_mask(e, _mm512_set1_epi64(EXP_CEIL as i64));
-        let mant = _mm512_mask_mov_epi64(mant, over, _mm512_set1_epi64(u32::MAX as i64));
-        let e = _mm512_mask_mov_epi64(e, over, _mm512_set1_epi64(EXP_CEIL as i64));
-        let keep = nz & !under;
-        let mant = _mm512_maskz_mov_epi64(keep, mant);
-        let e = _mm512_maskz_mov_epi64(keep, e);
+        let (mant, e) = dyadic_mul8(a, gather_dyadics8(v_scale, s0, nkv), m);
         // pack_dyadic: exponent high, mantissa low.
         let packed = _mm512_or_si512(_mm512_slli_epi64::<32>(e), mant);
         _mm512_mask_storeu_epi64(scores.as_mut_ptr().add(s0), m, packed);
@@ -130,8 +173,8 @@ pub unsafe fn softmax_coefficients_avx512(
             _mm512_slli_epi64::<32>(_mm512_add_epi64(e, _mm512_set1_epi64(key_bias))),
             mant,
         );
-        kmax = _mm512_max_epu64(kmax, _mm512_maskz_mov_epi64(keep, key));
-        s0 += 8;
+        let live = _mm512_test_epi64_mask(mant, mant);
+        kmax = _mm512_max_epu64(kmax, _mm512_maskz_mov_epi64(live, key));
     }
     let wsum = _mm512_reduce_add_epi64(wsum) as u64;
     let kmax = _mm512_reduce_max_epu64(kmax);
@@ -139,17 +182,14 @@ pub unsafe fn softmax_coefficients_avx512(
         coef[..len].fill(0);
         return Some((None, wsum));
     }
-    let cmax_exp = ((kmax >> 32) as i64 - key_bias) as i32;
     // Coefficients: round(mant / 2^sh), sh = e − exp_s (≥ 8 for nonzero entries).
-    let e = cmax_exp.saturating_add(8);
-    let mut s0 = 0;
-    while s0 < len {
-        let k = (len - s0).min(8);
-        let m: __mmask8 = if k == 8 { 0xFF } else { (1u8 << k) - 1 };
+    let e = (((kmax >> 32) as i64 - key_bias) as i32).saturating_add(8);
+    let one = _mm512_set1_epi64(1);
+    for s0 in (0..len).step_by(8) {
+        let m = first(len - s0);
         let packed = _mm512_maskz_loadu_epi64(m, scores.as_ptr().add(s0));
         let mant = _mm512_and_si512(packed, _mm512_set1_epi64(0xFFFF_FFFF));
-        let exp = _mm512_srai_epi64::<32>(packed);
-        let sh = _mm512_sub_epi64(_mm512_set1_epi64(e as i64), exp);
+        let sh = _mm512_sub_epi64(_mm512_set1_epi64(e as i64), _mm512_srai_epi64::<32>(packed));
         let live = _mm512_test_epi64_mask(mant, mant)
             & _mm512_cmplt_epi64_mask(sh, _mm512_set1_epi64(40))
             & _mm512_cmpgt_epi64_mask(sh, _mm512_setzero_si512());
@@ -157,104 +197,74 @@ pub unsafe fn softmax_coefficients_avx512(
         let c = _mm512_srlv_epi64(_mm512_add_epi64(mant, half), sh);
         let c = _mm512_maskz_mov_epi64(live, c);
         _mm256_mask_storeu_epi32(coef.as_mut_ptr().add(s0), m, _mm512_cvtepi64_epi32(c));
-        s0 += 8;
     }
     Some((Some(e), wsum))
 }
 
 /// [`attention_scores_scalar`](super::super::softmax::attention_scores_scalar) eight keys at a time
-/// with AVX-512: `Dyadic::mul` on normalized operands, then `mul_round` (`vpmullq`, per-lane
-/// rounding right shifts or saturating left shifts). Returns `false` (and touches nothing)
-/// unless `q_scale` and every key scale read are normalized or zero with exponents in the clamp
-/// range; the caller then runs the scalar code.
+/// with AVX-512: `dyadic_mul8`, then `mul_round` (`vpmullq`, per-lane rounding right shifts
+/// or saturating left shifts). Returns `false` (and touches nothing) unless `q_scale` and
+/// every key scale read are normalized or zero with exponents in the clamp range; the caller
+/// then runs the scalar code.
 ///
 /// # Safety
 /// The CPU must support AVX-512 F, BW, VL, DQ and CD.
 #[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl,avx512dq,avx512cd")]
 pub unsafe fn attention_scores_avx512(
     dots: &[i32],
-    q_scale: crate::fixed::Dyadic,
-    k_scale: &[crate::fixed::Dyadic],
+    q_scale: Dyadic,
+    k_scale: &[Dyadic],
     nkv: usize,
     scores: &mut [i64],
 ) -> bool {
-    use crate::fixed::{EXP_CEIL, EXP_FLOOR};
     let len = scores.len();
     if len == 0 || dots.len() < len || nkv == 0 || k_scale.len() < (len - 1) * nkv + 1 {
         return false;
     }
-    let ok = |d: crate::fixed::Dyadic| {
-        (d.mant == 0 || d.mant >= 1 << 31) && d.exp >= EXP_FLOOR && d.exp <= EXP_CEIL
-    };
-    if !ok(q_scale) || (0..len).any(|s| !ok(k_scale[s * nkv])) {
+    if !dyadic_ok(q_scale) || (0..len).any(|s| !dyadic_ok(k_scale[s * nkv])) {
         return false;
     }
-    let one = _mm512_set1_epi64(1);
-    let a_mant = _mm512_set1_epi64(q_scale.mant as i64);
-    let a_exp = _mm512_set1_epi64(q_scale.exp as i64);
-    let limit = _mm512_set1_epi64(1 << 62);
-    let stride_idx = _mm512_mullo_epi64(
-        _mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7),
-        _mm512_set1_epi64(nkv as i64),
+    let q = (
+        _mm512_set1_epi64(q_scale.mant as i64),
+        _mm512_set1_epi64(q_scale.exp as i64),
     );
-    let mut s0 = 0;
-    while s0 < len {
-        let k = (len - s0).min(8);
-        let m: __mmask8 = if k == 8 { 0xFF } else { (1u8 << k) - 1 };
-        let idx = _mm512_add_epi64(stride_idx, _mm512_set1_epi64((s0 * nkv) as i64));
-        let ks = _mm512_mask_i64gather_epi64::<8>(
-            _mm512_setzero_si512(),
-            m,
-            idx,
-            k_scale.as_ptr() as *const i64,
-        );
-        let b_mant = _mm512_and_si512(ks, _mm512_set1_epi64(0xFFFF_FFFF));
-        let b_exp = _mm512_srai_epi64::<32>(ks);
-        // Dyadic::mul of normalized operands (or zero).
-        let p = _mm512_mul_epu32(a_mant, b_mant);
-        let nz = _mm512_test_epi64_mask(p, p);
-        let top = _mm512_srli_epi64::<63>(p);
-        let sh = _mm512_add_epi64(_mm512_set1_epi64(31), top);
-        let rr = _mm512_srli_epi64::<1>(_mm512_add_epi64(
-            _mm512_srlv_epi64(p, _mm512_sub_epi64(sh, one)),
-            one,
-        ));
-        let carry = _mm512_srli_epi64::<32>(rr);
-        let e = _mm512_add_epi64(_mm512_add_epi64(a_exp, b_exp), _mm512_add_epi64(sh, carry));
-        let mant = _mm512_srlv_epi64(rr, carry);
-        let under = _mm512_cmplt_epi64_mask(e, _mm512_set1_epi64(EXP_FLOOR as i64));
-        let over = _mm512_cmpgt_epi64_mask(e, _mm512_set1_epi64(EXP_CEIL as i64));
-        let mant = _mm512_mask_mov_epi64(mant, over, _mm512_set1_epi64(u32::MAX as i64));
-        let e = _mm512_mask_mov_epi64(e, over, _mm512_set1_epi64(EXP_CEIL as i64));
-        let keep = nz & !under;
-        let mant = _mm512_maskz_mov_epi64(keep, mant);
-        let e = _mm512_maskz_mov_epi64(keep, e);
+    for s0 in (0..len).step_by(8) {
+        let m = first(len - s0);
+        let (mant, e) = dyadic_mul8(q, gather_dyadics8(k_scale, s0, nkv), m);
         // mul_round(dot, d, 24): x · mant (|·| < 2^63), then shift_round by exp + 24.
         let dot = _mm512_cvtepi32_epi64(_mm256_maskz_loadu_epi32(m, dots.as_ptr().add(s0)));
-        let x = _mm512_mullo_epi64(dot, mant);
-        let sh = _mm512_add_epi64(e, _mm512_set1_epi64(24));
-        let left = _mm512_cmpge_epi64_mask(sh, _mm512_setzero_si512());
-        // Left: 0 stays 0; saturate when sh ≥ 62 or the shift would reach bit 62.
-        let ax = _mm512_abs_epi64(x);
-        let lz = _mm512_lzcnt_epi64(ax);
-        let sat = _mm512_cmpge_epi64_mask(sh, _mm512_set1_epi64(62))
-            | _mm512_cmple_epi64_mask(lz, _mm512_add_epi64(sh, one));
-        let neg = _mm512_cmplt_epi64_mask(x, _mm512_setzero_si512());
-        let shifted = _mm512_sllv_epi64(x, sh);
-        let satv = _mm512_mask_sub_epi64(limit, neg, _mm512_setzero_si512(), limit);
-        let lv = _mm512_mask_mov_epi64(shifted, sat, satv);
-        let lv = _mm512_maskz_mov_epi64(_mm512_test_epi64_mask(x, x), lv);
-        // Right: r = −sh; r ≥ 64 gives 0, else (x >> r) + ((x >> (r − 1)) & 1).
-        let r = _mm512_sub_epi64(_mm512_setzero_si512(), sh);
-        let far = _mm512_cmpge_epi64_mask(r, _mm512_set1_epi64(64));
-        let rv = _mm512_add_epi64(
-            _mm512_srav_epi64(x, r),
-            _mm512_and_si512(_mm512_srav_epi64(x, _mm512_sub_epi64(r, one)), one),
+        let out = shift_round8(
+            _mm512_mullo_epi64(dot, mant),
+            _mm512_add_epi64(e, _mm512_set1_epi64(24)),
         );
-        let rv = _mm512_maskz_mov_epi64(!far, rv);
-        let out = _mm512_mask_mov_epi64(rv, left, lv);
         _mm512_mask_storeu_epi64(scores.as_mut_ptr().add(s0), m, out);
-        s0 += 8;
     }
     true
+}
+
+/// [`shift_round`](crate::fixed::shift_round)`(x, sh)` on eight lanes: right shifts round half
+/// up, left shifts saturate at `±2^62`.
+#[inline]
+#[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl,avx512dq,avx512cd")]
+fn shift_round8(x: __m512i, sh: __m512i) -> __m512i {
+    let one = _mm512_set1_epi64(1);
+    let limit = _mm512_set1_epi64(1 << 62);
+    let left = _mm512_cmpge_epi64_mask(sh, _mm512_setzero_si512());
+    // Left: 0 stays 0; saturate when sh ≥ 62 or the shift would reach bit 62.
+    let lz = _mm512_lzcnt_epi64(_mm512_abs_epi64(x));
+    let sat = _mm512_cmpge_epi64_mask(sh, _mm512_set1_epi64(62))
+        | _mm512_cmple_epi64_mask(lz, _mm512_add_epi64(sh, one));
+    let neg = _mm512_cmplt_epi64_mask(x, _mm512_setzero_si512());
+    let satv = _mm512_mask_sub_epi64(limit, neg, _mm512_setzero_si512(), limit);
+    let lv = _mm512_mask_mov_epi64(_mm512_sllv_epi64(x, sh), sat, satv);
+    let lv = _mm512_maskz_mov_epi64(_mm512_test_epi64_mask(x, x), lv);
+    // Right: r = −sh; r ≥ 64 gives 0, else (x >> r) + ((x >> (r − 1)) & 1).
+    let r = _mm512_sub_epi64(_mm512_setzero_si512(), sh);
+    let far = _mm512_cmpge_epi64_mask(r, _mm512_set1_epi64(64));
+    let rv = _mm512_add_epi64(
+        _mm512_srav_epi64(x, r),
+        _mm512_and_si512(_mm512_srav_epi64(x, _mm512_sub_epi64(r, one)), one),
+    );
+    let rv = _mm512_maskz_mov_epi64(!far, rv);
+    _mm512_mask_mov_epi64(rv, left, lv)
 }

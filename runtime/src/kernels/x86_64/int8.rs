@@ -57,7 +57,14 @@ pub unsafe fn int8_matvec_avx2(m: &[i8], stride: usize, x: &[i8], y: &mut [i32])
                 }
             }
         }
-        let s = hsum4(acc[0], acc[1], acc[2], acc[3]);
+        let mut s = [0i32; 4];
+        // SAFETY: a 16-byte store into a 16-byte array.
+        unsafe {
+            _mm_storeu_si128(
+                s.as_mut_ptr() as *mut __m128i,
+                hsum4(acc[0], acc[1], acc[2], acc[3]),
+            )
+        };
         for (i, si) in s.into_iter().enumerate().take(k) {
             let t = if body < len { tail(r + i) } else { 0 };
             y[r + i] = si.wrapping_add(t);
@@ -66,14 +73,108 @@ pub unsafe fn int8_matvec_avx2(m: &[i8], stride: usize, x: &[i8], y: &mut [i32])
     }
 }
 
-/// [`fast::int8_weighted_sum`](super::super::fast::int8_weighted_sum) compiled with AVX2 (the
-/// compiler vectorizes its `i64` multiply-adds with `vpmuldq`).
+/// Positions per `i32` flush of [`int8_weighted_sum_avx2`]: a `vpmaddwd` lane adds two
+/// products of a 12-bit coefficient half and an 8-bit value (`< 2^20`), so the 1024 pairs of
+/// 2048 positions stay below `2^30`.
+const FLUSH_POSITIONS: usize = 2048;
+
+/// `acc[i] = Σ_s coef[s] · v[s·stride + i]` with AVX2 (the contract of
+/// [`reference::int8_weighted_sum`](super::super::reference::int8_weighted_sum)): each
+/// coefficient split into 12-bit halves `c = c_hi · 2^12 + c_lo` (`|c| ≤ 2^24`: both fit
+/// `i16`), two positions interleaved per `vpmaddwd` against the values widened to `i16`, 32
+/// dimensions per pass (16 where 32 do not divide the row), `i32` sums flushed to `i64` every
+/// `FLUSH_POSITIONS` positions. Rows whose length is not a multiple of 16, or a coefficient
+/// beyond `±2^24`, take the portable loop.
 ///
 /// # Safety
 /// The CPU must support AVX2.
 #[target_feature(enable = "avx2")]
 pub unsafe fn int8_weighted_sum_avx2(coef: &[i32], v: &[i8], stride: usize, acc: &mut [i64]) {
-    super::super::fast::int8_weighted_sum(coef, v, stride, acc)
+    let hd = acc.len();
+    let t = coef.len();
+    let fits = t == 0 || v.len() >= (t - 1) * stride + hd;
+    let small = coef.iter().all(|c| c.unsigned_abs() <= 1 << 24);
+    if !hd.is_multiple_of(16) || !fits || !small {
+        return super::super::fast::int8_weighted_sum(coef, v, stride, acc);
+    }
+    acc.fill(0);
+    let mut j0 = 0;
+    while j0 < hd {
+        let width = if hd - j0 >= 32 { 32 } else { 16 };
+        for s0 in (0..t).step_by(FLUSH_POSITIONS) {
+            let block = &coef[s0..t.min(s0 + FLUSH_POSITIONS)];
+            // SAFETY: positions `s0..s0 + block.len() ≤ t` and dimensions `j0..j0 + width ≤
+            // hd` lie inside `v` (checked above).
+            let p = v.as_ptr().add(s0 * stride + j0);
+            let (lo, hi) = if width == 32 {
+                weighted_block::<2>(block, p, stride)
+            } else {
+                weighted_block::<1>(block, p, stride)
+            };
+            let out = acc.get_unchecked_mut(j0..j0 + width);
+            for (d, o) in out.iter_mut().enumerate() {
+                *o += ((hi[d] as i64) << 12) + lo[d] as i64;
+            }
+        }
+        j0 += width;
+    }
+}
+
+/// `Σ_s c_lo[s]·v[s][d]` and `Σ_s c_hi[s]·v[s][d]` for `16·H` dimensions `d` of
+/// `coef.len() ≤` `FLUSH_POSITIONS` positions (rows `stride` apart from `v`), in dimension
+/// order (the first `16·H` entries of each array).
+///
+/// # Safety
+/// AVX2; `v` valid for `16·H` bytes at every `s·stride`, `s < coef.len()`.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn weighted_block<const H: usize>(
+    coef: &[i32],
+    v: *const i8,
+    stride: usize,
+) -> ([i32; 32], [i32; 32]) {
+    let row = |s: usize, h: usize| {
+        _mm256_cvtepi8_epi16(_mm_loadu_si128(v.add(s * stride + 16 * h) as *const __m128i))
+    };
+    // Two i16 halves of a dword: position s low, position s + 1 high.
+    let pair = |a: i32, b: i32| _mm256_set1_epi32((a & 0xFFFF) | (b << 16));
+    let mut lo = [[_mm256_setzero_si256(); 2]; H];
+    let mut hi = [[_mm256_setzero_si256(); 2]; H];
+    for (k, c) in coef.chunks(2).enumerate() {
+        let s = 2 * k;
+        let (c0, c1) = (c[0], c.get(1).copied().unwrap_or(0));
+        let cl = pair(c0 & 0xFFF, c1 & 0xFFF);
+        let ch = pair(c0 >> 12, c1 >> 12);
+        for h in 0..H {
+            let a = row(s, h);
+            let b = if c.len() == 2 {
+                row(s + 1, h)
+            } else {
+                _mm256_setzero_si256()
+            };
+            // Dimensions 0-3 and 8-11 (p[0]), 4-7 and 12-15 (p[1]), positions interleaved.
+            let p = [_mm256_unpacklo_epi16(a, b), _mm256_unpackhi_epi16(a, b)];
+            for q in 0..2 {
+                lo[h][q] = _mm256_add_epi32(lo[h][q], _mm256_madd_epi16(p[q], cl));
+                hi[h][q] = _mm256_add_epi32(hi[h][q], _mm256_madd_epi16(p[q], ch));
+            }
+        }
+    }
+    // Back to dimension order: lanes of p[0] are dimensions 0-3 | 8-11, of p[1] 4-7 | 12-15.
+    let order = |x: [[__m256i; 2]; H]| {
+        let mut out = [0i32; 32];
+        for (h, x) in x.iter().enumerate() {
+            let first = _mm256_permute2x128_si256::<0x20>(x[0], x[1]); // 0-3, 4-7
+            let second = _mm256_permute2x128_si256::<0x31>(x[0], x[1]); // 8-11, 12-15
+                                                                        // SAFETY: two 32-byte stores into 64 bytes of a 128-byte array (`h < H ≤ 2`).
+            unsafe {
+                _mm256_storeu_si256(out.as_mut_ptr().add(16 * h) as *mut __m256i, first);
+                _mm256_storeu_si256(out.as_mut_ptr().add(16 * h + 8) as *mut __m256i, second);
+            }
+        }
+        out
+    };
+    (order(lo), order(hi))
 }
 
 /// [`fast::int8_weighted_sum`](super::super::fast::int8_weighted_sum) with AVX-512: eight `i64`

@@ -5,17 +5,32 @@
 //!
 //! | file | kernels |
 //! |---|---|
-//! | `ternary.rs` | ternary matvec and block matmul (layout and arithmetic documented there) |
+//! | `ternary.rs` | what the ternary kernels share: activation layout, code tables, reductions |
+//! | `ternary_avx2.rs` | ternary matvec and block matmul, AVX2 |
+//! | `ternary_avx512.rs` | ternary matvec and block matmul, AVX-512 VNNI |
 //! | `int8.rs` | int8 dot products against strided rows, value accumulation |
-//! | `attention.rs` | attention scores and softmax coefficients, eight keys per step |
+//! | `quantize.rs` | the int8 quantizers' loops (RMSNorm statistics, Q2, Q5), eight per step |
+//! | `attention.rs` | attention scores and softmax coefficients, eight keys per step (AVX-512) |
+//! | `attention_avx2.rs` | the same, four keys per step (AVX2) |
+//!
+//! There is no AVX-VNNI (the 256-bit `vpdpbusd` without AVX-512 of recent desktop cores)
+//! level: no machine here has it to test on, and the dispatch never picks an untested path.
 
 mod attention;
+mod attention_avx2;
 mod int8;
+mod quantize;
 mod ternary;
+mod ternary_avx2;
+mod ternary_avx512;
 
 pub use attention::{attention_scores_avx512, softmax_coefficients_avx512};
+pub use attention_avx2::{attention_scores_avx2, softmax_coefficients_avx2};
 pub use int8::{int8_matvec_avx2, int8_weighted_sum_avx2, int8_weighted_sum_avx512};
-pub use ternary::{
-    permuted_len, row_bytes_ok, ternary_matmul_avx2, ternary_matmul_vnni, ternary_matvec_avx2,
-    ternary_matvec_vnni, CHUNK, TILE,
+pub(crate) use quantize::{
+    max_abs_i64_avx2, quantize_i64_avx2, quantize_products_avx2, rms_maxima_avx2,
+    sum_sq_shifted_avx2,
 };
+pub use ternary::{permuted_len, row_bytes_ok, CHUNK, TILE};
+pub use ternary_avx2::{ternary_matmul_avx2, ternary_matvec_avx2};
+pub use ternary_avx512::{ternary_matmul_vnni, ternary_matvec_vnni};
