@@ -129,7 +129,24 @@ pub fn inspect(model: &Model<'_>, blob: &[u8]) -> Inspection {
     }
 }
 
-use crate::term::printable;
+/// `s` safe for a terminal: control characters (escape sequences among them) and the
+/// bidirectional-override characters become `\u{…}` escapes; `\` is doubled so the output
+/// stays unambiguous. (Here rather than in `term.rs` because the web page compiles this
+/// file alone.)
+pub fn printable(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        let bidi = matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+        if c == '\\' {
+            out.push_str("\\\\");
+        } else if c.is_control() || bidi {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
 
 impl fmt::Display for Inspection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

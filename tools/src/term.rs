@@ -3,23 +3,7 @@
 
 use std::path::Path;
 
-/// `s` safe for a terminal: control characters (escape sequences among them) and the
-/// bidirectional-override characters become `\u{…}` escapes; `\` is doubled so the output
-/// stays unambiguous.
-pub fn printable(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        let bidi = matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
-        if c == '\\' {
-            out.push_str("\\\\");
-        } else if c.is_control() || bidi {
-            out.extend(c.escape_unicode());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
+pub use crate::inspect::printable;
 
 /// A path for a message: [`printable`] of its lossy UTF-8 form (bytes that are not UTF-8 show
 /// as U+FFFD). Every message of the tools names paths through this.
