@@ -137,7 +137,7 @@ pub enum Command {
         #[arg(long, default_value_t = 0)]
         seed: u64,
         /// Sampling temperature, 0 to 100; 0 = greedy. Used in thousandths (0.8 → 800).
-        #[arg(long, default_value_t = 0.8, value_parser = generate::parse_temperature)]
+        #[arg(long, default_value_t = 0.8)]
         temperature: f64,
         /// Sample among the K most likely tokens only; 0 = all.
         #[arg(long, default_value_t = 0)]
@@ -156,7 +156,7 @@ pub enum Command {
         #[arg(long)]
         model: Option<PathBuf>,
         /// Starting temperature (`/temp`), 0 to 100; 0 = greedy.
-        #[arg(long, default_value_t = 0.8, value_parser = generate::parse_temperature)]
+        #[arg(long, default_value_t = 0.8)]
         temperature: f64,
         /// Starting top-k (`/topk`); 0 = all.
         #[arg(long, default_value_t = 0)]

@@ -8,12 +8,13 @@ use runtime::{decode, encode, session_bytes_prefill, Generator, Model, SamplerCo
 /// Highest temperature (the runtime's [`runtime::chat::MAX_TEMPERATURE_MILLI`], in units).
 pub const MAX_TEMPERATURE: f64 = 100.0;
 
-/// Parses `--temperature`: a number from 0 to 100. The message of a refusal is short whatever
-/// the value (`1e308` is not echoed as a 309-digit number).
-pub fn parse_temperature(s: &str) -> std::result::Result<f64, String> {
-    match s.trim().parse::<f64>() {
-        Ok(t) if (0.0..=MAX_TEMPERATURE).contains(&t) => Ok(t),
-        _ => Err("the temperature must be a number from 0 to 100 (0 = greedy)".into()),
+/// `x` in at most a few dozen characters: plain for everyday magnitudes, else in scientific
+/// notation (`1e308`, not a 309-digit number; `-1e-300`, not 300 zeros).
+pub fn short_number(x: f64) -> String {
+    if x.is_finite() && (x == 0.0 || (1e-3..1e9).contains(&x.abs())) {
+        format!("{x}")
+    } else {
+        format!("{x:e}")
     }
 }
 
@@ -21,7 +22,10 @@ pub fn parse_temperature(s: &str) -> std::result::Result<f64, String> {
 /// firmware's build-time setting is).
 pub fn sampler(temperature: f64, top_k: u32, seed: u64) -> Result<SamplerConfig> {
     if !(temperature.is_finite() && (0.0..=MAX_TEMPERATURE).contains(&temperature)) {
-        bail!("temperature must be between 0 and 100, got {temperature:e}");
+        bail!(
+            "temperature must be between 0 and 100, got {}",
+            short_number(temperature)
+        );
     }
     Ok(SamplerConfig {
         temperature_milli: (temperature * 1000.0).round() as u32,
