@@ -10,7 +10,7 @@ use runtime::format::{HeaderInfo, TensorEntry, TokenizerInfo, FLAG_BPE, PREFIX_L
 use runtime::writer::{BpeParams, ModelParams, WriteError};
 use runtime::{
     decode, encode, Config, Generator, LoadError, Model, SamplerConfig, Section, Session,
-    TernaryEncoding, TokenizerError,
+    TensorKind, TernaryEncoding, TokenizerError,
 };
 
 fn fix_crc(b: &mut [u8]) {
@@ -103,6 +103,7 @@ fn a_bpe_model_is_format_v4_and_reads_back_exactly() {
         assert_eq!(m.chars_per_kilotoken(), Some(2_500));
         // Written again from the loaded model: the same bytes.
         let again = ModelParams::from_model(&m)
+            .unwrap()
             .to_blob_with(*m.layout().encodings())
             .unwrap();
         assert_eq!(again, blob);
@@ -284,6 +285,8 @@ fn hostile_merge_tables_are_refused() {
         load_error(&p),
         LoadError::BadSection {
             section: Section::Vocab,
+            kind: TensorKind::VocabOffsets,
+            layer: 0,
             offset: 257 * 4
         }
     );
@@ -293,7 +296,7 @@ fn hostile_merge_tables_are_refused() {
 fn hostile_tokenizer_bytes_in_a_blob_are_refused() {
     let p = random_bpe_model(TINY, 20, 6);
     let blob = p.to_blob().unwrap();
-    let table = p.bpe.as_ref().unwrap().table();
+    let table = p.bpe.as_ref().unwrap().table().unwrap();
     // The blob as written is its header with the tokenizer item at the end.
     assert_eq!(
         with_header_tail(&blob, &tokenizer_item(&table, Some(2500))),
@@ -379,7 +382,7 @@ fn every_table_the_writer_accepts_is_the_encoder_s() {
     for (n, seed) in [(0, 1), (1, 2), (200, 3), (1000, 4)] {
         let (vocab, bpe) = bpe_vocab(n, seed);
         assert_eq!(vocab.len(), 256 + n);
-        let table = bpe.table();
+        let table = bpe.table().unwrap();
         let merges = Merges::from_bytes(&table).unwrap();
         merges.check_references().unwrap();
         let c = Config {

@@ -11,7 +11,17 @@ use safetensors::{Dtype, SafeTensors};
 use serde::Deserialize;
 
 use crate::files;
+use crate::term::shown;
 use crate::tokenizer::{self, RunTokens, TokenizerFile, MAX_TOKENIZER_JSON_BYTES};
+
+/// The files of a run dir that pack reads (`tokenizer.json` only in a byte-level BPE run).
+pub const RUN_FILES: [&str; 5] = [
+    "config.json",
+    "vocab.json",
+    "tokenizer.json",
+    "summary.json",
+    "weights.safetensors",
+];
 
 /// The run-dir format version of a character run.
 pub const EXPORT_VERSION: u32 = 1;
@@ -106,7 +116,7 @@ fn read(dir: &Path, name: &str, max: u64) -> Result<Vec<u8>> {
     if !path.exists() {
         bail!(
             "run dir {} is incomplete: {name} is missing (is the training still running, or was it interrupted? `trainer --resume` finishes it)",
-            dir.display()
+            shown(dir)
         );
     }
     files::read_capped(&path, "run file", max)
@@ -115,7 +125,7 @@ fn read(dir: &Path, name: &str, max: u64) -> Result<Vec<u8>> {
 fn json<T: serde::de::DeserializeOwned>(dir: &Path, name: &str, max: u64) -> Result<T> {
     let bytes = read(dir, name, max)?;
     serde_json::from_slice(&bytes)
-        .with_context(|| format!("{} is not valid", dir.join(name).display()))
+        .with_context(|| format!("{} is not valid", shown(&dir.join(name))))
 }
 
 /// `rope_theta` as the whole number the blob stores.
@@ -176,12 +186,12 @@ impl Run {
             Ok(m) if m.is_dir() => {}
             Ok(_) => bail!(
                 "run dir {} is not a directory (pass the trainer's --out directory, not a file in it)",
-                dir.display()
+                shown(dir)
             ),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                bail!("run dir {} does not exist", dir.display())
+                bail!("run dir {} does not exist", shown(dir))
             }
-            Err(e) => return Err(e).with_context(|| format!("cannot read run dir {}", dir.display())),
+            Err(e) => return Err(e).with_context(|| format!("cannot read run dir {}", shown(dir))),
         }
         let config: RunConfig = json(dir, "config.json", MAX_JSON_BYTES)?;
         let bpe = match (config.export_version, config.tokenizer.as_deref()) {
@@ -189,11 +199,11 @@ impl Run {
             (EXPORT_VERSION_BPE, Some("bpe")) => true,
             (v @ (EXPORT_VERSION | EXPORT_VERSION_BPE), t) => bail!(
                 "{}: export_version {v} with tokenizer {t:?}: version {EXPORT_VERSION} is a character run, {EXPORT_VERSION_BPE} a \"bpe\" run",
-                dir.join("config.json").display()
+                shown(&dir.join("config.json"))
             ),
             (v, _) => bail!(
                 "{}: export_version {v} is unknown to this pack (it reads versions {EXPORT_VERSION} and {EXPORT_VERSION_BPE}); use the tools from the same checkout as the trainer",
-                dir.join("config.json").display()
+                shown(&dir.join("config.json"))
             ),
         };
         blob_config(&config, config.vocab_size)?;

@@ -56,7 +56,7 @@ pub fn char_tokens(vocab: &[String]) -> RunTokens {
 /// names earlier tokens and token `256 + i` is their concatenation, at most 64 bytes).
 pub fn bpe_tokens(dir: &Path, vocab: &[String], file: &TokenizerFile) -> Result<RunTokens> {
     let name = dir.join("tokenizer.json");
-    let p = name.display();
+    let p = crate::term::shown(&name);
     ensure!(
         file.kind == "bpe",
         "{p}: kind {:?} is not a tokenizer this pack knows (\"bpe\")",
@@ -100,7 +100,7 @@ pub fn bpe_tokens(dir: &Path, vocab: &[String], file: &TokenizerFile) -> Result<
             .filter(|c| c.is_finite() && *c > 0.0 && *c < 1e6)
             .map(|c| (c * 1000.0).round() as u32),
     };
-    let table = bpe.table();
+    let table = bpe.table().map_err(|e| anyhow::anyhow!("{p}: {e}"))?;
     let merges = Merges::from_bytes(&table).context("too many merges")?;
     merges
         .check_references()

@@ -1,14 +1,14 @@
 //! The data pipeline: the vocabulary (characters, or byte-level BPE learned from the training
-//! split: [`crate::bpe`]), the 90/10 split of the text, random training batches and the
+//! split: [`bpe`]), the 90/10 split of the text, random training batches and the
 //! validation windows of the quantized evaluation.
 
 pub mod bpe;
 pub mod rng;
 
-use crate::bpe::{char_count, Bpe};
 use crate::config::TokenizerKind;
-use crate::error::{Result, TrainError};
-use crate::rng::SplitMix64;
+use crate::data::bpe::{char_count, Bpe};
+use crate::data::rng::SplitMix64;
+use crate::error::{shown, Result, TrainError};
 use std::path::Path;
 
 /// Character vocabulary: the distinct characters of the corpus sorted by code point; a token id
@@ -191,7 +191,7 @@ impl Corpus {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(TrainError::Data(format!(
                     "data file `{}` does not exist ({CORPUS_HINT})",
-                    path.display()
+                    shown(path)
                 )))
             }
             Err(e) => return Err(TrainError::io("read the data file", path)(e)),
@@ -199,13 +199,13 @@ impl Corpus {
         if !meta.is_file() {
             return Err(TrainError::Data(format!(
                 "data file `{}` is not a regular file ({CORPUS_HINT})",
-                path.display()
+                shown(path)
             )));
         }
         if meta.len() > MAX_CORPUS_BYTES {
             return Err(TrainError::Data(format!(
                 "data file `{}` is {} bytes, more than the {MAX_CORPUS_BYTES} bytes the trainer reads",
-                path.display(),
+                shown(path),
                 meta.len()
             )));
         }
@@ -219,17 +219,17 @@ impl Corpus {
         if bytes.len() as u64 > MAX_CORPUS_BYTES {
             return Err(TrainError::Data(format!(
                 "data file `{}` grew past {MAX_CORPUS_BYTES} bytes while it was read",
-                path.display()
+                shown(path)
             )));
         }
         let text = String::from_utf8(bytes).map_err(|e| {
             TrainError::Data(format!(
                 "data file `{}` is not UTF-8 text ({e})",
-                path.display()
+                shown(path)
             ))
         })?;
         Self::from_text_with(&text, ctx_len, kind, bpe_vocab)
-            .map_err(|e| TrainError::Data(format!("`{}`: {e}", path.display())))
+            .map_err(|e| TrainError::Data(format!("`{}`: {e}", shown(path))))
     }
 
     /// Builds the character vocabulary and the split from `text`.
@@ -449,7 +449,7 @@ mod tests {
             .val
             .chunks_exact(9)
             .flat_map(|w| w[1..].iter())
-            .map(|&t| crate::bpe::char_count(&bpe.tokens[t as usize]))
+            .map(|&t| char_count(&bpe.tokens[t as usize]))
             .sum();
         assert_eq!(s.chars, want);
         assert!(s.chars > s.tokens && s.bytes > s.chars);

@@ -6,11 +6,11 @@
 
 pub mod eval;
 
-use crate::attention::{AttnShape, Rope};
 use crate::config::ModelConfig;
+use crate::data::rng::SplitMix64;
+use crate::fused::attention::{AttnShape, Rope};
+use crate::fused::quant::{ste, ternary, QuantApply};
 use crate::fused::{act_quant, FusedOps};
-use crate::quant::{ste, ternary, QuantApply};
-use crate::rng::SplitMix64;
 use burn::module::{Module, Param};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::Backend;
