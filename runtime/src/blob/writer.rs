@@ -343,10 +343,6 @@ impl ModelParams {
             return Err(WriteError::BadValue { what: "norm_eps" });
         }
         check_len("layers", self.layers.len(), c.n_layers as usize)?;
-        if let Some(bpe) = &self.bpe {
-            let want = (c.vocab_size as usize).checked_sub(crate::bpe::BYTE_TOKENS);
-            check_len("merges", bpe.merges.len(), want.unwrap_or(0))?;
-        }
         let vb_len = self.vocab.iter().map(Vec::len).sum::<usize>();
         let vb_len = u32::try_from(vb_len).map_err(|_| WriteError::Config(ConfigError::Size))?;
         Layout::with_encodings(c, vb_len, ternary).map_err(WriteError::Config)
