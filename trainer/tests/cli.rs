@@ -228,7 +228,36 @@ fn bpe_tokenizer_writes_a_bpe_run_that_resumes() {
     );
     assert!(chars > positions);
     assert!((per_char * chars - per_token * positions).abs() < 1e-9 * per_token * positions);
-    // It resumes (the vocabulary, learned again from the same text, is checked against it).
+    // It resumes: the vocabulary is learned again from the same text, and a tokenizer.json that
+    // was edited (two merges swapped) or deleted is rewritten from it, as vocab.json would be.
+    let tokenizer_bytes = std::fs::read(out.join("tokenizer.json")).unwrap();
+    let mut edited = tokenizer.clone();
+    edited["merges"].as_array_mut().unwrap().swap(0, 1);
+    std::fs::write(
+        out.join("tokenizer.json"),
+        serde_json::to_vec_pretty(&edited).unwrap(),
+    )
+    .unwrap();
+    let (code, err) = run(&[
+        "--data",
+        data,
+        "--out",
+        out.to_str().unwrap(),
+        "--resume",
+        "--steps",
+        "3",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("tokenizer.json is not the vocabulary of the run's corpus: rewritten"),
+        "{err}"
+    );
+    assert!(!err.contains("vocab.json"), "{err}");
+    assert_eq!(
+        std::fs::read(out.join("tokenizer.json")).unwrap(),
+        tokenizer_bytes
+    );
+    std::fs::remove_file(out.join("tokenizer.json")).unwrap();
     let (code, err) = run(&[
         "--data",
         data,
@@ -239,6 +268,14 @@ fn bpe_tokenizer_writes_a_bpe_run_that_resumes() {
         "4",
     ]);
     assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("tokenizer.json is missing: rewritten"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(out.join("tokenizer.json")).unwrap(),
+        tokenizer_bytes
+    );
     assert_eq!(json_file(&out, "summary.json")["steps"], 4);
 
     // A character run: no tokenizer keys, export_version 1, one character per token.
