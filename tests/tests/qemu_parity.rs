@@ -13,7 +13,6 @@ use std::process::Command;
 use runtime::Model;
 
 // Random-weight models (the runtime's test support).
-#[allow(dead_code)]
 #[path = "../../runtime/tests/common/mod.rs"]
 mod common;
 

@@ -109,7 +109,7 @@ impl<'a> Merges<'a> {
     /// at most [`MAX_MERGES`] merges. The token ids are not checked here
     /// ([`Merges::check_references`]; the loader checks everything).
     pub const fn from_bytes(bytes: &'a [u8]) -> Option<Merges<'a>> {
-        if bytes.len() % 4 != 0 || bytes.len() / 4 > MAX_MERGES {
+        if !bytes.len().is_multiple_of(4) || bytes.len() / 4 > MAX_MERGES {
             return None;
         }
         Some(Merges { bytes })
