@@ -76,7 +76,8 @@ impl Default for MemoryCap {
 pub enum Command {
     /// Turn a trainer run directory into a blob (ternary weights, fixed-point constants).
     Pack {
-        /// The trainer's run directory (config.json, vocab.json, weights.safetensors, summary.json).
+        /// The trainer's run directory (config.json, vocab.json, tokenizer.json of a BPE run,
+        /// weights.safetensors, summary.json).
         #[arg(long)]
         run: PathBuf,
         /// The blob to write: replaced atomically through a temporary `.NAME.tmp.PID.RANDOM` in
@@ -87,7 +88,7 @@ pub enum Command {
         out: PathBuf,
         /// How the ternary matrices are stored: `base3` (5 weights per byte, 1.6 bits: format
         /// v2) or `2bit` (4 per byte, rows padded to 16 bytes: format v1). A gated FFN makes
-        /// the blob format v3 either way.
+        /// the blob format v3 either way, a byte-level BPE vocabulary v4.
         #[arg(long, value_name = "ENCODING", default_value = "base3", value_parser = pack::parse_encoding)]
         ternary: runtime::TernaryEncoding,
         /// One matrix kind stored differently, e.g. `w_down=2bit` (names as in the run dir:
