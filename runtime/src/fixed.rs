@@ -500,7 +500,7 @@ mod tests {
 
     #[test]
     fn from_ieee754_matches_the_float_formulation() {
-        let mut seed = 0x1234_5678_9abc_def0u64;
+        let mut rng = crate::SplitMix64(0x1234_5678_9abc_def0);
         let mut xs = std::vec![1e-5, 1.0 / 127.0, 0.1, 1.0, 1.5, 3.0, 127.0, 1e6];
         for k in -100..60 {
             let p = 2f64.powi(k);
@@ -510,9 +510,7 @@ mod tests {
             xs.push(p * (1.0 - 2f64.powi(-32)));
         }
         for _ in 0..20_000 {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
+            let seed = rng.next_u64();
             let x = f64::from_bits((seed >> 12) | (0x3C0u64 << 52)) * 2f64.powi((seed % 97) as i32);
             xs.push(x);
         }
@@ -604,13 +602,8 @@ mod tests {
 
     #[test]
     fn mul_fast_path_matches_from_u64() {
-        let mut seed = 0x2545_F491_4F6C_DD1Du64;
-        let mut next = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut rng = crate::SplitMix64(0x2545_F491_4F6C_DD1D);
+        let mut next = move || rng.next_u64();
         let edge = [
             1u32 << 31,
             (1 << 31) + 1,
@@ -654,7 +647,7 @@ mod tests {
 
     #[test]
     fn integer_square_root() {
-        let mut seed = 0xD1B5_4A32_D192_ED03u64;
+        let mut rng = crate::SplitMix64(0xD1B5_4A32_D192_ED03);
         let mut ns: std::vec::Vec<u64> = (0..5000).collect();
         for b in 0..64 {
             let p = 1u64 << b;
@@ -665,10 +658,8 @@ mod tests {
         }
         ns.push(u64::MAX);
         for _ in 0..20_000 {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            ns.push(seed >> (seed & 63));
+            let v = rng.next_u64();
+            ns.push(v >> (v & 63));
         }
         for n in ns {
             let s = n.isqrt();
@@ -679,13 +670,8 @@ mod tests {
 
     #[test]
     fn division_by_32_bit_digits() {
-        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
-        let mut next = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut rng = crate::SplitMix64(0x9E37_79B9_7F4A_7C15);
+        let mut next = move || rng.next_u64();
         let mut ds: std::vec::Vec<u32> =
             std::vec![1, 2, 3, 7, 0xffff, 0x1_0000, 0x1_0001, 0x8000_0000];
         ds.extend([
@@ -739,13 +725,8 @@ mod tests {
 
     #[test]
     fn mul_round_is_shift_round_of_the_product() {
-        let mut seed = 0x2545_F491_4F6C_DD1Du64;
-        let mut next = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut rng = crate::SplitMix64(0x2545_F491_4F6C_DD1D);
+        let mut next = move || rng.next_u64();
         let mut xs: std::vec::Vec<i64> =
             std::vec![0, 1, -1, 2, -2, 3, -3, i32::MAX as i64, i32::MIN as i64];
         for _ in 0..300 {

@@ -226,18 +226,15 @@ fn largest_matrix<'a>(model: &Model<'a>) -> runtime::model::TernaryMatrix<'a> {
     best
 }
 
-/// A random 2048×2048 ternary matrix in the 2-bit encoding (xorshift, fixed seed; a third of
+/// A random 2048×2048 ternary matrix in the 2-bit encoding (SplitMix64, fixed seed; a third of
 /// each of −1, 0, +1).
 fn large_matrix() -> (Vec<u8>, usize) {
     let rb = ternary_row_bytes(LARGE_MATVEC as u32);
     let mut w = vec![0u8; LARGE_MATVEC * rb];
-    let mut s = 0x9E37_79B9_7F4A_7C15u64;
+    let mut rng = runtime::SplitMix64(0x9E37_79B9_7F4A_7C15);
     for r in 0..LARGE_MATVEC {
         for k in 0..LARGE_MATVEC {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            let code = [0u8, 1, 3][(s % 3) as usize];
+            let code = [0u8, 1, 3][rng.below(3) as usize];
             w[r * rb + k / 4] |= code << (2 * (k % 4));
         }
     }

@@ -565,16 +565,9 @@ unsafe fn plain_coefficients_dsp(
 mod tests {
     use super::*;
 
-    fn next(seed: &mut u64) -> u64 {
-        *seed ^= *seed << 13;
-        *seed ^= *seed >> 7;
-        *seed ^= *seed << 17;
-        *seed
-    }
-
     #[test]
     fn exp_equals_the_64_bit_definition() {
-        let mut seed = 0x5EED_0FE4_B05E_ED00u64;
+        let mut rng = crate::SplitMix64(0x5EED_0FE4_B05E_ED00);
         let mut zs: std::vec::Vec<u64> = (0..70_000).collect();
         // Every table step and its neighbours, the flush-to-zero edges, random values.
         for j in 0..(32u64 << 8) {
@@ -583,7 +576,7 @@ mod tests {
         }
         zs.extend([(32 << 24) - 1, 32 << 24, (32 << 24) + 1, u64::MAX, 1 << 62]);
         for _ in 0..300_000 {
-            zs.push(next(&mut seed) % (33 << 24));
+            zs.push(rng.next_u64() % (33 << 24));
         }
         for z in zs {
             assert_eq!(exp_neg_q24(z), crate::fixed::exp_neg_q24(z), "z = {z}");
@@ -600,7 +593,7 @@ mod tests {
 
     #[test]
     fn mul_equals_dyadic_mul() {
-        let mut seed = 0x0123_4567_89AB_CDEFu64;
+        let mut rng = crate::SplitMix64(0x0123_4567_89AB_CDEF);
         let mut ds = std::vec![
             Dyadic::ZERO,
             Dyadic::ONE,
@@ -651,7 +644,7 @@ mod tests {
             },
         ];
         for _ in 0..400 {
-            let v = next(&mut seed);
+            let v = rng.next_u64();
             ds.push(Dyadic {
                 mant: (v as u32) | if v >> 63 == 0 { 1 << 31 } else { 0 },
                 exp: ((v >> 32) % 4001) as i32 - 2000,

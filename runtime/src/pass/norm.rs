@@ -351,13 +351,8 @@ mod tests {
             std::eprintln!("avx2_quantizers_equal_the_scalar_loops: no AVX2 here, not run");
             return;
         }
-        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
-        let mut next = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut rng = crate::SplitMix64(0x9E37_79B9_7F4A_7C15);
+        let mut next = move || rng.next_u64();
         let eps = Dyadic::from_u64(1, -20);
         let scale = Dyadic::from_u64(3, -40);
         // Ties of the half-even rounding: max 254, odd values a give 127·a/254 = a/2, rounded
@@ -418,13 +413,8 @@ mod tests {
 
     #[test]
     fn q127_by_multiply_equals_division() {
-        let mut seed = 0x2545_F491_4F6C_DD1Du64;
-        let mut next = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut rng = crate::SplitMix64(0x2545_F491_4F6C_DD1D);
+        let mut next = move || rng.next_u64();
         let mut ms: std::vec::Vec<u32> = (1..=300).collect();
         for b in 1..24 {
             ms.extend([(1 << b) - 1, 1 << b, (1 << b) + 1]);
@@ -454,13 +444,8 @@ mod tests {
 
     #[test]
     fn the_32_bit_twins_equal_the_definitions() {
-        let mut seed = 0x0DDB_1A5E_5BAD_5EEDu64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut rng = crate::SplitMix64(0x0DDB_1A5E_5BAD_5EED);
+        let mut next = move || rng.next_u64();
         let eps = Dyadic::from_ieee754(1e-5f64.to_bits()).unwrap();
         let (mut twins_absmax, mut twins_rms) = (0, 0);
         for case in 0..3000 {
