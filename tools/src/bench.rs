@@ -71,8 +71,12 @@ pub struct BenchReport {
     pub tsc_hz: Option<f64>,
     /// The kernel family that ran (`avx512vnni`, `avx2`, `neon`, `portable`).
     pub kernels: String,
-    /// Working memory of the session (prefill blocks of half the context), bytes.
-    pub session_ram_bytes: usize,
+    /// Prefill session RAM: working memory of the timed session, which prefills blocks of half
+    /// the context (`tools inspect`'s "prefill RAM"; its "session RAM" runs one token per pass).
+    pub prefill_session_ram_bytes: usize,
+    /// Bytes of the 2-bit copy of a base-3 blob's matrices made in memory for this CPU's SIMD
+    /// kernels (0: the blob ran as stored).
+    pub repacked_in_memory_bytes: u64,
     /// Blob size, bytes.
     pub flash_bytes: usize,
 }
@@ -369,7 +373,8 @@ pub fn bench(model: Model<'_>, flash_bytes: usize, rounds: usize) -> Result<Benc
         matvec_large_tsc_cycles_per_mac_min: large.tsc_per_mac.map(|c| c.1),
         tsc_hz,
         kernels: level().name().to_string(),
-        session_ram_bytes: ram,
+        prefill_session_ram_bytes: ram,
+        repacked_in_memory_bytes: 0,
         flash_bytes,
     })
 }
