@@ -12,6 +12,8 @@ use anyhow::{anyhow, bail, Result};
 use runtime::format::ternary_row_bytes;
 use runtime::kernels::{level, set_level, supported_levels, ternary_matvec, Level};
 use runtime::{session_bytes_prefill, Model, Session};
+
+use crate::term::shown;
 use serde::Serialize;
 
 /// Rows and columns of the large matvec shape (`matvec_large_*`): the 2048×2048 GEMV that
@@ -79,6 +81,82 @@ pub struct BenchReport {
     pub repacked_in_memory_bytes: u64,
     /// Blob size, bytes.
     pub flash_bytes: usize,
+}
+
+/// A [`BenchReport`] as the text `tools bench` prints, for the blob at `model`.
+pub struct Text<'a> {
+    /// The report.
+    pub report: &'a BenchReport,
+    /// Where the blob came from.
+    pub model: &'a std::path::Path,
+}
+
+impl std::fmt::Display for Text<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let r = self.report;
+        writeln!(f, "model              {}", shown(self.model))?;
+        writeln!(
+            f,
+            "prefill            {:.0} tokens/s ({} tokens × {} rounds; median round {:.0})",
+            r.prefill_tokens_per_s, r.prefill_tokens, r.rounds, r.prefill_tokens_per_s_median
+        )?;
+        writeln!(
+            f,
+            "decode             {:.0} tokens/s ({} tokens × {} rounds; at the median latency {:.0})",
+            r.decode_tokens_per_s, r.decode_tokens, r.rounds, r.decode_tokens_per_s_median
+        )?;
+        writeln!(
+            f,
+            "decode latency     median {:.1} µs, p99 {:.1} µs",
+            r.decode_latency_median_us, r.decode_latency_p99_us
+        )?;
+        writeln!(
+            f,
+            "decode, all cores  {:.0} tokens/s ({} sessions at once)",
+            r.decode_tokens_per_s_all_cores, r.threads
+        )?;
+        let per_mac = |c: Option<f64>, m: Option<f64>| match (c, m) {
+            (Some(c), Some(m)) => format!(", {c:.4} TSC cycles/MAC, best {m:.4}"),
+            _ => String::new(),
+        };
+        writeln!(
+            f,
+            "ternary matvec     {:.2} G MACs/s ({}×{}, {} kernels{})",
+            r.matvec_macs_per_s / 1e9,
+            r.matvec_shape[0],
+            r.matvec_shape[1],
+            r.kernels,
+            per_mac(r.matvec_tsc_cycles_per_mac, r.matvec_tsc_cycles_per_mac_min)
+        )?;
+        writeln!(
+            f,
+            "                   {:.2} G MACs/s ({}×{}{})",
+            r.matvec_large_macs_per_s / 1e9,
+            r.matvec_large_shape[0],
+            r.matvec_large_shape[1],
+            per_mac(
+                r.matvec_large_tsc_cycles_per_mac,
+                r.matvec_large_tsc_cycles_per_mac_min
+            )
+        )?;
+        if let Some(hz) = r.tsc_hz {
+            writeln!(f, "TSC                {:.3} GHz (measured)", hz / 1e9)?;
+        }
+        writeln!(
+            f,
+            "prefill RAM        {} bytes (ctx {}, prefill in blocks of {})",
+            r.prefill_session_ram_bytes, r.ctx_len, r.prefill_tokens
+        )?;
+        if r.repacked_in_memory_bytes > 0 {
+            writeln!(
+                f,
+                "weights            base-3 matrices repacked to 2-bit in memory ({} bytes) for the {} kernels",
+                r.repacked_in_memory_bytes, r.kernels
+            )?;
+        }
+        writeln!(f, "flash              {} bytes", r.flash_bytes)?;
+        Ok(())
+    }
 }
 
 fn argmax(logits: &[i32]) -> u16 {

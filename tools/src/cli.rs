@@ -539,66 +539,13 @@ fn bench_cmd(
         writeln!(out, "{}", serde_json::to_string_pretty(&r)?)?;
         return Ok(());
     }
-    writeln!(out, "model              {}", shown(&path))?;
-    writeln!(
+    write!(
         out,
-        "prefill            {:.0} tokens/s ({} tokens × {} rounds; median round {:.0})",
-        r.prefill_tokens_per_s, r.prefill_tokens, r.rounds, r.prefill_tokens_per_s_median
+        "{}",
+        bench::Text {
+            report: &r,
+            model: &path
+        }
     )?;
-    writeln!(
-        out,
-        "decode             {:.0} tokens/s ({} tokens × {} rounds; at the median latency {:.0})",
-        r.decode_tokens_per_s, r.decode_tokens, r.rounds, r.decode_tokens_per_s_median
-    )?;
-    writeln!(
-        out,
-        "decode latency     median {:.1} µs, p99 {:.1} µs",
-        r.decode_latency_median_us, r.decode_latency_p99_us
-    )?;
-    writeln!(
-        out,
-        "decode, all cores  {:.0} tokens/s ({} sessions at once)",
-        r.decode_tokens_per_s_all_cores, r.threads
-    )?;
-    let per_mac = |c: Option<f64>, m: Option<f64>| match (c, m) {
-        (Some(c), Some(m)) => format!(", {c:.4} TSC cycles/MAC, best {m:.4}"),
-        _ => String::new(),
-    };
-    writeln!(
-        out,
-        "ternary matvec     {:.2} G MACs/s ({}×{}, {} kernels{})",
-        r.matvec_macs_per_s / 1e9,
-        r.matvec_shape[0],
-        r.matvec_shape[1],
-        r.kernels,
-        per_mac(r.matvec_tsc_cycles_per_mac, r.matvec_tsc_cycles_per_mac_min)
-    )?;
-    writeln!(
-        out,
-        "                   {:.2} G MACs/s ({}×{}{})",
-        r.matvec_large_macs_per_s / 1e9,
-        r.matvec_large_shape[0],
-        r.matvec_large_shape[1],
-        per_mac(
-            r.matvec_large_tsc_cycles_per_mac,
-            r.matvec_large_tsc_cycles_per_mac_min
-        )
-    )?;
-    if let Some(hz) = r.tsc_hz {
-        writeln!(out, "TSC                {:.3} GHz (measured)", hz / 1e9)?;
-    }
-    writeln!(
-        out,
-        "prefill RAM        {} bytes (ctx {}, prefill in blocks of {})",
-        r.prefill_session_ram_bytes, r.ctx_len, r.prefill_tokens
-    )?;
-    if r.repacked_in_memory_bytes > 0 {
-        writeln!(
-            out,
-            "weights            base-3 matrices repacked to 2-bit in memory ({} bytes) for the {} kernels",
-            r.repacked_in_memory_bytes, r.kernels
-        )?;
-    }
-    writeln!(out, "flash              {} bytes", r.flash_bytes)?;
     Ok(())
 }

@@ -19,15 +19,31 @@ fn the_repack_line_only_with_verbose() {
     // The shipped model stores base-3 matrices: the SIMD levels run a 2-bit copy of them.
     let model = shipped();
     let repacks = detected() != Level::Portable;
-    let args = ["generate", "--model", &model, "--tokens", "3", "--temperature", "0"];
+    let args = [
+        "generate",
+        "--model",
+        &model,
+        "--tokens",
+        "3",
+        "--temperature",
+        "0",
+    ];
     let quiet = common::tools(&args);
     assert!(quiet.status.success(), "{quiet:?}");
-    assert_eq!(String::from_utf8_lossy(&quiet.stderr), "", "stderr without -v");
+    assert_eq!(
+        String::from_utf8_lossy(&quiet.stderr),
+        "",
+        "stderr without -v"
+    );
 
     let verbose = common::tools(&[&["-v"][..], &args[..]].concat());
     assert!(verbose.status.success(), "{verbose:?}");
     let said = String::from_utf8_lossy(&verbose.stderr);
-    assert_eq!(said.contains("repacked to 2-bit in memory"), repacks, "stderr: {said}");
+    assert_eq!(
+        said.contains("repacked to 2-bit in memory"),
+        repacks,
+        "stderr: {said}"
+    );
     // The same text either way: the copy holds the same weights.
     assert_eq!(quiet.stdout, verbose.stdout);
 
@@ -49,6 +65,12 @@ fn bench_names_its_ram_and_the_copy_in_its_report() {
     // The timed session prefills blocks: more than the one-token session inspect also shows.
     let inspect = common::tools(&["inspect", &model, "--json"]);
     let i: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
-    assert_eq!(r["prefill_session_ram_bytes"], i["prefill_session_ram_bytes"]);
-    assert!(i["prefill_session_ram_bytes"].as_u64() > i["session_ram_bytes"].as_u64(), "{i}");
+    assert_eq!(
+        r["prefill_session_ram_bytes"],
+        i["prefill_session_ram_bytes"]
+    );
+    assert!(
+        i["prefill_session_ram_bytes"].as_u64() > i["session_ram_bytes"].as_u64(),
+        "{i}"
+    );
 }
