@@ -31,7 +31,7 @@ pub fn model_params(run: &Run) -> Result<ModelParams> {
         "run {run_name}; trainer {}; preset {}; steps {}",
         c.trainer_version, c.preset, run.summary.steps
     );
-    truncate_utf8(&mut metadata, runtime::format::MAX_METADATA);
+    crate::term::truncate_utf8(&mut metadata, runtime::format::MAX_METADATA);
     Ok(ModelParams {
         config,
         norm_eps: dyadic(c.norm_eps).context("config.json: norm_eps")?,
@@ -155,29 +155,4 @@ pub fn encodings(
         }
     }
     Ok(e)
-}
-
-/// `s` cut to at most `max` bytes, at a character boundary.
-pub fn truncate_utf8(s: &mut String, max: usize) {
-    if s.len() > max {
-        let mut end = max;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        s.truncate(end);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::truncate_utf8;
-
-    #[test]
-    fn truncation_never_splits_a_character() {
-        for max in 0..12 {
-            let mut s = "aé€😀bc".to_string();
-            truncate_utf8(&mut s, max);
-            assert!(s.len() <= max && "aé€😀bc".starts_with(&s), "{max}: {s:?}");
-        }
-    }
 }

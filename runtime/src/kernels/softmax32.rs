@@ -12,7 +12,7 @@
 
 use crate::fixed::{mul_round, Dyadic, EXP2_NEG_Q30, LN2_Q30, LOG2E_Q30};
 
-use super::softmax::{gt_normalized, pack_dyadic, unpack_dyadic};
+use crate::fixed::{gt_normalized, pack_dyadic, unpack_dyadic};
 
 /// `a · b` (one `UMULL` on 32-bit Arm).
 #[inline(always)]

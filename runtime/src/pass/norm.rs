@@ -9,64 +9,10 @@
 //! a copy at every call site cost 20 KiB of it (firmware/README.md, "Placement").
 
 use super::norm32::{absmax_quantize_32, rmsnorm_quantize_32, to_block_i32_32};
-use crate::fixed::{bit_len, div_u64_by_u32, q127, Dyadic, INV_127};
+use crate::fixed::{bit_len, Dyadic, INV_127, Q127};
 use crate::format::GAIN_FRAC_BITS;
+use crate::kernels::{max_abs_i32, max_abs_i64};
 use crate::model::Gains;
-
-/// [`q127`] for one divisor `m` shared by a whole vector, with the division
-/// replaced by a multiply-high (Granlund–Montgomery, "Division by invariant integers using
-/// multiplication", 1994, Thm 4.2): with `l = ⌈log2 m⌉` and `magic = ⌈2^(32+l) / m⌉`,
-/// `⌊n / m⌋ = ⌊n · magic / 2^(32+l)⌋` for every `n < 2^32`, since `magic · m − 2^(32+l) < m ≤ 2^l`.
-/// Bits identical to `q127` (tested); a 32-bit division per element costs more than the rest
-/// of the quantization.
-///
-/// `magic < 2^33` is kept as its low word and its top bit, so that `q` is one 32×32→64 multiply
-/// (`UMULL` on a Cortex-M), an add and a shift: `⌊n · magic / 2^32⌋ = ⌊n · lo / 2^32⌋ + n · hi`
-/// (exact: `n · hi · 2^32` has no low word), and that sum is `< 2n < 2^32`.
-#[derive(Clone, Copy)]
-pub(crate) struct Q127 {
-    pub(crate) m: u32,
-    /// Low 32 bits of `magic`.
-    pub(crate) lo: u32,
-    /// Bit 32 of `magic` (0 or 1).
-    pub(crate) hi: u32,
-    /// `l = ⌈log2 m⌉`.
-    pub(crate) l: u32,
-}
-
-impl Q127 {
-    /// For `0 < m < 2^24`.
-    #[inline]
-    pub(crate) fn new(m: u32) -> Q127 {
-        debug_assert!(m > 0 && m < 1 << 24);
-        let m = m.max(1);
-        let l = 32 - (m - 1).leading_zeros(); // ⌈log2 m⌉ ≤ 24
-                                              // ⌈2^(32+l) / m⌉ < 2^33, with 32-bit divisions (a 64-bit one is a library call on Arm).
-        let (q, r) = div_u64_by_u32(1u64 << (32 + l), m);
-        let magic = q + (r != 0) as u64;
-        Q127 {
-            m,
-            lo: magic as u32,
-            hi: (magic >> 32) as u32,
-            l,
-        }
-    }
-
-    /// `round_half_even(127 · a / m)` for `0 ≤ a ≤ m`.
-    /// Overflow: `n = 127·a < 2^31`, so `⌊n · lo / 2^32⌋ + n · hi < 2n < 2^32`.
-    #[inline(always)]
-    pub(crate) fn of(&self, a: u32) -> i32 {
-        debug_assert!(a <= self.m);
-        let n = 127 * a;
-        let high = ((n as u64 * self.lo as u64) >> 32) as u32;
-        let q = (high + n * self.hi) >> self.l;
-        let r = n - q * self.m;
-        let up = 2 * r > self.m || (2 * r == self.m && q & 1 == 1);
-        let out = (q + up as u32) as i32;
-        debug_assert_eq!(out, q127(a, self.m));
-        out
-    }
-}
 
 /// Whether the AVX2 twins of the loops below run (the AVX2 and AVX-512 levels; they return
 /// the same bits as the scalar loops, see `kernels/x86_64/quantize.rs`).
@@ -75,27 +21,6 @@ impl Q127 {
 fn avx2() -> bool {
     use crate::kernels::{level, Level};
     matches!(level(), Level::Avx2 | Level::Avx512Vnni)
-}
-
-/// `max |v[i]|` (0 for none) as a plain loop that is always inlined, so it vectorizes with
-/// the caller's target features (`Iterator::max` may stay an out-of-line scalar call).
-#[inline(always)]
-pub(crate) fn max_abs_i64(v: &[i64]) -> u64 {
-    let mut m = 0u64;
-    for x in v {
-        m = m.max(x.unsigned_abs());
-    }
-    m
-}
-
-/// [`max_abs_i64`] for `i32`.
-#[inline(always)]
-pub(crate) fn max_abs_i32(v: &[i32]) -> u32 {
-    let mut m = 0u32;
-    for x in v {
-        m = m.max(x.unsigned_abs());
-    }
-    m
 }
 
 /// `out = Q2(RMSNorm(x; g))`. Shapes: `x [n]`, `gain [n]`, `out [≥ n]` (only `out[..n]` written).
@@ -338,6 +263,7 @@ pub(crate) fn to_block_i32(x: &[i64], x_scale: Dyadic, out: &mut [i32]) -> Dyadi
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fixed::q127;
 
     /// The AVX2 twins of both quantizers against their scalar loops, bit for bit: random
     /// vectors of every length around the groups of eight, magnitudes from tiny to the `i32`
