@@ -14,10 +14,10 @@ use crate::rundir::Run;
 /// Converts a loaded run into the runtime's integer parameters (`docs/MODEL.md` Q1 and Q3;
 /// `runtime/FORMAT.md` for the fixed-point forms).
 pub fn model_params(run: &Run) -> Result<ModelParams> {
-    let c = &run.config;
-    let head_dim = c.d_model / c.n_heads;
     let vocab_bytes_len = run.vocab.iter().map(String::len).sum();
-    let config = crate::rundir::blob_config(c, vocab_bytes_len)?;
+    let config = crate::rundir::blob_config(&run.config, vocab_bytes_len)?;
+    let c = &run.config.model;
+    let head_dim = c.head_dim();
     let (emb, emb_scales) = embedding(run.tensor("embed"), c.vocab_size, c.d_model)?;
     let layers = (0..c.n_layers)
         .map(|l| layer_params(run, &config, l))
@@ -29,7 +29,7 @@ pub fn model_params(run: &Run) -> Result<ModelParams> {
         .unwrap_or_default();
     let mut metadata = format!(
         "run {run_name}; trainer {}; preset {}; steps {}",
-        c.trainer_version, c.preset, run.summary.steps
+        run.config.trainer_version, run.config.preset, run.summary.steps
     );
     crate::term::truncate_utf8(&mut metadata, runtime::format::MAX_METADATA);
     Ok(ModelParams {

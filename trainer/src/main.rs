@@ -220,7 +220,7 @@ fn build_spec(cli: &Cli) -> Result<(RunSpec, Corpus), TrainError> {
     tc.steps = cli.steps.unwrap_or(tc.steps);
     // Shape rules first (vocab_size is not known yet: check with a placeholder).
     model.vocab_size = model.vocab_size.max(1);
-    model.validate()?;
+    trainer::config::check_model(&model)?;
     tc.validate()?;
     tc.validate_for(&model)?;
     // A file where the run directory should be: say so before reading the corpus.
@@ -272,7 +272,7 @@ fn build_spec(cli: &Cli) -> Result<(RunSpec, Corpus), TrainError> {
         runinfo::check_resume(saved, &model, &tc)?;
     } else {
         model.vocab_size = corpus.vocab.len();
-        model.validate()?;
+        trainer::config::check_model(&model)?;
     }
     // Is the output dir writable? Find out now, not after an hour of training.
     std::fs::create_dir_all(&cli.out).map_err(TrainError::io("create the output dir", &cli.out))?;
