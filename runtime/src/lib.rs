@@ -29,6 +29,7 @@
 //! | | [`chat`] | the interactive line protocol of the firmware and `tools chat` ([`chat::Chat`]) |
 //! | (top) | [`fixed`] | [`Dyadic`] scales, integer `exp`/`rsqrt` |
 //! | | [`error`] | [`LoadError`], [`Error`], [`EncodeError`], [`TokenizerError`] |
+//! | | [`rng`] | [`SplitMix64`]: the random stream of tests, benches and examples |
 //!
 //! # Example
 //!
@@ -72,6 +73,7 @@ pub mod error;
 pub mod fixed;
 pub mod kernels;
 mod pass;
+pub mod rng;
 mod text;
 
 #[cfg(feature = "writer")]
@@ -86,6 +88,7 @@ pub use format::{Config, TensorKind, TernaryEncoding, LOGIT_FRAC_BITS};
 pub use generate::Generator;
 pub use layout::Layout;
 pub use model::Model;
+pub use rng::SplitMix64;
 pub use sampler::{Pcg32, Sampler, SamplerConfig};
 pub use session::{session_bytes, session_bytes_prefill, Session};
 pub use tokenizer::{decode, encode};
