@@ -224,6 +224,8 @@ fn hostile_merge_tables_are_refused() {
         (vec![(a, b), (257, a)], 1, 257),
         (vec![(a, b), (a, 258), (a, a)], 1, 258),
         (vec![(a, b), (60_000, a)], 1, 60_000),
+        // A cycle: token 257 is made of 258, which is made of 257.
+        (vec![(a, b), (258, a), (257, b)], 1, 258),
     ] {
         let mut p = model_with_merges(&[(a, b), (a, a), (b, b)][..merges.len()]);
         p.bpe.as_mut().unwrap().merges = merges;
