@@ -15,7 +15,7 @@ use crate::cost::{CostCounter, PhaseCost};
 use crate::settings::{self, SelfTest};
 use crate::source::Loaded;
 
-/// Longest prompt, in tokens (a character-level prompt: one token per character).
+/// Longest prompt, in tokens (at most one token per byte, for any model).
 const MAX_PROMPT_TOKENS: usize = 256;
 
 /// Why the application stopped early.
@@ -147,6 +147,8 @@ fn generate<W: Write, L: OutputPin, C: CostCounter>(
     let mut prefill = PhaseCost::default();
     let mut decode = PhaseCost::default();
     let mut led_on = false;
+    // A byte-level token may end inside a UTF-8 character: the serial line gets it whole.
+    let mut text = runtime::Utf8Stream::new();
     for i in 0..settings::TOKENS {
         let t = cost.now();
         crate::cost::cost_checkpoint();
@@ -163,8 +165,10 @@ fn generate<W: Write, L: OutputPin, C: CostCounter>(
         } else {
             decode.add(spent);
         }
-        out.write_all(runtime::decode(generator.session().model(), token))
-            .map_err(|_| AppError::Output)?;
+        text.push(runtime::decode(generator.session().model(), token), |b| {
+            out.write_all(b)
+        })
+        .map_err(|_| AppError::Output)?;
         out.flush().map_err(|_| AppError::Output)?;
         led_on = !led_on;
         let _ = if led_on {
@@ -174,6 +178,9 @@ fn generate<W: Write, L: OutputPin, C: CostCounter>(
         };
         defmt::debug!("token {} = {}: {} {}", i, token, spent, C::UNIT);
     }
+    text.finish(|b| out.write_all(b))
+        .map_err(|_| AppError::Output)?;
+    out.flush().map_err(|_| AppError::Output)?;
     let _ = led.set_low();
     Ok((prefill, decode))
 }

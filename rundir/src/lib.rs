@@ -1,6 +1,7 @@
 //! The run directory's contract (trainer/EXPORT.md) between `trainer`, which writes it, and
-//! `tools pack`, which reads it: the format version, [`EXPORT_VERSION`], and the model's shape
-//! as `config.json` spells it, [`ModelConfig`].
+//! `tools pack`, which reads it: the format versions, [`EXPORT_VERSION`] (characters) and
+//! [`EXPORT_VERSION_BPE`] (byte-level BPE), and the model's shape as `config.json` spells it,
+//! [`ModelConfig`].
 //!
 //! The shape has one set of rules, the runtime's: [`ModelConfig::validate`] converts it to the
 //! blob's [`runtime::Config`] and runs [`runtime::Config::validate`] (every dimension within
@@ -14,9 +15,12 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-/// Version of the run-directory format (trainer/EXPORT.md) that the trainer writes and
-/// `tools pack` reads.
+/// Version of the run-directory format (trainer/EXPORT.md) of a character run, which the
+/// trainer writes and `tools pack` reads.
 pub const EXPORT_VERSION: u32 = 1;
+/// Version of the run-directory format of a byte-level BPE run (`tokenizer.json`, `vocab.json`
+/// as ISO-8859-1 byte strings): a reader that knows only version 1 must refuse it.
+pub const EXPORT_VERSION_BPE: u32 = 2;
 
 /// The model's shape. Field names are the `config.json` keys and the names of `docs/MODEL.md`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -142,7 +142,7 @@ fn malformed_base3_bytes_are_refused() {
 }
 
 #[test]
-fn a_v1_blob_cannot_hold_base3_matrices_and_v4_is_refused_with_advice() {
+fn a_v1_blob_cannot_hold_base3_matrices_and_v5_is_refused_with_advice() {
     let blob = random_model(TINY, 6).to_blob_with(ALL_BASE3).unwrap();
     let mut b = blob.clone();
     b[8..10].copy_from_slice(&1u16.to_le_bytes());
@@ -150,10 +150,10 @@ fn a_v1_blob_cannot_hold_base3_matrices_and_v4_is_refused_with_advice() {
     let e = Model::from_bytes(&b).unwrap_err();
     assert!(matches!(e, LoadError::BadTensorTable { .. }), "{e:?}");
     let mut b = blob.clone();
-    b[8..10].copy_from_slice(&4u16.to_le_bytes());
+    b[8..10].copy_from_slice(&5u16.to_le_bytes());
     fix_crc(&mut b);
     let e = Model::from_bytes(&b).unwrap_err();
-    assert_eq!(e, LoadError::UnsupportedVersion { major: 4, minor: 0 });
+    assert_eq!(e, LoadError::UnsupportedVersion { major: 5, minor: 0 });
     assert!(e.to_string().contains("tools pack"), "{e}");
     // A v2 blob whose matrices are all 2-bit is read too (the writer makes it v1).
     let v1 = random_model(TINY, 6).to_blob().unwrap();

@@ -296,3 +296,51 @@ fn ctrl_c_stops_a_generation_without_a_reset() {
         "{out:?}\ndoes not end with\n{after:?}"
     );
 }
+
+/// A byte-level BPE model (format v4, random weights) in the partition: prompts of characters
+/// no token names run without an error, and the transcript (its replies stream through the
+/// UTF-8 hold-back, then the CRLF translation) is the host protocol's byte for byte; each reply
+/// is `tools generate`'s output.
+#[test]
+fn a_bpe_model_takes_any_text_on_the_serial_line_as_on_the_host() {
+    if !have_qemu() {
+        return;
+    }
+    let config = runtime::Config {
+        ffn_gated: true,
+        ..common::TINY
+    };
+    let blob = common::random_bpe_model(config, 300, 21).to_blob().unwrap();
+    let dir = std::env::temp_dir().join(format!("qemu-serial-bpe-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("bpe.bin");
+    std::fs::write(&path, &blob).unwrap();
+    let model = Model::from_bytes(&blob).unwrap();
+    let script = "/tokens 40\nCaf\u{e9} na\u{ef}ve \u{2603}\n/seed 3\n\u{65e5}\u{672c}\u{8a9e}\u{1f600} the\n";
+    let device = run_serial(path.to_str().unwrap(), script.as_bytes());
+    let host = host_transcript(model, script.as_bytes());
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(
+        device,
+        host,
+        "the QEMU firmware's transcript differs from the host protocol's:\n{:?}\n{:?}",
+        String::from_utf8_lossy(&device),
+        String::from_utf8_lossy(&host)
+    );
+    assert!(!String::from_utf8_lossy(&device).contains("error"));
+    for (prompt, seed) in [
+        ("Caf\u{e9} na\u{ef}ve \u{2603}", 0),
+        ("\u{65e5}\u{672c}\u{8a9e}\u{1f600} the", 3),
+    ] {
+        let sampler = tools::generate::sampler(0.8, 0, seed).unwrap();
+        let mut text = Vec::new();
+        tools::generate::generate(model, prompt, 40, sampler, &mut text).unwrap();
+        let mut want = format!("> {prompt}\r\n").into_bytes();
+        want.extend(crlf(&text));
+        want.extend_from_slice(b"\r\n> ");
+        assert!(
+            device.windows(want.len()).any(|w| w == want.as_slice()),
+            "no reply equal to tools generate for {prompt:?}"
+        );
+    }
+}

@@ -61,7 +61,7 @@ impl KernelLevel {
 pub struct Encodings {
     /// How the ternary matrices are stored: `base3` (5 weights per byte, 1.6 bits: format
     /// v2) or `2bit` (4 per byte, rows padded to 16 bytes: format v1). A gated FFN makes
-    /// the blob format v3 either way.
+    /// the blob format v3 either way, a byte-level BPE vocabulary v4.
     #[arg(long, value_name = "ENCODING", default_value = "base3", value_parser = pack::parse_encoding)]
     pub ternary: runtime::TernaryEncoding,
     /// One matrix kind stored differently, e.g. `w_down=2bit` (names as in the run dir:
@@ -117,7 +117,8 @@ struct HostModel {
 pub enum Command {
     /// Turn a trainer run directory into a blob (ternary weights, fixed-point constants).
     Pack {
-        /// The trainer's run directory (config.json, vocab.json, weights.safetensors, summary.json).
+        /// The trainer's run directory (config.json, vocab.json, tokenizer.json of a BPE run,
+        /// weights.safetensors, summary.json).
         #[arg(long)]
         run: PathBuf,
         /// The blob to write: replaced atomically through a temporary `.NAME.tmp.PID.RANDOM` in
@@ -159,7 +160,8 @@ pub enum Command {
         /// The blob (default: the model shipped in the repository, models/shakespeare-mcu.bin).
         #[arg(long)]
         model: Option<PathBuf>,
-        /// Text to continue; every character must be in the model's vocabulary.
+        /// Text to continue: any UTF-8 for a byte-level BPE model; for a character model every
+        /// character must be in its vocabulary.
         #[arg(long, default_value = "ROMEO:")]
         prompt: String,
         /// Tokens to generate (past the context the window slides: the last ctx/2 tokens are kept).
@@ -202,7 +204,8 @@ pub enum Command {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Validation loss (nats/char) of a blob on the trainer's 90/10 split, by the integer runtime.
+    /// Validation loss of a blob on the trainer's 90/10 split of the text, by the integer
+    /// runtime: nats per character (and bits per byte, nats per token) whatever the tokenizer.
     Eval {
         /// The blob.
         #[arg(long)]
@@ -494,22 +497,44 @@ fn eval_cmd(
         writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
         return Ok(());
     }
+    let r = &report;
+    if r.tokenizer == "char" {
+        // One token per character: nats per token are nats per character.
+        writeln!(
+            out,
+            "integer val loss   {:.4} nats/char over {} positions ({} windows of {}), {:.1} s",
+            r.integer_val_loss,
+            r.positions,
+            r.windows,
+            ctx + 1,
+            r.seconds
+        )?;
+    } else {
+        writeln!(
+            out,
+            "integer val loss   {:.4} nats/char over {} characters ({} positions, {} windows of {} tokens), {:.1} s",
+            r.nats_per_char, r.scored_chars, r.positions, r.windows, ctx + 1, r.seconds
+        )?;
+    }
     writeln!(
         out,
-        "integer val loss   {:.4} nats/char over {} positions ({} windows of {}), {:.1} s",
-        report.integer_val_loss,
-        report.positions,
-        report.windows,
-        ctx + 1,
-        report.seconds
+        "                   {:.4} bits/byte, {:.4} nats/token, {:.3} chars/token ({} tokenizer)",
+        r.bits_per_byte, r.integer_val_loss, r.chars_per_token, r.tokenizer
     )?;
-    match (report.trainer_quantized_val_loss, report.gap) {
-        (Some(t), Some(g)) => {
+    match (r.trainer_quantized_val_loss, r.trainer_nats_per_char, r.gap) {
+        (Some(t), _, Some(g)) if r.tokenizer == "char" => {
             writeln!(
                 out,
                 "trainer quantized  {t:.4} nats/char (recorded in the blob)"
             )?;
             writeln!(out, "gap                {g:+.5} nats")?;
+        }
+        (Some(t), Some(c), Some(g)) => {
+            writeln!(
+                out,
+                "trainer quantized  {c:.4} nats/char ({t:.4} nats/token recorded in the blob)"
+            )?;
+            writeln!(out, "gap                {g:+.5} nats/token")?;
         }
         _ => writeln!(out, "trainer quantized  (not recorded in the blob)")?,
     }

@@ -5,6 +5,7 @@
 //! | module | what |
 //! |---|---|
 //! | [`rundir`] | read and check a trainer run directory (`trainer/EXPORT.md`) |
+//! | [`tokenizer`] | a run's vocabulary as bytes: characters, or byte-level BPE with its merges |
 //! | [`convert`] | trained f32 values → the runtime's fixed-point forms (`runtime/FORMAT.md`) |
 //! | [`pack`] | run dir → blob |
 //! | [`atomic`] | writing an output whole or not at all (unique short temp, rename, removed on a signal), never over an input |
@@ -36,4 +37,5 @@ pub mod pack;
 pub mod rundir;
 pub mod signals;
 pub mod term;
+pub mod tokenizer;
 pub mod uf2;

@@ -14,7 +14,7 @@ use crate::rundir::Run;
 /// Converts a loaded run into the runtime's integer parameters (`docs/MODEL.md` Q1 and Q3;
 /// `runtime/FORMAT.md` for the fixed-point forms).
 pub fn model_params(run: &Run) -> Result<ModelParams> {
-    let vocab_bytes_len = run.vocab.iter().map(String::len).sum();
+    let vocab_bytes_len = run.tokens.tokens.iter().map(Vec::len).sum();
     let config = crate::rundir::blob_config(&run.config, vocab_bytes_len)?;
     let c = &run.config.model;
     let head_dim = c.head_dim();
@@ -37,7 +37,8 @@ pub fn model_params(run: &Run) -> Result<ModelParams> {
         norm_eps: dyadic(c.norm_eps).context("config.json: norm_eps")?,
         val_loss_micro_nats: Some((run.summary.quantized_val_loss * 1e6).round().max(0.0) as u64),
         metadata,
-        vocab: run.vocab.iter().map(|t| t.as_bytes().to_vec()).collect(),
+        vocab: run.tokens.tokens.clone(),
+        bpe: run.tokens.bpe.clone(),
         embedding: emb,
         embedding_scales: emb_scales,
         rope: rope_table(c.ctx_len, head_dim, c.rope_theta),
@@ -71,7 +72,7 @@ fn layer_params(run: &Run, config: &Config, l: usize) -> Result<LayerParams> {
 }
 
 /// Packs run dir `run_dir` into the blob `out` with every matrix 2-bit (format v1, or v3 for a
-/// gated FFN).
+/// gated FFN, or v4 for a byte-level BPE vocabulary).
 pub fn pack(run_dir: &Path, out: &Path) -> Result<Vec<u8>> {
     pack_with(run_dir, out, TernaryEncoding::Packed2, &[])
 }

@@ -11,17 +11,20 @@ use serde::Deserialize;
 
 use crate::files;
 use crate::term::shown;
+use crate::tokenizer::{self, RunTokens, TokenizerFile, MAX_TOKENIZER_JSON_BYTES};
 
-/// The files of a run dir that pack reads.
-pub const RUN_FILES: [&str; 4] = [
+/// The files of a run dir that pack reads (`tokenizer.json` only in a byte-level BPE run).
+pub const RUN_FILES: [&str; 5] = [
     "config.json",
     "vocab.json",
+    "tokenizer.json",
     "summary.json",
     "weights.safetensors",
 ];
 
-/// The run-dir format version this pack understands (the trainer's, from the shared crate).
-pub use rundir::EXPORT_VERSION;
+/// The run-dir format versions this pack understands, characters and byte-level BPE (the
+/// trainer's, from the shared crate).
+pub use rundir::{EXPORT_VERSION, EXPORT_VERSION_BPE};
 
 /// The keys of `config.json` that pack uses (other keys are ignored).
 #[derive(Clone, Debug, Deserialize)]
@@ -40,6 +43,9 @@ pub struct RunConfig {
     /// Training seed.
     #[serde(default)]
     pub seed: Option<u64>,
+    /// `"bpe"` for a byte-level BPE run (export_version 2); absent for characters.
+    #[serde(default)]
+    pub tokenizer: Option<String>,
 }
 
 /// The keys of `summary.json` pack uses.
@@ -47,7 +53,8 @@ pub struct RunConfig {
 pub struct RunSummary {
     /// Optimiser steps done.
     pub steps: u64,
-    /// Quantized-mode validation loss over the whole split (nats/char).
+    /// Quantized-mode validation loss over the whole split (nats per token: per character for
+    /// a character run).
     pub quantized_val_loss: f64,
     /// Training tokens seen.
     #[serde(default)]
@@ -70,6 +77,8 @@ pub struct Run {
     pub summary: RunSummary,
     /// `vocab.json`: token strings in id order.
     pub vocab: Vec<String>,
+    /// The tokens as the blob stores them (bytes), and the merges of a BPE run.
+    pub tokens: RunTokens,
     /// `weights.safetensors`: every tensor as f32 with its shape.
     pub tensors: HashMap<String, (Vec<usize>, Vec<f32>)>,
 }
@@ -130,13 +139,18 @@ impl Run {
             Err(e) => return Err(e).with_context(|| format!("cannot read run dir {}", shown(dir))),
         }
         let config: RunConfig = json(dir, "config.json", MAX_JSON_BYTES)?;
-        if config.export_version != EXPORT_VERSION {
-            bail!(
-                "{}: export_version {} is unknown to this pack (it reads version {EXPORT_VERSION}); use the tools from the same checkout as the trainer",
-                shown(&dir.join("config.json")),
-                config.export_version
-            );
-        }
+        let bpe = match (config.export_version, config.tokenizer.as_deref()) {
+            (EXPORT_VERSION, None | Some("char")) => false,
+            (EXPORT_VERSION_BPE, Some("bpe")) => true,
+            (v @ (EXPORT_VERSION | EXPORT_VERSION_BPE), t) => bail!(
+                "{}: export_version {v} with tokenizer {t:?}: version {EXPORT_VERSION} is a character run, {EXPORT_VERSION_BPE} a \"bpe\" run",
+                shown(&dir.join("config.json"))
+            ),
+            (v, _) => bail!(
+                "{}: export_version {v} is unknown to this pack (it reads versions {EXPORT_VERSION} and {EXPORT_VERSION_BPE}); use the tools from the same checkout as the trainer",
+                shown(&dir.join("config.json"))
+            ),
+        };
         blob_config(&config, config.model.vocab_size)?;
         let vocab: Vec<String> = json(dir, "vocab.json", MAX_VOCAB_JSON_BYTES)?;
         ensure!(
@@ -154,7 +168,13 @@ impl Run {
                 );
             }
         }
-        blob_config(&config, vocab.iter().map(String::len).sum())?;
+        let tokens = if bpe {
+            let file: TokenizerFile = json(dir, "tokenizer.json", MAX_TOKENIZER_JSON_BYTES)?;
+            tokenizer::bpe_tokens(dir, &vocab, &file)?
+        } else {
+            tokenizer::char_tokens(&vocab)
+        };
+        blob_config(&config, tokens.tokens.iter().map(Vec::len).sum())?;
         let summary: RunSummary = json(dir, "summary.json", MAX_JSON_BYTES)?;
         ensure!(
             summary.quantized_val_loss.is_finite() && summary.quantized_val_loss >= 0.0,
@@ -167,6 +187,7 @@ impl Run {
             config,
             summary,
             vocab,
+            tokens,
             tensors: HashMap::new(),
         };
         let expected = run.expected_tensors()?;

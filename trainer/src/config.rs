@@ -4,8 +4,19 @@
 use crate::error::{Result, TrainError};
 use serde::{Deserialize, Serialize};
 
-pub use rundir::{ModelConfig, EXPORT_VERSION};
+pub use rundir::{ModelConfig, EXPORT_VERSION, EXPORT_VERSION_BPE};
 use runtime::{ConfigError, Dim};
+
+/// Largest vocabulary, a BPE one included (token ids are `u16` in the blob).
+const MAX_VOCAB: usize = runtime::format::MAX_VOCAB as usize;
+
+/// The run-dir format version of a run with tokenizer `kind`.
+pub fn export_version(kind: TokenizerKind) -> u32 {
+    match kind {
+        TokenizerKind::Char => EXPORT_VERSION,
+        TokenizerKind::Bpe => EXPORT_VERSION_BPE,
+    }
+}
 
 /// Largest number of parameters: the packed blob stays under the format's 4 GiB, and the
 /// optimiser state (weights, gradients, two moments: 16 bytes each) under 64 GiB.
@@ -136,6 +147,38 @@ pub struct TrainConfig {
     /// written before it existed.
     #[serde(default)]
     pub ema_decays: Vec<f64>,
+    /// the tokenizer: one token per character of the corpus, or byte-level BPE learned from the
+    /// training split. Absent for character runs (and in runs written before it existed).
+    #[serde(default, skip_serializing_if = "TokenizerKind::is_char")]
+    pub tokenizer: TokenizerKind,
+    /// with `tokenizer: bpe`, the vocabulary to learn: 256 byte tokens plus up to
+    /// `bpe_vocab − 256` merges (fewer when no pair of the training text repeats). Absent
+    /// (0) for character runs.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub bpe_vocab: usize,
+}
+
+fn is_zero(v: &usize) -> bool {
+    *v == 0
+}
+
+/// How text becomes tokens (`--tokenizer`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenizerKind {
+    /// one token per character: the distinct characters of the corpus
+    #[default]
+    Char,
+    /// byte-level BPE: 256 byte tokens plus merges learned from the training split (`--vocab`);
+    /// any text encodes
+    Bpe,
+}
+
+impl TokenizerKind {
+    /// `true` for [`TokenizerKind::Char`].
+    pub fn is_char(&self) -> bool {
+        *self == TokenizerKind::Char
+    }
 }
 
 /// The optimiser of the BitLinear weight matrices.
@@ -236,6 +279,8 @@ impl Preset {
             } else {
                 Vec::new()
             },
+            tokenizer: TokenizerKind::Char,
+            bpe_vocab: 0,
         }
     }
 }
@@ -307,6 +352,18 @@ impl TrainConfig {
         }
         if self.eval_every == 0 || self.checkpoint_every == 0 || self.val_batches == 0 {
             return err("eval-every, checkpoint-every and val-batches must be at least 1");
+        }
+        match self.tokenizer {
+            TokenizerKind::Char if self.bpe_vocab != 0 => {
+                return err("--vocab sets the size of a BPE vocabulary: it needs --tokenizer bpe")
+            }
+            TokenizerKind::Bpe if !(256..=MAX_VOCAB).contains(&self.bpe_vocab) => {
+                return Err(TrainError::Config(format!(
+                    "a BPE vocabulary has 256 byte tokens plus merges: --vocab must be in 256..={MAX_VOCAB}, not {}",
+                    self.bpe_vocab
+                )))
+            }
+            _ => {}
         }
         Ok(())
     }

@@ -8,7 +8,7 @@
 //! | folder | modules | what |
 //! |---|---|---|
 //! | (top) | [`error`], [`config`] | errors; hyper-parameters and presets |
-//! | `data/` | [`data`], [`rng`] | character vocabulary, split, batches, validation windows; the seeded generator |
+//! | `data/` | [`data`], [`bpe`], [`rng`] | vocabulary (characters or byte-level BPE), split, batches, validation windows; BPE learning; the seeded generator |
 //! | `fused/` | [`fused`], [`quant`], [`attention`], [`linalg`], [`rows`] | the ops: [`fused::FusedOps`] (tensor-op defaults, flex CPU kernels, autodiff ops), the quantizers Q1–Q5 and the STE, RoPE + Q5 + causal attention as one op, strided products and row kernels |
 //! | `model/` | [`model`], [`eval`] | the transformer as burn modules; losses without autodiff (the quantized validation loss) |
 //! | `run/` | [`files`], [`spec`], [`metrics`], [`weights`], [`runinfo`] | the run directory: atomic files, the run a command line asks for, metrics, the exported weights, config/vocab/summary |
@@ -30,7 +30,7 @@ pub mod train;
 
 pub mod backend;
 
-pub use data::rng;
+pub use data::{bpe, rng};
 pub use fused::{attention, linalg, quant, rows};
 pub use model::eval;
 pub use run::{files, metrics, runinfo, spec, weights};

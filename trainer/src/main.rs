@@ -4,7 +4,7 @@ use clap::{Parser, ValueEnum};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::Arc;
-use trainer::config::{MatrixOptimizer, ModelConfig, TrainConfig};
+use trainer::config::{MatrixOptimizer, ModelConfig, TokenizerKind, TrainConfig};
 use trainer::data::Corpus;
 use trainer::error::shown;
 use trainer::runinfo::{self, RunConfig};
@@ -29,9 +29,10 @@ enum Qat {
     All,
 }
 
-/// Train a BitNet b1.58 (ternary) character language model and write a run directory
-/// (config.json, vocab.json, weights.safetensors, summary.json, metrics.csv, loss.svg,
-/// checkpoint/) that `tools pack` turns into a blob. See trainer/EXPORT.md.
+/// Train a BitNet b1.58 (ternary) language model (characters or byte-level BPE) and write a run
+/// directory (config.json, vocab.json, tokenizer.json for BPE, weights.safetensors,
+/// summary.json, metrics.csv, loss.svg, checkpoint/) that `tools pack` turns into a blob. See
+/// trainer/EXPORT.md.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Cli {
@@ -77,6 +78,9 @@ struct Cli {
     quiet: bool,
 }
 
+/// `--vocab` when `--tokenizer bpe` is given without it.
+const DEFAULT_BPE_VOCAB: usize = 512;
+
 /// Declares the flags that override one value of the preset, each written once: its help, its
 /// clap attributes, its type and where its value goes. They make [`Overrides`], a clap argument
 /// group with `any` (was one given?) and `apply` (write them into the model and training config).
@@ -108,6 +112,15 @@ macro_rules! overrides {
 }
 
 overrides! {
+    /// how text becomes tokens: `char` (one token per character of the corpus) or `bpe`
+    /// (byte-level BPE learned from the training split: any text encodes) [default: the
+    /// preset's, `char`]
+    #[arg(long, value_enum)]
+    tokenizer: TokenizerKind => |m, t, v| t.tokenizer = v;
+    /// with `--tokenizer bpe`: vocabulary size to learn, 256 byte tokens plus merges (e.g. 512
+    /// or 1024) [default: 512]
+    #[arg(long)]
+    vocab: usize => |m, t, v| t.bpe_vocab = v;
     /// seed of parameter init and batch sampling
     #[arg(long)]
     seed: u64 => |m, t, v| t.seed = v;
@@ -215,6 +228,11 @@ fn build_spec(cli: &Cli) -> Result<(RunSpec, Corpus), TrainError> {
     } else {
         let (mut model, mut tc) = (cli.preset.model(), cli.preset.train());
         cli.overrides.apply(&mut model, &mut tc);
+        // `--tokenizer bpe` without `--vocab`: the default size (`--vocab` with `--tokenizer
+        // char` stays, for validate to refuse).
+        if tc.tokenizer == TokenizerKind::Bpe && cli.overrides.vocab.is_none() {
+            tc.bpe_vocab = DEFAULT_BPE_VOCAB;
+        }
         (model, tc, cli.preset.name().to_string())
     };
     tc.steps = cli.steps.unwrap_or(tc.steps);
@@ -246,12 +264,14 @@ fn build_spec(cli: &Cli) -> Result<(RunSpec, Corpus), TrainError> {
         (None, Some(saved)) => PathBuf::from(&saved.data_path),
         (None, None) => PathBuf::from(DEFAULT_DATA),
     };
-    let corpus = Corpus::load(&data, model.ctx_len).map_err(|e| match (&cli.data, e) {
-        (None, TrainError::Data(m)) if cli.resume => TrainError::Data(format!(
+    let corpus = Corpus::load_with(&data, model.ctx_len, tc.tokenizer, tc.bpe_vocab).map_err(
+        |e| match (&cli.data, e) {
+            (None, TrainError::Data(m)) if cli.resume => TrainError::Data(format!(
             "{m} (the corpus recorded in the run's config.json; pass --data to give its new place)"
         )),
-        (_, e) => e,
-    })?;
+            (_, e) => e,
+        },
+    )?;
     if let Some(saved) = &saved {
         if saved.data_fnv1a64 != format!("{:016x}", corpus.fingerprint) {
             return Err(TrainError::Resume(format!(
@@ -264,9 +284,10 @@ fn build_spec(cli: &Cli) -> Result<(RunSpec, Corpus), TrainError> {
         }
         if corpus.vocab.len() != saved.model.vocab_size {
             return Err(TrainError::Resume(format!(
-                "the run's config.json says vocab_size {}, its corpus has {} distinct characters",
+                "the run's config.json says vocab_size {}, its corpus gives {} tokens ({:?} vocabulary)",
                 saved.model.vocab_size,
-                corpus.vocab.len()
+                corpus.vocab.len(),
+                saved.train.tokenizer
             )));
         }
         runinfo::check_resume(saved, &model, &tc)?;
@@ -331,7 +352,7 @@ fn run(cli: Cli) -> Result<i32, TrainError> {
 
     let m = &spec.model;
     let info = format!(
-        "{} params (d {} L {} H {} Hkv {} F {}{} ctx {}), vocab {}, {} train / {} val chars, {} steps x {} x {}",
+        "{} params (d {} L {} H {} Hkv {} F {}{} ctx {}), vocab {} ({}), {} train / {} val chars ({} / {} tokens), {} steps x {} x {}",
         m.n_params(),
         m.d_model,
         m.n_layers,
@@ -341,6 +362,12 @@ fn run(cli: Cli) -> Result<i32, TrainError> {
         if m.ffn_gated { " gated" } else { "" },
         m.ctx_len,
         m.vocab_size,
+        match spec.train.tokenizer {
+            TokenizerKind::Char => "characters",
+            TokenizerKind::Bpe => "byte-level BPE",
+        },
+        corpus.train_chars,
+        corpus.val_chars,
         corpus.train.len(),
         corpus.val.len(),
         spec.train.steps,
@@ -387,8 +414,11 @@ fn run(cli: Cli) -> Result<i32, TrainError> {
                 serde_json::to_string_pretty(&s).expect("serialisable")
             );
             runinfo::log_line(&format!(
-                "done: quantized val loss {:.4} nats/char, {:.0} tok/s, run dir {}",
+                "done: quantized val loss {:.4} nats/token = {:.4} nats/char ({:.4} bits/byte, {:.3} chars/token), {:.0} tok/s, run dir {}",
                 s.quantized_val_loss,
+                s.quantized_val_nats_per_char,
+                s.quantized_val_bits_per_byte,
+                s.val_chars_per_token,
                 s.tokens_per_s,
                 shown(&spec.out)
             ));

@@ -2,12 +2,13 @@
 //! "Loader guarantees"), then hands it to the borrowed view in `model.rs`.
 
 use super::model::{u16_at, u32_at, CRC32};
-use crate::error::{ConfigError, LoadError, Section};
+use crate::bpe::{self, Merges};
+use crate::error::{ConfigError, LoadError, Section, TokenizerError};
 use crate::fixed::{Dyadic, DYADIC_EXP_MAX, DYADIC_EXP_MIN};
 use crate::format::{
     known_flags, round_up, Config, ElemFormat, HeaderInfo, TensorEntry, TensorKind,
-    TernaryEncoding, DATA_ALIGN, FLAG_FFN_GATED, MAGIC, MAX_METADATA, PREFIX_LEN, ROPE_FRAC_BITS,
-    VERSION_MAJOR, VERSION_MAJOR_MIN, VOCAB_CHECK_CHUNK,
+    TernaryEncoding, TokenizerInfo, DATA_ALIGN, FLAG_BPE, FLAG_FFN_GATED, MAGIC, MAX_METADATA,
+    PREFIX_LEN, ROPE_FRAC_BITS, VERSION_MAJOR, VERSION_MAJOR_MIN, VOCAB_CHECK_CHUNK,
 };
 use crate::layout::Layout;
 use crate::model::Model;
@@ -115,7 +116,16 @@ impl<'a> Model<'a> {
             }
             rest = r;
         }
-        // Minor versions may append fields to the header; 1.0 has none.
+        // v4 with FLAG_BPE: the tokenizer follows the table (FORMAT.md §8).
+        let tokenizer = if flags & FLAG_BPE != 0 {
+            let (t, r) = postcard::take_from_bytes::<TokenizerInfo>(rest)
+                .map_err(|_| LoadError::BadHeader)?;
+            rest = r;
+            Some(t)
+        } else {
+            None
+        };
+        // Minor versions may append fields to the header; x.0 has none.
         if minor == 0 && !rest.is_empty() {
             return Err(LoadError::BadHeader);
         }
@@ -133,8 +143,16 @@ impl<'a> Model<'a> {
         let data = blob.get(data_offset..).ok_or(LoadError::BadLength)?;
         validate_sections(&layout, data, scratch)?;
 
+        let merges = match tokenizer {
+            None => None,
+            Some(t) => Some(Merges::from_bytes(t.merges).ok_or(LoadError::BadTokenizer(
+                TokenizerError::TableLength {
+                    bytes: t.merges.len() as u32,
+                },
+            ))?),
+        };
         let hd = Dyadic::from_u64(info.config.head_dim() as u64, 0);
-        Ok(Model {
+        let model = Model {
             layout,
             norm_eps: eps.normalized(),
             inv_sqrt_head_dim: hd.rsqrt(),
@@ -145,7 +163,16 @@ impl<'a> Model<'a> {
             data,
             copy: &[],
             copy_start: 0,
-        })
+            merges,
+            chars_per_kilotoken: tokenizer.and_then(|t| t.chars_per_kilotoken),
+        };
+        if let Some(m) = &merges {
+            bpe::check_vocab(m, config.vocab_size, |id| {
+                model.token_bytes(id).unwrap_or(&[])
+            })
+            .map_err(LoadError::BadTokenizer)?;
+        }
+        Ok(model)
     }
 }
 

@@ -2,6 +2,7 @@
 //! nothing copied). This file is the one place that maps the blob to weights; the loader
 //! and its validation are in `load.rs`.
 
+use crate::bpe::Merges;
 use crate::fixed::Dyadic;
 use crate::format::{Config, ElemFormat, TensorEntry, TensorKind, TernaryEncoding};
 use crate::layout::Layout;
@@ -25,6 +26,9 @@ pub struct Model<'a> {
     /// those bytes ([`Model::with_copy`]); empty when there is none.
     pub(super) copy: &'a [u8],
     pub(super) copy_start: usize,
+    /// The merge table of a byte-level BPE model (format v4, `FLAG_BPE`), validated.
+    pub(super) merges: Option<Merges<'a>>,
+    pub(super) chars_per_kilotoken: Option<u32>,
 }
 
 /// A vector of fixed-point norm gains in the blob (`i32` Q15.16, little-endian).
@@ -199,6 +203,19 @@ impl<'a> Model<'a> {
     /// The header's free-form metadata string.
     pub fn metadata(&self) -> &'a str {
         self.metadata
+    }
+
+    /// The merge table of a byte-level BPE model (format v4), `None` for a model whose
+    /// vocabulary is characters (or any other token strings, encoded by greedy longest match).
+    /// Validated by the loader: token `b < 256` is byte `b`, merge `i` makes token `256 + i`.
+    pub fn merges(&self) -> Option<Merges<'a>> {
+        self.merges
+    }
+
+    /// Characters per 1000 tokens of the trainer's validation split, if the blob records it
+    /// (BPE models).
+    pub fn chars_per_kilotoken(&self) -> Option<u32> {
+        self.chars_per_kilotoken
     }
 
     /// The byte string of token `id`, `None` when `id >= vocab_size`.

@@ -11,8 +11,8 @@ use core::fmt;
 use crate::error::{ConfigError, LoadError};
 use crate::fixed::Dyadic;
 use crate::format::{
-    round_up, Config, ElemFormat, HeaderInfo, TensorEntry, TensorKind, DATA_ALIGN, MAGIC,
-    MAX_METADATA, PREFIX_LEN, ROPE_FRAC_BITS, VERSION_MINOR,
+    round_up, Config, ElemFormat, HeaderInfo, TensorEntry, TensorKind, TokenizerInfo, DATA_ALIGN,
+    FLAG_BPE, MAGIC, MAX_METADATA, PREFIX_LEN, ROPE_FRAC_BITS, VERSION_MINOR,
 };
 use crate::kernels::{encode_base3, encode_ternary};
 use crate::layout::Layout;
@@ -71,6 +71,30 @@ impl LayerParams {
     }
 }
 
+/// The byte-level BPE tokenizer of a model (format v4): its vocabulary must be canonical
+/// (token `b < 256` the byte `b`, token `256 + i` the concatenation of merge `i`; the writer's
+/// reload checks it).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BpeParams {
+    /// Merge `i` = `(left, right)`, making token `256 + i`.
+    pub merges: Vec<(u16, u16)>,
+    /// Characters per 1000 tokens of the trainer's validation split, if known.
+    pub chars_per_kilotoken: Option<u32>,
+}
+
+impl BpeParams {
+    /// The merge table as stored: 4 bytes per merge, `left` then `right`, little-endian
+    /// (allocated fallibly).
+    pub fn table(&self) -> Result<Vec<u8>, WriteError> {
+        try_collect(
+            self.merges.len().saturating_mul(4),
+            self.merges
+                .iter()
+                .flat_map(|&(l, r)| l.to_le_bytes().into_iter().chain(r.to_le_bytes())),
+        )
+    }
+}
+
 /// Everything a blob holds, as integers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ModelParams {
@@ -84,6 +108,9 @@ pub struct ModelParams {
     pub metadata: String,
     /// `V` non-empty token byte strings.
     pub vocab: Vec<Vec<u8>>,
+    /// The BPE tokenizer of a byte-level model (written as format v4); `None`: the vocabulary
+    /// is encoded by greedy longest match (characters).
+    pub bpe: Option<BpeParams>,
     /// `[V][d]` int8 (Q3: `round(E / e_v)`).
     pub embedding: Vec<i8>,
     /// `[V]` row scales `e_v`.
@@ -254,8 +281,8 @@ impl ModelParams {
     }
 
     /// Serializes to a blob with matrix `i` of every layer (schema order) stored as
-    /// `ternary[i]`: format v3 for a gated FFN, else v1 when all are 2-bit, else v2. Checked by
-    /// loading it back.
+    /// `ternary[i]`: format v4 for a BPE model, else v3 for a gated FFN, else v1 when all are
+    /// 2-bit, else v2. Checked by loading it back.
     pub fn to_blob_with(&self, ternary: MatrixEncodings) -> Result<Vec<u8>, WriteError> {
         let layout = self.check(ternary)?;
         let mut data = try_filled(layout.data_len(), 0u8)?;
@@ -280,7 +307,22 @@ impl ModelParams {
         let mut header =
             postcard::to_allocvec(&info).map_err(|_| WriteError::BadValue { what: "header" })?;
         header.extend(table);
-        let blob = assemble(layout.format_major(), layout.flags(), &header, &data)?;
+        let (major, flags) = match &self.bpe {
+            None => (layout.format_major(), layout.flags()),
+            Some(bpe) => {
+                let merges = bpe.table()?;
+                let item = TokenizerInfo {
+                    merges: &merges,
+                    chars_per_kilotoken: bpe.chars_per_kilotoken,
+                };
+                header.extend(
+                    postcard::to_allocvec(&item)
+                        .map_err(|_| WriteError::BadValue { what: "tokenizer" })?,
+                );
+                (4, layout.flags() | FLAG_BPE)
+            }
+        };
+        let blob = assemble(major, flags, &header, &data)?;
         Model::from_bytes(&blob).map_err(WriteError::Reload)?;
         Ok(blob)
     }
@@ -480,6 +522,13 @@ impl ModelParams {
             val_loss_micro_nats: m.val_loss_micro_nats(),
             metadata: m.metadata().into(),
             vocab,
+            bpe: match m.merges() {
+                None => None,
+                Some(merges) => Some(BpeParams {
+                    merges: try_collect(merges.len(), merges.iter())?,
+                    chars_per_kilotoken: m.chars_per_kilotoken(),
+                }),
+            },
             embedding,
             embedding_scales: m.embedding_scales().collect(),
             rope,

@@ -68,9 +68,14 @@ pub fn write_weights(dir: &Path) {
 
 /// Writes weights.safetensors for [`run_config`]'s shapes, with a gated FFN or not.
 fn write_weights_with(dir: &Path, ffn_gated: bool) {
+    write_weights_for(dir, V, ffn_gated);
+}
+
+/// Writes weights.safetensors for [`run_config`]'s shapes with `vocab` tokens.
+pub fn write_weights_for(dir: &Path, vocab: usize, ffn_gated: bool) {
     // Every trainer tensor the schema declares, with its run-dir shape.
     let config = Config {
-        vocab_size: V as u32,
+        vocab_size: vocab as u32,
         d_model: D as u32,
         n_layers: 1,
         n_heads: 2,
@@ -185,6 +190,7 @@ pub fn blob_with_vocab(c: Config, metadata: &str, vocab: Vec<Vec<u8>>) -> Vec<u8
         val_loss_micro_nats: Some(1_500_000),
         metadata: metadata.to_string(),
         vocab,
+        bpe: None,
         embedding: values(v * d, 99)
             .iter()
             .map(|x| (x * 127.0) as i8)
@@ -282,6 +288,7 @@ pub fn zero_blob(c: Config, encodings: runtime::schema::MatrixEncodings) -> Vec<
         val_loss_micro_nats: None,
         metadata: "zero".into(),
         vocab: (0..v).map(|i| vec![b'a' + i as u8]).collect(),
+        bpe: None,
         embedding: vec![1; v * d],
         embedding_scales: vec![dyadic(1.0 / 127.0).unwrap(); v],
         rope: rope_table(

@@ -1,5 +1,6 @@
-//! The run directory (format in `trainer/EXPORT.md`): `config.json`, `vocab.json` and
-//! `command.txt` at the start; `weights.safetensors` ([`crate::run::weights`]), `summary.json`,
+//! The run directory (format in `trainer/EXPORT.md`): `config.json`, `vocab.json`,
+//! `tokenizer.json` (BPE runs) and `command.txt` at the start; `weights.safetensors`
+//! ([`crate::run::weights`]), `summary.json`,
 //! `metrics.csv` and `loss.svg` at the end. Also the progress display.
 //!
 //! A directory is a run of this trainer when it holds a `config.json` this trainer reads
@@ -7,8 +8,8 @@
 //! fill is one. A fresh run goes only into a new or empty directory ([`check_fresh_out`]): any
 //! other content is someone else's files, never overwritten.
 
-use crate::config::{ModelConfig, TrainConfig, EXPORT_VERSION};
-use crate::data::Corpus;
+use crate::config::{export_version, ModelConfig, TrainConfig};
+use crate::data::{Corpus, Tokenizer};
 use crate::error::{shown, Result, TrainError};
 use crate::model::Model;
 use crate::run::files::{write_atomic, write_json};
@@ -23,7 +24,7 @@ use std::path::Path;
 /// `config.json`: every hyper-parameter of the run, flat.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunConfig {
-    /// run-dir format version ([`EXPORT_VERSION`])
+    /// run-dir format version ([`crate::config::export_version`])
     pub export_version: u32,
     /// version of the trainer crate that wrote the run
     pub trainer_version: String,
@@ -51,7 +52,7 @@ impl RunConfig {
     /// The config of `spec` on `corpus`.
     pub fn new(spec: &RunSpec, corpus: &Corpus) -> Self {
         Self {
-            export_version: EXPORT_VERSION,
+            export_version: export_version(spec.train.tokenizer),
             trainer_version: env!("CARGO_PKG_VERSION").to_string(),
             preset: spec.preset.clone(),
             model: spec.model.clone(),
@@ -59,8 +60,8 @@ impl RunConfig {
             data_path: spec.data_path.display().to_string(),
             data_chars: corpus.n_chars,
             data_fnv1a64: format!("{:016x}", corpus.fingerprint),
-            train_chars: corpus.train.len(),
-            val_chars: corpus.val.len(),
+            train_chars: corpus.train_chars,
+            val_chars: corpus.val_chars,
         }
     }
 
@@ -70,11 +71,13 @@ impl RunConfig {
         let text = std::fs::read_to_string(&p).map_err(TrainError::io("read", &p))?;
         let c: Self = serde_json::from_str(&text)
             .map_err(|e| TrainError::Resume(format!("`{}`: {e}", shown(&p))))?;
-        if c.export_version != EXPORT_VERSION {
+        let want = export_version(c.train.tokenizer);
+        if c.export_version != want {
             return Err(TrainError::Resume(format!(
-                "`{}` has export_version {}, this trainer writes {EXPORT_VERSION}",
+                "`{}` has export_version {}, this trainer writes {want} for a {:?} run",
                 shown(&p),
-                c.export_version
+                c.export_version,
+                c.train.tokenizer
             )));
         }
         Ok(c)
@@ -108,6 +111,24 @@ pub struct Summary {
     pub quantized_val_loss: f64,
     /// positions averaged in `quantized_val_loss`
     pub quantized_val_positions: usize,
+    /// `quantized_val_loss` per character of the scored text: the sum of the scored positions'
+    /// NLL over the characters of their tokens (equal to `quantized_val_loss` for a character
+    /// model). Absent in runs written before it existed.
+    #[serde(default)]
+    pub quantized_val_nats_per_char: f64,
+    /// the same sum in bits per byte of the scored text. Absent in runs written before it existed.
+    #[serde(default)]
+    pub quantized_val_bits_per_byte: f64,
+    /// characters of the scored positions' tokens. Absent in older runs.
+    #[serde(default)]
+    pub quantized_val_chars: usize,
+    /// bytes of the scored positions' tokens. Absent in older runs.
+    #[serde(default)]
+    pub quantized_val_bytes: usize,
+    /// characters of the validation split per token of its encoding (1 for a character model).
+    /// Absent in older runs.
+    #[serde(default)]
+    pub val_chars_per_token: f64,
     /// seconds spent computing `quantized_val_loss`
     pub quantized_eval_s: f64,
     /// the same windows with every quantizer off (the float model of the latent weights): how
@@ -208,32 +229,64 @@ pub fn check_fresh_out(out: &Path) -> Result<()> {
 }
 
 /// Creates the run dir and writes `config.json` (first: from then on the directory is a run of
-/// this trainer), `vocab.json` and `command.txt`.
+/// this trainer), `vocab.json`, `tokenizer.json` (BPE runs) and `command.txt`.
 pub fn write_start(spec: &RunSpec, corpus: &Corpus) -> Result<()> {
     let out = &spec.out;
     std::fs::create_dir_all(out).map_err(TrainError::io("create the output dir", out))?;
     write_json(&out.join("config.json"), &RunConfig::new(spec, corpus))?;
     write_json(&out.join("vocab.json"), &corpus.vocab.strings())?;
+    if let Some(t) = tokenizer_file(corpus) {
+        write_json(&out.join("tokenizer.json"), &t)?;
+    }
     write_atomic(
         &out.join("command.txt"),
         (spec.command.join(" ") + "\n").as_bytes(),
     )
 }
 
+/// `tokenizer.json` of a run on `corpus`: `None` for a character vocabulary.
+pub fn tokenizer_file(corpus: &Corpus) -> Option<TokenizerFile> {
+    let Tokenizer::Bpe(bpe) = &corpus.vocab else {
+        return None;
+    };
+    Some(TokenizerFile {
+        kind: "bpe".into(),
+        byte_tokens: 256,
+        merges: bpe.merges.iter().map(|&(l, r)| [l, r]).collect(),
+        train_tokens: corpus.train.len(),
+        val_tokens: corpus.val.len(),
+        train_chars_per_token: corpus.train_chars as f64 / corpus.train.len().max(1) as f64,
+        val_chars_per_token: corpus.val_chars as f64 / corpus.val.len().max(1) as f64,
+    })
+}
+
 /// On `--resume`, after the corpus was checked against the run's `data_fnv1a64`: `vocab.json`
-/// must be the vocabulary of that corpus, with which the weights were trained. One that is
-/// missing (a kill right after `config.json`, or deleted) or differs (reversed, edited) is
-/// rewritten from the corpus, and the rewrite is logged; `command.txt`, if missing, is written
-/// with this command line. Returns whether `vocab.json` was rewritten.
+/// (and, in a BPE run, `tokenizer.json`) must be the vocabulary of that corpus, with which the
+/// weights were trained (a BPE vocabulary is learned again from the same training text, the same
+/// way). One that is missing (a kill right after `config.json`, or deleted) or differs (reversed,
+/// edited) is rewritten from the corpus, and the rewrite is logged; `command.txt`, if missing, is
+/// written with this command line. Returns whether a vocabulary file was rewritten.
 pub fn restore_start_files(spec: &RunSpec, corpus: &Corpus) -> Result<bool> {
     let out = &spec.out;
-    let path = out.join("vocab.json");
-    let want = corpus.vocab.strings();
-    let found: Option<Vec<String>> = std::fs::read(&path)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok());
-    let rewrite = found.as_ref() != Some(&want);
-    if rewrite {
+    // Each file as `write_json` writes it.
+    let pretty = |v: serde_json::Result<String>| v.expect("serialisable") + "\n";
+    let mut files = vec![(
+        "vocab.json",
+        pretty(serde_json::to_string_pretty(&corpus.vocab.strings())),
+    )];
+    if let Some(t) = tokenizer_file(corpus) {
+        files.push(("tokenizer.json", pretty(serde_json::to_string_pretty(&t))));
+    }
+    let mut rewritten = false;
+    for (name, text) in files {
+        let path = out.join(name);
+        let want: serde_json::Value = serde_json::from_str(&text).expect("just written");
+        let found: Option<serde_json::Value> = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        if found.as_ref() == Some(&want) {
+            continue;
+        }
         let why = if found.is_none() && !path.exists() {
             "is missing"
         } else {
@@ -243,13 +296,14 @@ pub fn restore_start_files(spec: &RunSpec, corpus: &Corpus) -> Result<bool> {
             "{} {why}: rewritten from the corpus (the vocabulary the weights were trained with)",
             shown(&path)
         ));
-        write_json(&path, &want)?;
+        write_atomic(&path, text.as_bytes())?;
+        rewritten = true;
     }
     let command = out.join("command.txt");
     if !command.exists() {
         write_atomic(&command, (spec.command.join(" ") + "\n").as_bytes())?;
     }
-    Ok(rewrite)
+    Ok(rewritten)
 }
 
 /// Writes the end-of-run files: `model`'s weights, `summary` and the metrics `rows`.
@@ -275,6 +329,25 @@ pub fn write_end<B: Backend>(
         log_line(&format!("warning: loss.svg not drawn: {e}"));
     }
     Ok(())
+}
+
+/// `tokenizer.json` of a BPE run (`trainer/EXPORT.md`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenizerFile {
+    /// `"bpe"`
+    pub kind: String,
+    /// 256: token `b < 256` is the byte `b`
+    pub byte_tokens: usize,
+    /// merge `i` = `[left, right]`, making token `256 + i`
+    pub merges: Vec<[u16; 2]>,
+    /// tokens of the training split's encoding
+    pub train_tokens: usize,
+    /// tokens of the validation split's encoding
+    pub val_tokens: usize,
+    /// characters per token of the training split
+    pub train_chars_per_token: f64,
+    /// characters per token of the validation split
+    pub val_chars_per_token: f64,
 }
 
 /// Checks that `ModelConfig` and `TrainConfig` of a resumed run are unchanged except `steps`.

@@ -413,8 +413,10 @@ where
             .take(50)
             .map(|r| r.train_loss)
             .collect();
+        let scored = self.corpus.val_scored(mcfg.ctx_len);
+        let nll_sum = q_val * scored.tokens as f64;
         let summary = Summary {
-            export_version: crate::config::EXPORT_VERSION,
+            export_version: crate::config::export_version(tcfg.tokenizer),
             steps: self.state.step,
             tokens_seen: self.state.tokens_seen,
             wall_time_s: self.state.wall_s,
@@ -430,6 +432,13 @@ where
             val_loss_train_forward: val_train_mode,
             quantized_val_loss: q_val,
             quantized_val_positions: windows.iter().map(|b| b.batch * b.ctx).sum(),
+            quantized_val_nats_per_char: nll_sum / scored.chars.max(1) as f64,
+            quantized_val_bits_per_byte: nll_sum
+                / std::f64::consts::LN_2
+                / scored.bytes.max(1) as f64,
+            quantized_val_chars: scored.chars,
+            quantized_val_bytes: scored.bytes,
+            val_chars_per_token: self.corpus.val_chars as f64 / self.corpus.val.len().max(1) as f64,
             quantized_eval_s,
             float_val_loss: float_val,
             last_weights_quantized_val_loss: last_q_val,

@@ -4,7 +4,7 @@ use core::fmt::Write as _;
 
 use super::out::Out;
 use super::{Settings, Stats, Terminal, Typeahead, CTRL_C, MAX_LINE};
-use crate::{decode, encode, EncodeError, Error, Generator, Session};
+use crate::{decode, encode, EncodeError, Error, Generator, Session, Utf8Stream};
 
 /// One generation: the borrowed parts of a [`Chat`](super::Chat) it needs.
 pub(super) struct Run<'c, 'm, 'b> {
@@ -40,6 +40,8 @@ impl Run<'_, '_, '_> {
         let prompt = self.prompt.get(..n).unwrap_or(&[]);
         let mut generator = Generator::new(self.session, prompt, self.settings.sampler());
         let mut failure: Option<Error> = None;
+        // A byte-level token may end inside a UTF-8 character: hold it until it is whole.
+        let mut text_out = Utf8Stream::new();
         for i in 0..self.settings.tokens {
             if interrupted(out.term, self.typeahead) {
                 stats.interrupted = true;
@@ -61,12 +63,19 @@ impl Run<'_, '_, '_> {
                 stats.decode_tokens += 1;
                 stats.decode_counts = stats.decode_counts.saturating_add(spent);
             }
-            out.bytes(decode(&model, token));
+            let _ = text_out.push(decode(&model, token), |b| {
+                out.bytes(b);
+                Ok::<(), ()>(())
+            });
             out.flush();
             if out.failed() {
                 break;
             }
         }
+        let _ = text_out.finish(|b| {
+            out.bytes(b);
+            Ok::<(), ()>(())
+        });
         if stats.interrupted {
             let _ = out.write_str("^C");
         }
