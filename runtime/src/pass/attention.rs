@@ -15,7 +15,7 @@ use crate::session::Session;
 /// Q1.30 table row, so `out` is in units of `2^-30` of `y`'s units.
 /// Overflow: `|y| < 2^22`, `|cos|, |sin| ≤ 2^30`: each term `< 2^52`, sum `< 2^53`.
 #[inline(always)]
-fn rope(y: &[i32], table: &[u8], out: &mut [i64]) {
+pub(super) fn rope(y: &[i32], table: &[u8], out: &mut [i64]) {
     for ((pair, cs), o) in y
         .chunks_exact(2)
         .zip(table.chunks_exact(8))
@@ -32,7 +32,7 @@ fn rope(y: &[i32], table: &[u8], out: &mut [i64]) {
 /// Concatenates the heads' accumulators `acc [H][hd]` (real value `acc · head_scale[h]`)
 /// into one block-scaled `i32` vector `y [d]` with `|y| ≤ 2^30`; returns its unit.
 #[inline(always)]
-fn merge_heads(acc: &[i64], head_scale: &[Dyadic], hd: usize, y: &mut [i32]) -> Dyadic {
+pub(super) fn merge_heads(acc: &[i64], head_scale: &[Dyadic], hd: usize, y: &mut [i32]) -> Dyadic {
     let mut amax = Dyadic::ZERO;
     for (a, hs) in acc.chunks_exact(hd).zip(head_scale) {
         let m = max_abs_i64(a);

@@ -222,6 +222,10 @@ impl Session<'_, '_> {
     /// arithmetic is the same integer code, so the bits are too.
     #[cfg_attr(feature = "ram-code", link_section = ".data.runtime.hot")]
     fn run(&mut self, n: usize) {
+        #[cfg(feature = "workers")]
+        if self.split.is_some() {
+            return self.run_split(n);
+        }
         #[cfg(target_arch = "x86_64")]
         match crate::kernels::level() {
             // SAFETY: `level()` reports AVX2 only on CPUs with AVX2, BMI1, BMI2 and LZCNT.

@@ -7,9 +7,14 @@
 //! | `attention` | q/k/v projections, RoPE, the KV cache, attention of one query |
 //! | `ffn` | the feed-forward block (plain or gated) |
 //! | `norm` | RMSNorm fused with int8 quantization, absmax quantizers |
+//! | [`workers`](crate::workers), `split` | (feature `workers`) the pass split between two cores |
 
 mod attention;
 mod ffn;
 mod forward;
 pub(crate) mod norm;
 pub mod session;
+#[cfg(feature = "workers")]
+mod split;
+#[cfg(feature = "workers")]
+pub mod workers;
