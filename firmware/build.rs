@@ -91,7 +91,7 @@ const STATICS_RESERVE: usize = 8 * 1024;
 const RAM_CODE_RESERVE: usize = 56 * 1024;
 /// The same on two-core boards, which also hold the split pass (`runtime::workers`) and the
 /// core-1 loop in RAM.
-const RAM_CODE_RESERVE_TWO_CORES: usize = 72 * 1024;
+const RAM_CODE_RESERVE_TWO_CORES: usize = 60 * 1024;
 /// Flash for the code and an embedded model: below the model partition at 0x1010_0000
 /// (`memory-*.x`), less room for the code.
 const FLASH_FOR_MODEL: usize = 1024 * 1024 - 256 * 1024;

@@ -26,6 +26,8 @@ mod cores;
 mod cost;
 mod fault;
 mod partition;
+#[cfg(two_cores)]
+mod ram_text;
 mod serve;
 mod settings;
 mod source;
@@ -38,6 +40,8 @@ mod board;
 #[cfg_attr(feature = "pico2", rp235x_hal::entry)]
 #[cfg_attr(any(feature = "qemu", feature = "an521"), cortex_m_rt::entry)]
 fn main() -> ! {
+    #[cfg(two_cores)]
+    ram_text::copy();
     fault::arm_stack_guard();
     let mut board = board::init();
     defmt::info!(

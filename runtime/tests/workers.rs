@@ -13,6 +13,22 @@ use runtime::schema::MatrixEncodings;
 use runtime::workers::{OneCore, RowCopy, Threads, Workers};
 use runtime::{session_bytes_workers, Config, Generator, Model, SamplerConfig, Session};
 
+/// Two threads, but a small stack on the other one (as on a Pico 2's core 1): matrices whose
+/// kernels keep their own tables stay on this core.
+struct SmallStack;
+
+impl Workers for SmallStack {
+    fn cores(&self) -> usize {
+        2
+    }
+    fn join(&self, here: &mut dyn FnMut(), there: &mut (dyn FnMut() + Send)) {
+        Threads.join(here, there)
+    }
+    fn other_stack_bytes(&self) -> usize {
+        4096
+    }
+}
+
 /// Logits of every position and the KV cache of positions `< n`.
 type Trace = (Vec<i32>, Vec<i8>, Vec<i8>, Vec<u64>);
 
@@ -108,7 +124,7 @@ fn check(c: Config, enc: Option<MatrixEncodings>, seed: u64, setups: &[Setup]) {
         .collect();
     let want = one_core(m, ctx, &tokens);
     for &setup in setups {
-        for workers in [&OneCore as &dyn Workers, &Threads] {
+        for workers in [&OneCore as &dyn Workers, &Threads, &SmallStack] {
             let got = split(m, ctx, &tokens, workers, setup, seed);
             assert!(
                 got.0 == want.0,

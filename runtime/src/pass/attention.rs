@@ -98,7 +98,11 @@ impl Session<'_, '_> {
     /// that it is compiled with each `run` variant's target features (x86-64 v3/v4).
     #[cfg_attr(target_arch = "arm", inline(never))]
     #[cfg_attr(not(target_arch = "arm"), inline(always))]
-    #[cfg_attr(feature = "ram-code", link_section = ".data.runtime.hot")]
+    // One-core pass only (see `forward.rs`: in flash with `workers`).
+    #[cfg_attr(
+        all(feature = "ram-code", not(feature = "workers")),
+        link_section = ".data.runtime.hot"
+    )]
     fn project_qkv(&mut self, w: &LayerWeights<'_>, l: usize, n: usize, stride: usize) {
         let (wq, wk, wv) = (&w.wq, &w.wk, &w.wv);
         let shared = n == 1

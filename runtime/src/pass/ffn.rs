@@ -114,7 +114,11 @@ impl Session<'_, '_> {
     /// [`project_qkv`](Session::project_qkv) is not.
     #[cfg_attr(target_arch = "arm", inline(never))]
     #[cfg_attr(not(target_arch = "arm"), inline(always))]
-    #[cfg_attr(feature = "ram-code", link_section = ".data.runtime.hot")]
+    // One-core pass only (see `forward.rs`: in flash with `workers`).
+    #[cfg_attr(
+        all(feature = "ram-code", not(feature = "workers")),
+        link_section = ".data.runtime.hot"
+    )]
     fn project_up_gate(
         &mut self,
         w_up: &TernaryMatrix<'_>,

@@ -35,7 +35,7 @@ use super::attention::{merge_heads, rope};
 use super::ffn::{gated_cut, relu_sq_cut};
 use super::forward::{residual_add, RESID_SCALE};
 use super::norm::{absmax_quantize, rmsnorm_quantize, to_block_i32};
-use super::workers::Workers;
+use super::workers::{Workers, KERNEL_STACK};
 use crate::fixed::{mul_round, sat_i32, Dyadic, INV_127};
 use crate::format::{
     int8_row_bytes, TernaryEncoding, LOGIT_FRAC_BITS, RESID_FRAC_BITS, ROPE_FRAC_BITS,
@@ -45,7 +45,8 @@ use crate::kernels::{
     attention_scores, int8_matvec, int8_weighted_sum, softmax_coefficients, ternary5_matvec,
     ternary_matvec,
 };
-use crate::model::{LayerWeights, Model, TernaryMatrix};
+use crate::format::TensorKind;
+use crate::model::{scales_of, Gains, LayerWeights, Model, TernaryMatrix};
 use crate::session::Session;
 
 /// The block matrices, in the order of a [`RowCopy`].
@@ -89,9 +90,10 @@ const FRACTION_ONE: usize = 1024;
 /// not evict each other (2 ways of 8 KiB).
 const PREFETCH_CAP: usize = 8 * 1024;
 
-/// The split pass's placement: a copy, in fast memory, of the LM head's embedding (when it
-/// fits) and of the same fraction of the first rows of every block matrix, so that this core's
-/// half of each matrix (its first rows) and as much of the other core's as fits are read from
+/// The split pass's placement: a copy, in fast memory, of what both cores or the serial steps
+/// read every token (the LM head's embedding and its row scales, every norm's gains: when they
+/// fit) and of the same fraction of the first rows of every block matrix, so that this core's
+/// share of each matrix (its first rows) and as much of the other core's as fits are read from
 /// RAM, and only the other core streams the rest from the model (XIP flash on a Pico 2): two
 /// cores streaming at once would break the flash link's chained transfers
 /// (firmware/README.md, "Two cores"). Byte-for-byte copies: results do not change.
@@ -103,8 +105,20 @@ pub struct RowCopy<'b> {
     len: [usize; 7],
     offset: [usize; 7],
     embedding: &'b [u8],
+    /// The norms' gains: per block `attn_norm [d]`, `attn_sub_norm [d]`, `ffn_norm [d]`,
+    /// `ffn_sub_norm [F]` (4 bytes each), then the final norm `[d]`, then the embedding's row
+    /// scales `[V]` (8 bytes each); empty when they did not fit.
+    small: &'b [u8],
     fraction: usize,
 }
+
+/// The gains a [`RowCopy`] holds per block, in order.
+const GAINS: [TensorKind; 4] = [
+    TensorKind::AttnNorm,
+    TensorKind::AttnSubNorm,
+    TensorKind::FfnNorm,
+    TensorKind::FfnSubNorm,
+];
 
 impl<'b> RowCopy<'b> {
     /// Copies into `ram` the embedding (if it fits), then the first `⌊rows · f / 1024⌋` rows of
@@ -122,6 +136,32 @@ impl<'b> RowCopy<'b> {
         };
         for (o, e) in emb_ram.iter_mut().zip(emb) {
             *o = *e as u8;
+        }
+        // The gains and the embedding's scales, in the order of `small`.
+        let c = model.config();
+        let (d4, f4) = (4 * c.d_model as usize, 4 * c.ffn_dim as usize);
+        let scales = model.embedding_scale_bytes();
+        let small_len = layers * (3 * d4 + f4) + d4 + scales.len();
+        let (small_ram, rest) = if rest.len() >= small_len {
+            rest.split_at_mut(small_len)
+        } else {
+            rest.split_at_mut(0)
+        };
+        if !small_ram.is_empty() {
+            let mut at = 0;
+            let mut put = |src: &[u8]| {
+                if let Some(d) = small_ram.get_mut(at..at + src.len()) {
+                    d.copy_from_slice(src);
+                }
+                at += src.len();
+            };
+            for l in 0..layers {
+                for kind in GAINS {
+                    put(model.layer_gains(l, kind).bytes());
+                }
+            }
+            put(model.final_norm().bytes());
+            put(scales);
         }
         let per_layer = |f: usize| -> usize {
             shapes
@@ -160,13 +200,14 @@ impl<'b> RowCopy<'b> {
                 }
             }
         }
-        let used = emb_ram.len() + bytes.len();
+        let used = emb_ram.len() + small_ram.len() + bytes.len();
         let copy = RowCopy {
             bytes,
             per_layer,
             len,
             offset,
             embedding: emb_ram,
+            small: small_ram,
             fraction,
         };
         (copy, used)
@@ -180,6 +221,41 @@ impl<'b> RowCopy<'b> {
     /// Whether the LM head's embedding is in the copy.
     pub fn has_embedding(&self) -> bool {
         !self.embedding.is_empty()
+    }
+
+    /// Whether the norms' gains and the embedding's scales are in the copy.
+    pub fn has_gains(&self) -> bool {
+        !self.small.is_empty()
+    }
+
+    /// Block `l`'s weights with its gains read from the copy (when it holds them).
+    fn layer(&self, mut w: LayerWeights<'b>, l: usize, c: &crate::Config) -> LayerWeights<'b> {
+        if self.small.is_empty() {
+            return w;
+        }
+        let (d4, f4) = (4 * c.d_model as usize, 4 * c.ffn_dim as usize);
+        let mut at = l * (3 * d4 + f4);
+        let mut take = |n: usize| {
+            let g = Gains::from_bytes(self.small.get(at..at + n).unwrap_or(&[]));
+            at += n;
+            g
+        };
+        w.attn_norm = take(d4);
+        w.attn_sub_norm = take(d4);
+        w.ffn_norm = take(d4);
+        w.ffn_sub_norm = take(f4);
+        w
+    }
+
+    /// The final norm's gains and the embedding's row scales from the copy.
+    fn head_norm_and_scales(&self, c: &crate::Config) -> Option<(Gains<'b>, &'b [u8])> {
+        if self.small.is_empty() {
+            return None;
+        }
+        let (d4, f4) = (4 * c.d_model as usize, 4 * c.ffn_dim as usize);
+        let at = c.n_layers as usize * (3 * d4 + f4);
+        let gains = Gains::from_bytes(self.small.get(at..at + d4)?);
+        Some((gains, self.small.get(at + d4..)?))
     }
 
     fn head(&self, l: usize, m: Mat) -> &'b [u8] {
@@ -267,6 +343,8 @@ impl<'w> Rows<'w> {
 struct Ctx<'c> {
     workers: &'c dyn Workers,
     two: bool,
+    /// The other core's stack holds a kernel's own tables ([`KERNEL_STACK`]).
+    roomy: bool,
     rows: Option<RowCopy<'c>>,
     shared_tables: bool,
 }
@@ -338,6 +416,14 @@ impl Ctx<'_> {
     ) {
         let rows = r.m.rows;
         let Some(rb) = self.share(&[r]) else {
+            if !self.roomy {
+                // The kernel keeps its own tables on the stack: all rows on this core.
+                r.matvec(x, 0, s, y0);
+                r.matvec(x, s, rows, y1);
+                after0(y0);
+                after1(y1);
+                return;
+            }
             return self.join(
                 &mut || {
                     r.matvec(x, 0, s, y0);
@@ -612,6 +698,7 @@ impl Session<'_, '_> {
         let ctx = Ctx {
             workers: split.workers,
             two: split.cores > 1 && split.workers.cores() > 1,
+            roomy: split.workers.other_stack_bytes() >= KERNEL_STACK,
             rows: split.rows,
             shared_tables: split.shared_tables,
         };
@@ -637,7 +724,10 @@ impl Session<'_, '_> {
         let group = nh / nkv.max(1);
         let rope_unit = Dyadic::pow2(-(ROPE_FRAC_BITS as i32));
         for l in 0..layers {
-            let w = model.layer(l);
+            let w = match ctx.rows {
+                Some(r) => r.layer(model.layer(l), l, &c),
+                None => model.layer(l),
+            };
             let [rq, rk, rv, ro, rup, rgate, rdown] = MATS.map(|m| ctx.rows(&w, l, m));
             let (Some(rq), Some(rk), Some(rv), Some(ro), Some(rup), Some(rdown)) =
                 (rq, rk, rv, ro, rup, rdown)
@@ -851,8 +941,12 @@ impl Session<'_, '_> {
         }
 
         // Final norm (serial), then the LM head's vocabulary rows split.
+        let (final_norm, emb_scales) = ctx
+            .rows
+            .and_then(|r| r.head_norm_and_scales(&c))
+            .unwrap_or((model.final_norm(), model.embedding_scale_bytes()));
         let xs = to_block_i32(x, RESID_SCALE, &mut y[..d]);
-        let s = rmsnorm_quantize(&y[..d], xs, model.final_norm(), eps, act);
+        let s = rmsnorm_quantize(&y[..d], xs, final_norm, eps, act);
         let rb = int8_row_bytes(c.d_model);
         let emb: &[i8] = match ctx.rows {
             Some(r) if r.has_embedding() => as_i8(r.embedding),
@@ -871,7 +965,8 @@ impl Session<'_, '_> {
             }
             // |dot| ≤ 2^14 · d < 2^29.
             int8_matvec(m, rb, h, out);
-            for (logit, e) in out.iter_mut().zip(model.embedding_scales().skip(rows.0)) {
+            let scales = emb_scales.get(rows.0 * 8..).unwrap_or(&[]);
+            for (logit, e) in out.iter_mut().zip(scales_of(scales)) {
                 *logit = sat_i32(mul_round(*logit as i64, s.mul(e), LOGIT_FRAC_BITS as i32));
             }
         };

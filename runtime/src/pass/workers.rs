@@ -46,7 +46,19 @@ pub trait Workers: Sync {
     fn busy_counts(&self) -> Option<u64> {
         None
     }
+
+    /// Bytes of stack the other core's jobs may use. Below [`KERNEL_STACK`] the split pass
+    /// keeps the matrices whose kernels build lookup tables on their own stack (16 KiB: 2-bit
+    /// and mixed-encoding blobs) on this core; the shared-table base-3 path, attention and the
+    /// LM head need only a few hundred bytes there.
+    fn other_stack_bytes(&self) -> usize {
+        usize::MAX
+    }
 }
+
+/// The other core's stack below which the split pass does not give it a kernel that keeps
+/// its own lookup tables on the stack (see [`Workers::other_stack_bytes`]).
+pub const KERNEL_STACK: usize = 20 * 1024;
 
 /// Both halves on this core, one after the other.
 #[derive(Clone, Copy, Debug, Default)]
