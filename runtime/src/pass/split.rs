@@ -86,9 +86,23 @@ fn matrix<'a>(w: &LayerWeights<'a>, m: Mat) -> Option<TernaryMatrix<'a>> {
 /// Parts of a rows-copied fraction ([`RowCopy`]).
 const FRACTION_ONE: usize = 1024;
 
-/// Most bytes one prefetch step touches: half the XIP cache, so that the lines it brings in do
-/// not evict each other (2 ways of 8 KiB).
-const PREFETCH_CAP: usize = 8 * 1024;
+/// Most bytes prefetched ahead of their use: half the XIP cache, so that the lines brought in
+/// do not evict each other (2 ways of 8 KiB).
+const PREFETCH_AHEAD: usize = 8 * 1024;
+
+// The placement's schedule (a heuristic: only speed depends on it, never a result). Cycles a
+// Cortex-M33 on RP2350 XIP flash spends, as the cost model charges them (firmware/README.md,
+// "Two cores"): the serial steps per element (RMSNorm with its input's copy; head merge or
+// ReLU² cut with the sub-norm), a prefetched byte (a chained 8-byte transfer of 48 cycles and
+// the touch), a byte a rows job streams (chained when a row is read front to back; a new
+// transfer per line when the rows are read chunk by chunk), and a byte computed from RAM (the
+// lookup loop).
+const NORM_CYCLES_PER_ELEMENT: usize = 75;
+const SUBNORM_CYCLES_PER_ELEMENT: usize = 110;
+const PREFETCH_CYCLES_PER_BYTE_X2: usize = 13;
+const STREAM_CYCLES_PER_BYTE: usize = 6;
+const STREAM_CHUNKED_CYCLES_PER_BYTE: usize = 14;
+const LOOKUP_CYCLES_PER_BYTE_X2: usize = 7;
 
 /// The split pass's placement: a copy, in fast memory, of what both cores or the serial steps
 /// read every token (the LM head's embedding and its row scales, every norm's gains: when they
@@ -317,39 +331,46 @@ impl<'w> Rows<'w> {
             t.add_rows(part, yp);
         }
     }
+}
 
-    /// Reads one byte of every 8-byte line of the model's rows (not the copied ones) from row
-    /// `s` on, then of those before `s`, at most `budget` bytes; returns what is left of it.
-    fn touch(&self, s: usize, budget: usize) -> usize {
-        let (rows, k) = (self.m.rows, self.copied());
-        let mut left = budget;
-        for (a, b) in [(s.max(k), rows), (k, s.max(k))] {
-            let [_, bytes] = self.parts(a, b);
-            let bytes = bytes.get(..left.min(bytes.len())).unwrap_or(&[]);
-            let mut i = 0;
-            while i < bytes.len() {
-                // SAFETY: `i < bytes.len()`: a read inside the slice (volatile, so that it
-                // happens: its only purpose is to bring the line into the XIP cache).
-                let _ = unsafe { core::ptr::read_volatile(bytes.as_ptr().add(i)) };
-                i += 8;
-            }
-            left -= bytes.len();
-        }
-        left
+/// Reads one byte of every 8-byte line of `bytes` (and its last byte): brings them into the XIP
+/// cache.
+fn touch(bytes: &[u8]) {
+    let mut i = 0;
+    while i < bytes.len() {
+        // SAFETY: `i < bytes.len()`: a read inside the slice (volatile, so that it happens:
+        // its only purpose is to bring the line into the cache).
+        let _ = unsafe { core::ptr::read_volatile(bytes.as_ptr().add(i)) };
+        i += 8;
+    }
+    if let Some(last) = bytes.last() {
+        // SAFETY: a reference to the slice's last byte.
+        let _ = unsafe { core::ptr::read_volatile(last) };
     }
 }
 
 /// How a pass is split: the workers, whether the other core takes part, the placement.
 struct Ctx<'c> {
+    model: Model<'c>,
     workers: &'c dyn Workers,
     two: bool,
     /// The other core's stack holds a kernel's own tables ([`KERNEL_STACK`]).
     roomy: bool,
     rows: Option<RowCopy<'c>>,
     shared_tables: bool,
+    /// The prefetch cursor: the next byte the model streams, in the pass's order, as (block,
+    /// matrix in `MATS` order, offset into that matrix's streamed rows).
+    cursor: core::cell::Cell<(usize, usize, usize)>,
+    /// Bytes prefetched and not yet used.
+    pending: core::cell::Cell<usize>,
+    /// What the other core prefetches at the end of the next rows job ([`Ctx::matvec`]).
+    job_prefetch: core::cell::Cell<[&'c [u8]; 4]>,
+    /// [`Ctx::streamed`]'s cache: two blocks' streamed rows.
+    streamed_block: [core::cell::Cell<usize>; 2],
+    streamed_cache: [[core::cell::Cell<&'c [u8]>; 7]; 2],
 }
 
-impl Ctx<'_> {
+impl<'c> Ctx<'c> {
     #[inline(always)]
     fn join(&self, here: &mut dyn FnMut(), there: &mut (dyn FnMut() + Send)) {
         if self.two {
@@ -375,18 +396,135 @@ impl Ctx<'_> {
         matrix(w, m).map(|m| Rows { m, head })
     }
 
-    /// Runs the serial step `here` on this core while the other one touches the model's rows
-    /// of `next` (when a row copy says the model is in slow memory).
-    fn serial(&self, here: &mut dyn FnMut(), next: &[Option<Rows<'_>>]) {
+    /// The rows of matrix `m` of block `l` that the model streams (those not in the row copy),
+    /// from a cache of two blocks (`Model::layer` is not free).
+    fn streamed(&self, l: usize, m: Mat) -> &'c [u8] {
+        let slot = l & 1;
+        if self.streamed_block[slot].get() != l {
+            let w = self.model.layer(l);
+            for (cell, m) in self.streamed_cache[slot].iter().zip(MATS) {
+                let bytes = matrix(&w, m).map_or(&[][..], |t| {
+                    let head = self.rows.map_or(0, |r| r.head(l, m).len());
+                    let k = head.checked_div(t.row_bytes).map_or(0, |k| k.min(t.rows));
+                    t.data.get(k * t.row_bytes..t.rows * t.row_bytes).unwrap_or(&[])
+                });
+                cell.set(bytes);
+            }
+            self.streamed_block[slot].set(l);
+        }
+        self.streamed_cache[slot][m as usize].get()
+    }
+
+    /// Matrix `m` of block `l` is about to be used: returns its streamed bytes that no
+    /// prefetch touched (the job streams them) and moves the cursor past it.
+    fn consume(&self, l: usize, m: Mat) -> usize {
+        if !self.two || self.rows.is_none() {
+            return 0;
+        }
+        let total = self.streamed(l, m).len();
+        let (cl, cm, off) = self.cursor.get();
+        let left = match (l, m as usize).cmp(&(cl, cm)) {
+            core::cmp::Ordering::Less => 0,
+            core::cmp::Ordering::Equal => total.saturating_sub(off),
+            core::cmp::Ordering::Greater => total,
+        };
+        self.pending
+            .set(self.pending.get().saturating_sub(total - left));
+        if (l, m as usize) >= (cl, cm) {
+            let next = if m as usize + 1 == MATS.len() {
+                (l + 1, 0, 0)
+            } else {
+                (l, m as usize + 1, 0)
+            };
+            self.cursor.set(next);
+        }
+        left
+    }
+
+    /// The next streamed bytes in the pass's order from the cursor on, at most `budget` and
+    /// at most [`PREFETCH_AHEAD`] ahead of their use; the cursor moves past them.
+    fn plan(&self, budget: usize) -> [&'c [u8]; 4] {
+        let mut out = [&[][..]; 4];
+        if !self.two || self.rows.is_none() {
+            return out;
+        }
+        let mut left = budget.min(PREFETCH_AHEAD.saturating_sub(self.pending.get()));
+        let (mut l, mut mi, mut off) = self.cursor.get();
+        let layers = self.model.config().n_layers as usize;
+        let mut n = 0;
+        while left > 0 && n < out.len() && l < layers {
+            let bytes = self.streamed(l, MATS[mi]);
+            let rest = bytes.get(off..).unwrap_or(&[]);
+            let take = rest.len().min(left);
+            if take > 0 {
+                out[n] = &rest[..take];
+                n += 1;
+                left -= take;
+                off += take;
+                self.pending.set(self.pending.get() + take);
+            }
+            if off >= bytes.len() {
+                off = 0;
+                mi += 1;
+                if mi == MATS.len() {
+                    mi = 0;
+                    l += 1;
+                }
+            }
+        }
+        self.cursor.set((l, mi, off));
+        out
+    }
+
+    /// Sets what the other core prefetches at the end of the next rows job: as many bytes as
+    /// the job's matrices stream (`budget`), so that prefetching keeps pace with use. Returns
+    /// the bytes planned.
+    fn prefetch_in_job(&self, budget: usize) -> usize {
+        let pieces = self.plan(budget);
+        self.job_prefetch.set(pieces);
+        pieces.iter().map(|p| p.len()).sum()
+    }
+
+    /// Runs the serial step `here` (about `cycles` long) on this core while the other one
+    /// prefetches as many of the next streamed bytes as it can in that time (when a row copy
+    /// says the model is in slow memory).
+    fn serial(&self, here: &mut dyn FnMut(), cycles: usize) {
         if !self.two || self.rows.is_none() {
             return here();
         }
-        self.join(here, &mut || {
-            let mut budget = PREFETCH_CAP;
-            for r in next.iter().flatten() {
-                budget = r.touch(r.m.rows / 2, budget);
-            }
-        });
+        let pieces = self.plan(cycles * 2 / PREFETCH_CYCLES_PER_BYTE_X2);
+        if pieces.iter().all(|p| p.is_empty()) {
+            return here();
+        }
+        self.join(here, &mut || pieces.iter().for_each(|p| touch(p)));
+    }
+
+    /// Where a rows job is cut: this core takes rows `0..s`, the other `s..rows`. Without a row
+    /// copy, halves. With one, this core's rows all come from RAM (`s ≤ copied` unless fewer
+    /// than half are copied) and the other core's share is smaller by what streaming its
+    /// `unprefetched` bytes (`stream` cycles per byte) and prefetching `prefetch` bytes cost,
+    /// against the lookup loop's cycles per byte computed, over `mats` matrices of `rb`-byte
+    /// rows.
+    #[allow(clippy::too_many_arguments)]
+    fn cut(
+        &self,
+        rows: usize,
+        copied: usize,
+        rb: usize,
+        mats: usize,
+        unprefetched: usize,
+        stream: usize,
+        prefetch: usize,
+    ) -> usize {
+        if !self.two {
+            return rows;
+        }
+        if self.rows.is_none() {
+            return rows / 2;
+        }
+        let other = 2 * stream * unprefetched + PREFETCH_CYCLES_PER_BYTE_X2 * prefetch;
+        let extra = other / (2 * LOOKUP_CYCLES_PER_BYTE_X2 * rb * mats).max(1);
+        (rows / 2 + extra).min(copied.max(rows / 2)).min(rows)
     }
 
     /// Whether the base-3 matrices `ms` share one input's tables built by both cores: all
@@ -415,6 +553,7 @@ impl Ctx<'_> {
         after1: &mut (dyn FnMut(&mut [i32]) + Send),
     ) {
         let rows = r.m.rows;
+        let pieces = self.job_prefetch.take();
         let Some(rb) = self.share(&[r]) else {
             if !self.roomy {
                 // The kernel keeps its own tables on the stack: all rows on this core.
@@ -432,6 +571,7 @@ impl Ctx<'_> {
                 &mut || {
                     r.matvec(x, s, rows, y1);
                     after1(y1);
+                    pieces.iter().for_each(|p| touch(p));
                 },
             );
         };
@@ -462,6 +602,7 @@ impl Ctx<'_> {
                     r.add(t, s, rows, y1);
                     if last {
                         after1(y1);
+                        pieces.iter().for_each(|p| touch(p));
                     }
                 },
             );
@@ -696,6 +837,15 @@ impl Session<'_, '_> {
             return;
         };
         let ctx = Ctx {
+            model: *model,
+            cursor: core::cell::Cell::new((0, 0, 0)),
+            pending: core::cell::Cell::new(0),
+            job_prefetch: core::cell::Cell::new([&[][..]; 4]),
+            streamed_block: [
+                core::cell::Cell::new(usize::MAX),
+                core::cell::Cell::new(usize::MAX),
+            ],
+            streamed_cache: Default::default(),
             workers: split.workers,
             two: split.cores > 1 && split.workers.cores() > 1,
             roomy: split.workers.other_stack_bytes() >= KERNEL_STACK,
@@ -742,10 +892,13 @@ impl Session<'_, '_> {
                     let xs = to_block_i32(x, RESID_SCALE, &mut y[..d]);
                     a_scale = rmsnorm_quantize(&y[..d], xs, w.attn_norm, eps, act);
                 },
-                &[Some(rq), Some(rk), Some(rv)],
+                NORM_CYCLES_PER_ELEMENT * d,
             );
 
             // q, k, v projections, RoPE, Q5 into q8 and the cache slots at position p.
+            for m in [Mat::Q, Mat::K, Mat::V] {
+                ctx.consume(l, m);
+            }
             let scales = QkvScales {
                 hd,
                 rope_row: model.rope_row(p),
@@ -851,11 +1004,21 @@ impl Session<'_, '_> {
                     let m_scale = merge_heads(&wide[..d], &head_scale[..nh], hd, &mut y[..d]);
                     s_act = rmsnorm_quantize(&y[..d], m_scale, w.attn_sub_norm, eps, act);
                 },
-                &[Some(ro)],
+                SUBNORM_CYCLES_PER_ELEMENT * d,
             );
 
             // Wo and the residual update, rows split.
-            let s_o = ctx.mid(d);
+            let u = ctx.consume(l, Mat::O);
+            let b = ctx.prefetch_in_job(0);
+            let s_o = ctx.cut(
+                d,
+                ro.copied(),
+                ro.m.row_bytes,
+                1,
+                u,
+                STREAM_CYCLES_PER_BYTE,
+                b,
+            );
             let scale = s_act.mul(w.wo.gamma);
             {
                 let x_in: &[i8] = act.get(..ro.m.input_len()).unwrap_or(&[]);
@@ -880,11 +1043,21 @@ impl Session<'_, '_> {
                     let xs = to_block_i32(x, RESID_SCALE, &mut y[..d]);
                     s_f = rmsnorm_quantize(&y[..d], xs, w.ffn_norm, eps, act);
                 },
-                &[Some(rup), rgate],
+                NORM_CYCLES_PER_ELEMENT * d,
             );
 
             // Up (and gate) projections, rows split.
-            let s_f_rows = ctx.mid(f);
+            let u = ctx.consume(l, Mat::Up) + ctx.consume(l, Mat::Gate);
+            let b = ctx.prefetch_in_job(0);
+            let s_f_rows = ctx.cut(
+                f,
+                rgate.map_or(rup.copied(), |g| g.copied().min(rup.copied())),
+                rup.m.row_bytes,
+                1 + rgate.is_some() as usize,
+                u,
+                STREAM_CYCLES_PER_BYTE,
+                b,
+            );
             {
                 let x_in: &[i8] = act;
                 project_up_gate(
@@ -918,20 +1091,35 @@ impl Session<'_, '_> {
                     };
                     s_down = rmsnorm_quantize(yt, h_scale, w.ffn_sub_norm, eps, act);
                 },
-                &[Some(rdown)],
+                SUBNORM_CYCLES_PER_ELEMENT * f,
             );
 
             // Wdown and the residual update, rows split.
             let scale = s_down.mul(w.w_down.gamma);
+            let u = ctx.consume(l, Mat::Down);
+            let b = ctx.prefetch_in_job(0);
+            let s_d = ctx.cut(
+                d,
+                rdown.copied(),
+                rdown.m.row_bytes,
+                1,
+                u,
+                if rdown.m.row_bytes > GROUPS {
+                    STREAM_CHUNKED_CYCLES_PER_BYTE
+                } else {
+                    STREAM_CYCLES_PER_BYTE
+                },
+                b,
+            );
             {
                 let x_in: &[i8] = act.get(..rdown.m.input_len()).unwrap_or(&[]);
-                let (y0, y1) = y[..d].split_at_mut(s_o);
-                let (x0, x1) = x.split_at_mut(s_o);
+                let (y0, y1) = y[..d].split_at_mut(s_d);
+                let (x0, x1) = x.split_at_mut(s_d);
                 ctx.matvec(
                     &mut tables,
                     &rdown,
                     x_in,
-                    s_o,
+                    s_d,
                     y0,
                     y1,
                     &mut |yo| residual_add(x0, yo, scale),
@@ -1077,6 +1265,7 @@ fn project_up_gate(
     if let Some(rb) = ctx.share(&[up, g]).filter(|&rb| rb <= GROUPS) {
         tables.build_split(x, rb, (0, rb), ctx.mid(rb), |a, b| ctx.join(a, b));
         let t = &*tables;
+        let pieces = ctx.job_prefetch.take();
         ctx.join(
             &mut || {
                 y0.fill(0);
@@ -1089,6 +1278,7 @@ fn project_up_gate(
                 up.add(t, s, f, y1);
                 gt1.fill(0);
                 g.add(t, s, f, gt1);
+                pieces.iter().for_each(|p| touch(p));
             },
         );
         return;
