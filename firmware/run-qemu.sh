@@ -20,14 +20,15 @@
 # Exit status: 0 on success; the firmware's own status on failure (1 application error
 # such as a rejected model, 2 HardFault, 3 stack overflow, 101 panic); 124 if it hung
 # (QEMU_TIMEOUT seconds, default 300; not applied to a serial session on a terminal);
-# 125 for a usage or build error.
+# 125 for a usage or build error (a --serial MODEL larger than the 3 MiB partition included).
 # A failure's one-line reason ("firmware: ...") comes on the UART, i.e. stdout, after any
 # text, as on the Pico 2. stderr: build errors, a summary line on failure, and the defmt log
 # decoded by `defmt-print` when that is installed (`cargo install defmt-print --locked`).
 #
-# Environment: BOARD (qemu: mps2-an505, the default; an521: mps2-an521, two cores), QEMU_TIMEOUT (seconds), QEMU_ICOUNT=0 (drop `-icount shift=7`, which makes
-# virtual time, and so the instruction counts in the log, deterministic at ~35% more run
-# time), QEMU_KEEP=DIR (keep the ELF and defmt.bin there),
+# Environment: BOARD (qemu: mps2-an505, the default; an521: mps2-an521, two cores),
+# QEMU_TIMEOUT (seconds), QEMU_ICOUNT=0 (drop `-icount shift=7`, which makes virtual time,
+# and so the instruction counts in the log, deterministic at ~35% more run time),
+# QEMU_KEEP=DIR (keep the ELF and defmt.bin there),
 # DEFMT_QUIET=1 (do not print the defmt log), FIRMWARE_SELFTEST (see build.rs).
 set -uo pipefail
 
@@ -38,8 +39,9 @@ usage() {
 }
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-# Where serial mode puts the model: src/partition.rs (ADDRESS).
+# Where serial mode puts the model, and its size: src/partition.rs (ADDRESS, BYTES).
 partition=0x10100000
+partition_bytes=$((0x10400000 - partition))
 serial=0
 if [[ "${1:-}" == "--serial" ]]; then
   [[ $# -eq 2 ]] || usage
@@ -52,6 +54,14 @@ fi
 if [[ $serial == 0 || "$model" != none ]]; then
   [[ -f "$model" ]] || { echo "run-qemu.sh: model file not found: $model" >&2; exit 125; }
   model="$(cd "$(dirname "$model")" && pwd)/$(basename "$model")"
+fi
+if [[ $serial == 1 && "$model" != none ]]; then
+  # QEMU's loader would place the rest past the partition (and the flash): refuse it here.
+  size=$(wc -c < "$model")
+  if (( size > partition_bytes )); then
+    echo "run-qemu.sh: $model is $size bytes, more than the $partition_bytes bytes of the model partition at $partition" >&2
+    exit 125
+  fi
 fi
 
 command -v qemu-system-arm >/dev/null || {

@@ -3,7 +3,7 @@
 use core::fmt;
 
 pub use crate::format::{ConfigError, Dim};
-use crate::format::{VERSION_MAJOR, VERSION_MAJOR_MIN};
+use crate::format::{TensorKind, VERSION_MAJOR, VERSION_MAJOR_MIN};
 
 /// Why a blob was refused by [`Model::from_bytes`](crate::Model::from_bytes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,9 +53,15 @@ pub enum LoadError {
     },
     /// A section holds a value outside its allowed set (see `FORMAT.md`, "Loader guarantees").
     BadSection {
-        /// Which section.
+        /// What kind of value was wrong.
         section: Section,
-        /// Byte offset of the offending element inside the section.
+        /// The tensor the value belongs to (for [`Section::Padding`]: the section the padding
+        /// precedes, or the last section for padding after it).
+        kind: TensorKind,
+        /// The tensor's layer (0 for global sections).
+        layer: u16,
+        /// Byte offset of the offending element inside the tensor's section (for
+        /// [`Section::Padding`]: inside the data region; 0 for the padding before it).
         offset: u32,
     },
 }
@@ -161,10 +167,38 @@ impl fmt::Display for LoadError {
             LoadError::BadTensorTable { index } => {
                 write!(f, "tensor table entry {index} differs from the canonical layout")
             }
-            LoadError::BadSection { section, offset } => {
-                write!(f, "invalid value in {section:?} section at byte {offset}")
+            LoadError::BadSection {
+                section: Section::Padding,
+                kind,
+                layer,
+                offset,
+            } => {
+                write!(f, "non-zero padding at byte {offset} of the data region, next to ")?;
+                write_tensor(f, kind, layer)
+            }
+            LoadError::BadSection {
+                section,
+                kind,
+                layer,
+                offset,
+            } => {
+                write!(f, "invalid value ({section:?}) in ")?;
+                write_tensor(f, kind, layer)?;
+                write!(f, " at byte {offset} of its section")
             }
         }
+    }
+}
+
+/// `layer 5 w_gate` for a layer tensor, `embed` for a global one (the run-dir names of
+/// `trainer/EXPORT.md`; the [`TensorKind`] name for sections without one).
+fn write_tensor(f: &mut fmt::Formatter<'_>, kind: TensorKind, layer: u16) -> fmt::Result {
+    if crate::schema::LAYER.iter().any(|s| s.kind == kind) {
+        write!(f, "layer {layer} ")?;
+    }
+    match crate::schema::spec_of(kind).and_then(|s| s.trainer_name()) {
+        Some(name) => write!(f, "{name}"),
+        None => write!(f, "{kind:?}"),
     }
 }
 

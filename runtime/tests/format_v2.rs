@@ -116,6 +116,8 @@ fn malformed_base3_bytes_are_refused() {
     let off = |k: usize| match bad(&patch(&blob, TensorKind::Wq, k, 243)) {
         Some(LoadError::BadSection {
             section: Section::Ternary,
+            kind: TensorKind::Wq,
+            layer: 0,
             offset,
         }) => offset as usize,
         e => panic!("byte 243 at {k}: {e:?}"),
@@ -129,6 +131,8 @@ fn malformed_base3_bytes_are_refused() {
         bad(&patch(&blob, TensorKind::Wq, 4, 81)),
         Some(LoadError::BadSection {
             section: Section::Ternary,
+            kind: TensorKind::Wq,
+            layer: 0,
             offset: 4
         })
     ));
@@ -172,16 +176,21 @@ fn a_loaded_model_writes_back_byte_for_byte_in_either_encoding() {
         for enc in [MatrixEncodings::default(), ALL_BASE3] {
             let blob = random_model(c, 8).to_blob_with(enc).unwrap();
             let m = Model::from_bytes(&blob).unwrap();
-            let again = ModelParams::from_model(&m).to_blob_with(enc).unwrap();
+            let again = ModelParams::from_model(&m)
+                .unwrap()
+                .to_blob_with(enc)
+                .unwrap();
             assert!(again == blob, "{c:?} {enc:?}: round trip changed the blob");
         }
     }
     // v1 -> v2 -> v1 through two loads.
     let v1 = random_model(TINY, 9).to_blob().unwrap();
     let v2 = ModelParams::from_model(&Model::from_bytes(&v1).unwrap())
+        .unwrap()
         .to_blob_with(ALL_BASE3)
         .unwrap();
     let back = ModelParams::from_model(&Model::from_bytes(&v2).unwrap())
+        .unwrap()
         .to_blob()
         .unwrap();
     assert!(back == v1);

@@ -9,6 +9,7 @@ use runtime::format::{known_flags, MAGIC, PREFIX_LEN, VERSION_MAJOR, VERSION_MAJ
 use runtime::Model;
 
 use crate::files;
+use crate::term::shown;
 
 /// The largest blob the format can describe: the prefix's offsets and lengths are `u32`.
 pub const MAX_BLOB_BYTES: u64 = u32::MAX as u64;
@@ -28,7 +29,7 @@ pub fn model_path(path: Option<&Path>) -> PathBuf {
 /// major version, non-zero prefix flags, and a file whose length differs from the length its
 /// prefix declares. The contents are validated by [`load`].
 pub fn read(path: &Path) -> Result<Vec<u8>> {
-    let p = path.display();
+    let p = shown(path);
     let (mut file, len) = files::open_regular(path, "model")?;
     if len > MAX_BLOB_BYTES {
         bail!("model {p} is {len} bytes, more than a blob can be (4 GiB)");
@@ -67,7 +68,7 @@ pub fn read(path: &Path) -> Result<Vec<u8>> {
 
 /// Validates `bytes` as a model, naming `path` in the error.
 pub fn load<'a>(path: &Path, bytes: &'a [u8]) -> Result<Model<'a>> {
-    validate(bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    validate(bytes).map_err(|e| anyhow::anyhow!("{}: {e}", shown(path)))
 }
 
 /// [`Model::from_bytes_in`] with room for any vocabulary's ids (128 KiB), so that the
@@ -77,16 +78,72 @@ pub fn validate(bytes: &[u8]) -> Result<Model<'_>, runtime::LoadError> {
     Model::from_bytes_in(bytes, &mut scratch)
 }
 
+/// Working memory of [`repack`] for model `m` into `encodings`, an upper bound: every
+/// parameter unpacked (a byte per ternary weight, as [`runtime::writer::ModelParams`] holds
+/// them), the new data region and the new blob (both exist at once), and the header.
+pub fn repack_bytes(m: &Model<'_>, encodings: runtime::schema::MatrixEncodings) -> u64 {
+    use runtime::format::{ElemFormat, TensorKind};
+    let layout = m.layout();
+    let mut params = 0u64;
+    for e in layout.entries() {
+        let elems = u64::from(e.rows) * u64::from(e.cols);
+        let per = match e.format {
+            ElemFormat::Ternary2 { .. } | ElemFormat::Ternary5 { .. } => 1,
+            ElemFormat::Int8Rows { .. } | ElemFormat::Bytes => 1,
+            ElemFormat::Dyadic => std::mem::size_of::<runtime::Dyadic>() as u64,
+            ElemFormat::FixedI32 { .. } => 4,
+            ElemFormat::U32 => 0, // vocabulary offsets: not held
+        };
+        params += elems * per;
+        if e.kind == TensorKind::VocabOffsets {
+            // One `Vec<u8>` per token.
+            params += elems * (std::mem::size_of::<Vec<u8>>() as u64 + 16);
+        }
+    }
+    let vocab_bytes = layout
+        .global_entry(TensorKind::VocabBytes)
+        .map_or(0, |e| e.len);
+    let data = runtime::Layout::with_encodings(*m.config(), vocab_bytes, encodings)
+        .map_or(u64::from(u32::MAX), |l| l.data_len() as u64);
+    // Header: the postcard tensor table (a few bytes per entry), vocabulary sizes, metadata.
+    let header = 64 * layout.n_tensors() as u64 + 65_536;
+    params + 2 * data + 2 * header
+}
+
+/// `m` rewritten with its ternary matrices stored as `encodings`, its working memory
+/// ([`repack_bytes`]) checked against `cap` (and the machine) first and allocated fallibly:
+/// a blob too large for the cap or the system is a one-line error, never an abort.
+pub fn repack(
+    path: &Path,
+    m: &Model<'_>,
+    encodings: runtime::schema::MatrixEncodings,
+    cap: u64,
+) -> Result<Vec<u8>> {
+    let need = repack_bytes(m, encodings);
+    crate::memory::check(need, cap).with_context(|| {
+        format!(
+            "{}: repacking its ternary matrices (every weight unpacked to a byte)",
+            shown(path)
+        )
+    })?;
+    runtime::writer::ModelParams::from_model(m)
+        .and_then(|p| p.to_blob_with(encodings))
+        .map_err(|e| anyhow::anyhow!("{}: cannot repack: {e}", shown(path)))
+}
+
 /// The model the host runs from `bytes` (validated once): the blob itself, or, when it stores
 /// matrices in base 3 and this CPU has SIMD kernels (which read the 2-bit encoding), the same
 /// model rewritten with 2-bit matrices into `repacked` (the same weights, so the same outputs
 /// bit for bit; the base-3 kernel is a portable table-lookup kernel made for microcontrollers,
-/// about 20 times slower than the AVX-512 one on a PC). Says so on stderr.
+/// about 20 times slower than the AVX-512 one on a PC). Says so on stderr. The rewrite's
+/// working memory counts against `cap` ([`repack`]). Returns the model and the bytes
+/// `repacked` holds (0 when the blob runs as it is), which stay in use while the model runs.
 pub fn load_for_host<'a>(
     path: &Path,
     bytes: &'a [u8],
     repacked: &'a mut Vec<u8>,
-) -> Result<Model<'a>> {
+    cap: u64,
+) -> Result<(Model<'a>, u64)> {
     use runtime::kernels::{level, Level};
     let m = load(path, bytes)?;
     let base3 = m
@@ -94,15 +151,14 @@ pub fn load_for_host<'a>(
         .encodings()
         .contains(&runtime::TernaryEncoding::Base3);
     if !base3 || level() == Level::Portable {
-        return Ok(m);
+        return Ok((m, 0));
     }
-    *repacked = runtime::writer::ModelParams::from_model(&m)
-        .to_blob()
-        .map_err(|e| anyhow::anyhow!("{}: cannot repack for the host: {e}", path.display()))?;
+    *repacked = repack(path, &m, Default::default(), cap)?;
     eprintln!(
         "tools: {}: base-3 matrices repacked to 2-bit in memory for the {} kernels",
-        path.display(),
+        shown(path),
         level()
     );
-    load(path, repacked)
+    let held = repacked.len() as u64;
+    Ok((load(path, repacked)?, held))
 }

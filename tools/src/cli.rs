@@ -11,6 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use runtime::{session_bytes_prefill, Model};
 
 use crate::memory::{self, DEFAULT_MAX_MEMORY};
+use crate::term::shown;
 use crate::{atomic, bench, blob, chat, eval, files, generate, inspect, pack, uf2};
 
 /// Upper bound of `eval --threads`.
@@ -51,11 +52,13 @@ impl KernelLevel {
     }
 }
 
-/// The working-memory cap shared by generate, eval and bench.
+/// The working-memory cap shared by repack, generate, chat, eval and bench.
 #[derive(Debug, Clone, Copy, clap::Args)]
 pub struct MemoryCap {
-    /// Most working memory (session, latency samples, corpus) to allocate, in bytes or with a
-    /// unit (K, M, G, T: powers of 1024). A blob whose configuration needs more is refused.
+    /// Most working memory (session, latency samples, corpus, a base-3 blob's weights unpacked
+    /// to repack them) to allocate, in bytes or with a unit (K, M, G, T: powers of 1024). A blob
+    /// whose configuration needs more is refused, and so is one that needs more than the machine
+    /// has available (free memory and swap), whatever the cap.
     #[arg(long, value_name = "BYTES", default_value = "1G", value_parser = memory::parse_bytes)]
     pub max_memory: u64,
 }
@@ -77,8 +80,9 @@ pub enum Command {
         #[arg(long)]
         run: PathBuf,
         /// The blob to write: replaced atomically through a temporary `.NAME.tmp.PID.RANDOM` in
-        /// the same directory; nothing is left behind on error or Ctrl-C. An existing OUT that is
-        /// not a regular file (a device, a directory) is refused.
+        /// the same directory; nothing is left behind on error, Ctrl-C, SIGTERM or SIGHUP. An
+        /// existing OUT that is not a regular file (a device, a directory), or that is one of the
+        /// run's files (also through a link), is refused.
         #[arg(long)]
         out: PathBuf,
         /// How the ternary matrices are stored: `base3` (5 weights per byte, 1.6 bits: format
@@ -96,7 +100,8 @@ pub enum Command {
     Repack {
         /// The blob to read.
         model: PathBuf,
-        /// The blob to write (atomically, as `pack --out`; may be MODEL itself).
+        /// The blob to write (atomically, as `pack --out`); MODEL itself, also through a link,
+        /// is refused (write to another name, then rename).
         #[arg(long)]
         out: PathBuf,
         /// As `pack --ternary`.
@@ -105,6 +110,9 @@ pub enum Command {
         /// As `pack --ternary-for`.
         #[arg(long = "ternary-for", value_name = "MATRIX=ENCODING", value_parser = pack::parse_override)]
         ternary_for: Vec<(usize, runtime::TernaryEncoding)>,
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        memory: MemoryCap,
     },
     /// Show a blob's format version, config, vocabulary, tensor table, sizes and checksum.
     Inspect {
@@ -147,7 +155,7 @@ pub enum Command {
         /// The blob (default: the shipped model).
         #[arg(long)]
         model: Option<PathBuf>,
-        /// Starting temperature (`/temp`); 0 = greedy.
+        /// Starting temperature (`/temp`), 0 to 100; 0 = greedy.
         #[arg(long, default_value_t = 0.8)]
         temperature: f64,
         /// Starting top-k (`/topk`); 0 = all.
@@ -156,8 +164,9 @@ pub enum Command {
         /// Starting seed (`/seed`), applied afresh to every prompt.
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        /// Starting tokens per prompt (`/tokens`).
-        #[arg(long, default_value_t = 100)]
+        /// Starting tokens per prompt (`/tokens`), 0 to 1000000.
+        #[arg(long, default_value_t = 100,
+              value_parser = clap::value_parser!(u32).range(0..=i64::from(runtime::chat::MAX_TOKENS)))]
         tokens: u32,
         #[command(flatten)]
         #[allow(missing_docs)]
@@ -168,7 +177,8 @@ pub enum Command {
     Uf2 {
         /// A model blob (`tools pack`) or the firmware's ELF file.
         input: PathBuf,
-        /// The UF2 file to write (atomically; an existing non-regular file is refused).
+        /// The UF2 file to write (atomically, as `pack --out`; an existing non-regular file, and
+        /// INPUT itself, also through a link, are refused).
         #[arg(long)]
         out: PathBuf,
     },
@@ -231,7 +241,8 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
             out: blob,
             ternary,
             ternary_for,
-        } => repack_cmd(&model, &blob, ternary, &ternary_for),
+            memory,
+        } => repack_cmd(&model, &blob, ternary, &ternary_for, memory),
         Command::Inspect { file, json } => inspect_cmd(&file, json, out),
         Command::Generate {
             model,
@@ -295,8 +306,8 @@ fn pack_cmd(
     let bytes = pack::pack_with(run, blob, ternary, overrides)?;
     eprintln!(
         "packed {} into {} ({} bytes)",
-        run.display(),
-        blob.display(),
+        shown(run),
+        shown(blob),
         bytes.len()
     );
     Ok(())
@@ -308,21 +319,20 @@ fn repack_cmd(
     blob: &Path,
     ternary: runtime::TernaryEncoding,
     overrides: &[(usize, runtime::TernaryEncoding)],
+    cap: MemoryCap,
 ) -> Result<()> {
-    atomic::check_output(blob)?;
+    atomic::check_output(blob, &[model])?;
     let bytes = blob::read(model)?;
     let m = blob::load(model, &bytes)?;
     let ternary = pack::encodings(m.config(), ternary, overrides)?;
-    let new = runtime::writer::ModelParams::from_model(&m)
-        .to_blob_with(ternary)
-        .map_err(|e| anyhow::anyhow!("cannot write the blob: {e}"))?;
-    atomic::write_atomically(blob, &new)?;
+    let new = blob::repack(model, &m, ternary, cap.max_memory)?;
+    atomic::write_atomically(blob, &[model], &new)?;
     eprintln!(
         "repacked {} ({} bytes, format v{}) into {} ({} bytes, format v{})",
-        model.display(),
+        shown(model),
         bytes.len(),
         m.version_major(),
-        blob.display(),
+        shown(blob),
         new.len(),
         u16::from_le_bytes([new[8], new[9]]),
     );
@@ -342,10 +352,17 @@ fn inspect_cmd(file: &Path, json: bool, out: &mut dyn Write) -> Result<()> {
     Ok(())
 }
 
-/// A session over the whole context, prefilling `block` tokens at a time, must fit the cap.
-fn check_session(model: &Model<'_>, block: u32, cap: MemoryCap) -> Result<u64> {
+/// A session over the whole context, prefilling `block` tokens at a time, must fit the cap
+/// beside the `held` bytes of a blob repacked in memory ([`blob::load_for_host`]).
+fn check_session(model: &Model<'_>, block: u32, cap: MemoryCap, held: u64) -> Result<u64> {
     let need = session_bytes_prefill(model.config(), model.config().ctx_len, block) as u64;
-    memory::check(need, cap.max_memory).context("a session over the model's whole context")?;
+    memory::check(need.saturating_add(held), cap.max_memory).with_context(|| {
+        if held > 0 {
+            format!("a session over the model's whole context and the {held}-byte blob repacked in memory")
+        } else {
+            "a session over the model's whole context".into()
+        }
+    })?;
     Ok(need)
 }
 
@@ -361,8 +378,8 @@ fn generate_cmd(
     let path = blob::model_path(model);
     let bytes = blob::read(&path)?;
     let mut repacked = Vec::new();
-    let model = blob::load_for_host(&path, &bytes, &mut repacked)?;
-    check_session(&model, (model.config().ctx_len / 2).max(1), cap)?;
+    let (model, held) = blob::load_for_host(&path, &bytes, &mut repacked, cap.max_memory)?;
+    check_session(&model, (model.config().ctx_len / 2).max(1), cap, held)?;
     generate::generate(model, prompt, tokens, sampler, out)
 }
 
@@ -371,10 +388,8 @@ fn chat_cmd(model: Option<&Path>, settings: runtime::chat::Settings, cap: Memory
     let path = blob::model_path(model);
     let bytes = blob::read(&path)?;
     let mut repacked = Vec::new();
-    let model = blob::load_for_host(&path, &bytes, &mut repacked)?;
-    let need = runtime::session_bytes(model.config(), model.config().ctx_len) as u64;
-    memory::check(need, cap.max_memory).context("a session over the model's whole context")?;
-    chat::install_ctrl_c()?;
+    let (model, held) = blob::load_for_host(&path, &bytes, &mut repacked, cap.max_memory)?;
+    check_session(&model, 1, cap, held)?;
     let mut term = chat::StdTerminal::new(std::io::stdout().lock());
     chat::chat(model, settings, &mut std::io::stdin().lock(), &mut term)
 }
@@ -384,13 +399,13 @@ const MAX_UF2_INPUT: u64 = 4 << 20;
 
 /// `tools uf2`: a model blob or a firmware ELF as a UF2 file for the RP2350 boot ROM.
 fn uf2_cmd(input: &Path, out: &Path) -> Result<()> {
-    atomic::check_output(out)?;
+    atomic::check_output(out, &[input])?;
     let bytes = files::read_capped(input, "input", MAX_UF2_INPUT)?;
-    let uf2 = uf2::uf2_for(&bytes).with_context(|| input.display().to_string())?;
-    atomic::write_atomically(out, &uf2)?;
+    let uf2 = uf2::uf2_for(&bytes).with_context(|| shown(input))?;
+    atomic::write_atomically(out, &[input], &uf2)?;
     eprintln!(
         "wrote {} ({} blocks of 512 bytes, family RP2350 Arm Secure {:#010x})",
-        out.display(),
+        shown(out),
         uf2.len() / uf2::BLOCK_BYTES,
         uf2::FAMILY_RP2350_ARM_S
     );
@@ -409,21 +424,17 @@ fn eval_cmd(
 ) -> Result<()> {
     let bytes = blob::read(model_path)?;
     let mut repacked = Vec::new();
-    let m = blob::load_for_host(model_path, &bytes, &mut repacked)?;
-    let session = check_session(&m, m.config().ctx_len, cap)?;
+    let (m, held) = blob::load_for_host(model_path, &bytes, &mut repacked, cap.max_memory)?;
+    let session = check_session(&m, m.config().ctx_len, cap, held)?;
     // The corpus, its validation tokens (2 bytes per character of the last tenth) and one
     // session must fit the cap; more threads only while their sessions fit too.
     let (file, len) = files::open_regular(data, "data file")?;
-    let base = session.saturating_add(len).saturating_add(len / 5);
-    memory::check(base, cap.max_memory).with_context(|| {
-        format!(
-            "the corpus {} ({len} bytes) and one session",
-            data.display()
-        )
-    })?;
+    let base = (session + held).saturating_add(len).saturating_add(len / 5);
+    memory::check(base, cap.max_memory)
+        .with_context(|| format!("the corpus {} ({len} bytes) and one session", shown(data)))?;
     let text = files::read_rest(file, Vec::new(), len, data, "data file")?;
     let text = String::from_utf8(text)
-        .map_err(|e| anyhow::anyhow!("data file {} is not UTF-8 text ({e})", data.display()))?;
+        .map_err(|e| anyhow::anyhow!("data file {} is not UTF-8 text ({e})", shown(data)))?;
     let tokens = eval::validation_tokens(&m, &text)?;
     drop(text);
     let ctx = m.config().ctx_len as usize;
@@ -483,15 +494,16 @@ fn bench_cmd(
     let path = blob::model_path(model);
     let bytes = blob::read(&path)?;
     let mut repacked = Vec::new();
-    let m = blob::load_for_host(&path, &bytes, &mut repacked)?;
-    memory::check(bench::bench_bytes(m.config(), rounds), cap.max_memory)
+    let (m, held) = blob::load_for_host(&path, &bytes, &mut repacked, cap.max_memory)?;
+    let need = bench::bench_bytes(m.config(), rounds).saturating_add(held);
+    memory::check(need, cap.max_memory)
         .with_context(|| format!("a session and the latency samples of {rounds} rounds"))?;
     let r = bench::bench(m, bytes.len(), rounds)?;
     if json {
         writeln!(out, "{}", serde_json::to_string_pretty(&r)?)?;
         return Ok(());
     }
-    writeln!(out, "model              {}", path.display())?;
+    writeln!(out, "model              {}", shown(&path))?;
     writeln!(
         out,
         "prefill            {:.0} tokens/s ({} tokens × {} rounds; median round {:.0})",

@@ -65,8 +65,11 @@ pub struct EvalReport {
 
 /// Mean NLL over consecutive non-overlapping windows of `ctx_len + 1` tokens (a fresh context
 /// per window, run as one block: bit-identical to token-by-token forwards), at most
-/// `max_windows` of them, on `threads` threads (a thread that cannot be spawned leaves its
-/// windows to the calling thread). `progress` is called after each window.
+/// `max_windows` of them, on `threads` threads. `progress` is called after each window.
+///
+/// The result is the same to the last bit for any thread count: each window's NLLs are summed
+/// in position order, and the window sums are added in window order, whichever thread computed
+/// them.
 pub fn evaluate(
     model: Model<'_>,
     tokens: &[u16],
@@ -91,26 +94,29 @@ pub fn evaluate(
     let per = windows.len().div_ceil(threads);
     // One window is one block: every weight is read once per window (batched prefill).
     let block = ctx as u32;
-    let sum_windows = |chunk: &[&[u16]]| -> Result<f64> {
+    // The NLL sum of each window of `chunk`, in order.
+    let sum_windows = |chunk: &[&[u16]]| -> Result<Vec<f64>> {
         let mut mem =
             crate::memory::zeroed(session_bytes_prefill(model.config(), ctx as u32, block))?;
         let mut session = Session::with_block(model, ctx as u32, block, &mut mem)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         let v = model.config().vocab_size as usize;
-        let mut sum = 0.0;
+        let mut sums = Vec::with_capacity(chunk.len());
         for w in chunk {
             session.reset();
             let logits = session
                 .forward_block(&w[..ctx])
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let mut sum = 0.0;
             for (t, l) in logits.chunks_exact(v).enumerate() {
                 sum += nll(l, w[t + 1]);
             }
+            sums.push(sum);
             progress();
         }
-        Ok(sum)
+        Ok(sums)
     };
-    let sums: Vec<Result<f64>> = std::thread::scope(|s| {
+    let sums: Vec<Result<Vec<f64>>> = std::thread::scope(|s| {
         let handles: Vec<_> = windows
             .chunks(per)
             .enumerate()
@@ -135,9 +141,12 @@ pub fn evaluate(
             })
             .collect()
     });
+    // Window order, whatever the split into threads.
     let mut total = 0.0;
-    for s in sums {
-        total += s?;
+    for chunk in sums {
+        for s in chunk? {
+            total += s;
+        }
     }
     let positions = windows.len() * ctx;
     let loss = total / positions as f64;

@@ -5,11 +5,27 @@ use std::io::Write;
 use anyhow::{anyhow, bail, Result};
 use runtime::{decode, encode, session_bytes_prefill, Generator, Model, SamplerConfig, Session};
 
+/// Highest temperature (the runtime's [`runtime::chat::MAX_TEMPERATURE_MILLI`], in units).
+pub const MAX_TEMPERATURE: f64 = 100.0;
+
+/// `x` in at most a few dozen characters: plain for everyday magnitudes, else in scientific
+/// notation (`1e308`, not a 309-digit number; `-1e-300`, not 300 zeros).
+pub fn short_number(x: f64) -> String {
+    if x.is_finite() && (x == 0.0 || (1e-3..1e9).contains(&x.abs())) {
+        format!("{x}")
+    } else {
+        format!("{x:e}")
+    }
+}
+
 /// The runtime's sampler settings for a real-valued temperature (used in thousandths, as the
 /// firmware's build-time setting is).
 pub fn sampler(temperature: f64, top_k: u32, seed: u64) -> Result<SamplerConfig> {
-    if !(temperature.is_finite() && (0.0..=100.0).contains(&temperature)) {
-        bail!("temperature must be between 0 and 100, got {temperature}");
+    if !(temperature.is_finite() && (0.0..=MAX_TEMPERATURE).contains(&temperature)) {
+        bail!(
+            "temperature must be between 0 and 100, got {}",
+            short_number(temperature)
+        );
     }
     Ok(SamplerConfig {
         temperature_milli: (temperature * 1000.0).round() as u32,

@@ -78,21 +78,27 @@ pub fn pack(run_dir: &Path, out: &Path) -> Result<Vec<u8>> {
 
 /// Packs run dir `run_dir` into the blob `out`, every matrix stored as `default` except those
 /// `overrides` names (`--ternary-for`; see [`encodings`]). The file appears whole or not at all
-/// ([`crate::atomic`]); an existing `out` that is not a regular file is refused first.
+/// ([`crate::atomic`]); an existing `out` that is not a regular file, or that is one of the
+/// run's files ([`crate::rundir::RUN_FILES`]), is refused first.
 pub fn pack_with(
     run_dir: &Path,
     out: &Path,
     default: TernaryEncoding,
     overrides: &[(usize, TernaryEncoding)],
 ) -> Result<Vec<u8>> {
-    atomic::check_output(out)?;
+    let inputs: Vec<_> = crate::rundir::RUN_FILES
+        .iter()
+        .map(|f| run_dir.join(f))
+        .collect();
+    let inputs: Vec<&Path> = inputs.iter().map(|p| p.as_path()).collect();
+    atomic::check_output(out, &inputs)?;
     let run = Run::load(run_dir)?;
     let params = model_params(&run)?;
     let ternary = encodings(&params.config, default, overrides)?;
     let blob = params
         .to_blob_with(ternary)
         .map_err(|e| anyhow::anyhow!("cannot write the blob: {e}"))?;
-    atomic::write_atomically(out, &blob)?;
+    atomic::write_atomically(out, &inputs, &blob)?;
     Ok(blob)
 }
 

@@ -11,6 +11,15 @@ use safetensors::{Dtype, SafeTensors};
 use serde::Deserialize;
 
 use crate::files;
+use crate::term::shown;
+
+/// The files of a run dir that pack reads.
+pub const RUN_FILES: [&str; 4] = [
+    "config.json",
+    "vocab.json",
+    "summary.json",
+    "weights.safetensors",
+];
 
 /// The run-dir format version this pack understands.
 pub const EXPORT_VERSION: u32 = 1;
@@ -96,7 +105,7 @@ fn read(dir: &Path, name: &str, max: u64) -> Result<Vec<u8>> {
     if !path.exists() {
         bail!(
             "run dir {} is incomplete: {name} is missing (is the training still running, or was it interrupted? `trainer --resume` finishes it)",
-            dir.display()
+            shown(dir)
         );
     }
     files::read_capped(&path, "run file", max)
@@ -105,7 +114,7 @@ fn read(dir: &Path, name: &str, max: u64) -> Result<Vec<u8>> {
 fn json<T: serde::de::DeserializeOwned>(dir: &Path, name: &str, max: u64) -> Result<T> {
     let bytes = read(dir, name, max)?;
     serde_json::from_slice(&bytes)
-        .with_context(|| format!("{} is not valid", dir.join(name).display()))
+        .with_context(|| format!("{} is not valid", shown(&dir.join(name))))
 }
 
 /// `rope_theta` as the whole number the blob stores.
@@ -166,18 +175,18 @@ impl Run {
             Ok(m) if m.is_dir() => {}
             Ok(_) => bail!(
                 "run dir {} is not a directory (pass the trainer's --out directory, not a file in it)",
-                dir.display()
+                shown(dir)
             ),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                bail!("run dir {} does not exist", dir.display())
+                bail!("run dir {} does not exist", shown(dir))
             }
-            Err(e) => return Err(e).with_context(|| format!("cannot read run dir {}", dir.display())),
+            Err(e) => return Err(e).with_context(|| format!("cannot read run dir {}", shown(dir))),
         }
         let config: RunConfig = json(dir, "config.json", MAX_JSON_BYTES)?;
         if config.export_version != EXPORT_VERSION {
             bail!(
                 "{}: export_version {} is unknown to this pack (it reads version {EXPORT_VERSION}); use the tools from the same checkout as the trainer",
-                dir.join("config.json").display(),
+                shown(&dir.join("config.json")),
                 config.export_version
             );
         }

@@ -2,10 +2,11 @@
 
 use clap::{Parser, ValueEnum};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::Arc;
 use trainer::config::MatrixOptimizer;
 use trainer::data::Corpus;
+use trainer::error::shown;
 use trainer::runinfo::{self, RunConfig};
 use trainer::train::{self, Outcome, RunSpec};
 use trainer::{backend, Preset, TrainError};
@@ -36,14 +37,17 @@ enum Qat {
 struct Cli {
     /// UTF-8 text corpus (any text file up to 256 MiB); the first 90% of its characters
     /// train, the last 10% validate (default: tiny Shakespeare where this project's workplace
-    /// keeps it; it is public at
-    /// https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt)
-    #[arg(long, default_value = "../shared/data/tinyshakespeare.txt")]
-    data: PathBuf,
+    /// keeps it, ../shared/data/tinyshakespeare.txt; it is public at
+    /// https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt).
+    /// With --resume the default is the corpus the run recorded (config.json's data_path);
+    /// either way it must be the run's corpus (its FNV-1a hash is checked)
+    #[arg(long)]
+    data: Option<PathBuf>,
     /// model size and schedule to start from (flags below override single values)
     #[arg(long, value_enum, default_value = "mcu")]
     preset: Preset,
-    /// run directory to create (or, with --resume, to continue) [default: runs/<preset>]
+    /// run directory to create (a new or empty directory: one holding other files is refused)
+    /// or, with --resume, to continue [default: runs/<preset>]
     #[arg(long = "out", value_name = "OUT")]
     out_arg: Option<PathBuf>,
     /// `--out`, or its default
@@ -133,7 +137,7 @@ struct Cli {
     /// number of fixed validation batches
     #[arg(long)]
     val_batches: Option<usize>,
-    /// write a checkpoint every N steps (also at the end and on Ctrl-C)
+    /// write a checkpoint every N steps (also at the end, and on Ctrl-C, SIGTERM or SIGHUP)
     #[arg(long)]
     checkpoint_every: Option<usize>,
     /// which quantization points training applies through the STE
@@ -154,12 +158,15 @@ struct Cli {
     quiet: bool,
 }
 
+/// The default corpus of a fresh run.
+const DEFAULT_DATA: &str = "../shared/data/tinyshakespeare.txt";
+
 fn build_spec(cli: &Cli) -> Result<(RunSpec, Corpus), TrainError> {
     let (mut model, mut tc, preset) = if cli.resume {
         let saved = RunConfig::read(&cli.out).map_err(|e| match e {
             TrainError::Io { .. } => TrainError::Resume(format!(
                 "`{}` holds no run to resume (no config.json)",
-                cli.out.display()
+                shown(&cli.out)
             )),
             e => e,
         })?;
@@ -258,29 +265,52 @@ fn build_spec(cli: &Cli) -> Result<(RunSpec, Corpus), TrainError> {
     if cli.out.exists() && !cli.out.is_dir() {
         return Err(TrainError::Config(format!(
             "--out `{}` is a file, not a run directory",
-            cli.out.display()
+            shown(&cli.out)
         )));
     }
+    // A new run goes into a new or empty directory, never over someone's files.
+    if !cli.resume {
+        runinfo::check_fresh_out(&cli.out)?;
+    }
 
-    let corpus = Corpus::load(&cli.data, model.ctx_len)?;
-    if cli.resume {
-        let saved = RunConfig::read(&cli.out)?;
+    let saved = if cli.resume {
+        Some(RunConfig::read(&cli.out)?)
+    } else {
+        None
+    };
+    // With --resume and no --data: the corpus the run recorded.
+    let data = match (&cli.data, &saved) {
+        (Some(d), _) => d.clone(),
+        (None, Some(saved)) => PathBuf::from(&saved.data_path),
+        (None, None) => PathBuf::from(DEFAULT_DATA),
+    };
+    let corpus = Corpus::load(&data, model.ctx_len).map_err(|e| match (&cli.data, e) {
+        (None, TrainError::Data(m)) if cli.resume => TrainError::Data(format!(
+            "{m} (the corpus recorded in the run's config.json; pass --data to give its new place)"
+        )),
+        (_, e) => e,
+    })?;
+    if let Some(saved) = &saved {
         if saved.data_fnv1a64 != format!("{:016x}", corpus.fingerprint) {
             return Err(TrainError::Resume(format!(
-                "`{}` is not the corpus this run was trained on",
-                cli.data.display()
+                "`{}` is not the corpus this run was trained on (its FNV-1a hash is {:016x}, \
+                 the run's config.json records {})",
+                shown(&data),
+                corpus.fingerprint,
+                saved.data_fnv1a64
             )));
         }
-        runinfo::check_resume(&saved, &model, &tc)?;
+        if corpus.vocab.len() != saved.model.vocab_size {
+            return Err(TrainError::Resume(format!(
+                "the run's config.json says vocab_size {}, its corpus has {} distinct characters",
+                saved.model.vocab_size,
+                corpus.vocab.len()
+            )));
+        }
+        runinfo::check_resume(saved, &model, &tc)?;
     } else {
         model.vocab_size = corpus.vocab.len();
         model.validate()?;
-        if cli.out.join("config.json").exists() {
-            return Err(TrainError::Config(format!(
-                "`{}` already holds a run; pass --resume to continue it or choose another --out",
-                cli.out.display()
-            )));
-        }
     }
     // Is the output dir writable? Find out now, not after an hour of training.
     std::fs::create_dir_all(&cli.out).map_err(TrainError::io("create the output dir", &cli.out))?;
@@ -292,17 +322,27 @@ fn build_spec(cli: &Cli) -> Result<(RunSpec, Corpus), TrainError> {
         model,
         train: tc,
         preset,
-        data_path: cli.data.clone(),
+        data_path: data,
         out: cli.out.clone(),
         command: std::env::args().collect(),
         stop_after: cli.stop_after,
         progress: !cli.quiet,
         backend_name: String::new(),
     };
+    if cli.resume {
+        // vocab.json (and command.txt) against the corpus just verified.
+        runinfo::restore_start_files(&spec, &corpus)?;
+    }
     Ok((spec, corpus))
 }
 
 fn run(cli: Cli) -> Result<i32, TrainError> {
+    // The first of SIGINT/SIGTERM/SIGHUP: a checkpoint after the current step, then exit
+    // 128 + its number; a second one: exit at once. Installed first, so that no signal finds
+    // the process without it.
+    let stop = Arc::new(AtomicBool::new(false));
+    let signal = Arc::new(AtomicI32::new(0));
+    install_signal_handler(stop.clone(), signal.clone())?;
     let (mut spec, corpus) = build_spec(&cli)?;
     let want_cuda = match cli.backend {
         BackendArg::Cpu => false,
@@ -327,16 +367,6 @@ fn run(cli: Cli) -> Result<i32, TrainError> {
         ));
     }
 
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        let _ = ctrlc::set_handler(move || {
-            if stop.swap(true, Ordering::SeqCst) {
-                std::process::exit(130); // second Ctrl-C: leave now
-            }
-            eprintln!("\n[trainer] Ctrl-C: writing a checkpoint after this step (press again to quit at once)");
-        });
-    }
     let m = &spec.model;
     let info = format!(
         "{} params (d {} L {} H {} Hkv {} F {}{} ctx {}), vocab {}, {} train / {} val chars, {} steps x {} x {}",
@@ -398,18 +428,48 @@ fn run(cli: Cli) -> Result<i32, TrainError> {
                 "done: quantized val loss {:.4} nats/char, {:.0} tok/s, run dir {}",
                 s.quantized_val_loss,
                 s.tokens_per_s,
-                spec.out.display()
+                shown(&spec.out)
             ));
             Ok(0)
         }
         Outcome::Stopped(step) => {
             runinfo::log_line(&format!(
                 "stopped at step {step}; continue with --resume --out {}",
-                spec.out.display()
+                shown(&spec.out)
             ));
-            Ok(if stop.load(Ordering::SeqCst) { 130 } else { 0 })
+            Ok(match signal.load(Ordering::SeqCst) {
+                0 => 0,
+                sig => 128 + sig,
+            })
         }
     }
+}
+
+/// SIGINT (Ctrl-C), SIGTERM and SIGHUP all stop the run with a checkpoint after the current
+/// step (`stop`; `signal` keeps the first one's number for the exit status); a second one
+/// exits at once.
+fn install_signal_handler(stop: Arc<AtomicBool>, signal: Arc<AtomicI32>) -> Result<(), TrainError> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
+        .map_err(|e| TrainError::Config(format!("cannot install the signal handler: {e}")))?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for sig in signals.forever() {
+                if stop.swap(true, Ordering::SeqCst) {
+                    std::process::exit(128 + sig); // the second signal: leave now
+                }
+                signal.store(sig, Ordering::SeqCst);
+                let name = match sig {
+                    SIGINT => "Ctrl-C",
+                    SIGTERM => "SIGTERM",
+                    _ => "SIGHUP",
+                };
+                eprintln!("\n[trainer] {name}: writing a checkpoint after this step (a second signal quits at once)");
+            }
+        })
+        .map_err(|e| TrainError::Config(format!("cannot start the signal handler: {e}")))?;
+    Ok(())
 }
 
 fn main() {

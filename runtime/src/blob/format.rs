@@ -267,6 +267,7 @@ pub struct HeaderInfo<'a> {
 /// What a section holds. Shapes, encodings and order are declared in
 /// [`schema`](crate::schema); new kinds are appended (the blob stores the variant index).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum TensorKind {
     /// Start of each token in the vocabulary bytes.
     VocabOffsets,

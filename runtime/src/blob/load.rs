@@ -125,6 +125,8 @@ impl<'a> Model<'a> {
         if pad.iter().any(|b| *b != 0) {
             return Err(LoadError::BadSection {
                 section: Section::Padding,
+                kind: TensorKind::VocabOffsets,
+                layer: 0,
                 offset: 0,
             });
         }
@@ -185,18 +187,23 @@ fn table_encodings(c: &Config, mut table: &[u8]) -> Result<MatrixEncodings, Load
 
 /// Checks every section's contents and that all bytes between sections are zero.
 fn validate_sections(layout: &Layout, data: &[u8], scratch: &mut [u8]) -> Result<(), LoadError> {
-    let bad = |section, offset: usize| LoadError::BadSection {
+    // Names the section (kind and layer) of entry `e`: errors say "layer 5 w_gate".
+    let bad = |section, e: &TensorEntry, offset: usize| LoadError::BadSection {
         section,
+        kind: e.kind,
+        layer: e.layer,
         offset: offset as u32,
     };
     let mut covered = 0usize;
+    let mut last = None;
     for e in layout.entries() {
         let start = e.offset as usize;
         let end = start + e.len as usize;
         let gap = data.get(covered..start).ok_or(LoadError::BadLength)?;
         if let Some(p) = gap.iter().position(|b| *b != 0) {
-            return Err(bad(Section::Padding, covered + p));
+            return Err(bad(Section::Padding, &e, covered + p));
         }
+        last = Some(e);
         covered = end;
         let s = data.get(start..end).ok_or(LoadError::BadLength)?;
         match (e.kind, e.format) {
@@ -209,20 +216,20 @@ fn validate_sections(layout: &Layout, data: &[u8], scratch: &mut [u8]) -> Result
                         Some(p) => v > p, // every token has at least one byte
                     };
                     if !ok {
-                        return Err(bad(Section::Vocab, k * 4));
+                        return Err(bad(Section::Vocab, &e, k * 4));
                     }
                     prev = Some(v);
                 }
                 let vb = layout.global_entry(TensorKind::VocabBytes).map(|e| e.len);
                 if prev != vb {
-                    return Err(bad(Section::Vocab, s.len()));
+                    return Err(bad(Section::Vocab, &e, s.len()));
                 }
                 let vocab_bytes = layout
                     .entry(1)
                     .map_or(0..0, |e| e.offset as usize..(e.offset + e.len) as usize);
                 let bytes = data.get(vocab_bytes).ok_or(LoadError::BadLength)?;
                 if let Some(k) = first_duplicate_token(s, bytes, scratch, &mut 0) {
-                    return Err(bad(Section::Vocab, k * 4));
+                    return Err(bad(Section::Vocab, &e, k * 4));
                 }
             }
             (TensorKind::Embedding, ElemFormat::Int8Rows { row_bytes }) => {
@@ -230,7 +237,7 @@ fn validate_sections(layout: &Layout, data: &[u8], scratch: &mut [u8]) -> Result
                 for (r, row) in s.chunks_exact(rb.max(1)).enumerate() {
                     let pad = row.get(e.cols as usize..).unwrap_or(&[]);
                     if let Some(p) = pad.iter().position(|b| *b != 0) {
-                        return Err(bad(Section::Embedding, r * rb + e.cols as usize + p));
+                        return Err(bad(Section::Embedding, &e, r * rb + e.cols as usize + p));
                     }
                 }
             }
@@ -238,7 +245,7 @@ fn validate_sections(layout: &Layout, data: &[u8], scratch: &mut [u8]) -> Result
                 for (k, c) in s.chunks_exact(8).enumerate() {
                     let exp = i32::from_le_bytes([c[4], c[5], c[6], c[7]]);
                     if !(DYADIC_EXP_MIN..=DYADIC_EXP_MAX).contains(&exp) {
-                        return Err(bad(Section::Scale, k * 8));
+                        return Err(bad(Section::Scale, &e, k * 8));
                     }
                 }
             }
@@ -247,24 +254,24 @@ fn validate_sections(layout: &Layout, data: &[u8], scratch: &mut [u8]) -> Result
                 for (k, c) in s.chunks_exact(4).enumerate() {
                     let v = i32::from_le_bytes([c[0], c[1], c[2], c[3]]);
                     if !(-one..=one).contains(&v) {
-                        return Err(bad(Section::Rope, k * 4));
+                        return Err(bad(Section::Rope, &e, k * 4));
                     }
                 }
             }
             (_, ElemFormat::Ternary2 { row_bytes }) => {
                 validate_ternary(s, row_bytes as usize, e.cols as usize)
-                    .map_err(|off| bad(Section::Ternary, off))?;
+                    .map_err(|off| bad(Section::Ternary, &e, off))?;
             }
             (_, ElemFormat::Ternary5 { row_bytes }) => {
                 validate_ternary5(s, row_bytes as usize, e.cols as usize)
-                    .map_err(|off| bad(Section::Ternary, off))?;
+                    .map_err(|off| bad(Section::Ternary, &e, off))?;
             }
             _ => {} // token bytes, gains: every value is allowed
         }
     }
     let tail = data.get(covered..).ok_or(LoadError::BadLength)?;
-    if let Some(p) = tail.iter().position(|b| *b != 0) {
-        return Err(bad(Section::Padding, covered + p));
+    if let (Some(p), Some(e)) = (tail.iter().position(|b| *b != 0), last) {
+        return Err(bad(Section::Padding, &e, covered + p));
     }
     Ok(())
 }

@@ -5,7 +5,6 @@
 //! reader checks, then loads the result with [`Model::from_bytes`] before returning it.
 
 use alloc::string::String;
-use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt;
 
@@ -130,6 +129,11 @@ pub enum WriteError {
     },
     /// The reader refused the result (a bug: please report).
     Reload(LoadError),
+    /// The system refused a buffer (every large one is allocated fallibly).
+    OutOfMemory {
+        /// Bytes asked for.
+        bytes: usize,
+    },
 }
 
 impl fmt::Display for WriteError {
@@ -147,11 +151,36 @@ impl fmt::Display for WriteError {
             WriteError::NotTernary { what } => write!(f, "{what}: weight outside {{-1, 0, 1}}"),
             WriteError::BadValue { what } => write!(f, "{what}: value out of range"),
             WriteError::Reload(e) => write!(f, "written blob does not load: {e}"),
+            WriteError::OutOfMemory { bytes } => {
+                write!(f, "the system refused a buffer of {bytes} bytes")
+            }
         }
     }
 }
 
 impl core::error::Error for WriteError {}
+
+/// A vector of `n` elements `fill`, allocated fallibly.
+fn try_filled<T: Clone>(n: usize, fill: T) -> Result<Vec<T>, WriteError> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n)
+        .map_err(|_| WriteError::OutOfMemory {
+            bytes: n.saturating_mul(core::mem::size_of::<T>()),
+        })?;
+    v.resize(n, fill);
+    Ok(v)
+}
+
+/// The items of `it` (at most `n` of them), collected into a vector allocated fallibly.
+fn try_collect<T>(n: usize, it: impl Iterator<Item = T>) -> Result<Vec<T>, WriteError> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n)
+        .map_err(|_| WriteError::OutOfMemory {
+            bytes: n.saturating_mul(core::mem::size_of::<T>()),
+        })?;
+    v.extend(it.take(n));
+    Ok(v)
+}
 
 fn check_len(what: &'static str, got: usize, expected: usize) -> Result<(), WriteError> {
     if got == expected {
@@ -229,7 +258,7 @@ impl ModelParams {
     /// loading it back.
     pub fn to_blob_with(&self, ternary: MatrixEncodings) -> Result<Vec<u8>, WriteError> {
         let layout = self.check(ternary)?;
-        let mut data = vec![0u8; layout.data_len()];
+        let mut data = try_filled(layout.data_len(), 0u8)?;
         let mut table = Vec::new();
         for e in layout.entries() {
             table.extend(postcard::to_allocvec(&e).map_err(|_| WriteError::BadValue {
@@ -382,7 +411,7 @@ fn assemble(major: u16, flags: u32, header: &[u8], data: &[u8]) -> Result<Vec<u8
     if total > u32::MAX as usize {
         return Err(too_big);
     }
-    let mut blob = vec![0u8; total];
+    let mut blob = try_filled(total, 0u8)?;
     blob[PREFIX_LEN..header_end].copy_from_slice(header);
     blob[data_offset..].copy_from_slice(data);
     let crc = CRC32.checksum(&blob[PREFIX_LEN..]);
@@ -400,52 +429,52 @@ fn assemble(major: u16, flags: u32, header: &[u8], data: &[u8]) -> Result<Vec<u8
 impl ModelParams {
     /// The parameters of a loaded model, to write it again (say in another ternary encoding:
     /// `tools repack`). Every value is read back exactly, so
-    /// `from_model(m).to_blob_with(*m.layout().encodings())` is the blob `m` was loaded from.
-    pub fn from_model(m: &Model<'_>) -> ModelParams {
+    /// `from_model(m)?.to_blob_with(*m.layout().encodings())` is the blob `m` was loaded from.
+    /// Every weight becomes a byte (about 5 times a base-3 blob's size): the large vectors are
+    /// allocated fallibly ([`WriteError::OutOfMemory`]).
+    pub fn from_model(m: &Model<'_>) -> Result<ModelParams, WriteError> {
         let c = *m.config();
         let d = c.d_model as usize;
         let vocab = (0..c.vocab_size)
             .map(|i| m.token_bytes(i as u16).unwrap_or(&[]).to_vec())
             .collect();
         let rb = crate::format::int8_row_bytes(c.d_model);
-        let embedding = m
-            .embedding()
-            .chunks_exact(rb.max(1))
-            .flat_map(|row| row[..d.min(row.len())].iter().copied())
-            .collect();
-        let rope = (0..c.ctx_len as usize)
-            .flat_map(|t| {
+        let embedding = try_collect(
+            c.vocab_size as usize * d,
+            m.embedding()
+                .chunks_exact(rb.max(1))
+                .flat_map(|row| row[..d.min(row.len())].iter().copied()),
+        )?;
+        let rope = try_collect(
+            c.ctx_len as usize * c.head_dim() as usize,
+            (0..c.ctx_len as usize).flat_map(|t| {
                 m.rope_row(t)
                     .chunks_exact(4)
                     .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            })
-            .collect();
-        let layers = (0..c.n_layers as usize)
-            .map(|l| LayerParams {
-                tensors: schema::layer_specs(&c)
-                    .iter()
-                    .filter_map(|s| match s.source {
-                        Source::Gain { .. } => Some((
-                            s.kind,
-                            LayerTensor::Gains(m.layer_gains(l, s.kind).iter().collect()),
-                        )),
-                        Source::Ternary { .. } => {
-                            let t = m.layer_matrix(l, s.kind);
-                            let weights = unpack(&t);
-                            Some((
-                                s.kind,
-                                LayerTensor::Ternary(TernaryParams {
-                                    weights,
-                                    gamma: t.gamma,
-                                }),
-                            ))
-                        }
-                        _ => None,
-                    })
-                    .collect(),
-            })
-            .collect();
-        ModelParams {
+            }),
+        )?;
+        let mut layers = Vec::new();
+        for l in 0..c.n_layers as usize {
+            let mut tensors = Vec::new();
+            for s in schema::layer_specs(&c) {
+                let values = match s.source {
+                    Source::Gain { .. } => {
+                        LayerTensor::Gains(m.layer_gains(l, s.kind).iter().collect())
+                    }
+                    Source::Ternary { .. } => {
+                        let t = m.layer_matrix(l, s.kind);
+                        LayerTensor::Ternary(TernaryParams {
+                            weights: unpack(&t)?,
+                            gamma: t.gamma,
+                        })
+                    }
+                    _ => continue,
+                };
+                tensors.push((s.kind, values));
+            }
+            layers.push(LayerParams { tensors });
+        }
+        Ok(ModelParams {
             config: c,
             norm_eps: m.norm_eps(),
             val_loss_micro_nats: m.val_loss_micro_nats(),
@@ -456,15 +485,16 @@ impl ModelParams {
             rope,
             final_norm: m.final_norm().iter().collect(),
             layers,
-        }
+        })
     }
 }
 
-/// The weights of a loaded matrix, row-major `[rows][cols]`, in `{-1, 0, 1}`.
-fn unpack(t: &crate::model::TernaryMatrix<'_>) -> Vec<i8> {
+/// The weights of a loaded matrix, row-major `[rows][cols]`, in `{-1, 0, 1}` (allocated
+/// fallibly).
+fn unpack(t: &crate::model::TernaryMatrix<'_>) -> Result<Vec<i8>, WriteError> {
     use crate::format::TernaryEncoding;
     use crate::kernels::{decode_base3, decode_ternary};
-    let mut w = Vec::with_capacity(t.rows * t.cols);
+    let mut w = try_collect(t.rows * t.cols, core::iter::empty())?;
     for row in t.data.chunks_exact(t.row_bytes.max(1)).take(t.rows) {
         for c in 0..t.cols {
             let v = match t.encoding {
@@ -474,5 +504,5 @@ fn unpack(t: &crate::model::TernaryMatrix<'_>) -> Vec<i8> {
             w.push(v as i8);
         }
     }
-    w
+    Ok(w)
 }

@@ -255,3 +255,48 @@ pub fn fails_with(out: &Output, code: i32) -> String {
     assert!(!err.contains("panicked"), "{err}");
     err
 }
+
+/// A blob of config `c` with every ternary weight 0, its matrices stored as `encodings`
+/// (fast to build at any size: no random values).
+pub fn zero_blob(c: Config, encodings: runtime::schema::MatrixEncodings) -> Vec<u8> {
+    let d = c.d_model as usize;
+    let gamma = dyadic(1.0).unwrap();
+    let layers = (0..c.n_layers as usize)
+        .map(|_| LayerParams {
+            tensors: schema::layer_specs(&c)
+                .iter()
+                .filter_map(|s| {
+                    let (rows, cols) = (s.rows.eval(&c, 0) as usize, s.cols.eval(&c, 0) as usize);
+                    let values = match s.source {
+                        Source::Gain { .. } => LayerTensor::Gains(vec![1 << 16; cols]),
+                        Source::Ternary { .. } => LayerTensor::Ternary(TernaryParams {
+                            weights: vec![0; rows * cols],
+                            gamma,
+                        }),
+                        _ => return None,
+                    };
+                    Some((s.kind, values))
+                })
+                .collect(),
+        })
+        .collect();
+    let v = c.vocab_size as usize;
+    ModelParams {
+        config: c,
+        norm_eps: dyadic(1e-5).unwrap(),
+        val_loss_micro_nats: None,
+        metadata: "zero".into(),
+        vocab: (0..v).map(|i| vec![b'a' + i as u8]).collect(),
+        embedding: vec![1; v * d],
+        embedding_scales: vec![dyadic(1.0 / 127.0).unwrap(); v],
+        rope: rope_table(
+            c.ctx_len as usize,
+            c.head_dim() as usize,
+            c.rope_theta as f64,
+        ),
+        final_norm: vec![1 << 16; d],
+        layers,
+    }
+    .to_blob_with(encodings)
+    .unwrap()
+}

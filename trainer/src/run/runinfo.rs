@@ -1,15 +1,20 @@
 //! The run directory (format in `trainer/EXPORT.md`): `config.json`, `vocab.json` and
-//! `command.txt` at the start; `weights.safetensors` ([`crate::weights`]), `summary.json`,
+//! `command.txt` at the start; `weights.safetensors` ([`crate::run::weights`]), `summary.json`,
 //! `metrics.csv` and `loss.svg` at the end. Also the progress display.
+//!
+//! A directory is a run of this trainer when it holds a `config.json` this trainer reads
+//! ([`RunConfig::read`]); it is written first, so every directory the trainer has started to
+//! fill is one. A fresh run goes only into a new or empty directory ([`check_fresh_out`]): any
+//! other content is someone else's files, never overwritten.
 
 use crate::config::{ModelConfig, TrainConfig, EXPORT_VERSION};
 use crate::data::Corpus;
-use crate::error::{Result, TrainError};
-use crate::files::{write_atomic, write_json};
-use crate::metrics::{self, MetricRow};
+use crate::error::{shown, Result, TrainError};
 use crate::model::Model;
-use crate::spec::RunSpec;
-use crate::weights::write_weights;
+use crate::run::files::{write_atomic, write_json};
+use crate::run::metrics::{self, MetricRow};
+use crate::run::spec::RunSpec;
+use crate::run::weights::write_weights;
 use burn::tensor::backend::Backend;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::{Deserialize, Serialize};
@@ -64,11 +69,11 @@ impl RunConfig {
         let p = out.join("config.json");
         let text = std::fs::read_to_string(&p).map_err(TrainError::io("read", &p))?;
         let c: Self = serde_json::from_str(&text)
-            .map_err(|e| TrainError::Resume(format!("`{}`: {e}", p.display())))?;
+            .map_err(|e| TrainError::Resume(format!("`{}`: {e}", shown(&p))))?;
         if c.export_version != EXPORT_VERSION {
             return Err(TrainError::Resume(format!(
                 "`{}` has export_version {}, this trainer writes {EXPORT_VERSION}",
-                p.display(),
+                shown(&p),
                 c.export_version
             )));
         }
@@ -157,17 +162,94 @@ pub fn progress_bar(show: bool, steps: usize, pos: usize) -> ProgressBar {
     bar
 }
 
-/// Creates the run dir and writes `vocab.json`, `command.txt` and, last, `config.json` (so a
-/// run dir with a `config.json` has all three).
+/// What a start killed before its first file leaves in `--out`: the write probe and
+/// `config.json`'s temporary file. A fresh run may go into a directory holding only these.
+pub const START_LEFTOVERS: [&str; 2] = [".write-test", "config.json.tmp"];
+
+/// Checks that `out` may take a new run: it does not exist, or it is an empty directory (or
+/// holds only [`START_LEFTOVERS`]). A directory with a `config.json` holds a run (continue it
+/// with `--resume`); one with anything else holds someone's files: both are refused.
+pub fn check_fresh_out(out: &Path) -> Result<()> {
+    if out.join("config.json").exists() {
+        return Err(TrainError::Config(format!(
+            "`{}` already holds a run; pass --resume to continue it or choose another --out",
+            shown(out)
+        )));
+    }
+    let entries = match std::fs::read_dir(out) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(TrainError::io("read the output dir", out)(e)),
+    };
+    let mut foreign: Vec<String> = Vec::new();
+    for e in entries {
+        let e = e.map_err(TrainError::io("read the output dir", out))?;
+        let name = e.file_name();
+        if !START_LEFTOVERS.iter().any(|l| name == *l) {
+            foreign.push(shown(Path::new(&name)));
+        }
+    }
+    if foreign.is_empty() {
+        return Ok(());
+    }
+    foreign.sort();
+    let more = if foreign.len() > 3 {
+        format!(" and {} more", foreign.len() - 3)
+    } else {
+        String::new()
+    };
+    foreign.truncate(3);
+    Err(TrainError::Config(format!(
+        "`{}` is not empty and holds no run of this trainer (no config.json; it has {}{more}): \
+         choose a new or empty directory for --out",
+        shown(out),
+        foreign.join(", ")
+    )))
+}
+
+/// Creates the run dir and writes `config.json` (first: from then on the directory is a run of
+/// this trainer), `vocab.json` and `command.txt`.
 pub fn write_start(spec: &RunSpec, corpus: &Corpus) -> Result<()> {
     let out = &spec.out;
     std::fs::create_dir_all(out).map_err(TrainError::io("create the output dir", out))?;
+    write_json(&out.join("config.json"), &RunConfig::new(spec, corpus))?;
     write_json(&out.join("vocab.json"), &corpus.vocab.strings())?;
     write_atomic(
         &out.join("command.txt"),
         (spec.command.join(" ") + "\n").as_bytes(),
-    )?;
-    write_json(&out.join("config.json"), &RunConfig::new(spec, corpus))
+    )
+}
+
+/// On `--resume`, after the corpus was checked against the run's `data_fnv1a64`: `vocab.json`
+/// must be the vocabulary of that corpus, with which the weights were trained. One that is
+/// missing (a kill right after `config.json`, or deleted) or differs (reversed, edited) is
+/// rewritten from the corpus, and the rewrite is logged; `command.txt`, if missing, is written
+/// with this command line. Returns whether `vocab.json` was rewritten.
+pub fn restore_start_files(spec: &RunSpec, corpus: &Corpus) -> Result<bool> {
+    let out = &spec.out;
+    let path = out.join("vocab.json");
+    let want = corpus.vocab.strings();
+    let found: Option<Vec<String>> = std::fs::read(&path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    let rewrite = found.as_ref() != Some(&want);
+    if rewrite {
+        let why = if found.is_none() && !path.exists() {
+            "is missing"
+        } else {
+            "is not the vocabulary of the run's corpus"
+        };
+        log_line(&format!(
+            "{} {why}: rewritten from the corpus (the vocabulary the weights were trained with)",
+            shown(&path)
+        ));
+        write_json(&path, &want)?;
+    }
+    let command = out.join("command.txt");
+    if !command.exists() {
+        write_atomic(&command, (spec.command.join(" ") + "\n").as_bytes())?;
+    }
+    Ok(rewrite)
 }
 
 /// Writes the end-of-run files: `model`'s weights, `summary` and the metrics `rows`.

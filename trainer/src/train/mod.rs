@@ -2,19 +2,24 @@
 //! (batch, forward/backward, global-norm clipping, the optimiser groups, schedule); periodic
 //! validation and checkpoints, Ctrl-C, `--stop-after` and `--resume` around it.
 
-use crate::checkpoint::{self, TrainState};
+pub mod checkpoint;
+pub mod ema;
+pub mod gradients;
+pub mod optim;
+pub mod schedule;
+
+use crate::data::rng::SplitMix64;
 use crate::data::{noise_inputs, random_batch, val_windows, Batch, Corpus};
-use crate::ema::Ema;
 use crate::error::{Result, TrainError};
-use crate::eval::mean_nll;
 use crate::fused::FusedOps;
-use crate::gradients::{clip_global_norm, loss_and_grads};
-use crate::metrics::MetricRow;
+use crate::model::eval::mean_nll;
 use crate::model::{Model, QuantMode, Tables};
-use crate::optim::Optimizers;
-use crate::rng::SplitMix64;
-use crate::runinfo::{self, AverageLoss, Summary};
-use crate::schedule;
+use crate::run::metrics::MetricRow;
+use crate::run::runinfo::{self, AverageLoss, Summary};
+use crate::train::checkpoint::TrainState;
+use crate::train::ema::Ema;
+use crate::train::gradients::{clip_global_norm, loss_and_grads};
+use crate::train::optim::Optimizers;
 use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
 use indicatif::ProgressBar;
@@ -22,7 +27,7 @@ use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-pub use crate::spec::RunSpec;
+pub use crate::run::spec::RunSpec;
 
 /// How a call to [`train`] ended.
 #[derive(Debug, Clone)]
@@ -348,7 +353,17 @@ where
         self.state.wall_s = self.clock.wall_s();
         let (model, state) = (&self.model, &self.state);
         let averages: Vec<_> = self.averages.iter().map(|a| &a.model).collect();
-        checkpoint::save(&self.spec.out, model, self.opts.records(), &averages, state)
+        let (cfg, optimizer) = (&self.spec.model, self.spec.train.optimizer);
+        let records = self.opts.records();
+        checkpoint::save(
+            &self.spec.out,
+            cfg,
+            optimizer,
+            model,
+            records,
+            &averages,
+            state,
+        )
     }
 
     /// Stops early (Ctrl-C, `--stop-after`) with a checkpoint.

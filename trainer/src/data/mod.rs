@@ -1,8 +1,10 @@
 //! The data pipeline: character vocabulary, the 90/10 split, random training batches and the
 //! validation windows of the quantized evaluation.
 
-use crate::error::{Result, TrainError};
-use crate::rng::SplitMix64;
+pub mod rng;
+
+use crate::data::rng::SplitMix64;
+use crate::error::{shown, Result, TrainError};
 use std::path::Path;
 
 /// Character vocabulary: the distinct characters of the corpus sorted by code point; a token id
@@ -88,7 +90,7 @@ impl Corpus {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(TrainError::Data(format!(
                     "data file `{}` does not exist ({CORPUS_HINT})",
-                    path.display()
+                    shown(path)
                 )))
             }
             Err(e) => return Err(TrainError::io("read the data file", path)(e)),
@@ -96,13 +98,13 @@ impl Corpus {
         if !meta.is_file() {
             return Err(TrainError::Data(format!(
                 "data file `{}` is not a regular file ({CORPUS_HINT})",
-                path.display()
+                shown(path)
             )));
         }
         if meta.len() > MAX_CORPUS_BYTES {
             return Err(TrainError::Data(format!(
                 "data file `{}` is {} bytes, more than the {MAX_CORPUS_BYTES} bytes the trainer reads",
-                path.display(),
+                shown(path),
                 meta.len()
             )));
         }
@@ -116,17 +118,17 @@ impl Corpus {
         if bytes.len() as u64 > MAX_CORPUS_BYTES {
             return Err(TrainError::Data(format!(
                 "data file `{}` grew past {MAX_CORPUS_BYTES} bytes while it was read",
-                path.display()
+                shown(path)
             )));
         }
         let text = String::from_utf8(bytes).map_err(|e| {
             TrainError::Data(format!(
                 "data file `{}` is not UTF-8 text ({e})",
-                path.display()
+                shown(path)
             ))
         })?;
         Self::from_text(&text, ctx_len)
-            .map_err(|e| TrainError::Data(format!("`{}`: {e}", path.display())))
+            .map_err(|e| TrainError::Data(format!("`{}`: {e}", shown(path))))
     }
 
     /// Builds the vocabulary and the split from `text`.
