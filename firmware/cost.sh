@@ -10,14 +10,14 @@
 # Run 2 runs the same ELF under the TCG plugin firmware/cost-model/rp2350.c (built here with
 # gcc), which decodes every executed Thumb instruction, issues it through a Cortex-M33 pipeline
 # with the timings measured on RP2350 silicon, and models the XIP cache and QSPI flash of a
-# Pico 2 (firmware/README.md, "Cost model", lists the rules, their sources and where the model
+# Pico 2 (firmware/COST.md, "Cost model", lists the rules, their sources and where the model
 # can be wrong). The firmware calls `cost_checkpoint` right before and after each
 # generator step; the plugin snapshots its counters there, so the figures cover the forward
 # passes and sampling only (not the UART output between tokens).
 #
 # Run 3 does the same for two cores: the `an521` board (QEMU mps2-an521, two Cortex-M33, the
 # split pass of runtime::workers) under the plugin's two-core rules (per-core pipelines, one XIP
-# cache and QSPI link, SRAM banks, messages between the cores: firmware/README.md, "Two
+# cache and QSPI link, SRAM banks, messages between the cores: firmware/COST.md, "Two
 # cores"); its text must equal run 1's byte for byte. COST_DUAL=0 skips it.
 #
 # The last line of output is one JSON object (instructions_per_mac,
@@ -132,7 +132,7 @@ awk -v pre_tok="$pre_tok" -v macs="$macs" -v dec_icount="${dec_icount:-0}" \
     printf "  decode:  %.0f instructions per token (mean of %d tokens; forward + sampling)", n_dec, k
     if (dec_icount > 0) printf "; firmware SysTick log: %d", dec_icount
     printf "\n  decode:  %.2f instructions per ternary MAC, all work included\n", n_dec / macs
-    printf "modelled RP2350 cycles (cost model, approximate; see firmware/README.md):\n"
+    printf "modelled RP2350 cycles (cost model, approximate; see firmware/COST.md):\n"
     printf "  prefill: %.0f cycles per token = %.0f core + %.0f flash stall\n", cyc_pre, pc / pre_tok, (pf + pl) / pre_tok
     printf "  decode:  %.0f cycles per token = %.0f core + %.0f flash stall (%.0f instruction fetch, %.0f data loads)\n",
       cyc_dec, c_dec, f_dec + l_dec, f_dec, l_dec

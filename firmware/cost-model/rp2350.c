@@ -8,7 +8,7 @@
  *   qemu-system-arm -machine mps2-an505 -cpu cortex-m33 ... \
  *     -plugin ./librp2350.so,mark=0x10001234 -d plugin -D cost.log -kernel firmware.elf
  *
- * What it models (firmware/README.md, "Cost model", lists every rule with its source and
+ * What it models (firmware/COST.md, "Cost model", lists every rule with its source and
  * says where the model can be wrong):
  *  - Core: every executed Thumb instruction is decoded and issued in order through a
  *    Cortex-M33 pipeline with the timings measured on RP2350 silicon (jnk0le, "pipeline

@@ -4,7 +4,7 @@
  *   gcc -O2 -Wall -Wextra -Werror -o rp2350-selftest selftest.c && ./rp2350-selftest
  * Encodings from `llvm-mc -triple=thumbv8m.main -mattr=+dsp -show-encoding` (branch
  * targets written as `#offset`). Each timing case names the rule it checks; the rules and
- * their sources are listed in firmware/README.md ("Cost model"). */
+ * their sources are listed in firmware/COST.md ("Cost model"). */
 #include "rp2350.c"
 
 void qemu_plugin_register_vcpu_tb_trans_cb(qemu_plugin_id_t a, tb_trans_cb_t b) { (void)a, (void)b; }

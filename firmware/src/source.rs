@@ -100,7 +100,7 @@ pub fn place(
 /// embedding and the first rows of every block matrix, the same fraction of each, as much as
 /// fits): core 0's half of every matrix comes from SRAM, and only core 1 streams the rest from
 /// XIP flash (prefetching it while core 0 runs the serial steps), so the two cores never
-/// stream at once (firmware/README.md, "Two cores"). Starts on `settings::CORES` cores.
+/// stream at once (firmware/COST.md, "Two cores"). Starts on `settings::CORES` cores.
 #[cfg(two_cores)]
 pub fn place(
     loaded: Loaded,

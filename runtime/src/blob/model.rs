@@ -41,6 +41,7 @@ impl<'a> Gains<'a> {
         self.0.is_empty()
     }
     /// Gains over stored bytes (little-endian `i32`: a copy of a section, or tests).
+    #[cfg(any(test, feature = "workers"))]
     pub(crate) const fn from_bytes(bytes: &'a [u8]) -> Gains<'a> {
         Gains(bytes)
     }

@@ -133,7 +133,7 @@ const _: () = assert!(GROUPS == 32 && BIAS as usize * GROUPS == 16384 && ENTRIES
 
 /// One step of [`rows_dsp`]: the 4 weight bytes of one word (already loaded into `$x`) against
 /// 4 groups' tables, then the table pointer moves to the next 4 groups. Scheduled for the
-/// Cortex-M33 (a load's result is usable 2 cycles later, an extend's too; firmware/README.md,
+/// Cortex-M33 (a load's result is usable 2 cycles later, an extend's too; firmware/COST.md,
 /// "Cost model"): the next word is loaded (`$next`) right after the first table entry is
 /// added, so it has arrived when the next step extends it. The registers rotate from step to
 /// step (`$x, $a, $b, $c` → `$a, $b, $c, $x`: the next word lands in the register just freed),

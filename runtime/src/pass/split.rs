@@ -91,7 +91,7 @@ const FRACTION_ONE: usize = 1024;
 const PREFETCH_AHEAD: usize = 8 * 1024;
 
 // The placement's schedule (a heuristic: only speed depends on it, never a result). Cycles a
-// Cortex-M33 on RP2350 XIP flash spends, as the cost model charges them (firmware/README.md,
+// Cortex-M33 on RP2350 XIP flash spends, as the cost model charges them (firmware/COST.md,
 // "Two cores"): the serial steps per element (RMSNorm with its input's copy; head merge or
 // ReLU² cut with the sub-norm), a prefetched byte (a chained 8-byte transfer of 48 cycles and
 // the touch), a byte a rows job streams (chained when a row is read front to back; a new
@@ -110,7 +110,7 @@ const LOOKUP_CYCLES_PER_BYTE_X2: usize = 7;
 /// share of each matrix (its first rows) and as much of the other core's as fits are read from
 /// RAM, and only the other core streams the rest from the model (XIP flash on a Pico 2): two
 /// cores streaming at once would break the flash link's chained transfers
-/// (firmware/README.md, "Two cores"). Byte-for-byte copies: results do not change.
+/// (firmware/COST.md, "Two cores"). Byte-for-byte copies: results do not change.
 #[derive(Clone, Copy, Debug)]
 pub struct RowCopy<'b> {
     bytes: &'b [u8],
