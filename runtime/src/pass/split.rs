@@ -37,6 +37,7 @@ use super::forward::{residual_add, RESID_SCALE};
 use super::norm::{absmax_quantize, rmsnorm_quantize, to_block_i32};
 use super::workers::{Workers, KERNEL_STACK};
 use crate::fixed::{mul_round, sat_i32, Dyadic, INV_127};
+use crate::format::TensorKind;
 use crate::format::{
     int8_row_bytes, TernaryEncoding, LOGIT_FRAC_BITS, RESID_FRAC_BITS, ROPE_FRAC_BITS,
 };
@@ -45,7 +46,6 @@ use crate::kernels::{
     attention_scores, int8_matvec, int8_weighted_sum, softmax_coefficients, ternary5_matvec,
     ternary_matvec,
 };
-use crate::format::TensorKind;
 use crate::model::{scales_of, Gains, LayerWeights, Model, TernaryMatrix};
 use crate::session::Session;
 
@@ -406,7 +406,9 @@ impl<'c> Ctx<'c> {
                 let bytes = matrix(&w, m).map_or(&[][..], |t| {
                     let head = self.rows.map_or(0, |r| r.head(l, m).len());
                     let k = head.checked_div(t.row_bytes).map_or(0, |k| k.min(t.rows));
-                    t.data.get(k * t.row_bytes..t.rows * t.row_bytes).unwrap_or(&[])
+                    t.data
+                        .get(k * t.row_bytes..t.rows * t.row_bytes)
+                        .unwrap_or(&[])
                 });
                 cell.set(bytes);
             }
