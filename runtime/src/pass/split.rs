@@ -97,8 +97,8 @@ const PREFETCH_AHEAD: usize = 8 * 1024;
 // the touch), a byte a rows job streams (chained when a row is read front to back; a new
 // transfer per line when the rows are read chunk by chunk), and a byte computed from RAM (the
 // lookup loop).
-const NORM_CYCLES_PER_ELEMENT: usize = 75;
-const SUBNORM_CYCLES_PER_ELEMENT: usize = 110;
+const NORM_CYCLES_PER_ELEMENT: usize = 85;
+const SUBNORM_CYCLES_PER_ELEMENT: usize = 95;
 const PREFETCH_CYCLES_PER_BYTE_X2: usize = 13;
 const STREAM_CYCLES_PER_BYTE: usize = 6;
 const STREAM_CHUNKED_CYCLES_PER_BYTE: usize = 14;
