@@ -469,6 +469,88 @@ pub(crate) fn exp_neg_q24(z: u64) -> u32 {
     ((v + ((1 << n) >> 1)) >> n) as u32
 }
 
+/// [`q127`] for one divisor `m` shared by a whole vector, with the division
+/// replaced by a multiply-high (Granlund–Montgomery, "Division by invariant integers using
+/// multiplication", 1994, Thm 4.2): with `l = ⌈log2 m⌉` and `magic = ⌈2^(32+l) / m⌉`,
+/// `⌊n / m⌋ = ⌊n · magic / 2^(32+l)⌋` for every `n < 2^32`, since `magic · m − 2^(32+l) < m ≤ 2^l`.
+/// Bits identical to `q127` (tested); a 32-bit division per element costs more than the rest
+/// of the quantization.
+///
+/// `magic < 2^33` is kept as its low word and its top bit, so that `q` is one 32×32→64 multiply
+/// (`UMULL` on a Cortex-M), an add and a shift: `⌊n · magic / 2^32⌋ = ⌊n · lo / 2^32⌋ + n · hi`
+/// (exact: `n · hi · 2^32` has no low word), and that sum is `< 2n < 2^32`.
+#[derive(Clone, Copy)]
+pub(crate) struct Q127 {
+    pub(crate) m: u32,
+    /// Low 32 bits of `magic`.
+    pub(crate) lo: u32,
+    /// Bit 32 of `magic` (0 or 1).
+    pub(crate) hi: u32,
+    /// `l = ⌈log2 m⌉`.
+    pub(crate) l: u32,
+}
+
+impl Q127 {
+    /// For `0 < m < 2^24`.
+    #[inline]
+    pub(crate) fn new(m: u32) -> Q127 {
+        debug_assert!(m > 0 && m < 1 << 24);
+        let m = m.max(1);
+        let l = 32 - (m - 1).leading_zeros(); // ⌈log2 m⌉ ≤ 24
+                                              // ⌈2^(32+l) / m⌉ < 2^33, with 32-bit divisions (a 64-bit one is a library call on Arm).
+        let (q, r) = div_u64_by_u32(1u64 << (32 + l), m);
+        let magic = q + (r != 0) as u64;
+        Q127 {
+            m,
+            lo: magic as u32,
+            hi: (magic >> 32) as u32,
+            l,
+        }
+    }
+
+    /// `round_half_even(127 · a / m)` for `0 ≤ a ≤ m`.
+    /// Overflow: `n = 127·a < 2^31`, so `⌊n · lo / 2^32⌋ + n · hi < 2n < 2^32`.
+    #[inline(always)]
+    pub(crate) fn of(&self, a: u32) -> i32 {
+        debug_assert!(a <= self.m);
+        let n = 127 * a;
+        let high = ((n as u64 * self.lo as u64) >> 32) as u32;
+        let q = (high + n * self.hi) >> self.l;
+        let r = n - q * self.m;
+        let up = 2 * r > self.m || (2 * r == self.m && q & 1 == 1);
+        let out = (q + up as u32) as i32;
+        debug_assert_eq!(out, q127(a, self.m));
+        out
+    }
+}
+
+/// A [`Dyadic`] in one `i64` slot (exponent high, mantissa low); [`unpack_dyadic`] inverts it.
+#[inline(always)]
+pub(crate) fn pack_dyadic(d: Dyadic) -> i64 {
+    ((d.exp as i64) << 32) | d.mant as i64
+}
+
+#[inline(always)]
+pub(crate) fn unpack_dyadic(v: i64) -> Dyadic {
+    Dyadic {
+        mant: v as u32,
+        exp: (v >> 32) as i32,
+    }
+}
+
+/// [`Dyadic::gt`] for operands that are already normalized (every result of `mul`, and zero):
+/// the same order without normalizing both sides again (this runs once per key and head).
+#[inline(always)]
+pub(crate) fn gt_normalized(a: Dyadic, b: Dyadic) -> bool {
+    let r = if a.mant == 0 || b.mant == 0 {
+        a.mant > b.mant
+    } else {
+        a.exp > b.exp || (a.exp == b.exp && a.mant > b.mant)
+    };
+    debug_assert_eq!(r, a.gt(b));
+    r
+}
+
 #[cfg(test)]
 #[allow(clippy::float_arithmetic)] // the tests compare with real-valued references
 mod tests {
@@ -500,7 +582,7 @@ mod tests {
 
     #[test]
     fn from_ieee754_matches_the_float_formulation() {
-        let mut seed = 0x1234_5678_9abc_def0u64;
+        let mut rng = crate::SplitMix64(0x1234_5678_9abc_def0);
         let mut xs = std::vec![1e-5, 1.0 / 127.0, 0.1, 1.0, 1.5, 3.0, 127.0, 1e6];
         for k in -100..60 {
             let p = 2f64.powi(k);
@@ -510,9 +592,7 @@ mod tests {
             xs.push(p * (1.0 - 2f64.powi(-32)));
         }
         for _ in 0..20_000 {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
+            let seed = rng.next_u64();
             let x = f64::from_bits((seed >> 12) | (0x3C0u64 << 52)) * 2f64.powi((seed % 97) as i32);
             xs.push(x);
         }
@@ -604,13 +684,8 @@ mod tests {
 
     #[test]
     fn mul_fast_path_matches_from_u64() {
-        let mut seed = 0x2545_F491_4F6C_DD1Du64;
-        let mut next = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut rng = crate::SplitMix64(0x2545_F491_4F6C_DD1D);
+        let mut next = move || rng.next_u64();
         let edge = [
             1u32 << 31,
             (1 << 31) + 1,
@@ -654,7 +729,7 @@ mod tests {
 
     #[test]
     fn integer_square_root() {
-        let mut seed = 0xD1B5_4A32_D192_ED03u64;
+        let mut rng = crate::SplitMix64(0xD1B5_4A32_D192_ED03);
         let mut ns: std::vec::Vec<u64> = (0..5000).collect();
         for b in 0..64 {
             let p = 1u64 << b;
@@ -665,10 +740,8 @@ mod tests {
         }
         ns.push(u64::MAX);
         for _ in 0..20_000 {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            ns.push(seed >> (seed & 63));
+            let v = rng.next_u64();
+            ns.push(v >> (v & 63));
         }
         for n in ns {
             let s = n.isqrt();
@@ -679,13 +752,8 @@ mod tests {
 
     #[test]
     fn division_by_32_bit_digits() {
-        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
-        let mut next = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut rng = crate::SplitMix64(0x9E37_79B9_7F4A_7C15);
+        let mut next = move || rng.next_u64();
         let mut ds: std::vec::Vec<u32> =
             std::vec![1, 2, 3, 7, 0xffff, 0x1_0000, 0x1_0001, 0x8000_0000];
         ds.extend([
@@ -739,13 +807,8 @@ mod tests {
 
     #[test]
     fn mul_round_is_shift_round_of_the_product() {
-        let mut seed = 0x2545_F491_4F6C_DD1Du64;
-        let mut next = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut rng = crate::SplitMix64(0x2545_F491_4F6C_DD1D);
+        let mut next = move || rng.next_u64();
         let mut xs: std::vec::Vec<i64> =
             std::vec![0, 1, -1, 2, -2, 3, -3, i32::MAX as i64, i32::MIN as i64];
         for _ in 0..300 {

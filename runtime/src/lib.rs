@@ -28,6 +28,7 @@
 //! | | [`chat`] | the interactive line protocol of the firmware and `tools chat` ([`chat::Chat`]) |
 //! | (top) | [`fixed`] | [`Dyadic`] scales, integer `exp`/`rsqrt` |
 //! | | [`error`] | [`LoadError`], [`Error`], [`EncodeError`] |
+//! | | [`rng`] | [`SplitMix64`]: the random stream of tests, benches and examples |
 //!
 //! # Example
 //!
@@ -71,6 +72,7 @@ pub mod error;
 pub mod fixed;
 pub mod kernels;
 mod pass;
+pub mod rng;
 mod text;
 
 #[cfg(feature = "writer")]
@@ -87,6 +89,7 @@ pub use format::{Config, TensorKind, TernaryEncoding, LOGIT_FRAC_BITS};
 pub use generate::Generator;
 pub use layout::Layout;
 pub use model::Model;
+pub use rng::SplitMix64;
 pub use sampler::{Pcg32, Sampler, SamplerConfig};
 #[cfg(feature = "workers")]
 pub use session::session_bytes_workers;

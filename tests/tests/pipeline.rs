@@ -31,7 +31,7 @@ fn tmp(name: &str) -> PathBuf {
 
 /// Sentences from a tiny grammar: learnable structure (spelling, word order, punctuation)
 /// with some randomness, so the loss lands well below the unigram entropy but not at zero.
-fn grammar_corpus(sentences: usize, mut seed: u64) -> String {
+fn grammar_corpus(sentences: usize, seed: u64) -> String {
     const WHO: [&str; 6] = [
         "the king",
         "a lord",
@@ -42,14 +42,8 @@ fn grammar_corpus(sentences: usize, mut seed: u64) -> String {
     ];
     const DID: [&str; 5] = ["loves", "fears", "serves", "mocks", "calls"];
     const END: [&str; 4] = [".", "!", "?", ";"];
-    let mut next = |n: usize| {
-        // SplitMix64 step: a fixed stream independent of any crate's RNG.
-        seed = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = seed;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        ((z ^ (z >> 31)) % n as u64) as usize
-    };
+    let mut rng = runtime::SplitMix64(seed);
+    let mut next = |n: usize| rng.below(n as u64) as usize;
     let mut s = String::new();
     for i in 0..sentences {
         let who = WHO[next(WHO.len())];

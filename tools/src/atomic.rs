@@ -51,7 +51,7 @@ impl Temp {
     fn create(dir: &Path, name: &str) -> Result<Temp> {
         let pid = std::process::id();
         let mut name = name.to_string();
-        crate::pack::truncate_utf8(&mut name, TEMP_NAME_PREFIX);
+        crate::term::truncate_utf8(&mut name, TEMP_NAME_PREFIX);
         for _ in 0..16 {
             let random = RandomState::new().build_hasher().finish();
             let path = dir.join(format!(".{name}.tmp.{pid}.{random:016x}"));

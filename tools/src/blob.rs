@@ -135,7 +135,7 @@ pub fn repack(
 /// matrices in base 3 and this CPU has SIMD kernels (which read the 2-bit encoding), the same
 /// model rewritten with 2-bit matrices into `repacked` (the same weights, so the same outputs
 /// bit for bit; the base-3 kernel is a portable table-lookup kernel made for microcontrollers,
-/// about 20 times slower than the AVX-512 one on a PC). Says so on stderr. The rewrite's
+/// about 20 times slower than the AVX-512 one on a PC). Says so on stderr when `verbose`. The rewrite's
 /// working memory counts against `cap` ([`repack`]). Returns the model and the bytes
 /// `repacked` holds (0 when the blob runs as it is), which stay in use while the model runs.
 pub fn load_for_host<'a>(
@@ -143,6 +143,7 @@ pub fn load_for_host<'a>(
     bytes: &'a [u8],
     repacked: &'a mut Vec<u8>,
     cap: u64,
+    verbose: bool,
 ) -> Result<(Model<'a>, u64)> {
     use runtime::kernels::{level, Level};
     let m = load(path, bytes)?;
@@ -154,11 +155,13 @@ pub fn load_for_host<'a>(
         return Ok((m, 0));
     }
     *repacked = repack(path, &m, Default::default(), cap)?;
-    eprintln!(
-        "tools: {}: base-3 matrices repacked to 2-bit in memory for the {} kernels",
-        shown(path),
-        level()
-    );
+    if verbose {
+        eprintln!(
+            "tools: {}: base-3 matrices repacked to 2-bit in memory for the {} kernels",
+            shown(path),
+            level()
+        );
+    }
     let held = repacked.len() as u64;
     Ok((load(path, repacked)?, held))
 }

@@ -27,6 +27,10 @@ pub const MAX_ROUNDS: u64 = 1_000_000;
     about = "Pack, inspect and run ternary language-model blobs"
 )]
 pub struct Cli {
+    /// Say on stderr what was done to run the model here (a base-3 blob repacked to 2-bit in
+    /// memory for this CPU's SIMD kernels); quiet by default.
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
     /// The subcommand.
     #[command(subcommand)]
     pub command: Command,
@@ -52,6 +56,35 @@ impl KernelLevel {
     }
 }
 
+/// How `pack` and `repack` store the ternary matrices.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Encodings {
+    /// How the ternary matrices are stored: `base3` (5 weights per byte, 1.6 bits: format
+    /// v2) or `2bit` (4 per byte, rows padded to 16 bytes: format v1). A gated FFN makes
+    /// the blob format v3 either way.
+    #[arg(long, value_name = "ENCODING", default_value = "base3", value_parser = pack::parse_encoding)]
+    pub ternary: runtime::TernaryEncoding,
+    /// One matrix kind stored differently, e.g. `w_down=2bit` (names as in the run dir:
+    /// wq, wk, wv, wo, w_up, w_down, and w_gate of a gated FFN); repeatable.
+    #[arg(long = "ternary-for", value_name = "MATRIX=ENCODING", value_parser = pack::parse_override)]
+    pub ternary_for: Vec<(usize, runtime::TernaryEncoding)>,
+}
+
+/// The sampler's settings, shared by `generate` and `chat` (where they are the starting values
+/// of `/temp`, `/topk` and `/seed`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct Sampling {
+    /// Sampling temperature, 0 to 100; 0 = greedy. Used in thousandths (0.8 → 800).
+    #[arg(long, default_value_t = 0.8)]
+    pub temperature: f64,
+    /// Sample among the K most likely tokens only; 0 = all.
+    #[arg(long, default_value_t = 0)]
+    pub top_k: u32,
+    /// Seed of the sampler's PRNG (chat: applied afresh to every prompt).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
 /// The working-memory cap shared by repack, generate, chat, eval and bench.
 #[derive(Debug, Clone, Copy, clap::Args)]
 pub struct MemoryCap {
@@ -71,6 +104,14 @@ impl Default for MemoryCap {
     }
 }
 
+/// What the commands that run a model on this host share: the memory cap, and whether to say
+/// what was done to run it here.
+#[derive(Debug, Clone, Copy, Default)]
+struct HostModel {
+    memory: MemoryCap,
+    verbose: bool,
+}
+
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -85,15 +126,9 @@ pub enum Command {
         /// run's files (also through a link), is refused.
         #[arg(long)]
         out: PathBuf,
-        /// How the ternary matrices are stored: `base3` (5 weights per byte, 1.6 bits: format
-        /// v2) or `2bit` (4 per byte, rows padded to 16 bytes: format v1). A gated FFN makes
-        /// the blob format v3 either way.
-        #[arg(long, value_name = "ENCODING", default_value = "base3", value_parser = pack::parse_encoding)]
-        ternary: runtime::TernaryEncoding,
-        /// One matrix kind stored differently, e.g. `w_down=2bit` (names as in the run dir:
-        /// wq, wk, wv, wo, w_up, w_down, and w_gate of a gated FFN); repeatable.
-        #[arg(long = "ternary-for", value_name = "MATRIX=ENCODING", value_parser = pack::parse_override)]
-        ternary_for: Vec<(usize, runtime::TernaryEncoding)>,
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        encodings: Encodings,
     },
     /// Rewrite a blob with its ternary matrices in another encoding (say a v1 blob as base 3):
     /// the same weights and outputs, a different size.
@@ -104,12 +139,9 @@ pub enum Command {
         /// is refused (write to another name, then rename).
         #[arg(long)]
         out: PathBuf,
-        /// As `pack --ternary`.
-        #[arg(long, value_name = "ENCODING", default_value = "base3", value_parser = pack::parse_encoding)]
-        ternary: runtime::TernaryEncoding,
-        /// As `pack --ternary-for`.
-        #[arg(long = "ternary-for", value_name = "MATRIX=ENCODING", value_parser = pack::parse_override)]
-        ternary_for: Vec<(usize, runtime::TernaryEncoding)>,
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        encodings: Encodings,
         #[command(flatten)]
         #[allow(missing_docs)]
         memory: MemoryCap,
@@ -133,15 +165,9 @@ pub enum Command {
         /// Tokens to generate (past the context the window slides: the last ctx/2 tokens are kept).
         #[arg(long, default_value_t = 100)]
         tokens: usize,
-        /// Seed of the sampler's PRNG.
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        /// Sampling temperature, 0 to 100; 0 = greedy. Used in thousandths (0.8 → 800).
-        #[arg(long, default_value_t = 0.8)]
-        temperature: f64,
-        /// Sample among the K most likely tokens only; 0 = all.
-        #[arg(long, default_value_t = 0)]
-        top_k: u32,
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        sampling: Sampling,
         #[command(flatten)]
         #[allow(missing_docs)]
         level: KernelLevel,
@@ -155,15 +181,9 @@ pub enum Command {
         /// The blob (default: the shipped model).
         #[arg(long)]
         model: Option<PathBuf>,
-        /// Starting temperature (`/temp`), 0 to 100; 0 = greedy.
-        #[arg(long, default_value_t = 0.8)]
-        temperature: f64,
-        /// Starting top-k (`/topk`); 0 = all.
-        #[arg(long, default_value_t = 0)]
-        top_k: u32,
-        /// Starting seed (`/seed`), applied afresh to every prompt.
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        sampling: Sampling,
         /// Starting tokens per prompt (`/tokens`), 0 to 1000000.
         #[arg(long, default_value_t = 100,
               value_parser = clap::value_parser!(u32).range(0..=i64::from(runtime::chat::MAX_TOKENS)))]
@@ -207,7 +227,7 @@ pub enum Command {
         #[allow(missing_docs)]
         memory: MemoryCap,
     },
-    /// Prefill and decode tokens/s, per-token latency and session RAM of a blob on this host.
+    /// Prefill and decode tokens/s, per-token latency and prefill session RAM of a blob on this host.
     Bench {
         /// The blob (default: the shipped model).
         #[arg(long)]
@@ -229,46 +249,42 @@ pub enum Command {
 
 /// Runs one parsed command line; data goes to `out`, progress to stderr.
 pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
+    let verbose = cli.verbose;
     match cli.command {
         Command::Pack {
             run,
             out: blob,
-            ternary,
-            ternary_for,
-        } => pack_cmd(&run, &blob, ternary, &ternary_for),
+            encodings: e,
+        } => pack_cmd(&run, &blob, e.ternary, &e.ternary_for),
         Command::Repack {
             model,
             out: blob,
-            ternary,
-            ternary_for,
+            encodings: e,
             memory,
-        } => repack_cmd(&model, &blob, ternary, &ternary_for, memory),
+        } => repack_cmd(&model, &blob, e.ternary, &e.ternary_for, memory),
         Command::Inspect { file, json } => inspect_cmd(&file, json, out),
         Command::Generate {
             model,
             prompt,
             tokens,
-            seed,
-            temperature,
-            top_k,
+            sampling: s,
             level,
             memory,
         } => {
-            let sampler = generate::sampler(temperature, top_k, seed)?;
+            let sampler = generate::sampler(s.temperature, s.top_k, s.seed)?;
             level.apply()?;
-            generate_cmd(model.as_deref(), &prompt, tokens, sampler, memory, out)
+            let host = HostModel { memory, verbose };
+            generate_cmd(model.as_deref(), &prompt, tokens, sampler, host, out)
         }
         Command::Chat {
             model,
-            temperature,
-            top_k,
-            seed,
+            sampling: s,
             tokens,
             memory,
         } => chat_cmd(
             model.as_deref(),
-            chat::settings(temperature, top_k, seed, tokens)?,
-            memory,
+            chat::settings(s.temperature, s.top_k, s.seed, tokens)?,
+            HostModel { memory, verbose },
         ),
         Command::Uf2 { input, out: uf2 } => uf2_cmd(&input, &uf2),
         Command::Eval {
@@ -281,7 +297,8 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
             memory,
         } => {
             level.apply()?;
-            eval_cmd(&model, &data, max_windows, threads, json, memory, out)
+            let host = HostModel { memory, verbose };
+            eval_cmd(&model, &data, max_windows, threads, json, host, out)
         }
         Command::Bench {
             model,
@@ -291,7 +308,8 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
             memory,
         } => {
             level.apply()?;
-            bench_cmd(model.as_deref(), rounds as usize, json, memory, out)
+            let host = HostModel { memory, verbose };
+            bench_cmd(model.as_deref(), rounds as usize, json, host, out)
         }
     }
 }
@@ -372,23 +390,31 @@ fn generate_cmd(
     prompt: &str,
     tokens: usize,
     sampler: runtime::SamplerConfig,
-    cap: MemoryCap,
+    host: HostModel,
     out: &mut dyn Write,
 ) -> Result<()> {
+    let cap = host.memory;
     let path = blob::model_path(model);
     let bytes = blob::read(&path)?;
     let mut repacked = Vec::new();
-    let (model, held) = blob::load_for_host(&path, &bytes, &mut repacked, cap.max_memory)?;
+    let (model, held) =
+        blob::load_for_host(&path, &bytes, &mut repacked, cap.max_memory, host.verbose)?;
     check_session(&model, (model.config().ctx_len / 2).max(1), cap, held)?;
     generate::generate(model, prompt, tokens, sampler, out)
 }
 
 /// `tools chat`.
-fn chat_cmd(model: Option<&Path>, settings: runtime::chat::Settings, cap: MemoryCap) -> Result<()> {
+fn chat_cmd(
+    model: Option<&Path>,
+    settings: runtime::chat::Settings,
+    host: HostModel,
+) -> Result<()> {
+    let cap = host.memory;
     let path = blob::model_path(model);
     let bytes = blob::read(&path)?;
     let mut repacked = Vec::new();
-    let (model, held) = blob::load_for_host(&path, &bytes, &mut repacked, cap.max_memory)?;
+    let (model, held) =
+        blob::load_for_host(&path, &bytes, &mut repacked, cap.max_memory, host.verbose)?;
     check_session(&model, 1, cap, held)?;
     let mut term = chat::StdTerminal::new(std::io::stdout().lock());
     chat::chat(model, settings, &mut std::io::stdin().lock(), &mut term)
@@ -419,12 +445,19 @@ fn eval_cmd(
     max_windows: Option<u64>,
     threads: Option<u64>,
     json: bool,
-    cap: MemoryCap,
+    host: HostModel,
     out: &mut dyn Write,
 ) -> Result<()> {
+    let cap = host.memory;
     let bytes = blob::read(model_path)?;
     let mut repacked = Vec::new();
-    let (m, held) = blob::load_for_host(model_path, &bytes, &mut repacked, cap.max_memory)?;
+    let (m, held) = blob::load_for_host(
+        model_path,
+        &bytes,
+        &mut repacked,
+        cap.max_memory,
+        host.verbose,
+    )?;
     let session = check_session(&m, m.config().ctx_len, cap, held)?;
     // The corpus, its validation tokens (2 bytes per character of the last tenth) and one
     // session must fit the cap; more threads only while their sessions fit too.
@@ -488,74 +521,31 @@ fn bench_cmd(
     model: Option<&Path>,
     rounds: usize,
     json: bool,
-    cap: MemoryCap,
+    host: HostModel,
     out: &mut dyn Write,
 ) -> Result<()> {
+    let cap = host.memory;
     let path = blob::model_path(model);
     let bytes = blob::read(&path)?;
     let mut repacked = Vec::new();
-    let (m, held) = blob::load_for_host(&path, &bytes, &mut repacked, cap.max_memory)?;
+    let (m, held) =
+        blob::load_for_host(&path, &bytes, &mut repacked, cap.max_memory, host.verbose)?;
     let need = bench::bench_bytes(m.config(), rounds).saturating_add(held);
     memory::check(need, cap.max_memory)
         .with_context(|| format!("a session and the latency samples of {rounds} rounds"))?;
-    let r = bench::bench(m, bytes.len(), rounds)?;
+    let mut r = bench::bench(m, bytes.len(), rounds)?;
+    r.repacked_in_memory_bytes = held;
     if json {
         writeln!(out, "{}", serde_json::to_string_pretty(&r)?)?;
         return Ok(());
     }
-    writeln!(out, "model              {}", shown(&path))?;
-    writeln!(
+    write!(
         out,
-        "prefill            {:.0} tokens/s ({} tokens × {} rounds; median round {:.0})",
-        r.prefill_tokens_per_s, r.prefill_tokens, r.rounds, r.prefill_tokens_per_s_median
+        "{}",
+        bench::Text {
+            report: &r,
+            model: &path
+        }
     )?;
-    writeln!(
-        out,
-        "decode             {:.0} tokens/s ({} tokens × {} rounds; at the median latency {:.0})",
-        r.decode_tokens_per_s, r.decode_tokens, r.rounds, r.decode_tokens_per_s_median
-    )?;
-    writeln!(
-        out,
-        "decode latency     median {:.1} µs, p99 {:.1} µs",
-        r.decode_latency_median_us, r.decode_latency_p99_us
-    )?;
-    writeln!(
-        out,
-        "decode, all cores  {:.0} tokens/s ({} sessions at once)",
-        r.decode_tokens_per_s_all_cores, r.threads
-    )?;
-    let per_mac = |c: Option<f64>, m: Option<f64>| match (c, m) {
-        (Some(c), Some(m)) => format!(", {c:.4} TSC cycles/MAC, best {m:.4}"),
-        _ => String::new(),
-    };
-    writeln!(
-        out,
-        "ternary matvec     {:.2} G MACs/s ({}×{}, {} kernels{})",
-        r.matvec_macs_per_s / 1e9,
-        r.matvec_shape[0],
-        r.matvec_shape[1],
-        r.kernels,
-        per_mac(r.matvec_tsc_cycles_per_mac, r.matvec_tsc_cycles_per_mac_min)
-    )?;
-    writeln!(
-        out,
-        "                   {:.2} G MACs/s ({}×{}{})",
-        r.matvec_large_macs_per_s / 1e9,
-        r.matvec_large_shape[0],
-        r.matvec_large_shape[1],
-        per_mac(
-            r.matvec_large_tsc_cycles_per_mac,
-            r.matvec_large_tsc_cycles_per_mac_min
-        )
-    )?;
-    if let Some(hz) = r.tsc_hz {
-        writeln!(out, "TSC                {:.3} GHz (measured)", hz / 1e9)?;
-    }
-    writeln!(
-        out,
-        "session RAM        {} bytes (ctx {})",
-        r.session_ram_bytes, r.ctx_len
-    )?;
-    writeln!(out, "flash              {} bytes", r.flash_bytes)?;
     Ok(())
 }

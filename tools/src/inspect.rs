@@ -4,7 +4,7 @@ use std::fmt;
 
 use runtime::format::ElemFormat;
 use runtime::schema::{self, Source};
-use runtime::{session_bytes, Config, Model};
+use runtime::{session_bytes, session_bytes_prefill, Config, Model};
 use serde::Serialize;
 
 /// One row of the tensor table.
@@ -52,8 +52,12 @@ pub struct Inspection {
     pub parameters: u64,
     /// `8 · flash_bytes / parameters`.
     pub bits_per_parameter_overall: f64,
-    /// Working memory of a session over the whole context.
+    /// Session RAM: working memory of a session over the whole context that runs one token per
+    /// pass (as the firmware does).
     pub session_ram_bytes: usize,
+    /// Prefill session RAM: the same with room to prefill blocks of half the context at once
+    /// (as `tools generate` and `tools bench` do on a host).
+    pub prefill_session_ram_bytes: usize,
     /// The trainer's quantized validation loss recorded in the blob.
     pub trainer_quantized_val_loss: Option<f64>,
     /// Free-form metadata.
@@ -123,6 +127,7 @@ pub fn inspect(model: &Model<'_>, blob: &[u8]) -> Inspection {
         parameters: params,
         bits_per_parameter_overall: 8.0 * blob.len() as f64 / params.max(1) as f64,
         session_ram_bytes: session_bytes(&c, c.ctx_len),
+        prefill_session_ram_bytes: session_bytes_prefill(&c, c.ctx_len, (c.ctx_len / 2).max(1)),
         trainer_quantized_val_loss: model.val_loss_micro_nats().map(|m| m as f64 / 1e6),
         metadata: model.metadata().to_string(),
         tensors,
@@ -184,10 +189,18 @@ impl fmt::Display for Inspection {
         )?;
         writeln!(
             f,
-            "session RAM   {} bytes ({:.1} KiB) for ctx {}",
+            "session RAM   {} bytes ({:.1} KiB) for ctx {}, one token per pass (as on a board)",
             self.session_ram_bytes,
             self.session_ram_bytes as f64 / 1024.0,
             c.ctx_len
+        )?;
+        writeln!(
+            f,
+            "prefill RAM   {} bytes ({:.1} KiB) for ctx {}, prefill in blocks of {} (as tools generate)",
+            self.prefill_session_ram_bytes,
+            self.prefill_session_ram_bytes as f64 / 1024.0,
+            c.ctx_len,
+            (c.ctx_len / 2).max(1)
         )?;
         if let Some(l) = self.trainer_quantized_val_loss {
             writeln!(f, "trainer loss  {l:.4} nats/char (quantized eval mode)")?;

@@ -14,10 +14,10 @@ use crate::rundir::Run;
 /// Converts a loaded run into the runtime's integer parameters (`docs/MODEL.md` Q1 and Q3;
 /// `runtime/FORMAT.md` for the fixed-point forms).
 pub fn model_params(run: &Run) -> Result<ModelParams> {
-    let c = &run.config;
-    let head_dim = c.d_model / c.n_heads;
     let vocab_bytes_len = run.vocab.iter().map(String::len).sum();
-    let config = crate::rundir::blob_config(c, vocab_bytes_len)?;
+    let config = crate::rundir::blob_config(&run.config, vocab_bytes_len)?;
+    let c = &run.config.model;
+    let head_dim = c.head_dim();
     let (emb, emb_scales) = embedding(run.tensor("embed"), c.vocab_size, c.d_model)?;
     let layers = (0..c.n_layers)
         .map(|l| layer_params(run, &config, l))
@@ -29,9 +29,9 @@ pub fn model_params(run: &Run) -> Result<ModelParams> {
         .unwrap_or_default();
     let mut metadata = format!(
         "run {run_name}; trainer {}; preset {}; steps {}",
-        c.trainer_version, c.preset, run.summary.steps
+        run.config.trainer_version, run.config.preset, run.summary.steps
     );
-    truncate_utf8(&mut metadata, runtime::format::MAX_METADATA);
+    crate::term::truncate_utf8(&mut metadata, runtime::format::MAX_METADATA);
     Ok(ModelParams {
         config,
         norm_eps: dyadic(c.norm_eps).context("config.json: norm_eps")?,
@@ -155,29 +155,4 @@ pub fn encodings(
         }
     }
     Ok(e)
-}
-
-/// `s` cut to at most `max` bytes, at a character boundary.
-pub fn truncate_utf8(s: &mut String, max: usize) {
-    if s.len() > max {
-        let mut end = max;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        s.truncate(end);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::truncate_utf8;
-
-    #[test]
-    fn truncation_never_splits_a_character() {
-        for max in 0..12 {
-            let mut s = "aé€😀bc".to_string();
-            truncate_utf8(&mut s, max);
-            assert!(s.len() <= max && "aé€😀bc".starts_with(&s), "{max}: {s:?}");
-        }
-    }
 }

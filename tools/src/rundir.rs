@@ -5,7 +5,6 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, ensure, Context, Result};
-use runtime::format::{MAX_CTX, MAX_LAYERS, MAX_VOCAB, MAX_WIDTH};
 use runtime::{schema, Config, Layout};
 use safetensors::{Dtype, SafeTensors};
 use serde::Deserialize;
@@ -21,10 +20,10 @@ pub const RUN_FILES: [&str; 4] = [
     "weights.safetensors",
 ];
 
-/// The run-dir format version this pack understands.
-pub const EXPORT_VERSION: u32 = 1;
+/// The run-dir format version this pack understands (the trainer's, from the shared crate).
+pub use rundir::EXPORT_VERSION;
 
-/// The model keys of `config.json` (other keys are ignored).
+/// The keys of `config.json` that pack uses (other keys are ignored).
 #[derive(Clone, Debug, Deserialize)]
 pub struct RunConfig {
     /// Must be [`EXPORT_VERSION`].
@@ -35,27 +34,9 @@ pub struct RunConfig {
     /// Preset name the run started from.
     #[serde(default)]
     pub preset: String,
-    /// V.
-    pub vocab_size: usize,
-    /// d.
-    pub d_model: usize,
-    /// L.
-    pub n_layers: usize,
-    /// H.
-    pub n_heads: usize,
-    /// Hkv.
-    pub n_kv_heads: usize,
-    /// F.
-    pub ffn_dim: usize,
-    /// A gated FFN (`trainer --ffn-gated`): a `w_gate` per layer, packed as format v3.
-    #[serde(default)]
-    pub ffn_gated: bool,
-    /// T.
-    pub ctx_len: usize,
-    /// RoPE base.
-    pub rope_theta: f64,
-    /// RMSNorm epsilon.
-    pub norm_eps: f64,
+    /// The model's shape (the keys are the trainer's, from the shared crate).
+    #[serde(flatten)]
+    pub model: rundir::ModelConfig,
     /// Training seed.
     #[serde(default)]
     pub seed: Option<u64>,
@@ -117,50 +98,16 @@ fn json<T: serde::de::DeserializeOwned>(dir: &Path, name: &str, max: u64) -> Res
         .with_context(|| format!("{} is not valid", shown(&dir.join(name))))
 }
 
-/// `rope_theta` as the whole number the blob stores.
-pub fn rope_theta_u32(theta: f64) -> Result<u32> {
-    ensure!(
-        theta.fract() == 0.0 && (2.0..=u32::MAX as f64).contains(&theta),
-        "config.json: rope_theta {theta:e} is not a whole number in 2..=4294967295 (the blob stores it as u32)"
-    );
-    Ok(theta as u32)
-}
-
-/// The blob's [`Config`] for a run's `config.json`, every field checked against the format's
-/// limits (`runtime/FORMAT.md`, "Limits") before anything is built from it. `vocab_bytes_len`
-/// is the total length of the token strings (a lower bound is fine before vocab.json is read).
+/// The blob's [`Config`] for a run's `config.json`: the shape checked by the runtime's rules
+/// ([`rundir::ModelConfig::validate`]: every field within the format's limits,
+/// `runtime/FORMAT.md`, "Limits") before anything is built from it, then its layout.
+/// `vocab_bytes_len` is the total length of the token strings (a lower bound is fine before
+/// vocab.json is read).
 pub fn blob_config(c: &RunConfig, vocab_bytes_len: usize) -> Result<Config> {
-    let field = |name: &str, v: usize, max: u32| -> Result<u32> {
-        match u32::try_from(v) {
-            Ok(x) if (1..=max).contains(&x) => Ok(x),
-            _ => bail!(
-                "config.json: {name} {v} is outside 1..={max} (runtime/FORMAT.md, \"Limits\")"
-            ),
-        }
-    };
-    let config = Config {
-        vocab_size: field("vocab_size", c.vocab_size, MAX_VOCAB)?,
-        d_model: field("d_model", c.d_model, MAX_WIDTH)?,
-        n_layers: field("n_layers", c.n_layers, MAX_LAYERS)?,
-        n_heads: field("n_heads", c.n_heads, MAX_WIDTH)?,
-        n_kv_heads: field("n_kv_heads", c.n_kv_heads, MAX_WIDTH)?,
-        ffn_dim: field("ffn_dim", c.ffn_dim, MAX_WIDTH)?,
-        ctx_len: field("ctx_len", c.ctx_len, MAX_CTX)?,
-        rope_theta: rope_theta_u32(c.rope_theta)?,
-        ffn_gated: c.ffn_gated,
-    };
-    ensure!(
-        c.d_model.is_multiple_of(c.n_heads) && c.n_heads.is_multiple_of(c.n_kv_heads),
-        "config.json: n_heads {} must divide d_model {} and n_kv_heads {} must divide n_heads",
-        c.n_heads,
-        c.d_model,
-        c.n_kv_heads
-    );
-    ensure!(
-        c.norm_eps.is_finite() && c.norm_eps > 0.0,
-        "config.json: norm_eps {:e} is not a positive finite number",
-        c.norm_eps
-    );
+    let config = c
+        .model
+        .validate()
+        .map_err(|e| anyhow::anyhow!("config.json: {e}"))?;
     let vb = u32::try_from(vocab_bytes_len).context("vocab.json: the tokens are too long")?;
     Layout::new(config, vb).map_err(|e| anyhow::anyhow!("config.json: {e}"))?;
     Ok(config)
@@ -190,13 +137,13 @@ impl Run {
                 config.export_version
             );
         }
-        blob_config(&config, config.vocab_size)?;
+        blob_config(&config, config.model.vocab_size)?;
         let vocab: Vec<String> = json(dir, "vocab.json", MAX_VOCAB_JSON_BYTES)?;
         ensure!(
-            vocab.len() == config.vocab_size,
+            vocab.len() == config.model.vocab_size,
             "vocab.json has {} tokens but config.json says vocab_size {}",
             vocab.len(),
-            config.vocab_size
+            config.model.vocab_size
         );
         let mut seen = HashMap::with_capacity(vocab.len());
         for (i, t) in vocab.iter().enumerate() {
@@ -269,7 +216,7 @@ impl Run {
                 out.push((name.to_string(), shape(s)));
             }
         }
-        for l in 0..c.n_layers {
+        for l in 0..c.model.n_layers {
             for s in schema::layer_specs(&config) {
                 if let Some(name) = s.trainer_name() {
                     let mut full = String::new();

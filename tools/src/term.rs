@@ -1,5 +1,6 @@
 //! Text from outside (file paths, a blob's metadata) made safe for a terminal: a control
-//! character such as ESC could otherwise set the window title, clear the screen or hide text.
+//! character such as ESC could otherwise set the window title, clear the screen or hide text;
+//! and text cut to a byte budget without splitting a character.
 
 use std::path::Path;
 
@@ -11,9 +12,29 @@ pub fn shown(path: &Path) -> String {
     printable(&path.to_string_lossy())
 }
 
+/// `s` cut to at most `max` bytes, at a character boundary.
+pub fn truncate_utf8(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn truncation_never_splits_a_character() {
+        for max in 0..12 {
+            let mut s = "aé€😀bc".to_string();
+            truncate_utf8(&mut s, max);
+            assert!(s.len() <= max && "aé€😀bc".starts_with(&s), "{max}: {s:?}");
+        }
+    }
 
     #[test]
     fn control_characters_are_escaped() {

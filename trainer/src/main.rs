@@ -4,7 +4,7 @@ use clap::{Parser, ValueEnum};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::Arc;
-use trainer::config::MatrixOptimizer;
+use trainer::config::{MatrixOptimizer, ModelConfig, TrainConfig};
 use trainer::data::Corpus;
 use trainer::error::shown;
 use trainer::runinfo::{self, RunConfig};
@@ -56,93 +56,12 @@ struct Cli {
     /// total optimiser steps (the LR/weight-decay schedule spans these)
     #[arg(long)]
     steps: Option<usize>,
-    /// seed of parameter init and batch sampling
-    #[arg(long)]
-    seed: Option<u64>,
     /// continue the run in --out from its checkpoint (hyper-parameters come from its config.json;
     /// only --steps may change)
     #[arg(long)]
     resume: bool,
-    /// residual width
-    #[arg(long)]
-    d_model: Option<usize>,
-    /// number of blocks
-    #[arg(long)]
-    layers: Option<usize>,
-    /// query heads (must divide d-model; head_dim must be even)
-    #[arg(long)]
-    heads: Option<usize>,
-    /// key/value heads (must divide heads)
-    #[arg(long)]
-    kv_heads: Option<usize>,
-    /// feed-forward hidden width
-    #[arg(long)]
-    ffn: Option<usize>,
-    /// gated feed-forward block, relu²(gate·h) ⊙ up·h (a third [d, F] matrix; blob format v3):
-    /// `--ffn-gated` or `--ffn-gated true` turns it on, `--ffn-gated false` off (the `mcu`
-    /// preset's default is on)
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
-    ffn_gated: Option<bool>,
-    /// context length
-    #[arg(long)]
-    ctx: Option<usize>,
-    /// sequences per step
-    #[arg(long)]
-    batch: Option<usize>,
-    /// peak learning rate
-    #[arg(long)]
-    lr: Option<f64>,
-    /// stage-2 learning rate as a fraction of --lr (from mid-run on)
-    #[arg(long)]
-    lr_stage2: Option<f64>,
-    /// where the stage-2 cosine ends, as a fraction of its start (default 0.1; 0 = to zero)
-    #[arg(long)]
-    lr_stage2_end: Option<f64>,
-    /// linear warmup steps
-    #[arg(long)]
-    warmup: Option<usize>,
-    /// stage-1 AdamW weight decay on matrices and the embedding
-    #[arg(long)]
-    weight_decay: Option<f64>,
-    /// stage-2 AdamW weight decay (from mid-run on; default 0)
-    #[arg(long)]
-    weight_decay_stage2: Option<f64>,
-    /// global gradient-norm clip (0 = off)
-    #[arg(long)]
-    grad_clip: Option<f64>,
-    /// dropout on the residual branches while training (0 = off)
-    #[arg(long)]
-    dropout: Option<f64>,
-    /// apply --dropout only from this 0-based step on ("late dropout"; default 0)
-    #[arg(long)]
-    dropout_from: Option<usize>,
-    /// replace each training input character with this probability by a random one drawn from
-    /// the training split (input noising; 0 = off)
-    #[arg(long)]
-    input_noise: Option<f64>,
-    /// float warm start: train the first N steps without quantizers, then quantization-aware
-    #[arg(long)]
-    float_steps: Option<usize>,
-    /// optimiser of the BitLinear matrices (embedding and gains: AdamW)
-    #[arg(long, value_enum)]
-    optimizer: Option<MatrixOptimizer>,
-    /// exponential moving averages of the weights over stage 2, e.g. `0.99` or `0.99,0.995`: the
-    /// run exports the first and reports the quantized validation loss of each; `0` = none
-    /// (the `mcu` preset: 0.99)
-    #[arg(long, value_delimiter = ',')]
-    ema: Vec<f64>,
-    /// validate (quantized, on fixed random validation batches) every N steps
-    #[arg(long)]
-    eval_every: Option<usize>,
-    /// number of fixed validation batches
-    #[arg(long)]
-    val_batches: Option<usize>,
-    /// write a checkpoint every N steps (also at the end, and on Ctrl-C, SIGTERM or SIGHUP)
-    #[arg(long)]
-    checkpoint_every: Option<usize>,
-    /// which quantization points training applies through the STE
-    #[arg(long, value_enum)]
-    qat: Option<Qat>,
+    #[command(flatten)]
+    overrides: Overrides,
     /// compute backend
     #[arg(long, value_enum, default_value = "auto")]
     backend: BackendArg,
@@ -158,6 +77,122 @@ struct Cli {
     quiet: bool,
 }
 
+/// Declares the flags that override one value of the preset, each written once: its help, its
+/// clap attributes, its type and where its value goes. They make [`Overrides`], a clap argument
+/// group with `any` (was one given?) and `apply` (write them into the model and training config).
+macro_rules! overrides {
+    ($($(#[$attr:meta])* $name:ident: $ty:ty => |$model:ident, $tc:ident, $v:ident| $apply:expr;)*) => {
+        /// Values that override the preset's (a fresh run only: a resumed run keeps its
+        /// config.json).
+        #[derive(Debug, Default, clap::Args)]
+        struct Overrides {
+            $($(#[$attr])* $name: Option<$ty>,)*
+        }
+
+        impl Overrides {
+            /// Whether any override was given.
+            fn any(&self) -> bool {
+                false $(|| self.$name.is_some())*
+            }
+
+            /// Writes the given values into `model` and `tc`.
+            #[allow(unused_variables)]
+            fn apply(&self, model: &mut ModelConfig, tc: &mut TrainConfig) {
+                $(if let Some($v) = self.$name.clone() {
+                    let ($model, $tc) = (&mut *model, &mut *tc);
+                    $apply;
+                })*
+            }
+        }
+    };
+}
+
+overrides! {
+    /// seed of parameter init and batch sampling
+    #[arg(long)]
+    seed: u64 => |m, t, v| t.seed = v;
+    /// residual width
+    #[arg(long)]
+    d_model: usize => |m, t, v| m.d_model = v;
+    /// number of blocks
+    #[arg(long)]
+    layers: usize => |m, t, v| m.n_layers = v;
+    /// query heads (must divide d-model; head_dim must be even)
+    #[arg(long)]
+    heads: usize => |m, t, v| m.n_heads = v;
+    /// key/value heads (must divide heads)
+    #[arg(long)]
+    kv_heads: usize => |m, t, v| m.n_kv_heads = v;
+    /// feed-forward hidden width
+    #[arg(long)]
+    ffn: usize => |m, t, v| m.ffn_dim = v;
+    /// gated feed-forward block, relu²(gate·h) ⊙ up·h (a third [d, F] matrix; blob format v3):
+    /// `--ffn-gated` or `--ffn-gated true` turns it on, `--ffn-gated false` off (the `mcu`
+    /// preset's default is on)
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    ffn_gated: bool => |m, t, v| m.ffn_gated = v;
+    /// context length
+    #[arg(long)]
+    ctx: usize => |m, t, v| m.ctx_len = v;
+    /// sequences per step
+    #[arg(long)]
+    batch: usize => |m, t, v| t.batch_size = v;
+    /// peak learning rate
+    #[arg(long)]
+    lr: f64 => |m, t, v| t.lr = v;
+    /// stage-2 learning rate as a fraction of --lr (from mid-run on)
+    #[arg(long)]
+    lr_stage2: f64 => |m, t, v| t.lr_stage2 = v;
+    /// where the stage-2 cosine ends, as a fraction of its start (default 0.1; 0 = to zero)
+    #[arg(long)]
+    lr_stage2_end: f64 => |m, t, v| t.lr_stage2_end = v;
+    /// linear warmup steps
+    #[arg(long)]
+    warmup: usize => |m, t, v| t.warmup_steps = v;
+    /// stage-1 AdamW weight decay on matrices and the embedding
+    #[arg(long)]
+    weight_decay: f64 => |m, t, v| t.weight_decay = v;
+    /// stage-2 AdamW weight decay (from mid-run on; default 0)
+    #[arg(long)]
+    weight_decay_stage2: f64 => |m, t, v| t.weight_decay_stage2 = v;
+    /// global gradient-norm clip (0 = off)
+    #[arg(long)]
+    grad_clip: f64 => |m, t, v| t.grad_clip = v;
+    /// dropout on the residual branches while training (0 = off)
+    #[arg(long)]
+    dropout: f64 => |m, t, v| t.dropout = v;
+    /// apply --dropout only from this 0-based step on ("late dropout"; default 0)
+    #[arg(long)]
+    dropout_from: usize => |m, t, v| t.dropout_from = v;
+    /// replace each training input character with this probability by a random one drawn from
+    /// the training split (input noising; 0 = off)
+    #[arg(long)]
+    input_noise: f64 => |m, t, v| t.input_noise = v;
+    /// float warm start: train the first N steps without quantizers, then quantization-aware
+    #[arg(long)]
+    float_steps: usize => |m, t, v| t.float_steps = v;
+    /// optimiser of the BitLinear matrices (embedding and gains: AdamW)
+    #[arg(long, value_enum)]
+    optimizer: MatrixOptimizer => |m, t, v| t.optimizer = v;
+    /// exponential moving averages of the weights over stage 2, e.g. `0.99` or `0.99,0.995`: the
+    /// run exports the first and reports the quantized validation loss of each; `0` = none
+    /// (the `mcu` preset: 0.99)
+    #[arg(long, value_delimiter = ',')]
+    ema: Vec<f64> => |m, t, v| t.ema_decays = if v == [0.0] { Vec::new() } else { v };
+    /// validate (quantized, on fixed random validation batches) every N steps
+    #[arg(long)]
+    eval_every: usize => |m, t, v| t.eval_every = v;
+    /// number of fixed validation batches
+    #[arg(long)]
+    val_batches: usize => |m, t, v| t.val_batches = v;
+    /// write a checkpoint every N steps (also at the end, and on Ctrl-C, SIGTERM or SIGHUP)
+    #[arg(long)]
+    checkpoint_every: usize => |m, t, v| t.checkpoint_every = v;
+    /// which quantization points training applies through the STE
+    #[arg(long, value_enum)]
+    qat: Qat => |m, t, v| t.qat_all = v == Qat::All;
+}
+
 /// The default corpus of a fresh run.
 const DEFAULT_DATA: &str = "../shared/data/tinyshakespeare.txt";
 
@@ -170,37 +205,7 @@ fn build_spec(cli: &Cli) -> Result<(RunSpec, Corpus), TrainError> {
             )),
             e => e,
         })?;
-        let changed = [
-            cli.d_model,
-            cli.layers,
-            cli.heads,
-            cli.kv_heads,
-            cli.ffn,
-            cli.ctx,
-            cli.batch,
-            cli.warmup,
-            cli.eval_every,
-            cli.val_batches,
-            cli.checkpoint_every,
-            cli.float_steps,
-            cli.dropout_from,
-        ]
-        .iter()
-        .any(Option::is_some)
-            || cli.lr.is_some()
-            || cli.lr_stage2.is_some()
-            || cli.lr_stage2_end.is_some()
-            || cli.ffn_gated.is_some()
-            || cli.weight_decay.is_some()
-            || cli.weight_decay_stage2.is_some()
-            || cli.grad_clip.is_some()
-            || cli.dropout.is_some()
-            || cli.input_noise.is_some()
-            || cli.seed.is_some()
-            || cli.qat.is_some()
-            || cli.optimizer.is_some()
-            || !cli.ema.is_empty();
-        if changed {
+        if cli.overrides.any() {
             return Err(TrainError::Config(
                 "with --resume the hyper-parameters come from the run's config.json; only --steps may change"
                     .into(),
@@ -208,57 +213,14 @@ fn build_spec(cli: &Cli) -> Result<(RunSpec, Corpus), TrainError> {
         }
         (saved.model, saved.train, saved.preset)
     } else {
-        (
-            cli.preset.model(),
-            cli.preset.train(),
-            cli.preset.name().to_string(),
-        )
+        let (mut model, mut tc) = (cli.preset.model(), cli.preset.train());
+        cli.overrides.apply(&mut model, &mut tc);
+        (model, tc, cli.preset.name().to_string())
     };
-    if !cli.resume {
-        let set = |dst: &mut usize, v: Option<usize>| {
-            if let Some(v) = v {
-                *dst = v;
-            }
-        };
-        set(&mut model.d_model, cli.d_model);
-        set(&mut model.n_layers, cli.layers);
-        set(&mut model.n_heads, cli.heads);
-        set(&mut model.n_kv_heads, cli.kv_heads);
-        set(&mut model.ffn_dim, cli.ffn);
-        if let Some(g) = cli.ffn_gated {
-            model.ffn_gated = g;
-        }
-        set(&mut model.ctx_len, cli.ctx);
-        set(&mut tc.batch_size, cli.batch);
-        set(&mut tc.warmup_steps, cli.warmup);
-        set(&mut tc.eval_every, cli.eval_every);
-        set(&mut tc.val_batches, cli.val_batches);
-        set(&mut tc.checkpoint_every, cli.checkpoint_every);
-        set(&mut tc.float_steps, cli.float_steps);
-        set(&mut tc.dropout_from, cli.dropout_from);
-        tc.lr = cli.lr.unwrap_or(tc.lr);
-        tc.lr_stage2 = cli.lr_stage2.unwrap_or(tc.lr_stage2);
-        tc.lr_stage2_end = cli.lr_stage2_end.unwrap_or(tc.lr_stage2_end);
-        tc.weight_decay = cli.weight_decay.unwrap_or(tc.weight_decay);
-        tc.weight_decay_stage2 = cli.weight_decay_stage2.unwrap_or(tc.weight_decay_stage2);
-        tc.grad_clip = cli.grad_clip.unwrap_or(tc.grad_clip);
-        tc.dropout = cli.dropout.unwrap_or(tc.dropout);
-        tc.input_noise = cli.input_noise.unwrap_or(tc.input_noise);
-        tc.seed = cli.seed.unwrap_or(tc.seed);
-        tc.optimizer = cli.optimizer.unwrap_or(tc.optimizer);
-        if cli.ema == [0.0] {
-            tc.ema_decays.clear();
-        } else if !cli.ema.is_empty() {
-            tc.ema_decays.clone_from(&cli.ema);
-        }
-        if let Some(q) = cli.qat {
-            tc.qat_all = q == Qat::All;
-        }
-    }
     tc.steps = cli.steps.unwrap_or(tc.steps);
     // Shape rules first (vocab_size is not known yet: check with a placeholder).
     model.vocab_size = model.vocab_size.max(1);
-    model.validate()?;
+    trainer::config::check_model(&model)?;
     tc.validate()?;
     tc.validate_for(&model)?;
     // A file where the run directory should be: say so before reading the corpus.
@@ -310,7 +272,7 @@ fn build_spec(cli: &Cli) -> Result<(RunSpec, Corpus), TrainError> {
         runinfo::check_resume(saved, &model, &tc)?;
     } else {
         model.vocab_size = corpus.vocab.len();
-        model.validate()?;
+        trainer::config::check_model(&model)?;
     }
     // Is the output dir writable? Find out now, not after an hour of training.
     std::fs::create_dir_all(&cli.out).map_err(TrainError::io("create the output dir", &cli.out))?;

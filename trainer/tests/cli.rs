@@ -70,15 +70,21 @@ fn bad_inputs_fail_with_one_line() {
     let unwritable = blocked.join("run");
     expect_error(&tiny(good, unwritable.to_str().unwrap(), &[]), "output dir");
 
-    expect_error(&tiny(good, out, &["--heads", "3"]), "must divide d_model");
-    expect_error(&tiny(good, out, &["--kv-heads", "3"]), "must divide heads");
+    expect_error(
+        &tiny(good, out, &["--heads", "3"]),
+        "must be n_heads (3) times",
+    );
+    expect_error(
+        &tiny(good, out, &["--kv-heads", "3"]),
+        "multiple of n_kv_heads (3)",
+    );
     expect_error(
         &tiny(good, out, &["--dropout", "1"]),
         "dropout must be in [0, 1)",
     );
     expect_error(
         &tiny(good, out, &["--d-model", "60", "--heads", "4"]),
-        "must be even",
+        "even head_dim",
     );
     expect_error(&tiny(good, out, &["--steps", "0"]), "steps");
     expect_error(

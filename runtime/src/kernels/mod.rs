@@ -258,5 +258,26 @@ pub fn ternary5_matmul(w: &[u8], row_bytes: usize, x: &[i8], y: &mut [i32]) {
     }
 }
 
+/// `max |v[i]|` (0 for none) as a plain loop that is always inlined, so it vectorizes with
+/// the caller's target features (`Iterator::max` may stay an out-of-line scalar call).
+#[inline(always)]
+pub(crate) fn max_abs_i64(v: &[i64]) -> u64 {
+    let mut m = 0u64;
+    for x in v {
+        m = m.max(x.unsigned_abs());
+    }
+    m
+}
+
+/// [`max_abs_i64`] for `i32`.
+#[inline(always)]
+pub(crate) fn max_abs_i32(v: &[i32]) -> u32 {
+    let mut m = 0u32;
+    for x in v {
+        m = m.max(x.unsigned_abs());
+    }
+    m
+}
+
 #[cfg(test)]
 mod tests;

@@ -12,7 +12,7 @@
 
 use crate::fixed::{mul_round, Dyadic, EXP2_NEG_Q30, LN2_Q30, LOG2E_Q30};
 
-use super::softmax::{gt_normalized, pack_dyadic, unpack_dyadic};
+use crate::fixed::{gt_normalized, pack_dyadic, unpack_dyadic};
 
 /// `a · b` (one `UMULL` on 32-bit Arm).
 #[inline(always)]
@@ -353,8 +353,32 @@ fn softmax_dsp(
         return None;
     }
     let smax = scores.iter().copied().max().unwrap_or(0);
+    // SAFETY: `coef` holds at least `n` entries (checked above).
+    unsafe { exp_weights_dsp(scores, coef.as_mut_ptr(), smax) };
+    // SAFETY: `coef` holds at least `n` entries and `v_scale` the entries `s·nkv` for `s < n`
+    // (checked above).
+    let (mut cmax, done) = unsafe { plain_coefficients_dsp(scores, coef.as_ptr(), v_scale, nkv) };
+    for (s, (score, w)) in scores.iter_mut().zip(coef.iter()).enumerate().skip(done) {
+        let cs = weight_times(*w as u32, v_scale[s * nkv]);
+        if gt_normalized(cs, cmax) {
+            cmax = cs;
+        }
+        *score = pack_dyadic(cs);
+    }
+    let wsum = coef[..n].iter().map(|w| *w as u32 as u64).sum();
+    Some(coefficients(scores, coef, cmax, wsum))
+}
+
+/// The first loop of [`softmax_dsp`]: `coef[s] = exp_neg_q24(smax − scores[s])` for every `s`,
+/// in `asm!`.
+///
+/// # Safety
+/// `cp` points to at least `scores.len()` writable `i32`s.
+#[cfg(runtime_dsp)]
+#[inline(always)]
+unsafe fn exp_weights_dsp(scores: &mut [i64], cp: *mut i32, smax: i64) {
+    let n = scores.len();
     let sp = scores.as_mut_ptr();
-    let cp = coef.as_mut_ptr();
     // SAFETY: for s < n, reads scores[s] and writes coef[s] (both hold n entries: checked
     // above); only register operands change; no stack; flags are not preserved (the default).
     unsafe {
@@ -436,8 +460,27 @@ fn softmax_dsp(
             options(nostack),
         );
     }
+}
+
+/// The second loop of [`softmax_dsp`]: `scores[s] = pack(coef[s] · v_scale[s·nkv])` with the
+/// running maximum, in `asm!`, up to the first scale that is not [`plain`]. Returns the maximum
+/// and how many keys it did.
+///
+/// # Safety
+/// `cp` points to at least `scores.len()` readable `i32`s, and `v_scale` holds the entries
+/// `s·nkv` for `s < scores.len()`.
+#[cfg(runtime_dsp)]
+#[inline(always)]
+unsafe fn plain_coefficients_dsp(
+    scores: &mut [i64],
+    cp: *const i32,
+    v_scale: &[Dyadic],
+    nkv: usize,
+) -> (Dyadic, usize) {
+    let n = scores.len();
+    let sp = scores.as_mut_ptr();
     let (mut cm, mut ce) = (0u32, 0i32);
-    let done_ptr: *mut i32;
+    let done_ptr: *const i32;
     // SAFETY: for s < n, reads coef[s] and v_scale[s·nkv] (in bounds: checked above) and
     // writes scores[s]; it stops at the first scale that is not plain; only register operands
     // change; no stack; flags are not preserved (the default).
@@ -514,33 +557,17 @@ fn softmax_dsp(
             options(nostack),
         );
     }
-    let mut cmax = Dyadic { mant: cm, exp: ce };
     let done = (done_ptr as usize - cp as usize) / core::mem::size_of::<i32>();
-    for (s, (score, w)) in scores.iter_mut().zip(coef.iter()).enumerate().skip(done) {
-        let cs = weight_times(*w as u32, v_scale[s * nkv]);
-        if gt_normalized(cs, cmax) {
-            cmax = cs;
-        }
-        *score = pack_dyadic(cs);
-    }
-    let wsum = coef[..n].iter().map(|w| *w as u32 as u64).sum();
-    Some(coefficients(scores, coef, cmax, wsum))
+    (Dyadic { mant: cm, exp: ce }, done)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn next(seed: &mut u64) -> u64 {
-        *seed ^= *seed << 13;
-        *seed ^= *seed >> 7;
-        *seed ^= *seed << 17;
-        *seed
-    }
-
     #[test]
     fn exp_equals_the_64_bit_definition() {
-        let mut seed = 0x5EED_0FE4_B05E_ED00u64;
+        let mut rng = crate::SplitMix64(0x5EED_0FE4_B05E_ED00);
         let mut zs: std::vec::Vec<u64> = (0..70_000).collect();
         // Every table step and its neighbours, the flush-to-zero edges, random values.
         for j in 0..(32u64 << 8) {
@@ -549,7 +576,7 @@ mod tests {
         }
         zs.extend([(32 << 24) - 1, 32 << 24, (32 << 24) + 1, u64::MAX, 1 << 62]);
         for _ in 0..300_000 {
-            zs.push(next(&mut seed) % (33 << 24));
+            zs.push(rng.next_u64() % (33 << 24));
         }
         for z in zs {
             assert_eq!(exp_neg_q24(z), crate::fixed::exp_neg_q24(z), "z = {z}");
@@ -566,7 +593,7 @@ mod tests {
 
     #[test]
     fn mul_equals_dyadic_mul() {
-        let mut seed = 0x0123_4567_89AB_CDEFu64;
+        let mut rng = crate::SplitMix64(0x0123_4567_89AB_CDEF);
         let mut ds = std::vec![
             Dyadic::ZERO,
             Dyadic::ONE,
@@ -617,7 +644,7 @@ mod tests {
             },
         ];
         for _ in 0..400 {
-            let v = next(&mut seed);
+            let v = rng.next_u64();
             ds.push(Dyadic {
                 mant: (v as u32) | if v >> 63 == 0 { 1 << 31 } else { 0 },
                 exp: ((v >> 32) % 4001) as i32 - 2000,

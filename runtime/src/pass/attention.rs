@@ -3,10 +3,11 @@
 //! time, then the heads merged and sub-normed (docs/MODEL.md, "Attention").
 
 use super::forward::{matmul, project, residual_add};
-use super::norm::{absmax_quantize, max_abs_i64, rmsnorm_quantize};
+use super::norm::{absmax_quantize, rmsnorm_quantize};
 use crate::fixed::{bit_len, mul_round, sat_i32, Dyadic, INV_127};
 use crate::format::{ternary_row_bytes, TernaryEncoding, ROPE_FRAC_BITS};
 use crate::kernels::lut::Tables5;
+use crate::kernels::max_abs_i64;
 use crate::kernels::{attention_scores, int8_matvec, int8_weighted_sum, softmax_coefficients};
 use crate::model::LayerWeights;
 use crate::session::Session;

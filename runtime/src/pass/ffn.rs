@@ -193,13 +193,8 @@ mod tests {
 
     #[test]
     fn the_32_bit_cuts_equal_the_definitions() {
-        let mut seed = 0xC0FF_EE00_1234_5678u64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut rng = crate::SplitMix64(0xC0FF_EE00_1234_5678);
+        let mut next = move || rng.next_u64();
         for case in 0..3000 {
             let n = 1 + (next() % 64) as usize;
             let bits = (case % 23) as u32; // |v| < 2^22: every width up to it

@@ -349,13 +349,8 @@ mod tests {
 
     #[test]
     fn residual_add_32_equals_the_definition() {
-        let mut seed = 0x5DEE_CE66_D1CE_4E5Bu64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut rng = crate::SplitMix64(0x5DEE_CE66_D1CE_4E5B);
+        let mut next = move || rng.next_u64();
         let mut taken = 0;
         for case in 0..4000 {
             let n = 1 + (next() % 40) as usize;

@@ -7,24 +7,22 @@ use runtime::schema::{self, Source};
 use runtime::writer::{LayerParams, LayerTensor, ModelParams, TernaryParams};
 use runtime::{Config, Dyadic};
 
-/// SplitMix64: a tiny deterministic RNG for tests.
-pub struct Rng(pub u64);
-impl Rng {
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n
-    }
+/// The tests' random stream ([`runtime::SplitMix64`]), with real-valued draws ([`Real`]).
+pub use runtime::SplitMix64 as Rng;
+
+/// Real-valued draws from the tests' random stream (floats are test-only).
+pub trait Real {
     /// Uniform in [0, 1).
-    pub fn unit(&mut self) -> f64 {
+    fn unit(&mut self) -> f64;
+    /// Standard normal (Box–Muller).
+    fn normal(&mut self) -> f64;
+}
+
+impl Real for Rng {
+    fn unit(&mut self) -> f64 {
         (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
-    pub fn normal(&mut self) -> f64 {
+    fn normal(&mut self) -> f64 {
         let u1 = self.unit().max(1e-300);
         let u2 = self.unit();
         (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()

@@ -26,14 +26,9 @@ pub fn tmp(name: &str) -> PathBuf {
 }
 
 pub fn values(n: usize, seed: u32) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(2654435761).wrapping_add(1);
+    let mut rng = runtime::SplitMix64(seed.into());
     (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 17;
-            s ^= s << 5;
-            (s % 2001) as f32 / 1000.0 - 1.0
-        })
+        .map(|_| rng.below(2001) as f32 / 1000.0 - 1.0)
         .collect()
 }
 

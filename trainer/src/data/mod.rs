@@ -137,11 +137,11 @@ impl Corpus {
             return Err("the corpus is empty".into());
         }
         let vocab = Vocab::from_text(text);
-        if vocab.len() > crate::config::MAX_VOCAB {
+        if vocab.len() > runtime::format::MAX_VOCAB as usize {
             return Err(format!(
                 "the corpus has {} distinct characters; a model holds at most {} (token ids are 16-bit)",
                 vocab.len(),
-                crate::config::MAX_VOCAB
+                runtime::format::MAX_VOCAB as usize
             ));
         }
         if vocab.len() < 2 {
