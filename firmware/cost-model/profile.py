@@ -2,6 +2,7 @@
 """Sums the cost model's per-block totals (plugin option profile=1) by function.
 
     profile.py ELF COST_LOG [N]     # prints the N (default 20) most expensive functions
+    PROFILE_CORE=1 profile.py ...   # core 1's blocks (a two-core run) instead of core 0's
 
 The plugin counts decode steps only (every generator step after the one that runs the
 prompt); the figures are per decoded token. A block is charged to the function whose `nm`
@@ -9,6 +10,7 @@ symbol contains its first instruction; with LTO much of the runtime is inlined i
 functions, so read the names as "code of".
 """
 import bisect
+import os
 import subprocess
 import sys
 
@@ -26,12 +28,13 @@ def main():
     starts = [s[0] for s in syms]
     totals = {}
     grand = [0, 0, 0]
+    prefix = "block1 " if os.environ.get("PROFILE_CORE") == "1" else "block "
     steps = 1
     with open(log) as f:
         for line in f:
             if line.startswith("profile: decode steps "):
                 steps = max(int(line.split()[-1]), 1)
-            if not line.startswith("block "):
+            if not line.startswith(prefix):
                 continue
             w = line.split()
             pc, insns, core, stall = int(w[1], 16), int(w[3]), int(w[5]), int(w[7])

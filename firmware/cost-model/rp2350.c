@@ -8,7 +8,7 @@
  *   qemu-system-arm -machine mps2-an505 -cpu cortex-m33 ... \
  *     -plugin ./librp2350.so,mark=0x10001234 -d plugin -D cost.log -kernel firmware.elf
  *
- * What it models (firmware/README.md, "Cost model", lists every rule with its source and
+ * What it models (firmware/COST.md, "Cost model", lists every rule with its source and
  * says where the model can be wrong):
  *  - Core: every executed Thumb instruction is decoded and issued in order through a
  *    Cortex-M33 pipeline with the timings measured on RP2350 silicon (jnk0le, "pipeline
@@ -620,7 +620,7 @@ static int64_t pipe_issue(struct pipe *p, const struct dec *d, int taken, struct
 struct tb_info {
     struct tb_info *next;       /* all blocks, for the profile */
     uint64_t execs;             /* executions */
-    uint64_t p_execs, core, stall; /* inside decode steps (the profile): executions, core and stall cycles */
+    uint64_t p_execs[2], core[2], stall[2]; /* per core, inside decode steps (the profile): executions, core and stall cycles */
     uint64_t pc, fallthrough;
     uint32_t cost[2];           /* core cycles: [0] falls through, [1] its branch is taken */
     uint32_t n_insns;
@@ -634,7 +634,8 @@ struct tb_info {
 
 struct load_info {
     struct tb_info *tb;
-    uint32_t offset; /* issue cycle of the load from the block's start */
+    uint32_t offset; /* issue cycle of the access from the block's start */
+    int load;        /* a load (else a store: only SRAM banks count it) */
 };
 
 /* Schedules the decoded block both ways; fills cost, use, out and each load's offset. */
@@ -666,19 +667,53 @@ static void schedule_block(struct tb_info *t, const struct dec *ds, size_t n, ui
 }
 
 /* --------------------------------------------------------------- XIP cache and QMI */
+#define MAX_CORES 2
+
+/* One QSPI transfer on the link: [start, end) in modelled cycles, the line it fetched. */
+struct xfer {
+    uint64_t start, end;
+    uint32_t line;
+};
+
+/* The transfers one core started, in its own time order (a core stalls for its own transfer,
+ * so they never overlap and both ends increase): the last XFERS of them. */
+#define XFERS 8192
+struct xfers {
+    struct xfer r[XFERS];
+    uint64_t n; /* transfers ever; transfer i is r[i % XFERS] */
+};
+
 struct xip {
     uint32_t tag[SETS][WAYS]; /* line number + 1, 0 = invalid */
     uint32_t rng;             /* eviction choice (xorshift32) */
-    uint64_t qmi_end;         /* end of the last QSPI transfer */
-    uint32_t qmi_next_line;   /* the line that would chain onto it */
-    int qmi_active;
+    struct xfers link[MAX_CORES];
     uint64_t misses_fetch, misses_load, chained;
+    uint64_t link_wait[MAX_CORES]; /* cycles a core's transfer waited for the other core's */
 };
 
 static struct xip xip = {.rng = 0x2545f491u};
 
-/* One cached XIP access at time `now`; returns the stall in cycles. */
-static uint32_t xip_access(struct xip *x, uint32_t addr, uint64_t now, uint64_t *misses) {
+/* Index (in transfers ever) of the first of `x`'s kept transfers that ends after `t`. */
+static uint64_t first_ending_after(const struct xfers *x, uint64_t t) {
+    uint64_t lo = x->n > XFERS ? x->n - XFERS : 0, hi = x->n;
+    while (lo < hi) {
+        uint64_t mid = lo + (hi - lo) / 2;
+        if (x->r[mid % XFERS].end > t) hi = mid;
+        else lo = mid + 1;
+    }
+    return lo;
+}
+
+/* One cached XIP access by core `c` at time `now`; returns the stall in cycles.
+ *
+ * Two cores share the cache (one tag array, updated in the order QEMU runs the cores) and the
+ * QSPI link. The link rule: a transfer cannot overlap a transfer of the other core; when the
+ * other core's transfer is under way (or would overlap), this one starts when it ends. It
+ * chains only onto the transfer that last used the link, when that was this core's and for
+ * the line before; any other transfer inside the cooldown means a deselect first. With one
+ * core this is the one-core rule exactly. A conflict is charged to the core that QEMU runs
+ * second (the order of its run, not of modelled time, decides which core waits). */
+static uint32_t xip_access(struct xip *x, int c, uint32_t addr, uint64_t now, uint64_t *misses) {
     uint32_t line = addr >> LINE_SHIFT, set = line & (SETS - 1);
     for (int w = 0; w < WAYS; w++)
         if (x->tag[set][w] == line + 1) return 0;
@@ -693,9 +728,30 @@ static uint32_t xip_access(struct xip *x, uint32_t addr, uint64_t now, uint64_t 
     }
     x->tag[set][way] = line + 1;
     (*misses)++;
+
+    struct xfers *own = &x->link[c], *other = &x->link[(c + 1) % MAX_CORES];
+    uint64_t s = now;
+    const struct xfer *pred = NULL;
+    int pred_own = 0;
+    if (other != own && other->n) {
+        /* Wait for the other core's transfers that overlap; the last one before `s` may break
+         * this core's chain. */
+        uint64_t j = first_ending_after(other, s);
+        while (j < other->n && other->r[j % XFERS].start < s + DESELECT_CYCLES + MISS_NEW) {
+            s = other->r[j % XFERS].end;
+            j++;
+        }
+        uint64_t lo = other->n > XFERS ? other->n - XFERS : 0;
+        if (j > lo) pred = &other->r[(j - 1) % XFERS];
+    }
+    if (own->n) {
+        const struct xfer *mine = &own->r[(own->n - 1) % XFERS];
+        if (!pred || mine->end >= pred->end) pred = mine, pred_own = 1;
+    }
+    x->link_wait[c] += s - now;
     uint32_t lat;
-    int in_cooldown = x->qmi_active && now <= x->qmi_end + COOLDOWN_CYCLES;
-    if (in_cooldown && line == x->qmi_next_line && (addr & (PAGEBREAK_BYTES - 1)) >= (1u << LINE_SHIFT)) {
+    int in_cooldown = pred && s <= pred->end + COOLDOWN_CYCLES;
+    if (in_cooldown && pred_own && line == pred->line + 1 && (addr & (PAGEBREAK_BYTES - 1)) >= (1u << LINE_SHIFT)) {
         lat = MISS_CHAINED;
         x->chained++;
     } else if (in_cooldown) {
@@ -703,23 +759,63 @@ static uint32_t xip_access(struct xip *x, uint32_t addr, uint64_t now, uint64_t 
     } else {
         lat = MISS_NEW;
     }
-    x->qmi_active = 1;
-    x->qmi_end = now + lat;
-    x->qmi_next_line = line + 1;
-    return lat;
+    own->r[own->n % XFERS] = (struct xfer){s, s + lat, line};
+    own->n++;
+    return (uint32_t)(s + lat - now);
 }
 
 static int in_xip(uint64_t a) { return a >= XIP_BASE && a < XIP_END; }
 
-/* ---------------------------------------------------------------------- the cores */
-#define MAX_CORES 2
+/* ----------------------------------------------------------------------- SRAM banks */
+/* RP2350 datasheet §2.1, §4.2: SRAM0-7 (512 KiB) are striped word by word over 8 banks, SRAM8
+ * and SRAM9 (4 KiB each) are a bank each; a bank serves one access per cycle. With sram=BASE
+ * the twin's RAM from BASE on is mapped like that: BASE + 512 KiB and + 516 KiB are banks 8 and
+ * 9 (core 1's stack, memory-an521.x), other addresses striped by word. The rule: a data access
+ * (load or store; each at its instruction's issue cycle) to a bank the other core accessed in
+ * the same cycle waits one cycle; the core QEMU runs second is the one that waits (as for the
+ * link). Instruction fetches from SRAM are not counted (as in the one-core model). */
+#define BANK_SLOTS (1u << 20)
+struct bank_slot {
+    uint64_t t;
+    uint32_t banks; /* bit b: bank b accessed in cycle t */
+};
+static struct bank_slot *bank_slots[MAX_CORES];
+static uint64_t sram_base;
+static int sram_model;
+#define SRAM_WINDOW (4u << 20)
 
+static int bank_of(uint64_t addr) {
+    uint64_t off = addr - sram_base;
+    if (off >= 512 * 1024 && off < 516 * 1024) return 8;
+    if (off >= 516 * 1024 && off < 520 * 1024) return 9;
+    return (int)((off >> 2) & 7);
+}
+
+static int in_sram(uint64_t a) { return sram_model && a >= sram_base && a < sram_base + SRAM_WINDOW; }
+
+/* Core `c` accesses `addr` in cycle `t`: returns the wait (0 or 1). */
+static uint32_t sram_access(int c, uint64_t addr, uint64_t t) {
+    if (!bank_slots[0]) return 0;
+    int b = bank_of(addr);
+    uint32_t stall = 0;
+    const struct bank_slot *o = &bank_slots[(c + 1) % MAX_CORES][t & (BANK_SLOTS - 1)];
+    if (o->t == t && (o->banks >> b) & 1) stall = 1;
+    t += stall;
+    struct bank_slot *m = &bank_slots[c][t & (BANK_SLOTS - 1)];
+    if (m->t != t) m->t = t, m->banks = 0;
+    m->banks |= 1u << b;
+    return stall;
+}
+
+/* ---------------------------------------------------------------------- the cores */
 struct core {
-    uint64_t insns, core, fetch_stall, load_stall;
-    uint64_t clk;       /* core cycles + stall cycles: the core's time */
+    uint64_t insns, core, fetch_stall, load_stall, bank_stall;
+    uint64_t idle;      /* cycles spent waiting for the other core (between cost_wait and cost_woken) */
+    uint64_t clk;       /* core cycles + stall cycles + idle: the core's time */
     uint64_t start;     /* when the current block's first instruction issued */
-    uint64_t blk_stall; /* data-load stalls inside the current block so far */
+    uint64_t blk_stall; /* data-access stalls inside the current block so far */
     struct tb_info *cur;
+    int waiting;        /* between cost_wait and cost_woken: blocks are not charged */
     int64_t rdy[NKIND][NREG]; /* absolute times */
 };
 
@@ -728,7 +824,8 @@ static struct core cores[MAX_CORES];
 /* The profile counts decode steps only: between marks 2i and 2i+1 for i >= 1 (mark_exec). */
 static int in_decode_step;
 
-static struct core *core_of(unsigned vcpu) { return &cores[vcpu < MAX_CORES ? vcpu : MAX_CORES - 1]; }
+static int core_index(unsigned vcpu) { return vcpu < MAX_CORES ? (int)vcpu : MAX_CORES - 1; }
+static struct core *core_of(unsigned vcpu) { return &cores[core_index(vcpu)]; }
 
 static void core_reset(struct core *k) {
     memset(k, 0, sizeof *k);
@@ -741,14 +838,15 @@ static void core_reset(struct core *k) {
 static void finish_block(struct core *k, uint64_t next_pc) {
     struct tb_info *t = k->cur;
     if (!t) return;
+    int c = (int)(k - cores);
     int taken = !t->cond_end || next_pc != t->fallthrough;
-    uint32_t c = t->cost[taken];
-    uint64_t end = k->start + c + k->blk_stall;
-    k->core += c;
-    if (in_decode_step) t->core += c;
+    uint32_t cost = t->cost[taken];
+    uint64_t end = k->start + cost + k->blk_stall;
+    k->core += cost;
+    if (in_decode_step) t->core[c] += cost;
     for (int i = 0; i < t->n_out; i++)
         for (int kind = 0; kind < NKIND; kind++)
-            k->rdy[kind][t->out[i].reg] = (int64_t)end + t->out[i].rdy[kind] - (int64_t)c;
+            k->rdy[kind][t->out[i].reg] = (int64_t)end + t->out[i].rdy[kind] - (int64_t)cost;
     k->clk = end;
     k->cur = NULL;
 }
@@ -756,14 +854,15 @@ static void finish_block(struct core *k, uint64_t next_pc) {
 /* Starts block `t`: its instruction fetches, then the wait for results of the previous
  * block that its first instructions read. */
 static void start_block(struct core *k, struct tb_info *t) {
+    int c = (int)(k - cores);
     t->execs++;
-    if (in_decode_step) t->p_execs++;
+    if (in_decode_step) t->p_execs[c]++;
     k->insns += t->n_insns;
     for (uint32_t i = 0; i < t->n_lines; i++) {
-        uint32_t s = xip_access(&xip, t->lines[i] << LINE_SHIFT, k->clk, &xip.misses_fetch);
+        uint32_t s = xip_access(&xip, c, t->lines[i] << LINE_SHIFT, k->clk, &xip.misses_fetch);
         k->fetch_stall += s;
         k->clk += s;
-        if (in_decode_step) t->stall += s;
+        if (in_decode_step) t->stall[c] += s;
     }
     int64_t delay = 0;
     for (int i = 0; i < t->n_use; i++) {
@@ -771,7 +870,7 @@ static void start_block(struct core *k, struct tb_info *t) {
         if (d > delay) delay = d;
     }
     k->core += (uint64_t)delay;
-    if (in_decode_step) t->core += (uint64_t)delay;
+    if (in_decode_step) t->core[c] += (uint64_t)delay;
     k->clk += (uint64_t)delay;
     k->start = k->clk;
     k->blk_stall = 0;
@@ -782,38 +881,104 @@ static void tb_exec(unsigned vcpu, void *ud) {
     struct tb_info *t = ud;
     struct core *k = core_of(vcpu);
     finish_block(k, t->pc);
+    if (k->waiting) return; /* the wait loop: not charged (see cost_woken) */
     start_block(k, t);
 }
 
-static void mem_load(unsigned vcpu, qemu_plugin_meminfo_t info, uint64_t vaddr, void *ud) {
+static void mem_access(unsigned vcpu, qemu_plugin_meminfo_t info, uint64_t vaddr, void *ud) {
     const struct load_info *l = ud;
     struct core *k = core_of(vcpu);
+    int c = core_index(vcpu);
     (void)info;
-    if (in_xip(vaddr)) {
-        uint32_t s = xip_access(&xip, (uint32_t)vaddr, k->start + l->offset + k->blk_stall, &xip.misses_load);
+    if (k->waiting) return;
+    uint64_t t = k->start + l->offset + k->blk_stall;
+    if (in_xip(vaddr) && l->load) {
+        uint32_t s = xip_access(&xip, c, (uint32_t)vaddr, t, &xip.misses_load);
         k->load_stall += s;
         k->blk_stall += s;
-        if (in_decode_step) l->tb->stall += s;
+        if (in_decode_step) l->tb->stall[c] += s;
+    } else if (in_sram(vaddr)) {
+        uint32_t s = sram_access(c, vaddr, t);
+        k->bank_stall += s;
+        k->blk_stall += s;
+        if (in_decode_step) l->tb->stall[c] += s;
+    }
+}
+
+/* ------------------------------------------------------------- the two cores in time */
+/* Messages between the cores (src/cores.rs): a core calls cost_sent right after it sent one,
+ * cost_wait before it waits for one and cost_woken once it has it. The waiting core is
+ * charged nothing in between; at cost_woken its time becomes the later of its own time and
+ * the sender's time at cost_sent plus SYNC_LATENCY. Messages on each channel (0 -> 1, 1 -> 0)
+ * are matched in order. */
+/* Assumed, not from a source: the store into the FIFO, the event, the wake from WFE and the
+ * read of the FIFO. */
+#define SYNC_LATENCY 8
+#define SENDS 4096
+static uint64_t send_time[MAX_CORES][SENDS];
+static uint64_t sent[MAX_CORES], received[MAX_CORES];
+static uint64_t syncs;
+
+enum mark_kind { MARK_CHECKPOINT, MARK_SENT, MARK_WAIT, MARK_WOKEN };
+struct mark_info {
+    enum mark_kind kind;
+    struct tb_info *tb;
+};
+
+static void sync_exec(unsigned vcpu, void *ud) {
+    const struct mark_info *m = ud;
+    int c = core_index(vcpu);
+    struct core *k = &cores[c];
+    switch (m->kind) {
+    case MARK_SENT:
+        send_time[c][sent[c]++ % SENDS] = k->start;
+        break;
+    case MARK_WAIT:
+        k->waiting = 1;
+        break;
+    case MARK_WOKEN: {
+        int from = (c + 1) % MAX_CORES;
+        uint64_t ready = k->clk;
+        if (received[from] < sent[from]) {
+            uint64_t arrival = send_time[from][received[from] % SENDS] + SYNC_LATENCY;
+            if (arrival > ready) ready = arrival;
+            received[from]++;
+        }
+        k->idle += ready - k->clk;
+        k->clk = ready;
+        k->waiting = 0;
+        syncs++;
+        start_block(k, m->tb); /* tb_exec skipped it while waiting */
+        break;
+    }
+    default:
+        break;
     }
 }
 
 /* ------------------------------------------------------------------- marks, output */
-static uint64_t mark_pc = ~0ull;
+static uint64_t mark_pc = ~0ull, sent_pc = ~0ull, wait_pc = ~0ull, woken_pc = ~0ull;
 static int verbose_marks = 1;
 static int profile; /* profile=1: per-block totals at exit */
 static struct tb_info *all_tbs;
 
 #define MAX_MARKS 4096
-static uint64_t marks[MAX_MARKS][4];
+#define MARK_FIELDS 14
+static uint64_t marks[MAX_MARKS][MARK_FIELDS];
 static size_t n_marks;
 
 static void mark_exec(unsigned vcpu, void *ud) {
-    const struct core *k = core_of(vcpu);
     (void)ud;
     if (vcpu != 0) return;
     if (n_marks < MAX_MARKS) {
-        marks[n_marks][0] = k->insns, marks[n_marks][1] = k->core;
-        marks[n_marks][2] = k->fetch_stall, marks[n_marks][3] = k->load_stall;
+        uint64_t *m = marks[n_marks];
+        for (int c = 0; c < MAX_CORES; c++) {
+            const struct core *k = &cores[c];
+            m[7 * c + 0] = k->insns, m[7 * c + 1] = k->core, m[7 * c + 2] = k->fetch_stall;
+            m[7 * c + 3] = k->load_stall, m[7 * c + 4] = k->bank_stall, m[7 * c + 5] = k->idle;
+            /* the core's time: the one that runs the mark is inside its current block */
+            m[7 * c + 6] = c == 0 ? k->start : k->clk;
+        }
     }
     n_marks++;
     in_decode_step = n_marks >= 3 && n_marks % 2 == 1;
@@ -861,16 +1026,26 @@ static void tb_trans(qemu_plugin_id_t id, struct qemu_plugin_tb *tb) {
     for (size_t i = 0; i < n; i++) {
         struct qemu_plugin_insn *insn = qemu_plugin_tb_get_insn(tb, i);
         enum cls c = ds[i].cls;
-        if (c == LOAD || c == LDRD || c == LDM || c == TABLE) {
+        int load = c == LOAD || c == LDRD || c == LDM || c == TABLE;
+        int store = c == STORE || c == STRD || c == STM;
+        if (load || (store && sram_model)) {
             struct load_info *l = malloc(sizeof *l);
             if (!l) abort();
-            l->tb = t, l->offset = offsets[i];
+            l->tb = t, l->offset = offsets[i], l->load = load;
             /* QEMU 7.2 never calls back for QEMU_PLUGIN_MEM_R alone; the instruction is a
-             * load, so every access it makes is a read anyway. */
-            qemu_plugin_register_vcpu_mem_cb(insn, mem_load, QEMU_PLUGIN_CB_NO_REGS, QEMU_PLUGIN_MEM_RW, l);
+             * load (or a store), so every access it makes is a read (or a write) anyway. */
+            qemu_plugin_register_vcpu_mem_cb(insn, mem_access, QEMU_PLUGIN_CB_NO_REGS, QEMU_PLUGIN_MEM_RW, l);
         }
-        if ((qemu_plugin_insn_vaddr(insn) & ~1ull) == mark_pc)
+        uint64_t pc = qemu_plugin_insn_vaddr(insn) & ~1ull;
+        if (pc == mark_pc)
             qemu_plugin_register_vcpu_insn_exec_cb(insn, mark_exec, QEMU_PLUGIN_CB_NO_REGS, NULL);
+        if (i == 0 && (pc == sent_pc || pc == wait_pc || pc == woken_pc)) {
+            struct mark_info *m = malloc(sizeof *m);
+            if (!m) abort();
+            m->kind = pc == sent_pc ? MARK_SENT : pc == wait_pc ? MARK_WAIT : MARK_WOKEN;
+            m->tb = t;
+            qemu_plugin_register_vcpu_insn_exec_cb(insn, sync_exec, QEMU_PLUGIN_CB_NO_REGS, m);
+        }
     }
     free(ds);
     free(offsets);
@@ -881,10 +1056,10 @@ static void tb_trans(qemu_plugin_id_t id, struct qemu_plugin_tb *tb) {
 }
 
 static void at_exit(qemu_plugin_id_t id, void *p) {
-    char buf[256];
-    struct core *k = &cores[0];
+    char buf[512];
     (void)id, (void)p;
-    finish_block(k, ~0ull);
+    for (int c = 0; c < MAX_CORES; c++) finish_block(&cores[c], ~0ull);
+    const struct core *k = &cores[0];
     snprintf(buf, sizeof buf,
              "rp2350: insns %llu core %llu fetch_stall %llu load_stall %llu "
              "fetch_misses %llu load_misses %llu chained %llu marks %zu\n",
@@ -892,10 +1067,28 @@ static void at_exit(qemu_plugin_id_t id, void *p) {
              (unsigned long long)k->load_stall, (unsigned long long)xip.misses_fetch,
              (unsigned long long)xip.misses_load, (unsigned long long)xip.chained, n_marks);
     qemu_plugin_outs(buf);
+    for (int c = 0; c < MAX_CORES; c++) {
+        const struct core *q = &cores[c];
+        snprintf(buf, sizeof buf,
+                 "rp2350 core %d: insns %llu core %llu fetch_stall %llu load_stall %llu bank_stall %llu "
+                 "idle %llu clk %llu link_wait %llu syncs %llu\n",
+                 c, (unsigned long long)q->insns, (unsigned long long)q->core,
+                 (unsigned long long)q->fetch_stall, (unsigned long long)q->load_stall,
+                 (unsigned long long)q->bank_stall, (unsigned long long)q->idle, (unsigned long long)q->clk,
+                 (unsigned long long)xip.link_wait[c], (unsigned long long)syncs);
+        qemu_plugin_outs(buf);
+    }
     for (size_t i = 0; verbose_marks && i < n_marks && i < MAX_MARKS; i++) {
-        snprintf(buf, sizeof buf, "mark %zu insns %llu core %llu fetch_stall %llu load_stall %llu\n", i,
-                 (unsigned long long)marks[i][0], (unsigned long long)marks[i][1],
-                 (unsigned long long)marks[i][2], (unsigned long long)marks[i][3]);
+        const uint64_t *m = marks[i];
+        snprintf(buf, sizeof buf,
+                 "mark %zu insns %llu core %llu fetch_stall %llu load_stall %llu bank_stall %llu idle %llu "
+                 "clk %llu c1 insns %llu core %llu fetch_stall %llu load_stall %llu bank_stall %llu "
+                 "idle %llu clk %llu\n",
+                 i, (unsigned long long)m[0], (unsigned long long)m[1], (unsigned long long)m[2],
+                 (unsigned long long)m[3], (unsigned long long)m[4], (unsigned long long)m[5],
+                 (unsigned long long)m[6], (unsigned long long)m[7], (unsigned long long)m[8],
+                 (unsigned long long)m[9], (unsigned long long)m[10], (unsigned long long)m[11],
+                 (unsigned long long)m[12], (unsigned long long)m[13]);
         qemu_plugin_outs(buf);
     }
     if (profile) {
@@ -903,11 +1096,13 @@ static void at_exit(qemu_plugin_id_t id, void *p) {
         qemu_plugin_outs(buf);
     }
     for (const struct tb_info *t = all_tbs; profile && t; t = t->next) {
-        if (!t->p_execs) continue;
-        snprintf(buf, sizeof buf, "block 0x%llx insns %llu core %llu stall %llu\n", (unsigned long long)t->pc,
-                 (unsigned long long)(t->p_execs * t->n_insns), (unsigned long long)t->core,
-                 (unsigned long long)t->stall);
-        qemu_plugin_outs(buf);
+        for (int c = 0; c < MAX_CORES; c++) {
+            if (!t->p_execs[c]) continue;
+            snprintf(buf, sizeof buf, "%s 0x%llx insns %llu core %llu stall %llu\n", c ? "block1" : "block",
+                     (unsigned long long)t->pc, (unsigned long long)(t->p_execs[c] * t->n_insns),
+                     (unsigned long long)t->core[c], (unsigned long long)t->stall[c]);
+            qemu_plugin_outs(buf);
+        }
     }
 }
 
@@ -917,8 +1112,15 @@ __attribute__((visibility("default"))) int qemu_plugin_install(qemu_plugin_id_t 
     for (int c = 0; c < MAX_CORES; c++) core_reset(&cores[c]);
     for (int i = 0; i < argc; i++) {
         if (!strncmp(argv[i], "mark=", 5)) mark_pc = strtoull(argv[i] + 5, NULL, 0) & ~1ull;
+        if (!strncmp(argv[i], "sent=", 5)) sent_pc = strtoull(argv[i] + 5, NULL, 0) & ~1ull;
+        if (!strncmp(argv[i], "wait=", 5)) wait_pc = strtoull(argv[i] + 5, NULL, 0) & ~1ull;
+        if (!strncmp(argv[i], "woken=", 6)) woken_pc = strtoull(argv[i] + 6, NULL, 0) & ~1ull;
+        if (!strncmp(argv[i], "sram=", 5)) sram_base = strtoull(argv[i] + 5, NULL, 0), sram_model = 1;
         if (!strcmp(argv[i], "profile=1")) profile = 1;
     }
+    if (sram_model)
+        for (int c = 0; c < MAX_CORES; c++)
+            if (!(bank_slots[c] = calloc(BANK_SLOTS, sizeof *bank_slots[c]))) abort();
     qemu_plugin_register_vcpu_tb_trans_cb(id, tb_trans);
     qemu_plugin_register_atexit_cb(id, at_exit, NULL);
     return 0;

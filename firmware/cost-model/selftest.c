@@ -4,7 +4,7 @@
  *   gcc -O2 -Wall -Wextra -Werror -o rp2350-selftest selftest.c && ./rp2350-selftest
  * Encodings from `llvm-mc -triple=thumbv8m.main -mattr=+dsp -show-encoding` (branch
  * targets written as `#offset`). Each timing case names the rule it checks; the rules and
- * their sources are listed in firmware/README.md ("Cost model"). */
+ * their sources are listed in firmware/COST.md ("Cost model"). */
 #include "rp2350.c"
 
 void qemu_plugin_register_vcpu_tb_trans_cb(qemu_plugin_id_t a, tb_trans_cb_t b) { (void)a, (void)b; }
@@ -259,14 +259,14 @@ int main(void) {
     x.rng = 0x2545f491u;
     CHECK(MISS_NEW == 111 && MISS_CHAINED == 48, "miss latencies %d %d", MISS_NEW, MISS_CHAINED);
     uint64_t m = 0;
-    CHECK(xip_access(&x, 0x10000000, 0, &m) == 111, "cold miss");
-    CHECK(xip_access(&x, 0x10000004, 111, &m) == 0, "same line hits");
-    CHECK(xip_access(&x, 0x10000008, 150, &m) == 48, "next line within the cooldown chains");
-    CHECK(xip_access(&x, 0x10000100, 200, &m) == 9 + 111, "non-sequential inside the cooldown deselects");
-    CHECK(xip_access(&x, 0x10000200, 10000, &m) == 111, "after the cooldown: a new transfer");
-    CHECK(xip_access(&x, 0x10000208, 10000 + 111 + 64 + 1, &m) == 111, "next line after the cooldown");
-    CHECK(xip_access(&x, 0x100003f8, 20000, &m) == 111, "line before a 1 KiB boundary");
-    CHECK(xip_access(&x, 0x10000400, 20120, &m) == 9 + 111, "no chaining across the page break");
+    CHECK(xip_access(&x, 0, 0x10000000, 0, &m) == 111, "cold miss");
+    CHECK(xip_access(&x, 0, 0x10000004, 111, &m) == 0, "same line hits");
+    CHECK(xip_access(&x, 0, 0x10000008, 150, &m) == 48, "next line within the cooldown chains");
+    CHECK(xip_access(&x, 0, 0x10000100, 200, &m) == 9 + 111, "non-sequential inside the cooldown deselects");
+    CHECK(xip_access(&x, 0, 0x10000200, 10000, &m) == 111, "after the cooldown: a new transfer");
+    CHECK(xip_access(&x, 0, 0x10000208, 10000 + 111 + 64 + 1, &m) == 111, "next line after the cooldown");
+    CHECK(xip_access(&x, 0, 0x100003f8, 20000, &m) == 111, "line before a 1 KiB boundary");
+    CHECK(xip_access(&x, 0, 0x10000400, 20120, &m) == 9 + 111, "no chaining across the page break");
     CHECK(m == 7, "7 misses, got %llu", (unsigned long long)m);
     /* Two ways: lines 8 KiB apart share a set and both stay; a third evicts one of them at
      * random, not the least recently used one. */
@@ -276,11 +276,11 @@ int main(void) {
     for (uint32_t s = 0; s < 512; s++) {
         uint32_t a = 0x10100000 + 8 * s, b = a + 0x2000, c = a + 0x4000;
         uint64_t now = 1000000 + 1000 * (uint64_t)s;
-        xip_access(&x, a, now, &m);
-        xip_access(&x, b, now + 200, &m);
-        resident_ok &= xip_access(&x, a, now + 400, &m) == 0 && xip_access(&x, b, now + 401, &m) == 0;
-        xip_access(&x, a, now + 402, &m); /* a used last: LRU would evict b */
-        xip_access(&x, c, now + 403, &m);
+        xip_access(&x, 0, a, now, &m);
+        xip_access(&x, 0, b, now + 200, &m);
+        resident_ok &= xip_access(&x, 0, a, now + 400, &m) == 0 && xip_access(&x, 0, b, now + 401, &m) == 0;
+        xip_access(&x, 0, a, now + 402, &m); /* a used last: LRU would evict b */
+        xip_access(&x, 0, c, now + 403, &m);
         int ha = x.tag[(a >> 3) & (SETS - 1)][0] == (a >> 3) + 1 || x.tag[(a >> 3) & (SETS - 1)][1] == (a >> 3) + 1;
         int hb = x.tag[(b >> 3) & (SETS - 1)][0] == (b >> 3) + 1 || x.tag[(b >> 3) & (SETS - 1)][1] == (b >> 3) + 1;
         resident_ok &= ha + hb == 1;
@@ -289,6 +289,71 @@ int main(void) {
     CHECK(resident_ok, "two lines of a set stay; a third leaves exactly one of them");
     CHECK(evicted_a > 150 && evicted_b > 150, "random eviction: a evicted %d times, b %d times of 512", evicted_a, evicted_b);
     CHECK(in_xip(0x10000000) && in_xip(0x13ffffff) && !in_xip(0x14000000) && !in_xip(0x20000000), "window");
+
+    /* Two cores: one link. Calls come in the order QEMU runs the cores (core 0's part of a
+     * step, then core 1's), each at the caller's own modelled time. */
+    static struct xip y;
+    memset(&y, 0, sizeof y);
+    y.rng = 0x2545f491u;
+    m = 0;
+    CHECK(xip_access(&y, 0, 0x10000000, 0, &m) == 111, "core 0: cold miss");
+    CHECK(xip_access(&y, 0, 0x10000008, 115, &m) == 48, "core 0: next line chains (transfer 111..163)");
+    CHECK(xip_access(&y, 1, 0x10008000, 120, &m) == 163 - 120 + 9 + 111,
+          "core 1's miss while core 0's transfer runs: waits for it, then deselects (core 0's was last)");
+    CHECK(y.link_wait[1] == 43 && y.link_wait[0] == 0, "the wait is charged to core 1: %llu",
+          (unsigned long long)y.link_wait[1]);
+    CHECK(xip_access(&y, 1, 0x10008008, 290, &m) == 48, "core 1: its next line chains onto its own transfer (290..338)");
+    CHECK(xip_access(&y, 0, 0x10000010, 170, &m) == 338 - 170 + 9 + 111,
+          "core 0's chain is broken by core 1's transfers, already placed: waits past both, deselects");
+    CHECK(xip_access(&y, 1, 0x10008010, 20000, &m) == 111, "long after: a new transfer, no wait");
+    CHECK(xip_access(&y, 0, 0x10000018, 20050, &m) == 20111 - 20050 + 9 + 111,
+          "core 0 at a time inside core 1's transfer: waits for its end");
+    CHECK(xip_access(&y, 1, 0x10008010, 30000, &m) == 0 && xip_access(&y, 0, 0x10008010, 30000, &m) == 0,
+          "one cache: a line core 1 brought in hits for core 0");
+
+    /* SRAM banks (sram=0x38000000): word-striped banks 0-7, then banks 8 and 9. */
+    sram_model = 1, sram_base = 0x38000000u;
+    for (int c = 0; c < MAX_CORES; c++) bank_slots[c] = calloc(BANK_SLOTS, sizeof *bank_slots[c]);
+    CHECK(bank_of(0x38000000) == 0 && bank_of(0x38000004) == 1 && bank_of(0x3800001c) == 7 &&
+              bank_of(0x38000020) == 0 && bank_of(0x38080000) == 8 && bank_of(0x38081ffc) == 9 &&
+              bank_of(0x383ffffc) == 7,
+          "bank mapping");
+    CHECK(in_sram(0x38000000) && in_sram(0x383fffff) && !in_sram(0x10000000) && !in_sram(0x50000000), "SRAM window");
+    CHECK(sram_access(0, 0x38000000, 100) == 0, "core 0, bank 0, cycle 100");
+    CHECK(sram_access(1, 0x38000020, 100) == 1, "core 1, bank 0, the same cycle: waits one cycle");
+    CHECK(sram_access(1, 0x38000004, 100) == 0, "core 1, bank 1, the same cycle: no wait");
+    CHECK(sram_access(0, 0x38000040, 101) == 1, "core 0, bank 0 in cycle 101, where core 1's delayed access went");
+    CHECK(sram_access(1, 0x38080000, 200) == 0 && sram_access(0, 0x38000000, 200) == 0,
+          "bank 8 (core 1's stack) and bank 0 in one cycle: no wait");
+    CHECK(sram_access(0, 0x38000000, 300) == 0 && sram_access(0, 0x38000020, 300) == 0,
+          "one core's own accesses never wait here (its pipeline issues them)");
+    sram_model = 0;
+
+    /* Messages: a waiting core resumes at the later of its own time and the send + latency. */
+    for (int c = 0; c < MAX_CORES; c++) core_reset(&cores[c]);
+    static struct tb_info empty;
+    struct mark_info sent_m = {MARK_SENT, &empty}, wait_m = {MARK_WAIT, &empty}, woken_m = {MARK_WOKEN, &empty};
+    cores[0].clk = cores[0].start = 1000;
+    sync_exec(0, &sent_m);
+    cores[1].clk = 200;
+    sync_exec(1, &wait_m);
+    CHECK(cores[1].waiting == 1, "cost_wait: waiting");
+    sync_exec(1, &woken_m);
+    CHECK(cores[1].clk == 1000 + SYNC_LATENCY && cores[1].idle == 808 && !cores[1].waiting,
+          "core 1 wakes at the send + latency: clk %llu idle %llu", (unsigned long long)cores[1].clk,
+          (unsigned long long)cores[1].idle);
+    cores[0].clk = 1200;
+    sync_exec(0, &wait_m);
+    cores[1].start = 5000;
+    sync_exec(1, &sent_m);
+    sync_exec(0, &woken_m);
+    CHECK(cores[0].clk == 5000 + SYNC_LATENCY && cores[0].idle == 5008 - 1200, "core 0 waits for core 1's answer");
+    cores[1].start = 6000;
+    sync_exec(1, &sent_m);
+    cores[0].clk = 9000;
+    sync_exec(0, &wait_m);
+    sync_exec(0, &woken_m);
+    CHECK(cores[0].clk == 9000 && cores[0].idle == 5008 - 1200, "a message already there: no wait");
 
     printf("rp2350 cost model self-test: %d checks, %s\n", checks, failures ? "FAILED" : "ok");
     return failures != 0;

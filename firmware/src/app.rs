@@ -52,6 +52,7 @@ pub fn run<W: Write, L: OutputPin, C: CostCounter>(
     out: &mut W,
     led: &mut L,
     cost: &mut C,
+    cores: crate::source::Cores,
 ) -> Result<(), AppError> {
     run_selftest();
     let arena = crate::work::take().ok_or(AppError::WorkMemoryTaken)?;
@@ -61,9 +62,10 @@ pub fn run<W: Write, L: OutputPin, C: CostCounter>(
         "working memory {} bytes for a context of {} (needs {})",
         arena.len(),
         loaded.ctx_len,
-        loaded.model.session_bytes(loaded.ctx_len)
+        crate::source::session_bytes(&loaded.model, loaded.ctx_len)
     );
-    let mut session = crate::source::place(loaded, arena).map_err(AppError::Run)?;
+    let mut session = crate::source::place(loaded, arena, cores).map_err(AppError::Run)?;
+    defmt::info!("cores: {} of {}", session.cores(), session.max_cores());
     let (prefill, decode) = generate(&mut session, prompt_text, &prompt, out, led, cost)?;
     report::<C>(&prefill, &decode);
     Ok(())

@@ -20,6 +20,7 @@
 //! | `pass/` | [`session`] | [`Session`]: caller-owned working memory ([`session_bytes`], [`session_bytes_prefill`]), KV cache, token history |
 //! | | `forward` | [`Session::forward`]: one token in, Q15.16 logits (nats) out; [`Session::prefill`] / [`Session::forward_block`]: a block of tokens per pass, bit-identical |
 //! | | `attention`, `ffn`, `norm` | the block's halves and the fused RMSNorm + int8 quantizers |
+//! | | [`workers`] | (feature `workers`) [`workers::Workers`]: the pass split between two cores, [`Session::with_workers`] |
 //! | `kernels/` | [`kernels`] | ternary (2-bit: scalar, Cortex-M DSP, AVX2, AVX-512 VNNI, NEON, chosen at run time, and WebAssembly SIMD128, chosen at compile time; base 3: table lookup, `asm!` rows on Cortex-M DSP) and int8 kernels, each with a scalar reference twin |
 //! | `text/` | [`tokenizer`] | [`encode`] (a BPE model's merges, else greedy longest match), [`decode`] |
 //! | | [`bpe`] | byte-level BPE: the chunking rule, [`bpe::Merges`], the encoder |
@@ -65,7 +66,7 @@
 
 #[cfg(feature = "writer")]
 extern crate alloc;
-#[cfg(test)]
+#[cfg(any(test, feature = "threads"))]
 extern crate std;
 
 mod blob;
@@ -80,6 +81,8 @@ mod text;
 pub use blob::writer;
 pub use blob::{format, layout, model, schema};
 pub use pass::session;
+#[cfg(feature = "workers")]
+pub use pass::workers;
 pub use text::{bpe, chat, generate, sampler, tokenizer, utf8};
 
 pub use error::{ConfigError, Dim, EncodeError, Error, LoadError, Section, TokenizerError};
@@ -90,6 +93,8 @@ pub use layout::Layout;
 pub use model::Model;
 pub use rng::SplitMix64;
 pub use sampler::{Pcg32, Sampler, SamplerConfig};
+#[cfg(feature = "workers")]
+pub use session::session_bytes_workers;
 pub use session::{session_bytes, session_bytes_prefill, Session};
 pub use tokenizer::{decode, encode};
 pub use utf8::Utf8Stream;

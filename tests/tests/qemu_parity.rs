@@ -1,5 +1,7 @@
-//! The firmware under QEMU (`mps2-an505`, Cortex-M33) writes exactly the bytes that
-//! `tools generate` writes on the host, for the shipped model and several settings.
+//! The firmware under QEMU writes exactly the bytes that `tools generate` writes on the host,
+//! for the shipped model and several settings: on `mps2-an505` (board `qemu`, one Cortex-M33)
+//! and on `mps2-an521` (board `an521`, two Cortex-M33: the two-core twin of the Pico 2, each
+//! token's work split between the cores).
 //!
 //! Needs `qemu-system-arm` (`.ci/run` installs it) and the `thumbv8m.main-none-eabihf` target.
 //! rustup does not add `rust-toolchain.toml`'s targets to a toolchain that is already installed,
@@ -82,14 +84,22 @@ fn firmware_target_dir() -> PathBuf {
     }
 }
 
+/// A firmware run: its UART text (stdout) and its log (stderr: the defmt log when
+/// `defmt-print` is installed).
+struct Run {
+    text: Vec<u8>,
+    log: String,
+}
+
 fn run_qemu(
+    board: &str,
     model: &Path,
     prompt: &str,
     tokens: usize,
     seed: u64,
     temp: &str,
     top_k: u32,
-) -> Vec<u8> {
+) -> Run {
     let out = Command::new(repo().join("firmware/run-qemu.sh"))
         .args([
             model.to_str().unwrap(),
@@ -99,18 +109,70 @@ fn run_qemu(
             temp,
             &top_k.to_string(),
         ])
+        .env("BOARD", board)
         .env("CARGO_TARGET_DIR", firmware_target_dir())
-        .env("DEFMT_QUIET", "1")
+        .env_remove("FIRMWARE_CORES")
         .output()
         .expect("run firmware/run-qemu.sh");
     assert!(
         out.status.success(),
-        "run-qemu.sh failed ({}):\nstdout: {}\nstderr: {}",
+        "run-qemu.sh (BOARD={board}) failed ({}):\nstdout: {}\nstderr: {}",
         out.status,
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    out.stdout
+    Run {
+        text: out.stdout,
+        log: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn have_defmt_print() -> bool {
+    Command::new("defmt-print")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Runs the shipped model on `board` for greedy and sampled settings and one run long enough
+/// to slide the context window twice; each text must equal `tools generate`'s. Returns the
+/// firmware logs.
+fn check_board(board: &str) -> Vec<String> {
+    let model_path = tools::blob::shipped_model();
+    let bytes = std::fs::read(&model_path)
+        .unwrap_or_else(|e| panic!("the shipped model {}: {e}", model_path.display()));
+    let model = Model::from_bytes(&bytes).unwrap();
+    let ctx = model.config().ctx_len as usize;
+    // (prompt, tokens, seed, temperature, top_k)
+    let cases: [(&str, usize, u64, &str, u32); 4] = [
+        ("ROMEO:", 80, 0, "0", 0),
+        ("JULIET:\n", 80, 1, "0.8", 0),
+        ("KING HENRY:", 80, 7, "1.2", 10),
+        ("First", ctx * 2, 42, "0.6", 40),
+    ];
+    let mut logs = Vec::new();
+    for (prompt, tokens, seed, temp, top_k) in cases {
+        let config = tools::generate::sampler(temp.parse().unwrap(), top_k, seed).unwrap();
+        let mut host = Vec::new();
+        tools::generate::generate(model, prompt, tokens, config, &mut host).unwrap();
+        let device = run_qemu(board, &model_path, prompt, tokens, seed, temp, top_k);
+        eprintln!(
+            "{board}: {prompt:?} tokens {tokens} seed {seed} T {temp} top-k {top_k}: {} bytes, {}",
+            host.len(),
+            if host == device.text {
+                "identical"
+            } else {
+                "DIFFERENT"
+            }
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&device.text),
+            String::from_utf8_lossy(&host),
+            "QEMU ({board}) and host differ for {prompt:?} seed {seed} T {temp} top-k {top_k}"
+        );
+        logs.push(device.log);
+    }
+    logs
 }
 
 #[test]
@@ -123,37 +185,35 @@ fn qemu_output_matches_host_byte_for_byte() {
         eprintln!("SKIPPED qemu_parity: {why}");
         return;
     }
-    let model_path = tools::blob::shipped_model();
-    let bytes = std::fs::read(&model_path)
-        .unwrap_or_else(|e| panic!("the shipped model {}: {e}", model_path.display()));
-    let model = Model::from_bytes(&bytes).unwrap();
-    let ctx = model.config().ctx_len as usize;
-    // (prompt, tokens, seed, temperature, top_k): greedy and sampled, and one run long enough
-    // to slide the context window twice.
-    let cases: [(&str, usize, u64, &str, u32); 4] = [
-        ("ROMEO:", 80, 0, "0", 0),
-        ("JULIET:\n", 80, 1, "0.8", 0),
-        ("KING HENRY:", 80, 7, "1.2", 10),
-        ("First", ctx * 2, 42, "0.6", 40),
-    ];
-    for (prompt, tokens, seed, temp, top_k) in cases {
-        let config = tools::generate::sampler(temp.parse().unwrap(), top_k, seed).unwrap();
-        let mut host = Vec::new();
-        tools::generate::generate(model, prompt, tokens, config, &mut host).unwrap();
-        let device = run_qemu(&model_path, prompt, tokens, seed, temp, top_k);
+    check_board("qemu");
+}
+
+#[test]
+fn the_two_core_twin_matches_host_byte_for_byte() {
+    if !have_qemu() {
         eprintln!(
-            "{prompt:?} tokens {tokens} seed {seed} T {temp} top-k {top_k}: {} bytes, {}",
-            host.len(),
-            if host == device {
-                "identical"
-            } else {
-                "DIFFERENT"
-            }
+            "\n*** SKIPPED qemu_parity (two cores): qemu-system-arm is not installed \
+             (apt-get install qemu-system-arm); the two-core split was NOT checked on the firmware ***\n"
         );
-        assert_eq!(
-            String::from_utf8_lossy(&device),
-            String::from_utf8_lossy(&host),
-            "QEMU and host differ for {prompt:?} seed {seed} T {temp} top-k {top_k}"
+        return;
+    }
+    if let Err(why) = ensure_target(THUMB) {
+        eprintln!("\n*** SKIPPED qemu_parity (two cores): {why} ***\n");
+        return;
+    }
+    let logs = check_board("an521");
+    // The board's default is both cores: the split pass ran, not the one-core pass.
+    if have_defmt_print() {
+        for log in &logs {
+            assert!(
+                log.contains("cores: 2 of 2"),
+                "the an521 firmware did not run on two cores:\n{log}"
+            );
+        }
+    } else {
+        eprintln!(
+            "qemu_parity (two cores): defmt-print is not installed, so the log's core count \
+             was not checked (cargo install defmt-print --locked)"
         );
     }
 }
@@ -197,7 +257,7 @@ fn qemu_output_matches_host_for_a_bpe_model_and_non_ascii_prompts() {
         let config = tools::generate::sampler(temp.parse().unwrap(), top_k, seed).unwrap();
         let mut host = Vec::new();
         tools::generate::generate(model, prompt, tokens, config, &mut host).unwrap();
-        let device = run_qemu(&path, prompt, tokens, seed, temp, top_k);
+        let device = run_qemu("qemu", &path, prompt, tokens, seed, temp, top_k).text;
         eprintln!(
             "BPE {prompt:?} tokens {tokens} seed {seed}: {} bytes, {}",
             host.len(),

@@ -11,7 +11,8 @@ use std::time::Instant;
 
 use anyhow::{anyhow, Result};
 use runtime::chat::{Chat, Clock, Settings, Terminal, CTRL_C, CTRL_D};
-use runtime::{session_bytes, Model, Session};
+use runtime::workers::Threads;
+use runtime::{session_bytes_workers, Model, Session};
 
 use crate::signals;
 
@@ -61,6 +62,8 @@ impl<W: Write> Terminal for StdTerminal<W> {
 
 /// Runs the protocol over `model` with `input` as the typed bytes and `term` as the screen,
 /// until the input ends. The session spans the model's whole context, as in `tools generate`.
+/// It runs on one core; `/cores 2` splits each token between two threads (the split pass of
+/// the two-core boards, `runtime::workers`), with the same text.
 pub fn chat<T: Terminal<Error = std::io::Error>>(
     model: Model<'_>,
     settings: Settings,
@@ -68,8 +71,12 @@ pub fn chat<T: Terminal<Error = std::io::Error>>(
     term: &mut T,
 ) -> Result<()> {
     let ctx = model.config().ctx_len;
-    let mut mem = crate::memory::zeroed(session_bytes(model.config(), ctx))?;
-    let session = Session::new(model, ctx, &mut mem).map_err(|e| anyhow!("{e}"))?;
+    let mut mem = crate::memory::zeroed(session_bytes_workers(model.config(), ctx, 1))?;
+    let mut session =
+        Session::with_workers(model, ctx, 1, &Threads, &mut mem).map_err(|e| anyhow!("{e}"))?;
+    session
+        .set_cores(1)
+        .map_err(|_| anyhow!("the session has no core"))?;
     let mut chat = Chat::new(Ok(session), settings);
     chat.greet(term)?;
     let mut buf = [0u8; 4096];

@@ -44,9 +44,9 @@ impl<'a> Gains<'a> {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
-    /// Gains over stored bytes (little-endian `i32`; for tests).
-    #[cfg(test)]
-    pub(crate) fn from_bytes(bytes: &'a [u8]) -> Gains<'a> {
+    /// Gains over stored bytes (little-endian `i32`: a copy of a section, or tests).
+    #[cfg(any(test, feature = "workers"))]
+    pub(crate) const fn from_bytes(bytes: &'a [u8]) -> Gains<'a> {
         Gains(bytes)
     }
     /// The gains as stored: `4·len()` bytes, little-endian `i32` (the x86-64 quantizers load
@@ -300,15 +300,25 @@ impl<'a> Model<'a> {
 
     /// The row scales `e_v` of every token (the LM head reads them all).
     pub(crate) fn embedding_scales(&self) -> impl Iterator<Item = Dyadic> + 'a {
-        self.global(TensorKind::EmbeddingScales)
-            .chunks_exact(8)
-            .map(|c| {
-                let mant = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-                let exp = i32::from_le_bytes([c[4], c[5], c[6], c[7]]);
-                Dyadic { mant, exp }.normalized()
-            })
+        scales_of(self.embedding_scale_bytes())
     }
 
+    /// The stored row scales of the embedding (8 bytes each).
+    pub(crate) fn embedding_scale_bytes(&self) -> &'a [u8] {
+        self.global(TensorKind::EmbeddingScales)
+    }
+}
+
+/// Decodes stored `Dyadic` row scales (8 bytes each: `mant`, `exp`, little-endian), normalized.
+pub(crate) fn scales_of(bytes: &[u8]) -> impl Iterator<Item = Dyadic> + '_ {
+    bytes.chunks_exact(8).map(|c| {
+        let mant = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        let exp = i32::from_le_bytes([c[4], c[5], c[6], c[7]]);
+        Dyadic { mant, exp }.normalized()
+    })
+}
+
+impl<'a> Model<'a> {
     /// RoPE `(cos, sin)` pairs for position `t`: `head_dim/2` pairs of Q1.30 `i32`.
     pub(crate) fn rope_row(&self, t: usize) -> &'a [u8] {
         let n = self.config().head_dim() as usize * 4;

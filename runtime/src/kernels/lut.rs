@@ -133,7 +133,7 @@ const _: () = assert!(GROUPS == 32 && BIAS as usize * GROUPS == 16384 && ENTRIES
 
 /// One step of [`rows_dsp`]: the 4 weight bytes of one word (already loaded into `$x`) against
 /// 4 groups' tables, then the table pointer moves to the next 4 groups. Scheduled for the
-/// Cortex-M33 (a load's result is usable 2 cycles later, an extend's too; firmware/README.md,
+/// Cortex-M33 (a load's result is usable 2 cycles later, an extend's too; firmware/COST.md,
 /// "Cost model"): the next word is loaded (`$next`) right after the first table entry is
 /// added, so it has arrived when the next step extends it. The registers rotate from step to
 /// step (`$x, $a, $b, $c` → `$a, $b, $c, $x`: the next word lands in the register just freed),
@@ -534,4 +534,86 @@ fn rows5_dsp(w: &[u8], c: usize, g0: usize, g1: usize, table: &[u16], y: &mut [i
         }
     }
     true
+}
+
+/// The tables of one chunk `g0..g1` (at most [`GROUPS`] groups) of a base-3 input, built in two
+/// parts that may run on two cores ([`ChunkTables::build_split`]) and then read by both
+/// ([`ChunkTables::add_rows`]): the split forward pass's tables (`pass/split.rs`). 16 KiB; lives
+/// on the caller's stack, shared by reference.
+pub struct ChunkTables {
+    table: [MaybeUninit<u32>; GROUPS * WORDS],
+    c: usize,
+    g0: usize,
+    g1: usize,
+}
+
+impl Default for ChunkTables {
+    fn default() -> ChunkTables {
+        ChunkTables::new()
+    }
+}
+
+impl ChunkTables {
+    /// No tables yet (nothing is written).
+    #[inline(always)]
+    pub fn new() -> ChunkTables {
+        ChunkTables {
+            // SAFETY: an array of `MaybeUninit` needs no initialisation (see `Tables5::new`).
+            table: unsafe {
+                MaybeUninit::<[MaybeUninit<u32>; GROUPS * WORDS]>::uninit().assume_init()
+            },
+            c: 0,
+            g0: 0,
+            g1: 0,
+        }
+    }
+
+    /// Builds the tables of groups `g0..g1` of input `x` (`5c` entries, rows of `c` bytes):
+    /// groups `g0..split` in `join`'s first job, `split..g1` and the dummy tables after them in
+    /// its second; `join` must run both before it returns (on two cores, or one after the
+    /// other). The two jobs write disjoint halves of the table. `false` (nothing built, every
+    /// [`add_rows`](Self::add_rows) then adds nothing) when the chunk is empty, longer than
+    /// [`GROUPS`], outside the row, or `x` is short.
+    #[cfg_attr(feature = "ram-code", link_section = ".data.runtime.hot")]
+    pub fn build_split(
+        &mut self,
+        x: &[i8],
+        c: usize,
+        (g0, g1): (usize, usize),
+        split: usize,
+        join: impl FnOnce(&mut dyn FnMut(), &mut (dyn FnMut() + Send)),
+    ) -> bool {
+        self.c = 0;
+        if g0 >= g1 || g1 - g0 > GROUPS || g1 > c || x.len() < 5 * c {
+            return false;
+        }
+        let split = split.clamp(g0, g1);
+        let words = chunk_words(g1 - g0);
+        let (lo, hi) = self.table[..words].split_at_mut((split - g0) * WORDS);
+        join(&mut || build5(x, c, g0, split, lo), &mut || {
+            let (built, dummies) = hi.split_at_mut((g1 - split) * WORDS);
+            build5(x, c, split, g1, built);
+            for o in dummies {
+                o.write(pk(BIAS5 as i32, BIAS5 as i32));
+            }
+        });
+        (self.c, self.g0, self.g1) = (c, g0, g1);
+        true
+    }
+
+    /// `y[r] += Σ_{g0 ≤ g < g1} W[r][g] · (the chunk's inputs)` for the base-3 rows in `w` (rows
+    /// of `c` bytes, any subset of a matrix's rows): table lookups only.
+    #[cfg_attr(feature = "ram-code", link_section = ".data.runtime.hot")]
+    pub fn add_rows(&self, w: &[u8], y: &mut [i32]) {
+        if self.c == 0 || y.is_empty() {
+            return;
+        }
+        // `build_split` wrote these words (the chunk's tables, then the dummy ones).
+        let t = entries(
+            self.table
+                .get(..chunk_words(self.g1 - self.g0))
+                .unwrap_or(&[]),
+        );
+        rows5(w, self.c, self.g0, self.g1, t, y);
+    }
 }

@@ -16,7 +16,7 @@ use crate::session::Session;
 /// Q1.30 table row, so `out` is in units of `2^-30` of `y`'s units.
 /// Overflow: `|y| < 2^22`, `|cos|, |sin| ≤ 2^30`: each term `< 2^52`, sum `< 2^53`.
 #[inline(always)]
-fn rope(y: &[i32], table: &[u8], out: &mut [i64]) {
+pub(super) fn rope(y: &[i32], table: &[u8], out: &mut [i64]) {
     for ((pair, cs), o) in y
         .chunks_exact(2)
         .zip(table.chunks_exact(8))
@@ -33,7 +33,7 @@ fn rope(y: &[i32], table: &[u8], out: &mut [i64]) {
 /// Concatenates the heads' accumulators `acc [H][hd]` (real value `acc · head_scale[h]`)
 /// into one block-scaled `i32` vector `y [d]` with `|y| ≤ 2^30`; returns its unit.
 #[inline(always)]
-fn merge_heads(acc: &[i64], head_scale: &[Dyadic], hd: usize, y: &mut [i32]) -> Dyadic {
+pub(super) fn merge_heads(acc: &[i64], head_scale: &[Dyadic], hd: usize, y: &mut [i32]) -> Dyadic {
     let mut amax = Dyadic::ZERO;
     for (a, hs) in acc.chunks_exact(hd).zip(head_scale) {
         let m = max_abs_i64(a);
@@ -99,7 +99,11 @@ impl Session<'_, '_> {
     /// that it is compiled with each `run` variant's target features (x86-64 v3/v4).
     #[cfg_attr(target_arch = "arm", inline(never))]
     #[cfg_attr(not(target_arch = "arm"), inline(always))]
-    #[cfg_attr(feature = "ram-code", link_section = ".data.runtime.hot")]
+    // One-core pass only (see `forward.rs`: in flash with `workers`).
+    #[cfg_attr(
+        all(feature = "ram-code", not(feature = "workers")),
+        link_section = ".data.runtime.hot"
+    )]
     fn project_qkv(&mut self, w: &LayerWeights<'_>, l: usize, n: usize, stride: usize) {
         let (wq, wk, wv) = (&w.wq, &w.wk, &w.wv);
         let shared = n == 1

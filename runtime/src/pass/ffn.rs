@@ -12,7 +12,7 @@ use crate::session::Session;
 /// `v = relu(v)²` cut to at most `2^30` by a shared rounding shift `k` (returned): `|v| < 2^22`,
 /// so the squares (`< 2^44`, kept in `wide`) fit `i64`.
 #[inline(always)]
-fn relu_sq_cut(v: &mut [i32], wide: &mut [i64]) -> u32 {
+pub(super) fn relu_sq_cut(v: &mut [i32], wide: &mut [i64]) -> u32 {
     if cfg!(target_arch = "arm") {
         return relu_sq_cut_32(v);
     }
@@ -43,7 +43,7 @@ fn cut_to_i32(v: &[i64], vmax: u64, out: &mut [i32]) -> u32 {
 /// The gated product: `g = relu(g)²` cut by `k1` ([`relu_sq_cut`]), then `u = g·u` cut by `k2`
 /// (`|g·u| < 2^30 · 2^22 = 2^52`, kept in `wide`); returns `(k1, k2)`.
 #[inline(always)]
-fn gated_cut(g: &mut [i32], u: &mut [i32], wide: &mut [i64]) -> (u32, u32) {
+pub(super) fn gated_cut(g: &mut [i32], u: &mut [i32], wide: &mut [i64]) -> (u32, u32) {
     if cfg!(target_arch = "arm") {
         return gated_cut_32(g, u);
     }
@@ -114,7 +114,11 @@ impl Session<'_, '_> {
     /// [`project_qkv`](Session::project_qkv) is not.
     #[cfg_attr(target_arch = "arm", inline(never))]
     #[cfg_attr(not(target_arch = "arm"), inline(always))]
-    #[cfg_attr(feature = "ram-code", link_section = ".data.runtime.hot")]
+    // One-core pass only (see `forward.rs`: in flash with `workers`).
+    #[cfg_attr(
+        all(feature = "ram-code", not(feature = "workers")),
+        link_section = ".data.runtime.hot"
+    )]
     fn project_up_gate(
         &mut self,
         w_up: &TernaryMatrix<'_>,

@@ -30,7 +30,12 @@ const RESID_LIMIT: i64 = 1 << 62;
 /// (7 call sites per layer: inlined, they made the RAM-resident pass 64 KiB of code).
 #[cfg_attr(not(target_arch = "arm"), inline(always))]
 #[cfg_attr(target_arch = "arm", inline(never))]
-#[cfg_attr(feature = "ram-code", link_section = ".data.runtime.hot")]
+// One-core pass only: with `workers` (two-core boards) every pass is the split pass, and
+// this stays in flash.
+#[cfg_attr(
+    all(feature = "ram-code", not(feature = "workers")),
+    link_section = ".data.runtime.hot"
+)]
 pub(super) fn matmul(
     w: &TernaryMatrix<'_>,
     act: &[i8],
@@ -220,8 +225,17 @@ impl Session<'_, '_> {
     /// the AVX2 kernels, the whole pass is compiled a second time for x86-64-v3 (AVX2, BMI2,
     /// LZCNT: vectorized norms, one-uop variable shifts and leading-zero counts); the
     /// arithmetic is the same integer code, so the bits are too.
-    #[cfg_attr(feature = "ram-code", link_section = ".data.runtime.hot")]
+    // One-core pass only: with `workers` (two-core boards) every pass is the split pass, and
+    // this stays in flash.
+    #[cfg_attr(
+        all(feature = "ram-code", not(feature = "workers")),
+        link_section = ".data.runtime.hot"
+    )]
     fn run(&mut self, n: usize) {
+        #[cfg(feature = "workers")]
+        if self.split.is_some() {
+            return self.run_split(n);
+        }
         #[cfg(target_arch = "x86_64")]
         match crate::kernels::level() {
             // SAFETY: `level()` reports AVX2 only on CPUs with AVX2, BMI1, BMI2 and LZCNT.
@@ -286,7 +300,12 @@ impl Session<'_, '_> {
     /// `act_scale`.
     #[cfg_attr(target_arch = "arm", inline(never))]
     #[cfg_attr(not(target_arch = "arm"), inline(always))]
-    #[cfg_attr(feature = "ram-code", link_section = ".data.runtime.hot")]
+    // One-core pass only: with `workers` (two-core boards) every pass is the split pass, and
+    // this stays in flash.
+    #[cfg_attr(
+        all(feature = "ram-code", not(feature = "workers")),
+        link_section = ".data.runtime.hot"
+    )]
     pub(super) fn norm_residual(&mut self, n: usize, gain: Gains<'_>, stride: usize) {
         let d = self.model.config().d_model as usize;
         let eps = self.model.norm_eps();

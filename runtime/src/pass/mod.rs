@@ -8,6 +8,7 @@
 //! | `ffn` | the feed-forward block (plain or gated) |
 //! | `norm` | RMSNorm fused with int8 quantization, absmax quantizers |
 //! | `norm32` | their 32-bit twins, which 32-bit Arm runs (`asm!` loops on the Cortex-M33) |
+//! | [`workers`](crate::workers), `split` | (feature `workers`) the pass split between two cores |
 
 mod attention;
 mod ffn;
@@ -15,3 +16,7 @@ mod forward;
 pub(crate) mod norm;
 mod norm32;
 pub mod session;
+#[cfg(feature = "workers")]
+mod split;
+#[cfg(feature = "workers")]
+pub mod workers;

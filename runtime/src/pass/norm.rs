@@ -6,7 +6,7 @@
 //!
 //! The vector functions are inlined on x86-64 (each target-feature variant of the forward pass
 //! gets its own vectorized copy) and kept out of line on Arm, where the pass runs from SRAM and
-//! a copy at every call site cost 20 KiB of it (firmware/README.md, "Placement").
+//! a copy at every call site cost 20 KiB of it (firmware/COST.md, "Placement and scheduling").
 
 use super::norm32::{absmax_quantize_32, rmsnorm_quantize_32, to_block_i32_32};
 use crate::fixed::{bit_len, Dyadic, INV_127, Q127};

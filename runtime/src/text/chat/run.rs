@@ -35,8 +35,10 @@ impl Run<'_, '_, '_> {
         out.flush();
         let mut stats = Stats {
             prompt_tokens: n as u32,
+            cores: self.session.cores(),
             ..Stats::default()
         };
+        let busy_before = other_core_counts(self.session);
         let prompt = self.prompt.get(..n).unwrap_or(&[]);
         let mut generator = Generator::new(self.session, prompt, self.settings.sampler());
         let mut failure: Option<Error> = None;
@@ -76,6 +78,9 @@ impl Run<'_, '_, '_> {
             out.bytes(b);
             Ok::<(), ()>(())
         });
+        if let (Some(a), Some(b)) = (busy_before, other_core_counts(generator.session())) {
+            stats.other_core_counts = Some(b.wrapping_sub(a));
+        }
         if stats.interrupted {
             let _ = out.write_str("^C");
         }
@@ -85,6 +90,16 @@ impl Run<'_, '_, '_> {
         }
         Some(stats)
     }
+}
+
+/// What the session's other core has spent on jobs so far (`None` without such a counter).
+fn other_core_counts(session: &Session<'_, '_>) -> Option<u64> {
+    #[cfg(feature = "workers")]
+    if let Some(w) = session.workers() {
+        return w.busy_counts();
+    }
+    let _ = session;
+    None
 }
 
 /// Reads what the terminal has without blocking: true on Ctrl-C (the type-ahead is dropped
