@@ -35,40 +35,14 @@ impl<'a> Model<'a> {
     /// length in bytes. With `scratch.len() ≥ 2·V` (128 KiB covers any vocabulary) that is
     /// `O(V log V)`; a firmware passes its session arena before the session takes it.
     pub fn from_bytes_in(blob: &'a [u8], scratch: &mut [u8]) -> Result<Model<'a>, LoadError> {
-        let prefix = blob.get(..PREFIX_LEN).ok_or(LoadError::TooShort)?;
-        if prefix.get(..8) != Some(&MAGIC[..]) {
-            return Err(LoadError::BadMagic);
-        }
-        let rd = |at| u32_at(prefix, at).ok_or(LoadError::TooShort);
-        let major = u16_at(prefix, 8).ok_or(LoadError::TooShort)?;
-        let minor = u16_at(prefix, 10).ok_or(LoadError::TooShort)?;
-        if !(VERSION_MAJOR_MIN..=VERSION_MAJOR).contains(&major) {
-            return Err(LoadError::UnsupportedVersion { major, minor });
-        }
-        let header_len = rd(12)? as usize;
-        let data_offset = rd(16)? as usize;
-        let data_len = rd(20)? as usize;
-        let stored_crc = rd(24)?;
-        let flags = rd(28)?;
-        let header_end = PREFIX_LEN
-            .checked_add(header_len)
-            .ok_or(LoadError::BadLength)?;
-        if round_up(header_end, DATA_ALIGN) != Some(data_offset)
-            || data_offset.checked_add(data_len) != Some(blob.len())
-        {
-            return Err(LoadError::BadLength);
-        }
-        let rest = blob.get(PREFIX_LEN..).ok_or(LoadError::BadLength)?;
-        let computed = CRC32.checksum(rest);
-        if computed != stored_crc {
-            return Err(LoadError::Checksum {
-                stored: stored_crc,
-                computed,
-            });
-        }
-        if flags & !known_flags(major) != 0 {
-            return Err(LoadError::UnknownFlags { flags });
-        }
+        let Prefix {
+            major,
+            minor,
+            header_end,
+            data_offset,
+            data_len,
+            flags,
+        } = read_prefix(blob)?;
 
         // The header: HeaderInfo, then n_tensors TensorEntry items (postcard).
         let header = blob
@@ -174,6 +148,63 @@ impl<'a> Model<'a> {
         }
         Ok(model)
     }
+}
+
+/// The fixed prefix of a blob (FORMAT.md §2), checked: magic, a supported version, lengths that
+/// add up to the blob's, the CRC-32 of everything after the prefix, known flags.
+struct Prefix {
+    major: u16,
+    minor: u16,
+    /// End of the postcard header (= `PREFIX_LEN` + its length).
+    header_end: usize,
+    data_offset: usize,
+    data_len: usize,
+    flags: u32,
+}
+
+fn read_prefix(blob: &[u8]) -> Result<Prefix, LoadError> {
+    let prefix = blob.get(..PREFIX_LEN).ok_or(LoadError::TooShort)?;
+    if prefix.get(..8) != Some(&MAGIC[..]) {
+        return Err(LoadError::BadMagic);
+    }
+    let rd = |at| u32_at(prefix, at).ok_or(LoadError::TooShort);
+    let major = u16_at(prefix, 8).ok_or(LoadError::TooShort)?;
+    let minor = u16_at(prefix, 10).ok_or(LoadError::TooShort)?;
+    if !(VERSION_MAJOR_MIN..=VERSION_MAJOR).contains(&major) {
+        return Err(LoadError::UnsupportedVersion { major, minor });
+    }
+    let header_len = rd(12)? as usize;
+    let data_offset = rd(16)? as usize;
+    let data_len = rd(20)? as usize;
+    let stored_crc = rd(24)?;
+    let flags = rd(28)?;
+    let header_end = PREFIX_LEN
+        .checked_add(header_len)
+        .ok_or(LoadError::BadLength)?;
+    if round_up(header_end, DATA_ALIGN) != Some(data_offset)
+        || data_offset.checked_add(data_len) != Some(blob.len())
+    {
+        return Err(LoadError::BadLength);
+    }
+    let rest = blob.get(PREFIX_LEN..).ok_or(LoadError::BadLength)?;
+    let computed = CRC32.checksum(rest);
+    if computed != stored_crc {
+        return Err(LoadError::Checksum {
+            stored: stored_crc,
+            computed,
+        });
+    }
+    if flags & !known_flags(major) != 0 {
+        return Err(LoadError::UnknownFlags { flags });
+    }
+    Ok(Prefix {
+        major,
+        minor,
+        header_end,
+        data_offset,
+        data_len,
+        flags,
+    })
 }
 
 /// Table index of layer 0's ternary matrix number `k` (schema order).
