@@ -18,7 +18,7 @@
 //!
 //! On Arm cores with the DSP extension (`cfg(runtime_dsp)`, set by `build.rs`: stable Rust
 //! does not expose the `dsp` target feature to `cfg`) the portable ternary matvec is
-//! [`lut::ternary_matvec`] (table lookup over groups of 4 activations, an `asm!` row loop; on the
+//! [`lut2::ternary_matvec`] (table lookup over groups of 4 activations, an `asm!` row loop; on the
 //! Cortex-M33 cost model it beats the `SMLAD` kernel `dsp::ternary_matvec`, kept as an
 //! alternative) and the int8 dot of the portable int8 kernels is `dsp::int8_dot` (`SXTB16` +
 //! `SMLAD`); everywhere else they are [`fast::ternary_matvec`] and [`fast::int8_dot`].
@@ -45,6 +45,7 @@ pub mod dispatch;
 pub mod dsp;
 pub mod fast;
 pub mod lut;
+pub mod lut2;
 pub mod reference;
 pub mod softmax;
 pub mod softmax32;
@@ -63,7 +64,7 @@ pub use softmax::{attention_scores, softmax_coefficients};
 #[cfg(not(runtime_dsp))]
 use fast::ternary_matvec as portable_ternary_matvec;
 #[cfg(runtime_dsp)]
-use lut::ternary_matvec as portable_ternary_matvec;
+use lut2::ternary_matvec as portable_ternary_matvec;
 
 /// Tokens whose activations one [`ternary_matmul`] pass permutes at once.
 const MATMUL_TILE: usize = 64;

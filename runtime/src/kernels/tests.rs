@@ -1,6 +1,6 @@
 //! One suite for every kernel implementation: each must equal the scalar reference exactly.
 
-use super::{decode_base3, decode_ternary, dsp, encode_base3, encode_ternary, fast, lut};
+use super::{decode_base3, decode_ternary, dsp, encode_base3, encode_ternary, fast, lut, lut2};
 use super::{reference, Level};
 use crate::format::{ternary5_row_bytes, ternary_row_bytes, MAX_WIDTH};
 use std::vec;
@@ -79,7 +79,7 @@ fn matvecs() -> Vec<(&'static str, MatVec)> {
         ("dsp lanes (portable SMLAD)", dsp::ternary_matvec_lanes),
         (
             "lut (tables over groups of 4 activations)",
-            lut::ternary_matvec,
+            lut2::ternary_matvec,
         ),
         #[cfg(runtime_dsp)]
         ("dsp", dsp::ternary_matvec),
@@ -734,7 +734,7 @@ fn lut_tables_and_chunk_boundaries() {
     // Every entry of a group's table is BIAS + the group's sum for that byte's codes.
     let x: Vec<i8> = vec![-128, 127, -1, 5, 0, -128, 127, 127];
     let mut table = vec![core::mem::MaybeUninit::<u32>::uninit(); 2 * 128];
-    lut::build(&x, &mut table);
+    lut2::build(&x, &mut table);
     // SAFETY: `build` wrote both groups' 128 words.
     let words: Vec<u32> = table.iter().map(|w| unsafe { w.assume_init() }).collect();
     for g in 0..2 {
