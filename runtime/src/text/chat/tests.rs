@@ -365,11 +365,23 @@ fn cores_are_chosen_where_the_session_has_workers() {
         let reply = text(&type_line(chat, &mut term, b"/cores 3"));
         assert!(reply.starts_with("error: /cores expects 1 or 2"), "{reply}");
     });
-    // With two-core workers (threads): both settings give `tools generate`'s text.
+    // With two-core workers: both settings give `tools generate`'s text. The two halves take
+    // turns on this thread (the split's schedule without threads: these tests also run under
+    // WASI, which has none; runtime/tests/workers.rs runs them on two threads).
+    struct TwoInTurn;
+    impl crate::workers::Workers for TwoInTurn {
+        fn cores(&self) -> usize {
+            2
+        }
+        fn join(&self, here: &mut dyn FnMut(), there: &mut (dyn FnMut() + Send)) {
+            here();
+            there();
+        }
+    }
     let model = model();
     let ctx = model.config().ctx_len;
     let mut mem = vec![0u8; crate::session_bytes_workers(model.config(), ctx, 1)];
-    let session = Session::with_workers(model, ctx, 1, &crate::workers::Threads, &mut mem).unwrap();
+    let session = Session::with_workers(model, ctx, 1, &TwoInTurn, &mut mem).unwrap();
     let mut chat = Chat::new(Ok(session), Settings::DEFAULT);
     let mut term = Script::default();
     type_line(&mut chat, &mut term, b"/tokens 30");
