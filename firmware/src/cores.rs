@@ -4,7 +4,7 @@
 //! Core 1 runs [`serve_core1`] forever: it waits for a job on its [`Link`] (the RP2350's SIO
 //! FIFO, rp235x-hal's `SioFifo`; on the twin a mailbox in shared RAM), runs it, and answers
 //! [`DONE`]. Core 0's [`Dual::join`] sends a job, runs its own half, then waits for that answer:
-//! a barrier per step of the split pass (`runtime/src/pass/split.rs`).
+//! a barrier per step of the split pass (`runtime/src/pass/split/`).
 //!
 //! A job is the address of a `&mut (dyn FnMut() + Send)` that lives in `join`'s stack frame on
 //! core 0. Core 0 does not leave `join` before core 1 answered, so the closure and everything

@@ -444,7 +444,7 @@ fn rows5_dsp(w: &[u8], c: usize, g0: usize, g1: usize, table: &[u16], y: &mut [i
 
 /// The tables of one chunk `g0..g1` (at most [`GROUPS`] groups) of a base-3 input, built in two
 /// parts that may run on two cores ([`ChunkTables::build_split`]) and then read by both
-/// ([`ChunkTables::add_rows`]): the split forward pass's tables (`pass/split.rs`). 16 KiB; lives
+/// ([`ChunkTables::add_rows`]): the split forward pass's tables (`pass/split/`). 16 KiB; lives
 /// on the caller's stack, shared by reference.
 pub struct ChunkTables {
     table: [MaybeUninit<u32>; GROUPS * WORDS],

@@ -1,7 +1,7 @@
 //! Other cores for the forward pass: "run this on the other core, this here, then wait".
 //!
 //! A [`Session`](crate::Session) made with [`Session::with_workers`](crate::Session::with_workers)
-//! runs each token's pass split in two (the split pass, `pass/split.rs`): matrix rows, attention
+//! runs each token's pass split in two (the split pass, `pass/split/`): matrix rows, attention
 //! heads and the lookup tables' groups are cut in halves, one half runs on this core and the
 //! other on a second core through [`Workers::join`], and every join returns only when both halves
 //! are done (a barrier per step). A session made with [`Session::new`](crate::Session::new) never
