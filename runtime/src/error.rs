@@ -2,8 +2,8 @@
 
 use core::fmt;
 
-pub use crate::format::{ConfigError, Dim};
-use crate::format::{TensorKind, VERSION_MAJOR, VERSION_MAJOR_MIN};
+pub use crate::blob::format::{ConfigError, Dim};
+use crate::blob::format::{TensorKind, VERSION_MAJOR, VERSION_MAJOR_MIN};
 
 /// Why a blob was refused by [`Model::from_bytes`](crate::Model::from_bytes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,7 +75,7 @@ pub enum LoadError {
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum TokenizerError {
     /// The merge table is not a whole number of 4-byte merges, or holds more than
-    /// [`MAX_MERGES`](crate::bpe::MAX_MERGES).
+    /// [`MAX_MERGES`](crate::format::MAX_MERGES).
     TableLength {
         /// Bytes of the table.
         bytes: u32,
@@ -105,7 +105,7 @@ pub enum TokenizerError {
         /// The merge.
         index: u32,
     },
-    /// Token `token` is longer than [`CHUNK_MAX`](crate::bpe::CHUNK_MAX) bytes: no text
+    /// Token `token` is longer than [`CHUNK_MAX`](crate::format::CHUNK_MAX) bytes: no text
     /// encodes to it.
     TooLong {
         /// The token.
@@ -204,8 +204,8 @@ impl fmt::Display for LoadError {
                 f,
                 "prefix flags {flags:#010x} hold a bit this format version does not define \
                  (v3 defines {:#x}, the gated FFN; v4 also {:#x}, the BPE tokenizer; v1 and v2 none)",
-                crate::format::FLAG_FFN_GATED,
-                crate::format::FLAG_BPE
+                crate::blob::format::FLAG_FFN_GATED,
+                crate::blob::format::FLAG_BPE
             ),
             LoadError::TensorCount { found, expected } => write!(
                 f,
@@ -245,7 +245,7 @@ impl fmt::Display for TokenizerError {
             TokenizerError::TableLength { bytes } => write!(
                 f,
                 "the merge table has {bytes} bytes: not a whole number of 4-byte merges, or more than {} merges",
-                crate::bpe::MAX_MERGES
+                crate::blob::format::MAX_MERGES
             ),
             TokenizerError::Count { vocab_size, merges } => write!(
                 f,
@@ -267,7 +267,7 @@ impl fmt::Display for TokenizerError {
             TokenizerError::TooLong { token } => write!(
                 f,
                 "token {token} is longer than {} bytes, the longest chunk",
-                crate::bpe::CHUNK_MAX
+                crate::blob::format::CHUNK_MAX
             ),
         }
     }
@@ -276,10 +276,10 @@ impl fmt::Display for TokenizerError {
 /// `layer 5 w_gate` for a layer tensor, `embed` for a global one (the run-dir names of
 /// `trainer/EXPORT.md`; the [`TensorKind`] name for sections without one).
 fn write_tensor(f: &mut fmt::Formatter<'_>, kind: TensorKind, layer: u16) -> fmt::Result {
-    if crate::schema::LAYER.iter().any(|s| s.kind == kind) {
+    if crate::blob::schema::LAYER.iter().any(|s| s.kind == kind) {
         write!(f, "layer {layer} ")?;
     }
-    match crate::schema::spec_of(kind).and_then(|s| s.trainer_name()) {
+    match crate::blob::schema::spec_of(kind).and_then(|s| s.trainer_name()) {
         Some(name) => write!(f, "{name}"),
         None => write!(f, "{kind:?}"),
     }

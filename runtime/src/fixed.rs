@@ -582,7 +582,7 @@ mod tests {
 
     #[test]
     fn from_ieee754_matches_the_float_formulation() {
-        let mut rng = crate::SplitMix64(0x1234_5678_9abc_def0);
+        let mut rng = crate::rng::SplitMix64(0x1234_5678_9abc_def0);
         let mut xs = std::vec![1e-5, 1.0 / 127.0, 0.1, 1.0, 1.5, 3.0, 127.0, 1e6];
         for k in -100..60 {
             let p = 2f64.powi(k);
@@ -684,7 +684,7 @@ mod tests {
 
     #[test]
     fn mul_fast_path_matches_from_u64() {
-        let mut rng = crate::SplitMix64(0x2545_F491_4F6C_DD1D);
+        let mut rng = crate::rng::SplitMix64(0x2545_F491_4F6C_DD1D);
         let mut next = move || rng.next_u64();
         let edge = [
             1u32 << 31,
@@ -729,7 +729,7 @@ mod tests {
 
     #[test]
     fn integer_square_root() {
-        let mut rng = crate::SplitMix64(0xD1B5_4A32_D192_ED03);
+        let mut rng = crate::rng::SplitMix64(0xD1B5_4A32_D192_ED03);
         let mut ns: std::vec::Vec<u64> = (0..5000).collect();
         for b in 0..64 {
             let p = 1u64 << b;
@@ -752,7 +752,7 @@ mod tests {
 
     #[test]
     fn division_by_32_bit_digits() {
-        let mut rng = crate::SplitMix64(0x9E37_79B9_7F4A_7C15);
+        let mut rng = crate::rng::SplitMix64(0x9E37_79B9_7F4A_7C15);
         let mut next = move || rng.next_u64();
         let mut ds: std::vec::Vec<u32> =
             std::vec![1, 2, 3, 7, 0xffff, 0x1_0000, 0x1_0001, 0x8000_0000];
@@ -807,7 +807,7 @@ mod tests {
 
     #[test]
     fn mul_round_is_shift_round_of_the_product() {
-        let mut rng = crate::SplitMix64(0x2545_F491_4F6C_DD1D);
+        let mut rng = crate::rng::SplitMix64(0x2545_F491_4F6C_DD1D);
         let mut next = move || rng.next_u64();
         let mut xs: std::vec::Vec<i64> =
             std::vec![0, 1, -1, 2, -2, 3, -3, i32::MAX as i64, i32::MIN as i64];

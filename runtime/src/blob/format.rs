@@ -66,6 +66,15 @@ pub const VOCAB_CHECK_CHUNK: usize = 1024;
 
 /// Largest supported `vocab_size` (token ids are `u16`).
 pub const MAX_VOCAB: u32 = 65535;
+
+/// Byte-level BPE (format v4, FORMAT.md §8): tokens `0..256` are the bytes; merge `i` makes
+/// token `BYTE_TOKENS + i`.
+pub const BYTE_TOKENS: usize = 256;
+/// Longest BPE chunk in bytes. Merges never cross a chunk, so no reachable token is longer;
+/// the loader refuses longer tokens (`TokenizerError::TooLong`).
+pub const CHUNK_MAX: usize = 64;
+/// Most merges a blob may hold: `MAX_VOCAB − 256` (token ids are `u16`).
+pub const MAX_MERGES: usize = MAX_VOCAB as usize - BYTE_TOKENS;
 /// Largest supported `d_model`, `ffn_dim` (keeps `|Σ x·w| ≤ 127·2^15 < 2^22`).
 pub const MAX_WIDTH: u32 = 1 << 15;
 /// Largest supported `ctx_len`.

@@ -2,17 +2,17 @@
 //! "Loader guarantees"), then hands it to the borrowed view in `model.rs`.
 
 use super::model::{u16_at, u32_at, CRC32};
-use crate::bpe::{self, Merges};
-use crate::error::{ConfigError, LoadError, Section, TokenizerError};
-use crate::fixed::{Dyadic, DYADIC_EXP_MAX, DYADIC_EXP_MIN};
-use crate::format::{
+use crate::blob::format::{
     known_flags, round_up, Config, ElemFormat, HeaderInfo, TensorEntry, TensorKind,
     TernaryEncoding, TokenizerInfo, DATA_ALIGN, FLAG_BPE, FLAG_FFN_GATED, MAGIC, MAX_METADATA,
     PREFIX_LEN, ROPE_FRAC_BITS, VERSION_MAJOR, VERSION_MAJOR_MIN, VOCAB_CHECK_CHUNK,
 };
-use crate::layout::Layout;
-use crate::model::Model;
-use crate::schema::{self, Encoding, MatrixEncodings};
+use crate::blob::layout::Layout;
+use crate::blob::model::Model;
+use crate::blob::schema::{self, Encoding, MatrixEncodings};
+use crate::error::{ConfigError, LoadError, Section, TokenizerError};
+use crate::fixed::{Dyadic, DYADIC_EXP_MAX, DYADIC_EXP_MIN};
+use crate::text::bpe::{self, Merges};
 
 impl<'a> Model<'a> {
     /// Validates `blob` completely (see `FORMAT.md`, "Loader guarantees") and borrows it.
@@ -454,7 +454,7 @@ fn validate_ternary5(s: &[u8], row_bytes: usize, cols: usize) -> Result<(), usiz
 #[cfg(test)]
 mod tests {
     use super::first_duplicate_token;
-    use crate::Pcg32;
+    use crate::text::sampler::Pcg32;
     use std::vec::Vec;
 
     /// A vocabulary's `VocabOffsets` and `VocabBytes` sections.
@@ -522,12 +522,12 @@ mod tests {
     /// order, is the worst case: nothing ends the search early.
     #[test]
     fn the_largest_unsorted_vocabulary_stays_within_the_bound() {
-        let v = crate::format::MAX_VOCAB as usize;
+        let v = crate::blob::format::MAX_VOCAB as usize;
         let tokens: Vec<Vec<u8>> = (0..v)
             .rev()
             .map(|k| (k as u16).to_be_bytes().to_vec())
             .collect();
-        for chunk in [crate::format::VOCAB_CHECK_CHUNK, v] {
+        for chunk in [crate::blob::format::VOCAB_CHECK_CHUNK, v] {
             let (found, compares) = check(&tokens, 2 * chunk);
             assert_eq!(found, None);
             std::eprintln!(
@@ -544,7 +544,7 @@ mod tests {
         let mut last = tokens.clone();
         last[v - 1] = last[0].clone();
         assert_eq!(
-            check(&last, 2 * crate::format::VOCAB_CHECK_CHUNK).0,
+            check(&last, 2 * crate::blob::format::VOCAB_CHECK_CHUNK).0,
             Some(v - 1)
         );
     }

@@ -2,11 +2,11 @@
 //! nothing copied). This file is the one place that maps the blob to weights; the loader
 //! and its validation are in `load.rs`.
 
-use crate::bpe::Merges;
+use crate::blob::format::{Config, ElemFormat, TensorEntry, TensorKind, TernaryEncoding};
+use crate::blob::layout::Layout;
+use crate::blob::schema;
 use crate::fixed::Dyadic;
-use crate::format::{Config, ElemFormat, TensorEntry, TensorKind, TernaryEncoding};
-use crate::layout::Layout;
-use crate::schema;
+use crate::text::bpe::Merges;
 
 /// CRC-32 (ISO-HDLC, the zlib/PNG one) over everything after the prefix.
 pub(crate) const CRC32: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC);
@@ -285,7 +285,7 @@ impl<'a> Model<'a> {
 
     /// Int8 embedding row of `token` (`row_bytes` long, zero padded) and its scale `e_v`.
     pub(crate) fn embedding_row(&self, token: usize) -> (&'a [i8], Dyadic) {
-        let rb = crate::format::int8_row_bytes(self.config().d_model);
+        let rb = crate::blob::format::int8_row_bytes(self.config().d_model);
         let rows = self.global(TensorKind::Embedding);
         let row = rows.get(token * rb..(token + 1) * rb).unwrap_or(&[]);
         let scale =

@@ -8,16 +8,16 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
 
-use crate::error::{ConfigError, LoadError};
-use crate::fixed::Dyadic;
-use crate::format::{
+use crate::blob::format::{
     round_up, Config, ElemFormat, HeaderInfo, TensorEntry, TensorKind, TokenizerInfo, DATA_ALIGN,
     FLAG_BPE, MAGIC, MAX_METADATA, PREFIX_LEN, ROPE_FRAC_BITS, VERSION_MINOR,
 };
+use crate::blob::layout::Layout;
+use crate::blob::model::{Model, CRC32};
+use crate::blob::schema::{self, MatrixEncodings, Source};
+use crate::error::{ConfigError, LoadError};
+use crate::fixed::Dyadic;
 use crate::kernels::{encode_base3, encode_ternary};
-use crate::layout::Layout;
-use crate::model::{Model, CRC32};
-use crate::schema::{self, MatrixEncodings, Source};
 
 /// A ternary matrix `[out][in]` (row-major) with its scale `γ`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -480,7 +480,7 @@ impl ModelParams {
         let vocab = (0..c.vocab_size)
             .map(|i| m.token_bytes(i as u16).unwrap_or(&[]).to_vec())
             .collect();
-        let rb = crate::format::int8_row_bytes(c.d_model);
+        let rb = crate::blob::format::int8_row_bytes(c.d_model);
         let embedding = try_collect(
             c.vocab_size as usize * d,
             m.embedding()
@@ -540,8 +540,8 @@ impl ModelParams {
 
 /// The weights of a loaded matrix, row-major `[rows][cols]`, in `{-1, 0, 1}` (allocated
 /// fallibly).
-fn unpack(t: &crate::model::TernaryMatrix<'_>) -> Result<Vec<i8>, WriteError> {
-    use crate::format::TernaryEncoding;
+fn unpack(t: &crate::blob::model::TernaryMatrix<'_>) -> Result<Vec<i8>, WriteError> {
+    use crate::blob::format::TernaryEncoding;
     use crate::kernels::{decode_base3, decode_ternary};
     let mut w = try_collect(t.rows * t.cols, core::iter::empty())?;
     for row in t.data.chunks_exact(t.row_bytes.max(1)).take(t.rows) {

@@ -567,7 +567,7 @@ mod tests {
 
     #[test]
     fn exp_equals_the_64_bit_definition() {
-        let mut rng = crate::SplitMix64(0x5EED_0FE4_B05E_ED00);
+        let mut rng = crate::rng::SplitMix64(0x5EED_0FE4_B05E_ED00);
         let mut zs: std::vec::Vec<u64> = (0..70_000).collect();
         // Every table step and its neighbours, the flush-to-zero edges, random values.
         for j in 0..(32u64 << 8) {
@@ -593,7 +593,7 @@ mod tests {
 
     #[test]
     fn mul_equals_dyadic_mul() {
-        let mut rng = crate::SplitMix64(0x0123_4567_89AB_CDEF);
+        let mut rng = crate::rng::SplitMix64(0x0123_4567_89AB_CDEF);
         let mut ds = std::vec![
             Dyadic::ZERO,
             Dyadic::ONE,

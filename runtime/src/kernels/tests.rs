@@ -2,11 +2,11 @@
 
 use super::{decode_base3, decode_ternary, dsp, encode_base3, encode_ternary, fast, lut, lut2};
 use super::{reference, Level};
-use crate::format::{ternary5_row_bytes, ternary_row_bytes, MAX_WIDTH};
+use crate::blob::format::{ternary5_row_bytes, ternary_row_bytes, MAX_WIDTH};
 use std::vec;
 use std::vec::Vec;
 
-use crate::SplitMix64 as Rng;
+use crate::rng::SplitMix64 as Rng;
 
 /// Packs `[rows][cols]` weights in {-1,0,1} into padded 2-bit rows.
 fn pack(weights: &[i8], rows: usize, cols: usize) -> (Vec<u8>, usize) {
@@ -535,7 +535,7 @@ fn int8_weighted_sum_random_and_extremes() {
         check(&coef, &v, stride, hd);
     }
     // Largest coefficients against -128 / +127 over the longest context.
-    let t = crate::format::MAX_CTX as usize;
+    let t = crate::blob::format::MAX_CTX as usize;
     for x in [-128i8, 127] {
         check(&vec![1 << 24; t], &vec![x; t * 32], 32, 32);
         check(&vec![-(1 << 24); t], &vec![x; t * 32], 32, 32);

@@ -4,13 +4,13 @@
 
 use super::forward::{matmul, project, residual_add};
 use super::norm::{absmax_quantize, rmsnorm_quantize};
+use crate::blob::format::{ternary_row_bytes, TernaryEncoding, ROPE_FRAC_BITS};
+use crate::blob::model::LayerWeights;
 use crate::fixed::{bit_len, mul_round, sat_i32, Dyadic, INV_127};
-use crate::format::{ternary_row_bytes, TernaryEncoding, ROPE_FRAC_BITS};
 use crate::kernels::lut::Tables5;
 use crate::kernels::max_abs_i64;
 use crate::kernels::{attention_scores, int8_matvec, int8_weighted_sum, softmax_coefficients};
-use crate::model::LayerWeights;
-use crate::session::Session;
+use crate::pass::session::Session;
 
 /// Rotates one head: `out[2i] = y0·cos − y1·sin`, `out[2i+1] = y0·sin + y1·cos` with the
 /// Q1.30 table row, so `out` is in units of `2^-30` of `y`'s units.

@@ -3,11 +3,11 @@
 
 use super::forward::{matmul, project, residual_add};
 use super::norm::rmsnorm_quantize;
+use crate::blob::format::{ternary_row_bytes, TernaryEncoding};
+use crate::blob::model::{LayerWeights, TernaryMatrix};
 use crate::fixed::{bit_len, Dyadic};
-use crate::format::{ternary_row_bytes, TernaryEncoding};
 use crate::kernels::lut::Tables5;
-use crate::model::{LayerWeights, TernaryMatrix};
-use crate::session::Session;
+use crate::pass::session::Session;
 
 /// `v = relu(v)²` cut to at most `2^30` by a shared rounding shift `k` (returned): `|v| < 2^22`,
 /// so the squares (`< 2^44`, kept in `wide`) fit `i64`.
@@ -193,7 +193,7 @@ mod tests {
 
     #[test]
     fn the_32_bit_cuts_equal_the_definitions() {
-        let mut rng = crate::SplitMix64(0xC0FF_EE00_1234_5678);
+        let mut rng = crate::rng::SplitMix64(0xC0FF_EE00_1234_5678);
         let mut next = move || rng.next_u64();
         for case in 0..3000 {
             let n = 1 + (next() % 64) as usize;

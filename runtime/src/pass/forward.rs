@@ -8,15 +8,15 @@
 //! feeding its tokens one at a time (tested in `runtime/tests/prefill.rs`).
 
 use super::norm::{rmsnorm_quantize, to_block_i32};
+use crate::blob::format::{int8_row_bytes, TernaryEncoding, LOGIT_FRAC_BITS, RESID_FRAC_BITS};
+use crate::blob::model::{Gains, TernaryMatrix};
 use crate::error::Error;
 use crate::fixed::{mul_round, sat_i32, Dyadic};
-use crate::format::{int8_row_bytes, TernaryEncoding, LOGIT_FRAC_BITS, RESID_FRAC_BITS};
 use crate::kernels::lut::Tables5;
 use crate::kernels::{
     int8_matvec, ternary5_matmul, ternary5_matvec, ternary_matmul, ternary_matvec,
 };
-use crate::model::{Gains, TernaryMatrix};
-use crate::session::Session;
+use crate::pass::session::Session;
 
 /// Real value of one unit of the residual stream: `2^-32`.
 pub(super) const RESID_SCALE: Dyadic = Dyadic::pow2(-(RESID_FRAC_BITS as i32));
@@ -349,7 +349,7 @@ mod tests {
 
     #[test]
     fn residual_add_32_equals_the_definition() {
-        let mut rng = crate::SplitMix64(0x5DEE_CE66_D1CE_4E5B);
+        let mut rng = crate::rng::SplitMix64(0x5DEE_CE66_D1CE_4E5B);
         let mut next = move || rng.next_u64();
         let mut taken = 0;
         for case in 0..4000 {

@@ -9,10 +9,10 @@
 //! a copy at every call site cost 20 KiB of it (firmware/COST.md, "Placement and scheduling").
 
 use super::norm32::{absmax_quantize_32, rmsnorm_quantize_32, to_block_i32_32};
+use crate::blob::format::GAIN_FRAC_BITS;
+use crate::blob::model::Gains;
 use crate::fixed::{bit_len, Dyadic, INV_127, Q127};
-use crate::format::GAIN_FRAC_BITS;
 use crate::kernels::{max_abs_i32, max_abs_i64};
-use crate::model::Gains;
 
 /// Whether the AVX2 twins of the loops below run (the AVX2 and AVX-512 levels; they return
 /// the same bits as the scalar loops, see `kernels/x86_64/quantize.rs`).
@@ -272,12 +272,12 @@ mod tests {
     #[test]
     fn avx2_quantizers_equal_the_scalar_loops() {
         use super::*;
-        use crate::model::Gains;
+        use crate::blob::model::Gains;
         if !crate::kernels::Level::Avx2.supported() {
             std::eprintln!("avx2_quantizers_equal_the_scalar_loops: no AVX2 here, not run");
             return;
         }
-        let mut rng = crate::SplitMix64(0x9E37_79B9_7F4A_7C15);
+        let mut rng = crate::rng::SplitMix64(0x9E37_79B9_7F4A_7C15);
         let mut next = move || rng.next_u64();
         let eps = Dyadic::from_u64(1, -20);
         let scale = Dyadic::from_u64(3, -40);
@@ -339,7 +339,7 @@ mod tests {
 
     #[test]
     fn q127_by_multiply_equals_division() {
-        let mut rng = crate::SplitMix64(0x2545_F491_4F6C_DD1D);
+        let mut rng = crate::rng::SplitMix64(0x2545_F491_4F6C_DD1D);
         let mut next = move || rng.next_u64();
         let mut ms: std::vec::Vec<u32> = (1..=300).collect();
         for b in 1..24 {
@@ -370,7 +370,7 @@ mod tests {
 
     #[test]
     fn the_32_bit_twins_equal_the_definitions() {
-        let mut rng = crate::SplitMix64(0x0DDB_1A5E_5BAD_5EED);
+        let mut rng = crate::rng::SplitMix64(0x0DDB_1A5E_5BAD_5EED);
         let mut next = move || rng.next_u64();
         let eps = Dyadic::from_ieee754(1e-5f64.to_bits()).unwrap();
         let (mut twins_absmax, mut twins_rms) = (0, 0);

@@ -6,11 +6,11 @@
 //! chosen once per vector, and the bit length of a maximum taken from the OR of the magnitudes
 //! (the same bit length, no compares). The Cortex-M33 loops are `asm!` (`runtime_dsp`).
 
+use crate::blob::format::GAIN_FRAC_BITS;
+use crate::blob::model::Gains;
 use crate::fixed::Q127;
 use crate::fixed::{bit_len, Dyadic, INV_127};
-use crate::format::GAIN_FRAC_BITS;
 use crate::kernels::max_abs_i64;
-use crate::model::Gains;
 
 /// `(v >> k) as i32` (an arithmetic shift) for a value whose result fits 32 bits, as two 32-bit
 /// shifts.

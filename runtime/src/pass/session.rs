@@ -1,11 +1,11 @@
 //! A session: caller-owned working memory (activations, the KV cache, the token history) and
 //! the position.
 
+use crate::blob::format::{ternary_row_bytes, Config};
+use crate::blob::model::Model;
 use crate::error::Error;
 use crate::fixed::Dyadic;
-use crate::format::{ternary_row_bytes, Config};
 use crate::kernels::matmul_scratch_bytes;
-use crate::model::Model;
 
 /// Working-memory bytes a session over `config` needs for `ctx_len` positions, one token per
 /// forward pass (what [`Session::new`] takes; the firmware sizes its static arena with it).
@@ -290,7 +290,7 @@ pub struct Session<'m, 'b> {
     pub(crate) last_n: usize,
     /// The split pass's workers and scratch ([`Session::with_workers`]); `None`: one core.
     #[cfg(feature = "workers")]
-    pub(crate) split: Option<super::split::Split<'b>>,
+    pub(crate) split: Option<super::workers::Split<'b>>,
 }
 
 impl<'m, 'b> Session<'m, 'b> {
@@ -370,7 +370,7 @@ impl<'m, 'b> Session<'m, 'b> {
         model: Model<'m>,
         ctx_len: u32,
         block: u32,
-        workers: &'b dyn crate::workers::Workers,
+        workers: &'b dyn crate::pass::workers::Workers,
         buf: &'b mut [u8],
     ) -> Result<Self, Error> {
         let needed =
@@ -408,7 +408,7 @@ impl<'m, 'b> Session<'m, 'b> {
         scores.fill(0);
         coef.fill(0);
         let mut session = Session::with_block(model, ctx_len, block, main)?;
-        session.split = Some(super::split::Split {
+        session.split = Some(super::workers::Split {
             workers,
             cores: workers.cores().clamp(1, 2),
             rows: None,
@@ -453,7 +453,7 @@ impl<'m, 'b> Session<'m, 'b> {
 
     /// The workers of a session made with [`Session::with_workers`].
     #[cfg(feature = "workers")]
-    pub fn workers(&self) -> Option<&'b dyn crate::workers::Workers> {
+    pub fn workers(&self) -> Option<&'b dyn crate::pass::workers::Workers> {
         self.split.as_ref().map(|s| s.workers)
     }
 
@@ -461,7 +461,7 @@ impl<'m, 'b> Session<'m, 'b> {
     /// on, in the split pass ([`RowCopy`](crate::workers::RowCopy)); `false` (nothing changes)
     /// for a session without workers.
     #[cfg(feature = "workers")]
-    pub fn set_row_copy(&mut self, rows: crate::workers::RowCopy<'b>) -> bool {
+    pub fn set_row_copy(&mut self, rows: crate::pass::workers::RowCopy<'b>) -> bool {
         match &mut self.split {
             Some(s) => {
                 s.rows = Some(rows);

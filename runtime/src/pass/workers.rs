@@ -32,6 +32,19 @@
 
 pub use super::split::RowCopy;
 
+/// The second core's scratch and the split's settings, held by a session made with
+/// [`Session::with_workers`](crate::Session::with_workers).
+pub(crate) struct Split<'b> {
+    pub(crate) workers: &'b dyn Workers,
+    /// Cores in use: 1 or 2 ([`Session::set_cores`](crate::Session::set_cores)).
+    pub(crate) cores: usize,
+    pub(crate) rows: Option<RowCopy<'b>>,
+    pub(crate) shared_tables: bool,
+    /// The other core's attention scores `[T]` and coefficients `[T]`.
+    pub(crate) scores: &'b mut [i64],
+    pub(crate) coef: &'b mut [i32],
+}
+
 /// Cores that share a forward pass (see the module docs).
 pub trait Workers: Sync {
     /// Cores taking part: 1 (this one only) or 2.

@@ -12,15 +12,8 @@
 //! text is the segmentation the trainer trained on.
 
 use crate::error::{EncodeError, TokenizerError};
-use crate::format::MAX_VOCAB;
 
-/// Tokens `0..256` are the bytes; merge `i` makes token `BYTE_TOKENS + i`.
-pub const BYTE_TOKENS: usize = 256;
-/// Longest chunk in bytes. Merges never cross a chunk, so no reachable token is longer; the
-/// loader refuses longer tokens ([`TokenizerError::TooLong`]).
-pub const CHUNK_MAX: usize = 64;
-/// Most merges a blob may hold: `MAX_VOCAB − 256` (token ids are `u16`).
-pub const MAX_MERGES: usize = MAX_VOCAB as usize - BYTE_TOKENS;
+pub use crate::blob::format::{BYTE_TOKENS, CHUNK_MAX, MAX_MERGES};
 
 /// The byte classes of the chunking rule.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -266,7 +259,7 @@ pub(crate) fn check_vocab<'t>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Pcg32;
+    use crate::text::sampler::Pcg32;
     use std::collections::HashMap;
     use std::vec::Vec;
 

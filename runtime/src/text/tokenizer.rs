@@ -2,8 +2,8 @@
 //! ([`bpe`](crate::bpe)) or, for other vocabularies (characters), greedy longest match to
 //! encode; a table lookup to decode.
 
+use crate::blob::model::Model;
 use crate::error::EncodeError;
-use crate::model::Model;
 
 /// Encodes `text` into `out`; returns the number of tokens written. `out.len() ≥ text.len()`
 /// always suffices (a token is at least one byte).

@@ -111,7 +111,7 @@ impl Utf8Stream {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Pcg32;
+    use crate::text::sampler::Pcg32;
     use std::vec::Vec;
 
     /// Feeds `pieces`, returns what came out, piece by piece.

@@ -2,10 +2,10 @@
 //! streams, and the prefetch schedule.
 
 use super::place::*;
-use crate::format::TernaryEncoding;
+use crate::blob::format::TernaryEncoding;
+use crate::blob::model::{LayerWeights, Model, TernaryMatrix};
 use crate::kernels::lut::{ChunkTables, GROUPS};
 use crate::kernels::{ternary5_matvec, ternary_matvec};
-use crate::model::{LayerWeights, Model, TernaryMatrix};
 use crate::pass::workers::Workers;
 
 /// Most bytes prefetched ahead of their use: half the XIP cache, so that the lines brought in

@@ -35,13 +35,13 @@ use super::attention::merge_heads;
 use super::ffn::{gated_cut, relu_sq_cut};
 use super::forward::{residual_add, RESID_SCALE};
 use super::norm::{rmsnorm_quantize, to_block_i32};
-use super::workers::{Workers, KERNEL_STACK};
+use super::workers::KERNEL_STACK;
+use crate::blob::format::{int8_row_bytes, LOGIT_FRAC_BITS, RESID_FRAC_BITS, ROPE_FRAC_BITS};
+use crate::blob::model::{scales_of, LayerWeights};
 use crate::fixed::{mul_round, sat_i32, Dyadic, INV_127};
-use crate::format::{int8_row_bytes, LOGIT_FRAC_BITS, RESID_FRAC_BITS, ROPE_FRAC_BITS};
 use crate::kernels::int8_matvec;
 use crate::kernels::lut::{ChunkTables, GROUPS};
-use crate::model::{scales_of, LayerWeights};
-use crate::session::Session;
+use crate::pass::session::Session;
 
 mod ctx;
 mod parts;
@@ -51,19 +51,6 @@ use ctx::*;
 use parts::*;
 pub use place::RowCopy;
 use place::*;
-
-/// The second core's scratch and the split's settings, held by a session made with
-/// [`Session::with_workers`].
-pub(crate) struct Split<'b> {
-    pub(crate) workers: &'b dyn Workers,
-    /// Cores in use: 1 or 2 ([`Session::set_cores`]).
-    pub(crate) cores: usize,
-    pub(crate) rows: Option<RowCopy<'b>>,
-    pub(crate) shared_tables: bool,
-    /// The other core's attention scores `[T]` and coefficients `[T]`.
-    pub(crate) scores: &'b mut [i64],
-    pub(crate) coef: &'b mut [i32],
-}
 
 impl Session<'_, '_> {
     /// The split pass over the `n` tokens recorded at `pos..pos + n`, token by token.
@@ -166,7 +153,7 @@ impl Session<'_, '_> {
 /// memory borrowed apart (the fields of [`Session`] it writes).
 struct Token<'s, 'c> {
     ctx: Ctx<'c>,
-    c: crate::Config,
+    c: crate::blob::format::Config,
     /// The token's position.
     p: usize,
     /// The session's context length (KV cache slots per layer).

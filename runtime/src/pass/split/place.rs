@@ -1,7 +1,7 @@
 //! The split pass's placement: which rows of which matrices are copied to fast RAM ([`RowCopy`]).
 
-use crate::format::TensorKind;
-use crate::model::{Gains, LayerWeights, Model, TernaryMatrix};
+use crate::blob::format::TensorKind;
+use crate::blob::model::{Gains, LayerWeights, Model, TernaryMatrix};
 
 /// The block matrices, in the order of a [`RowCopy`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -183,7 +183,7 @@ impl<'b> RowCopy<'b> {
         &self,
         mut w: LayerWeights<'b>,
         l: usize,
-        c: &crate::Config,
+        c: &crate::blob::format::Config,
     ) -> LayerWeights<'b> {
         if self.small.is_empty() {
             return w;
@@ -203,7 +203,10 @@ impl<'b> RowCopy<'b> {
     }
 
     /// The final norm's gains and the embedding's row scales from the copy.
-    pub(super) fn head_norm_and_scales(&self, c: &crate::Config) -> Option<(Gains<'b>, &'b [u8])> {
+    pub(super) fn head_norm_and_scales(
+        &self,
+        c: &crate::blob::format::Config,
+    ) -> Option<(Gains<'b>, &'b [u8])> {
         if self.small.is_empty() {
             return None;
         }

@@ -369,7 +369,7 @@ fn cores_are_chosen_where_the_session_has_workers() {
     // turns on this thread (the split's schedule without threads: these tests also run under
     // WASI, which has none; runtime/tests/workers.rs runs them on two threads).
     struct TwoInTurn;
-    impl crate::workers::Workers for TwoInTurn {
+    impl crate::pass::workers::Workers for TwoInTurn {
         fn cores(&self) -> usize {
             2
         }
