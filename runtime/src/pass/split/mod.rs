@@ -37,7 +37,7 @@ use super::forward::{residual_add, RESID_SCALE};
 use super::norm::{rmsnorm_quantize, to_block_i32};
 use super::workers::KERNEL_STACK;
 use crate::blob::format::{int8_row_bytes, LOGIT_FRAC_BITS, RESID_FRAC_BITS, ROPE_FRAC_BITS};
-use crate::blob::model::{scales_of, LayerWeights};
+use crate::blob::model::{scales_of, Gains, LayerWeights};
 use crate::fixed::{mul_round, sat_i32, Dyadic, INV_127};
 use crate::kernels::int8_matvec;
 use crate::kernels::lut::{ChunkTables, GROUPS};
@@ -199,19 +199,20 @@ impl Token<'_, '_> {
             None => model.layer(l),
         };
         let [rq, rk, rv, ro, rup, rgate, rdown] = MATS.map(|m| self.ctx.rows(&w, l, m));
-        let a_scale = self.attention_norm(&w);
+        let a_scale = self.residual_norm(w.attn_norm);
         self.qkv(l, &w, [rq?, rk?, rv?], a_scale);
         self.attend(l);
         self.attention_out(l, &w, &ro?);
-        let s_f = self.ffn_norm(&w);
+        let s_f = self.residual_norm(w.ffn_norm);
         self.up_gate(l, &rup?, rgate.as_ref());
         self.down(l, &w, &rdown?, s_f);
         Some(())
     }
 
-    /// Attention RMSNorm (serial); the other core prefetches q/k/v. Returns the scale.
+    /// The RMSNorm of the residual stream with `gain` into `act` (serial; meanwhile the other
+    /// core prefetches the next matrices: q/k/v, or up and gate). Returns the scale.
     #[inline(always)]
-    fn attention_norm(&mut self, w: &LayerWeights<'_>) -> Dyadic {
+    fn residual_norm(&mut self, gain: Gains<'_>) -> Dyadic {
         let Token {
             ctx,
             x,
@@ -221,15 +222,15 @@ impl Token<'_, '_> {
             ..
         } = self;
         let d = x.len();
-        let mut a_scale = Dyadic::ZERO;
+        let mut scale = Dyadic::ZERO;
         ctx.serial(
             &mut || {
                 let xs = to_block_i32(x, RESID_SCALE, &mut y[..d]);
-                a_scale = rmsnorm_quantize(&y[..d], xs, w.attn_norm, *eps, act);
+                scale = rmsnorm_quantize(&y[..d], xs, gain, *eps, act);
             },
             NORM_CYCLES_PER_ELEMENT * d,
         );
-        a_scale
+        scale
     }
 
     /// q, k, v projections, RoPE, Q5 into q8 and the cache slots at this position.
@@ -403,29 +404,6 @@ impl Token<'_, '_> {
             &mut |yo| residual_add(x0, yo, scale),
             &mut |yo| residual_add(x1, yo, scale),
         );
-    }
-
-    /// FFN RMSNorm (serial); the other core prefetches up and gate. Returns the scale.
-    #[inline(always)]
-    fn ffn_norm(&mut self, w: &LayerWeights<'_>) -> Dyadic {
-        let Token {
-            ctx,
-            x,
-            y,
-            act,
-            eps,
-            ..
-        } = self;
-        let d = x.len();
-        let mut s_f = Dyadic::ZERO;
-        ctx.serial(
-            &mut || {
-                let xs = to_block_i32(x, RESID_SCALE, &mut y[..d]);
-                s_f = rmsnorm_quantize(&y[..d], xs, w.ffn_norm, *eps, act);
-            },
-            NORM_CYCLES_PER_ELEMENT * d,
-        );
-        s_f
     }
 
     /// Up (and gate) projections, rows split.
