@@ -32,30 +32,6 @@ impl Workers for SmallStack {
 /// Logits of every position and the KV cache of positions `< n`.
 type Trace = (Vec<i32>, Vec<i8>, Vec<i8>, Vec<u64>);
 
-/// The cache entries of positions `< n` (later ones are stale), scales as `mant | exp << 32`.
-fn cache(s: &Session, n: usize) -> (Vec<i8>, Vec<i8>, Vec<u64>) {
-    let c = *s.model().config();
-    let (t, nkv, hd) = (
-        s.ctx_len() as usize,
-        c.n_kv_heads as usize,
-        c.head_dim() as usize,
-    );
-    let kv = s.kv_cache();
-    let (mut k, mut v, mut sc) = (Vec::new(), Vec::new(), Vec::new());
-    for l in 0..c.n_layers as usize {
-        let e = l * t * nkv;
-        k.extend_from_slice(&kv.keys[e * hd..(e + n * nkv) * hd]);
-        v.extend_from_slice(&kv.values[e * hd..(e + n * nkv) * hd]);
-        for d in kv.key_scales[e..e + n * nkv]
-            .iter()
-            .chain(&kv.value_scales[e..e + n * nkv])
-        {
-            sc.push(d.mant as u64 | (d.exp as u32 as u64) << 32);
-        }
-    }
-    (k, v, sc)
-}
-
 /// The one-core pass, token by token.
 fn one_core(m: Model, ctx: u32, tokens: &[u16]) -> Trace {
     let mut mem = vec![0u8; m.session_bytes(ctx)];
@@ -64,7 +40,7 @@ fn one_core(m: Model, ctx: u32, tokens: &[u16]) -> Trace {
     for &t in tokens {
         logits.extend_from_slice(s.forward(t).unwrap());
     }
-    let (k, v, sc) = cache(&s, tokens.len());
+    let (k, v, sc) = common::kv_cache(&s, tokens.len());
     (logits, k, v, sc)
 }
 
@@ -105,7 +81,7 @@ fn split(
         logits.extend_from_slice(s.forward_block(&tokens[i..i + k]).unwrap());
         i += k;
     }
-    let (k, v, sc) = cache(&s, tokens.len());
+    let (k, v, sc) = common::kv_cache(&s, tokens.len());
     (logits, k, v, sc)
 }
 

@@ -244,15 +244,18 @@ fn bpe_tokenizer_writes_a_bpe_run_that_resumes() {
         serde_json::to_vec_pretty(&edited).unwrap(),
     )
     .unwrap();
-    let (code, err) = run(&[
-        "--data",
-        data,
-        "--out",
-        out.to_str().unwrap(),
-        "--resume",
-        "--steps",
-        "3",
-    ]);
+    let resume = |steps: &str| {
+        run(&[
+            "--data",
+            data,
+            "--out",
+            out.to_str().unwrap(),
+            "--resume",
+            "--steps",
+            steps,
+        ])
+    };
+    let (code, err) = resume("3");
     assert_eq!(code, 0, "{err}");
     assert!(
         err.contains("tokenizer.json is not the vocabulary of the run's corpus: rewritten"),
@@ -264,15 +267,7 @@ fn bpe_tokenizer_writes_a_bpe_run_that_resumes() {
         tokenizer_bytes
     );
     std::fs::remove_file(out.join("tokenizer.json")).unwrap();
-    let (code, err) = run(&[
-        "--data",
-        data,
-        "--out",
-        out.to_str().unwrap(),
-        "--resume",
-        "--steps",
-        "4",
-    ]);
+    let (code, err) = resume("4");
     assert_eq!(code, 0, "{err}");
     assert!(
         err.contains("tokenizer.json is missing: rewritten"),

@@ -426,3 +426,27 @@ pub fn argmax<T: PartialOrd + Copy>(v: &[T]) -> usize {
     }
     best
 }
+
+/// The cache entries of positions `< n` (later ones are stale), scales as `mant | exp << 32`.
+pub fn kv_cache(s: &runtime::Session, n: usize) -> (Vec<i8>, Vec<i8>, Vec<u64>) {
+    let c = *s.model().config();
+    let (t, nkv, hd) = (
+        s.ctx_len() as usize,
+        c.n_kv_heads as usize,
+        c.head_dim() as usize,
+    );
+    let kv = s.kv_cache();
+    let (mut k, mut v, mut sc) = (Vec::new(), Vec::new(), Vec::new());
+    for l in 0..c.n_layers as usize {
+        let e = l * t * nkv;
+        k.extend_from_slice(&kv.keys[e * hd..(e + n * nkv) * hd]);
+        v.extend_from_slice(&kv.values[e * hd..(e + n * nkv) * hd]);
+        for d in kv.key_scales[e..e + n * nkv]
+            .iter()
+            .chain(&kv.value_scales[e..e + n * nkv])
+        {
+            sc.push(d.mant as u64 | (d.exp as u32 as u64) << 32);
+        }
+    }
+    (k, v, sc)
+}
