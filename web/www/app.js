@@ -254,6 +254,7 @@ async function automate() {
         decode_tokens_per_s: g.decodeTokensPerS,
         wall_ms: g.wallMs,
         main_thread_ticks: g.mainThreadTicks,
+        visibility: document.visibilityState,
         shown: $('output').textContent,
         error_shown: $('error').textContent,
       });
