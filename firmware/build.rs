@@ -17,6 +17,7 @@
 //! | `FIRMWARE_SEED` | `0` | sampling seed (`u64`) |
 //! | `FIRMWARE_TEMPERATURE` | `0.8` | sampling temperature as a decimal (at most 3 decimals, e.g. `0.8`); `0` = greedy |
 //! | `FIRMWARE_TOP_K` | `0` | sample among the `k` most likely tokens; `0` = all |
+//! | `FIRMWARE_CORES` | `2` on two-core boards (`pico2`, `an521`), `1` on `qemu` | cores sharing each token's work at start (the chat's `/cores`) |
 //! | `FIRMWARE_SELFTEST` | (none) | `panic`, `hardfault`, `stack-overflow` or `bad-blob`: trigger that failure on purpose (one-shot mode) |
 
 use std::env;
@@ -30,14 +31,21 @@ fn main() {
 
     let pico2 = env::var_os("CARGO_FEATURE_PICO2").is_some();
     let qemu = env::var_os("CARGO_FEATURE_QEMU").is_some();
-    let board = match (pico2, qemu) {
-        (true, false) => "pico2",
-        (false, true) => "qemu",
+    let an521 = env::var_os("CARGO_FEATURE_AN521").is_some();
+    let board = match (pico2, qemu, an521) {
+        (true, false, false) => "pico2",
+        (false, true, false) => "qemu",
+        (false, false, true) => "an521",
         _ => fail(
-            "enable exactly one board feature: `pico2` (the default) or `qemu` \
+            "enable exactly one board feature: `pico2` (the default), `qemu` or `an521` \
              (`cargo build --release --no-default-features --features qemu`)",
         ),
     };
+    // Boards whose second core runs half of each token (src/cores.rs).
+    println!("cargo::rustc-check-cfg=cfg(two_cores)");
+    if board_cores(board) == 2 {
+        println!("cargo:rustc-cfg=two_cores");
+    }
 
     // The board's memory map becomes `memory.x`, which cortex-m-rt's `link.x` includes.
     let memory = manifest_dir.join(format!("memory-{board}.x"));
@@ -48,7 +56,7 @@ fn main() {
     println!("cargo:rustc-link-arg-bins=-Tlink.x");
     println!("cargo:rustc-link-arg-bins=-Tdefmt.x");
 
-    let settings = Settings::from_env();
+    let settings = Settings::from_env(board);
     let model = ModelInfo::load(&manifest_dir, board);
     let mut rust = settings.to_rust();
     rust.push_str(&model.to_rust());
@@ -59,27 +67,43 @@ fn main() {
 /// refuses, in CI, a model that would not fit the real board.
 const fn ram_bytes(board: &str) -> usize {
     match board.as_bytes() {
-        b"pico2" | b"qemu" => 512 * 1024,
+        b"pico2" | b"qemu" | b"an521" => 512 * 1024,
         _ => 0,
     }
 }
+/// Cores a board runs the model on at most.
+const fn board_cores(board: &str) -> u32 {
+    match board.as_bytes() {
+        b"pico2" | b"an521" => 2,
+        _ => 1,
+    }
+}
+
 /// Kept free for the stack (the forward pass needs little; the guard catches overflow).
 const STACK_RESERVE: usize = 32 * 1024;
 /// Other statics (defmt, USB and UART drivers, the chat's line buffers): 1.3 KiB on the Pico 2
 /// (`.bss` beyond the arena plus `.uninit`), reserved with room to spare.
 const STATICS_RESERVE: usize = 8 * 1024;
 /// The runtime's per-token code, copied to RAM at reset (its `ram-code` feature: `.data`;
-/// 49.7 KiB on the QEMU board, 50.8 KiB on the Pico 2, with the base-3 and 2-bit kernels). The
+/// 54.2 KiB on the QEMU board, 55.3 KiB on the Pico 2, with the base-3 and 2-bit kernels). The
 /// linker scripts (`memory-*.x`) fail the build when the statics and this code leave less than
 /// `STACK_RESERVE` of the 512 KiB.
 const RAM_CODE_RESERVE: usize = 56 * 1024;
+/// The same on two-core boards, which also hold the split pass (`runtime::workers`) and the
+/// core-1 loop in RAM.
+const RAM_CODE_RESERVE_TWO_CORES: usize = 60 * 1024;
 /// Flash for the code and an embedded model: below the model partition at 0x1010_0000
 /// (`memory-*.x`), less room for the code.
 const FLASH_FOR_MODEL: usize = 1024 * 1024 - 256 * 1024;
 
 /// The working-memory arena of a board: what its RAM has left for a session.
 const fn arena_bytes(board: &str) -> usize {
-    ram_bytes(board) - STACK_RESERVE - STATICS_RESERVE - RAM_CODE_RESERVE
+    let code = if board_cores(board) == 2 {
+        RAM_CODE_RESERVE_TWO_CORES
+    } else {
+        RAM_CODE_RESERVE
+    };
+    ram_bytes(board) - STACK_RESERVE - STATICS_RESERVE - code
 }
 
 /// The embedded model (if any): its path and context; and the arena every model must fit.
@@ -134,7 +158,11 @@ impl ModelInfo {
                     ))
                 }),
         };
-        let work_bytes = model.session_bytes(ctx_len);
+        let work_bytes = if board_cores(board) == 2 {
+            runtime::session_bytes_workers(&config, ctx_len, 1)
+        } else {
+            model.session_bytes(ctx_len)
+        };
         if work_bytes > arena_bytes {
             let ram = ram_bytes(board);
             fail(&format!(
@@ -202,10 +230,11 @@ struct Settings {
     temperature_milli: u32,
     top_k: u32,
     selftest: &'static str,
+    cores: u32,
 }
 
 impl Settings {
-    fn from_env() -> Self {
+    fn from_env(board: &str) -> Self {
         let prompt = var("FIRMWARE_PROMPT");
         let tokens = parse("FIRMWARE_TOKENS", 100);
         let seed = parse("FIRMWARE_SEED", 0);
@@ -229,6 +258,15 @@ impl Settings {
                 "FIRMWARE_SELFTEST={other:?}: expected panic, hardfault, stack-overflow or bad-blob"
             )),
         };
+        let most = board_cores(board);
+        let cores = parse("FIRMWARE_CORES", most);
+        if !(1..=most).contains(&cores) {
+            fail(&format!(
+                "FIRMWARE_CORES={cores}: board `{board}` runs the model on 1{} core{}",
+                if most == 2 { " or 2" } else { "" },
+                if most == 2 { "s" } else { "" }
+            ));
+        }
         Settings {
             prompt,
             tokens,
@@ -236,6 +274,7 @@ impl Settings {
             temperature_milli,
             top_k,
             selftest,
+            cores,
         }
     }
 
@@ -247,6 +286,7 @@ impl Settings {
             temperature_milli,
             top_k,
             selftest,
+            cores,
         } = self;
         format!(
             "// Generated by build.rs from the FIRMWARE_* environment variables.
@@ -263,6 +303,10 @@ pub const TEMPERATURE_MILLI: u32 = {temperature_milli};
 pub const TOP_K: u32 = {top_k};
 /// Failure to trigger on purpose (`FIRMWARE_SELFTEST`).
 pub const SELFTEST: Option<SelfTest> = {selftest};
+/// Cores sharing each token's work at start (`FIRMWARE_CORES`; the chat's `/cores`; always 1,
+/// and unused, on a one-core board).
+#[allow(dead_code)]
+pub const CORES: u32 = {cores};
 "
         )
     }

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds the `qemu` board of the firmware and runs it on QEMU mps2-an505 (Cortex-M33).
+# Builds the `qemu` board of the firmware and runs it on QEMU mps2-an505 (Cortex-M33), or with
+# BOARD=an521 the `an521` board on mps2-an521 (two Cortex-M33: the two-core twin of the Pico 2).
 #
 #   firmware/run-qemu.sh MODEL PROMPT TOKENS SEED [TEMPERATURE [TOP_K]]
 #   firmware/run-qemu.sh --serial MODEL|none
@@ -19,14 +20,15 @@
 # Exit status: 0 on success; the firmware's own status on failure (1 application error
 # such as a rejected model, 2 HardFault, 3 stack overflow, 101 panic); 124 if it hung
 # (QEMU_TIMEOUT seconds, default 300; not applied to a serial session on a terminal);
-# 125 for a usage or build error.
+# 125 for a usage or build error (a --serial MODEL larger than the 3 MiB partition included).
 # A failure's one-line reason ("firmware: ...") comes on the UART, i.e. stdout, after any
 # text, as on the Pico 2. stderr: build errors, a summary line on failure, and the defmt log
 # decoded by `defmt-print` when that is installed (`cargo install defmt-print --locked`).
 #
-# Environment: QEMU_TIMEOUT (seconds), QEMU_ICOUNT=0 (drop `-icount shift=7`, which makes
-# virtual time, and so the instruction counts in the log, deterministic at ~35% more run
-# time), QEMU_KEEP=DIR (keep the ELF and defmt.bin there),
+# Environment: BOARD (qemu: mps2-an505, the default; an521: mps2-an521, two cores),
+# QEMU_TIMEOUT (seconds), QEMU_ICOUNT=0 (drop `-icount shift=7`, which makes virtual time,
+# and so the instruction counts in the log, deterministic at ~35% more run time),
+# QEMU_KEEP=DIR (keep the ELF and defmt.bin there),
 # DEFMT_QUIET=1 (do not print the defmt log), FIRMWARE_SELFTEST (see build.rs).
 set -uo pipefail
 
@@ -37,8 +39,9 @@ usage() {
 }
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-# Where serial mode puts the model: src/partition.rs (ADDRESS).
+# Where serial mode puts the model, and its size: src/partition.rs (ADDRESS, BYTES).
 partition=0x10100000
+partition_bytes=$((0x10400000 - partition))
 serial=0
 if [[ "${1:-}" == "--serial" ]]; then
   [[ $# -eq 2 ]] || usage
@@ -51,6 +54,14 @@ fi
 if [[ $serial == 0 || "$model" != none ]]; then
   [[ -f "$model" ]] || { echo "run-qemu.sh: model file not found: $model" >&2; exit 125; }
   model="$(cd "$(dirname "$model")" && pwd)/$(basename "$model")"
+fi
+if [[ $serial == 1 && "$model" != none ]]; then
+  # QEMU's loader would place the rest past the partition (and the flash): refuse it here.
+  size=$(wc -c < "$model")
+  if (( size > partition_bytes )); then
+    echo "run-qemu.sh: $model is $size bytes, more than the $partition_bytes bytes of the model partition at $partition" >&2
+    exit 125
+  fi
 fi
 
 command -v qemu-system-arm >/dev/null || {
@@ -73,10 +84,19 @@ if [[ -n "${QEMU_KEEP:-}" ]]; then mkdir -p "$QEMU_KEEP" && work="$(cd "$QEMU_KE
 cleanup() { [[ -n "${QEMU_KEEP:-}" ]] || rm -rf "$work"; }
 trap cleanup EXIT
 
+board="${BOARD:-qemu}"
+case "$board" in
+  qemu) machine=(-machine mps2-an505 -cpu cortex-m33) ;;
+  # The AN521's CPU0 has no DSP and no FPU (QEMU models the FPGA image); the RP2350's two
+  # cores have both, and so must the twin.
+  an521) machine=(-machine mps2-an521 -global sse-200.CPU0_DSP=on -global sse-200.CPU0_FPU=on) ;;
+  *) echo "run-qemu.sh: BOARD must be qemu or an521, not $board" >&2; exit 125 ;;
+esac
+
 target_dir="${CARGO_TARGET_DIR:-$here/target}"
 mkdir -p "$target_dir"
 build() {
-  (cd "$here" && cargo build --release --quiet --no-default-features --features qemu) &&
+  (cd "$here" && cargo build --release --quiet --no-default-features --features "$board") &&
     cp "$target_dir/thumbv8m.main-none-eabihf/release/firmware" "$work/firmware.elf"
 }
 # Build and copy under one lock: runs in parallel must not swap each other's ELF.
@@ -92,7 +112,7 @@ fi
 icount=()
 [[ "${QEMU_ICOUNT:-1}" == 1 ]] && icount=(-icount shift=7)
 
-qemu=(qemu-system-arm -machine mps2-an505 -cpu cortex-m33 -nographic -monitor none
+qemu=(qemu-system-arm "${machine[@]}" -nographic -monitor none
   -semihosting-config enable=on,target=native "${icount[@]}")
 # QEMU runs in $work so that the firmware's semihosting file defmt.bin lands there.
 if [[ $serial == 0 ]]; then

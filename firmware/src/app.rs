@@ -15,7 +15,7 @@ use crate::cost::{CostCounter, PhaseCost};
 use crate::settings::{self, SelfTest};
 use crate::source::Loaded;
 
-/// Longest prompt, in tokens (a character-level prompt: one token per character).
+/// Longest prompt, in tokens (at most one token per byte, for any model).
 const MAX_PROMPT_TOKENS: usize = 256;
 
 /// Why the application stopped early.
@@ -52,6 +52,7 @@ pub fn run<W: Write, L: OutputPin, C: CostCounter>(
     out: &mut W,
     led: &mut L,
     cost: &mut C,
+    cores: crate::source::Cores,
 ) -> Result<(), AppError> {
     run_selftest();
     let arena = crate::work::take().ok_or(AppError::WorkMemoryTaken)?;
@@ -61,9 +62,10 @@ pub fn run<W: Write, L: OutputPin, C: CostCounter>(
         "working memory {} bytes for a context of {} (needs {})",
         arena.len(),
         loaded.ctx_len,
-        loaded.model.session_bytes(loaded.ctx_len)
+        crate::source::session_bytes(&loaded.model, loaded.ctx_len)
     );
-    let mut session = crate::source::place(loaded, arena).map_err(AppError::Run)?;
+    let mut session = crate::source::place(loaded, arena, cores).map_err(AppError::Run)?;
+    defmt::info!("cores: {} of {}", session.cores(), session.max_cores());
     let (prefill, decode) = generate(&mut session, prompt_text, &prompt, out, led, cost)?;
     report::<C>(&prefill, &decode);
     Ok(())
@@ -147,6 +149,8 @@ fn generate<W: Write, L: OutputPin, C: CostCounter>(
     let mut prefill = PhaseCost::default();
     let mut decode = PhaseCost::default();
     let mut led_on = false;
+    // A byte-level token may end inside a UTF-8 character: the serial line gets it whole.
+    let mut text = runtime::Utf8Stream::new();
     for i in 0..settings::TOKENS {
         let t = cost.now();
         crate::cost::cost_checkpoint();
@@ -163,8 +167,10 @@ fn generate<W: Write, L: OutputPin, C: CostCounter>(
         } else {
             decode.add(spent);
         }
-        out.write_all(runtime::decode(generator.session().model(), token))
-            .map_err(|_| AppError::Output)?;
+        text.push(runtime::decode(generator.session().model(), token), |b| {
+            out.write_all(b)
+        })
+        .map_err(|_| AppError::Output)?;
         out.flush().map_err(|_| AppError::Output)?;
         led_on = !led_on;
         let _ = if led_on {
@@ -174,6 +180,9 @@ fn generate<W: Write, L: OutputPin, C: CostCounter>(
         };
         defmt::debug!("token {} = {}: {} {}", i, token, spent, C::UNIT);
     }
+    text.finish(|b| out.write_all(b))
+        .map_err(|_| AppError::Output)?;
+    out.flush().map_err(|_| AppError::Output)?;
     let _ = led.set_low();
     Ok((prefill, decode))
 }

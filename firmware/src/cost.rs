@@ -55,3 +55,42 @@ pub extern "C" fn cost_checkpoint() {
     // SAFETY: no instructions, touches no memory, registers or flags.
     unsafe { core::arch::asm!("", options(nomem, nostack, preserves_flags)) };
 }
+
+// Marks for the cost model's two-core rules (`cost-model/rp2350.c`, src/cores.rs): a core calls
+// `cost_sent` right after it sent a message to the other core, `cost_wait` right before it waits
+// for one and `cost_woken` right after it got it. They do nothing; each has its own body (so that
+// no two are merged into one address), stays out of line and runs from RAM (no flash fetch).
+
+/// See the marks above: a message was just sent.
+#[inline(never)]
+#[no_mangle]
+#[link_section = ".data.firmware.cost"]
+pub extern "C" fn cost_sent() {
+    // SAFETY: one `nop`: touches no memory, registers or flags.
+    unsafe { core::arch::asm!("nop", options(nomem, nostack, preserves_flags)) };
+}
+
+/// See the marks above: this core starts waiting for a message.
+#[inline(never)]
+#[no_mangle]
+#[link_section = ".data.firmware.cost"]
+pub extern "C" fn cost_wait() {
+    // SAFETY: as above.
+    unsafe { core::arch::asm!("nop", "nop", options(nomem, nostack, preserves_flags)) };
+}
+
+/// See the marks above: the awaited message arrived.
+#[inline(never)]
+#[no_mangle]
+#[link_section = ".data.firmware.cost"]
+pub extern "C" fn cost_woken() {
+    // SAFETY: as above.
+    unsafe {
+        core::arch::asm!(
+            "nop",
+            "nop",
+            "nop",
+            options(nomem, nostack, preserves_flags)
+        )
+    };
+}

@@ -98,12 +98,60 @@ extern "C" {
 pub fn stack_high_water() -> usize {
     let bottom = core::ptr::addr_of!(_stack_end) as usize;
     let top = core::ptr::addr_of!(_stack_start) as usize;
+    // On the QEMU twin core 1's stack lies inside core 0's painted region (memory-an521.x):
+    // start above it.
+    #[cfg(feature = "an521")]
+    let bottom = match core1_stack() {
+        (c1, c1_end) if (bottom..top).contains(&c1) => c1_end,
+        _ => bottom,
+    };
+    painted_depth(bottom, top)
+}
+
+/// Bytes used of the stack `bottom..top` painted with `0xCCCC_CCCC`.
+fn painted_depth(bottom: usize, top: usize) -> usize {
     let mut addr = bottom;
-    // SAFETY: reads words of the stack region, which is RAM.
+    // SAFETY: reads words of a stack region, which is RAM.
     while addr < top && unsafe { (addr as *const u32).read_volatile() } == 0xCCCC_CCCC {
         addr += 4;
     }
     top - addr
+}
+
+#[cfg(two_cores)]
+extern "C" {
+    /// Core 1's stack (memory-pico2.x: SRAM8; memory-an521.x).
+    static _core1_stack_start: u32;
+    static _core1_stack_end: u32;
+}
+
+/// Core 1's stack region.
+#[cfg(two_cores)]
+pub fn core1_stack() -> (usize, usize) {
+    (
+        core::ptr::addr_of!(_core1_stack_start) as usize,
+        core::ptr::addr_of!(_core1_stack_end) as usize,
+    )
+}
+
+/// Core 1's deepest stack use so far in bytes (its stack is painted before core 1 starts:
+/// by the reset handler on the twin, by [`paint_core1_stack`] on the Pico 2).
+#[cfg(two_cores)]
+pub fn core1_stack_high_water() -> usize {
+    let (bottom, top) = core1_stack();
+    painted_depth(bottom, top)
+}
+
+/// Fills core 1's stack with `0xCCCC_CCCC` (before core 1 starts).
+#[cfg(feature = "pico2")]
+pub fn paint_core1_stack() {
+    let (bottom, top) = core1_stack();
+    let mut addr = bottom;
+    while addr < top {
+        // SAFETY: core 1's stack region (SRAM8), not in use before core 1 starts.
+        unsafe { (addr as *mut u32).write_volatile(0xCCCC_CCCC) };
+        addr += 4;
+    }
 }
 
 /// The stack limit as set by [`arm_stack_guard`], for the start-up log.

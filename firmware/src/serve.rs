@@ -24,8 +24,12 @@ const START: Settings = Settings {
 
 /// Serves the protocol on `term`. Returns only after Ctrl-D, and only when `exit_on_end`
 /// (the QEMU twin, whose stdin has ended); a board keeps serving.
-pub fn serve<T: Terminal<Error = Infallible>>(term: &mut T, exit_on_end: bool) {
-    let session = open_session();
+pub fn serve<T: Terminal<Error = Infallible>>(
+    term: &mut T,
+    exit_on_end: bool,
+    cores: source::Cores,
+) {
+    let session = open_session(cores);
     if let Err(problem) = &session {
         defmt::warn!("no model: {}", defmt::Display2Format(problem));
     }
@@ -43,7 +47,7 @@ pub fn serve<T: Terminal<Error = Infallible>>(term: &mut T, exit_on_end: bool) {
 }
 
 /// The model's session in the static arena, or why there is none.
-fn open_session() -> Result<Session<'static, 'static>, ModelProblem> {
+fn open_session(cores: source::Cores) -> Result<Session<'static, 'static>, ModelProblem> {
     let (blob, origin) = source::blob()?;
     // The arena is taken here only, once: `None` cannot happen (it would read "needs 0 bytes").
     let arena = work::take().ok_or(ModelProblem::TooBig {
@@ -51,7 +55,7 @@ fn open_session() -> Result<Session<'static, 'static>, ModelProblem> {
         available: 0,
     })?;
     let loaded = source::load(blob, origin, arena)?;
-    let needed = loaded.model.session_bytes(loaded.ctx_len);
+    let needed = source::session_bytes(&loaded.model, loaded.ctx_len);
     let too_big = ModelProblem::TooBig {
         needed: u32::try_from(needed).unwrap_or(u32::MAX),
         available: work::ARENA_BYTES as u32,
@@ -68,5 +72,5 @@ fn open_session() -> Result<Session<'static, 'static>, ModelProblem> {
         needed,
         arena.len()
     );
-    source::place(loaded, arena).map_err(|_| too_big)
+    source::place(loaded, arena, cores).map_err(|_| too_big)
 }

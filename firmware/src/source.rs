@@ -6,6 +6,27 @@ use runtime::{Model, Session};
 
 use crate::{partition, settings};
 
+/// The second core's workers on a two-core board (`src/cores.rs`); nothing on a one-core board.
+#[cfg(two_cores)]
+pub type Cores = &'static dyn runtime::workers::Workers;
+/// The second core's workers on a two-core board (`src/cores.rs`); nothing on a one-core board.
+#[cfg(not(two_cores))]
+pub type Cores = NoSecondCore;
+
+/// A one-core board's [`Cores`].
+#[cfg(not(two_cores))]
+#[derive(Clone, Copy)]
+pub struct NoSecondCore;
+
+/// Working memory of a session over `model` with `ctx_len` positions on this board (with the
+/// second core's attention scratch on a two-core board).
+pub fn session_bytes(model: &Model<'_>, ctx_len: u32) -> usize {
+    #[cfg(two_cores)]
+    return runtime::session_bytes_workers(model.config(), ctx_len, 1);
+    #[cfg(not(two_cores))]
+    model.session_bytes(ctx_len)
+}
+
 /// A model that passed every check, with the context its session runs with.
 pub struct Loaded {
     /// The validated model, borrowed in place from flash.
@@ -37,7 +58,7 @@ pub fn load(
     let arena_bytes = arena.len();
     let model = Model::from_bytes_in(blob, arena).map_err(ModelProblem::Invalid)?;
     let ctx_len = settings::CTX_LEN.unwrap_or(model.config().ctx_len);
-    let needed = model.session_bytes(ctx_len);
+    let needed = session_bytes(&model, ctx_len);
     if needed > arena_bytes {
         return Err(ModelProblem::TooBig {
             needed: u32::try_from(needed).unwrap_or(u32::MAX),
@@ -56,9 +77,11 @@ pub fn load(
 /// aligned) a byte-for-byte copy of as much of the blocks' weights as fits, which the model
 /// reads from SRAM instead of XIP flash from then on. Results do not change
 /// (runtime/tests/copy.rs); only where the bytes come from.
+#[cfg(not(two_cores))]
 pub fn place(
     loaded: Loaded,
     arena: &'static mut [u8],
+    _cores: Cores,
 ) -> Result<Session<'static, 'static>, runtime::Error> {
     let needed = loaded.model.session_bytes(loaded.ctx_len);
     let (session_memory, spare) = arena.split_at_mut(needed.next_multiple_of(16).min(arena.len()));
@@ -70,4 +93,33 @@ pub fn place(
         hot.len()
     );
     Session::new(model, loaded.ctx_len, session_memory)
+}
+
+/// The two-core session of `loaded` over `arena`: the session's working memory first (with
+/// core 1's attention scratch), then a row copy (`runtime::workers::RowCopy`: the LM head's
+/// embedding and the first rows of every block matrix, the same fraction of each, as much as
+/// fits): core 0's half of every matrix comes from SRAM, and only core 1 streams the rest from
+/// XIP flash (prefetching it while core 0 runs the serial steps), so the two cores never
+/// stream at once (firmware/COST.md, "Two cores"). Starts on `settings::CORES` cores.
+#[cfg(two_cores)]
+pub fn place(
+    loaded: Loaded,
+    arena: &'static mut [u8],
+    cores: Cores,
+) -> Result<Session<'static, 'static>, runtime::Error> {
+    let needed = session_bytes(&loaded.model, loaded.ctx_len);
+    let (session_memory, spare) = arena.split_at_mut(needed.next_multiple_of(16).min(arena.len()));
+    let (rows, copied) = runtime::workers::RowCopy::place(&loaded.model, spare);
+    defmt::info!(
+        "placement: {} bytes copied to SRAM: {} the LM head's embedding, {}/1024 of every block matrix's rows (of {} bytes of block weights)",
+        copied,
+        if rows.has_embedding() { "with" } else { "without" },
+        rows.fraction(),
+        loaded.model.hot_range().len()
+    );
+    let mut session =
+        Session::with_workers(loaded.model, loaded.ctx_len, 1, cores, session_memory)?;
+    session.set_row_copy(rows);
+    let _ = session.set_cores(settings::CORES);
+    Ok(session)
 }

@@ -14,15 +14,7 @@ use std::hint::black_box;
 /// down), and the 2048×2048 GEMV that bitnet.cpp publishes per-thread figures for.
 const SHAPES: [(u32, u32); 4] = [(128, 128), (336, 128), (128, 336), (2048, 2048)];
 
-struct Rng(u32);
-impl Rng {
-    fn next(&mut self) -> u32 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 17;
-        self.0 ^= self.0 << 5;
-        self.0
-    }
-}
+use runtime::SplitMix64 as Rng;
 
 /// Random valid codes (0b00, 0b01, 0b11) in the real columns, zero padding.
 fn ternary_matrix(rng: &mut Rng, rows: u32, cols: u32) -> (Vec<u8>, usize) {
@@ -30,7 +22,7 @@ fn ternary_matrix(rng: &mut Rng, rows: u32, cols: u32) -> (Vec<u8>, usize) {
     let mut w = vec![0u8; rows as usize * rb];
     for r in 0..rows as usize {
         for k in 0..cols as usize {
-            let code = [0u8, 1, 3][(rng.next() % 3) as usize];
+            let code = [0u8, 1, 3][(rng.next_u64() % 3) as usize];
             w[r * rb + k / 4] |= code << (2 * (k % 4));
         }
     }
@@ -50,7 +42,7 @@ fn matvec(c: &mut Criterion) {
     for (rows, cols) in SHAPES {
         let mut rng = Rng(0x1234_5678);
         let (w, rb) = ternary_matrix(&mut rng, rows, cols);
-        let x: Vec<i8> = (0..rb * 4).map(|_| rng.next() as i8).collect();
+        let x: Vec<i8> = (0..rb * 4).map(|_| rng.next_u64() as i8).collect();
         let mut y = vec![0i32; rows as usize];
         let mut g = c.benchmark_group(format!("ternary_matvec_{rows}x{cols}"));
         g.throughput(Throughput::Elements(rows as u64 * cols as u64));
@@ -82,7 +74,7 @@ fn matmul(c: &mut Criterion) {
     for (rows, cols) in SHAPES {
         let mut rng = Rng(0x0BAD_5EED);
         let (w, rb) = ternary_matrix(&mut rng, rows, cols);
-        let x: Vec<i8> = (0..n * rb * 4).map(|_| rng.next() as i8).collect();
+        let x: Vec<i8> = (0..n * rb * 4).map(|_| rng.next_u64() as i8).collect();
         let mut y = vec![0i32; n * rows as usize];
         let mut scratch = vec![0i8; kernels::matmul_scratch_bytes(rb * 4, n)];
         let mut g = c.benchmark_group(format!("ternary_matmul_{rows}x{cols}_block{n}"));
@@ -113,8 +105,8 @@ fn int8(c: &mut Criterion) {
         ("lm_head_65x128", 65, 128, 128),
     ] {
         let mut rng = Rng(0xFACE_FEED);
-        let m: Vec<i8> = (0..rows * stride).map(|_| rng.next() as i8).collect();
-        let x: Vec<i8> = (0..len).map(|_| rng.next() as i8).collect();
+        let m: Vec<i8> = (0..rows * stride).map(|_| rng.next_u64() as i8).collect();
+        let x: Vec<i8> = (0..len).map(|_| rng.next_u64() as i8).collect();
         let mut y = vec![0i32; rows];
         let mut g = c.benchmark_group(format!("int8_matvec_{name}"));
         g.throughput(Throughput::Elements((rows * len) as u64));
@@ -131,8 +123,8 @@ fn int8(c: &mut Criterion) {
     // Value accumulation: 128 positions of head_dim 32, stride 128.
     let (t, hd, stride) = (128, 32, 128);
     let mut rng = Rng(0xABCD_0123);
-    let coef: Vec<i32> = (0..t).map(|_| (rng.next() >> 8) as i32).collect();
-    let v: Vec<i8> = (0..t * stride).map(|_| rng.next() as i8).collect();
+    let coef: Vec<i32> = (0..t).map(|_| (rng.next_u64() >> 8) as i32).collect();
+    let v: Vec<i8> = (0..t * stride).map(|_| rng.next_u64() as i8).collect();
     let mut acc = vec![0i64; hd];
     let mut g = c.benchmark_group("int8_weighted_sum_128x32");
     g.throughput(Throughput::Elements((t * hd) as u64));

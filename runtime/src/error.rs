@@ -2,8 +2,8 @@
 
 use core::fmt;
 
-pub use crate::format::{ConfigError, Dim};
-use crate::format::{VERSION_MAJOR, VERSION_MAJOR_MIN};
+pub use crate::blob::format::{ConfigError, Dim};
+use crate::blob::format::{TensorKind, VERSION_MAJOR, VERSION_MAJOR_MIN};
 
 /// Why a blob was refused by [`Model::from_bytes`](crate::Model::from_bytes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,7 +32,8 @@ pub enum LoadError {
     /// The postcard header could not be decoded, or has trailing bytes.
     BadHeader,
     /// The prefix's flags word holds a bit the blob's version does not define (v3 defines
-    /// [`FLAG_FFN_GATED`](crate::format::FLAG_FFN_GATED); v1 and v2 none).
+    /// [`FLAG_FFN_GATED`](crate::format::FLAG_FFN_GATED), v4 also
+    /// [`FLAG_BPE`](crate::format::FLAG_BPE); v1 and v2 none).
     UnknownFlags {
         /// The flags found.
         flags: u32,
@@ -53,10 +54,62 @@ pub enum LoadError {
     },
     /// A section holds a value outside its allowed set (see `FORMAT.md`, "Loader guarantees").
     BadSection {
-        /// Which section.
+        /// What kind of value was wrong.
         section: Section,
-        /// Byte offset of the offending element inside the section.
+        /// The tensor the value belongs to (for [`Section::Padding`]: the section the padding
+        /// precedes, or the last section for padding after it).
+        kind: TensorKind,
+        /// The tensor's layer (0 for global sections).
+        layer: u16,
+        /// Byte offset of the offending element inside the tensor's section (for
+        /// [`Section::Padding`]: inside the data region; 0 for the padding before it).
         offset: u32,
+    },
+    /// The byte-level BPE tokenizer of a v4 blob ([`FLAG_BPE`](crate::format::FLAG_BPE)) is
+    /// inconsistent or hostile.
+    BadTokenizer(TokenizerError),
+}
+
+/// What is wrong with a blob's BPE merge table or its vocabulary (`FORMAT.md` §8).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum TokenizerError {
+    /// The merge table is not a whole number of 4-byte merges, or holds more than
+    /// [`MAX_MERGES`](crate::format::MAX_MERGES).
+    TableLength {
+        /// Bytes of the table.
+        bytes: u32,
+    },
+    /// `vocab_size` is not `256 + merges`.
+    Count {
+        /// The config's `vocab_size`.
+        vocab_size: u32,
+        /// Merges in the table.
+        merges: u32,
+    },
+    /// Merge `index` names `token`, which is not made before it (`token ≥ 256 + index`): an id
+    /// outside the vocabulary, the merge itself or a later one (which would allow a cycle).
+    Reference {
+        /// The merge.
+        index: u32,
+        /// The token it names.
+        token: u16,
+    },
+    /// Token `token < 256` is not the single byte `token`.
+    ByteToken {
+        /// The token.
+        token: u16,
+    },
+    /// Token `256 + index` is not the concatenation of merge `index`'s two tokens.
+    Concat {
+        /// The merge.
+        index: u32,
+    },
+    /// Token `token` is longer than [`CHUNK_MAX`](crate::format::CHUNK_MAX) bytes: no text
+    /// encodes to it.
+    TooLong {
+        /// The token.
+        token: u16,
     },
 }
 
@@ -150,8 +203,9 @@ impl fmt::Display for LoadError {
             LoadError::UnknownFlags { flags } => write!(
                 f,
                 "prefix flags {flags:#010x} hold a bit this format version does not define \
-                 (v3 defines {:#x}, the gated FFN; v1 and v2 none)",
-                crate::format::FLAG_FFN_GATED
+                 (v3 defines {:#x}, the gated FFN; v4 also {:#x}, the BPE tokenizer; v1 and v2 none)",
+                crate::blob::format::FLAG_FFN_GATED,
+                crate::blob::format::FLAG_BPE
             ),
             LoadError::TensorCount { found, expected } => write!(
                 f,
@@ -161,10 +215,73 @@ impl fmt::Display for LoadError {
             LoadError::BadTensorTable { index } => {
                 write!(f, "tensor table entry {index} differs from the canonical layout")
             }
-            LoadError::BadSection { section, offset } => {
-                write!(f, "invalid value in {section:?} section at byte {offset}")
+            LoadError::BadSection {
+                section: Section::Padding,
+                kind,
+                layer,
+                offset,
+            } => {
+                write!(f, "non-zero padding at byte {offset} of the data region, next to ")?;
+                write_tensor(f, kind, layer)
             }
+            LoadError::BadSection {
+                section,
+                kind,
+                layer,
+                offset,
+            } => {
+                write!(f, "invalid value ({section:?}) in ")?;
+                write_tensor(f, kind, layer)?;
+                write!(f, " at byte {offset} of its section")
+            }
+            LoadError::BadTokenizer(e) => write!(f, "bad BPE tokenizer: {e}"),
         }
+    }
+}
+
+impl fmt::Display for TokenizerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            TokenizerError::TableLength { bytes } => write!(
+                f,
+                "the merge table has {bytes} bytes: not a whole number of 4-byte merges, or more than {} merges",
+                crate::blob::format::MAX_MERGES
+            ),
+            TokenizerError::Count { vocab_size, merges } => write!(
+                f,
+                "vocab_size {vocab_size} is not 256 + {merges} merges"
+            ),
+            TokenizerError::Reference { index, token } => write!(
+                f,
+                "merge {index} names token {token}, which is not made before it (ids must be below {})",
+                256 + index
+            ),
+            TokenizerError::ByteToken { token } => {
+                write!(f, "token {token} is not the single byte {token:#04x}")
+            }
+            TokenizerError::Concat { index } => write!(
+                f,
+                "token {} is not the concatenation of merge {index}'s two tokens",
+                256 + index
+            ),
+            TokenizerError::TooLong { token } => write!(
+                f,
+                "token {token} is longer than {} bytes, the longest chunk",
+                crate::blob::format::CHUNK_MAX
+            ),
+        }
+    }
+}
+
+/// `layer 5 w_gate` for a layer tensor, `embed` for a global one (the run-dir names of
+/// `trainer/EXPORT.md`; the [`TensorKind`] name for sections without one).
+fn write_tensor(f: &mut fmt::Formatter<'_>, kind: TensorKind, layer: u16) -> fmt::Result {
+    if crate::blob::schema::LAYER.iter().any(|s| s.kind == kind) {
+        write!(f, "layer {layer} ")?;
+    }
+    match crate::blob::schema::spec_of(kind).and_then(|s| s.trainer_name()) {
+        Some(name) => write!(f, "{name}"),
+        None => write!(f, "{kind:?}"),
     }
 }
 
@@ -217,3 +334,4 @@ impl fmt::Display for EncodeError {
 impl core::error::Error for LoadError {}
 impl core::error::Error for Error {}
 impl core::error::Error for EncodeError {}
+impl core::error::Error for TokenizerError {}

@@ -172,6 +172,7 @@ impl Dyadic {
     }
 
     /// `self / other`; division by zero gives the largest value.
+    #[cfg_attr(feature = "ram-code", link_section = ".data.runtime.hot")]
     pub const fn div(self, other: Dyadic) -> Dyadic {
         let a = self.normalized();
         let b = other.normalized();
@@ -182,11 +183,15 @@ impl Dyadic {
             };
         }
         // a.mant << 32 ≤ 2^64 − 2^32 and b.mant/2 < 2^31: the rounded numerator fits u64.
-        let q = ((a.mant as u64) << 32).saturating_add(b.mant as u64 / 2) / b.mant as u64;
+        let q = div_u64(
+            ((a.mant as u64) << 32).saturating_add(b.mant as u64 / 2),
+            b.mant,
+        );
         Dyadic::from_u64(q, a.exp.saturating_sub(b.exp).saturating_sub(32))
     }
 
     /// `self + other`.
+    #[cfg_attr(feature = "ram-code", link_section = ".data.runtime.hot")]
     pub const fn add(self, other: Dyadic) -> Dyadic {
         let a = self.normalized();
         let b = other.normalized();
@@ -209,6 +214,7 @@ impl Dyadic {
     }
 
     /// `1 / sqrt(self)`; zero gives the largest value.
+    #[cfg_attr(feature = "ram-code", link_section = ".data.runtime.hot")]
     pub const fn rsqrt(self) -> Dyadic {
         let a = self.normalized();
         if a.mant == 0 {
@@ -223,8 +229,8 @@ impl Dyadic {
         } else {
             ((a.mant as u64) << 31, a.exp - 31)
         };
-        let s = n.isqrt(); // in [2^31, 2^32): sqrt(value) = s · 2^(e2/2)
-        let r = ((1u64 << 63) + s / 2) / s; // 2^63 / s, in (2^31, 2^32]
+        let s = isqrt_u64(n); // in [2^31, 2^32): sqrt(value) = s · 2^(e2/2)
+        let r = div_u64((1u64 << 63) + s / 2, s as u32); // 2^63 / s, in (2^31, 2^32]
         Dyadic::from_u64(r, -63 - e2 / 2)
     }
 
@@ -239,14 +245,128 @@ impl Dyadic {
     }
 }
 
+/// `n / d` for `d > 0`: [`div_u64_by_u32`] on 32-bit Arm (where a 64-bit division is a library
+/// routine of a few hundred cycles), the native division elsewhere. The same quotient.
+#[inline]
+pub(crate) const fn div_u64(n: u64, d: u32) -> u64 {
+    if cfg!(target_arch = "arm") {
+        div_u64_by_u32(n, d).0
+    } else {
+        n / d as u64
+    }
+}
+
+/// `⌊√n⌋`: [`u64::isqrt`], except on 32-bit Arm, where that divides by 64 bits (a library
+/// routine in flash): there [`isqrt_newton`].
+#[inline]
+const fn isqrt_u64(n: u64) -> u64 {
+    if cfg!(target_arch = "arm") {
+        isqrt_newton(n)
+    } else {
+        n.isqrt()
+    }
+}
+
+/// `⌊√n⌋` by Newton's iteration `s ← ⌊(s + ⌊n/s⌋) / 2⌋` from above, dividing by 32-bit digits
+/// ([`div_u64_by_u32`]). It decreases while `s > ⌊√n⌋` and stops there (the usual integer
+/// argument: the next value is at least `⌊√n⌋` by AM–GM, and below `s` exactly when `s² > n`).
+const fn isqrt_newton(n: u64) -> u64 {
+    if n < 2 {
+        return n;
+    }
+    // A start at or above √n: 2^⌈bits/2⌉ ≤ 2^32.
+    let bits = 64 - n.leading_zeros();
+    let mut s = 1u64 << bits.div_ceil(2);
+    loop {
+        // 2 ≤ s ≤ 2^32: a 32-bit divisor, but for s = 2^32 (quotient n >> 32).
+        let q = if s >> 32 != 0 {
+            n >> 32
+        } else {
+            div_u64_by_u32(n, s as u32).0
+        };
+        let next = (s + q) / 2;
+        if next >= s {
+            return s;
+        }
+        s = next;
+    }
+}
+
+/// `(n / d, n % d)` for `d > 0` with 32-bit divisions only (`UDIV`): the high word's quotient,
+/// then the rest digit by digit in base `2^16` ([`divlu`]).
+#[cfg_attr(feature = "ram-code", link_section = ".data.runtime.hot")]
+pub(crate) const fn div_u64_by_u32(n: u64, d: u32) -> (u64, u32) {
+    let hi = (n >> 32) as u32;
+    let q_hi = hi / d;
+    let (q_lo, rem) = divlu(hi - q_hi * d, n as u32, d);
+    (((q_hi as u64) << 32) | q_lo as u64, rem)
+}
+
+/// `(u1·2^32 + u0) / v` and its remainder for `u1 < v` (the quotient fits 32 bits): Knuth's
+/// algorithm D with two base-`2^16` digits and a normalized divisor, as `divlu` in Warren,
+/// "Hacker's Delight" (2nd ed., Figure 9–3). Each digit estimate from the divisor's top half is
+/// at most 2 too large and is corrected by the usual test against the next divisor digit.
+const fn divlu(u1: u32, u0: u32, v: u32) -> (u32, u32) {
+    const B: u32 = 1 << 16;
+    let s = v.leading_zeros();
+    let v = v << s;
+    let (vn1, vn0) = (v >> 16, v & 0xffff);
+    let un32 = if s == 0 {
+        u1
+    } else {
+        (u1 << s) | (u0 >> (32 - s))
+    };
+    let un10 = u0 << s;
+    let (un1, un0) = (un10 >> 16, un10 & 0xffff);
+    let mut q1 = un32 / vn1;
+    let mut rhat = un32 - q1 * vn1;
+    while q1 >= B || (q1 as u64) * (vn0 as u64) > ((rhat as u64) << 16) + un1 as u64 {
+        q1 -= 1;
+        rhat += vn1;
+        if rhat >= B {
+            break;
+        }
+    }
+    // The true value of un21 is below v: the wrapping arithmetic gives it exactly.
+    let un21 = (un32 << 16)
+        .wrapping_add(un1)
+        .wrapping_sub(q1.wrapping_mul(v));
+    let mut q0 = un21 / vn1;
+    let mut rhat = un21 - q0 * vn1;
+    while q0 >= B || (q0 as u64) * (vn0 as u64) > ((rhat as u64) << 16) + un0 as u64 {
+        q0 -= 1;
+        rhat += vn1;
+        if rhat >= B {
+            break;
+        }
+    }
+    let rem = (un21 << 16)
+        .wrapping_add(un0)
+        .wrapping_sub(q0.wrapping_mul(v))
+        >> s;
+    ((q1 << 16) + q0, rem)
+}
+
 /// `round(x · d · 2^frac_bits)` with `|x| < 2^31`, saturated to `±2^62`.
 ///
-/// Overflow: `|x · d.mant| < 2^31 · 2^32 = 2^63` fits `i64` before the shift.
+/// Overflow: `|x · d.mant| < 2^31 · 2^32 = 2^63` fits `i64` before the shift. `x` fits `i32`,
+/// so the product is one `32 × 32 → 64` multiply (a 32-bit core's `i64` multiply is three), and
+/// a right shift rounds with one variable shift: `|p| < 2^63 − 2^32`, so `p + 1` cannot overflow.
 #[inline]
 pub(crate) fn mul_round(x: i64, d: Dyadic, frac_bits: i32) -> i64 {
-    debug_assert!(x.unsigned_abs() < 1 << 31);
-    let p = x * d.mant as i64;
-    shift_round(p, d.exp.saturating_add(frac_bits))
+    debug_assert!(x.unsigned_abs() <= 1 << 31 && x < 1 << 31);
+    let p = x as i32 as i64 * d.mant as i64;
+    let sh = d.exp.saturating_add(frac_bits);
+    if sh < 0 {
+        let r = sh.unsigned_abs();
+        // shift_round's (p >> r) + ((p >> (r − 1)) & 1).
+        return if r >= 64 {
+            0
+        } else {
+            ((p >> (r - 1)) + 1) >> 1
+        };
+    }
+    shift_round(p, sh)
 }
 
 /// `round(p · 2^sh)`: right shifts round half up, left shifts saturate at `±2^62`.
@@ -349,6 +469,88 @@ pub(crate) fn exp_neg_q24(z: u64) -> u32 {
     ((v + ((1 << n) >> 1)) >> n) as u32
 }
 
+/// [`q127`] for one divisor `m` shared by a whole vector, with the division
+/// replaced by a multiply-high (Granlund–Montgomery, "Division by invariant integers using
+/// multiplication", 1994, Thm 4.2): with `l = ⌈log2 m⌉` and `magic = ⌈2^(32+l) / m⌉`,
+/// `⌊n / m⌋ = ⌊n · magic / 2^(32+l)⌋` for every `n < 2^32`, since `magic · m − 2^(32+l) < m ≤ 2^l`.
+/// Bits identical to `q127` (tested); a 32-bit division per element costs more than the rest
+/// of the quantization.
+///
+/// `magic < 2^33` is kept as its low word and its top bit, so that `q` is one 32×32→64 multiply
+/// (`UMULL` on a Cortex-M), an add and a shift: `⌊n · magic / 2^32⌋ = ⌊n · lo / 2^32⌋ + n · hi`
+/// (exact: `n · hi · 2^32` has no low word), and that sum is `< 2n < 2^32`.
+#[derive(Clone, Copy)]
+pub(crate) struct Q127 {
+    pub(crate) m: u32,
+    /// Low 32 bits of `magic`.
+    pub(crate) lo: u32,
+    /// Bit 32 of `magic` (0 or 1).
+    pub(crate) hi: u32,
+    /// `l = ⌈log2 m⌉`.
+    pub(crate) l: u32,
+}
+
+impl Q127 {
+    /// For `0 < m < 2^24`.
+    #[inline]
+    pub(crate) fn new(m: u32) -> Q127 {
+        debug_assert!(m > 0 && m < 1 << 24);
+        let m = m.max(1);
+        let l = 32 - (m - 1).leading_zeros(); // ⌈log2 m⌉ ≤ 24
+                                              // ⌈2^(32+l) / m⌉ < 2^33, with 32-bit divisions (a 64-bit one is a library call on Arm).
+        let (q, r) = div_u64_by_u32(1u64 << (32 + l), m);
+        let magic = q + (r != 0) as u64;
+        Q127 {
+            m,
+            lo: magic as u32,
+            hi: (magic >> 32) as u32,
+            l,
+        }
+    }
+
+    /// `round_half_even(127 · a / m)` for `0 ≤ a ≤ m`.
+    /// Overflow: `n = 127·a < 2^31`, so `⌊n · lo / 2^32⌋ + n · hi < 2n < 2^32`.
+    #[inline(always)]
+    pub(crate) fn of(&self, a: u32) -> i32 {
+        debug_assert!(a <= self.m);
+        let n = 127 * a;
+        let high = ((n as u64 * self.lo as u64) >> 32) as u32;
+        let q = (high + n * self.hi) >> self.l;
+        let r = n - q * self.m;
+        let up = 2 * r > self.m || (2 * r == self.m && q & 1 == 1);
+        let out = (q + up as u32) as i32;
+        debug_assert_eq!(out, q127(a, self.m));
+        out
+    }
+}
+
+/// A [`Dyadic`] in one `i64` slot (exponent high, mantissa low); [`unpack_dyadic`] inverts it.
+#[inline(always)]
+pub(crate) fn pack_dyadic(d: Dyadic) -> i64 {
+    ((d.exp as i64) << 32) | d.mant as i64
+}
+
+#[inline(always)]
+pub(crate) fn unpack_dyadic(v: i64) -> Dyadic {
+    Dyadic {
+        mant: v as u32,
+        exp: (v >> 32) as i32,
+    }
+}
+
+/// [`Dyadic::gt`] for operands that are already normalized (every result of `mul`, and zero):
+/// the same order without normalizing both sides again (this runs once per key and head).
+#[inline(always)]
+pub(crate) fn gt_normalized(a: Dyadic, b: Dyadic) -> bool {
+    let r = if a.mant == 0 || b.mant == 0 {
+        a.mant > b.mant
+    } else {
+        a.exp > b.exp || (a.exp == b.exp && a.mant > b.mant)
+    };
+    debug_assert_eq!(r, a.gt(b));
+    r
+}
+
 #[cfg(test)]
 #[allow(clippy::float_arithmetic)] // the tests compare with real-valued references
 mod tests {
@@ -380,7 +582,7 @@ mod tests {
 
     #[test]
     fn from_ieee754_matches_the_float_formulation() {
-        let mut seed = 0x1234_5678_9abc_def0u64;
+        let mut rng = crate::rng::SplitMix64(0x1234_5678_9abc_def0);
         let mut xs = std::vec![1e-5, 1.0 / 127.0, 0.1, 1.0, 1.5, 3.0, 127.0, 1e6];
         for k in -100..60 {
             let p = 2f64.powi(k);
@@ -390,9 +592,7 @@ mod tests {
             xs.push(p * (1.0 - 2f64.powi(-32)));
         }
         for _ in 0..20_000 {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
+            let seed = rng.next_u64();
             let x = f64::from_bits((seed >> 12) | (0x3C0u64 << 52)) * 2f64.powi((seed % 97) as i32);
             xs.push(x);
         }
@@ -484,13 +684,8 @@ mod tests {
 
     #[test]
     fn mul_fast_path_matches_from_u64() {
-        let mut seed = 0x2545_F491_4F6C_DD1Du64;
-        let mut next = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut rng = crate::rng::SplitMix64(0x2545_F491_4F6C_DD1D);
+        let mut next = move || rng.next_u64();
         let edge = [
             1u32 << 31,
             (1 << 31) + 1,
@@ -529,6 +724,113 @@ mod tests {
         // The cubic's x3 / 6 as u32 equals the i64 quotient over the whole range of x3.
         for x3 in 0i64..(1 << 13) {
             assert_eq!(((x3 as u32) / 6) as i64, x3 / 6);
+        }
+    }
+
+    #[test]
+    fn integer_square_root() {
+        let mut rng = crate::rng::SplitMix64(0xD1B5_4A32_D192_ED03);
+        let mut ns: std::vec::Vec<u64> = (0..5000).collect();
+        for b in 0..64 {
+            let p = 1u64 << b;
+            ns.extend([p - 1, p, p + 1]);
+        }
+        for r in [0xFFFF_FFFFu64, 0x8000_0000, 0xB504_F333, 1 << 16] {
+            ns.extend([r * r - 1, r * r, r * r + 1]);
+        }
+        ns.push(u64::MAX);
+        for _ in 0..20_000 {
+            let v = rng.next_u64();
+            ns.push(v >> (v & 63));
+        }
+        for n in ns {
+            let s = n.isqrt();
+            assert_eq!(isqrt_u64(n), s, "{n}");
+            assert_eq!(isqrt_newton(n), s, "{n}"); // the Arm path, whatever the host
+        }
+    }
+
+    #[test]
+    fn division_by_32_bit_digits() {
+        let mut rng = crate::rng::SplitMix64(0x9E37_79B9_7F4A_7C15);
+        let mut next = move || rng.next_u64();
+        let mut ds: std::vec::Vec<u32> =
+            std::vec![1, 2, 3, 7, 0xffff, 0x1_0000, 0x1_0001, 0x8000_0000];
+        ds.extend([
+            0x8000_0001,
+            0xffff_fffe,
+            u32::MAX,
+            0x7fff_ffff,
+            0xffff_0000,
+            0x8000_ffff,
+        ]);
+        for b in 0..32 {
+            ds.extend([
+                1u32 << b,
+                (1u32 << b).wrapping_sub(1).max(1),
+                (1u32 << b) | 1,
+            ]);
+        }
+        for _ in 0..2000 {
+            let v = next();
+            ds.push(((v as u32) >> (v >> 59)).max(1));
+        }
+        for &d in &ds {
+            let mut ns = std::vec![
+                0u64,
+                1,
+                d as u64,
+                d as u64 - 1,
+                u64::MAX,
+                u64::MAX - 1,
+                1 << 63
+            ];
+            ns.extend([
+                (d as u64) << 32,
+                ((d as u64) << 32) - 1,
+                ((d as u64) << 31) + (d as u64 / 2),
+            ]);
+            for _ in 0..40 {
+                let v = next();
+                ns.push(v >> (v & 63));
+                ns.push(v);
+            }
+            for n in ns {
+                assert_eq!(
+                    div_u64_by_u32(n, d),
+                    (n / d as u64, (n % d as u64) as u32),
+                    "{n} / {d}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn mul_round_is_shift_round_of_the_product() {
+        let mut rng = crate::rng::SplitMix64(0x2545_F491_4F6C_DD1D);
+        let mut next = move || rng.next_u64();
+        let mut xs: std::vec::Vec<i64> =
+            std::vec![0, 1, -1, 2, -2, 3, -3, i32::MAX as i64, i32::MIN as i64];
+        for _ in 0..300 {
+            let v = next();
+            xs.push((v as i32 >> (v >> 59)) as i64);
+        }
+        for _ in 0..300 {
+            let v = next();
+            let d = Dyadic {
+                mant: if v & 1 == 0 {
+                    (v >> 32) as u32 | 1 << 31
+                } else {
+                    (v >> 40) as u32
+                },
+                exp: ((v >> 8) % 200) as i32 - 150,
+            };
+            for &x in &xs {
+                for frac in [0, 16, 24, 32] {
+                    let want = shift_round(x * d.mant as i64, d.exp.saturating_add(frac));
+                    assert_eq!(mul_round(x, d, frac), want, "{x} · {d:?} · 2^{frac}");
+                }
+            }
         }
     }
 

@@ -2,7 +2,7 @@
 //!
 //! `#![no_std]`, no `alloc`, no floating point: the same integers on a host and on a Cortex-M33
 //! (the Cortex-M0+ build is linked and checked for soft-float, not run).
-//! The model arrives as a blob (format v3, v2 or v1, `runtime/FORMAT.md`) written by `tools pack`; the
+//! The model arrives as a blob (format v4, v3, v2 or v1, `runtime/FORMAT.md`) written by `tools pack`; the
 //! forward pass is the one in `docs/MODEL.md`.
 //!
 //! # Contents
@@ -20,13 +20,17 @@
 //! | `pass/` | [`session`] | [`Session`]: caller-owned working memory ([`session_bytes`], [`session_bytes_prefill`]), KV cache, token history |
 //! | | `forward` | [`Session::forward`]: one token in, Q15.16 logits (nats) out; [`Session::prefill`] / [`Session::forward_block`]: a block of tokens per pass, bit-identical |
 //! | | `attention`, `ffn`, `norm` | the block's halves and the fused RMSNorm + int8 quantizers |
+//! | | `workers` | (feature `workers`) `workers::Workers`: the pass split between two cores, `Session::with_workers` |
 //! | `kernels/` | [`kernels`] | ternary (2-bit: scalar, Cortex-M DSP, AVX2, AVX-512 VNNI, NEON, chosen at run time, and WebAssembly SIMD128, chosen at compile time; base 3: table lookup, `asm!` rows on Cortex-M DSP) and int8 kernels, each with a scalar reference twin |
-//! | `text/` | [`tokenizer`] | [`encode`] (greedy longest match), [`decode`] |
+//! | `text/` | [`tokenizer`] | [`encode`] (a BPE model's merges, else greedy longest match), [`decode`] |
+//! | | [`bpe`] | byte-level BPE: the chunking rule, [`bpe::Merges`], the encoder |
+//! | | [`utf8`] | [`Utf8Stream`]: streamed output that never splits a UTF-8 character |
 //! | | [`sampler`] | [`SamplerConfig`], [`Sampler`], [`Pcg32`] |
 //! | | [`generate`] | [`Generator`]: streaming generation, one token per call, sliding window |
 //! | | [`chat`] | the interactive line protocol of the firmware and `tools chat` ([`chat::Chat`]) |
 //! | (top) | [`fixed`] | [`Dyadic`] scales, integer `exp`/`rsqrt` |
-//! | | [`error`] | [`LoadError`], [`Error`], [`EncodeError`] |
+//! | | [`error`] | [`LoadError`], [`Error`], [`EncodeError`], [`TokenizerError`] |
+//! | | [`rng`] | [`SplitMix64`]: the random stream of tests, benches and examples |
 //!
 //! # Example
 //!
@@ -62,7 +66,7 @@
 
 #[cfg(feature = "writer")]
 extern crate alloc;
-#[cfg(test)]
+#[cfg(any(test, feature = "threads"))]
 extern crate std;
 
 mod blob;
@@ -70,20 +74,27 @@ pub mod error;
 pub mod fixed;
 pub mod kernels;
 mod pass;
+pub mod rng;
 mod text;
 
 #[cfg(feature = "writer")]
 pub use blob::writer;
 pub use blob::{format, layout, model, schema};
 pub use pass::session;
-pub use text::{chat, generate, sampler, tokenizer};
+#[cfg(feature = "workers")]
+pub use pass::workers;
+pub use text::{bpe, chat, generate, sampler, tokenizer, utf8};
 
-pub use error::{ConfigError, Dim, EncodeError, Error, LoadError, Section};
+pub use error::{ConfigError, Dim, EncodeError, Error, LoadError, Section, TokenizerError};
 pub use fixed::Dyadic;
 pub use format::{Config, TensorKind, TernaryEncoding, LOGIT_FRAC_BITS};
 pub use generate::Generator;
 pub use layout::Layout;
 pub use model::Model;
+pub use rng::SplitMix64;
 pub use sampler::{Pcg32, Sampler, SamplerConfig};
+#[cfg(feature = "workers")]
+pub use session::session_bytes_workers;
 pub use session::{session_bytes, session_bytes_prefill, Session};
 pub use tokenizer::{decode, encode};
+pub use utf8::Utf8Stream;

@@ -75,15 +75,15 @@ fn magic_version_checksum() {
     assert_eq!(&b[..8], &MAGIC);
 
     let mut x = b.to_vec();
-    x[8..10].copy_from_slice(&4u16.to_le_bytes());
+    x[8..10].copy_from_slice(&5u16.to_le_bytes());
     assert_eq!(
         Model::from_bytes(&x).unwrap_err(),
-        LoadError::UnsupportedVersion { major: 4, minor: 0 }
+        LoadError::UnsupportedVersion { major: 5, minor: 0 }
     );
     assert!(Model::from_bytes(&x)
         .unwrap_err()
         .to_string()
-        .contains("4.0"));
+        .contains("5.0"));
     x[8..10].copy_from_slice(&0u16.to_le_bytes());
     assert_eq!(
         Model::from_bytes(&x).unwrap_err(),

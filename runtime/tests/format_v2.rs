@@ -129,6 +129,8 @@ fn malformed_base3_bytes_are_refused() {
     let off = |k: usize| match bad(&patch(&blob, TensorKind::Wq, k, 243)) {
         Some(LoadError::BadSection {
             section: Section::Ternary,
+            kind: TensorKind::Wq,
+            layer: 0,
             offset,
         }) => offset as usize,
         e => panic!("byte 243 at {k}: {e:?}"),
@@ -142,6 +144,8 @@ fn malformed_base3_bytes_are_refused() {
         bad(&patch(&blob, TensorKind::Wq, 4, 81)),
         Some(LoadError::BadSection {
             section: Section::Ternary,
+            kind: TensorKind::Wq,
+            layer: 0,
             offset: 4
         })
     ));
@@ -151,7 +155,7 @@ fn malformed_base3_bytes_are_refused() {
 }
 
 #[test]
-fn a_v1_blob_cannot_hold_base3_matrices_and_v4_is_refused_with_advice() {
+fn a_v1_blob_cannot_hold_base3_matrices_and_v5_is_refused_with_advice() {
     let blob = random_model(TINY, 6).to_blob_with(ALL_BASE3).unwrap();
     let mut b = blob.clone();
     b[8..10].copy_from_slice(&1u16.to_le_bytes());
@@ -159,10 +163,10 @@ fn a_v1_blob_cannot_hold_base3_matrices_and_v4_is_refused_with_advice() {
     let e = Model::from_bytes(&b).unwrap_err();
     assert!(matches!(e, LoadError::BadTensorTable { .. }), "{e:?}");
     let mut b = blob.clone();
-    b[8..10].copy_from_slice(&4u16.to_le_bytes());
+    b[8..10].copy_from_slice(&5u16.to_le_bytes());
     fix_crc(&mut b);
     let e = Model::from_bytes(&b).unwrap_err();
-    assert_eq!(e, LoadError::UnsupportedVersion { major: 4, minor: 0 });
+    assert_eq!(e, LoadError::UnsupportedVersion { major: 5, minor: 0 });
     assert!(e.to_string().contains("tools pack"), "{e}");
     // A v2 blob whose matrices are all 2-bit is read too (the writer makes it v1).
     let v1 = random_model(TINY, 6).to_blob().unwrap();
@@ -185,16 +189,21 @@ fn a_loaded_model_writes_back_byte_for_byte_in_either_encoding() {
         for enc in [MatrixEncodings::default(), ALL_BASE3] {
             let blob = random_model(c, 8).to_blob_with(enc).unwrap();
             let m = Model::from_bytes(&blob).unwrap();
-            let again = ModelParams::from_model(&m).to_blob_with(enc).unwrap();
+            let again = ModelParams::from_model(&m)
+                .unwrap()
+                .to_blob_with(enc)
+                .unwrap();
             assert!(again == blob, "{c:?} {enc:?}: round trip changed the blob");
         }
     }
     // v1 -> v2 -> v1 through two loads.
     let v1 = random_model(TINY, 9).to_blob().unwrap();
     let v2 = ModelParams::from_model(&Model::from_bytes(&v1).unwrap())
+        .unwrap()
         .to_blob_with(ALL_BASE3)
         .unwrap();
     let back = ModelParams::from_model(&Model::from_bytes(&v2).unwrap())
+        .unwrap()
         .to_blob()
         .unwrap();
     assert!(back == v1);

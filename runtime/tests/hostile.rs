@@ -6,7 +6,7 @@ mod common;
 
 use common::{random_model, vocab, TINY};
 use runtime::format::{HeaderInfo, PREFIX_LEN};
-use runtime::{Config, LoadError, Model, Section};
+use runtime::{Config, LoadError, Model, Section, TensorKind};
 
 fn crc(b: &[u8]) -> u32 {
     crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC).checksum(b)
@@ -38,6 +38,8 @@ fn a_repeated_token_is_refused() {
         Model::from_bytes(&b).err(),
         Some(LoadError::BadSection {
             section: Section::Vocab,
+            kind: TensorKind::VocabOffsets,
+            layer: 0,
             offset: 9 * 4
         })
     );
@@ -48,6 +50,8 @@ fn a_repeated_token_is_refused() {
         Model::from_bytes(&b).err(),
         Some(LoadError::BadSection {
             section: Section::Vocab,
+            kind: TensorKind::VocabOffsets,
+            layer: 0,
             offset: 60 * 4
         })
     );
@@ -106,6 +110,8 @@ fn the_largest_unsorted_vocabulary_loads_and_its_last_repeat_is_found() {
     assert_ne!(a, b);
     let want = Some(LoadError::BadSection {
         section: Section::Vocab,
+        kind: TensorKind::VocabOffsets,
+        layer: 0,
         offset: 65534 * 4,
     });
     assert_eq!(Model::from_bytes(&repeated).err(), want);

@@ -17,32 +17,8 @@ fn one_by_one(m: Model, ctx: u32, tokens: &[u16]) -> (Vec<i32>, Vec<i8>, Vec<i8>
     for &t in tokens {
         logits.extend_from_slice(s.forward(t).unwrap());
     }
-    let (k, v, sc) = cache(&s, tokens.len());
+    let (k, v, sc) = common::kv_cache(&s, tokens.len());
     (logits, k, v, sc)
-}
-
-/// The cache entries of positions `< n` (later ones are stale), scales as `mant | exp << 32`.
-fn cache(s: &Session, n: usize) -> (Vec<i8>, Vec<i8>, Vec<u64>) {
-    let c = *s.model().config();
-    let (t, nkv, hd) = (
-        s.ctx_len() as usize,
-        c.n_kv_heads as usize,
-        c.head_dim() as usize,
-    );
-    let kv = s.kv_cache();
-    let (mut k, mut v, mut sc) = (Vec::new(), Vec::new(), Vec::new());
-    for l in 0..c.n_layers as usize {
-        let e = l * t * nkv;
-        k.extend_from_slice(&kv.keys[e * hd..(e + n * nkv) * hd]);
-        v.extend_from_slice(&kv.values[e * hd..(e + n * nkv) * hd]);
-        for d in kv.key_scales[e..e + n * nkv]
-            .iter()
-            .chain(&kv.value_scales[e..e + n * nkv])
-        {
-            sc.push(d.mant as u64 | (d.exp as u32 as u64) << 32);
-        }
-    }
-    (k, v, sc)
 }
 
 fn configs() -> Vec<Config> {
@@ -113,7 +89,7 @@ fn check(c: Config, seed: u64) {
         // `prefill`: the last logits.
         let last = s.prefill(&tokens).unwrap().to_vec();
         assert_eq!(last, want_logits[(n - 1) * v..], "{c:?} block {block}");
-        let (k, vv, sc) = cache(&s, n);
+        let (k, vv, sc) = common::kv_cache(&s, n);
         assert!(
             k == want_k && vv == want_v && sc == want_sc,
             "KV cache {c:?} block {block}"
@@ -193,7 +169,7 @@ fn every_level_gives_the_portable_logits_and_cache() {
                     want.0[want.0.len() - v..],
                     "{level} {name} {c:?} prefill"
                 );
-                let (k, vv, sc) = cache(&s, tokens.len());
+                let (k, vv, sc) = common::kv_cache(&s, tokens.len());
                 assert!(
                     (k, vv, sc) == (want.1.clone(), want.2.clone(), want.3.clone()),
                     "{level} {name} {c:?} prefill KV cache"

@@ -15,6 +15,7 @@ use std::sync::atomic::AtomicBool;
 
 use runtime::{decode, encode, session_bytes, Generator, Model, SamplerConfig, Session};
 use trainer::backend::{Cpu, CpuDevice};
+use trainer::config::TokenizerKind;
 use trainer::data::Corpus;
 use trainer::train::{self, Outcome, RunSpec};
 use trainer::Preset;
@@ -31,7 +32,7 @@ fn tmp(name: &str) -> PathBuf {
 
 /// Sentences from a tiny grammar: learnable structure (spelling, word order, punctuation)
 /// with some randomness, so the loss lands well below the unigram entropy but not at zero.
-fn grammar_corpus(sentences: usize, mut seed: u64) -> String {
+fn grammar_corpus(sentences: usize, seed: u64) -> String {
     const WHO: [&str; 6] = [
         "the king",
         "a lord",
@@ -42,14 +43,8 @@ fn grammar_corpus(sentences: usize, mut seed: u64) -> String {
     ];
     const DID: [&str; 5] = ["loves", "fears", "serves", "mocks", "calls"];
     const END: [&str; 4] = [".", "!", "?", ";"];
-    let mut next = |n: usize| {
-        // SplitMix64 step: a fixed stream independent of any crate's RNG.
-        seed = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = seed;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        ((z ^ (z >> 31)) % n as u64) as usize
-    };
+    let mut rng = runtime::SplitMix64(seed);
+    let mut next = |n: usize| rng.below(n as u64) as usize;
     let mut s = String::new();
     for i in 0..sentences {
         let who = WHO[next(WHO.len())];
@@ -242,5 +237,84 @@ fn a_gated_ffn_trains_packs_and_evaluates_within_the_bound() {
         "quantized val loss {}",
         summary.quantized_val_loss
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The contract for a byte-level BPE model (format v4): the trainer learns the merges from the
+/// training split and encodes with the runtime's encoder, `pack` writes them, and the integer
+/// runtime's loss on the same text split and token windows is within the bound, per token and
+/// per character. The model then continues a prompt of characters no training text held.
+#[test]
+fn a_bpe_model_trains_packs_and_evaluates_within_the_bound() {
+    let dir = tmp("pipeline-bpe");
+    // Non-ASCII inside words: merges of multi-byte characters.
+    let text = grammar_corpus(4000, 2028).replace("fool", "f\u{f6}\u{f6}l");
+    let data = dir.join("corpus.txt");
+    std::fs::write(&data, &text).unwrap();
+    let ctx = Preset::Tiny.model().ctx_len;
+    let corpus = Corpus::from_text_with(&text, ctx, TokenizerKind::Bpe, 320).unwrap();
+    let chars = Corpus::from_text(&text, ctx).unwrap();
+    assert_eq!(
+        (corpus.train_chars, corpus.val_chars),
+        (chars.train_chars, chars.val_chars),
+        "the split is the same text for both tokenizers"
+    );
+    let run = dir.join("run");
+    let mut s = spec(&run, &data, &corpus, 200);
+    s.train.tokenizer = TokenizerKind::Bpe;
+    s.train.bpe_vocab = 320;
+    let summary = train_to_end(&s, &corpus);
+    let blob = tools::pack::pack(&run, &dir.join("bpe.bin")).unwrap();
+    let model = Model::from_bytes(&blob).unwrap();
+    assert_eq!(model.version_major(), 4);
+    let merges = model.merges().unwrap();
+    assert_eq!(merges.len() + 256, corpus.vocab.len());
+    // The runtime encodes the validation text into the trainer's tokens.
+    let tokens = tools::eval::validation_tokens(&model, &text).unwrap();
+    let trainer_val: Vec<u16> = corpus.val.iter().map(|&t| t as u16).collect();
+    assert_eq!(tokens, trainer_val);
+    let report = tools::eval::evaluate(model, &tokens, None, 2, &|| {}).unwrap();
+    let gap = report.integer_val_loss - summary.quantized_val_loss;
+    let gap_char = report.nats_per_char - summary.quantized_val_nats_per_char;
+    eprintln!(
+        "BPE ({} tokens, {:.3} chars/token): trainer {:.5} nats/token {:.5} nats/char, \
+         integer {:.5} / {:.5}, gap {gap:+.5} nats/token {gap_char:+.5} nats/char",
+        corpus.vocab.len(),
+        report.chars_per_token,
+        summary.quantized_val_loss,
+        summary.quantized_val_nats_per_char,
+        report.integer_val_loss,
+        report.nats_per_char
+    );
+    assert_eq!(report.positions, summary.quantized_val_positions);
+    assert_eq!(report.scored_chars, summary.quantized_val_chars);
+    assert_eq!(report.scored_bytes, summary.quantized_val_bytes);
+    assert!(report.chars_per_token > 1.5, "{}", report.chars_per_token);
+    assert!((report.chars_per_token - summary.val_chars_per_token).abs() < 1e-9);
+    assert!(gap.abs() <= MAX_GAP_NATS, "gap {gap} nats/token");
+    assert!(gap_char.abs() <= MAX_GAP_NATS, "gap {gap_char} nats/char");
+    // It learned: well below a uniform byte (ln 256 = 5.5 nats per byte) per character.
+    assert!(
+        summary.quantized_val_nats_per_char < 2.0,
+        "{} nats/char",
+        summary.quantized_val_nats_per_char
+    );
+    // A prompt of characters outside the corpus; streamed output never splits a character.
+    let prompt = "\u{dc}ber den K\u{f6}nig \u{2603}: The king";
+    let config = SamplerConfig {
+        temperature_milli: 800,
+        top_k: 8,
+        seed: 5,
+    };
+    let mut out = Vec::new();
+    tools::generate::generate(model, prompt, 60, config, &mut out).unwrap();
+    assert!(out.starts_with(prompt.as_bytes()));
+    let again = {
+        let mut v = Vec::new();
+        tools::generate::generate(model, prompt, 60, config, &mut v).unwrap();
+        v
+    };
+    assert_eq!(out, again);
+    eprintln!("generated: {:?}", String::from_utf8_lossy(&out));
     let _ = std::fs::remove_dir_all(&dir);
 }

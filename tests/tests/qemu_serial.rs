@@ -48,8 +48,15 @@ fn firmware_target_dir() -> PathBuf {
 
 /// Runs `run-qemu.sh --serial MODEL` with `input` on stdin; returns stdout.
 fn run_serial(model: &str, input: &[u8]) -> Vec<u8> {
+    run_serial_on("qemu", model, input)
+}
+
+/// [`run_serial`] on `board` (`qemu`: mps2-an505, one core; `an521`: mps2-an521, two cores).
+fn run_serial_on(board: &str, model: &str, input: &[u8]) -> Vec<u8> {
     let mut child = Command::new(repo().join("firmware/run-qemu.sh"))
         .args(["--serial", model])
+        .env("BOARD", board)
+        .env_remove("FIRMWARE_CORES")
         .env("CARGO_TARGET_DIR", firmware_target_dir())
         .env("DEFMT_QUIET", "1")
         .stdin(Stdio::piped())
@@ -295,4 +302,100 @@ fn ctrl_c_stops_a_generation_without_a_reset() {
         out.ends_with(&after),
         "{out:?}\ndoes not end with\n{after:?}"
     );
+}
+
+/// A byte-level BPE model (format v4, random weights) in the partition: prompts of characters
+/// no token names run without an error, and the transcript (its replies stream through the
+/// UTF-8 hold-back, then the CRLF translation) is the host protocol's byte for byte; each reply
+/// is `tools generate`'s output.
+#[test]
+fn a_bpe_model_takes_any_text_on_the_serial_line_as_on_the_host() {
+    if !have_qemu() {
+        return;
+    }
+    let config = runtime::Config {
+        ffn_gated: true,
+        ..common::TINY
+    };
+    let blob = common::random_bpe_model(config, 300, 21).to_blob().unwrap();
+    let dir = std::env::temp_dir().join(format!("qemu-serial-bpe-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("bpe.bin");
+    std::fs::write(&path, &blob).unwrap();
+    let model = Model::from_bytes(&blob).unwrap();
+    let script = "/tokens 40\nCaf\u{e9} na\u{ef}ve \u{2603}\n/seed 3\n\u{65e5}\u{672c}\u{8a9e}\u{1f600} the\n";
+    let device = run_serial(path.to_str().unwrap(), script.as_bytes());
+    let host = host_transcript(model, script.as_bytes());
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(
+        device,
+        host,
+        "the QEMU firmware's transcript differs from the host protocol's:\n{:?}\n{:?}",
+        String::from_utf8_lossy(&device),
+        String::from_utf8_lossy(&host)
+    );
+    assert!(!String::from_utf8_lossy(&device).contains("error"));
+    for (prompt, seed) in [
+        ("Caf\u{e9} na\u{ef}ve \u{2603}", 0),
+        ("\u{65e5}\u{672c}\u{8a9e}\u{1f600} the", 3),
+    ] {
+        let sampler = tools::generate::sampler(0.8, 0, seed).unwrap();
+        let mut text = Vec::new();
+        tools::generate::generate(model, prompt, 40, sampler, &mut text).unwrap();
+        let mut want = format!("> {prompt}\r\n").into_bytes();
+        want.extend(crlf(&text));
+        want.extend_from_slice(b"\r\n> ");
+        assert!(
+            device.windows(want.len()).any(|w| w == want.as_slice()),
+            "no reply equal to tools generate for {prompt:?}"
+        );
+    }
+}
+
+#[test]
+fn the_two_core_twin_switches_cores_with_the_same_text() {
+    if !have_qemu() {
+        return;
+    }
+    // The two-core board starts on both cores; `/cores 1` and `/cores 2` switch between
+    // prompts, and the text stays `tools generate`'s.
+    let model_path = tools::blob::shipped_model();
+    let out = String::from_utf8(run_serial_on(
+        "an521",
+        model_path.to_str().unwrap(),
+        b"/cores\n/tokens 60\n/temp 0.9\n/topk 20\n/seed 5\nJULIET:\n/stats\n/cores 1\n/cores\n\
+          JULIET:\n/stats\n/cores 3\n/cores 2\nJULIET:\n",
+    ))
+    .unwrap();
+    let bytes = std::fs::read(&model_path).unwrap();
+    let model = Model::from_bytes(&bytes).unwrap();
+    let config = tools::generate::sampler(0.9, 20, 5).unwrap();
+    let mut host = Vec::new();
+    tools::generate::generate(model, "JULIET:", 60, config, &mut host).unwrap();
+    let reply = format!(
+        "> JULIET:\r\n{}\r\n> ",
+        String::from_utf8(crlf(&host)).unwrap()
+    );
+    assert_eq!(
+        out.matches(&reply).count(),
+        3,
+        "the replies on two cores, one core and two again are not all tools generate's \
+         {reply:?}:\n{out}"
+    );
+    let expect_in_order = [
+        "> /cores\r\ncores: 2 of 2\r\n",
+        "; 2 cores",
+        "> /cores 1\r\nok: cores 1\r\n",
+        "> /cores\r\ncores: 1 of 2\r\n",
+        "; 1 core\r\n",
+        "> /cores 3\r\nerror: /cores expects 1 or 2",
+        "> /cores 2\r\nok: cores 2\r\n",
+    ];
+    let mut at = 0;
+    for want in expect_in_order {
+        let found = out[at..]
+            .find(want)
+            .unwrap_or_else(|| panic!("{want:?} missing (in order) from:\n{out}"));
+        at += found + want.len();
+    }
 }

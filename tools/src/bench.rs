@@ -17,6 +17,8 @@ use runtime::kernels::{
     level, set_level, supported_levels, ternary_matvec, ternary_matvec_tiled, tiled_level, Level,
 };
 use runtime::{session_bytes_prefill, Model, Session};
+
+use crate::term::shown;
 use serde::Serialize;
 
 /// Rows and columns of the large matvec shape (`matvec_large_*`): the 2048×2048 GEMV that
@@ -79,10 +81,97 @@ pub struct BenchReport {
     /// The matrix layout the matvec figures read: `tiled` (the row-tiled copy of the x86-64
     /// SIMD levels) or `blob` (the blob's 2-bit rows).
     pub matvec_layout: String,
-    /// Working memory of the session (prefill blocks of half the context), bytes.
-    pub session_ram_bytes: usize,
+    /// Prefill session RAM: working memory of the timed session, which prefills blocks of half
+    /// the context (`tools inspect`'s "prefill RAM"; its "session RAM" runs one token per pass).
+    pub prefill_session_ram_bytes: usize,
+    /// Bytes of the copy of the model's matrices made in memory for this CPU's SIMD kernels:
+    /// the row-tiled copy at the x86-64 levels, a base-3 blob repacked to 2-bit at the others
+    /// (0: the blob ran as stored).
+    pub matrix_copy_bytes: u64,
     /// Blob size, bytes.
     pub flash_bytes: usize,
+}
+
+/// A [`BenchReport`] as the text `tools bench` prints, for the blob at `model`.
+pub struct Text<'a> {
+    /// The report.
+    pub report: &'a BenchReport,
+    /// Where the blob came from.
+    pub model: &'a std::path::Path,
+}
+
+impl std::fmt::Display for Text<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let r = self.report;
+        writeln!(f, "model              {}", shown(self.model))?;
+        writeln!(
+            f,
+            "prefill            {:.0} tokens/s ({} tokens × {} rounds; median round {:.0})",
+            r.prefill_tokens_per_s, r.prefill_tokens, r.rounds, r.prefill_tokens_per_s_median
+        )?;
+        writeln!(
+            f,
+            "decode             {:.0} tokens/s ({} tokens × {} rounds; at the median latency {:.0})",
+            r.decode_tokens_per_s, r.decode_tokens, r.rounds, r.decode_tokens_per_s_median
+        )?;
+        writeln!(
+            f,
+            "decode latency     median {:.1} µs, p99 {:.1} µs",
+            r.decode_latency_median_us, r.decode_latency_p99_us
+        )?;
+        writeln!(
+            f,
+            "decode, all cores  {:.0} tokens/s ({} sessions at once)",
+            r.decode_tokens_per_s_all_cores, r.threads
+        )?;
+        let per_mac = |c: Option<f64>, m: Option<f64>| match (c, m) {
+            (Some(c), Some(m)) => format!(", {c:.4} TSC cycles/MAC, best {m:.4}"),
+            _ => String::new(),
+        };
+        writeln!(
+            f,
+            "ternary matvec     {:.2} G MACs/s ({}×{}, {} kernels, {} layout{})",
+            r.matvec_macs_per_s / 1e9,
+            r.matvec_shape[0],
+            r.matvec_shape[1],
+            r.kernels,
+            r.matvec_layout,
+            per_mac(r.matvec_tsc_cycles_per_mac, r.matvec_tsc_cycles_per_mac_min)
+        )?;
+        writeln!(
+            f,
+            "                   {:.2} G MACs/s ({}×{}{})",
+            r.matvec_large_macs_per_s / 1e9,
+            r.matvec_large_shape[0],
+            r.matvec_large_shape[1],
+            per_mac(
+                r.matvec_large_tsc_cycles_per_mac,
+                r.matvec_large_tsc_cycles_per_mac_min
+            )
+        )?;
+        if let Some(hz) = r.tsc_hz {
+            writeln!(f, "TSC                {:.3} GHz (measured)", hz / 1e9)?;
+        }
+        writeln!(
+            f,
+            "prefill RAM        {} bytes (ctx {}, prefill in blocks of {})",
+            r.prefill_session_ram_bytes, r.ctx_len, r.prefill_tokens
+        )?;
+        if r.matrix_copy_bytes > 0 {
+            let copy = if r.matvec_layout == "tiled" {
+                "matrices copied to the row-tiled layout"
+            } else {
+                "base-3 matrices repacked to 2-bit"
+            };
+            writeln!(
+                f,
+                "weights            {copy} in memory ({} bytes) for the {} kernels",
+                r.matrix_copy_bytes, r.kernels
+            )?;
+        }
+        writeln!(f, "flash              {} bytes", r.flash_bytes)?;
+        Ok(())
+    }
 }
 
 fn argmax(logits: &[i32]) -> u16 {
@@ -259,18 +348,15 @@ fn largest_matrix<'a>(model: &Model<'a>) -> runtime::model::TernaryMatrix<'a> {
     best
 }
 
-/// A random 2048×2048 ternary matrix in the 2-bit encoding (xorshift, fixed seed; a third of
+/// A random 2048×2048 ternary matrix in the 2-bit encoding (SplitMix64, fixed seed; a third of
 /// each of −1, 0, +1).
 fn large_matrix() -> (Vec<u8>, usize) {
     let rb = ternary_row_bytes(LARGE_MATVEC as u32);
     let mut w = vec![0u8; LARGE_MATVEC * rb];
-    let mut s = 0x9E37_79B9_7F4A_7C15u64;
+    let mut rng = runtime::SplitMix64(0x9E37_79B9_7F4A_7C15);
     for r in 0..LARGE_MATVEC {
         for k in 0..LARGE_MATVEC {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            let code = [0u8, 1, 3][(s % 3) as usize];
+            let code = [0u8, 1, 3][rng.below(3) as usize];
             w[r * rb + k / 4] |= code << (2 * (k % 4));
         }
     }
@@ -437,7 +523,8 @@ pub fn bench(model: Model<'_>, flash_bytes: usize, rounds: usize) -> Result<Benc
             "blob"
         }
         .to_string(),
-        session_ram_bytes: ram,
+        prefill_session_ram_bytes: ram,
+        matrix_copy_bytes: 0,
         flash_bytes,
     })
 }

@@ -8,6 +8,7 @@ use anyhow::{bail, Context, Result};
 use runtime::format::{known_flags, MAGIC, PREFIX_LEN, VERSION_MAJOR, VERSION_MAJOR_MIN};
 use runtime::Model;
 
+use crate::term::shown;
 use crate::{files, memory};
 
 /// The largest blob the format can describe: the prefix's offsets and lengths are `u32`.
@@ -28,7 +29,7 @@ pub fn model_path(path: Option<&Path>) -> PathBuf {
 /// major version, non-zero prefix flags, and a file whose length differs from the length its
 /// prefix declares. The contents are validated by [`load`].
 pub fn read(path: &Path) -> Result<Vec<u8>> {
-    let p = path.display();
+    let p = shown(path);
     let (mut file, len) = files::open_regular(path, "model")?;
     if len > MAX_BLOB_BYTES {
         bail!("model {p} is {len} bytes, more than a blob can be (4 GiB)");
@@ -67,7 +68,7 @@ pub fn read(path: &Path) -> Result<Vec<u8>> {
 
 /// Validates `bytes` as a model, naming `path` in the error.
 pub fn load<'a>(path: &Path, bytes: &'a [u8]) -> Result<Model<'a>> {
-    validate(bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    validate(bytes).map_err(|e| anyhow::anyhow!("{}: {e}", shown(path)))
 }
 
 /// [`Model::from_bytes_in`] with room for any vocabulary's ids (128 KiB), so that the
@@ -75,6 +76,59 @@ pub fn load<'a>(path: &Path, bytes: &'a [u8]) -> Result<Model<'a>> {
 pub fn validate(bytes: &[u8]) -> Result<Model<'_>, runtime::LoadError> {
     let mut scratch = vec![0u8; 2 * (runtime::format::MAX_VOCAB as usize + 1)];
     Model::from_bytes_in(bytes, &mut scratch)
+}
+
+/// Working memory of [`repack`] for model `m` into `encodings`, an upper bound: every
+/// parameter unpacked (a byte per ternary weight, as [`runtime::writer::ModelParams`] holds
+/// them), the new data region and the new blob (both exist at once), and the header.
+pub fn repack_bytes(m: &Model<'_>, encodings: runtime::schema::MatrixEncodings) -> u64 {
+    use runtime::format::{ElemFormat, TensorKind};
+    let layout = m.layout();
+    let mut params = 0u64;
+    for e in layout.entries() {
+        let elems = u64::from(e.rows) * u64::from(e.cols);
+        let per = match e.format {
+            ElemFormat::Ternary2 { .. } | ElemFormat::Ternary5 { .. } => 1,
+            ElemFormat::Int8Rows { .. } | ElemFormat::Bytes => 1,
+            ElemFormat::Dyadic => std::mem::size_of::<runtime::Dyadic>() as u64,
+            ElemFormat::FixedI32 { .. } => 4,
+            ElemFormat::U32 => 0, // vocabulary offsets: not held
+        };
+        params += elems * per;
+        if e.kind == TensorKind::VocabOffsets {
+            // One `Vec<u8>` per token.
+            params += elems * (std::mem::size_of::<Vec<u8>>() as u64 + 16);
+        }
+    }
+    let vocab_bytes = layout
+        .global_entry(TensorKind::VocabBytes)
+        .map_or(0, |e| e.len);
+    let data = runtime::Layout::with_encodings(*m.config(), vocab_bytes, encodings)
+        .map_or(u64::from(u32::MAX), |l| l.data_len() as u64);
+    // Header: the postcard tensor table (a few bytes per entry), vocabulary sizes, metadata.
+    let header = 64 * layout.n_tensors() as u64 + 65_536;
+    params + 2 * data + 2 * header
+}
+
+/// `m` rewritten with its ternary matrices stored as `encodings`, its working memory
+/// ([`repack_bytes`]) checked against `cap` (and the machine) first and allocated fallibly:
+/// a blob too large for the cap or the system is a one-line error, never an abort.
+pub fn repack(
+    path: &Path,
+    m: &Model<'_>,
+    encodings: runtime::schema::MatrixEncodings,
+    cap: u64,
+) -> Result<Vec<u8>> {
+    let need = repack_bytes(m, encodings);
+    crate::memory::check(need, cap).with_context(|| {
+        format!(
+            "{}: repacking its ternary matrices (every weight unpacked to a byte)",
+            shown(path)
+        )
+    })?;
+    runtime::writer::ModelParams::from_model(m)
+        .and_then(|p| p.to_blob_with(encodings))
+        .map_err(|e| anyhow::anyhow!("{}: cannot repack: {e}", shown(path)))
 }
 
 /// The copies of a blob's matrices a host keeps in memory beside the blob: the row-tiled copy
@@ -87,29 +141,55 @@ pub struct HostCopies {
     tiled: Vec<u8>,
 }
 
+/// What a command needs in memory beside the model's copies ([`load_for_host`]).
+pub struct Beside<'b> {
+    /// Said in a refusal: "a session", "a session and the latency samples of 5 rounds".
+    pub what: &'b str,
+    /// Bytes, for the model's configuration.
+    pub bytes: &'b dyn Fn(&runtime::Config) -> u64,
+}
+
 /// The model the host runs from `bytes` (validated once), with the copy of its matrices the
 /// current kernel level reads fastest, in `copies` (the same weights, so the same outputs bit
 /// for bit): at the x86-64 SIMD levels every matrix rewritten into the row-tiled layout (from
 /// the 2-bit or the base-3 encoding); at the other SIMD levels a base-3 blob rewritten with
-/// 2-bit matrices (said on stderr; its kernel is about 20 times slower than the NEON one).
-/// The copies count against `max_memory` (`--max-memory`). Returns the model and the bytes
-/// the copies hold.
+/// 2-bit matrices (the base-3 kernel is a portable table-lookup kernel made for
+/// microcontrollers, about 20 times slower than the NEON one), said on stderr when `verbose`.
+/// The copies count against `cap` (`--max-memory`) with what the command needs `beside` them
+/// (so that the advice a refusal gives is enough), and are allocated fallibly. Returns the model and the bytes the copies hold (0 when the
+/// blob runs as it is), which stay in use while the model runs.
 pub fn load_for_host<'a>(
     path: &Path,
     bytes: &'a [u8],
     copies: &'a mut HostCopies,
-    max_memory: u64,
+    cap: u64,
+    verbose: bool,
+    beside: Beside<'_>,
 ) -> Result<(Model<'a>, u64)> {
     use runtime::kernels::{level, tiled_level, Level};
     let m = load(path, bytes)?;
     let HostCopies { repacked, tiled } = copies;
     if tiled_level() {
         let need = m.tiled_bytes();
-        memory::check(need as u64, max_memory).context("the row-tiled copy of the matrices")?;
+        let total = (need as u64).saturating_add((beside.bytes)(m.config()));
+        memory::check(total, cap).with_context(|| {
+            format!(
+                "{}: the row-tiled copy of its matrices ({need} bytes) and {}",
+                shown(path),
+                beside.what
+            )
+        })?;
         *tiled = memory::zeroed(need)?;
         let m = m
             .with_tiled(tiled)
-            .map_err(|e| anyhow::anyhow!("{}: cannot tile the matrices: {e}", path.display()))?;
+            .map_err(|e| anyhow::anyhow!("{}: cannot tile the matrices: {e}", shown(path)))?;
+        if verbose {
+            eprintln!(
+                "tools: {}: matrices copied to the row-tiled layout in memory ({need} bytes) for the {} kernels",
+                shown(path),
+                level()
+            );
+        }
         return Ok((m, need as u64));
     }
     let base3 = m
@@ -119,19 +199,14 @@ pub fn load_for_host<'a>(
     if !base3 || level() == Level::Portable {
         return Ok((m, 0));
     }
-    // The 2-bit blob's data region (its header is a few KiB more).
-    let vocab = m.layout().global_entry(runtime::TensorKind::VocabBytes);
-    let data = vocab
-        .and_then(|v| runtime::Layout::new(*m.config(), v.len).ok())
-        .map_or(u64::MAX, |l| l.data_len() as u64);
-    memory::check(data, max_memory).context("the blob repacked with 2-bit matrices")?;
-    *repacked = runtime::writer::ModelParams::from_model(&m)
-        .to_blob()
-        .map_err(|e| anyhow::anyhow!("{}: cannot repack for the host: {e}", path.display()))?;
-    eprintln!(
-        "tools: {}: base-3 matrices repacked to 2-bit in memory for the {} kernels",
-        path.display(),
-        level()
-    );
-    Ok((load(path, repacked)?, repacked.len() as u64))
+    *repacked = repack(path, &m, Default::default(), cap)?;
+    if verbose {
+        eprintln!(
+            "tools: {}: base-3 matrices repacked to 2-bit in memory for the {} kernels",
+            shown(path),
+            level()
+        );
+    }
+    let held = repacked.len() as u64;
+    Ok((load(path, repacked)?, held))
 }

@@ -1,22 +1,20 @@
 //! `tools chat`: the firmware's serial protocol ([`runtime::chat`]) on stdin/stdout, so the
 //! board's prompt can be tried, and tested, without a board.
 //!
-//! Lines come from stdin (a terminal or a pipe); replies go to stdout. Ctrl-C stops a
-//! generation (as byte `0x03` does on the board's serial port); at the `> ` prompt it quits.
-//! End of input (or a Ctrl-D byte in it) ends the chat.
+//! Lines come from stdin (a terminal or a pipe); replies go to stdout. Ctrl-C (SIGINT) stops
+//! a generation (as byte `0x03` does on the board's serial port); at the `> ` prompt, or while
+//! input is read, it quits. SIGTERM and SIGHUP end the process at once, during a generation too
+//! ([`crate::signals`]). End of input (or a Ctrl-D byte in it) ends the chat.
 
 use std::io::{Read, Write};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::{anyhow, Result};
-use runtime::chat::{Chat, Clock, Settings, Terminal, CTRL_C};
-use runtime::{session_bytes, Model, Session};
+use runtime::chat::{Chat, Clock, Settings, Terminal, CTRL_C, CTRL_D};
+use runtime::workers::Threads;
+use runtime::{session_bytes_workers, Model, Session};
 
-/// A line is being run (Ctrl-C then stops the generation instead of quitting).
-static RUNNING: AtomicBool = AtomicBool::new(false);
-/// Ctrl-C arrived while a line ran.
-static INTERRUPT: AtomicBool = AtomicBool::new(false);
+use crate::signals;
 
 /// stdout as a [`Terminal`]: no echo (the tty echoes), plain `\n`, a nanosecond clock.
 pub struct StdTerminal<W: Write> {
@@ -46,7 +44,7 @@ impl<W: Write> Terminal for StdTerminal<W> {
     }
 
     fn read(&mut self) -> Option<u8> {
-        INTERRUPT.swap(false, Ordering::AcqRel).then_some(CTRL_C)
+        signals::take_interrupt().then_some(CTRL_C)
     }
 
     fn now(&mut self) -> u64 {
@@ -62,20 +60,10 @@ impl<W: Write> Terminal for StdTerminal<W> {
     }
 }
 
-/// Quits on Ctrl-C at the prompt; during a generation, asks it to stop.
-pub fn install_ctrl_c() -> Result<()> {
-    ctrlc::set_handler(|| {
-        if RUNNING.load(Ordering::Acquire) {
-            INTERRUPT.store(true, Ordering::Release);
-        } else {
-            std::process::exit(130);
-        }
-    })
-    .map_err(|e| anyhow!("cannot install the Ctrl-C handler: {e}"))
-}
-
 /// Runs the protocol over `model` with `input` as the typed bytes and `term` as the screen,
 /// until the input ends. The session spans the model's whole context, as in `tools generate`.
+/// It runs on one core; `/cores 2` splits each token between two threads (the split pass of
+/// the two-core boards, `runtime::workers`), with the same text.
 pub fn chat<T: Terminal<Error = std::io::Error>>(
     model: Model<'_>,
     settings: Settings,
@@ -83,8 +71,12 @@ pub fn chat<T: Terminal<Error = std::io::Error>>(
     term: &mut T,
 ) -> Result<()> {
     let ctx = model.config().ctx_len;
-    let mut mem = crate::memory::zeroed(session_bytes(model.config(), ctx))?;
-    let session = Session::new(model, ctx, &mut mem).map_err(|e| anyhow!("{e}"))?;
+    let mut mem = crate::memory::zeroed(session_bytes_workers(model.config(), ctx, 1))?;
+    let mut session =
+        Session::with_workers(model, ctx, 1, &Threads, &mut mem).map_err(|e| anyhow!("{e}"))?;
+    session
+        .set_cores(1)
+        .map_err(|_| anyhow!("the session has no core"))?;
     let mut chat = Chat::new(Ok(session), settings);
     chat.greet(term)?;
     let mut buf = [0u8; 4096];
@@ -97,10 +89,14 @@ pub fn chat<T: Terminal<Error = std::io::Error>>(
             Err(e) => return Err(e.into()),
         };
         for &byte in &buf[..n] {
-            RUNNING.store(true, Ordering::Release);
-            let fed = chat.feed(byte, term);
-            RUNNING.store(false, Ordering::Release);
-            INTERRUPT.store(false, Ordering::Release);
+            // Only a line end (or Ctrl-D) runs a line: Ctrl-C stops that line's generation.
+            // While other bytes stream in (say from /dev/zero), Ctrl-C quits.
+            let fed = if matches!(byte, b'\n' | b'\r' | CTRL_D) {
+                let _running = signals::interruptible();
+                chat.feed(byte, term)
+            } else {
+                chat.feed(byte, term)
+            };
             fed?;
             last = byte;
             if chat.ended() {
@@ -110,6 +106,7 @@ pub fn chat<T: Terminal<Error = std::io::Error>>(
     }
     // A last line without its line end still runs.
     if !chat.ended() && last != b'\n' && last != b'\r' {
+        let _running = signals::interruptible();
         chat.feed(b'\n', term)?;
     }
     term.write(b"\n")?;

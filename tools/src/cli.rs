@@ -8,9 +8,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use runtime::{session_bytes_prefill, Model};
+use runtime::{session_bytes_prefill, Config, Model};
 
 use crate::memory::{self, DEFAULT_MAX_MEMORY};
+use crate::term::shown;
 use crate::{atomic, bench, blob, chat, eval, files, generate, inspect, pack, uf2};
 
 /// Upper bound of `eval --threads`.
@@ -26,6 +27,10 @@ pub const MAX_ROUNDS: u64 = 1_000_000;
     about = "Pack, inspect and run ternary language-model blobs"
 )]
 pub struct Cli {
+    /// Say on stderr what was done to run the model here (a base-3 blob repacked to 2-bit in
+    /// memory for this CPU's SIMD kernels); quiet by default.
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
     /// The subcommand.
     #[command(subcommand)]
     pub command: Command,
@@ -51,11 +56,42 @@ impl KernelLevel {
     }
 }
 
-/// The working-memory cap shared by generate, eval and bench.
+/// How `pack` and `repack` store the ternary matrices.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Encodings {
+    /// How the ternary matrices are stored: `base3` (5 weights per byte, 1.6 bits: format
+    /// v2) or `2bit` (4 per byte, rows padded to 16 bytes: format v1). A gated FFN makes
+    /// the blob format v3 either way, a byte-level BPE vocabulary v4.
+    #[arg(long, value_name = "ENCODING", default_value = "base3", value_parser = pack::parse_encoding)]
+    pub ternary: runtime::TernaryEncoding,
+    /// One matrix kind stored differently, e.g. `w_down=2bit` (names as in the run dir:
+    /// wq, wk, wv, wo, w_up, w_down, and w_gate of a gated FFN); repeatable.
+    #[arg(long = "ternary-for", value_name = "MATRIX=ENCODING", value_parser = pack::parse_override)]
+    pub ternary_for: Vec<(usize, runtime::TernaryEncoding)>,
+}
+
+/// The sampler's settings, shared by `generate` and `chat` (where they are the starting values
+/// of `/temp`, `/topk` and `/seed`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct Sampling {
+    /// Sampling temperature, 0 to 100; 0 = greedy. Used in thousandths (0.8 → 800).
+    #[arg(long, default_value_t = 0.8)]
+    pub temperature: f64,
+    /// Sample among the K most likely tokens only; 0 = all.
+    #[arg(long, default_value_t = 0)]
+    pub top_k: u32,
+    /// Seed of the sampler's PRNG (chat: applied afresh to every prompt).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+/// The working-memory cap shared by repack, generate, chat, eval and bench.
 #[derive(Debug, Clone, Copy, clap::Args)]
 pub struct MemoryCap {
-    /// Most working memory (session, latency samples, corpus) to allocate, in bytes or with a
-    /// unit (K, M, G, T: powers of 1024). A blob whose configuration needs more is refused.
+    /// Most working memory (session, latency samples, corpus, a base-3 blob's weights unpacked
+    /// to repack them) to allocate, in bytes or with a unit (K, M, G, T: powers of 1024). A blob
+    /// whose configuration needs more is refused, and so is one that needs more than the machine
+    /// has available (free memory and swap), whatever the cap.
     #[arg(long, value_name = "BYTES", default_value = "1G", value_parser = memory::parse_bytes)]
     pub max_memory: u64,
 }
@@ -68,43 +104,48 @@ impl Default for MemoryCap {
     }
 }
 
+/// What the commands that run a model on this host share: the memory cap, and whether to say
+/// what was done to run it here.
+#[derive(Debug, Clone, Copy, Default)]
+struct HostModel {
+    memory: MemoryCap,
+    verbose: bool,
+}
+
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Turn a trainer run directory into a blob (ternary weights, fixed-point constants).
     Pack {
-        /// The trainer's run directory (config.json, vocab.json, weights.safetensors, summary.json).
+        /// The trainer's run directory (config.json, vocab.json, tokenizer.json of a BPE run,
+        /// weights.safetensors, summary.json).
         #[arg(long)]
         run: PathBuf,
         /// The blob to write: replaced atomically through a temporary `.NAME.tmp.PID.RANDOM` in
-        /// the same directory; nothing is left behind on error or Ctrl-C. An existing OUT that is
-        /// not a regular file (a device, a directory) is refused.
+        /// the same directory; nothing is left behind on error, Ctrl-C, SIGTERM or SIGHUP. An
+        /// existing OUT that is not a regular file (a device, a directory), or that is one of the
+        /// run's files (also through a link), is refused.
         #[arg(long)]
         out: PathBuf,
-        /// How the ternary matrices are stored: `base3` (5 weights per byte, 1.6 bits: format
-        /// v2) or `2bit` (4 per byte, rows padded to 16 bytes: format v1). A gated FFN makes
-        /// the blob format v3 either way.
-        #[arg(long, value_name = "ENCODING", default_value = "base3", value_parser = pack::parse_encoding)]
-        ternary: runtime::TernaryEncoding,
-        /// One matrix kind stored differently, e.g. `w_down=2bit` (names as in the run dir:
-        /// wq, wk, wv, wo, w_up, w_down, and w_gate of a gated FFN); repeatable.
-        #[arg(long = "ternary-for", value_name = "MATRIX=ENCODING", value_parser = pack::parse_override)]
-        ternary_for: Vec<(usize, runtime::TernaryEncoding)>,
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        encodings: Encodings,
     },
     /// Rewrite a blob with its ternary matrices in another encoding (say a v1 blob as base 3):
     /// the same weights and outputs, a different size.
     Repack {
         /// The blob to read.
         model: PathBuf,
-        /// The blob to write (atomically, as `pack --out`; may be MODEL itself).
+        /// The blob to write (atomically, as `pack --out`); MODEL itself, also through a link,
+        /// is refused (write to another name, then rename).
         #[arg(long)]
         out: PathBuf,
-        /// As `pack --ternary`.
-        #[arg(long, value_name = "ENCODING", default_value = "base3", value_parser = pack::parse_encoding)]
-        ternary: runtime::TernaryEncoding,
-        /// As `pack --ternary-for`.
-        #[arg(long = "ternary-for", value_name = "MATRIX=ENCODING", value_parser = pack::parse_override)]
-        ternary_for: Vec<(usize, runtime::TernaryEncoding)>,
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        encodings: Encodings,
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        memory: MemoryCap,
     },
     /// Show a blob's format version, config, vocabulary, tensor table, sizes and checksum.
     Inspect {
@@ -119,21 +160,16 @@ pub enum Command {
         /// The blob (default: the model shipped in the repository, models/shakespeare-mcu.bin).
         #[arg(long)]
         model: Option<PathBuf>,
-        /// Text to continue; every character must be in the model's vocabulary.
+        /// Text to continue: any UTF-8 for a byte-level BPE model; for a character model every
+        /// character must be in its vocabulary.
         #[arg(long, default_value = "ROMEO:")]
         prompt: String,
         /// Tokens to generate (past the context the window slides: the last ctx/2 tokens are kept).
         #[arg(long, default_value_t = 100)]
         tokens: usize,
-        /// Seed of the sampler's PRNG.
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        /// Sampling temperature, 0 to 100; 0 = greedy. Used in thousandths (0.8 → 800).
-        #[arg(long, default_value_t = 0.8)]
-        temperature: f64,
-        /// Sample among the K most likely tokens only; 0 = all.
-        #[arg(long, default_value_t = 0)]
-        top_k: u32,
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        sampling: Sampling,
         #[command(flatten)]
         #[allow(missing_docs)]
         level: KernelLevel,
@@ -147,17 +183,12 @@ pub enum Command {
         /// The blob (default: the shipped model).
         #[arg(long)]
         model: Option<PathBuf>,
-        /// Starting temperature (`/temp`); 0 = greedy.
-        #[arg(long, default_value_t = 0.8)]
-        temperature: f64,
-        /// Starting top-k (`/topk`); 0 = all.
-        #[arg(long, default_value_t = 0)]
-        top_k: u32,
-        /// Starting seed (`/seed`), applied afresh to every prompt.
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        /// Starting tokens per prompt (`/tokens`).
-        #[arg(long, default_value_t = 100)]
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        sampling: Sampling,
+        /// Starting tokens per prompt (`/tokens`), 0 to 1000000.
+        #[arg(long, default_value_t = 100,
+              value_parser = clap::value_parser!(u32).range(0..=i64::from(runtime::chat::MAX_TOKENS)))]
         tokens: u32,
         #[command(flatten)]
         #[allow(missing_docs)]
@@ -168,11 +199,13 @@ pub enum Command {
     Uf2 {
         /// A model blob (`tools pack`) or the firmware's ELF file.
         input: PathBuf,
-        /// The UF2 file to write (atomically; an existing non-regular file is refused).
+        /// The UF2 file to write (atomically, as `pack --out`; an existing non-regular file, and
+        /// INPUT itself, also through a link, are refused).
         #[arg(long)]
         out: PathBuf,
     },
-    /// Validation loss (nats/char) of a blob on the trainer's 90/10 split, by the integer runtime.
+    /// Validation loss of a blob on the trainer's 90/10 split of the text, by the integer
+    /// runtime: nats per character (and bits per byte, nats per token) whatever the tokenizer.
     Eval {
         /// The blob.
         #[arg(long)]
@@ -197,7 +230,7 @@ pub enum Command {
         #[allow(missing_docs)]
         memory: MemoryCap,
     },
-    /// Prefill and decode tokens/s, per-token latency and session RAM of a blob on this host.
+    /// Prefill and decode tokens/s, per-token latency and prefill session RAM of a blob on this host.
     Bench {
         /// The blob (default: the shipped model).
         #[arg(long)]
@@ -219,45 +252,42 @@ pub enum Command {
 
 /// Runs one parsed command line; data goes to `out`, progress to stderr.
 pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
+    let verbose = cli.verbose;
     match cli.command {
         Command::Pack {
             run,
             out: blob,
-            ternary,
-            ternary_for,
-        } => pack_cmd(&run, &blob, ternary, &ternary_for),
+            encodings: e,
+        } => pack_cmd(&run, &blob, e.ternary, &e.ternary_for),
         Command::Repack {
             model,
             out: blob,
-            ternary,
-            ternary_for,
-        } => repack_cmd(&model, &blob, ternary, &ternary_for),
+            encodings: e,
+            memory,
+        } => repack_cmd(&model, &blob, e.ternary, &e.ternary_for, memory),
         Command::Inspect { file, json } => inspect_cmd(&file, json, out),
         Command::Generate {
             model,
             prompt,
             tokens,
-            seed,
-            temperature,
-            top_k,
+            sampling: s,
             level,
             memory,
         } => {
-            let sampler = generate::sampler(temperature, top_k, seed)?;
+            let sampler = generate::sampler(s.temperature, s.top_k, s.seed)?;
             level.apply()?;
-            generate_cmd(model.as_deref(), &prompt, tokens, sampler, memory, out)
+            let host = HostModel { memory, verbose };
+            generate_cmd(model.as_deref(), &prompt, tokens, sampler, host, out)
         }
         Command::Chat {
             model,
-            temperature,
-            top_k,
-            seed,
+            sampling: s,
             tokens,
             memory,
         } => chat_cmd(
             model.as_deref(),
-            chat::settings(temperature, top_k, seed, tokens)?,
-            memory,
+            chat::settings(s.temperature, s.top_k, s.seed, tokens)?,
+            HostModel { memory, verbose },
         ),
         Command::Uf2 { input, out: uf2 } => uf2_cmd(&input, &uf2),
         Command::Eval {
@@ -270,7 +300,8 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
             memory,
         } => {
             level.apply()?;
-            eval_cmd(&model, &data, max_windows, threads, json, memory, out)
+            let host = HostModel { memory, verbose };
+            eval_cmd(&model, &data, max_windows, threads, json, host, out)
         }
         Command::Bench {
             model,
@@ -280,7 +311,8 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
             memory,
         } => {
             level.apply()?;
-            bench_cmd(model.as_deref(), rounds as usize, json, memory, out)
+            let host = HostModel { memory, verbose };
+            bench_cmd(model.as_deref(), rounds as usize, json, host, out)
         }
     }
 }
@@ -295,8 +327,8 @@ fn pack_cmd(
     let bytes = pack::pack_with(run, blob, ternary, overrides)?;
     eprintln!(
         "packed {} into {} ({} bytes)",
-        run.display(),
-        blob.display(),
+        shown(run),
+        shown(blob),
         bytes.len()
     );
     Ok(())
@@ -308,21 +340,20 @@ fn repack_cmd(
     blob: &Path,
     ternary: runtime::TernaryEncoding,
     overrides: &[(usize, runtime::TernaryEncoding)],
+    cap: MemoryCap,
 ) -> Result<()> {
-    atomic::check_output(blob)?;
+    atomic::check_output(blob, &[model])?;
     let bytes = blob::read(model)?;
     let m = blob::load(model, &bytes)?;
     let ternary = pack::encodings(m.config(), ternary, overrides)?;
-    let new = runtime::writer::ModelParams::from_model(&m)
-        .to_blob_with(ternary)
-        .map_err(|e| anyhow::anyhow!("cannot write the blob: {e}"))?;
-    atomic::write_atomically(blob, &new)?;
+    let new = blob::repack(model, &m, ternary, cap.max_memory)?;
+    atomic::write_atomically(blob, &[model], &new)?;
     eprintln!(
         "repacked {} ({} bytes, format v{}) into {} ({} bytes, format v{})",
-        model.display(),
+        shown(model),
         bytes.len(),
         m.version_major(),
-        blob.display(),
+        shown(blob),
         new.len(),
         u16::from_le_bytes([new[8], new[9]]),
     );
@@ -342,12 +373,17 @@ fn inspect_cmd(file: &Path, json: bool, out: &mut dyn Write) -> Result<()> {
     Ok(())
 }
 
-/// A session over the whole context, prefilling `block` tokens at a time, and the `held` bytes
-/// of the model's host copies must fit the cap; returns the session's bytes.
-fn check_session(model: &Model<'_>, block: u32, held: u64, cap: MemoryCap) -> Result<u64> {
+/// A session over the whole context, prefilling `block` tokens at a time, must fit the cap
+/// beside the `held` bytes of the model's matrices copied in memory ([`blob::load_for_host`]).
+fn check_session(model: &Model<'_>, block: u32, cap: MemoryCap, held: u64) -> Result<u64> {
     let need = session_bytes_prefill(model.config(), model.config().ctx_len, block) as u64;
-    memory::check(need.saturating_add(held), cap.max_memory)
-        .context("a session over the model's whole context and the model's copies")?;
+    memory::check(need.saturating_add(held), cap.max_memory).with_context(|| {
+        if held > 0 {
+            format!("a session over the model's whole context and the {held} bytes of the model's matrices copied in memory")
+        } else {
+            "a session over the model's whole context".into()
+        }
+    })?;
     Ok(need)
 }
 
@@ -357,27 +393,53 @@ fn generate_cmd(
     prompt: &str,
     tokens: usize,
     sampler: runtime::SamplerConfig,
-    cap: MemoryCap,
+    host: HostModel,
     out: &mut dyn Write,
 ) -> Result<()> {
+    let cap = host.memory;
     let path = blob::model_path(model);
     let bytes = blob::read(&path)?;
     let mut copies = blob::HostCopies::default();
-    let (model, held) = blob::load_for_host(&path, &bytes, &mut copies, cap.max_memory)?;
-    check_session(&model, (model.config().ctx_len / 2).max(1), held, cap)?;
+    let block = |c: &Config| (c.ctx_len / 2).max(1);
+    let session = |c: &Config| session_bytes_prefill(c, c.ctx_len, block(c)) as u64;
+    let (model, held) = blob::load_for_host(
+        &path,
+        &bytes,
+        &mut copies,
+        cap.max_memory,
+        host.verbose,
+        blob::Beside {
+            what: "a session",
+            bytes: &session,
+        },
+    )?;
+    check_session(&model, block(model.config()), cap, held)?;
     generate::generate(model, prompt, tokens, sampler, out)
 }
 
 /// `tools chat`.
-fn chat_cmd(model: Option<&Path>, settings: runtime::chat::Settings, cap: MemoryCap) -> Result<()> {
+fn chat_cmd(
+    model: Option<&Path>,
+    settings: runtime::chat::Settings,
+    host: HostModel,
+) -> Result<()> {
+    let cap = host.memory;
     let path = blob::model_path(model);
     let bytes = blob::read(&path)?;
     let mut copies = blob::HostCopies::default();
-    let (model, held) = blob::load_for_host(&path, &bytes, &mut copies, cap.max_memory)?;
-    let need = runtime::session_bytes(model.config(), model.config().ctx_len) as u64;
-    memory::check(need.saturating_add(held), cap.max_memory)
-        .context("a session over the model's whole context and the model's copies")?;
-    chat::install_ctrl_c()?;
+    let session = |c: &Config| session_bytes_prefill(c, c.ctx_len, 1) as u64;
+    let (model, held) = blob::load_for_host(
+        &path,
+        &bytes,
+        &mut copies,
+        cap.max_memory,
+        host.verbose,
+        blob::Beside {
+            what: "a session",
+            bytes: &session,
+        },
+    )?;
+    check_session(&model, 1, cap, held)?;
     let mut term = chat::StdTerminal::new(std::io::stdout().lock());
     chat::chat(model, settings, &mut std::io::stdin().lock(), &mut term)
 }
@@ -387,13 +449,13 @@ const MAX_UF2_INPUT: u64 = 4 << 20;
 
 /// `tools uf2`: a model blob or a firmware ELF as a UF2 file for the RP2350 boot ROM.
 fn uf2_cmd(input: &Path, out: &Path) -> Result<()> {
-    atomic::check_output(out)?;
+    atomic::check_output(out, &[input])?;
     let bytes = files::read_capped(input, "input", MAX_UF2_INPUT)?;
-    let uf2 = uf2::uf2_for(&bytes).with_context(|| input.display().to_string())?;
-    atomic::write_atomically(out, &uf2)?;
+    let uf2 = uf2::uf2_for(&bytes).with_context(|| shown(input))?;
+    atomic::write_atomically(out, &[input], &uf2)?;
     eprintln!(
         "wrote {} ({} blocks of 512 bytes, family RP2350 Arm Secure {:#010x})",
-        out.display(),
+        shown(out),
         uf2.len() / uf2::BLOCK_BYTES,
         uf2::FAMILY_RP2350_ARM_S
     );
@@ -407,29 +469,33 @@ fn eval_cmd(
     max_windows: Option<u64>,
     threads: Option<u64>,
     json: bool,
-    cap: MemoryCap,
+    host: HostModel,
     out: &mut dyn Write,
 ) -> Result<()> {
+    let cap = host.memory;
     let bytes = blob::read(model_path)?;
     let mut copies = blob::HostCopies::default();
-    let (m, held) = blob::load_for_host(model_path, &bytes, &mut copies, cap.max_memory)?;
-    let session = check_session(&m, m.config().ctx_len, held, cap)?;
+    let (m, held) = blob::load_for_host(
+        model_path,
+        &bytes,
+        &mut copies,
+        cap.max_memory,
+        host.verbose,
+        blob::Beside {
+            what: "a session",
+            bytes: &|c| session_bytes_prefill(c, c.ctx_len, c.ctx_len) as u64,
+        },
+    )?;
+    let session = check_session(&m, m.config().ctx_len, cap, held)?;
     // The corpus, its validation tokens (2 bytes per character of the last tenth) and one
     // session must fit the cap; more threads only while their sessions fit too.
     let (file, len) = files::open_regular(data, "data file")?;
-    let base = session
-        .saturating_add(len)
-        .saturating_add(len / 5)
-        .saturating_add(held);
-    memory::check(base, cap.max_memory).with_context(|| {
-        format!(
-            "the corpus {} ({len} bytes) and one session",
-            data.display()
-        )
-    })?;
+    let base = (session + held).saturating_add(len).saturating_add(len / 5);
+    memory::check(base, cap.max_memory)
+        .with_context(|| format!("the corpus {} ({len} bytes) and one session", shown(data)))?;
     let text = files::read_rest(file, Vec::new(), len, data, "data file")?;
     let text = String::from_utf8(text)
-        .map_err(|e| anyhow::anyhow!("data file {} is not UTF-8 text ({e})", data.display()))?;
+        .map_err(|e| anyhow::anyhow!("data file {} is not UTF-8 text ({e})", shown(data)))?;
     let tokens = eval::validation_tokens(&m, &text)?;
     drop(text);
     let ctx = m.config().ctx_len as usize;
@@ -456,22 +522,44 @@ fn eval_cmd(
         writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
         return Ok(());
     }
+    let r = &report;
+    if r.tokenizer == "char" {
+        // One token per character: nats per token are nats per character.
+        writeln!(
+            out,
+            "integer val loss   {:.4} nats/char over {} positions ({} windows of {}), {:.1} s",
+            r.integer_val_loss,
+            r.positions,
+            r.windows,
+            ctx + 1,
+            r.seconds
+        )?;
+    } else {
+        writeln!(
+            out,
+            "integer val loss   {:.4} nats/char over {} characters ({} positions, {} windows of {} tokens), {:.1} s",
+            r.nats_per_char, r.scored_chars, r.positions, r.windows, ctx + 1, r.seconds
+        )?;
+    }
     writeln!(
         out,
-        "integer val loss   {:.4} nats/char over {} positions ({} windows of {}), {:.1} s",
-        report.integer_val_loss,
-        report.positions,
-        report.windows,
-        ctx + 1,
-        report.seconds
+        "                   {:.4} bits/byte, {:.4} nats/token, {:.3} chars/token ({} tokenizer)",
+        r.bits_per_byte, r.integer_val_loss, r.chars_per_token, r.tokenizer
     )?;
-    match (report.trainer_quantized_val_loss, report.gap) {
-        (Some(t), Some(g)) => {
+    match (r.trainer_quantized_val_loss, r.trainer_nats_per_char, r.gap) {
+        (Some(t), _, Some(g)) if r.tokenizer == "char" => {
             writeln!(
                 out,
                 "trainer quantized  {t:.4} nats/char (recorded in the blob)"
             )?;
             writeln!(out, "gap                {g:+.5} nats")?;
+        }
+        (Some(t), Some(c), Some(g)) => {
+            writeln!(
+                out,
+                "trainer quantized  {c:.4} nats/char ({t:.4} nats/token recorded in the blob)"
+            )?;
+            writeln!(out, "gap                {g:+.5} nats/token")?;
         }
         _ => writeln!(out, "trainer quantized  (not recorded in the blob)")?,
     }
@@ -483,75 +571,40 @@ fn bench_cmd(
     model: Option<&Path>,
     rounds: usize,
     json: bool,
-    cap: MemoryCap,
+    host: HostModel,
     out: &mut dyn Write,
 ) -> Result<()> {
+    let cap = host.memory;
     let path = blob::model_path(model);
     let bytes = blob::read(&path)?;
     let mut copies = blob::HostCopies::default();
-    let (m, held) = blob::load_for_host(&path, &bytes, &mut copies, cap.max_memory)?;
+    let what = format!("a session and the latency samples of {rounds} rounds");
+    let (m, held) = blob::load_for_host(
+        &path,
+        &bytes,
+        &mut copies,
+        cap.max_memory,
+        host.verbose,
+        blob::Beside {
+            what: &what,
+            bytes: &|c| bench::bench_bytes(c, rounds),
+        },
+    )?;
     let need = bench::bench_bytes(m.config(), rounds).saturating_add(held);
-    memory::check(need, cap.max_memory)
-        .with_context(|| format!("a session and the latency samples of {rounds} rounds"))?;
-    let r = bench::bench(m, bytes.len(), rounds)?;
+    memory::check(need, cap.max_memory).context(what)?;
+    let mut r = bench::bench(m, bytes.len(), rounds)?;
+    r.matrix_copy_bytes = held;
     if json {
         writeln!(out, "{}", serde_json::to_string_pretty(&r)?)?;
         return Ok(());
     }
-    writeln!(out, "model              {}", path.display())?;
-    writeln!(
+    write!(
         out,
-        "prefill            {:.0} tokens/s ({} tokens × {} rounds; median round {:.0})",
-        r.prefill_tokens_per_s, r.prefill_tokens, r.rounds, r.prefill_tokens_per_s_median
+        "{}",
+        bench::Text {
+            report: &r,
+            model: &path
+        }
     )?;
-    writeln!(
-        out,
-        "decode             {:.0} tokens/s ({} tokens × {} rounds; at the median latency {:.0})",
-        r.decode_tokens_per_s, r.decode_tokens, r.rounds, r.decode_tokens_per_s_median
-    )?;
-    writeln!(
-        out,
-        "decode latency     median {:.1} µs, p99 {:.1} µs",
-        r.decode_latency_median_us, r.decode_latency_p99_us
-    )?;
-    writeln!(
-        out,
-        "decode, all cores  {:.0} tokens/s ({} sessions at once)",
-        r.decode_tokens_per_s_all_cores, r.threads
-    )?;
-    let per_mac = |c: Option<f64>, m: Option<f64>| match (c, m) {
-        (Some(c), Some(m)) => format!(", {c:.4} TSC cycles/MAC, best {m:.4}"),
-        _ => String::new(),
-    };
-    writeln!(
-        out,
-        "ternary matvec     {:.2} G MACs/s ({}×{}, {} kernels, {} layout{})",
-        r.matvec_macs_per_s / 1e9,
-        r.matvec_shape[0],
-        r.matvec_shape[1],
-        r.kernels,
-        r.matvec_layout,
-        per_mac(r.matvec_tsc_cycles_per_mac, r.matvec_tsc_cycles_per_mac_min)
-    )?;
-    writeln!(
-        out,
-        "                   {:.2} G MACs/s ({}×{}{})",
-        r.matvec_large_macs_per_s / 1e9,
-        r.matvec_large_shape[0],
-        r.matvec_large_shape[1],
-        per_mac(
-            r.matvec_large_tsc_cycles_per_mac,
-            r.matvec_large_tsc_cycles_per_mac_min
-        )
-    )?;
-    if let Some(hz) = r.tsc_hz {
-        writeln!(out, "TSC                {:.3} GHz (measured)", hz / 1e9)?;
-    }
-    writeln!(
-        out,
-        "session RAM        {} bytes (ctx {})",
-        r.session_ram_bytes, r.ctx_len
-    )?;
-    writeln!(out, "flash              {} bytes", r.flash_bytes)?;
     Ok(())
 }

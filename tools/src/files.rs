@@ -7,10 +7,12 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
+use crate::term::shown;
+
 /// Opens `path` (following symlinks) and checks that it is a regular file; returns the file
 /// and its length. `what` names the file in errors ("model", "data file", …).
 pub fn open_regular(path: &Path, what: &str) -> Result<(File, u64)> {
-    let p = path.display();
+    let p = shown(path);
     // The type first, from the path: opening a FIFO for reading would block.
     let meta = std::fs::metadata(path).with_context(|| format!("cannot read {what} {p}"))?;
     check_regular(&meta, what, path)?;
@@ -30,7 +32,7 @@ fn check_regular(meta: &std::fs::Metadata, what: &str, path: &Path) -> Result<()
         } else {
             "not a regular file"
         };
-        bail!("{what} {} is {kind}", path.display());
+        bail!("{what} {} is {kind}", shown(path));
     }
     Ok(())
 }
@@ -41,7 +43,7 @@ pub fn read_capped(path: &Path, what: &str, max: u64) -> Result<Vec<u8>> {
     if len > max {
         bail!(
             "{what} {} is {len} bytes, more than the {max} bytes allowed here",
-            path.display()
+            shown(path)
         );
     }
     read_rest(file, Vec::new(), len, path, what)
@@ -56,7 +58,7 @@ pub fn read_rest(
     path: &Path,
     what: &str,
 ) -> Result<Vec<u8>> {
-    let p = path.display();
+    let p = shown(path);
     let total =
         usize::try_from(len).with_context(|| format!("{what} {p} is too large for this host"))?;
     start

@@ -4,7 +4,7 @@ use std::fmt;
 
 use runtime::format::ElemFormat;
 use runtime::schema::{self, Source};
-use runtime::{session_bytes, Config, Model};
+use runtime::{session_bytes, session_bytes_prefill, Config, Model};
 use serde::Serialize;
 
 /// One row of the tensor table.
@@ -38,6 +38,12 @@ pub struct Inspection {
     /// Whether every block's FFN is gated (format v3's prefix flag; not part of `config`'s
     /// serialized form).
     pub ffn_gated: bool,
+    /// `"bpe"` (byte-level BPE, format v4) or `"char"` (tokens matched greedily: characters).
+    pub tokenizer: String,
+    /// The BPE merges (`[left, right]`, merge `i` makes token `256 + i`); empty for characters.
+    pub merges: Vec<[u16; 2]>,
+    /// Characters per token of the trainer's validation split, if the blob records it.
+    pub chars_per_token: Option<f64>,
     /// The token strings, lossily decoded.
     pub vocab: Vec<String>,
     /// Blob size (flash).
@@ -52,14 +58,30 @@ pub struct Inspection {
     pub parameters: u64,
     /// `8 · flash_bytes / parameters`.
     pub bits_per_parameter_overall: f64,
-    /// Working memory of a session over the whole context.
+    /// Session RAM: working memory of a session over the whole context that runs one token per
+    /// pass (as the firmware does).
     pub session_ram_bytes: usize,
+    /// Prefill session RAM: the same with room to prefill blocks of half the context at once
+    /// (as `tools generate` and `tools bench` do on a host).
+    pub prefill_session_ram_bytes: usize,
     /// The trainer's quantized validation loss recorded in the blob.
     pub trainer_quantized_val_loss: Option<f64>,
     /// Free-form metadata.
     pub metadata: String,
     /// The tensor table.
     pub tensors: Vec<TensorRow>,
+    /// The tokens as the text output shows them.
+    #[serde(skip)]
+    pub token_display: Vec<String>,
+}
+
+/// A token for people: a quoted string when its bytes are UTF-8, else a byte string with `\xNN`
+/// escapes (a byte-level token may hold part of a character); control characters escaped.
+pub fn show_token(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => format!("{s:?}"),
+        Err(_) => format!("b\"{}\"", bytes.escape_ascii()),
+    }
 }
 
 fn format_name(f: ElemFormat) -> String {
@@ -113,6 +135,20 @@ pub fn inspect(model: &Model<'_>, blob: &[u8]) -> Inspection {
         checksum: format!("CRC-32 {crc:08x} (verified)"),
         config: c,
         ffn_gated: c.ffn_gated,
+        tokenizer: if model.merges().is_some() {
+            "bpe"
+        } else {
+            "char"
+        }
+        .into(),
+        merges: model
+            .merges()
+            .map(|m| m.iter().map(|(l, r)| [l, r]).collect())
+            .unwrap_or_default(),
+        chars_per_token: model.chars_per_kilotoken().map(|k| f64::from(k) / 1000.0),
+        token_display: (0..c.vocab_size as u16)
+            .map(|i| show_token(model.token_bytes(i).unwrap_or(&[])))
+            .collect(),
         vocab: (0..c.vocab_size as u16)
             .map(|i| String::from_utf8_lossy(model.token_bytes(i).unwrap_or(&[])).into_owned())
             .collect(),
@@ -123,6 +159,7 @@ pub fn inspect(model: &Model<'_>, blob: &[u8]) -> Inspection {
         parameters: params,
         bits_per_parameter_overall: 8.0 * blob.len() as f64 / params.max(1) as f64,
         session_ram_bytes: session_bytes(&c, c.ctx_len),
+        prefill_session_ram_bytes: session_bytes_prefill(&c, c.ctx_len, (c.ctx_len / 2).max(1)),
         trainer_quantized_val_loss: model.val_loss_micro_nats().map(|m| m as f64 / 1e6),
         metadata: model.metadata().to_string(),
         tensors,
@@ -131,7 +168,8 @@ pub fn inspect(model: &Model<'_>, blob: &[u8]) -> Inspection {
 
 /// `s` safe for a terminal: control characters (escape sequences among them) and the
 /// bidirectional-override characters become `\u{…}` escapes; `\` is doubled so the output
-/// stays unambiguous.
+/// stays unambiguous. (Here rather than in `term.rs` because the web page compiles this
+/// file alone.)
 pub fn printable(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
@@ -161,13 +199,37 @@ impl fmt::Display for Inspection {
             c.vocab_size, c.d_model, c.n_layers, c.n_heads, c.n_kv_heads, c.ffn_dim,
             if c.ffn_gated { " gated" } else { "" }, c.ctx_len, c.rope_theta
         )?;
-        let shown: String = self.vocab.iter().map(|t| format!("{t:?} ")).collect();
-        writeln!(
-            f,
-            "vocabulary    {} tokens: {}",
-            c.vocab_size,
-            shown.trim_end()
-        )?;
+        if self.tokenizer == "bpe" {
+            let cpt = self
+                .chars_per_token
+                .map(|x| format!(", {x:.3} chars/token on the trainer's validation split"))
+                .unwrap_or_default();
+            writeln!(
+                f,
+                "tokenizer     byte-level BPE: 256 byte tokens + {} merges{cpt}",
+                self.merges.len()
+            )?;
+            let shown: String = (self.merges.iter().enumerate())
+                .map(|(i, [l, r])| {
+                    let tok = |t: &u16| {
+                        self.token_display
+                            .get(*t as usize)
+                            .cloned()
+                            .unwrap_or_default()
+                    };
+                    format!("{}+{}={} ", tok(l), tok(r), tok(&(256 + i as u16)))
+                })
+                .collect();
+            writeln!(f, "merges        {}", shown.trim_end())?;
+        } else {
+            let shown: String = self.vocab.iter().map(|t| format!("{t:?} ")).collect();
+            writeln!(
+                f,
+                "vocabulary    {} tokens: {}",
+                c.vocab_size,
+                shown.trim_end()
+            )?;
+        }
         writeln!(
             f,
             "flash         {} bytes ({:.1} KiB), {} parameters, {:.2} bits/parameter overall",
@@ -183,13 +245,28 @@ impl fmt::Display for Inspection {
         )?;
         writeln!(
             f,
-            "session RAM   {} bytes ({:.1} KiB) for ctx {}",
+            "session RAM   {} bytes ({:.1} KiB) for ctx {}, one token per pass (as on a board)",
             self.session_ram_bytes,
             self.session_ram_bytes as f64 / 1024.0,
             c.ctx_len
         )?;
+        writeln!(
+            f,
+            "prefill RAM   {} bytes ({:.1} KiB) for ctx {}, prefill in blocks of {} (as tools generate)",
+            self.prefill_session_ram_bytes,
+            self.prefill_session_ram_bytes as f64 / 1024.0,
+            c.ctx_len,
+            (c.ctx_len / 2).max(1)
+        )?;
         if let Some(l) = self.trainer_quantized_val_loss {
-            writeln!(f, "trainer loss  {l:.4} nats/char (quantized eval mode)")?;
+            if self.tokenizer == "bpe" {
+                writeln!(
+                    f,
+                    "trainer loss  {l:.4} nats/token (quantized eval mode; `tools eval` gives nats/char)"
+                )?;
+            } else {
+                writeln!(f, "trainer loss  {l:.4} nats/char (quantized eval mode)")?;
+            }
         }
         if !self.metadata.is_empty() {
             writeln!(f, "metadata      {}", printable(&self.metadata))?;

@@ -5,11 +5,14 @@
 //! | module | what |
 //! |---|---|
 //! | [`rundir`] | read and check a trainer run directory (`trainer/EXPORT.md`) |
+//! | [`tokenizer`] | a run's vocabulary as bytes: characters, or byte-level BPE with its merges |
 //! | [`convert`] | trained f32 values → the runtime's fixed-point forms (`runtime/FORMAT.md`) |
 //! | [`pack`] | run dir → blob |
-//! | [`atomic`] | writing an output whole or not at all (unique temp, rename, Ctrl-C cleanup) |
+//! | [`atomic`] | writing an output whole or not at all (unique short temp, rename, removed on a signal), never over an input |
 //! | [`blob`] | reading blob files (type, size and prefix checked first), the shipped model's path |
 //! | [`files`] | reading untrusted input files: regular files only, size-capped |
+//! | [`term`] | paths and metadata made safe for a terminal (control characters escaped) |
+//! | [`signals`] | SIGINT/SIGTERM/SIGHUP: temporary files removed, Ctrl-C stops a chat's generation |
 //! | [`memory`] | the working-memory cap (`--max-memory`) and fallible allocation |
 //! | [`cli`] | the command line: one function per subcommand |
 //! | [`chat`] | `tools chat`: the firmware's serial protocol on stdin/stdout |
@@ -32,4 +35,7 @@ pub mod inspect;
 pub mod memory;
 pub mod pack;
 pub mod rundir;
+pub mod signals;
+pub mod term;
+pub mod tokenizer;
 pub mod uf2;

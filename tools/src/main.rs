@@ -6,16 +6,15 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use tools::cli::{self, Cli, Command};
+use tools::cli::{self, Cli};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if matches!(cli.command, Command::Pack { .. } | Command::Repack { .. }) {
-        // Ctrl-C or kill during a pack or repack removes the half-written temporary file.
-        if let Err(e) = tools::atomic::remove_on_interrupt() {
-            eprintln!("tools: {e:#}");
-            return ExitCode::FAILURE;
-        }
+    // SIGINT/SIGTERM/SIGHUP: a half-written output's temporary file is removed, then the
+    // process exits (in `tools chat`, Ctrl-C stops a generation instead).
+    if let Err(e) = tools::signals::install() {
+        eprintln!("tools: {e:#}");
+        return ExitCode::FAILURE;
     }
     match cli::run(cli, &mut std::io::stdout().lock()) {
         Ok(()) => ExitCode::SUCCESS,

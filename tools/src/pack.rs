@@ -14,10 +14,10 @@ use crate::rundir::Run;
 /// Converts a loaded run into the runtime's integer parameters (`docs/MODEL.md` Q1 and Q3;
 /// `runtime/FORMAT.md` for the fixed-point forms).
 pub fn model_params(run: &Run) -> Result<ModelParams> {
-    let c = &run.config;
-    let head_dim = c.d_model / c.n_heads;
-    let vocab_bytes_len = run.vocab.iter().map(String::len).sum();
-    let config = crate::rundir::blob_config(c, vocab_bytes_len)?;
+    let vocab_bytes_len = run.tokens.tokens.iter().map(Vec::len).sum();
+    let config = crate::rundir::blob_config(&run.config, vocab_bytes_len)?;
+    let c = &run.config.model;
+    let head_dim = c.head_dim();
     let (emb, emb_scales) = embedding(run.tensor("embed"), c.vocab_size, c.d_model)?;
     let layers = (0..c.n_layers)
         .map(|l| layer_params(run, &config, l))
@@ -29,15 +29,16 @@ pub fn model_params(run: &Run) -> Result<ModelParams> {
         .unwrap_or_default();
     let mut metadata = format!(
         "run {run_name}; trainer {}; preset {}; steps {}",
-        c.trainer_version, c.preset, run.summary.steps
+        run.config.trainer_version, run.config.preset, run.summary.steps
     );
-    truncate_utf8(&mut metadata, runtime::format::MAX_METADATA);
+    crate::term::truncate_utf8(&mut metadata, runtime::format::MAX_METADATA);
     Ok(ModelParams {
         config,
         norm_eps: dyadic(c.norm_eps).context("config.json: norm_eps")?,
         val_loss_micro_nats: Some((run.summary.quantized_val_loss * 1e6).round().max(0.0) as u64),
         metadata,
-        vocab: run.vocab.iter().map(|t| t.as_bytes().to_vec()).collect(),
+        vocab: run.tokens.tokens.clone(),
+        bpe: run.tokens.bpe.clone(),
         embedding: emb,
         embedding_scales: emb_scales,
         rope: rope_table(c.ctx_len, head_dim, c.rope_theta),
@@ -71,28 +72,34 @@ fn layer_params(run: &Run, config: &Config, l: usize) -> Result<LayerParams> {
 }
 
 /// Packs run dir `run_dir` into the blob `out` with every matrix 2-bit (format v1, or v3 for a
-/// gated FFN).
+/// gated FFN, or v4 for a byte-level BPE vocabulary).
 pub fn pack(run_dir: &Path, out: &Path) -> Result<Vec<u8>> {
     pack_with(run_dir, out, TernaryEncoding::Packed2, &[])
 }
 
 /// Packs run dir `run_dir` into the blob `out`, every matrix stored as `default` except those
 /// `overrides` names (`--ternary-for`; see [`encodings`]). The file appears whole or not at all
-/// ([`crate::atomic`]); an existing `out` that is not a regular file is refused first.
+/// ([`crate::atomic`]); an existing `out` that is not a regular file, or that is one of the
+/// run's files ([`crate::rundir::RUN_FILES`]), is refused first.
 pub fn pack_with(
     run_dir: &Path,
     out: &Path,
     default: TernaryEncoding,
     overrides: &[(usize, TernaryEncoding)],
 ) -> Result<Vec<u8>> {
-    atomic::check_output(out)?;
+    let inputs: Vec<_> = crate::rundir::RUN_FILES
+        .iter()
+        .map(|f| run_dir.join(f))
+        .collect();
+    let inputs: Vec<&Path> = inputs.iter().map(|p| p.as_path()).collect();
+    atomic::check_output(out, &inputs)?;
     let run = Run::load(run_dir)?;
     let params = model_params(&run)?;
     let ternary = encodings(&params.config, default, overrides)?;
     let blob = params
         .to_blob_with(ternary)
         .map_err(|e| anyhow::anyhow!("cannot write the blob: {e}"))?;
-    atomic::write_atomically(out, &blob)?;
+    atomic::write_atomically(out, &inputs, &blob)?;
     Ok(blob)
 }
 
@@ -149,29 +156,4 @@ pub fn encodings(
         }
     }
     Ok(e)
-}
-
-/// `s` cut to at most `max` bytes, at a character boundary.
-pub fn truncate_utf8(s: &mut String, max: usize) {
-    if s.len() > max {
-        let mut end = max;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        s.truncate(end);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::truncate_utf8;
-
-    #[test]
-    fn truncation_never_splits_a_character() {
-        for max in 0..12 {
-            let mut s = "aé€😀bc".to_string();
-            truncate_utf8(&mut s, max);
-            assert!(s.len() <= max && "aé€😀bc".starts_with(&s), "{max}: {s:?}");
-        }
-    }
 }

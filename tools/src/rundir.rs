@@ -5,17 +5,28 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, ensure, Context, Result};
-use runtime::format::{MAX_CTX, MAX_LAYERS, MAX_VOCAB, MAX_WIDTH};
 use runtime::{schema, Config, Layout};
 use safetensors::{Dtype, SafeTensors};
 use serde::Deserialize;
 
 use crate::files;
+use crate::term::shown;
+use crate::tokenizer::{self, RunTokens, TokenizerFile, MAX_TOKENIZER_JSON_BYTES};
 
-/// The run-dir format version this pack understands.
-pub const EXPORT_VERSION: u32 = 1;
+/// The files of a run dir that pack reads (`tokenizer.json` only in a byte-level BPE run).
+pub const RUN_FILES: [&str; 5] = [
+    "config.json",
+    "vocab.json",
+    "tokenizer.json",
+    "summary.json",
+    "weights.safetensors",
+];
 
-/// The model keys of `config.json` (other keys are ignored).
+/// The run-dir format versions this pack understands, characters and byte-level BPE (the
+/// trainer's, from the shared crate).
+pub use rundir::{EXPORT_VERSION, EXPORT_VERSION_BPE};
+
+/// The keys of `config.json` that pack uses (other keys are ignored).
 #[derive(Clone, Debug, Deserialize)]
 pub struct RunConfig {
     /// Must be [`EXPORT_VERSION`].
@@ -26,30 +37,15 @@ pub struct RunConfig {
     /// Preset name the run started from.
     #[serde(default)]
     pub preset: String,
-    /// V.
-    pub vocab_size: usize,
-    /// d.
-    pub d_model: usize,
-    /// L.
-    pub n_layers: usize,
-    /// H.
-    pub n_heads: usize,
-    /// Hkv.
-    pub n_kv_heads: usize,
-    /// F.
-    pub ffn_dim: usize,
-    /// A gated FFN (`trainer --ffn-gated`): a `w_gate` per layer, packed as format v3.
-    #[serde(default)]
-    pub ffn_gated: bool,
-    /// T.
-    pub ctx_len: usize,
-    /// RoPE base.
-    pub rope_theta: f64,
-    /// RMSNorm epsilon.
-    pub norm_eps: f64,
+    /// The model's shape (the keys are the trainer's, from the shared crate).
+    #[serde(flatten)]
+    pub model: rundir::ModelConfig,
     /// Training seed.
     #[serde(default)]
     pub seed: Option<u64>,
+    /// `"bpe"` for a byte-level BPE run (export_version 2); absent for characters.
+    #[serde(default)]
+    pub tokenizer: Option<String>,
 }
 
 /// The keys of `summary.json` pack uses.
@@ -57,7 +53,8 @@ pub struct RunConfig {
 pub struct RunSummary {
     /// Optimiser steps done.
     pub steps: u64,
-    /// Quantized-mode validation loss over the whole split (nats/char).
+    /// Quantized-mode validation loss over the whole split (nats per token: per character for
+    /// a character run).
     pub quantized_val_loss: f64,
     /// Training tokens seen.
     #[serde(default)]
@@ -80,6 +77,8 @@ pub struct Run {
     pub summary: RunSummary,
     /// `vocab.json`: token strings in id order.
     pub vocab: Vec<String>,
+    /// The tokens as the blob stores them (bytes), and the merges of a BPE run.
+    pub tokens: RunTokens,
     /// `weights.safetensors`: every tensor as f32 with its shape.
     pub tensors: HashMap<String, (Vec<usize>, Vec<f32>)>,
 }
@@ -96,7 +95,7 @@ fn read(dir: &Path, name: &str, max: u64) -> Result<Vec<u8>> {
     if !path.exists() {
         bail!(
             "run dir {} is incomplete: {name} is missing (is the training still running, or was it interrupted? `trainer --resume` finishes it)",
-            dir.display()
+            shown(dir)
         );
     }
     files::read_capped(&path, "run file", max)
@@ -105,53 +104,19 @@ fn read(dir: &Path, name: &str, max: u64) -> Result<Vec<u8>> {
 fn json<T: serde::de::DeserializeOwned>(dir: &Path, name: &str, max: u64) -> Result<T> {
     let bytes = read(dir, name, max)?;
     serde_json::from_slice(&bytes)
-        .with_context(|| format!("{} is not valid", dir.join(name).display()))
+        .with_context(|| format!("{} is not valid", shown(&dir.join(name))))
 }
 
-/// `rope_theta` as the whole number the blob stores.
-pub fn rope_theta_u32(theta: f64) -> Result<u32> {
-    ensure!(
-        theta.fract() == 0.0 && (2.0..=u32::MAX as f64).contains(&theta),
-        "config.json: rope_theta {theta:e} is not a whole number in 2..=4294967295 (the blob stores it as u32)"
-    );
-    Ok(theta as u32)
-}
-
-/// The blob's [`Config`] for a run's `config.json`, every field checked against the format's
-/// limits (`runtime/FORMAT.md`, "Limits") before anything is built from it. `vocab_bytes_len`
-/// is the total length of the token strings (a lower bound is fine before vocab.json is read).
+/// The blob's [`Config`] for a run's `config.json`: the shape checked by the runtime's rules
+/// ([`rundir::ModelConfig::validate`]: every field within the format's limits,
+/// `runtime/FORMAT.md`, "Limits") before anything is built from it, then its layout.
+/// `vocab_bytes_len` is the total length of the token strings (a lower bound is fine before
+/// vocab.json is read).
 pub fn blob_config(c: &RunConfig, vocab_bytes_len: usize) -> Result<Config> {
-    let field = |name: &str, v: usize, max: u32| -> Result<u32> {
-        match u32::try_from(v) {
-            Ok(x) if (1..=max).contains(&x) => Ok(x),
-            _ => bail!(
-                "config.json: {name} {v} is outside 1..={max} (runtime/FORMAT.md, \"Limits\")"
-            ),
-        }
-    };
-    let config = Config {
-        vocab_size: field("vocab_size", c.vocab_size, MAX_VOCAB)?,
-        d_model: field("d_model", c.d_model, MAX_WIDTH)?,
-        n_layers: field("n_layers", c.n_layers, MAX_LAYERS)?,
-        n_heads: field("n_heads", c.n_heads, MAX_WIDTH)?,
-        n_kv_heads: field("n_kv_heads", c.n_kv_heads, MAX_WIDTH)?,
-        ffn_dim: field("ffn_dim", c.ffn_dim, MAX_WIDTH)?,
-        ctx_len: field("ctx_len", c.ctx_len, MAX_CTX)?,
-        rope_theta: rope_theta_u32(c.rope_theta)?,
-        ffn_gated: c.ffn_gated,
-    };
-    ensure!(
-        c.d_model.is_multiple_of(c.n_heads) && c.n_heads.is_multiple_of(c.n_kv_heads),
-        "config.json: n_heads {} must divide d_model {} and n_kv_heads {} must divide n_heads",
-        c.n_heads,
-        c.d_model,
-        c.n_kv_heads
-    );
-    ensure!(
-        c.norm_eps.is_finite() && c.norm_eps > 0.0,
-        "config.json: norm_eps {:e} is not a positive finite number",
-        c.norm_eps
-    );
+    let config = c
+        .model
+        .validate()
+        .map_err(|e| anyhow::anyhow!("config.json: {e}"))?;
     let vb = u32::try_from(vocab_bytes_len).context("vocab.json: the tokens are too long")?;
     Layout::new(config, vb).map_err(|e| anyhow::anyhow!("config.json: {e}"))?;
     Ok(config)
@@ -166,28 +131,33 @@ impl Run {
             Ok(m) if m.is_dir() => {}
             Ok(_) => bail!(
                 "run dir {} is not a directory (pass the trainer's --out directory, not a file in it)",
-                dir.display()
+                shown(dir)
             ),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                bail!("run dir {} does not exist", dir.display())
+                bail!("run dir {} does not exist", shown(dir))
             }
-            Err(e) => return Err(e).with_context(|| format!("cannot read run dir {}", dir.display())),
+            Err(e) => return Err(e).with_context(|| format!("cannot read run dir {}", shown(dir))),
         }
         let config: RunConfig = json(dir, "config.json", MAX_JSON_BYTES)?;
-        if config.export_version != EXPORT_VERSION {
-            bail!(
-                "{}: export_version {} is unknown to this pack (it reads version {EXPORT_VERSION}); use the tools from the same checkout as the trainer",
-                dir.join("config.json").display(),
-                config.export_version
-            );
-        }
-        blob_config(&config, config.vocab_size)?;
+        let bpe = match (config.export_version, config.tokenizer.as_deref()) {
+            (EXPORT_VERSION, None | Some("char")) => false,
+            (EXPORT_VERSION_BPE, Some("bpe")) => true,
+            (v @ (EXPORT_VERSION | EXPORT_VERSION_BPE), t) => bail!(
+                "{}: export_version {v} with tokenizer {t:?}: version {EXPORT_VERSION} is a character run, {EXPORT_VERSION_BPE} a \"bpe\" run",
+                shown(&dir.join("config.json"))
+            ),
+            (v, _) => bail!(
+                "{}: export_version {v} is unknown to this pack (it reads versions {EXPORT_VERSION} and {EXPORT_VERSION_BPE}); use the tools from the same checkout as the trainer",
+                shown(&dir.join("config.json"))
+            ),
+        };
+        blob_config(&config, config.model.vocab_size)?;
         let vocab: Vec<String> = json(dir, "vocab.json", MAX_VOCAB_JSON_BYTES)?;
         ensure!(
-            vocab.len() == config.vocab_size,
+            vocab.len() == config.model.vocab_size,
             "vocab.json has {} tokens but config.json says vocab_size {}",
             vocab.len(),
-            config.vocab_size
+            config.model.vocab_size
         );
         let mut seen = HashMap::with_capacity(vocab.len());
         for (i, t) in vocab.iter().enumerate() {
@@ -198,7 +168,13 @@ impl Run {
                 );
             }
         }
-        blob_config(&config, vocab.iter().map(String::len).sum())?;
+        let tokens = if bpe {
+            let file: TokenizerFile = json(dir, "tokenizer.json", MAX_TOKENIZER_JSON_BYTES)?;
+            tokenizer::bpe_tokens(dir, &vocab, &file)?
+        } else {
+            tokenizer::char_tokens(&vocab)
+        };
+        blob_config(&config, tokens.tokens.iter().map(Vec::len).sum())?;
         let summary: RunSummary = json(dir, "summary.json", MAX_JSON_BYTES)?;
         ensure!(
             summary.quantized_val_loss.is_finite() && summary.quantized_val_loss >= 0.0,
@@ -211,6 +187,7 @@ impl Run {
             config,
             summary,
             vocab,
+            tokens,
             tensors: HashMap::new(),
         };
         let expected = run.expected_tensors()?;
@@ -260,7 +237,7 @@ impl Run {
                 out.push((name.to_string(), shape(s)));
             }
         }
-        for l in 0..c.n_layers {
+        for l in 0..c.model.n_layers {
             for s in schema::layer_specs(&config) {
                 if let Some(name) = s.trainer_name() {
                     let mut full = String::new();

@@ -76,3 +76,26 @@ fn replies_match_tools_generate_and_errors_do_not_stop_the_chat() {
     assert_eq!(replies[12], "\n");
     assert_eq!(replies.len(), 13);
 }
+
+#[test]
+fn cores_2_runs_on_two_threads_with_the_same_text() {
+    let (out, status) =
+        chat("/tokens 40\n/cores\n/cores 2\nROMEO:\n/stats\n/cores 1\nROMEO:\n/cores 3");
+    assert!(status.success());
+    let replies: Vec<&str> = out.split("\n> ").collect();
+    assert_eq!(replies[2], "cores: 1 of 2");
+    assert_eq!(replies[3], "ok: cores 2");
+    assert_eq!(replies[4], generate("ROMEO:", 40, 0, 0.8, 0));
+    assert!(
+        replies[5].contains("(host timer); 2 cores"),
+        "{}",
+        replies[5]
+    );
+    assert_eq!(replies[6], "ok: cores 1");
+    assert_eq!(replies[7], generate("ROMEO:", 40, 0, 0.8, 0));
+    assert!(
+        replies[8].starts_with("error: /cores expects 1 or 2"),
+        "{}",
+        replies[8]
+    );
+}

@@ -465,3 +465,298 @@ fn a_wrong_tensor_count_is_not_entry_4294967295() {
     }
     assert!(found);
 }
+
+/// A base-3 blob of about 13 MB (67 M zero weights, 2 layers of d 2048, F 4096) with a small
+/// session (ctx 16): its in-memory repack to 2-bit unpacks every weight to a byte.
+fn big_base3_blob(dir: &Path) -> PathBuf {
+    let c = Config {
+        vocab_size: 5,
+        d_model: 2048,
+        n_layers: 2,
+        n_heads: 16,
+        n_kv_heads: 16,
+        ffn_dim: 4096,
+        ctx_len: 16,
+        rope_theta: 10000,
+        ffn_gated: false,
+    };
+    let enc = [runtime::TernaryEncoding::Base3; runtime::schema::MATRICES_PER_LAYER];
+    write(dir, "big-base3.bin", &common::zero_blob(c, enc))
+}
+
+#[test]
+fn the_base3_repack_counts_against_max_memory() {
+    // The in-memory repack (generate/chat/bench/eval on a SIMD host) and `tools repack`
+    // unpacked every weight with infallible allocations: past the cap, or under a memory
+    // limit, "memory allocation of … failed" and an abort.
+    let dir = tmp("repack-cap");
+    let model = big_base3_blob(&dir);
+    let m = model.to_str().unwrap();
+    let bytes = std::fs::read(&model).unwrap();
+    let loaded = runtime::Model::from_bytes(&bytes).unwrap();
+    let need = tools::blob::repack_bytes(&loaded, Default::default());
+    assert!(need > 67_000_000 && need < 128 << 20, "{need}");
+    let out = dir.join("out.bin");
+    let o = out.to_str().unwrap();
+    let mut commands = vec![vec![
+        "repack",
+        m,
+        "--out",
+        o,
+        "--ternary",
+        "2bit",
+        "--max-memory",
+        "64M",
+    ]];
+    let (m64, b64) = (
+        vec![
+            "generate",
+            "--model",
+            m,
+            "--tokens",
+            "1",
+            "--max-memory",
+            "64M",
+        ],
+        vec![
+            "bench",
+            "--model",
+            m,
+            "--rounds",
+            "1",
+            "--max-memory",
+            "64M",
+        ],
+    );
+    if runtime::kernels::tiled_level() {
+        // The x86-64 SIMD levels copy the matrices to the row-tiled layout instead (two bits a
+        // weight, no unpacking): that copy counts against the cap, beside the session.
+        let tiled = loaded.tiled_bytes();
+        assert!(tiled > 8 << 20 && tiled < 64 << 20, "{tiled}");
+        for mut args in [m64.clone(), b64.clone()] {
+            *args.last_mut().unwrap() = "8M";
+            let e = fails_with(&tools(&args), 1);
+            assert!(
+                e.contains("row-tiled copy")
+                    && e.contains(&format!("({tiled} bytes)"))
+                    && e.contains("cap of 8388608"),
+                "{args:?}: {e}"
+            );
+        }
+    } else if runtime::kernels::level() != runtime::kernels::Level::Portable {
+        // Other SIMD hosts repack base 3 to 2-bit in memory (the portable kernels read it as
+        // it is).
+        commands.push(m64);
+        commands.push(b64);
+    } else {
+        eprintln!("NOTE: portable kernels: generate/bench run base 3 as it is, only `tools repack` is checked");
+    }
+    for args in commands {
+        let e = fails_with(&tools(&args), 1);
+        assert!(
+            e.contains("repacking")
+                && e.contains(&need.to_string())
+                && e.contains("cap of 67108864"),
+            "{args:?}: {e}"
+        );
+        assert!(!out.exists());
+    }
+    // Within the cap but not within the process's address space (ulimit -v 64 MiB: the binary
+    // and its libraries, under 8 MiB, and the 13 MB blob fit; the 67 MB of unpacked weights do
+    // not): a one-line refusal by the system, not an abort.
+    let e = fails_with(
+        &tools_limited(64 << 10, &["repack", m, "--out", o, "--max-memory", "1T"]),
+        1,
+    );
+    assert!(e.contains("the system refused"), "{e}");
+    assert_eq!(e.trim_end().lines().count(), 1, "{e}");
+    assert!(!out.exists());
+    // With room, it works.
+    let ok = tools(&["repack", m, "--out", o, "--ternary", "2bit"]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_max_memory_advice_fits_the_machine() {
+    // Following "raise it with --max-memory N" got the process OOM-killed when N was more
+    // than the machine had. The advice now names what the machine has, and a need beyond it is
+    // refused whatever the cap.
+    let dir = tmp("advice");
+    let model = write(&dir, "tiny.bin", &blob(TINY, "tiny"));
+    let m = model.to_str().unwrap();
+    // The session, and the row-tiled copy of the matrices at the x86-64 SIMD levels.
+    let bytes = std::fs::read(&model).unwrap();
+    let copy = match runtime::kernels::tiled_level() {
+        true => runtime::Model::from_bytes(&bytes).unwrap().tiled_bytes(),
+        false => 0,
+    };
+    let need = session_bytes_prefill(&TINY, TINY.ctx_len, TINY.ctx_len / 2) + copy;
+    let args = [
+        "generate",
+        "--model",
+        m,
+        "--prompt",
+        "ab",
+        "--max-memory",
+        "64",
+    ];
+    // The real machine: the figure is a plausible byte count (1 MiB .. 1 PiB).
+    let e = fails_with(&tools(&args), 1);
+    let available: u64 = e
+        .split("this machine has ")
+        .nth(1)
+        .and_then(|t| t.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no machine figure in: {e}"));
+    assert!((1 << 20..1 << 50).contains(&available), "{e}");
+    assert!(e.contains(&format!("--max-memory {need}")), "{e}");
+    // A machine with less than the need (the test hook stands in for /proc/meminfo): no
+    // advice to raise the cap, and a high cap does not let it through.
+    let small = (need / 2).to_string();
+    for cap in ["64", "1T"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tools"))
+            .args([
+                "generate",
+                "--model",
+                m,
+                "--prompt",
+                "ab",
+                "--max-memory",
+                cap,
+            ])
+            .env("TOOLS_TEST_AVAILABLE_MEMORY", &small)
+            .output()
+            .unwrap();
+        let e = fails_with(&out, 1);
+        assert!(
+            e.contains(&format!(
+                "more than the {small} bytes this machine has available"
+            )) && e.contains("cannot run here")
+                && !e.contains("raise it"),
+            "{cap}: {e}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn absurd_numbers_get_a_short_message_naming_the_range() {
+    // `--temperature 1e308` echoed a 309-digit number; `chat --tokens -1` named 0..=4294967295.
+    for args in [
+        vec!["generate", "--temperature", "1e308"],
+        vec!["generate", "--temperature=-0.5"],
+        vec!["generate", "--temperature", "NaN"],
+        vec!["generate", "--temperature", "inf"],
+        vec!["chat", "--temperature", "100.5"],
+        vec!["chat", "--temperature=-1e-300"],
+    ] {
+        let e = fails_with(&tools(&args), 1);
+        assert!(
+            e.contains("between 0 and 100") && e.len() < 100,
+            "{args:?}: {e}"
+        );
+        assert!(!e.contains(&"0".repeat(20)), "{args:?}: {e}");
+    }
+    for t in ["-1", "1000001", "4294967296"] {
+        let e = fails_with(&tools(&["chat", &format!("--tokens={t}")]), 2);
+        assert!(e.contains("0..=1000000"), "{t}: {e}");
+    }
+}
+
+#[test]
+fn a_bad_section_names_its_tensor_and_layer() {
+    // "invalid value in Ternary section at byte 8735" did not say it was layer 5's w_gate.
+    let dir = tmp("bad-section");
+    let c = Config {
+        n_layers: 3,
+        ffn_gated: true,
+        ..TINY
+    };
+    let mut b = blob(c, "gated");
+    let m = runtime::Model::from_bytes(&b).unwrap();
+    let e = m
+        .layout()
+        .layer_entry(2, runtime::TensorKind::WGate)
+        .unwrap();
+    let data_offset = u32::from_le_bytes(b[16..20].try_into().unwrap()) as usize;
+    b[data_offset + e.offset as usize + 5] = 0b10; // an invalid 2-bit code
+    let crc = crc32(&b[32..]);
+    b[24..28].copy_from_slice(&crc.to_le_bytes());
+    let model = write(&dir, "bad.bin", &b);
+    let e = fails_with(&tools(&["inspect", model.to_str().unwrap()]), 1);
+    assert!(
+        e.contains("layer 2 w_gate") && e.contains("byte 5 of its section"),
+        "{e}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn eval_gives_the_same_loss_for_any_thread_count() {
+    // The loss changed in its last digits with --threads: the per-thread sums were added in
+    // an order that depended on the split.
+    let dir = tmp("eval-threads");
+    let model = write(&dir, "tiny.bin", &blob(TINY, "tiny"));
+    let text: String = (0..300_000u64)
+        .map(|i| (b'a' + ((i * 7 + i / 13) % 5) as u8) as char)
+        .collect();
+    let data = write(&dir, "data.txt", text.as_bytes());
+    let (m, d) = (model.to_str().unwrap(), data.to_str().unwrap());
+    let loss = |threads: &str| -> String {
+        let out = tools(&[
+            "eval",
+            "--model",
+            m,
+            "--data",
+            d,
+            "--json",
+            "--threads",
+            threads,
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["windows"], 1764);
+        // The exact decimal form serde_json prints (shortest round trip): equal bits.
+        v["integer_val_loss"].to_string()
+    };
+    let one = loss("1");
+    for t in ["2", "3", "7", "16"] {
+        assert_eq!(loss(t), one, "--threads {t}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn run_qemu_refuses_a_model_larger_than_the_partition() {
+    // QEMU's loader placed it past the partition's end and the firmware locked up.
+    let dir = tmp("qemu-big");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../firmware/run-qemu.sh");
+    let big = dir.join("big.bin");
+    let partition = tools::uf2::MODEL_PARTITION_BYTES as u64;
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(partition + 1)
+        .unwrap();
+    let out = std::process::Command::new("bash")
+        .arg(&script)
+        .args(["--serial", big.to_str().unwrap()])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{e}");
+    assert!(
+        e.contains(&(partition + 1).to_string()) && e.contains(&partition.to_string()),
+        "{e}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -4,18 +4,20 @@
 use crate::error::{Result, TrainError};
 use serde::{Deserialize, Serialize};
 
-/// Version of the run-dir format written by this trainer (see `trainer/EXPORT.md`).
-pub const EXPORT_VERSION: u32 = 1;
+pub use rundir::{ModelConfig, EXPORT_VERSION, EXPORT_VERSION_BPE};
+use runtime::{ConfigError, Dim};
 
-/// Largest `d_model` and `ffn_dim`: the blob format's limit (`runtime/FORMAT.md`, "Limits"), so
-/// every trained model can be packed.
-pub const MAX_WIDTH: usize = 1 << 15;
-/// Largest `n_layers` (the blob format's limit).
-pub const MAX_LAYERS: usize = 1024;
-/// Largest `ctx_len` (the blob format's limit).
-pub const MAX_CTX: usize = 1 << 15;
-/// Largest vocabulary (token ids are `u16` in the blob).
-pub const MAX_VOCAB: usize = 65535;
+/// Largest vocabulary, a BPE one included (token ids are `u16` in the blob).
+const MAX_VOCAB: usize = runtime::format::MAX_VOCAB as usize;
+
+/// The run-dir format version of a run with tokenizer `kind`.
+pub fn export_version(kind: TokenizerKind) -> u32 {
+    match kind {
+        TokenizerKind::Char => EXPORT_VERSION,
+        TokenizerKind::Bpe => EXPORT_VERSION_BPE,
+    }
+}
+
 /// Largest number of parameters: the packed blob stays under the format's 4 GiB, and the
 /// optimiser state (weights, gradients, two moments: 16 bytes each) under 64 GiB.
 pub const MAX_PARAMS: usize = 4 << 30;
@@ -31,111 +33,44 @@ pub const MAX_STEPS: usize = 1_000_000_000;
 /// Most EMA decays of one run (`--ema`): each keeps a full copy of the model.
 pub const MAX_EMA: usize = 8;
 
-/// The model's shape. Field names are the `config.json` keys and the names of `docs/MODEL.md`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ModelConfig {
-    /// number of tokens (characters of the corpus)
-    pub vocab_size: usize,
-    /// residual width `d`
-    pub d_model: usize,
-    /// number of blocks
-    pub n_layers: usize,
-    /// query heads; `head_dim = d_model / n_heads`
-    pub n_heads: usize,
-    /// key/value heads (grouped-query attention)
-    pub n_kv_heads: usize,
-    /// hidden width of the feed-forward block
-    pub ffn_dim: usize,
-    /// gated feed-forward block, `down(subnorm(relu²(gate·h) ⊙ up·h))`, with a third `[d, F]`
-    /// matrix (`layers.{l}.w_gate`, packed as blob format v3). Absent in runs written before
-    /// it existed (= plain).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub ffn_gated: bool,
-    /// context length trained and RoPE table length
-    pub ctx_len: usize,
-    /// RoPE base
-    pub rope_theta: f64,
-    /// epsilon of every RMSNorm
-    pub norm_eps: f64,
+/// The flags of `trainer` that set a dimension, for messages (the shape's rules name the
+/// `config.json` keys).
+fn flags(e: &ConfigError) -> &'static str {
+    let dim = |d: Dim| match d {
+        Dim::VocabSize => "the corpus's distinct characters",
+        Dim::DModel => "--d-model",
+        Dim::NLayers => "--layers",
+        Dim::NHeads => "--heads",
+        Dim::NKvHeads => "--kv-heads",
+        Dim::FfnDim => "--ffn",
+        Dim::CtxLen => "--ctx",
+    };
+    match *e {
+        ConfigError::Zero(d) | ConfigError::TooLarge { dim: d, .. } => dim(d),
+        ConfigError::HeadDim { .. } => "--d-model, --heads",
+        ConfigError::KvHeads { .. } => "--heads, --kv-heads",
+        ConfigError::NormEps | ConfigError::Size => "the preset",
+    }
 }
 
-impl ModelConfig {
-    /// `d_model / n_heads`.
-    pub fn head_dim(&self) -> usize {
-        self.d_model / self.n_heads
+/// Every rule a model shape must satisfy to train here: the runtime's rules
+/// ([`ModelConfig::validate`], so every trained model packs and runs) and the trainer's own
+/// bound on parameters; the first broken one as an error.
+pub fn check_model(m: &ModelConfig) -> Result<()> {
+    m.validate().map_err(|e| {
+        TrainError::Config(match &e {
+            rundir::ShapeError::Config(c) => format!("{e} (set by {})", flags(c)),
+            _ => e.to_string(),
+        })
+    })?;
+    // Dimensions are bounded above by now, so this cannot overflow.
+    if m.n_params() > MAX_PARAMS {
+        return Err(TrainError::Config(format!(
+            "{} parameters is more than {MAX_PARAMS} (the packed blob must stay under 4 GiB)",
+            m.n_params()
+        )));
     }
-
-    /// Number of trainable parameters (embedding counted once: it is tied to the head).
-    pub fn n_params(&self) -> usize {
-        let (d, f, hd) = (self.d_model, self.ffn_dim, self.head_dim());
-        let attn = d * self.n_heads * hd + 2 * d * self.n_kv_heads * hd + d * d;
-        let ffn_mats = if self.ffn_gated { 3 } else { 2 };
-        let per_layer = attn + ffn_mats * d * f + 2 * d + f + d;
-        self.vocab_size * d + self.n_layers * per_layer + d
-    }
-
-    /// Every rule a model shape must satisfy; the first broken one as an error.
-    pub fn validate(&self) -> Result<()> {
-        let err = |m: String| Err(TrainError::Config(m));
-        for (name, v) in [
-            ("d_model", self.d_model),
-            ("layers", self.n_layers),
-            ("heads", self.n_heads),
-            ("kv heads", self.n_kv_heads),
-            ("ffn", self.ffn_dim),
-            ("ctx", self.ctx_len),
-        ] {
-            if v == 0 {
-                return err(format!("{name} must be at least 1"));
-            }
-        }
-        for (name, v, max) in [
-            ("d_model", self.d_model, MAX_WIDTH),
-            ("layers", self.n_layers, MAX_LAYERS),
-            ("ffn", self.ffn_dim, MAX_WIDTH),
-            ("ctx", self.ctx_len, MAX_CTX),
-            ("vocab size", self.vocab_size, MAX_VOCAB),
-        ] {
-            if v > max {
-                return err(format!(
-                    "{name} {v} is more than {max} (the blob format's limit, runtime/FORMAT.md)"
-                ));
-            }
-        }
-        if !self.d_model.is_multiple_of(self.n_heads) {
-            return err(format!(
-                "heads ({}) must divide d_model ({})",
-                self.n_heads, self.d_model
-            ));
-        }
-        if !self.n_heads.is_multiple_of(self.n_kv_heads) {
-            return err(format!(
-                "kv heads ({}) must divide heads ({})",
-                self.n_kv_heads, self.n_heads
-            ));
-        }
-        if !self.head_dim().is_multiple_of(2) {
-            return err(format!(
-                "head_dim = d_model / heads = {} must be even (RoPE rotates pairs)",
-                self.head_dim()
-            ));
-        }
-        if !(self.rope_theta.is_finite()
-            && self.rope_theta > 1.0
-            && self.norm_eps.is_finite()
-            && self.norm_eps > 0.0)
-        {
-            return err("rope_theta must be > 1 and norm_eps > 0 (both finite)".into());
-        }
-        // Dimensions are bounded above, so this cannot overflow.
-        if self.n_params() > MAX_PARAMS {
-            return err(format!(
-                "{} parameters is more than {MAX_PARAMS} (the packed blob must stay under 4 GiB)",
-                self.n_params()
-            ));
-        }
-        Ok(())
-    }
+    Ok(())
 }
 
 fn default_lr_stage2_end() -> f64 {
@@ -212,6 +147,38 @@ pub struct TrainConfig {
     /// written before it existed.
     #[serde(default)]
     pub ema_decays: Vec<f64>,
+    /// the tokenizer: one token per character of the corpus, or byte-level BPE learned from the
+    /// training split. Absent for character runs (and in runs written before it existed).
+    #[serde(default, skip_serializing_if = "TokenizerKind::is_char")]
+    pub tokenizer: TokenizerKind,
+    /// with `tokenizer: bpe`, the vocabulary to learn: 256 byte tokens plus up to
+    /// `bpe_vocab − 256` merges (fewer when no pair of the training text repeats). Absent
+    /// (0) for character runs.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub bpe_vocab: usize,
+}
+
+fn is_zero(v: &usize) -> bool {
+    *v == 0
+}
+
+/// How text becomes tokens (`--tokenizer`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenizerKind {
+    /// one token per character: the distinct characters of the corpus
+    #[default]
+    Char,
+    /// byte-level BPE: 256 byte tokens plus merges learned from the training split (`--vocab`);
+    /// any text encodes
+    Bpe,
+}
+
+impl TokenizerKind {
+    /// `true` for [`TokenizerKind::Char`].
+    pub fn is_char(&self) -> bool {
+        *self == TokenizerKind::Char
+    }
 }
 
 /// The optimiser of the BitLinear weight matrices.
@@ -312,6 +279,8 @@ impl Preset {
             } else {
                 Vec::new()
             },
+            tokenizer: TokenizerKind::Char,
+            bpe_vocab: 0,
         }
     }
 }
@@ -384,6 +353,18 @@ impl TrainConfig {
         if self.eval_every == 0 || self.checkpoint_every == 0 || self.val_batches == 0 {
             return err("eval-every, checkpoint-every and val-batches must be at least 1");
         }
+        match self.tokenizer {
+            TokenizerKind::Char if self.bpe_vocab != 0 => {
+                return err("--vocab sets the size of a BPE vocabulary: it needs --tokenizer bpe")
+            }
+            TokenizerKind::Bpe if !(256..=MAX_VOCAB).contains(&self.bpe_vocab) => {
+                return Err(TrainError::Config(format!(
+                    "a BPE vocabulary has 256 byte tokens plus merges: --vocab must be in 256..={MAX_VOCAB}, not {}",
+                    self.bpe_vocab
+                )))
+            }
+            _ => {}
+        }
         Ok(())
     }
 
@@ -425,7 +406,7 @@ mod tests {
     fn preset_sizes() {
         let mut m = Preset::Mcu.model();
         m.vocab_size = 65;
-        m.validate().unwrap();
+        check_model(&m).unwrap();
         // ≈ 1.2M like the PyTorch reference
         assert!(
             (1_150_000..1_250_000).contains(&m.n_params()),
@@ -446,7 +427,7 @@ mod tests {
             let mut m = Preset::Tiny.model();
             m.vocab_size = 65;
             f(&mut m);
-            m.validate().unwrap_err().to_string()
+            check_model(&m).unwrap_err().to_string()
         };
         assert!(msg(&|m| m.d_model = 1 << 40).contains("d_model"));
         assert!(msg(&|m| m.n_layers = 1_000_000_000_000).contains("layers"));
@@ -502,21 +483,23 @@ mod tests {
         let mut m = Preset::Tiny.model();
         m.vocab_size = 10;
         m.n_heads = 3;
-        assert!(m
-            .validate()
-            .unwrap_err()
-            .to_string()
-            .contains("divide d_model"));
+        let e = check_model(&m).unwrap_err().to_string();
+        assert!(
+            e.contains("must be n_heads (3) times") && e.contains("--heads"),
+            "{e}"
+        );
         let mut m = Preset::Tiny.model();
+        m.vocab_size = 10;
         m.n_kv_heads = 3;
-        assert!(m
-            .validate()
+        let e = check_model(&m).unwrap_err().to_string();
+        assert!(e.contains("multiple of n_kv_heads (3)"), "{e}");
+        let mut m = Preset::Tiny.model();
+        m.vocab_size = 10;
+        m.d_model = 60; // head_dim 15
+        assert!(check_model(&m)
             .unwrap_err()
             .to_string()
-            .contains("divide heads"));
-        let mut m = Preset::Tiny.model();
-        m.d_model = 60; // head_dim 15
-        assert!(m.validate().unwrap_err().to_string().contains("even"));
+            .contains("even head_dim"));
     }
 
     /// A `config.json` written before `dropout`, `dropout_from`, `float_steps`, `optimizer`,

@@ -3,54 +3,38 @@
 //! The model and its quantized forward pass are those of `docs/MODEL.md`; the run directory the
 //! trainer writes (read by `tools pack`) is specified in `trainer/EXPORT.md`.
 //!
-//! Modules, each using only those listed before it:
-//! - [`error`], [`config`]: errors; hyper-parameters and presets
-//! - [`rng`], [`data`]: the seeded generator; character vocabulary, split, batches, validation
-//!   windows
-//! - [`quant`]: the quantizers Q1–Q5 and the straight-through estimator, as tensor ops
-//! - [`linalg`], [`rows`]: strided matrix products on slices (gemm); row reductions and the int8
-//!   row quantizer, for the CPU kernels
-//! - [`attention`]: RoPE + Q5 + causal attention as one op (its CPU kernels)
-//! - [`fused`]: the [`fused::FusedOps`] trait (tensor-op defaults), its flex (CPU) and autodiff
-//!   implementations
-//! - [`model`]: the transformer as burn modules
-//! - [`eval`]: losses without autodiff (the quantized validation loss)
-//! - [`ema`]: moving averages of the weights over stage 2 (`--ema`)
-//! - [`metrics`], [`files`], [`weights`], [`spec`], [`runinfo`], [`checkpoint`]: what goes to
-//!   disk, and the run a command line asks for
-//! - [`schedule`], [`gradients`], [`train`]: LR and weight decay; loss, gradients and clipping of
-//!   one step; the training loop
-//! - [`backend`]: CPU / CUDA selection
+//! The source tree follows the design; each folder uses only those listed before it:
+//!
+//! | folder | modules | what |
+//! |---|---|---|
+//! | (top) | [`error`], [`config`] | errors; hyper-parameters and presets |
+//! | `data/` | [`data`], [`bpe`], [`rng`] | vocabulary (characters or byte-level BPE), split, batches, validation windows; BPE learning; the seeded generator |
+//! | `fused/` | [`fused`], [`quant`], [`attention`], [`linalg`], [`rows`] | the ops: [`fused::FusedOps`] (tensor-op defaults, flex CPU kernels, autodiff ops), the quantizers Q1–Q5 and the STE, RoPE + Q5 + causal attention as one op, strided products and row kernels |
+//! | `model/` | [`model`], [`eval`] | the transformer as burn modules; losses without autodiff (the quantized validation loss) |
+//! | `run/` | [`files`], [`spec`], [`metrics`], [`weights`], [`runinfo`] | the run directory: atomic files, the run a command line asks for, metrics, the exported weights, config/vocab/summary |
+//! | `train/` | [`train`], [`schedule`], [`gradients`], [`optim`], [`ema`], [`checkpoint`] | the training loop: LR and weight decay, loss and gradients of a step, optimisers, weight averages, checkpoints |
+//! | (top) | [`backend`] | CPU / CUDA selection |
 
 pub mod error;
 
 pub mod config;
 pub mod data;
-pub mod rng;
 
-pub mod attention;
 pub mod fused;
-pub mod linalg;
-pub mod quant;
-pub mod rows;
 
-pub mod ema;
-pub mod eval;
 pub mod model;
 
-pub mod checkpoint;
-pub mod files;
-pub mod metrics;
-pub mod runinfo;
-pub mod spec;
-pub mod weights;
+pub mod run;
 
-pub mod gradients;
-pub mod optim;
-pub mod schedule;
 pub mod train;
 
 pub mod backend;
+
+pub use data::{bpe, rng};
+pub use fused::{attention, linalg, quant, rows};
+pub use model::eval;
+pub use run::{files, metrics, runinfo, spec, weights};
+pub use train::{checkpoint, ema, gradients, optim, schedule};
 
 pub use config::{ModelConfig, Preset, TrainConfig, EXPORT_VERSION};
 pub use error::{Result, TrainError};

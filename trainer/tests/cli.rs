@@ -70,15 +70,21 @@ fn bad_inputs_fail_with_one_line() {
     let unwritable = blocked.join("run");
     expect_error(&tiny(good, unwritable.to_str().unwrap(), &[]), "output dir");
 
-    expect_error(&tiny(good, out, &["--heads", "3"]), "must divide d_model");
-    expect_error(&tiny(good, out, &["--kv-heads", "3"]), "must divide heads");
+    expect_error(
+        &tiny(good, out, &["--heads", "3"]),
+        "must be n_heads (3) times",
+    );
+    expect_error(
+        &tiny(good, out, &["--kv-heads", "3"]),
+        "multiple of n_kv_heads (3)",
+    );
     expect_error(
         &tiny(good, out, &["--dropout", "1"]),
         "dropout must be in [0, 1)",
     );
     expect_error(
         &tiny(good, out, &["--d-model", "60", "--heads", "4"]),
-        "must be even",
+        "even head_dim",
     );
     expect_error(&tiny(good, out, &["--steps", "0"]), "steps");
     expect_error(
@@ -178,6 +184,148 @@ fn ffn_gated_flag_follows_the_preset_and_switches() {
     let (code, err) = run(&["--data", data, "--ffn-gated", "maybe"]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("maybe"), "{err}");
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+/// `--tokenizer bpe --vocab N` writes a byte-level BPE run (export_version 2, `tokenizer` and
+/// `bpe_vocab` in config.json, tokenizer.json, vocab.json as ISO-8859-1 byte strings, nats per
+/// character in summary.json) that resumes; a character run's files stay as they were; bad
+/// combinations are one line.
+#[test]
+fn bpe_tokenizer_writes_a_bpe_run_that_resumes() {
+    let d = tmp("bpe");
+    let text = "to be or not to be, that is the question: caf\u{e9}? ".repeat(200);
+    let data = corpus(&d, &text);
+    let data = data.to_str().unwrap();
+    let out = d.join("bpe");
+    let (code, err) = run_short(
+        data,
+        "tiny",
+        &out,
+        &["--tokenizer", "bpe", "--vocab", "300"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let config = json_file(&out, "config.json");
+    assert_eq!(config["export_version"], 2);
+    assert_eq!(config["tokenizer"], "bpe");
+    assert_eq!(config["bpe_vocab"], 300);
+    let v = config["vocab_size"].as_u64().unwrap() as usize;
+    assert!(v > 256 && v <= 300, "{v}");
+    let tokenizer = json_file(&out, "tokenizer.json");
+    assert_eq!(tokenizer["kind"], "bpe");
+    assert_eq!(tokenizer["merges"].as_array().unwrap().len(), v - 256);
+    let vocab: Vec<String> = serde_json::from_value(json_file(&out, "vocab.json")).unwrap();
+    assert_eq!(vocab.len(), v);
+    assert_eq!(
+        vocab[0xc3], "\u{c3}",
+        "a byte token is its byte as a code point"
+    );
+    assert!(vocab.contains(&"caf\u{c3}\u{a9}".to_string()) || vocab.contains(&" be".to_string()));
+    let summary = json_file(&out, "summary.json");
+    let cpt = summary["val_chars_per_token"].as_f64().unwrap();
+    assert!(cpt > 1.5, "{cpt}");
+    let (per_token, per_char) = (
+        summary["quantized_val_loss"].as_f64().unwrap(),
+        summary["quantized_val_nats_per_char"].as_f64().unwrap(),
+    );
+    let (positions, chars) = (
+        summary["quantized_val_positions"].as_f64().unwrap(),
+        summary["quantized_val_chars"].as_f64().unwrap(),
+    );
+    assert!(chars > positions);
+    assert!((per_char * chars - per_token * positions).abs() < 1e-9 * per_token * positions);
+    // It resumes: the vocabulary is learned again from the same text, and a tokenizer.json that
+    // was edited (two merges swapped) or deleted is rewritten from it, as vocab.json would be.
+    let tokenizer_bytes = std::fs::read(out.join("tokenizer.json")).unwrap();
+    let mut edited = tokenizer.clone();
+    edited["merges"].as_array_mut().unwrap().swap(0, 1);
+    std::fs::write(
+        out.join("tokenizer.json"),
+        serde_json::to_vec_pretty(&edited).unwrap(),
+    )
+    .unwrap();
+    let resume = |steps: &str| {
+        run(&[
+            "--data",
+            data,
+            "--out",
+            out.to_str().unwrap(),
+            "--resume",
+            "--steps",
+            steps,
+        ])
+    };
+    let (code, err) = resume("3");
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("tokenizer.json is not the vocabulary of the run's corpus: rewritten"),
+        "{err}"
+    );
+    assert!(!err.contains("vocab.json"), "{err}");
+    assert_eq!(
+        std::fs::read(out.join("tokenizer.json")).unwrap(),
+        tokenizer_bytes
+    );
+    std::fs::remove_file(out.join("tokenizer.json")).unwrap();
+    let (code, err) = resume("4");
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("tokenizer.json is missing: rewritten"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(out.join("tokenizer.json")).unwrap(),
+        tokenizer_bytes
+    );
+    assert_eq!(json_file(&out, "summary.json")["steps"], 4);
+
+    // A character run: no tokenizer keys, export_version 1, one character per token.
+    let chars_out = d.join("chars");
+    let (code, err) = run_short(data, "tiny", &chars_out, &[]);
+    assert_eq!(code, 0, "{err}");
+    let config = json_file(&chars_out, "config.json");
+    assert_eq!(config["export_version"], 1);
+    assert!(config.get("tokenizer").is_none() && config.get("bpe_vocab").is_none());
+    assert!(!chars_out.join("tokenizer.json").exists());
+    let summary = json_file(&chars_out, "summary.json");
+    assert_eq!(summary["val_chars_per_token"], 1.0);
+    assert_eq!(
+        summary["quantized_val_nats_per_char"],
+        summary["quantized_val_loss"]
+    );
+
+    let bad = d.join("bad").to_str().unwrap().to_string();
+    expect_error(
+        &tiny(data, &bad, &["--vocab", "300"]),
+        "needs --tokenizer bpe",
+    );
+    expect_error(
+        &tiny(data, &bad, &["--tokenizer", "bpe", "--vocab", "100"]),
+        "--vocab must be in 256..=65535",
+    );
+    expect_error(
+        &[
+            "--data",
+            data,
+            "--out",
+            out.to_str().unwrap(),
+            "--resume",
+            "--tokenizer",
+            "char",
+        ],
+        "only --steps may change",
+    );
+    let short_dir = d.join("short");
+    std::fs::create_dir_all(&short_dir).unwrap();
+    let short = corpus(&short_dir, &"ab ".repeat(300));
+    expect_error(
+        &tiny(
+            short.to_str().unwrap(),
+            &bad,
+            &["--tokenizer", "bpe", "--vocab", "400"],
+        ),
+        "validation tokens",
+    );
     let _ = std::fs::remove_dir_all(&d);
 }
 

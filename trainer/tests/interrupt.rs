@@ -447,3 +447,86 @@ fn full_output_dir_keeps_the_checkpoint() {
     drop(guard);
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// SIGTERM and SIGHUP stop the run as Ctrl-C does: a checkpoint after the current step, then
+/// exit 128 + the signal number (they used to kill it with no checkpoint).
+#[test]
+fn sigterm_and_sighup_write_the_checkpoint_ctrl_c_writes() {
+    use std::io::Read;
+    for (signal, code, name) in [
+        ("-TERM", 143, "SIGTERM"),
+        ("-HUP", 129, "SIGHUP"),
+        ("-INT", 130, "Ctrl-C"),
+    ] {
+        let d = tmp(&format!("signal{signal}"));
+        let data = corpus(&d);
+        let out = d.join("run");
+        // So many steps and so rare a checkpoint that only the signal's can appear; a progress
+        // line per step (stderr is not a terminal) tells when training is under way.
+        let mut child = Command::new(env!("CARGO_BIN_EXE_trainer"))
+            .arg("--data")
+            .arg(&data)
+            .arg("--out")
+            .arg(&out)
+            .args([
+                "--backend",
+                "cpu",
+                "--preset",
+                "tiny",
+                "--ctx",
+                "32",
+                "--batch",
+                "8",
+            ])
+            .args([
+                "--val-batches",
+                "1",
+                "--steps",
+                "100000",
+                "--eval-every",
+                "4",
+            ])
+            .args(["--checkpoint-every", "100000"])
+            .env("RAYON_NUM_THREADS", "2")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let mut pipe = child.stderr.take().unwrap();
+        let sink = log.clone();
+        let reader = std::thread::spawn(move || {
+            let mut buf = [0u8; 1024];
+            while let Ok(n) = pipe.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        let t = Instant::now();
+        while !log.lock().unwrap().contains("step 2/100000") {
+            assert!(child.try_wait().unwrap().is_none(), "{signal}: ended early");
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "{signal}: no second step"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(cmd("kill", &[signal, &child.id().to_string()]));
+        let status = child.wait().unwrap();
+        reader.join().unwrap();
+        let err = log.lock().unwrap().clone();
+        assert_eq!(status.code(), Some(code), "{signal}: {err}");
+        assert!(
+            err.contains(&format!("{name}: writing a checkpoint")),
+            "{err}"
+        );
+        let step = loadable_checkpoint(&out).expect("no checkpoint after the signal");
+        assert!((2..100_000).contains(&step), "{step}");
+        assert!(err.contains(&format!("stopped at step {step}")), "{err}");
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}

@@ -154,12 +154,14 @@ impl Engine {
         if !base3 || level() == Level::Portable {
             return Ok((text, json, blob));
         }
-        let two_bit = ModelParams::from_model(&model).to_blob().map_err(|e| {
-            format!(
-                "cannot repack the matrices to 2-bit for the {} kernels: {e}",
-                level()
-            )
-        })?;
+        let two_bit = ModelParams::from_model(&model)
+            .and_then(|p| p.to_blob())
+            .map_err(|e| {
+                format!(
+                    "cannot repack the matrices to 2-bit for the {} kernels: {e}",
+                    level()
+                )
+            })?;
         Ok((text, json, two_bit))
     }
 
@@ -300,7 +302,7 @@ mod tests {
         // A valid blob (checksum and all) whose session would need over 1 GiB: the shipped
         // model's layers repeated 160 times over the largest context.
         let shipped = shipped();
-        let mut p = ModelParams::from_model(&Model::from_bytes(&shipped).unwrap());
+        let mut p = ModelParams::from_model(&Model::from_bytes(&shipped).unwrap()).unwrap();
         let ctx = runtime::format::MAX_CTX;
         let row = p.rope.len() / p.config.ctx_len as usize;
         p.rope = p

@@ -96,11 +96,9 @@ fn temperatures_become_thousandths_as_in_tools_generate() {
     let mut values = vec![
         0.0, 0.0004, 0.0005, 0.0015, 0.0025, 0.8, 1.0, 1.25, 2.0005, 99.9995, 100.0,
     ];
-    let mut x = 0x2545_F491_4F6C_DD1Du64;
+    let mut rng = runtime::SplitMix64(0x2545_F491_4F6C_DD1D);
     for _ in 0..1000 {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
+        let x = rng.next_u64();
         values.push((x % 100_001) as f64 / 1000.0 + (x >> 40) as f64 * 1e-12);
     }
     for t in values {

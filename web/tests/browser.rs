@@ -199,6 +199,11 @@ impl Browser {
                 "--disable-component-update",
                 "--disable-sync",
                 "--disable-dev-shm-usage",
+                // The page's timer probe below must not be throttled as a background page's
+                // timers are (one wake-up per second) if the browser deems the page hidden.
+                "--disable-background-timer-throttling",
+                "--disable-renderer-backgrounding",
+                "--disable-backgrounding-occluded-windows",
             ])
             .arg(format!("--user-data-dir={}", profile.display()))
             .arg(url)
@@ -402,14 +407,17 @@ fn the_page_writes_the_bytes_tools_generate_writes() {
         &inspect[..],
         "tools inspect's text"
     );
-    // The page's timer (every 10 ms on the main thread) kept firing while the model ran.
-    let (ticks, wall) = (
+    // The page's timer (every 10 ms on the main thread) kept firing while the model ran in
+    // its worker. A loose bound (one tick per 100 ms): a timing probe on a shared machine.
+    let (ticks, wall, visibility) = (
         r[1]["main_thread_ticks"].as_u64().unwrap(),
         r[1]["wall_ms"].as_f64().unwrap(),
+        r[1]["visibility"].as_str().unwrap_or("?"),
     );
+    eprintln!("main thread: {ticks} timer ticks in {wall:.0} ms (page {visibility})");
     assert!(
         ticks >= 1 && (wall < 50.0 || ticks as f64 >= wall / 100.0),
-        "main thread ticks {ticks} in {wall} ms"
+        "main thread ticks {ticks} in {wall:.0} ms (page {visibility})"
     );
 
     // 2. Sampled: temperature, top-k and seed away from their defaults.

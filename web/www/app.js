@@ -97,7 +97,7 @@ function showError(text) {
 // ---- loading a model ---------------------------------------------------------------------
 
 // Loads a blob (a dropped or chosen file, or a fetched URL: the same path). Resolves to
-// {summary} or {error}; the worker keeps the previous model when a blob is refused.
+// {summary} or {error}; the worker keeps the model it had when a blob is refused.
 function loadBytes(name, bytes) {
   showError('');
   if (bytes.byteLength > MAX_BLOB_BYTES) {
@@ -254,6 +254,7 @@ async function automate() {
         decode_tokens_per_s: g.decodeTokensPerS,
         wall_ms: g.wallMs,
         main_thread_ticks: g.mainThreadTicks,
+        visibility: document.visibilityState,
         shown: $('output').textContent,
         error_shown: $('error').textContent,
       });

@@ -7,7 +7,10 @@
 //! - failures: one text line on UART0 and a defmt error, then the LED blinks the
 //!   failure's exit code forever (or, with a debugger attached, the core stops on a
 //!   breakpoint so that `probe-rs run` prints a backtrace and exits);
-//! - cost: DWT CYCCNT, core clock cycles.
+//! - cost: DWT CYCCNT, core clock cycles;
+//! - two cores: core 1 is started with rp235x-hal's multicore launch (`Multicore::spawn`,
+//!   stack in SRAM8) and serves the split pass's jobs through the SIO FIFO (`src/cores.rs`),
+//!   measuring its busy cycles with its own DWT cycle counter.
 
 use core::cell::RefCell;
 use core::fmt::Write as _;
@@ -73,6 +76,42 @@ pub struct Board {
     pub led: Led,
     /// Work counter.
     pub cost: DwtCycles,
+    /// The second core's workers.
+    pub cores: crate::source::Cores,
+}
+
+/// One core's end of the SIO FIFO (rp235x-hal), as the link between the cores.
+pub struct Fifo(hal::sio::SioFifo);
+
+impl crate::cores::Link for Fifo {
+    #[inline(always)]
+    fn send(&mut self, word: u32) {
+        self.0.write_blocking(word);
+    }
+
+    #[inline(always)]
+    fn recv(&mut self) -> u32 {
+        self.0.read_blocking()
+    }
+}
+
+/// Core 1: its own end of the SIO FIFO and its own DWT cycle counter, then the job loop.
+fn core1_main() {
+    // SAFETY: each core sees its own SIO FIFO end and its own DWT at the same addresses;
+    // core 0 keeps its own `Sio` and never uses these.
+    let (pac, mut core) = unsafe {
+        (
+            hal::pac::Peripherals::steal(),
+            cortex_m::Peripherals::steal(),
+        )
+    };
+    let sio = hal::Sio::new(pac.SIO);
+    core.DCB.enable_trace();
+    core.DWT.enable_cycle_counter();
+    crate::cores::serve_core1(
+        &mut Fifo(sio.fifo),
+        Some(cortex_m::peripheral::DWT::cycle_count as fn() -> u32),
+    )
 }
 
 /// Brings the board up: clocks at 150 MHz, UART0, LED, cycle counter.
@@ -95,7 +134,7 @@ pub fn init() -> Board {
     ) else {
         halt_blinking(1)
     };
-    let sio = hal::Sio::new(pac.SIO);
+    let mut sio = hal::Sio::new(pac.SIO);
     let pins = hal::gpio::Pins::new(
         pac.IO_BANK0,
         pac.PADS_BANK0,
@@ -148,10 +187,31 @@ pub fn init() -> Board {
     core.DCB.enable_trace();
     core.DWT.enable_cycle_counter();
     defmt::info!("system clock {} Hz", clocks.system_clock.freq().to_Hz());
+
+    // Core 1, with its stack in SRAM8 (memory-pico2.x).
+    crate::fault::paint_core1_stack();
+    let (start, end) = crate::fault::core1_stack();
+    // SAFETY: SRAM8 is reserved for core 1's stack by the linker script; nothing else uses it.
+    let stack = unsafe {
+        hal::multicore::StackAllocation::from_raw_parts(start as *mut usize, end as *mut usize)
+    };
+    let mut multicore = hal::multicore::Multicore::new(&mut pac.PSM, &mut pac.PPB, &mut sio.fifo);
+    let Some(core1) = multicore.cores().get_mut(1) else {
+        halt_blinking(1)
+    };
+    if core1.spawn(stack, core1_main).is_err() {
+        halt_blinking(1)
+    }
+    let Some(dual) = cortex_m::singleton!(
+        : crate::cores::Dual<Fifo> = crate::cores::Dual::new(Fifo(sio.fifo))
+    ) else {
+        halt_blinking(1)
+    };
     Board {
         uart,
         led,
         cost: DwtCycles { high: 0, last: 0 },
+        cores: dual,
     }
 }
 

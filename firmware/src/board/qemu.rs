@@ -1,5 +1,13 @@
-//! Board `qemu`: QEMU `mps2-an505` (Cortex-M33, Secure state).
+//! Board `qemu`: QEMU `mps2-an505` (one Cortex-M33, Secure state); board `an521`: QEMU
+//! `mps2-an521` (ARM SSE-200, two Cortex-M33), the two-core twin of the Pico 2, with the same
+//! peripherals and memory map.
 //!
+//! - two cores (`an521`): core 1 starts held (the SSE-200's CPUWAIT); [`init`] gives it a
+//!   vector table (stack in the 4 KiB above the Pico 2's 512 KiB, where the Pico 2 has SRAM8;
+//!   entry `core1_entry`) through INITSVTOR1 and releases it by clearing CPUWAIT bit 1; it then
+//!   serves the split pass's jobs over a mailbox in shared RAM (`src/cores.rs`). QEMU needs
+//!   `-global sse-200.CPU0_DSP=on -global sse-200.CPU0_FPU=on` (`run-qemu.sh` passes them): the
+//!   AN521's CPU0 has neither, the RP2350's cores both;
 //! - text: CMSDK UART0 (`0x5020_0000`) → QEMU's stdout with `-nographic`; its receiver reads
 //!   QEMU's stdin in interactive mode (`run-qemu.sh --serial`), where Ctrl-D ends the run;
 //! - LED: FPGAIO LED0 (`0x5030_2000`, bit 0);
@@ -22,7 +30,11 @@ use crate::cost::CostCounter;
 use crate::fault::Fatal;
 
 /// Name of the board in logs.
+#[cfg(not(feature = "an521"))]
 pub const NAME: &str = "qemu mps2-an505";
+/// Name of the board in logs.
+#[cfg(feature = "an521")]
+pub const NAME: &str = "qemu mps2-an521 (two cores)";
 
 /// Everything the application needs from the board.
 pub struct Board {
@@ -32,16 +44,79 @@ pub struct Board {
     pub led: FpgaLed,
     /// Work counter.
     pub cost: IcountSysTick,
+    /// The second core's workers (`an521`); nothing on the one-core `mps2-an505`.
+    pub cores: crate::source::Cores,
 }
 
-/// Brings the board up.
+/// Brings the board up (on `an521`, starts core 1).
 pub fn init() -> Board {
     let core = cortex_m::Peripherals::take().unwrap_or_else(|| unreachable_twice());
     Board {
         uart: CmsdkUart::new(),
         led: FpgaLed,
         cost: IcountSysTick::start(core.SYST),
+        cores: start_core1(),
     }
+}
+
+#[cfg(not(feature = "an521"))]
+fn start_core1() -> crate::source::Cores {
+    crate::source::NoSecondCore
+}
+
+/// Core 1's vector table (initial stack pointer, reset entry), read when CPUWAIT releases it.
+#[cfg(feature = "an521")]
+#[repr(C, align(128))]
+struct Core1Vectors([u32; 2]);
+
+#[cfg(feature = "an521")]
+static mut CORE1_VECTORS: Core1Vectors = Core1Vectors([0; 2]);
+
+#[cfg(feature = "an521")]
+extern "C" {
+    /// Core 1's 4 KiB stack (memory-an521.x).
+    static _core1_stack_start: u32;
+    static _core1_stack_end: u32;
+}
+
+/// Core 0's end of the mailbox to core 1, as the runtime's workers.
+#[cfg(feature = "an521")]
+static DUAL: crate::cores::Dual<crate::cores::Mailbox> =
+    crate::cores::Dual::new(crate::cores::Mailbox::core0());
+
+/// Points core 1 at its vector table and releases it (SSE-200 system control element:
+/// INITSVTOR1 at 0x5002_1114, CPUWAIT at 0x5002_1118, bit 1 holds core 1).
+#[cfg(feature = "an521")]
+fn start_core1() -> crate::source::Cores {
+    const INITSVTOR1: *mut u32 = 0x5002_1114 as *mut u32;
+    const CPUWAIT: *mut u32 = 0x5002_1118 as *mut u32;
+    // SAFETY: core 1 is still held (CPUWAIT bit 1 set at reset), so nothing else reads the
+    // vector table; the registers are the SSE-200's, written once here.
+    unsafe {
+        let vectors = &mut *core::ptr::addr_of_mut!(CORE1_VECTORS);
+        vectors.0[0] = core::ptr::addr_of!(_core1_stack_end) as u32;
+        vectors.0[1] = core1_entry as *const () as usize as u32;
+        cortex_m::asm::dsb();
+        INITSVTOR1.write_volatile(vectors as *const Core1Vectors as u32);
+        CPUWAIT.write_volatile(CPUWAIT.read_volatile() & !2);
+    }
+    &DUAL
+}
+
+/// Core 1's reset entry: stack guard, floating-point unit on (as cortex-m-rt does for core 0),
+/// then the job loop.
+#[cfg(feature = "an521")]
+extern "C" fn core1_entry() -> ! {
+    // SAFETY: core 1's own MSPLIM and CPACR; the stack is the 4 KiB of memory-an521.x.
+    unsafe {
+        cortex_m::register::msplim::write(core::ptr::addr_of!(_core1_stack_start) as u32);
+        (*cortex_m::peripheral::SCB::PTR)
+            .cpacr
+            .modify(|v| v | 0xF << 20);
+    }
+    cortex_m::asm::dsb();
+    cortex_m::asm::isb();
+    crate::cores::serve_core1(&mut crate::cores::Mailbox::core1(), None)
 }
 
 /// Interactive mode exits QEMU when the input ends (Ctrl-D, sent by `run-qemu.sh --serial`

@@ -1,5 +1,5 @@
-//! Blob format v3 (and v2, v1, which it extends): constants, limits, the config and the postcard
-//! header types.
+//! Blob format v4 (and v3, v2, v1, which it extends): constants, limits, the config and the
+//! postcard header types.
 //!
 //! Which sections a blob holds is declared in [`schema`](crate::schema); where they lie is
 //! [`Layout`](crate::Layout). `FORMAT.md` describes the same format in prose and tables.
@@ -14,23 +14,29 @@ use crate::fixed::Dyadic;
 pub const MAGIC: [u8; 8] = *b"BITNETMC";
 /// Newest major format version this runtime reads and writes: v2 adds the base-3 ternary
 /// encoding ([`ElemFormat::Ternary5`]), v3 the gated FFN ([`FLAG_FFN_GATED`] and a
-/// [`TensorKind::WGate`] section per block). The writer writes the oldest version that holds
-/// the blob: v3 for a gated FFN, else v1 when every matrix is 2-bit (such a blob is a valid v1
-/// blob, so older readers load it), else v2.
-pub const VERSION_MAJOR: u16 = 3;
+/// [`TensorKind::WGate`] section per block), v4 the byte-level BPE tokenizer ([`FLAG_BPE`] and
+/// a [`TokenizerInfo`] after the tensor table). The writer writes the oldest version that
+/// holds the blob: v4 for a BPE model, else v3 for a gated FFN, else v1 when every matrix is
+/// 2-bit (such a blob is a valid v1 blob, so older readers load it), else v2.
+pub const VERSION_MAJOR: u16 = 4;
 /// Oldest major version this runtime reads (v1: every ternary matrix 2-bit).
 pub const VERSION_MAJOR_MIN: u16 = 1;
 /// Minor format version written. Readers accept any minor of their major.
 pub const VERSION_MINOR: u16 = 0;
 /// Prefix flag (format v3): every block has a gated FFN, `relu²(W_gate·h) ⊙ W_up·h`
-/// ([`Config::ffn_gated`]). No other flag is defined; a reader refuses any other bit.
+/// ([`Config::ffn_gated`]).
 pub const FLAG_FFN_GATED: u32 = 1;
-/// The prefix flags format `major` defines: [`FLAG_FFN_GATED`] from v3, none before.
+/// Prefix flag (format v4): the vocabulary is byte-level BPE, and a [`TokenizerInfo`] with its
+/// merge table follows the tensor table (`FORMAT.md` §8). No other flag is defined; a reader
+/// refuses any other bit.
+pub const FLAG_BPE: u32 = 2;
+/// The prefix flags format `major` defines: [`FLAG_FFN_GATED`] from v3, [`FLAG_BPE`] from v4,
+/// none before.
 pub const fn known_flags(major: u16) -> u32 {
-    if major >= 3 {
-        FLAG_FFN_GATED
-    } else {
-        0
+    match major {
+        0..=2 => 0,
+        3 => FLAG_FFN_GATED,
+        _ => FLAG_FFN_GATED | FLAG_BPE,
     }
 }
 /// Size of the fixed little-endian prefix before the postcard header.
@@ -60,6 +66,15 @@ pub const VOCAB_CHECK_CHUNK: usize = 1024;
 
 /// Largest supported `vocab_size` (token ids are `u16`).
 pub const MAX_VOCAB: u32 = 65535;
+
+/// Byte-level BPE (format v4, FORMAT.md §8): tokens `0..256` are the bytes; merge `i` makes
+/// token `BYTE_TOKENS + i`.
+pub const BYTE_TOKENS: usize = 256;
+/// Longest BPE chunk in bytes. Merges never cross a chunk, so no reachable token is longer;
+/// the loader refuses longer tokens (`TokenizerError::TooLong`).
+pub const CHUNK_MAX: usize = 64;
+/// Most merges a blob may hold: `MAX_VOCAB − 256` (token ids are `u16`).
+pub const MAX_MERGES: usize = MAX_VOCAB as usize - BYTE_TOKENS;
 /// Largest supported `d_model`, `ffn_dim` (keeps `|Σ x·w| ≤ 127·2^15 < 2^22`).
 pub const MAX_WIDTH: u32 = 1 << 15;
 /// Largest supported `ctx_len`.
@@ -264,9 +279,22 @@ pub struct HeaderInfo<'a> {
     pub n_tensors: u32,
 }
 
+/// The header item after the tensor table of a blob with [`FLAG_BPE`] (format v4): the
+/// byte-level BPE tokenizer (`FORMAT.md` §8).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenizerInfo<'a> {
+    /// The merge table: merge `i` is `left` (`u16` LE) then `right` (`u16` LE), 4 bytes, and
+    /// makes token `256 + i` ([`Merges`](crate::bpe::Merges)).
+    pub merges: &'a [u8],
+    /// Characters per 1000 tokens of the trainer's validation split as this tokenizer encodes
+    /// it, if known (informational: `tools inspect` shows it).
+    pub chars_per_kilotoken: Option<u32>,
+}
+
 /// What a section holds. Shapes, encodings and order are declared in
 /// [`schema`](crate::schema); new kinds are appended (the blob stores the variant index).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum TensorKind {
     /// Start of each token in the vocabulary bytes.
     VocabOffsets,

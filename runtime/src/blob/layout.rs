@@ -2,11 +2,11 @@
 //! [`schema`](mod@crate::schema) alone. The reader checks the header's tensor table against it and
 //! the writer places sections with it, so the two cannot disagree.
 
-use crate::format::{
+use crate::blob::format::{
     int8_row_bytes, round_up, Config, ConfigError, ElemFormat, TensorEntry, TensorKind,
     TernaryEncoding, FLAG_FFN_GATED, SECTION_ALIGN,
 };
-use crate::schema::{self, Encoding, MatrixEncodings, TensorSpec, GLOBAL, LAYER};
+use crate::blob::schema::{self, Encoding, MatrixEncodings, TensorSpec, GLOBAL, LAYER};
 
 /// Where every section lies in the data region (see `FORMAT.md` §4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -3,16 +3,17 @@
 
 use super::model::{u16_at, u32_at, CRC32};
 use super::sections::Sections;
-use crate::error::{ConfigError, LoadError, Section};
-use crate::fixed::{Dyadic, DYADIC_EXP_MAX, DYADIC_EXP_MIN};
-use crate::format::{
+use crate::blob::format::{
     known_flags, round_up, Config, ElemFormat, HeaderInfo, TensorEntry, TensorKind,
-    TernaryEncoding, DATA_ALIGN, FLAG_FFN_GATED, MAGIC, MAX_METADATA, PREFIX_LEN, ROPE_FRAC_BITS,
-    VERSION_MAJOR, VERSION_MAJOR_MIN, VOCAB_CHECK_CHUNK,
+    TernaryEncoding, TokenizerInfo, DATA_ALIGN, FLAG_BPE, FLAG_FFN_GATED, MAGIC, MAX_METADATA,
+    PREFIX_LEN, ROPE_FRAC_BITS, VERSION_MAJOR, VERSION_MAJOR_MIN, VOCAB_CHECK_CHUNK,
 };
-use crate::layout::Layout;
-use crate::model::Model;
-use crate::schema::{self, Encoding, MatrixEncodings};
+use crate::blob::layout::Layout;
+use crate::blob::model::Model;
+use crate::blob::schema::{self, Encoding, MatrixEncodings};
+use crate::error::{ConfigError, LoadError, Section, TokenizerError};
+use crate::fixed::{Dyadic, DYADIC_EXP_MAX, DYADIC_EXP_MIN};
+use crate::text::bpe::{self, Merges};
 
 impl<'a> Model<'a> {
     /// Validates `blob` completely (see `FORMAT.md`, "Loader guarantees") and borrows it.
@@ -35,40 +36,14 @@ impl<'a> Model<'a> {
     /// length in bytes. With `scratch.len() ≥ 2·V` (128 KiB covers any vocabulary) that is
     /// `O(V log V)`; a firmware passes its session arena before the session takes it.
     pub fn from_bytes_in(blob: &'a [u8], scratch: &mut [u8]) -> Result<Model<'a>, LoadError> {
-        let prefix = blob.get(..PREFIX_LEN).ok_or(LoadError::TooShort)?;
-        if prefix.get(..8) != Some(&MAGIC[..]) {
-            return Err(LoadError::BadMagic);
-        }
-        let rd = |at| u32_at(prefix, at).ok_or(LoadError::TooShort);
-        let major = u16_at(prefix, 8).ok_or(LoadError::TooShort)?;
-        let minor = u16_at(prefix, 10).ok_or(LoadError::TooShort)?;
-        if !(VERSION_MAJOR_MIN..=VERSION_MAJOR).contains(&major) {
-            return Err(LoadError::UnsupportedVersion { major, minor });
-        }
-        let header_len = rd(12)? as usize;
-        let data_offset = rd(16)? as usize;
-        let data_len = rd(20)? as usize;
-        let stored_crc = rd(24)?;
-        let flags = rd(28)?;
-        let header_end = PREFIX_LEN
-            .checked_add(header_len)
-            .ok_or(LoadError::BadLength)?;
-        if round_up(header_end, DATA_ALIGN) != Some(data_offset)
-            || data_offset.checked_add(data_len) != Some(blob.len())
-        {
-            return Err(LoadError::BadLength);
-        }
-        let rest = blob.get(PREFIX_LEN..).ok_or(LoadError::BadLength)?;
-        let computed = CRC32.checksum(rest);
-        if computed != stored_crc {
-            return Err(LoadError::Checksum {
-                stored: stored_crc,
-                computed,
-            });
-        }
-        if flags & !known_flags(major) != 0 {
-            return Err(LoadError::UnknownFlags { flags });
-        }
+        let Prefix {
+            major,
+            minor,
+            header_end,
+            data_offset,
+            data_len,
+            flags,
+        } = read_prefix(blob)?;
 
         // The header: HeaderInfo, then n_tensors TensorEntry items (postcard).
         let header = blob
@@ -116,7 +91,16 @@ impl<'a> Model<'a> {
             }
             rest = r;
         }
-        // Minor versions may append fields to the header; 1.0 has none.
+        // v4 with FLAG_BPE: the tokenizer follows the table (FORMAT.md §8).
+        let tokenizer = if flags & FLAG_BPE != 0 {
+            let (t, r) = postcard::take_from_bytes::<TokenizerInfo>(rest)
+                .map_err(|_| LoadError::BadHeader)?;
+            rest = r;
+            Some(t)
+        } else {
+            None
+        };
+        // Minor versions may append fields to the header; x.0 has none.
         if minor == 0 && !rest.is_empty() {
             return Err(LoadError::BadHeader);
         }
@@ -126,14 +110,24 @@ impl<'a> Model<'a> {
         if pad.iter().any(|b| *b != 0) {
             return Err(LoadError::BadSection {
                 section: Section::Padding,
+                kind: TensorKind::VocabOffsets,
+                layer: 0,
                 offset: 0,
             });
         }
         let data = blob.get(data_offset..).ok_or(LoadError::BadLength)?;
         validate_sections(&layout, data, scratch)?;
 
+        let merges = match tokenizer {
+            None => None,
+            Some(t) => Some(Merges::from_bytes(t.merges).ok_or(LoadError::BadTokenizer(
+                TokenizerError::TableLength {
+                    bytes: t.merges.len() as u32,
+                },
+            ))?),
+        };
         let hd = Dyadic::from_u64(info.config.head_dim() as u64, 0);
-        Ok(Model {
+        let model = Model {
             sections: Sections::new(&layout),
             layout,
             norm_eps: eps.normalized(),
@@ -146,8 +140,74 @@ impl<'a> Model<'a> {
             copy: &[],
             copy_start: 0,
             tiled: &[],
-        })
+            merges,
+            chars_per_kilotoken: tokenizer.and_then(|t| t.chars_per_kilotoken),
+        };
+        if let Some(m) = &merges {
+            bpe::check_vocab(m, config.vocab_size, |id| {
+                model.token_bytes(id).unwrap_or(&[])
+            })
+            .map_err(LoadError::BadTokenizer)?;
+        }
+        Ok(model)
     }
+}
+
+/// The fixed prefix of a blob (FORMAT.md §2), checked: magic, a supported version, lengths that
+/// add up to the blob's, the CRC-32 of everything after the prefix, known flags.
+struct Prefix {
+    major: u16,
+    minor: u16,
+    /// End of the postcard header (= `PREFIX_LEN` + its length).
+    header_end: usize,
+    data_offset: usize,
+    data_len: usize,
+    flags: u32,
+}
+
+fn read_prefix(blob: &[u8]) -> Result<Prefix, LoadError> {
+    let prefix = blob.get(..PREFIX_LEN).ok_or(LoadError::TooShort)?;
+    if prefix.get(..8) != Some(&MAGIC[..]) {
+        return Err(LoadError::BadMagic);
+    }
+    let rd = |at| u32_at(prefix, at).ok_or(LoadError::TooShort);
+    let major = u16_at(prefix, 8).ok_or(LoadError::TooShort)?;
+    let minor = u16_at(prefix, 10).ok_or(LoadError::TooShort)?;
+    if !(VERSION_MAJOR_MIN..=VERSION_MAJOR).contains(&major) {
+        return Err(LoadError::UnsupportedVersion { major, minor });
+    }
+    let header_len = rd(12)? as usize;
+    let data_offset = rd(16)? as usize;
+    let data_len = rd(20)? as usize;
+    let stored_crc = rd(24)?;
+    let flags = rd(28)?;
+    let header_end = PREFIX_LEN
+        .checked_add(header_len)
+        .ok_or(LoadError::BadLength)?;
+    if round_up(header_end, DATA_ALIGN) != Some(data_offset)
+        || data_offset.checked_add(data_len) != Some(blob.len())
+    {
+        return Err(LoadError::BadLength);
+    }
+    let rest = blob.get(PREFIX_LEN..).ok_or(LoadError::BadLength)?;
+    let computed = CRC32.checksum(rest);
+    if computed != stored_crc {
+        return Err(LoadError::Checksum {
+            stored: stored_crc,
+            computed,
+        });
+    }
+    if flags & !known_flags(major) != 0 {
+        return Err(LoadError::UnknownFlags { flags });
+    }
+    Ok(Prefix {
+        major,
+        minor,
+        header_end,
+        data_offset,
+        data_len,
+        flags,
+    })
 }
 
 /// Table index of layer 0's ternary matrix number `k` (schema order).
@@ -188,18 +248,23 @@ fn table_encodings(c: &Config, mut table: &[u8]) -> Result<MatrixEncodings, Load
 
 /// Checks every section's contents and that all bytes between sections are zero.
 fn validate_sections(layout: &Layout, data: &[u8], scratch: &mut [u8]) -> Result<(), LoadError> {
-    let bad = |section, offset: usize| LoadError::BadSection {
+    // Names the section (kind and layer) of entry `e`: errors say "layer 5 w_gate".
+    let bad = |section, e: &TensorEntry, offset: usize| LoadError::BadSection {
         section,
+        kind: e.kind,
+        layer: e.layer,
         offset: offset as u32,
     };
     let mut covered = 0usize;
+    let mut last = None;
     for e in layout.entries() {
         let start = e.offset as usize;
         let end = start + e.len as usize;
         let gap = data.get(covered..start).ok_or(LoadError::BadLength)?;
         if let Some(p) = gap.iter().position(|b| *b != 0) {
-            return Err(bad(Section::Padding, covered + p));
+            return Err(bad(Section::Padding, &e, covered + p));
         }
+        last = Some(e);
         covered = end;
         let s = data.get(start..end).ok_or(LoadError::BadLength)?;
         match (e.kind, e.format) {
@@ -212,20 +277,20 @@ fn validate_sections(layout: &Layout, data: &[u8], scratch: &mut [u8]) -> Result
                         Some(p) => v > p, // every token has at least one byte
                     };
                     if !ok {
-                        return Err(bad(Section::Vocab, k * 4));
+                        return Err(bad(Section::Vocab, &e, k * 4));
                     }
                     prev = Some(v);
                 }
                 let vb = layout.global_entry(TensorKind::VocabBytes).map(|e| e.len);
                 if prev != vb {
-                    return Err(bad(Section::Vocab, s.len()));
+                    return Err(bad(Section::Vocab, &e, s.len()));
                 }
                 let vocab_bytes = layout
                     .entry(1)
                     .map_or(0..0, |e| e.offset as usize..(e.offset + e.len) as usize);
                 let bytes = data.get(vocab_bytes).ok_or(LoadError::BadLength)?;
                 if let Some(k) = first_duplicate_token(s, bytes, scratch, &mut 0) {
-                    return Err(bad(Section::Vocab, k * 4));
+                    return Err(bad(Section::Vocab, &e, k * 4));
                 }
             }
             (TensorKind::Embedding, ElemFormat::Int8Rows { row_bytes }) => {
@@ -233,7 +298,7 @@ fn validate_sections(layout: &Layout, data: &[u8], scratch: &mut [u8]) -> Result
                 for (r, row) in s.chunks_exact(rb.max(1)).enumerate() {
                     let pad = row.get(e.cols as usize..).unwrap_or(&[]);
                     if let Some(p) = pad.iter().position(|b| *b != 0) {
-                        return Err(bad(Section::Embedding, r * rb + e.cols as usize + p));
+                        return Err(bad(Section::Embedding, &e, r * rb + e.cols as usize + p));
                     }
                 }
             }
@@ -241,7 +306,7 @@ fn validate_sections(layout: &Layout, data: &[u8], scratch: &mut [u8]) -> Result
                 for (k, c) in s.chunks_exact(8).enumerate() {
                     let exp = i32::from_le_bytes([c[4], c[5], c[6], c[7]]);
                     if !(DYADIC_EXP_MIN..=DYADIC_EXP_MAX).contains(&exp) {
-                        return Err(bad(Section::Scale, k * 8));
+                        return Err(bad(Section::Scale, &e, k * 8));
                     }
                 }
             }
@@ -250,24 +315,24 @@ fn validate_sections(layout: &Layout, data: &[u8], scratch: &mut [u8]) -> Result
                 for (k, c) in s.chunks_exact(4).enumerate() {
                     let v = i32::from_le_bytes([c[0], c[1], c[2], c[3]]);
                     if !(-one..=one).contains(&v) {
-                        return Err(bad(Section::Rope, k * 4));
+                        return Err(bad(Section::Rope, &e, k * 4));
                     }
                 }
             }
             (_, ElemFormat::Ternary2 { row_bytes }) => {
                 validate_ternary(s, row_bytes as usize, e.cols as usize)
-                    .map_err(|off| bad(Section::Ternary, off))?;
+                    .map_err(|off| bad(Section::Ternary, &e, off))?;
             }
             (_, ElemFormat::Ternary5 { row_bytes }) => {
                 validate_ternary5(s, row_bytes as usize, e.cols as usize)
-                    .map_err(|off| bad(Section::Ternary, off))?;
+                    .map_err(|off| bad(Section::Ternary, &e, off))?;
             }
             _ => {} // token bytes, gains: every value is allowed
         }
     }
     let tail = data.get(covered..).ok_or(LoadError::BadLength)?;
-    if let Some(p) = tail.iter().position(|b| *b != 0) {
-        return Err(bad(Section::Padding, covered + p));
+    if let (Some(p), Some(e)) = (tail.iter().position(|b| *b != 0), last) {
+        return Err(bad(Section::Padding, &e, covered + p));
     }
     Ok(())
 }
@@ -392,7 +457,7 @@ fn validate_ternary5(s: &[u8], row_bytes: usize, cols: usize) -> Result<(), usiz
 #[cfg(test)]
 mod tests {
     use super::first_duplicate_token;
-    use crate::Pcg32;
+    use crate::text::sampler::Pcg32;
     use std::vec::Vec;
 
     /// A vocabulary's `VocabOffsets` and `VocabBytes` sections.
@@ -460,12 +525,12 @@ mod tests {
     /// order, is the worst case: nothing ends the search early.
     #[test]
     fn the_largest_unsorted_vocabulary_stays_within_the_bound() {
-        let v = crate::format::MAX_VOCAB as usize;
+        let v = crate::blob::format::MAX_VOCAB as usize;
         let tokens: Vec<Vec<u8>> = (0..v)
             .rev()
             .map(|k| (k as u16).to_be_bytes().to_vec())
             .collect();
-        for chunk in [crate::format::VOCAB_CHECK_CHUNK, v] {
+        for chunk in [crate::blob::format::VOCAB_CHECK_CHUNK, v] {
             let (found, compares) = check(&tokens, 2 * chunk);
             assert_eq!(found, None);
             std::eprintln!(
@@ -482,7 +547,7 @@ mod tests {
         let mut last = tokens.clone();
         last[v - 1] = last[0].clone();
         assert_eq!(
-            check(&last, 2 * crate::format::VOCAB_CHECK_CHUNK).0,
+            check(&last, 2 * crate::blob::format::VOCAB_CHECK_CHUNK).0,
             Some(v - 1)
         );
     }

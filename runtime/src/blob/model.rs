@@ -3,13 +3,13 @@
 //! and its validation are in `load.rs`.
 
 use super::sections::{self, MatrixSpan, Sections};
+use crate::blob::format::{Config, TensorKind, TernaryEncoding};
+use crate::blob::layout::Layout;
+use crate::blob::schema;
 use crate::error::Error;
 use crate::fixed::Dyadic;
-use crate::format::{Config, TensorKind, TernaryEncoding};
 use crate::kernels::tiled::{tile_base3, tile_packed2, TiledMatrix};
-use crate::layout::Layout;
-#[cfg(feature = "writer")]
-use crate::schema;
+use crate::text::bpe::Merges;
 
 /// CRC-32 (ISO-HDLC, the zlib/PNG one) over everything after the prefix.
 pub(crate) const CRC32: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC);
@@ -34,6 +34,9 @@ pub struct Model<'a> {
     /// The 2-bit matrices of every block in the row-tiled layout ([`Model::with_tiled`]),
     /// block after block, each block's in schema order; empty when there is none.
     pub(super) tiled: &'a [u8],
+    /// The merge table of a byte-level BPE model (format v4, `FLAG_BPE`), validated.
+    pub(super) merges: Option<Merges<'a>>,
+    pub(super) chars_per_kilotoken: Option<u32>,
 }
 
 /// A vector of fixed-point norm gains in the blob (`i32` Q15.16, little-endian).
@@ -49,14 +52,13 @@ impl<'a> Gains<'a> {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
-    /// Gains over stored bytes (little-endian `i32`; for tests).
-    #[cfg(test)]
-    pub(crate) fn from_bytes(bytes: &'a [u8]) -> Gains<'a> {
+    /// Gains over stored bytes (little-endian `i32`: a copy of a section, or tests).
+    #[cfg(any(test, feature = "workers"))]
+    pub(crate) const fn from_bytes(bytes: &'a [u8]) -> Gains<'a> {
         Gains(bytes)
     }
     /// The gains as stored: `4·len()` bytes, little-endian `i32` (the x86-64 quantizers load
-    /// them eight at a time).
-    #[cfg(target_arch = "x86_64")]
+    /// them eight at a time, the 32-bit twins one word at a time).
     pub(crate) fn bytes(&self) -> &'a [u8] {
         self.0
     }
@@ -222,6 +224,19 @@ impl<'a> Model<'a> {
         self.metadata
     }
 
+    /// The merge table of a byte-level BPE model (format v4), `None` for a model whose
+    /// vocabulary is characters (or any other token strings, encoded by greedy longest match).
+    /// Validated by the loader: token `b < 256` is byte `b`, merge `i` makes token `256 + i`.
+    pub fn merges(&self) -> Option<Merges<'a>> {
+        self.merges
+    }
+
+    /// Characters per 1000 tokens of the trainer's validation split, if the blob records it
+    /// (BPE models).
+    pub fn chars_per_kilotoken(&self) -> Option<u32> {
+        self.chars_per_kilotoken
+    }
+
     /// The byte string of token `id`, `None` when `id >= vocab_size`.
     pub fn token_bytes(&self, id: u16) -> Option<&'a [u8]> {
         let offs = self.global(TensorKind::VocabOffsets);
@@ -303,7 +318,7 @@ impl<'a> Model<'a> {
 
     /// Int8 embedding row of `token` (`row_bytes` long, zero padded) and its scale `e_v`.
     pub(crate) fn embedding_row(&self, token: usize) -> (&'a [i8], Dyadic) {
-        let rb = crate::format::int8_row_bytes(self.config().d_model);
+        let rb = crate::blob::format::int8_row_bytes(self.config().d_model);
         let rows = self.global(TensorKind::Embedding);
         let row = rows.get(token * rb..(token + 1) * rb).unwrap_or(&[]);
         let scale =
@@ -318,15 +333,25 @@ impl<'a> Model<'a> {
 
     /// The row scales `e_v` of every token (the LM head reads them all).
     pub(crate) fn embedding_scales(&self) -> impl Iterator<Item = Dyadic> + 'a {
-        self.global(TensorKind::EmbeddingScales)
-            .chunks_exact(8)
-            .map(|c| {
-                let mant = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-                let exp = i32::from_le_bytes([c[4], c[5], c[6], c[7]]);
-                Dyadic { mant, exp }.normalized()
-            })
+        scales_of(self.embedding_scale_bytes())
     }
 
+    /// The stored row scales of the embedding (8 bytes each).
+    pub(crate) fn embedding_scale_bytes(&self) -> &'a [u8] {
+        self.global(TensorKind::EmbeddingScales)
+    }
+}
+
+/// Decodes stored `Dyadic` row scales (8 bytes each: `mant`, `exp`, little-endian), normalized.
+pub(crate) fn scales_of(bytes: &[u8]) -> impl Iterator<Item = Dyadic> + '_ {
+    bytes.chunks_exact(8).map(|c| {
+        let mant = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        let exp = i32::from_le_bytes([c[4], c[5], c[6], c[7]]);
+        Dyadic { mant, exp }.normalized()
+    })
+}
+
+impl<'a> Model<'a> {
     /// RoPE `(cos, sin)` pairs for position `t`: `head_dim/2` pairs of Q1.30 `i32`.
     pub(crate) fn rope_row(&self, t: usize) -> &'a [u8] {
         let n = self.config().head_dim() as usize * 4;

@@ -18,7 +18,7 @@
 //! that a model's layer sections are always a prefix of the table ([`layer_specs`]) and the
 //! sections and `γ` order of the models without it do not move.
 
-use crate::format::{Config, TensorKind, GAIN_FRAC_BITS, ROPE_FRAC_BITS};
+use crate::blob::format::{Config, TensorKind, GAIN_FRAC_BITS, ROPE_FRAC_BITS};
 
 /// A tensor dimension as a function of the config.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -314,7 +314,7 @@ pub const MATRICES_PER_LAYER: usize = count_ternary(LAYER);
 /// The storage of each of a layer's ternary matrices, in [`LAYER`] order (the order of
 /// [`matrix_index`]); the same in every layer. Entries of matrices a model does not hold are
 /// ignored.
-pub type MatrixEncodings = [crate::format::TernaryEncoding; MATRICES_PER_LAYER];
+pub type MatrixEncodings = [crate::blob::format::TernaryEncoding; MATRICES_PER_LAYER];
 
 /// The sections of every block of a model with config `c`, in file order: a prefix of [`LAYER`].
 pub const fn layer_specs(c: &Config) -> &'static [TensorSpec] {

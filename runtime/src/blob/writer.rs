@@ -5,20 +5,19 @@
 //! reader checks, then loads the result with [`Model::from_bytes`] before returning it.
 
 use alloc::string::String;
-use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt;
 
+use crate::blob::format::{
+    round_up, Config, ElemFormat, HeaderInfo, TensorEntry, TensorKind, TokenizerInfo, DATA_ALIGN,
+    FLAG_BPE, MAGIC, MAX_METADATA, PREFIX_LEN, ROPE_FRAC_BITS, VERSION_MINOR,
+};
+use crate::blob::layout::Layout;
+use crate::blob::model::{Model, CRC32};
+use crate::blob::schema::{self, MatrixEncodings, Source};
 use crate::error::{ConfigError, LoadError};
 use crate::fixed::Dyadic;
-use crate::format::{
-    round_up, Config, ElemFormat, HeaderInfo, TensorEntry, TensorKind, DATA_ALIGN, MAGIC,
-    MAX_METADATA, PREFIX_LEN, ROPE_FRAC_BITS, VERSION_MINOR,
-};
 use crate::kernels::{encode_base3, encode_ternary};
-use crate::layout::Layout;
-use crate::model::{Model, CRC32};
-use crate::schema::{self, MatrixEncodings, Source};
 
 /// A ternary matrix `[out][in]` (row-major) with its scale `γ`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -72,6 +71,30 @@ impl LayerParams {
     }
 }
 
+/// The byte-level BPE tokenizer of a model (format v4): its vocabulary must be canonical
+/// (token `b < 256` the byte `b`, token `256 + i` the concatenation of merge `i`; the writer's
+/// reload checks it).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BpeParams {
+    /// Merge `i` = `(left, right)`, making token `256 + i`.
+    pub merges: Vec<(u16, u16)>,
+    /// Characters per 1000 tokens of the trainer's validation split, if known.
+    pub chars_per_kilotoken: Option<u32>,
+}
+
+impl BpeParams {
+    /// The merge table as stored: 4 bytes per merge, `left` then `right`, little-endian
+    /// (allocated fallibly).
+    pub fn table(&self) -> Result<Vec<u8>, WriteError> {
+        try_collect(
+            self.merges.len().saturating_mul(4),
+            self.merges
+                .iter()
+                .flat_map(|&(l, r)| l.to_le_bytes().into_iter().chain(r.to_le_bytes())),
+        )
+    }
+}
+
 /// Everything a blob holds, as integers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ModelParams {
@@ -85,6 +108,9 @@ pub struct ModelParams {
     pub metadata: String,
     /// `V` non-empty token byte strings.
     pub vocab: Vec<Vec<u8>>,
+    /// The BPE tokenizer of a byte-level model (written as format v4); `None`: the vocabulary
+    /// is encoded by greedy longest match (characters).
+    pub bpe: Option<BpeParams>,
     /// `[V][d]` int8 (Q3: `round(E / e_v)`).
     pub embedding: Vec<i8>,
     /// `[V]` row scales `e_v`.
@@ -130,6 +156,11 @@ pub enum WriteError {
     },
     /// The reader refused the result (a bug: please report).
     Reload(LoadError),
+    /// The system refused a buffer (every large one is allocated fallibly).
+    OutOfMemory {
+        /// Bytes asked for.
+        bytes: usize,
+    },
 }
 
 impl fmt::Display for WriteError {
@@ -147,11 +178,36 @@ impl fmt::Display for WriteError {
             WriteError::NotTernary { what } => write!(f, "{what}: weight outside {{-1, 0, 1}}"),
             WriteError::BadValue { what } => write!(f, "{what}: value out of range"),
             WriteError::Reload(e) => write!(f, "written blob does not load: {e}"),
+            WriteError::OutOfMemory { bytes } => {
+                write!(f, "the system refused a buffer of {bytes} bytes")
+            }
         }
     }
 }
 
 impl core::error::Error for WriteError {}
+
+/// A vector of `n` elements `fill`, allocated fallibly.
+fn try_filled<T: Clone>(n: usize, fill: T) -> Result<Vec<T>, WriteError> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n)
+        .map_err(|_| WriteError::OutOfMemory {
+            bytes: n.saturating_mul(core::mem::size_of::<T>()),
+        })?;
+    v.resize(n, fill);
+    Ok(v)
+}
+
+/// The items of `it` (at most `n` of them), collected into a vector allocated fallibly.
+fn try_collect<T>(n: usize, it: impl Iterator<Item = T>) -> Result<Vec<T>, WriteError> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n)
+        .map_err(|_| WriteError::OutOfMemory {
+            bytes: n.saturating_mul(core::mem::size_of::<T>()),
+        })?;
+    v.extend(it.take(n));
+    Ok(v)
+}
 
 fn check_len(what: &'static str, got: usize, expected: usize) -> Result<(), WriteError> {
     if got == expected {
@@ -225,11 +281,11 @@ impl ModelParams {
     }
 
     /// Serializes to a blob with matrix `i` of every layer (schema order) stored as
-    /// `ternary[i]`: format v3 for a gated FFN, else v1 when all are 2-bit, else v2. Checked by
-    /// loading it back.
+    /// `ternary[i]`: format v4 for a BPE model, else v3 for a gated FFN, else v1 when all are
+    /// 2-bit, else v2. Checked by loading it back.
     pub fn to_blob_with(&self, ternary: MatrixEncodings) -> Result<Vec<u8>, WriteError> {
         let layout = self.check(ternary)?;
-        let mut data = vec![0u8; layout.data_len()];
+        let mut data = try_filled(layout.data_len(), 0u8)?;
         let mut table = Vec::new();
         for e in layout.entries() {
             table.extend(postcard::to_allocvec(&e).map_err(|_| WriteError::BadValue {
@@ -251,7 +307,22 @@ impl ModelParams {
         let mut header =
             postcard::to_allocvec(&info).map_err(|_| WriteError::BadValue { what: "header" })?;
         header.extend(table);
-        let blob = assemble(layout.format_major(), layout.flags(), &header, &data)?;
+        let (major, flags) = match &self.bpe {
+            None => (layout.format_major(), layout.flags()),
+            Some(bpe) => {
+                let merges = bpe.table()?;
+                let item = TokenizerInfo {
+                    merges: &merges,
+                    chars_per_kilotoken: bpe.chars_per_kilotoken,
+                };
+                header.extend(
+                    postcard::to_allocvec(&item)
+                        .map_err(|_| WriteError::BadValue { what: "tokenizer" })?,
+                );
+                (4, layout.flags() | FLAG_BPE)
+            }
+        };
+        let blob = assemble(major, flags, &header, &data)?;
         Model::from_bytes(&blob).map_err(WriteError::Reload)?;
         Ok(blob)
     }
@@ -382,7 +453,7 @@ fn assemble(major: u16, flags: u32, header: &[u8], data: &[u8]) -> Result<Vec<u8
     if total > u32::MAX as usize {
         return Err(too_big);
     }
-    let mut blob = vec![0u8; total];
+    let mut blob = try_filled(total, 0u8)?;
     blob[PREFIX_LEN..header_end].copy_from_slice(header);
     blob[data_offset..].copy_from_slice(data);
     let crc = CRC32.checksum(&blob[PREFIX_LEN..]);
@@ -400,71 +471,79 @@ fn assemble(major: u16, flags: u32, header: &[u8], data: &[u8]) -> Result<Vec<u8
 impl ModelParams {
     /// The parameters of a loaded model, to write it again (say in another ternary encoding:
     /// `tools repack`). Every value is read back exactly, so
-    /// `from_model(m).to_blob_with(*m.layout().encodings())` is the blob `m` was loaded from.
-    pub fn from_model(m: &Model<'_>) -> ModelParams {
+    /// `from_model(m)?.to_blob_with(*m.layout().encodings())` is the blob `m` was loaded from.
+    /// Every weight becomes a byte (about 5 times a base-3 blob's size): the large vectors are
+    /// allocated fallibly ([`WriteError::OutOfMemory`]).
+    pub fn from_model(m: &Model<'_>) -> Result<ModelParams, WriteError> {
         let c = *m.config();
         let d = c.d_model as usize;
         let vocab = (0..c.vocab_size)
             .map(|i| m.token_bytes(i as u16).unwrap_or(&[]).to_vec())
             .collect();
-        let rb = crate::format::int8_row_bytes(c.d_model);
-        let embedding = m
-            .embedding()
-            .chunks_exact(rb.max(1))
-            .flat_map(|row| row[..d.min(row.len())].iter().copied())
-            .collect();
-        let rope = (0..c.ctx_len as usize)
-            .flat_map(|t| {
+        let rb = crate::blob::format::int8_row_bytes(c.d_model);
+        let embedding = try_collect(
+            c.vocab_size as usize * d,
+            m.embedding()
+                .chunks_exact(rb.max(1))
+                .flat_map(|row| row[..d.min(row.len())].iter().copied()),
+        )?;
+        let rope = try_collect(
+            c.ctx_len as usize * c.head_dim() as usize,
+            (0..c.ctx_len as usize).flat_map(|t| {
                 m.rope_row(t)
                     .chunks_exact(4)
                     .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            })
-            .collect();
-        let layers = (0..c.n_layers as usize)
-            .map(|l| LayerParams {
-                tensors: schema::layer_specs(&c)
-                    .iter()
-                    .filter_map(|s| match s.source {
-                        Source::Gain { .. } => Some((
-                            s.kind,
-                            LayerTensor::Gains(m.layer_gains(l, s.kind).iter().collect()),
-                        )),
-                        Source::Ternary { .. } => {
-                            let t = m.layer_matrix(l, s.kind);
-                            let weights = unpack(&t);
-                            Some((
-                                s.kind,
-                                LayerTensor::Ternary(TernaryParams {
-                                    weights,
-                                    gamma: t.gamma,
-                                }),
-                            ))
-                        }
-                        _ => None,
-                    })
-                    .collect(),
-            })
-            .collect();
-        ModelParams {
+            }),
+        )?;
+        let mut layers = Vec::new();
+        for l in 0..c.n_layers as usize {
+            let mut tensors = Vec::new();
+            for s in schema::layer_specs(&c) {
+                let values = match s.source {
+                    Source::Gain { .. } => {
+                        LayerTensor::Gains(m.layer_gains(l, s.kind).iter().collect())
+                    }
+                    Source::Ternary { .. } => {
+                        let t = m.layer_matrix(l, s.kind);
+                        LayerTensor::Ternary(TernaryParams {
+                            weights: unpack(&t)?,
+                            gamma: t.gamma,
+                        })
+                    }
+                    _ => continue,
+                };
+                tensors.push((s.kind, values));
+            }
+            layers.push(LayerParams { tensors });
+        }
+        Ok(ModelParams {
             config: c,
             norm_eps: m.norm_eps(),
             val_loss_micro_nats: m.val_loss_micro_nats(),
             metadata: m.metadata().into(),
             vocab,
+            bpe: match m.merges() {
+                None => None,
+                Some(merges) => Some(BpeParams {
+                    merges: try_collect(merges.len(), merges.iter())?,
+                    chars_per_kilotoken: m.chars_per_kilotoken(),
+                }),
+            },
             embedding,
             embedding_scales: m.embedding_scales().collect(),
             rope,
             final_norm: m.final_norm().iter().collect(),
             layers,
-        }
+        })
     }
 }
 
-/// The weights of a loaded matrix, row-major `[rows][cols]`, in `{-1, 0, 1}`.
-fn unpack(t: &crate::model::TernaryMatrix<'_>) -> Vec<i8> {
-    use crate::format::TernaryEncoding;
+/// The weights of a loaded matrix, row-major `[rows][cols]`, in `{-1, 0, 1}` (allocated
+/// fallibly).
+fn unpack(t: &crate::blob::model::TernaryMatrix<'_>) -> Result<Vec<i8>, WriteError> {
+    use crate::blob::format::TernaryEncoding;
     use crate::kernels::{decode_base3, decode_ternary};
-    let mut w = Vec::with_capacity(t.rows * t.cols);
+    let mut w = try_collect(t.rows * t.cols, core::iter::empty())?;
     for row in t.data.chunks_exact(t.row_bytes.max(1)).take(t.rows) {
         for c in 0..t.cols {
             let v = match t.encoding {
@@ -474,5 +553,5 @@ fn unpack(t: &crate::model::TernaryMatrix<'_>) -> Vec<i8> {
             w.push(v as i8);
         }
     }
-    w
+    Ok(w)
 }

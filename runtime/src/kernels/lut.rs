@@ -31,51 +31,14 @@ pub const GROUPS: usize = 32;
 pub const BIAS: u32 = 512;
 
 /// Entries of one group's table.
-const ENTRIES: usize = 256;
+pub(super) const ENTRIES: usize = 256;
 
 /// `u32` words per group's table (two `u16` entries each).
-const WORDS: usize = ENTRIES / 2;
-
-/// Two `u16` entries packed in one word in memory order (entry `2k` first), endian-neutral.
-#[inline(always)]
-fn pack(first: u32, second: u32) -> u32 {
-    let (a, b) = ((first as u16).to_ne_bytes(), (second as u16).to_ne_bytes());
-    u32::from_ne_bytes([a[0], a[1], b[0], b[1]])
-}
-
-/// Fills `table` (`WORDS` words per group, `x.len() / 4` groups) with the biased entries:
-/// entry `b` of group `g` is `BIAS + Σ_i d(b >> 2i) · x[4g + i]` (codes `0b10` count as 0, as
-/// in [`decode_ternary`](super::decode_ternary)). Writes every word of the first
-/// `x.len() / 4` groups.
-pub fn build(x: &[i8], table: &mut [MaybeUninit<u32>]) {
-    // Weight codes: d(0) = 0, d(1) = 1, d(2) = 0 (never stored), d(3) = -1.
-    let half = (BIAS / 2) as i32;
-    for (xs, t) in x.chunks_exact(4).zip(table.chunks_exact_mut(WORDS)) {
-        let [x0, x1, x2, x3] = [xs[0], xs[1], xs[2], xs[3]].map(i32::from);
-        // lo pair k holds entries j = 2k, 2k + 1 of the first two weights' codes: weight 1's
-        // code is k >> 1, weight 0's code is 0 or 2 (d = 0) for j = 2k and 1 or 3 (d = ±1)
-        // for j = 2k + 1. Both halves biased by BIAS/2.
-        let d1 = [0, x1, 0, -x1];
-        let lo_pairs: [u32; 8] = core::array::from_fn(|k| {
-            let even = d1[k >> 1] + half;
-            let odd = even + if k & 1 == 0 { x0 } else { -x0 };
-            pack(even as u32, odd as u32)
-        });
-        let (d2, d3) = ([0, x2, 0, -x2], [0, x3, 0, -x3]);
-        for (i, row) in t.chunks_exact_mut(8).enumerate() {
-            let hv = (d2[i & 3] + d3[i >> 2] + half) as u32;
-            let both = hv | hv << 16;
-            for (o, p) in row.iter_mut().zip(&lo_pairs) {
-                // Each half: (lo + 256) + (hi + 256) ∈ [0, 1024]: no carry into the next.
-                o.write(p.wrapping_add(both));
-            }
-        }
-    }
-}
+pub(super) const WORDS: usize = ENTRIES / 2;
 
 /// Views words that [`build`] wrote as their `u16` entries (memory order).
 #[inline(always)]
-fn entries(table: &[MaybeUninit<u32>]) -> &[u16] {
+pub(super) fn entries(table: &[MaybeUninit<u32>]) -> &[u16] {
     // SAFETY: the caller passes only words `build` initialised; u16 has no invalid bit
     // patterns and a smaller alignment than u32, and twice the length in u16 units covers
     // exactly the same bytes.
@@ -84,7 +47,7 @@ fn entries(table: &[MaybeUninit<u32>]) -> &[u16] {
 
 /// `Σ_g table_g[bytes[g]]`: one row's biased sum over a chunk.
 #[inline(always)]
-fn row_sum(bytes: &[u8], table: &[u16]) -> u32 {
+pub(super) fn row_sum(bytes: &[u8], table: &[u16]) -> u32 {
     let mut acc = 0u32;
     for (b, t) in bytes.iter().zip(table.chunks_exact(ENTRIES)) {
         acc += t[*b as usize] as u32;
@@ -92,87 +55,79 @@ fn row_sum(bytes: &[u8], table: &[u16]) -> u32 {
     acc
 }
 
-/// Same contract as [`reference::ternary_matvec`](super::reference::ternary_matvec), by table
-/// lookup.
-#[cfg_attr(feature = "ram-code", link_section = ".data.runtime.hot")]
-pub fn ternary_matvec(w: &[u8], row_bytes: usize, x: &[i8], y: &mut [i32]) {
-    debug_assert_eq!(x.len(), row_bytes * 4);
-    debug_assert_eq!(w.len(), row_bytes * y.len());
-    y.iter_mut().for_each(|v| *v = 0);
-    // Not zeroed: `build` writes every word of a chunk's tables before they are read.
-    let mut table = [MaybeUninit::<u32>::uninit(); GROUPS * WORDS];
-    let mut g0 = 0;
-    while g0 < row_bytes {
-        let g1 = row_bytes.min(g0 + GROUPS);
-        let (Some(xs), Some(t)) = (x.get(4 * g0..4 * g1), table.get_mut(..(g1 - g0) * WORDS))
-        else {
-            return;
-        };
-        build(xs, t);
-        let t = entries(t);
-        #[cfg(runtime_dsp)]
-        if g1 - g0 == GROUPS && rows_dsp(w, row_bytes, g0, t, y) {
-            g0 = g1;
-            continue;
-        }
-        let bias = BIAS * (g1 - g0) as u32;
-        for (out, row) in y.iter_mut().zip(w.chunks_exact(row_bytes)) {
-            if let Some(bytes) = row.get(g0..g1) {
-                // |sum| < 2^31 (see the reference): the biased u32 sum minus the bias is exact.
-                *out = out.wrapping_add(row_sum(bytes, t).wrapping_sub(bias) as i32);
-            }
-        }
-        g0 = g1;
-    }
-}
-
 // The `asm!` loop hard-codes a chunk of 32 groups (8 words per row, 8 · 2048 bytes of
 // tables) and the bias of one chunk (32 · 512).
 #[cfg(runtime_dsp)]
 const _: () = assert!(GROUPS == 32 && BIAS as usize * GROUPS == 16384 && ENTRIES * 2 * 4 == 2048);
 
-/// One step of [`rows_dsp`]: the 4 weight bytes of one word against 4 groups' tables, then the
-/// table pointer moves to the next 4 groups.
+/// One step of [`rows_dsp`]: the 4 weight bytes of one word (already loaded into `$x`) against
+/// 4 groups' tables, then the table pointer moves to the next 4 groups. Scheduled for the
+/// Cortex-M33 (a load's result is usable 2 cycles later, an extend's too; firmware/COST.md,
+/// "Cost model"): the next word is loaded (`$next`) right after the first table entry is
+/// added, so it has arrived when the next step extends it. The registers rotate from step to
+/// step (`$x, $a, $b, $c` → `$a, $b, $c, $x`: the next word lands in the register just freed),
+/// see [`rows_loop!`].
 #[cfg(runtime_dsp)]
+#[rustfmt::skip]
 macro_rules! word {
-    () => {
+    ($x:literal, $a:literal, $b:literal, $c:literal, $next:expr) => {
         concat!(
-            "ldr {w}, [{p}], #4\n",
-            "uxtb {t0}, {w}\n",
-            "uxtab {t1}, {c256}, {w}, ror #8\n",
-            "uxtab {t2}, {c512}, {w}, ror #16\n",
-            "uxtab {w}, {c768}, {w}, ror #24\n",
-            // Four independent loads in a row pipeline (none forms another's address).
-            "ldrh {t0}, [{tbl}, {t0}, lsl #1]\n",
-            "ldrh {t1}, [{tbl}, {t1}, lsl #1]\n",
-            "ldrh {t2}, [{tbl}, {t2}, lsl #1]\n",
-            "ldrh {w}, [{tbl}, {w}, lsl #1]\n",
-            "add {acc}, {t0}\n",
-            "add {acc}, {t1}\n",
+            "uxtb ", $a, ", ", $x, "\n",
+            "uxtab ", $b, ", {c256}, ", $x, ", ror #8\n",
+            "uxtab ", $c, ", {c512}, ", $x, ", ror #16\n",
+            "uxtab ", $x, ", {c768}, ", $x, ", ror #24\n",
+            // Four independent loads in a row (none forms another's address).
+            "ldrh ", $a, ", [{tbl}, ", $a, ", lsl #1]\n",
+            "ldrh ", $b, ", [{tbl}, ", $b, ", lsl #1]\n",
+            "ldrh ", $c, ", [{tbl}, ", $c, ", lsl #1]\n",
+            "ldrh ", $x, ", [{tbl}, ", $x, ", lsl #1]\n",
+            "add {acc}, ", $a, "\n",
+            $next,
+            "add {acc}, ", $b, "\n",
             "add {tbl}, {tbl}, #2048\n",
-            "add {acc}, {t2}\n",
-            "add {acc}, {w}\n",
+            "add {acc}, ", $c, "\n",
+            "add {acc}, ", $x, "\n",
         )
     };
 }
 
+/// The `n`-th step of a row of `$n` steps ([`word!`] with the registers of its place in the
+/// rotation; the last step loads nothing).
+#[cfg(runtime_dsp)]
+#[rustfmt::skip]
+macro_rules! step {
+    (0, next) => { word!("{w}", "{t0}", "{t1}", "{t2}", "ldr {t0}, [{p}], #4\n") };
+    (1, next) => { word!("{t0}", "{t1}", "{t2}", "{w}", "ldr {t1}, [{p}], #4\n") };
+    (2, next) => { word!("{t1}", "{t2}", "{w}", "{t0}", "ldr {t2}, [{p}], #4\n") };
+    (3, next) => { word!("{t2}", "{w}", "{t0}", "{t1}", "ldr {w}, [{p}], #4\n") };
+    (0, last) => { word!("{w}", "{t0}", "{t1}", "{t2}", "") };
+    (1, last) => { word!("{t0}", "{t1}", "{t2}", "{w}", "") };
+    (2, last) => { word!("{t1}", "{t2}", "{w}", "{t0}", "") };
+    (3, last) => { word!("{t2}", "{w}", "{t0}", "{t1}", "") };
+}
+
 /// The `asm!` row loop of [`rows_dsp`] and [`rows5_dsp`] for chunks of `$n` words (`4·$n`
-/// groups): `$n` copies of [`word!`], then the table pointer moves back and the bias of
-/// `4·$n` entries of `$bias` each comes off.
+/// groups): per row the first word and `y[r]` are loaded, then the `$n` steps (`[$($place
+/// $kind)*]`: each step's place in the register rotation, and whether it loads the next
+/// word), then the table pointer moves back and the bias of `4·$n` entries of `$bias` each
+/// comes off. The compare sits before the pointer step so that the closing branch dual-issues
+/// with that 16-bit `add` (a taken branch after a 16-bit instruction that sets no flags costs
+/// 1 cycle on the Cortex-M33, 2 after a compare).
 #[cfg(runtime_dsp)]
 macro_rules! rows_loop {
-    ($n:literal, $bias:expr, $start:expr, $y:expr, $rows:expr, $table:expr, $stride:expr, [$($word:tt)*]) => {
+    ($n:literal, $bias:expr, $start:expr, $y:expr, $rows:expr, $table:expr, $stride:expr, [$($place:tt $kind:tt)*]) => {
         // SAFETY: see the callers, `rows_dsp` and `rows5_dsp`.
         unsafe {
             core::arch::asm!(
                 "2:",
+                "ldr {w}, [{p}], #4",
                 "ldr {acc}, [{yp}]",
-                $($word!(),)*
+                $(step!($place, $kind),)*
                 "sub {tbl}, {tbl}, #{back}",
                 "sub {acc}, {acc}, #{bias}",
                 "str {acc}, [{yp}], #4",
-                "add {p}, {p}, {stride}",
                 "cmp {yp}, {yend}",
+                "add {p}, {stride}",
                 "bne 2b",
                 back = const $n * 2048,
                 bias = const $n * 4 * $bias,
@@ -195,31 +150,8 @@ macro_rules! rows_loop {
     };
 }
 
-/// `y[r] += Σ_g table_g[w[r][g0 + g]] − BIAS·GROUPS` for every row, over one full chunk
-/// (`GROUPS` = 32 weight bytes, 8 words, per row) in one `asm!` loop. Returns `false` (and
-/// does nothing) when a precondition fails, for the portable loop to run instead.
 #[cfg(runtime_dsp)]
-fn rows_dsp(w: &[u8], row_bytes: usize, g0: usize, table: &[u16], y: &mut [i32]) -> bool {
-    let rows = y.len();
-    let fits = rows > 0
-        && row_bytes >= GROUPS
-        && g0 + GROUPS <= row_bytes
-        && w.len() >= rows * row_bytes
-        && table.len() >= GROUPS * ENTRIES;
-    if !fits {
-        return false;
-    }
-    let Some(start) = w.get(g0..) else {
-        return false;
-    };
-    // Safety of the loop: checked above: for each of the `rows` rows it reads the 32 bytes
-    // `g0..g0 + 32` of that row (8 word loads; unaligned word loads are allowed on Armv8-M
-    // for normal memory) and `u16` entries of `table` at `k·256 + byte` for `k < 32`
-    // (`table` holds 32·256 entries); it reads and writes `y[r]` for `r < rows`. The table
-    // pointer moves by 8·2048 bytes and back each row; nothing else is touched, no stack.
-    rows_loop!(8, BIAS, start.as_ptr(), y, rows, table, row_bytes - GROUPS, [word word word word word word word word]);
-    true
-}
+pub(super) use {rows_loop, step, word};
 
 /// Added to every entry of a base-3 table, so that entries are in `384..=1664`
 /// (`|Σ| ≤ 5 · 128 = 640`) and fit `u16` lanes without a carry between packed halves.
@@ -478,21 +410,23 @@ fn rows5_dsp(w: &[u8], c: usize, g0: usize, g1: usize, table: &[u16], y: &mut [i
         // `y[r]` for `r < asm_rows`. The table pointer moves by `n·2048` bytes and back each
         // row; nothing else is touched, no stack.
         match n {
-            1 => rows_loop!(1, BIAS5, start, ya, asm_rows, table, stride, [word]),
-            2 => rows_loop!(2, BIAS5, start, ya, asm_rows, table, stride, [word word]),
-            3 => rows_loop!(3, BIAS5, start, ya, asm_rows, table, stride, [word word word]),
-            4 => rows_loop!(4, BIAS5, start, ya, asm_rows, table, stride, [word word word word]),
+            1 => rows_loop!(1, BIAS5, start, ya, asm_rows, table, stride, [0 last]),
+            2 => rows_loop!(2, BIAS5, start, ya, asm_rows, table, stride, [0 next 1 last]),
+            3 => rows_loop!(3, BIAS5, start, ya, asm_rows, table, stride, [0 next 1 next 2 last]),
+            4 => {
+                rows_loop!(4, BIAS5, start, ya, asm_rows, table, stride, [0 next 1 next 2 next 3 last])
+            }
             5 => {
-                rows_loop!(5, BIAS5, start, ya, asm_rows, table, stride, [word word word word word])
+                rows_loop!(5, BIAS5, start, ya, asm_rows, table, stride, [0 next 1 next 2 next 3 next 0 last])
             }
             6 => {
-                rows_loop!(6, BIAS5, start, ya, asm_rows, table, stride, [word word word word word word])
+                rows_loop!(6, BIAS5, start, ya, asm_rows, table, stride, [0 next 1 next 2 next 3 next 0 next 1 last])
             }
             7 => {
-                rows_loop!(7, BIAS5, start, ya, asm_rows, table, stride, [word word word word word word word])
+                rows_loop!(7, BIAS5, start, ya, asm_rows, table, stride, [0 next 1 next 2 next 3 next 0 next 1 next 2 last])
             }
             _ => {
-                rows_loop!(8, BIAS5, start, ya, asm_rows, table, stride, [word word word word word word word word])
+                rows_loop!(8, BIAS5, start, ya, asm_rows, table, stride, [0 next 1 next 2 next 3 next 0 next 1 next 2 next 3 last])
             }
         }
     }
@@ -506,4 +440,86 @@ fn rows5_dsp(w: &[u8], c: usize, g0: usize, g1: usize, table: &[u16], y: &mut [i
         }
     }
     true
+}
+
+/// The tables of one chunk `g0..g1` (at most [`GROUPS`] groups) of a base-3 input, built in two
+/// parts that may run on two cores ([`ChunkTables::build_split`]) and then read by both
+/// ([`ChunkTables::add_rows`]): the split forward pass's tables (`pass/split/`). 16 KiB; lives
+/// on the caller's stack, shared by reference.
+pub struct ChunkTables {
+    table: [MaybeUninit<u32>; GROUPS * WORDS],
+    c: usize,
+    g0: usize,
+    g1: usize,
+}
+
+impl Default for ChunkTables {
+    fn default() -> ChunkTables {
+        ChunkTables::new()
+    }
+}
+
+impl ChunkTables {
+    /// No tables yet (nothing is written).
+    #[inline(always)]
+    pub fn new() -> ChunkTables {
+        ChunkTables {
+            // SAFETY: an array of `MaybeUninit` needs no initialisation (see `Tables5::new`).
+            table: unsafe {
+                MaybeUninit::<[MaybeUninit<u32>; GROUPS * WORDS]>::uninit().assume_init()
+            },
+            c: 0,
+            g0: 0,
+            g1: 0,
+        }
+    }
+
+    /// Builds the tables of groups `g0..g1` of input `x` (`5c` entries, rows of `c` bytes):
+    /// groups `g0..split` in `join`'s first job, `split..g1` and the dummy tables after them in
+    /// its second; `join` must run both before it returns (on two cores, or one after the
+    /// other). The two jobs write disjoint halves of the table. `false` (nothing built, every
+    /// [`add_rows`](Self::add_rows) then adds nothing) when the chunk is empty, longer than
+    /// [`GROUPS`], outside the row, or `x` is short.
+    #[cfg_attr(feature = "ram-code", link_section = ".data.runtime.hot")]
+    pub fn build_split(
+        &mut self,
+        x: &[i8],
+        c: usize,
+        (g0, g1): (usize, usize),
+        split: usize,
+        join: impl FnOnce(&mut dyn FnMut(), &mut (dyn FnMut() + Send)),
+    ) -> bool {
+        self.c = 0;
+        if g0 >= g1 || g1 - g0 > GROUPS || g1 > c || x.len() < 5 * c {
+            return false;
+        }
+        let split = split.clamp(g0, g1);
+        let words = chunk_words(g1 - g0);
+        let (lo, hi) = self.table[..words].split_at_mut((split - g0) * WORDS);
+        join(&mut || build5(x, c, g0, split, lo), &mut || {
+            let (built, dummies) = hi.split_at_mut((g1 - split) * WORDS);
+            build5(x, c, split, g1, built);
+            for o in dummies {
+                o.write(pk(BIAS5 as i32, BIAS5 as i32));
+            }
+        });
+        (self.c, self.g0, self.g1) = (c, g0, g1);
+        true
+    }
+
+    /// `y[r] += Σ_{g0 ≤ g < g1} W[r][g] · (the chunk's inputs)` for the base-3 rows in `w` (rows
+    /// of `c` bytes, any subset of a matrix's rows): table lookups only.
+    #[cfg_attr(feature = "ram-code", link_section = ".data.runtime.hot")]
+    pub fn add_rows(&self, w: &[u8], y: &mut [i32]) {
+        if self.c == 0 || y.is_empty() {
+            return;
+        }
+        // `build_split` wrote these words (the chunk's tables, then the dummy ones).
+        let t = entries(
+            self.table
+                .get(..chunk_words(self.g1 - self.g0))
+                .unwrap_or(&[]),
+        );
+        rows5(w, self.c, self.g0, self.g1, t, y);
+    }
 }

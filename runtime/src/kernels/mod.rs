@@ -18,10 +18,14 @@
 //!
 //! On Arm cores with the DSP extension (`cfg(runtime_dsp)`, set by `build.rs`: stable Rust
 //! does not expose the `dsp` target feature to `cfg`) the portable ternary matvec is
-//! [`lut::ternary_matvec`] (table lookup over groups of 4 activations, an `asm!` row loop; on the
+//! [`lut2::ternary_matvec`] (table lookup over groups of 4 activations, an `asm!` row loop; on the
 //! Cortex-M33 cost model it beats the `SMLAD` kernel `dsp::ternary_matvec`, kept as an
 //! alternative) and the int8 dot of the portable int8 kernels is `dsp::int8_dot` (`SXTB16` +
 //! `SMLAD`); everywhere else they are [`fast::ternary_matvec`] and [`fast::int8_dot`].
+//!
+//! The attention's per-key steps ([`softmax`]) have 32-bit twins ([`softmax32`]) that 32-bit
+//! Arm runs: the same bits with every product `32 × 32 → 64` and the Cortex-M33's hot loops in
+//! `asm!` (the shared suite checks the twins against the scalar definitions on the host).
 //!
 //! Base-3 matrices (format v2: 5 weights per byte, byte `b` of a row holding columns
 //! `b + k·row_bytes`) have one kernel on every target, [`ternary5_matvec`]: table lookup over
@@ -41,8 +45,10 @@ pub mod dispatch;
 pub mod dsp;
 pub mod fast;
 pub mod lut;
+pub mod lut2;
 pub mod reference;
 pub mod softmax;
+pub mod softmax32;
 pub mod tiled;
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 pub mod wasm32;
@@ -60,7 +66,7 @@ pub use tiled::TiledMatrix;
 #[cfg(not(runtime_dsp))]
 use fast::ternary_matvec as portable_ternary_matvec;
 #[cfg(runtime_dsp)]
-use lut::ternary_matvec as portable_ternary_matvec;
+use lut2::ternary_matvec as portable_ternary_matvec;
 
 /// Tokens whose activations one [`ternary_matmul`] pass permutes at once.
 const MATMUL_TILE: usize = 64;
@@ -214,6 +220,9 @@ pub fn int8_matvec(m: &[i8], stride: usize, x: &[i8], y: &mut [i32]) {
     if level() == Level::Simd128 {
         return wasm32::int8_matvec_simd128(m, stride, x, y);
     }
+    #[cfg(runtime_dsp)]
+    return dsp::int8_matvec(m, stride, x, y);
+    #[cfg(not(runtime_dsp))]
     fast::int8_matvec(m, stride, x, y)
 }
 
@@ -297,6 +306,27 @@ pub fn ternary5_matmul(w: &[u8], row_bytes: usize, x: &[i8], y: &mut [i32]) {
     for (xt, yt) in x.chunks_exact(row_bytes * 5).zip(y.chunks_exact_mut(rows)) {
         ternary5_matvec(w, row_bytes, xt, yt);
     }
+}
+
+/// `max |v[i]|` (0 for none) as a plain loop that is always inlined, so it vectorizes with
+/// the caller's target features (`Iterator::max` may stay an out-of-line scalar call).
+#[inline(always)]
+pub(crate) fn max_abs_i64(v: &[i64]) -> u64 {
+    let mut m = 0u64;
+    for x in v {
+        m = m.max(x.unsigned_abs());
+    }
+    m
+}
+
+/// [`max_abs_i64`] for `i32`.
+#[inline(always)]
+pub(crate) fn max_abs_i32(v: &[i32]) -> u32 {
+    let mut m = 0u32;
+    for x in v {
+        m = m.max(x.unsigned_abs());
+    }
+    m
 }
 
 #[cfg(test)]

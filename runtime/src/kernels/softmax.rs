@@ -2,10 +2,11 @@
 //! ([`attention_scores_scalar`]), and the softmax step, scores in, value coefficients out
 //! ([`softmax_coefficients_scalar`]). Each has its scalar definition and a dispatching entry
 //! point (on x86-64 an AVX-512 twin at the VNNI level, eight keys per step, and an AVX2 twin at
-//! the AVX2 level, four keys per step; every other level runs the scalar code). All return the
-//! same bits (tested in the shared suite).
+//! the AVX2 level, four keys per step; 32-bit Arm runs the twins of
+//! [`softmax32`](super::softmax32), written in 32-bit arithmetic; every other target runs the
+//! scalar code). All return the same bits (tested in the shared suite).
 
-use crate::fixed::{exp_neg_q24, mul_round, Dyadic};
+use crate::fixed::{exp_neg_q24, gt_normalized, mul_round, pack_dyadic, unpack_dyadic, Dyadic};
 
 /// `scores[s] = round(dots[s] · q_scale · k_scale[s·nkv] · 2^24)` (Q24 nats), saturating at
 /// `±2^62`: the attention scores of one head from its int8 dot products. The scalar definition.
@@ -50,6 +51,9 @@ pub fn attention_scores(
             return;
         }
     }
+    #[cfg(target_arch = "arm")]
+    return super::softmax32::attention_scores_32(dots, q_scale, k_scale, nkv, scores);
+    #[cfg(not(target_arch = "arm"))]
     attention_scores_scalar(dots, q_scale, k_scale, nkv, scores)
 }
 
@@ -79,34 +83,10 @@ pub fn softmax_coefficients(
             return r;
         }
     }
+    #[cfg(target_arch = "arm")]
+    return super::softmax32::softmax_coefficients_32(scores, coef, v_scale, nkv);
+    #[cfg(not(target_arch = "arm"))]
     softmax_coefficients_scalar(scores, coef, v_scale, nkv)
-}
-
-/// A [`Dyadic`] in one `i64` slot (exponent high, mantissa low); [`unpack_dyadic`] inverts it.
-#[inline(always)]
-pub(crate) fn pack_dyadic(d: Dyadic) -> i64 {
-    ((d.exp as i64) << 32) | d.mant as i64
-}
-
-#[inline(always)]
-pub(crate) fn unpack_dyadic(v: i64) -> Dyadic {
-    Dyadic {
-        mant: v as u32,
-        exp: (v >> 32) as i32,
-    }
-}
-
-/// [`Dyadic::gt`] for operands that are already normalized (every result of `mul`, and zero):
-/// the same order without normalizing both sides again (this runs once per key and head).
-#[inline(always)]
-fn gt_normalized(a: Dyadic, b: Dyadic) -> bool {
-    let r = if a.mant == 0 || b.mant == 0 {
-        a.mant > b.mant
-    } else {
-        a.exp > b.exp || (a.exp == b.exp && a.mant > b.mant)
-    };
-    debug_assert_eq!(r, a.gt(b));
-    r
 }
 
 /// Softmax weights of one head turned into value coefficients: returns `(e, Σw)` such that

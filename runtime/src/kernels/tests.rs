@@ -1,23 +1,12 @@
 //! One suite for every kernel implementation: each must equal the scalar reference exactly.
 
-use super::{decode_base3, decode_ternary, dsp, encode_base3, encode_ternary, fast, lut};
+use super::{decode_base3, decode_ternary, dsp, encode_base3, encode_ternary, fast, lut, lut2};
 use super::{reference, tiled, Level};
-use crate::format::{ternary5_row_bytes, ternary_row_bytes, MAX_WIDTH};
+use crate::blob::format::{ternary5_row_bytes, ternary_row_bytes, MAX_WIDTH};
 use std::vec;
 use std::vec::Vec;
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+use crate::rng::SplitMix64 as Rng;
 
 /// Packs `[rows][cols]` weights in {-1,0,1} into padded 2-bit rows.
 fn pack(weights: &[i8], rows: usize, cols: usize) -> (Vec<u8>, usize) {
@@ -108,7 +97,7 @@ fn matvecs() -> Vec<(&'static str, MatVec)> {
         ("dsp lanes (portable SMLAD)", dsp::ternary_matvec_lanes),
         (
             "lut (tables over groups of 4 activations)",
-            lut::ternary_matvec,
+            lut2::ternary_matvec,
         ),
         #[cfg(runtime_dsp)]
         ("dsp", dsp::ternary_matvec),
@@ -160,6 +149,8 @@ fn int8_matvecs() -> Vec<(&'static str, Int8MatVec)> {
     v.push(("neon", super::aarch64::int8_matvec_neon));
     #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
     v.push(("simd128", super::wasm32::int8_matvec_simd128));
+    #[cfg(runtime_dsp)]
+    v.push(("dsp", dsp::int8_matvec));
     v
 }
 
@@ -419,7 +410,7 @@ fn ternary_random_shapes() {
         let rows = 1 + rng.below(9) as usize;
         let cols = 1 + rng.below(300) as usize;
         let w: Vec<i8> = (0..rows * cols).map(|_| rng.below(3) as i8 - 1).collect();
-        let x: Vec<i8> = (0..cols).map(|_| rng.next() as i8).collect();
+        let x: Vec<i8> = (0..cols).map(|_| rng.next_u64() as i8).collect();
         check_matvec(&w, rows, cols, &x);
     }
 }
@@ -432,7 +423,7 @@ fn ternary_long_rows_cross_dsp_chunks() {
     for cols in [c - 1, c, c + 1, c + 64, 2 * c - 3, 2 * c + 100, 3 * c + 17] {
         let rows = 1 + rng.below(5) as usize;
         let w: Vec<i8> = (0..rows * cols).map(|_| rng.below(3) as i8 - 1).collect();
-        let x: Vec<i8> = (0..cols).map(|_| rng.next() as i8).collect();
+        let x: Vec<i8> = (0..cols).map(|_| rng.next_u64() as i8).collect();
         check_matvec(&w, rows, cols, &x);
     }
 }
@@ -495,7 +486,7 @@ fn ternary_row_groups_and_i16_bounds() {
     for rows in [7, 8, 9, 12, 16, 17, 23, 336] {
         for cols in [64, 100, 128, 192, 336, 384, 2048] {
             let w: Vec<i8> = (0..rows * cols).map(|_| rng.below(3) as i8 - 1).collect();
-            let x: Vec<i8> = (0..cols).map(|_| rng.next() as i8).collect();
+            let x: Vec<i8> = (0..cols).map(|_| rng.next_u64() as i8).collect();
             check_matvec(&w, rows, cols, &x);
         }
     }
@@ -511,8 +502,8 @@ fn int8_dot_random_and_extremes() {
     let mut rng = Rng(12345);
     for _ in 0..200 {
         let n = rng.below(200) as usize;
-        let a: Vec<i8> = (0..n).map(|_| rng.next() as i8).collect();
-        let b: Vec<i8> = (0..n).map(|_| rng.next() as i8).collect();
+        let a: Vec<i8> = (0..n).map(|_| rng.next_u64() as i8).collect();
+        let b: Vec<i8> = (0..n).map(|_| rng.next_u64() as i8).collect();
         check_dot(&a, &b);
     }
     let n = MAX_WIDTH as usize;
@@ -529,13 +520,13 @@ fn ternary_matmul_random_blocks() {
         let cols = 1 + rng.below(600) as usize;
         let n = 1 + rng.below(9) as usize;
         let w: Vec<i8> = (0..rows * cols).map(|_| rng.below(3) as i8 - 1).collect();
-        let x: Vec<i8> = (0..n * cols).map(|_| rng.next() as i8).collect();
+        let x: Vec<i8> = (0..n * cols).map(|_| rng.next_u64() as i8).collect();
         check_matmul(&w, rows, cols, &x, n);
     }
     // More tokens than one tile, rows wider than one pass.
     for (rows, cols, n) in [(5, 128, 70), (3, 1100, 5), (4, 2048 + 64, 3), (2, 64, 130)] {
         let w: Vec<i8> = (0..rows * cols).map(|_| rng.below(3) as i8 - 1).collect();
-        let x: Vec<i8> = (0..n * cols).map(|_| rng.next() as i8).collect();
+        let x: Vec<i8> = (0..n * cols).map(|_| rng.next_u64() as i8).collect();
         check_matmul(&w, rows, cols, &x, n);
     }
 }
@@ -561,7 +552,7 @@ fn ternary_wide_passes_and_all_ones_rows() {
             let w: Vec<i8> = (0..rows * cols)
                 .map(|i| if (i / cols) % 2 == 0 { 1 } else { -1 })
                 .collect();
-            let x: Vec<i8> = (0..cols).map(|_| rng.next() as i8).collect();
+            let x: Vec<i8> = (0..cols).map(|_| rng.next_u64() as i8).collect();
             check_matvec(&w, rows, cols, &x);
         }
     }
@@ -574,8 +565,10 @@ fn int8_matvec_random_and_extremes() {
         let len = rng.below(150) as usize;
         let stride = len + rng.below(40) as usize;
         let rows = rng.below(10) as usize;
-        let m: Vec<i8> = (0..rows * stride + len).map(|_| rng.next() as i8).collect();
-        let x: Vec<i8> = (0..len).map(|_| rng.next() as i8).collect();
+        let m: Vec<i8> = (0..rows * stride + len)
+            .map(|_| rng.next_u64() as i8)
+            .collect();
+        let x: Vec<i8> = (0..len).map(|_| rng.next_u64() as i8).collect();
         check_int8_matvec(&m, stride, &x, rows);
     }
     let n = MAX_WIDTH as usize;
@@ -662,15 +655,15 @@ fn int8_weighted_sum_random_and_extremes() {
             .map(|_| match rng.below(5) {
                 0 => 0,
                 // Negative coefficients: the contract allows |c| ≤ 2^24.
-                1 => -((rng.next() % (1 << 24)) as i32),
-                _ => (rng.next() % (1 << 24)) as i32,
+                1 => -((rng.next_u64() % (1 << 24)) as i32),
+                _ => (rng.next_u64() % (1 << 24)) as i32,
             })
             .collect();
-        let v: Vec<i8> = (0..t * stride).map(|_| rng.next() as i8).collect();
+        let v: Vec<i8> = (0..t * stride).map(|_| rng.next_u64() as i8).collect();
         check(&coef, &v, stride, hd);
     }
     // Largest coefficients against -128 / +127 over the longest context.
-    let t = crate::format::MAX_CTX as usize;
+    let t = crate::blob::format::MAX_CTX as usize;
     for x in [-128i8, 127] {
         check(&vec![1 << 24; t], &vec![x; t * 32], 32, 32);
         check(&vec![-(1 << 24); t], &vec![x; t * 32], 32, 32);
@@ -690,6 +683,13 @@ fn softmax_coefficients_twins() {
         let len = scores.len();
         let (mut s_want, mut c_want) = (scores.to_vec(), vec![-1i32; len]);
         let want = softmax_coefficients_scalar(&mut s_want, &mut c_want, v_scale, nkv);
+        let (mut s, mut c) = (scores.to_vec(), vec![-1i32; len]);
+        let got = super::softmax32::softmax_coefficients_32(&mut s, &mut c, v_scale, nkv);
+        assert_eq!(
+            (got, s, c),
+            (want, s_want.clone(), c_want.clone()),
+            "32-bit twin: len {len} nkv {nkv}"
+        );
         #[cfg(target_arch = "x86_64")]
         for level in [Level::Avx2, Level::Avx512Vnni] {
             if !level.supported() {
@@ -726,7 +726,7 @@ fn softmax_coefficients_twins() {
         }
     };
     let normal = |rng: &mut Rng, lo: i32, hi: i32| Dyadic {
-        mant: (1 << 31) | (rng.next() as u32 >> 1),
+        mant: (1 << 31) | (rng.next_u64() as u32 >> 1),
         exp: lo + rng.below((hi - lo + 1) as u64) as i32,
     };
     for _ in 0..300 {
@@ -734,12 +734,12 @@ fn softmax_coefficients_twins() {
         let nkv = 1 + rng.below(4) as usize;
         // Scores in Q24 nats: a spread of a few nats, or tens (weights underflow), or extremes.
         let spread: i64 = [1 << 24, 8 << 24, 40 << 24, 1 << 62][rng.below(4) as usize];
-        let base = rng.next() as i64 >> 3;
+        let base = rng.next_u64() as i64 >> 3;
         let scores: Vec<i64> = (0..len)
             .map(|_| match rng.below(20) {
                 0 => -(1 << 62),
                 1 => 1 << 62,
-                _ => base.saturating_sub((rng.next() >> 1) as i64 % spread),
+                _ => base.saturating_sub((rng.next_u64() >> 1) as i64 % spread),
             })
             .collect();
         let (lo, hi) =
@@ -783,6 +783,9 @@ fn attention_scores_twins() {
         let len = dots.len();
         let mut want = vec![-1i64; len];
         attention_scores_scalar(dots, q, ks, nkv, &mut want);
+        let mut got = vec![-1i64; len];
+        super::softmax32::attention_scores_32(dots, q, ks, nkv, &mut got);
+        assert_eq!(got, want, "32-bit twin: q {q:?}");
         #[cfg(target_arch = "x86_64")]
         for level in [Level::Avx2, Level::Avx512Vnni] {
             if !level.supported() {
@@ -811,7 +814,7 @@ fn attention_scores_twins() {
         }
     };
     let normal = |rng: &mut Rng, lo: i32, hi: i32| Dyadic {
-        mant: (1 << 31) | (rng.next() as u32 >> 1),
+        mant: (1 << 31) | (rng.next_u64() as u32 >> 1),
         exp: lo + rng.below((hi - lo + 1) as u64) as i32,
     };
     for _ in 0..400 {
@@ -840,7 +843,7 @@ fn attention_scores_twins() {
                 0 => 0,
                 1 => -(1 << 29),
                 2 => (1 << 29) - 1,
-                _ => (rng.next() as i32) >> (2 + rng.below(25)),
+                _ => (rng.next_u64() as i32) >> (2 + rng.below(25)),
             })
             .collect();
         run(&dots, q, &ks, nkv, true);
@@ -859,7 +862,7 @@ fn lut_tables_and_chunk_boundaries() {
     // Every entry of a group's table is BIAS + the group's sum for that byte's codes.
     let x: Vec<i8> = vec![-128, 127, -1, 5, 0, -128, 127, 127];
     let mut table = vec![core::mem::MaybeUninit::<u32>::uninit(); 2 * 128];
-    lut::build(&x, &mut table);
+    lut2::build(&x, &mut table);
     // SAFETY: `build` wrote both groups' 128 words.
     let words: Vec<u32> = table.iter().map(|w| unsafe { w.assume_init() }).collect();
     for g in 0..2 {
@@ -886,7 +889,7 @@ fn lut_tables_and_chunk_boundaries() {
     for cols in [c - 1, c, c + 1, 2 * c - 4, 2 * c + 3, 4 * c, 4 * c + 60] {
         let rows = 1 + rng.below(7) as usize;
         let w: Vec<i8> = (0..rows * cols).map(|_| rng.below(3) as i8 - 1).collect();
-        let x: Vec<i8> = (0..cols).map(|_| rng.next() as i8).collect();
+        let x: Vec<i8> = (0..cols).map(|_| rng.next_u64() as i8).collect();
         check_matvec(&w, rows, cols, &x);
     }
 }
@@ -952,7 +955,7 @@ fn base3_digits_and_tables() {
     ] {
         let rows = 1 + rng.below(7) as usize;
         let w: Vec<i8> = (0..rows * cols).map(|_| rng.below(3) as i8 - 1).collect();
-        let x: Vec<i8> = (0..cols).map(|_| rng.next() as i8).collect();
+        let x: Vec<i8> = (0..cols).map(|_| rng.next_u64() as i8).collect();
         check_matvec(&w, rows, cols, &x);
     }
 }

@@ -3,19 +3,20 @@
 //! time, then the heads merged and sub-normed (docs/MODEL.md, "Attention").
 
 use super::forward::{matmul, project, residual_add};
-use super::norm::{absmax_quantize, max_abs_i64, rmsnorm_quantize};
+use super::norm::{absmax_quantize, rmsnorm_quantize};
+use crate::blob::format::{ternary_row_bytes, TernaryEncoding, ROPE_FRAC_BITS};
+use crate::blob::model::LayerWeights;
 use crate::fixed::{bit_len, mul_round, sat_i32, Dyadic, INV_127};
-use crate::format::{ternary_row_bytes, TernaryEncoding, ROPE_FRAC_BITS};
 use crate::kernels::lut::Tables5;
+use crate::kernels::max_abs_i64;
 use crate::kernels::{attention_scores, int8_matvec, int8_weighted_sum, softmax_coefficients};
-use crate::model::LayerWeights;
-use crate::session::Session;
+use crate::pass::session::Session;
 
 /// Rotates one head: `out[2i] = y0·cos − y1·sin`, `out[2i+1] = y0·sin + y1·cos` with the
 /// Q1.30 table row, so `out` is in units of `2^-30` of `y`'s units.
 /// Overflow: `|y| < 2^22`, `|cos|, |sin| ≤ 2^30`: each term `< 2^52`, sum `< 2^53`.
 #[inline(always)]
-fn rope(y: &[i32], table: &[u8], out: &mut [i64]) {
+pub(super) fn rope(y: &[i32], table: &[u8], out: &mut [i64]) {
     for ((pair, cs), o) in y
         .chunks_exact(2)
         .zip(table.chunks_exact(8))
@@ -32,7 +33,7 @@ fn rope(y: &[i32], table: &[u8], out: &mut [i64]) {
 /// Concatenates the heads' accumulators `acc [H][hd]` (real value `acc · head_scale[h]`)
 /// into one block-scaled `i32` vector `y [d]` with `|y| ≤ 2^30`; returns its unit.
 #[inline(always)]
-fn merge_heads(acc: &[i64], head_scale: &[Dyadic], hd: usize, y: &mut [i32]) -> Dyadic {
+pub(super) fn merge_heads(acc: &[i64], head_scale: &[Dyadic], hd: usize, y: &mut [i32]) -> Dyadic {
     let mut amax = Dyadic::ZERO;
     for (a, hs) in acc.chunks_exact(hd).zip(head_scale) {
         let m = max_abs_i64(a);
@@ -98,7 +99,11 @@ impl Session<'_, '_> {
     /// that it is compiled with each `run` variant's target features (x86-64 v3/v4).
     #[cfg_attr(target_arch = "arm", inline(never))]
     #[cfg_attr(not(target_arch = "arm"), inline(always))]
-    #[cfg_attr(feature = "ram-code", link_section = ".data.runtime.hot")]
+    // One-core pass only (see `forward.rs`: in flash with `workers`).
+    #[cfg_attr(
+        all(feature = "ram-code", not(feature = "workers")),
+        link_section = ".data.runtime.hot"
+    )]
     fn project_qkv(&mut self, w: &LayerWeights<'_>, l: usize, n: usize, stride: usize) {
         let (wq, wk, wv) = (&w.wq, &w.wk, &w.wv);
         let shared = n == 1

@@ -8,16 +8,16 @@
 //! feeding its tokens one at a time (tested in `runtime/tests/prefill.rs`).
 
 use super::norm::{rmsnorm_quantize, to_block_i32};
+use crate::blob::format::{int8_row_bytes, TernaryEncoding, LOGIT_FRAC_BITS, RESID_FRAC_BITS};
+use crate::blob::model::{Gains, TernaryMatrix};
 use crate::error::Error;
 use crate::fixed::{mul_round, sat_i32, Dyadic};
-use crate::format::{int8_row_bytes, TernaryEncoding, LOGIT_FRAC_BITS, RESID_FRAC_BITS};
 use crate::kernels::lut::Tables5;
 use crate::kernels::{
     int8_matvec, ternary5_matmul, ternary5_matvec, ternary_matmul, ternary_matmul_tiled,
     ternary_matvec, ternary_matvec_tiled,
 };
-use crate::model::{Gains, TernaryMatrix};
-use crate::session::Session;
+use crate::pass::session::Session;
 
 /// Real value of one unit of the residual stream: `2^-32`.
 pub(super) const RESID_SCALE: Dyadic = Dyadic::pow2(-(RESID_FRAC_BITS as i32));
@@ -31,7 +31,12 @@ const RESID_LIMIT: i64 = 1 << 62;
 /// (7 call sites per layer: inlined, they made the RAM-resident pass 64 KiB of code).
 #[cfg_attr(not(target_arch = "arm"), inline(always))]
 #[cfg_attr(target_arch = "arm", inline(never))]
-#[cfg_attr(feature = "ram-code", link_section = ".data.runtime.hot")]
+// One-core pass only: with `workers` (two-core boards) every pass is the split pass, and
+// this stays in flash.
+#[cfg_attr(
+    all(feature = "ram-code", not(feature = "workers")),
+    link_section = ".data.runtime.hot"
+)]
 pub(super) fn matmul(
     w: &TernaryMatrix<'_>,
     act: &[i8],
@@ -98,10 +103,56 @@ pub(super) fn project(
 /// `x[i] += round(y[i] · scale · 2^32)`, saturating at `±2^62` (the residual update).
 #[inline(always)]
 pub(super) fn residual_add(x: &mut [i64], y: &[i32], scale: Dyadic) {
+    if cfg!(target_arch = "arm") && residual_add_32(x, y, scale) {
+        return;
+    }
     for (xi, yi) in x.iter_mut().zip(y) {
         let dx = mul_round(*yi as i64, scale, RESID_FRAC_BITS as i32); // |dx| ≤ 2^62
         *xi = xi.saturating_add(dx).clamp(-RESID_LIMIT, RESID_LIMIT);
     }
+}
+
+/// [`residual_add`] in 32-bit operations, for 32-bit Arm: the same bits (tested), when the
+/// scale shifts right (always, in practice); `false`, with nothing done, otherwise. The
+/// rounding shift [`mul_round`] makes per element is split into its two cases once per vector
+/// (a shift by fewer than 32 bits, or a shift of the high word), and the saturation and clamp
+/// are one test of the sum's high word, the exact code running only when it fails.
+#[inline(always)]
+fn residual_add_32(x: &mut [i64], y: &[i32], scale: Dyadic) -> bool {
+    let sh = scale.exp.saturating_add(RESID_FRAC_BITS as i32);
+    if !(-63..=-1).contains(&sh) {
+        return false;
+    }
+    // mul_round: p = y · mant, then ((p >> (r − 1)) + 1) >> 1 with r = −sh.
+    let r1 = sh.unsigned_abs() - 1;
+    let mant = scale.mant;
+    let update = |xi: &mut i64, dx: i64| {
+        let s = xi.wrapping_add(dx);
+        // |x|, |dx| ≤ 2^62: a high word in [−2^30, 2^30) means no overflow and no clamp.
+        if ((s >> 32) as i32).wrapping_add(1 << 30) >= 0 {
+            *xi = s;
+        } else {
+            *xi = xi.saturating_add(dx).clamp(-RESID_LIMIT, RESID_LIMIT);
+        }
+    };
+    if r1 >= 32 {
+        for (xi, yi) in x.iter_mut().zip(y) {
+            let p = *yi as i64 * mant as i64;
+            let q = ((p >> 32) as i32) >> (r1 - 32);
+            update(xi, ((q >> 1) + (q & 1)) as i64);
+        }
+    } else {
+        for (xi, yi) in x.iter_mut().zip(y) {
+            let p = *yi as i64 * mant as i64;
+            let (hi, lo) = ((p >> 32) as i32, p as u32);
+            // p >> r1 in two words; r1 = 0: wrapping_shl(32) shifts by 0 and the OR keeps lo.
+            let q_lo = (lo >> r1)
+                | (hi as u32).wrapping_shl(32 - r1) & (((r1 != 0) as u32).wrapping_neg());
+            let q = ((hi >> r1) as i64) << 32 | q_lo as i64;
+            update(xi, (q + 1) >> 1);
+        }
+    }
+    true
 }
 
 impl Session<'_, '_> {
@@ -184,8 +235,17 @@ impl Session<'_, '_> {
     /// the AVX2 kernels, the whole pass is compiled a second time for x86-64-v3 (AVX2, BMI2,
     /// LZCNT: vectorized norms, one-uop variable shifts and leading-zero counts); the
     /// arithmetic is the same integer code, so the bits are too.
-    #[cfg_attr(feature = "ram-code", link_section = ".data.runtime.hot")]
+    // One-core pass only: with `workers` (two-core boards) every pass is the split pass, and
+    // this stays in flash.
+    #[cfg_attr(
+        all(feature = "ram-code", not(feature = "workers")),
+        link_section = ".data.runtime.hot"
+    )]
     fn run(&mut self, n: usize) {
+        #[cfg(feature = "workers")]
+        if self.split.is_some() {
+            return self.run_split(n);
+        }
         #[cfg(target_arch = "x86_64")]
         match crate::kernels::level() {
             // SAFETY: `level()` reports AVX2 only on CPUs with AVX2, BMI1, BMI2 and LZCNT.
@@ -250,7 +310,12 @@ impl Session<'_, '_> {
     /// `act_scale`.
     #[cfg_attr(target_arch = "arm", inline(never))]
     #[cfg_attr(not(target_arch = "arm"), inline(always))]
-    #[cfg_attr(feature = "ram-code", link_section = ".data.runtime.hot")]
+    // One-core pass only: with `workers` (two-core boards) every pass is the split pass, and
+    // this stays in flash.
+    #[cfg_attr(
+        all(feature = "ram-code", not(feature = "workers")),
+        link_section = ".data.runtime.hot"
+    )]
     pub(super) fn norm_residual(&mut self, n: usize, gain: Gains<'_>, stride: usize) {
         let d = self.model.config().d_model as usize;
         let eps = self.model.norm_eps();
@@ -285,5 +350,50 @@ impl Session<'_, '_> {
                 *logit = sat_i32(mul_round(*logit as i64, scale, LOGIT_FRAC_BITS as i32));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn residual_add_32_equals_the_definition() {
+        let mut rng = crate::rng::SplitMix64(0x5DEE_CE66_D1CE_4E5B);
+        let mut next = move || rng.next_u64();
+        let mut taken = 0;
+        for case in 0..4000 {
+            let n = 1 + (next() % 40) as usize;
+            let x: std::vec::Vec<i64> = (0..n)
+                .map(|_| match next() % 10 {
+                    0 => RESID_LIMIT,
+                    1 => -RESID_LIMIT,
+                    2 => RESID_LIMIT - (next() % 1000) as i64,
+                    _ => (next() as i64) >> (1 + next() % 63),
+                })
+                .collect();
+            let y: std::vec::Vec<i32> = (0..n)
+                .map(|_| match next() % 8 {
+                    0 => i32::MAX,
+                    1 => i32::MIN,
+                    _ => (next() as i32) >> (next() % 32),
+                })
+                .collect();
+            let scale = Dyadic {
+                mant: (next() as u32) | if case % 5 == 0 { 0 } else { 1 << 31 },
+                exp: (next() % 120) as i32 - 100,
+            };
+            let mut want = x.clone();
+            for (xi, yi) in want.iter_mut().zip(&y) {
+                let dx = mul_round(*yi as i64, scale, RESID_FRAC_BITS as i32);
+                *xi = xi.saturating_add(dx).clamp(-RESID_LIMIT, RESID_LIMIT);
+            }
+            let mut got = x.clone();
+            if residual_add_32(&mut got, &y, scale) {
+                taken += 1;
+                assert_eq!(got, want, "{x:?} + {y:?} · {scale:?}");
+            }
+        }
+        assert!(taken > 1500, "{taken} of 4000 cases shift right");
     }
 }

@@ -6,64 +6,13 @@
 //!
 //! The vector functions are inlined on x86-64 (each target-feature variant of the forward pass
 //! gets its own vectorized copy) and kept out of line on Arm, where the pass runs from SRAM and
-//! a copy at every call site cost 20 KiB of it (firmware/README.md, "Placement").
+//! a copy at every call site cost 20 KiB of it (firmware/COST.md, "Placement and scheduling").
 
-use crate::fixed::{bit_len, q127, Dyadic, INV_127};
-use crate::format::GAIN_FRAC_BITS;
-use crate::model::Gains;
-
-/// [`q127`] for one divisor `m` shared by a whole vector, with the division
-/// replaced by a multiply-high (Granlund–Montgomery, "Division by invariant integers using
-/// multiplication", 1994, Thm 4.2): with `l = ⌈log2 m⌉` and `magic = ⌈2^(32+l) / m⌉`,
-/// `⌊n / m⌋ = ⌊n · magic / 2^(32+l)⌋` for every `n < 2^32`, since `magic · m − 2^(32+l) < m ≤ 2^l`.
-/// Bits identical to `q127` (tested); a 32-bit division per element costs more than the rest
-/// of the quantization.
-///
-/// `magic < 2^33` is kept as its low word and its top bit, so that `q` is one 32×32→64 multiply
-/// (`UMULL` on a Cortex-M), an add and a shift: `⌊n · magic / 2^32⌋ = ⌊n · lo / 2^32⌋ + n · hi`
-/// (exact: `n · hi · 2^32` has no low word), and that sum is `< 2n < 2^32`.
-#[derive(Clone, Copy)]
-pub(crate) struct Q127 {
-    pub(crate) m: u32,
-    /// Low 32 bits of `magic`.
-    pub(crate) lo: u32,
-    /// Bit 32 of `magic` (0 or 1).
-    pub(crate) hi: u32,
-    /// `l = ⌈log2 m⌉`.
-    pub(crate) l: u32,
-}
-
-impl Q127 {
-    /// For `0 < m < 2^24`.
-    #[inline]
-    fn new(m: u32) -> Q127 {
-        debug_assert!(m > 0 && m < 1 << 24);
-        let m = m.max(1);
-        let l = 32 - (m - 1).leading_zeros(); // ⌈log2 m⌉ ≤ 24
-        let magic = (1u64 << (32 + l)).div_ceil(m as u64); // < 2^33
-        Q127 {
-            m,
-            lo: magic as u32,
-            hi: (magic >> 32) as u32,
-            l,
-        }
-    }
-
-    /// `round_half_even(127 · a / m)` for `0 ≤ a ≤ m`.
-    /// Overflow: `n = 127·a < 2^31`, so `⌊n · lo / 2^32⌋ + n · hi < 2n < 2^32`.
-    #[inline(always)]
-    fn of(&self, a: u32) -> i32 {
-        debug_assert!(a <= self.m);
-        let n = 127 * a;
-        let high = ((n as u64 * self.lo as u64) >> 32) as u32;
-        let q = (high + n * self.hi) >> self.l;
-        let r = n - q * self.m;
-        let up = 2 * r > self.m || (2 * r == self.m && q & 1 == 1);
-        let out = (q + up as u32) as i32;
-        debug_assert_eq!(out, q127(a, self.m));
-        out
-    }
-}
+use super::norm32::{absmax_quantize_32, rmsnorm_quantize_32, to_block_i32_32};
+use crate::blob::format::GAIN_FRAC_BITS;
+use crate::blob::model::Gains;
+use crate::fixed::{bit_len, Dyadic, INV_127, Q127};
+use crate::kernels::{max_abs_i32, max_abs_i64};
 
 /// Whether the AVX2 twins of the loops below run (the AVX2 and AVX-512 levels; they return
 /// the same bits as the scalar loops, see `kernels/x86_64/quantize.rs`).
@@ -72,27 +21,6 @@ impl Q127 {
 fn avx2() -> bool {
     use crate::kernels::{level, Level};
     matches!(level(), Level::Avx2 | Level::Avx512Vnni)
-}
-
-/// `max |v[i]|` (0 for none) as a plain loop that is always inlined, so it vectorizes with
-/// the caller's target features (`Iterator::max` may stay an out-of-line scalar call).
-#[inline(always)]
-pub(crate) fn max_abs_i64(v: &[i64]) -> u64 {
-    let mut m = 0u64;
-    for x in v {
-        m = m.max(x.unsigned_abs());
-    }
-    m
-}
-
-/// [`max_abs_i64`] for `i32`.
-#[inline(always)]
-pub(crate) fn max_abs_i32(v: &[i32]) -> u32 {
-    let mut m = 0u32;
-    for x in v {
-        m = m.max(x.unsigned_abs());
-    }
-    m
 }
 
 /// `out = Q2(RMSNorm(x; g))`. Shapes: `x [n]`, `gain [n]`, `out [≥ n]` (only `out[..n]` written).
@@ -118,6 +46,26 @@ pub(crate) fn rmsnorm_quantize(
         // SAFETY: the AVX2 and AVX-512 levels are only reported on CPUs with AVX2.
         return unsafe { rmsnorm_quantize_avx2(x, x_scale, gain, eps, out) };
     }
+    if cfg!(target_arch = "arm") {
+        if let Some(s) = rmsnorm_quantize_32(x, x_scale, gain, eps, out) {
+            return s;
+        }
+        return rmsnorm_quantize_rare(x, x_scale, gain, eps, out);
+    }
+    rmsnorm_quantize_scalar(x, x_scale, gain, eps, out)
+}
+
+/// [`rmsnorm_quantize_scalar`] out of line, for the cases 32-bit Arm's twin leaves (rare: not
+/// in RAM with the per-token code).
+#[cfg_attr(not(target_arch = "arm"), allow(dead_code))]
+#[inline(never)]
+fn rmsnorm_quantize_rare(
+    x: &[i32],
+    x_scale: Dyadic,
+    gain: Gains<'_>,
+    eps: Dyadic,
+    out: &mut [i8],
+) -> Dyadic {
     rmsnorm_quantize_scalar(x, x_scale, gain, eps, out)
 }
 
@@ -229,6 +177,19 @@ pub(crate) fn absmax_quantize(v: &[i64], out: &mut [i8]) -> u64 {
         // SAFETY: the AVX2 and AVX-512 levels are only reported on CPUs with AVX2.
         return unsafe { absmax_quantize_avx2(v, out) };
     }
+    if cfg!(target_arch = "arm") {
+        if let Some(m) = absmax_quantize_32(v, out) {
+            return m;
+        }
+        return absmax_quantize_rare(v, out);
+    }
+    absmax_quantize_scalar(v, out)
+}
+
+/// [`absmax_quantize_scalar`] out of line (see [`rmsnorm_quantize_rare`]).
+#[cfg_attr(not(target_arch = "arm"), allow(dead_code))]
+#[inline(never)]
+fn absmax_quantize_rare(v: &[i64], out: &mut [i8]) -> u64 {
     absmax_quantize_scalar(v, out)
 }
 
@@ -283,6 +244,9 @@ pub(crate) unsafe fn absmax_quantize_avx2(v: &[i64], out: &mut [i8]) -> u64 {
 #[cfg_attr(feature = "ram-code", link_section = ".data.runtime.hot")]
 pub(crate) fn to_block_i32(x: &[i64], x_scale: Dyadic, out: &mut [i32]) -> Dyadic {
     debug_assert_eq!(x.len(), out.len());
+    if cfg!(target_arch = "arm") {
+        return to_block_i32_32(x, x_scale, out);
+    }
     let m = max_abs_i64(x);
     let k = bit_len(m).saturating_sub(30);
     for (o, v) in out.iter_mut().zip(x) {
@@ -298,7 +262,8 @@ pub(crate) fn to_block_i32(x: &[i64], x_scale: Dyadic, out: &mut [i32]) -> Dyadi
 
 #[cfg(test)]
 mod tests {
-    use super::{q127, Q127};
+    use super::*;
+    use crate::fixed::q127;
 
     /// The AVX2 twins of both quantizers against their scalar loops, bit for bit: random
     /// vectors of every length around the groups of eight, magnitudes from tiny to the `i32`
@@ -307,18 +272,13 @@ mod tests {
     #[test]
     fn avx2_quantizers_equal_the_scalar_loops() {
         use super::*;
-        use crate::model::Gains;
+        use crate::blob::model::Gains;
         if !crate::kernels::Level::Avx2.supported() {
             std::eprintln!("avx2_quantizers_equal_the_scalar_loops: no AVX2 here, not run");
             return;
         }
-        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
-        let mut next = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut rng = crate::rng::SplitMix64(0x9E37_79B9_7F4A_7C15);
+        let mut next = move || rng.next_u64();
         let eps = Dyadic::from_u64(1, -20);
         let scale = Dyadic::from_u64(3, -40);
         // Ties of the half-even rounding: max 254, odd values a give 127·a/254 = a/2, rounded
@@ -379,13 +339,8 @@ mod tests {
 
     #[test]
     fn q127_by_multiply_equals_division() {
-        let mut seed = 0x2545_F491_4F6C_DD1Du64;
-        let mut next = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut rng = crate::rng::SplitMix64(0x2545_F491_4F6C_DD1D);
+        let mut next = move || rng.next_u64();
         let mut ms: std::vec::Vec<u32> = (1..=300).collect();
         for b in 1..24 {
             ms.extend([(1 << b) - 1, 1 << b, (1 << b) + 1]);
@@ -396,6 +351,7 @@ mod tests {
         }
         for m in ms {
             let d = Q127::new(m);
+            assert_eq!(d.hi, 1, "the magic of {m} lies in [2^32, 2^33)");
             // Ends, halves (ties), and random numerators.
             let mut a_s = std::vec![0, 1, m, m - 1, m / 2, m / 2 + 1, m.saturating_sub(2)];
             a_s.extend((0..64).map(|_| (next() % (m as u64 + 1)) as u32));
@@ -409,6 +365,86 @@ mod tests {
             for a in 0..=m {
                 assert_eq!(d.of(a), q127(a, m), "a={a} m={m}");
             }
+        }
+    }
+
+    #[test]
+    fn the_32_bit_twins_equal_the_definitions() {
+        let mut rng = crate::rng::SplitMix64(0x0DDB_1A5E_5BAD_5EED);
+        let mut next = move || rng.next_u64();
+        let eps = Dyadic::from_ieee754(1e-5f64.to_bits()).unwrap();
+        let (mut twins_absmax, mut twins_rms) = (0, 0);
+        for case in 0..3000 {
+            let n = [1, 2, 5, 32, 128, 336][case % 6];
+            let width = next() % 64; // magnitudes from 1 bit to all of them
+            let wide = |v: u64| (v as i64) >> (63 - width.min(62));
+            let x64: std::vec::Vec<i64> = (0..n)
+                .map(|_| match next() % 16 {
+                    0 => 0,
+                    1 => (1 << 62) * if next() & 1 == 0 { 1 } else { -1 },
+                    _ => wide(next()),
+                })
+                .collect();
+            let x32: std::vec::Vec<i32> = (0..n)
+                .map(|_| match next() % 16 {
+                    0 => 0,
+                    1 => i32::MIN + 1,
+                    2 => i32::MAX,
+                    _ => (next() as i32) >> (width % 32),
+                })
+                .collect();
+            let gbytes: std::vec::Vec<u8> = (0..n)
+                .flat_map(|_| {
+                    let g = match next() % 8 {
+                        0 => 0,
+                        1 => -(1 << 16),
+                        _ => (next() as i32) >> (1 + next() % 31),
+                    };
+                    g.to_le_bytes()
+                })
+                .collect();
+            let gain = Gains::from_bytes(&gbytes);
+            let scale = Dyadic {
+                mant: (next() as u32) | 1 << 31,
+                exp: (next() % 80) as i32 - 70,
+            };
+
+            let (mut a, mut b) = (std::vec![7i8; n], std::vec![7i8; n]);
+            let want = absmax_quantize_scalar(&x64, &mut a);
+            if let Some(got) = absmax_quantize_32(&x64, &mut b) {
+                assert_eq!(got, want, "absmax {x64:?}");
+                twins_absmax += 1;
+            } else {
+                assert_eq!(b, std::vec![7i8; n], "nothing written");
+                b.copy_from_slice(&a);
+            }
+            assert_eq!(a, b, "absmax {x64:?}");
+            let (mut a, mut b) = (std::vec![7i32; n], std::vec![7i32; n]);
+            assert_eq!(
+                to_block_i32(&x64, scale, &mut a),
+                to_block_i32_32(&x64, scale, &mut b),
+                "block {x64:?}"
+            );
+            assert_eq!(a, b, "block {x64:?}");
+            let (mut a, mut b) = (std::vec![7i8; n + 3], std::vec![7i8; n + 3]);
+            let want = rmsnorm_quantize_scalar(&x32, scale, gain, eps, &mut a);
+            if let Some(got) = rmsnorm_quantize_32(&x32, scale, gain, eps, &mut b) {
+                assert_eq!(got, want, "rmsnorm {x32:?}");
+                twins_rms += 1;
+            } else {
+                assert_eq!(b, std::vec![7i8; n + 3], "nothing written");
+                b.copy_from_slice(&a);
+            }
+            assert_eq!(a, b, "rmsnorm {x32:?}");
+        }
+        // Both paths of each are taken: the twins, and the definitions for the huge
+        // magnitudes that are rare in a model (the random magnitudes here span every bit
+        // length, so many cases).
+        for (name, twins) in [("absmax", twins_absmax), ("rmsnorm", twins_rms)] {
+            assert!(
+                twins > 300 && twins < 2900,
+                "{name}: {twins} of 3000 cases in the twin"
+            );
         }
     }
 }

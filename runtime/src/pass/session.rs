@@ -1,11 +1,11 @@
 //! A session: caller-owned working memory (activations, the KV cache, the token history) and
 //! the position.
 
+use crate::blob::format::{ternary_row_bytes, Config};
+use crate::blob::model::Model;
 use crate::error::Error;
 use crate::fixed::Dyadic;
-use crate::format::{ternary_row_bytes, Config};
 use crate::kernels::matmul_scratch_bytes;
-use crate::model::Model;
 
 /// Working-memory bytes a session over `config` needs for `ctx_len` positions, one token per
 /// forward pass (what [`Session::new`] takes; the firmware sizes its static arena with it).
@@ -24,6 +24,18 @@ pub const fn session_bytes(config: &Config, ctx_len: u32) -> usize {
 /// `session_bytes_prefill(c, t, 1) == session_bytes(c, t)`.
 pub const fn session_bytes_prefill(config: &Config, ctx_len: u32, block: u32) -> usize {
     Regions::new(config, ctx_len, block).total_bytes()
+}
+
+/// Working-memory bytes a session with workers ([`Session::with_workers`]) needs: those of
+/// [`session_bytes_prefill`] plus the second core's attention scratch (scores `i64 [T]` and
+/// coefficients `i32 [T]`, each rounded up to 8 bytes).
+#[cfg(feature = "workers")]
+pub const fn session_bytes_workers(config: &Config, ctx_len: u32, block: u32) -> usize {
+    let t = ctx_len as usize;
+    Regions::new(config, ctx_len, block)
+        .total_bytes()
+        .saturating_add(round8(t.saturating_mul(8)))
+        .saturating_add(round8(t.saturating_mul(4)))
 }
 
 impl Model<'_> {
@@ -276,6 +288,9 @@ pub struct Session<'m, 'b> {
     pub(crate) gate: &'b mut [i32],
     /// Tokens in the last forward pass (whose logits `logits` holds).
     pub(crate) last_n: usize,
+    /// The split pass's workers and scratch ([`Session::with_workers`]); `None`: one core.
+    #[cfg(feature = "workers")]
+    pub(crate) split: Option<super::workers::Split<'b>>,
 }
 
 impl<'m, 'b> Session<'m, 'b> {
@@ -340,7 +355,131 @@ impl<'m, 'b> Session<'m, 'b> {
             scratch: carve(b, r.scratch).ok_or(too_small)?,
             gate: carve(b, r.gate).ok_or(too_small)?,
             last_n: 0,
+            #[cfg(feature = "workers")]
+            split: None,
         })
+    }
+
+    /// A session whose forward passes are split between this core and the other of
+    /// `workers` (matrix rows, attention heads, table groups: see
+    /// [`workers`](crate::workers)), with the same bits as the one-core pass. `buf` must hold
+    /// [`session_bytes_workers`]`(config, ctx_len, block)` bytes. Both cores are used from the
+    /// start when `workers` has two ([`Session::set_cores`] changes it).
+    #[cfg(feature = "workers")]
+    pub fn with_workers(
+        model: Model<'m>,
+        ctx_len: u32,
+        block: u32,
+        workers: &'b dyn crate::pass::workers::Workers,
+        buf: &'b mut [u8],
+    ) -> Result<Self, Error> {
+        let needed =
+            session_bytes_workers(model.config(), ctx_len.min(model.config().ctx_len), block);
+        let given = buf.len();
+        let too_small = Error::BufferTooSmall {
+            needed: u32::try_from(needed).unwrap_or(u32::MAX),
+            given: u32::try_from(given).unwrap_or(u32::MAX),
+        };
+        if ctx_len == 0 || ctx_len > model.config().ctx_len {
+            return Err(Error::BadContextLength {
+                requested: ctx_len,
+                max: model.config().ctx_len,
+            });
+        }
+        if given < needed {
+            return Err(too_small);
+        }
+        let t = ctx_len as usize;
+        let extra = round8(t * 8) + round8(t * 4);
+        let (main, rest) = buf.split_at_mut(given - extra);
+        let (s, c) = rest.split_at_mut(round8(t * 8));
+        // SAFETY (both): any bit pattern is a valid i64 / i32; `align_to_mut` only hands out
+        // aligned elements.
+        let (pre, scores, _) = unsafe { s.align_to_mut::<i64>() };
+        let scores_ok = pre.is_empty() && scores.len() >= t;
+        let (pre, coef, _) = unsafe { c.align_to_mut::<i32>() };
+        let coef_ok = pre.is_empty() && coef.len() >= t;
+        // Unaligned ends: carve from the front instead (the buffer's tail may be misaligned).
+        let (scores, coef) = if scores_ok && coef_ok {
+            (&mut scores[..t], &mut coef[..t])
+        } else {
+            return Err(too_small);
+        };
+        scores.fill(0);
+        coef.fill(0);
+        let mut session = Session::with_block(model, ctx_len, block, main)?;
+        session.split = Some(super::workers::Split {
+            workers,
+            cores: workers.cores().clamp(1, 2),
+            rows: None,
+            shared_tables: true,
+            scores,
+            coef,
+        });
+        Ok(session)
+    }
+
+    /// Cores the forward pass runs on now: 1, or 2 for a session with two-core workers.
+    pub fn cores(&self) -> u32 {
+        #[cfg(feature = "workers")]
+        if let Some(s) = &self.split {
+            return s.cores as u32;
+        }
+        1
+    }
+
+    /// The most cores this session can use (its workers' count; 1 without workers).
+    pub fn max_cores(&self) -> u32 {
+        #[cfg(feature = "workers")]
+        if let Some(s) = &self.split {
+            return s.workers.cores().clamp(1, 2) as u32;
+        }
+        1
+    }
+
+    /// Runs the following passes on `cores` cores (1 to [`max_cores`](Session::max_cores));
+    /// `Err(max_cores)` and no change otherwise. Results never change.
+    pub fn set_cores(&mut self, cores: u32) -> Result<(), u32> {
+        let max = self.max_cores();
+        if cores == 0 || cores > max {
+            return Err(max);
+        }
+        #[cfg(feature = "workers")]
+        if let Some(s) = &mut self.split {
+            s.cores = cores as usize;
+        }
+        Ok(())
+    }
+
+    /// The workers of a session made with [`Session::with_workers`].
+    #[cfg(feature = "workers")]
+    pub fn workers(&self) -> Option<&'b dyn crate::pass::workers::Workers> {
+        self.split.as_ref().map(|s| s.workers)
+    }
+
+    /// Reads the first rows of every matrix (and the LM head's embedding) from `rows` from now
+    /// on, in the split pass ([`RowCopy`](crate::workers::RowCopy)); `false` (nothing changes)
+    /// for a session without workers.
+    #[cfg(feature = "workers")]
+    pub fn set_row_copy(&mut self, rows: crate::pass::workers::RowCopy<'b>) -> bool {
+        match &mut self.split {
+            Some(s) => {
+                s.rows = Some(rows);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether the split pass builds one set of lookup tables with both cores and shares it
+    /// (`true`, the default) or lets each core build the tables it needs (for measurements;
+    /// the results are the same).
+    #[cfg(feature = "workers")]
+    #[doc(hidden)]
+    pub fn set_shared_tables(&mut self, shared: bool) {
+        if let Some(s) = &mut self.split {
+            s.shared_tables = shared;
+        }
     }
 
     /// Tokens per forward pass at most (1 for [`Session::new`]).

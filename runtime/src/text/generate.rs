@@ -1,8 +1,8 @@
 //! Streaming generation: one token per call, no allocation, a sliding window over the context.
 
 use crate::error::Error;
-use crate::sampler::{Sampler, SamplerConfig};
-use crate::session::Session;
+use crate::pass::session::Session;
+use crate::text::sampler::{Sampler, SamplerConfig};
 
 /// Feeds a prompt into a session, then samples one token per [`next_token`] call for as long as
 /// the caller asks: the context slides, so the generator never ends by itself (bound it, e.g.

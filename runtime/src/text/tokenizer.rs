@@ -1,16 +1,26 @@
-//! Tokenizer over the blob's vocabulary: greedy longest match to encode, a table lookup to
-//! decode.
+//! Tokenizer over the blob's vocabulary: a byte-level BPE model's merges
+//! ([`bpe`](crate::bpe)) or, for other vocabularies (characters), greedy longest match to
+//! encode; a table lookup to decode.
 
+use crate::blob::model::Model;
 use crate::error::EncodeError;
-use crate::model::Model;
 
-/// Encodes `text` into `out` by greedy longest match over the token byte strings (ties: the
-/// lowest id). Returns the number of tokens written.
+/// Encodes `text` into `out`; returns the number of tokens written. `out.len() ≥ text.len()`
+/// always suffices (a token is at least one byte).
 ///
-/// Errors: [`EncodeError::Unknown`] names the first byte offset no token starts (and the
-/// UTF-8 character there); [`EncodeError::OutputFull`] when `out` is too short.
-/// Cost: `O(len(text) · Σ token lengths)` in the worst case.
+/// - A byte-level BPE model ([`Model::merges`]): any bytes, with the merges
+///   ([`Merges::encode`](crate::bpe::Merges::encode): at most `M · len(text)` pair comparisons,
+///   a 128-byte work array). Never [`EncodeError::Unknown`].
+/// - Any other vocabulary (characters): greedy longest match over the token byte strings
+///   (ties: the lowest id). [`EncodeError::Unknown`] names the first byte offset no token
+///   starts (and the UTF-8 character there). Cost: `O(len(text) · Σ token lengths)` in the
+///   worst case.
+///
+/// Errors: [`EncodeError::OutputFull`] when `out` is too short.
 pub fn encode(model: &Model<'_>, text: &[u8], out: &mut [u16]) -> Result<usize, EncodeError> {
+    if let Some(merges) = model.merges() {
+        return merges.encode(text, out);
+    }
     let vocab = model.config().vocab_size as usize;
     let mut pos = 0usize;
     let mut n = 0usize;

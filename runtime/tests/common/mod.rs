@@ -4,27 +4,25 @@
 
 use runtime::format::TensorKind as K;
 use runtime::schema::{self, Source};
-use runtime::writer::{LayerParams, LayerTensor, ModelParams, TernaryParams};
+use runtime::writer::{BpeParams, LayerParams, LayerTensor, ModelParams, TernaryParams};
 use runtime::{Config, Dyadic};
 
-/// SplitMix64: a tiny deterministic RNG for tests.
-pub struct Rng(pub u64);
-impl Rng {
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n
-    }
+/// The tests' random stream ([`runtime::SplitMix64`]), with real-valued draws ([`Real`]).
+pub use runtime::SplitMix64 as Rng;
+
+/// Real-valued draws from the tests' random stream (floats are test-only).
+pub trait Real {
     /// Uniform in [0, 1).
-    pub fn unit(&mut self) -> f64 {
+    fn unit(&mut self) -> f64;
+    /// Standard normal (Box–Muller).
+    fn normal(&mut self) -> f64;
+}
+
+impl Real for Rng {
+    fn unit(&mut self) -> f64 {
         (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
-    pub fn normal(&mut self) -> f64 {
+    fn normal(&mut self) -> f64 {
         let u1 = self.unit().max(1e-300);
         let u2 = self.unit();
         (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
@@ -75,6 +73,74 @@ pub fn vocab(n: u32) -> Vec<Vec<u8>> {
     tokens.extend(two.take((n as usize).saturating_sub(tokens.len())));
     tokens.truncate(n as usize);
     tokens
+}
+
+/// A byte-level BPE tokenizer with `n` merges: the merges a BPE trainer would find first on
+/// English text (` t`, `he`, ` the`, …), then random pairs of earlier tokens (each new string
+/// distinct), drawn from `seed`. Returns the canonical vocabulary and the merges.
+pub fn bpe_vocab(n: usize, seed: u64) -> (Vec<Vec<u8>>, BpeParams) {
+    let mut tokens: Vec<Vec<u8>> = (0..=255u8).map(|b| vec![b]).collect();
+    let mut merges: Vec<(u16, u16)> = Vec::new();
+    let push = |tokens: &mut Vec<Vec<u8>>, merges: &mut Vec<(u16, u16)>, l: u16, r: u16| {
+        let mut t = tokens[l as usize].clone();
+        t.extend_from_slice(&tokens[r as usize]);
+        if t.len() <= runtime::bpe::CHUNK_MAX && !tokens.contains(&t) {
+            tokens.push(t);
+            merges.push((l, r));
+        }
+    };
+    let id = |tokens: &Vec<Vec<u8>>, s: &[u8]| tokens.iter().position(|t| t == s).unwrap() as u16;
+    for (a, b) in [
+        (&b" "[..], &b"t"[..]),
+        (b"h", b"e"),
+        (b" t", b"he"),
+        (b"o", b"u"),
+        (b" ", b"a"),
+        (b"\xc3", b"\xa9"),
+        (b"e", b"r"),
+        (b"\n", b"\n"),
+    ] {
+        if merges.len() < n {
+            let (l, r) = (id(&tokens, a), id(&tokens, b));
+            push(&mut tokens, &mut merges, l, r);
+        }
+    }
+    let mut rng = Rng(seed);
+    while merges.len() < n {
+        // Letters, space, newline and the earlier merges: strings a text can contain.
+        let pick = |rng: &mut Rng, tokens: &Vec<Vec<u8>>| -> u16 {
+            let k = rng.below(3 + (tokens.len() - 256) as u64);
+            match k {
+                0 => b' ' as u16,
+                1 => b'\n' as u16,
+                2 => (b'a' + rng.below(26) as u8) as u16,
+                m => 256 + (m - 3) as u16,
+            }
+        };
+        let (l, r) = (pick(&mut rng, &tokens), pick(&mut rng, &tokens));
+        push(&mut tokens, &mut merges, l, r);
+    }
+    (
+        tokens,
+        BpeParams {
+            merges,
+            chars_per_kilotoken: Some(2_500),
+        },
+    )
+}
+
+/// A random model with a byte-level BPE vocabulary of `256 + merges` tokens ([`bpe_vocab`]).
+pub fn random_bpe_model(c: Config, merges: usize, seed: u64) -> ModelParams {
+    let c = Config {
+        vocab_size: 256 + merges as u32,
+        ..c
+    };
+    let (vocab, bpe) = bpe_vocab(merges, seed);
+    ModelParams {
+        vocab,
+        bpe: Some(bpe),
+        ..random_model(c, seed)
+    }
 }
 
 pub const TINY: Config = Config {
@@ -157,6 +223,7 @@ pub fn random_model(c: Config, seed: u64) -> ModelParams {
         val_loss_micro_nats: Some(1_234_567),
         metadata: format!("random model, seed {seed}"),
         vocab: vocab(c.vocab_size),
+        bpe: None,
         embedding,
         embedding_scales,
         rope: rope_table(c.ctx_len, c.head_dim(), c.rope_theta as f64),
@@ -358,4 +425,28 @@ pub fn argmax<T: PartialOrd + Copy>(v: &[T]) -> usize {
         }
     }
     best
+}
+
+/// The cache entries of positions `< n` (later ones are stale), scales as `mant | exp << 32`.
+pub fn kv_cache(s: &runtime::Session, n: usize) -> (Vec<i8>, Vec<i8>, Vec<u64>) {
+    let c = *s.model().config();
+    let (t, nkv, hd) = (
+        s.ctx_len() as usize,
+        c.n_kv_heads as usize,
+        c.head_dim() as usize,
+    );
+    let kv = s.kv_cache();
+    let (mut k, mut v, mut sc) = (Vec::new(), Vec::new(), Vec::new());
+    for l in 0..c.n_layers as usize {
+        let e = l * t * nkv;
+        k.extend_from_slice(&kv.keys[e * hd..(e + n * nkv) * hd]);
+        v.extend_from_slice(&kv.values[e * hd..(e + n * nkv) * hd]);
+        for d in kv.key_scales[e..e + n * nkv]
+            .iter()
+            .chain(&kv.value_scales[e..e + n * nkv])
+        {
+            sc.push(d.mant as u64 | (d.exp as u32 as u64) << 32);
+        }
+    }
+    (k, v, sc)
 }

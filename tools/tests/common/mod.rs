@@ -26,14 +26,9 @@ pub fn tmp(name: &str) -> PathBuf {
 }
 
 pub fn values(n: usize, seed: u32) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(2654435761).wrapping_add(1);
+    let mut rng = runtime::SplitMix64(seed.into());
     (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 17;
-            s ^= s << 5;
-            (s % 2001) as f32 / 1000.0 - 1.0
-        })
+        .map(|_| rng.below(2001) as f32 / 1000.0 - 1.0)
         .collect()
 }
 
@@ -73,9 +68,14 @@ pub fn write_weights(dir: &Path) {
 
 /// Writes weights.safetensors for [`run_config`]'s shapes, with a gated FFN or not.
 fn write_weights_with(dir: &Path, ffn_gated: bool) {
+    write_weights_for(dir, V, ffn_gated);
+}
+
+/// Writes weights.safetensors for [`run_config`]'s shapes with `vocab` tokens.
+pub fn write_weights_for(dir: &Path, vocab: usize, ffn_gated: bool) {
     // Every trainer tensor the schema declares, with its run-dir shape.
     let config = Config {
-        vocab_size: V as u32,
+        vocab_size: vocab as u32,
         d_model: D as u32,
         n_layers: 1,
         n_heads: 2,
@@ -190,6 +190,7 @@ pub fn blob_with_vocab(c: Config, metadata: &str, vocab: Vec<Vec<u8>>) -> Vec<u8
         val_loss_micro_nats: Some(1_500_000),
         metadata: metadata.to_string(),
         vocab,
+        bpe: None,
         embedding: values(v * d, 99)
             .iter()
             .map(|x| (x * 127.0) as i8)
@@ -254,4 +255,50 @@ pub fn fails_with(out: &Output, code: i32) -> String {
     );
     assert!(!err.contains("panicked"), "{err}");
     err
+}
+
+/// A blob of config `c` with every ternary weight 0, its matrices stored as `encodings`
+/// (fast to build at any size: no random values).
+pub fn zero_blob(c: Config, encodings: runtime::schema::MatrixEncodings) -> Vec<u8> {
+    let d = c.d_model as usize;
+    let gamma = dyadic(1.0).unwrap();
+    let layers = (0..c.n_layers as usize)
+        .map(|_| LayerParams {
+            tensors: schema::layer_specs(&c)
+                .iter()
+                .filter_map(|s| {
+                    let (rows, cols) = (s.rows.eval(&c, 0) as usize, s.cols.eval(&c, 0) as usize);
+                    let values = match s.source {
+                        Source::Gain { .. } => LayerTensor::Gains(vec![1 << 16; cols]),
+                        Source::Ternary { .. } => LayerTensor::Ternary(TernaryParams {
+                            weights: vec![0; rows * cols],
+                            gamma,
+                        }),
+                        _ => return None,
+                    };
+                    Some((s.kind, values))
+                })
+                .collect(),
+        })
+        .collect();
+    let v = c.vocab_size as usize;
+    ModelParams {
+        config: c,
+        norm_eps: dyadic(1e-5).unwrap(),
+        val_loss_micro_nats: None,
+        metadata: "zero".into(),
+        vocab: (0..v).map(|i| vec![b'a' + i as u8]).collect(),
+        bpe: None,
+        embedding: vec![1; v * d],
+        embedding_scales: vec![dyadic(1.0 / 127.0).unwrap(); v],
+        rope: rope_table(
+            c.ctx_len as usize,
+            c.head_dim() as usize,
+            c.rope_theta as f64,
+        ),
+        final_norm: vec![1 << 16; d],
+        layers,
+    }
+    .to_blob_with(encodings)
+    .unwrap()
 }

@@ -4,8 +4,8 @@
 //! [`custom_op`]; a backward struct per op says what the backward pass keeps and does.
 
 use super::{attention_ops, FusedOps};
-use crate::attention::{AttnShape, Rope};
-use crate::quant::QuantApply;
+use crate::fused::attention::{AttnShape, Rope};
+use crate::fused::quant::QuantApply;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;

@@ -1,14 +1,14 @@
 //! [`FusedOps`] on flex (CPU): each kernel one pass over contiguous rows in plain Rust, rayon over
-//! blocks of rows ([`rows_per_task`]), reductions from [`crate::rows`]; the attention from
-//! [`crate::attention`], the products through [`crate::linalg`] (gemm straight into fresh
+//! blocks of rows ([`rows_per_task`]), reductions from [`crate::fused::rows`]; the attention from
+//! [`crate::fused::attention`], the products through [`crate::fused::linalg`] (gemm straight into fresh
 //! buffers).
 
 use super::FusedOps;
-use crate::attention::{self, AttnShape, Rope};
-use crate::linalg;
-use crate::quant::QuantApply;
-use crate::rng::SplitMix64;
-use crate::rows::{absmax_int8_rows, dot3, inv_rms, rows_per_task, VALUES_PER_TASK};
+use crate::data::rng::SplitMix64;
+use crate::fused::attention::{self, AttnShape, Rope};
+use crate::fused::linalg;
+use crate::fused::quant::QuantApply;
+use crate::fused::rows::{absmax_int8_rows, dot3, inv_rms, rows_per_task, VALUES_PER_TASK};
 use burn::backend::flex::{FlexDevice, FlexTensor};
 use burn::backend::Flex;
 use burn::tensor::{Distribution, Int, Tensor, TensorData, TensorPrimitive};

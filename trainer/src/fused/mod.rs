@@ -4,8 +4,8 @@
 //! Written with burn's tensor ops, the absmax int8 quantizer (Q2/Q3/Q5) and its STE take about
 //! ten passes over the activation, each allocating a tensor; RMSNorm, ReLU², the linears and the
 //! attention likewise. They were most of the step on the CPU. So:
-//! - `flex.rs`: flex (CPU) runs each as one pass over rows in plain Rust (`crate::rows`,
-//!   `crate::attention`, `crate::linalg`) with hand-written backward passes;
+//! - `flex.rs`: flex (CPU) runs each as one pass over rows in plain Rust (`crate::fused::rows`,
+//!   `crate::fused::attention`, `crate::fused::linalg`) with hand-written backward passes;
 //! - `autodiff.rs`: under autodiff each is one custom op (forward: the inner backend's kernel;
 //!   backward: the inner backend's gradient kernel), the STE's backward the identity;
 //! - other backends (CUDA) keep the defaults below.
@@ -13,13 +13,17 @@
 //! Module order: the trait (this file) knows nothing of its implementations; `flex.rs` and
 //! `autodiff.rs` implement it.
 
+pub mod attention;
 mod autodiff;
 mod flex;
+pub mod linalg;
+pub mod quant;
+pub mod rows;
 #[cfg(test)]
 mod tests;
 
-use crate::attention::{AttnShape, Rope};
-use crate::quant::{self, QuantApply};
+use crate::fused::attention::{AttnShape, Rope};
+use crate::fused::quant::QuantApply;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Tensor, TensorData};
 
@@ -132,7 +136,7 @@ pub trait FusedOps: Backend {
     }
 
     /// Causal self-attention with RoPE and Q5 from the fused q|k|v projection (see
-    /// [`crate::attention`]).
+    /// [`crate::fused::attention`]).
     ///
     /// # Shapes
     /// - `qkv`: `[b, t, (H + 2·Hkv)·hd]` → `[b, t, H·hd]`
@@ -187,7 +191,7 @@ pub fn act_quant<B: FusedOps, const D: usize>(x: Tensor<B, D>, how: QuantApply) 
     }
 }
 
-/// The attention of [`crate::attention`] with burn tensor ops: what backends without a fused
+/// The attention of [`crate::fused::attention`] with burn tensor ops: what backends without a fused
 /// attention run (autodiff differentiates it as usual), and the reference the flex kernels are
 /// tested against.
 ///

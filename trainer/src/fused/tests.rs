@@ -2,8 +2,8 @@
 //! random upstream gradient.
 
 use super::{attention_ops, FusedOps};
-use crate::attention::{AttnShape, Rope};
-use crate::quant::{self, QuantApply};
+use crate::fused::attention::{AttnShape, Rope};
+use crate::fused::quant::{self, QuantApply};
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::{Distribution, Tensor};
 

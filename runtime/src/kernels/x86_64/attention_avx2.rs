@@ -255,7 +255,12 @@ pub unsafe fn softmax_coefficients_avx2(
         wsum = _mm256_add_epi64(wsum, wgt);
         let (mant, e) = dyadic_mul4(normalize_weights4(wgt), gather_dyadics4(v_scale, s0, nkv));
         // pack_dyadic: exponent high, mantissa low.
-        store4(p, len - s0, m, _mm256_or_si256(_mm256_slli_epi64::<32>(e), mant));
+        store4(
+            p,
+            len - s0,
+            m,
+            _mm256_or_si256(_mm256_slli_epi64::<32>(e), mant),
+        );
         let biased = _mm256_add_epi64(e, _mm256_set1_epi64x(key_bias));
         let live = gt(mant, _mm256_setzero_si256());
         let key = keep(live, _mm256_or_si256(_mm256_slli_epi64::<32>(biased), mant));

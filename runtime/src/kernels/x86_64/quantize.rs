@@ -10,7 +10,7 @@
 
 use core::arch::x86_64::*;
 
-use crate::pass::norm::Q127;
+use crate::fixed::Q127;
 
 /// [`Q127::of`] on eight `u32` lanes `a ≤ m`.
 #[inline]

@@ -15,7 +15,7 @@ pub fn flashed_model(partition: &[u8], address: u32) -> Result<&[u8], ModelProbl
     if prefix.iter().all(|&b| b == 0xFF) || prefix.iter().all(|&b| b == 0) {
         return Err(ModelProblem::Absent { address });
     }
-    if prefix.get(..8) != Some(&crate::format::MAGIC[..]) {
+    if prefix.get(..8) != Some(&crate::blob::format::MAGIC[..]) {
         return Err(ModelProblem::Invalid(LoadError::BadMagic));
     }
     let word = |at: usize| {
@@ -39,7 +39,7 @@ pub fn flashed_model(partition: &[u8], address: u32) -> Result<&[u8], ModelProbl
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Model;
+    use crate::blob::model::Model;
 
     static BLOB: &[u8] = include_bytes!("../../../../models/shakespeare-mcu.bin");
 

@@ -12,7 +12,8 @@
 //! | `/topk 40` | sample among the 40 most likely tokens, `0` = all |
 //! | `/seed 3` | sampler seed |
 //! | `/tokens 200` | tokens generated per prompt |
-//! | `/stats` | the last run's tokens/s and the memory in use |
+//! | `/cores 2` | cores sharing each token's work (1, or 2 where the session has two-core workers; `/cores` alone reports them) |
+//! | `/stats` | the last run's tokens/s (with two cores, the other core's busy time too) and the memory in use |
 //! | `/help` | the commands and the current settings |
 //!
 //! In a prompt `\n` stands for a newline, `\\` for a backslash and `\/` for a slash (so a
@@ -210,6 +211,10 @@ pub struct Stats {
     pub decode_counts: u64,
     /// The run was stopped by Ctrl-C.
     pub interrupted: bool,
+    /// Cores the run used.
+    pub cores: u32,
+    /// Counts the other core spent on the run's jobs, when its workers measure them.
+    pub other_core_counts: Option<u64>,
 }
 
 /// `tokens` per `counts` at `per_second` counts/s, in thousandths (`None` when no time passed).
@@ -362,6 +367,26 @@ impl<'m, 'b> Chat<'m, 'b> {
             Request::Seed(s) => settings.seed = s,
             Request::Tokens(n) => settings.tokens = n,
             Request::Help => write_help(out, *settings),
+            Request::Cores(n) => match (session.as_mut(), n) {
+                (Err(problem), _) => {
+                    let _ = writeln!(out, "error: {problem}");
+                }
+                (Ok(s), None) => {
+                    let _ = writeln!(out, "cores: {} of {}", s.cores(), s.max_cores());
+                }
+                (Ok(s), Some(n)) => match s.set_cores(n) {
+                    Ok(()) => {
+                        let _ = writeln!(out, "ok: cores {n}");
+                    }
+                    Err(max) => {
+                        let _ = writeln!(
+                            out,
+                            "error: /cores {n}: this build runs the model on at most {max} core{}",
+                            if max == 1 { "" } else { "s" }
+                        );
+                    }
+                },
+            },
             Request::Stats => write_stats(out, stats.as_ref(), session.as_ref().ok()),
             Request::Prompt(_) => {
                 let text_len = match unescape(line) {
@@ -405,6 +430,7 @@ fn write_help<T: Terminal>(out: &mut Out<'_, T>, settings: Settings) {
          \x20 /topk K     sample among the K most likely tokens, 0 = all\n\
          \x20 /seed S     sampler seed, applied afresh to every prompt\n\
          \x20 /tokens N   tokens generated per prompt (0 to {MAX_TOKENS})\n\
+         \x20 /cores N    cores sharing each token's work: 1, or 2 on a two-core board\n\
          \x20 /stats      speed of the last run, memory in use\n\
          \x20 /help       this list\n\
          settings: {settings}\n"
@@ -435,12 +461,28 @@ fn write_stats<T: Terminal>(
             if let Some(rate) = milli_rate(s.decode_tokens, s.decode_counts, clock.per_second) {
                 let _ = write!(out, ": {}.{:03} tokens/s", rate / 1000, rate % 1000);
             }
-            let _ = writeln!(
+            let _ = write!(
                 out,
                 " ({}){}",
                 clock.note,
                 if s.interrupted { ", interrupted" } else { "" }
             );
+            let total = s.prefill_counts.saturating_add(s.decode_counts);
+            match (s.cores, s.other_core_counts) {
+                (2, Some(busy)) => {
+                    let permille = busy.saturating_mul(1000).checked_div(total).unwrap_or(0);
+                    let _ = writeln!(
+                        out,
+                        "; 2 cores: core 1 busy {busy} {} of the run's {total} ({}.{}%)",
+                        clock.unit,
+                        permille / 10,
+                        permille % 10
+                    );
+                }
+                (cores, _) => {
+                    let _ = writeln!(out, "; {cores} core{}", if cores == 1 { "" } else { "s" });
+                }
+            }
         }
     }
     match session {

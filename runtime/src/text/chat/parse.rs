@@ -24,6 +24,8 @@ pub enum Request<'a> {
     Seed(u64),
     /// `/tokens N`.
     Tokens(u32),
+    /// `/cores N`: cores sharing each token's work (`None`: report them).
+    Cores(Option<u32>),
     /// `/stats`.
     Stats,
     /// `/help`.
@@ -108,6 +110,14 @@ pub fn parse_line(line: &[u8]) -> Result<Request<'_>, LineError<'_>> {
             .ok_or(LineError::BadArgument {
                 command: "/tokens",
                 expected: "a whole number from 0 to 1000000",
+            }),
+        b"cores" if arg.is_empty() => Ok(Request::Cores(None)),
+        b"cores" => parse_u64(arg)
+            .filter(|n| (1..=2).contains(n))
+            .map(|n| Request::Cores(Some(n as u32)))
+            .ok_or(LineError::BadArgument {
+                command: "/cores",
+                expected: "1 or 2 (the cores that share each token's work)",
             }),
         b"stats" | b"help" if !arg.is_empty() => Err(LineError::BadArgument {
             command: if word == b"stats" { "/stats" } else { "/help" },
@@ -250,6 +260,9 @@ mod tests {
         assert_eq!(parse_line(b"/seed 3"), Ok(Request::Seed(3)));
         assert_eq!(parse_line(b"/tokens 200"), Ok(Request::Tokens(200)));
         assert_eq!(parse_line(b"/stats"), Ok(Request::Stats));
+        assert_eq!(parse_line(b"/cores 2"), Ok(Request::Cores(Some(2))));
+        assert_eq!(parse_line(b"/cores  1 "), Ok(Request::Cores(Some(1))));
+        assert_eq!(parse_line(b"/cores"), Ok(Request::Cores(None)));
         assert_eq!(parse_line(b"/help"), Ok(Request::Help));
         assert_eq!(parse_line(b""), Ok(Request::Empty));
         assert_eq!(parse_line(b"   "), Ok(Request::Prompt(b"   ")));
@@ -271,6 +284,9 @@ mod tests {
             b"/seed",
             b"/tokens 1000001",
             b"/stats now",
+            b"/cores 0",
+            b"/cores 3",
+            b"/cores two",
         ] {
             let e = parse_line(bad).unwrap_err();
             assert!(matches!(e, LineError::BadArgument { .. }), "{e:?}");

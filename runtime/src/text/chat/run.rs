@@ -4,7 +4,7 @@ use core::fmt::Write as _;
 
 use super::out::Out;
 use super::{Settings, Stats, Terminal, Typeahead, CTRL_C, MAX_LINE};
-use crate::{decode, encode, EncodeError, Error, Generator, Session};
+use crate::{decode, encode, EncodeError, Error, Generator, Session, Utf8Stream};
 
 /// One generation: the borrowed parts of a [`Chat`](super::Chat) it needs.
 pub(super) struct Run<'c, 'm, 'b> {
@@ -35,11 +35,15 @@ impl Run<'_, '_, '_> {
         out.flush();
         let mut stats = Stats {
             prompt_tokens: n as u32,
+            cores: self.session.cores(),
             ..Stats::default()
         };
+        let busy_before = other_core_counts(self.session);
         let prompt = self.prompt.get(..n).unwrap_or(&[]);
         let mut generator = Generator::new(self.session, prompt, self.settings.sampler());
         let mut failure: Option<Error> = None;
+        // A byte-level token may end inside a UTF-8 character: hold it until it is whole.
+        let mut text_out = Utf8Stream::new();
         for i in 0..self.settings.tokens {
             if interrupted(out.term, self.typeahead) {
                 stats.interrupted = true;
@@ -61,11 +65,21 @@ impl Run<'_, '_, '_> {
                 stats.decode_tokens += 1;
                 stats.decode_counts = stats.decode_counts.saturating_add(spent);
             }
-            out.bytes(decode(&model, token));
+            let _ = text_out.push(decode(&model, token), |b| {
+                out.bytes(b);
+                Ok::<(), ()>(())
+            });
             out.flush();
             if out.failed() {
                 break;
             }
+        }
+        let _ = text_out.finish(|b| {
+            out.bytes(b);
+            Ok::<(), ()>(())
+        });
+        if let (Some(a), Some(b)) = (busy_before, other_core_counts(generator.session())) {
+            stats.other_core_counts = Some(b.wrapping_sub(a));
         }
         if stats.interrupted {
             let _ = out.write_str("^C");
@@ -76,6 +90,16 @@ impl Run<'_, '_, '_> {
         }
         Some(stats)
     }
+}
+
+/// What the session's other core has spent on jobs so far (`None` without such a counter).
+fn other_core_counts(session: &Session<'_, '_>) -> Option<u64> {
+    #[cfg(feature = "workers")]
+    if let Some(w) = session.workers() {
+        return w.busy_counts();
+    }
+    let _ = session;
+    None
 }
 
 /// Reads what the terminal has without blocking: true on Ctrl-C (the type-ahead is dropped

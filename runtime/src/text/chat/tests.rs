@@ -188,7 +188,7 @@ fn a_session_of_prompts_commands_and_errors() {
 
         let help = text(&type_line(chat, &mut term, b"/help"));
         for cmd in [
-            "/temp", "/topk", "/seed", "/tokens", "/stats", "/help", "Ctrl-C",
+            "/temp", "/topk", "/seed", "/tokens", "/cores", "/stats", "/help", "Ctrl-C",
         ] {
             assert!(help.contains(cmd), "{help}");
         }
@@ -199,7 +199,7 @@ fn a_session_of_prompts_commands_and_errors() {
         assert!(
             stats.starts_with(
                 "stats: prompt 6 tokens and the first token in 1000 µs, then 23 tokens in 23000 \
-                 µs: 1000.000 tokens/s (test clock)\n"
+                 µs: 1000.000 tokens/s (test clock); 1 core\n"
             ),
             "{stats}"
         );
@@ -343,4 +343,74 @@ fn rates_are_exact_integers() {
     assert_eq!(milli_rate(1, 3, 1), Some(333));
     assert_eq!(milli_rate(5, 0, 1), None);
     assert_eq!(milli_rate(u32::MAX, 1, u64::MAX), Some(u64::MAX));
+}
+
+#[test]
+fn cores_are_chosen_where_the_session_has_workers() {
+    // Without workers: one core, and `/cores 2` says so; prompts are unchanged.
+    with_chat(|chat| {
+        let mut term = Script::default();
+        assert_eq!(
+            text(&type_line(chat, &mut term, b"/cores")),
+            "cores: 1 of 1\n> "
+        );
+        assert_eq!(
+            text(&type_line(chat, &mut term, b"/cores 2")),
+            "error: /cores 2: this build runs the model on at most 1 core\n> "
+        );
+        assert_eq!(
+            text(&type_line(chat, &mut term, b"/cores 1")),
+            "ok: cores 1\n> "
+        );
+        let reply = text(&type_line(chat, &mut term, b"/cores 3"));
+        assert!(reply.starts_with("error: /cores expects 1 or 2"), "{reply}");
+    });
+    // With two-core workers: both settings give `tools generate`'s text. The two halves take
+    // turns on this thread (the split's schedule without threads: these tests also run under
+    // WASI, which has none; runtime/tests/workers.rs runs them on two threads).
+    struct TwoInTurn;
+    impl crate::pass::workers::Workers for TwoInTurn {
+        fn cores(&self) -> usize {
+            2
+        }
+        fn join(&self, here: &mut dyn FnMut(), there: &mut (dyn FnMut() + Send)) {
+            here();
+            there();
+        }
+    }
+    let model = model();
+    let ctx = model.config().ctx_len;
+    let mut mem = vec![0u8; crate::session_bytes_workers(model.config(), ctx, 1)];
+    let session = Session::with_workers(model, ctx, 1, &TwoInTurn, &mut mem).unwrap();
+    let mut chat = Chat::new(Ok(session), Settings::DEFAULT);
+    let mut term = Script::default();
+    type_line(&mut chat, &mut term, b"/tokens 30");
+    assert_eq!(
+        text(&type_line(&mut chat, &mut term, b"/cores")),
+        "cores: 2 of 2\n> "
+    );
+    let mut want = reference(
+        b"ROMEO:",
+        Settings {
+            tokens: 30,
+            ..Settings::DEFAULT
+        },
+    );
+    want.extend_from_slice(b"\n> ");
+    assert_eq!(
+        text(&type_line(&mut chat, &mut term, b"ROMEO:")),
+        text(&want)
+    );
+    let stats = text(&type_line(&mut chat, &mut term, b"/stats"));
+    assert!(stats.contains("(test clock); 2 cores"), "{stats}");
+    assert_eq!(
+        text(&type_line(&mut chat, &mut term, b"/cores 1")),
+        "ok: cores 1\n> "
+    );
+    assert_eq!(
+        text(&type_line(&mut chat, &mut term, b"ROMEO:")),
+        text(&want)
+    );
+    let stats = text(&type_line(&mut chat, &mut term, b"/stats"));
+    assert!(stats.contains("(test clock); 1 core\n"), "{stats}");
 }

@@ -2,19 +2,24 @@
 //! (batch, forward/backward, global-norm clipping, the optimiser groups, schedule); periodic
 //! validation and checkpoints, Ctrl-C, `--stop-after` and `--resume` around it.
 
-use crate::checkpoint::{self, TrainState};
+pub mod checkpoint;
+pub mod ema;
+pub mod gradients;
+pub mod optim;
+pub mod schedule;
+
+use crate::data::rng::SplitMix64;
 use crate::data::{noise_inputs, random_batch, val_windows, Batch, Corpus};
-use crate::ema::Ema;
 use crate::error::{Result, TrainError};
-use crate::eval::mean_nll;
 use crate::fused::FusedOps;
-use crate::gradients::{clip_global_norm, loss_and_grads};
-use crate::metrics::MetricRow;
+use crate::model::eval::mean_nll;
 use crate::model::{Model, QuantMode, Tables};
-use crate::optim::Optimizers;
-use crate::rng::SplitMix64;
-use crate::runinfo::{self, AverageLoss, Summary};
-use crate::schedule;
+use crate::run::metrics::MetricRow;
+use crate::run::runinfo::{self, AverageLoss, Summary};
+use crate::train::checkpoint::TrainState;
+use crate::train::ema::Ema;
+use crate::train::gradients::{clip_global_norm, loss_and_grads};
+use crate::train::optim::Optimizers;
 use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
 use indicatif::ProgressBar;
@@ -22,7 +27,7 @@ use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-pub use crate::spec::RunSpec;
+pub use crate::run::spec::RunSpec;
 
 /// How a call to [`train`] ended.
 #[derive(Debug, Clone)]
@@ -348,7 +353,17 @@ where
         self.state.wall_s = self.clock.wall_s();
         let (model, state) = (&self.model, &self.state);
         let averages: Vec<_> = self.averages.iter().map(|a| &a.model).collect();
-        checkpoint::save(&self.spec.out, model, self.opts.records(), &averages, state)
+        let (cfg, optimizer) = (&self.spec.model, self.spec.train.optimizer);
+        let records = self.opts.records();
+        checkpoint::save(
+            &self.spec.out,
+            cfg,
+            optimizer,
+            model,
+            records,
+            &averages,
+            state,
+        )
     }
 
     /// Stops early (Ctrl-C, `--stop-after`) with a checkpoint.
@@ -398,8 +413,10 @@ where
             .take(50)
             .map(|r| r.train_loss)
             .collect();
+        let scored = self.corpus.val_scored(mcfg.ctx_len);
+        let nll_sum = q_val * scored.tokens as f64;
         let summary = Summary {
-            export_version: crate::config::EXPORT_VERSION,
+            export_version: crate::config::export_version(tcfg.tokenizer),
             steps: self.state.step,
             tokens_seen: self.state.tokens_seen,
             wall_time_s: self.state.wall_s,
@@ -415,6 +432,13 @@ where
             val_loss_train_forward: val_train_mode,
             quantized_val_loss: q_val,
             quantized_val_positions: windows.iter().map(|b| b.batch * b.ctx).sum(),
+            quantized_val_nats_per_char: nll_sum / scored.chars.max(1) as f64,
+            quantized_val_bits_per_byte: nll_sum
+                / std::f64::consts::LN_2
+                / scored.bytes.max(1) as f64,
+            quantized_val_chars: scored.chars,
+            quantized_val_bytes: scored.bytes,
+            val_chars_per_token: self.corpus.val_chars as f64 / self.corpus.val.len().max(1) as f64,
             quantized_eval_s,
             float_val_loss: float_val,
             last_weights_quantized_val_loss: last_q_val,

@@ -2,21 +2,68 @@
 //! `state.json` (step, RNG, metrics so far). Written to `checkpoint.tmp/` first (each file
 //! flushed to the disk), then swapped in by renames, so a crash never leaves a half-written
 //! checkpoint behind.
+//!
+//! `checksums.json`, written last, records the model shape, the optimiser and the number of
+//! weight averages the checkpoint was made for, and every other file's length and CRC-32
+//! (CRC-32/ISO-HDLC, the blob's checksum). `--resume` checks all of it before anything is
+//! decoded: a flipped byte, a truncated, missing or replaced file, or a checkpoint of another
+//! model is a one-line error ([`TrainError::CorruptCheckpoint`],
+//! [`TrainError::CheckpointMismatch`]), never a panic in the record decoder or a resume with
+//! other weights.
 
 use crate::config::{MatrixOptimizer, ModelConfig};
-use crate::error::{Result, TrainError};
-use crate::files::{sync_dir, write_atomic, write_synced};
+use crate::data::rng::SplitMix64;
+use crate::error::{shown, Result, TrainError};
 use crate::fused::FusedOps;
-use crate::metrics::{to_csv, MetricRow};
 use crate::model::Model;
-use crate::optim::{AdamWRecord, MuonRecord, Records};
-use crate::rng::SplitMix64;
-use crate::runinfo::log_line;
+use crate::run::files::{sync_dir, write_atomic, write_synced};
+use crate::run::metrics::{to_csv, MetricRow};
+use crate::run::runinfo::log_line;
+use crate::train::optim::{AdamWRecord, MuonRecord, Records};
 use burn::module::{AutodiffModule, Module};
 use burn::record::{BinBytesRecorder, BinFileRecorder, FullPrecisionSettings, Recorder};
 use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+
+/// The checkpoint's record of itself (written last).
+pub const MANIFEST: &str = "checksums.json";
+
+/// CRC-32/ISO-HDLC (zlib's, the blob's).
+const CRC32: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC);
+
+/// `checksums.json`: what a checkpoint was made for, and every other file's length and CRC-32.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    /// the model shape of every model record in it (the keys of `config.json`)
+    pub model: ModelConfig,
+    /// the optimiser of the BitLinear matrices (`opt_muon.bin` with `muon`)
+    pub optimizer: MatrixOptimizer,
+    /// weight averages held (`ema0.bin` …)
+    pub averages: usize,
+    /// every other file of the checkpoint, by name
+    pub files: BTreeMap<String, FileSum>,
+}
+
+/// Length and CRC-32 of one checkpoint file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileSum {
+    /// length in bytes
+    pub bytes: u64,
+    /// CRC-32/ISO-HDLC, 8 lowercase hex digits
+    pub crc32: String,
+}
+
+impl FileSum {
+    /// The sum of `bytes`.
+    pub fn of(bytes: &[u8]) -> FileSum {
+        FileSum {
+            bytes: bytes.len() as u64,
+            crc32: format!("{:08x}", CRC32.checksum(bytes)),
+        }
+    }
+}
 
 /// Reads checkpoints (returns errors on a truncated or corrupt file, where the bytes recorder
 /// would panic).
@@ -83,16 +130,19 @@ pub type Averages<B> = Vec<Model<<B as AutodiffBackend>::InnerBackend>>;
 
 /// Writes a checkpoint atomically: into `checkpoint.tmp/`, then renamed to `checkpoint/` (the
 /// previous one is `checkpoint.old/` in between). On an error (disk full, read-only) the partial
-/// `checkpoint.tmp/` is removed and the previous checkpoint stays as it was.
+/// `checkpoint.tmp/` is removed and the previous checkpoint stays as it was. `cfg` and
+/// `optimizer` are the run's (recorded in `checksums.json`).
 pub fn save<B: AutodiffBackend>(
     out: &Path,
+    cfg: &ModelConfig,
+    optimizer: MatrixOptimizer,
     model: &Model<B>,
     opts: Records<B>,
     averages: &[&Model<B::InnerBackend>],
     state: &TrainState,
 ) -> Result<()> {
     let tmp = out.join("checkpoint.tmp");
-    let res = write_tmp(&tmp, model, opts, averages, state);
+    let res = write_tmp(&tmp, cfg, optimizer, model, opts, averages, state);
     if res.is_err() {
         let _ = std::fs::remove_dir_all(&tmp);
     }
@@ -115,9 +165,11 @@ pub fn save<B: AutodiffBackend>(
 }
 
 /// Writes the checkpoint files into `tmp` (created afresh): the model, one record per optimiser
-/// group, the weight averages, the loop state.
+/// group, the weight averages, the loop state, and last `checksums.json`.
 fn write_tmp<B: AutodiffBackend>(
     tmp: &Path,
+    cfg: &ModelConfig,
+    optimizer: MatrixOptimizer,
     model: &Model<B>,
     opts: Records<B>,
     averages: &[&Model<B::InnerBackend>],
@@ -162,7 +214,16 @@ fn write_tmp<B: AutodiffBackend>(
         "state.json".into(),
         serde_json::to_vec(state).expect("state serialises"),
     ));
-    // state.json last: a checkpoint dir with a state.json is complete.
+    let manifest = Manifest {
+        model: cfg.clone(),
+        optimizer,
+        averages: averages.len(),
+        files: (files.iter())
+            .map(|(name, bytes)| (name.clone(), FileSum::of(bytes)))
+            .collect(),
+    };
+    let manifest = serde_json::to_string_pretty(&manifest).expect("manifest serialises") + "\n";
+    files.push((MANIFEST.into(), manifest.into_bytes()));
     for (name, bytes) in files {
         write_synced(&tmp.join(name), &bytes)?;
     }
@@ -202,16 +263,117 @@ pub fn load<B: AutodiffBackend + FusedOps>(
         }
         return Err(TrainError::Resume(format!(
             "no checkpoint in `{}`",
-            out.display()
+            shown(out)
         )));
     }
     match from(&d) {
         Err(e) if has_old => {
-            log_line(&format!("{e}; using {} instead", old.display()));
+            log_line(&format!("{e}; using {} instead", shown(&old)));
             from(&old)
         }
         r => r,
     }
+}
+
+/// Reads `checksums.json` of the checkpoint in `d` and checks, before anything is decoded, that
+/// it was made for `cfg`, `optimizer` and `n_averages` weight averages (once they started) and
+/// that every file it lists has its recorded length and CRC-32.
+pub fn verify(
+    d: &Path,
+    cfg: &ModelConfig,
+    optimizer: MatrixOptimizer,
+    n_averages: usize,
+) -> Result<Manifest> {
+    let corrupt = |reason: String| TrainError::CorruptCheckpoint {
+        dir: d.to_path_buf(),
+        reason,
+    };
+    let text = match std::fs::read(d.join(MANIFEST)) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(corrupt(format!(
+                "it has no {MANIFEST} (written by a trainer before checkpoints were checksummed, \
+                 or deleted), so its files cannot be checked"
+            )))
+        }
+        Err(e) => return Err(TrainError::io("read", d.join(MANIFEST))(e)),
+    };
+    let m: Manifest = serde_json::from_slice(&text)
+        .map_err(|e| corrupt(format!("{MANIFEST} does not parse ({e})")))?;
+    let mismatch = |field: &str, checkpoint: String, run: String| {
+        Err(TrainError::CheckpointMismatch {
+            dir: d.to_path_buf(),
+            field: field.into(),
+            checkpoint,
+            run,
+        })
+    };
+    if m.model != *cfg {
+        let (a, b) = (serde_json::to_value(&m.model), serde_json::to_value(cfg));
+        let (a, b) = (a.unwrap_or_default(), b.unwrap_or_default());
+        let keys = [
+            "vocab_size",
+            "d_model",
+            "n_layers",
+            "n_heads",
+            "n_kv_heads",
+            "ffn_dim",
+        ];
+        let field = (keys.iter().copied())
+            .chain(["ffn_gated", "ctx_len", "rope_theta", "norm_eps"])
+            .find(|k| a.get(k) != b.get(k))
+            .unwrap_or("model");
+        let value = |v: &serde_json::Value| match v.get(field) {
+            Some(x) => x.to_string(),
+            None if field == "ffn_gated" => "false".into(),
+            None => format!("{v}"),
+        };
+        return mismatch(field, value(&a), value(&b));
+    }
+    if m.optimizer != optimizer {
+        return mismatch(
+            "optimizer",
+            format!("{:?}", m.optimizer).to_lowercase(),
+            format!("{optimizer:?}").to_lowercase(),
+        );
+    }
+    if m.averages != 0 && m.averages != n_averages {
+        return mismatch(
+            "number of weight averages",
+            m.averages.to_string(),
+            format!("{n_averages} (ema_decays)"),
+        );
+    }
+    for (name, sum) in &m.files {
+        let path = d.join(name);
+        // Names are the trainer's own: a name that leaves the directory is a forged record.
+        if name.contains('/') || name.contains('\\') || name.starts_with('.') {
+            return Err(corrupt(format!(
+                "{MANIFEST} lists `{}`",
+                shown(Path::new(name))
+            )));
+        }
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(corrupt(format!("{} is missing", shown(Path::new(name)))))
+            }
+            Err(e) => return Err(TrainError::io("read", path)(e)),
+        };
+        let got = FileSum::of(&bytes);
+        if got != *sum {
+            return Err(corrupt(format!(
+                "{} has {} bytes and CRC-32 {}, {MANIFEST} records {} bytes and {} \
+                 (a flipped byte, a truncated or a replaced file)",
+                shown(Path::new(name)),
+                got.bytes,
+                got.crc32,
+                sum.bytes,
+                sum.crc32
+            )));
+        }
+    }
+    Ok(m)
 }
 
 fn load_from<B: AutodiffBackend + FusedOps>(
@@ -221,17 +383,52 @@ fn load_from<B: AutodiffBackend + FusedOps>(
     n_averages: usize,
     dev: &B::Device,
 ) -> Result<Loaded<B>> {
+    let manifest = verify(d, cfg, optimizer, n_averages)?;
+    // Every file read below must be one the manifest vouches for.
+    let listed = |name: &str| -> Result<()> {
+        if manifest.files.contains_key(name) {
+            Ok(())
+        } else {
+            Err(TrainError::CorruptCheckpoint {
+                dir: d.to_path_buf(),
+                reason: format!("{name} is not listed in {MANIFEST}"),
+            })
+        }
+    };
     let bad = |e| {
         TrainError::Resume(format!(
             "cannot read the checkpoint in `{}`: {}",
-            d.display(),
+            shown(d),
             rec_msg(e)
         ))
     };
+    listed("state.json")?;
     let st = d.join("state.json");
     let text = std::fs::read_to_string(&st).map_err(TrainError::io("read", &st))?;
     let state: TrainState = serde_json::from_str(&text)
-        .map_err(|e| TrainError::Resume(format!("`{}`: {e}", st.display())))?;
+        .map_err(|e| TrainError::Resume(format!("`{}`: {e}", shown(&st))))?;
+    let mut needed = vec![
+        "model.bin".to_string(),
+        "opt_decay.bin".into(),
+        "opt_rest.bin".into(),
+    ];
+    if optimizer == MatrixOptimizer::Muon {
+        needed.push("opt_muon.bin".into());
+    }
+    if state.ema_start.is_some() {
+        if manifest.averages != n_averages {
+            return Err(TrainError::CheckpointMismatch {
+                dir: d.to_path_buf(),
+                field: "number of weight averages".into(),
+                checkpoint: manifest.averages.to_string(),
+                run: format!("{n_averages} (ema_decays)"),
+            });
+        }
+        needed.extend((0..n_averages).map(|i| format!("ema{i}.bin")));
+    }
+    for name in &needed {
+        listed(name)?;
+    }
     let rec = Rec::new();
     let model = Model::<B>::new(cfg, dev, 0)
         .load_file(d.join("model"), &rec, dev)

@@ -10,15 +10,15 @@
 //!
 //! `crate::fused::attention_ops` writes this with burn tensor ops (any backend; CUDA uses it).
 //! On flex, [`attention_flex`] and [`attention_flex_backward`] do it in plain Rust, one batch row per rayon
-//! task, small matrix products through the `gemm` crate ([`crate::linalg`]): no head
+//! task, small matrix products through the `gemm` crate ([`crate::fused::linalg`]): no head
 //! transposes, no `[b, H, t, t]` tensors in the autodiff graph, RoPE without the pair-swap
 //! products. The forward pass applies RoPE, Q5 and `1/√hd` once per row into a buffer of the
 //! input's size, which is all the backward pass keeps: it recomputes `P` from it (as
 //! FlashAttention does) instead of holding `[b, H, t, t]` probabilities.
 
-use crate::linalg::matmul;
-use crate::quant::QuantApply;
-use crate::rows::{absmax_int8_in_place, dot, sum};
+use crate::fused::linalg::matmul;
+use crate::fused::quant::QuantApply;
+use crate::fused::rows::{absmax_int8_in_place, dot, sum};
 use rayon::prelude::*;
 use std::sync::Arc;
 

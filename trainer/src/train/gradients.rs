@@ -2,8 +2,8 @@
 //! there are several), the global-norm clip, and the split of the decayed parameter group.
 
 use crate::data::Batch;
-use crate::eval::batch_tensors;
 use crate::fused::FusedOps;
+use crate::model::eval::batch_tensors;
 use crate::model::{Model, QuantMode, Tables};
 use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::optim::{GradientsAccumulator, GradientsParams};

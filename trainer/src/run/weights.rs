@@ -3,8 +3,8 @@
 
 use crate::config::EXPORT_VERSION;
 use crate::error::{Result, TrainError};
-use crate::files::write_atomic;
 use crate::model::Model;
+use crate::run::files::write_atomic;
 use burn::tensor::backend::Backend;
 use runtime::schema;
 use std::path::Path;

@@ -4,11 +4,13 @@
 //! quantization point (Q1–Q5) is applied exactly (quantized evaluation), through the
 //! straight-through estimator (training) or not at all.
 
-use crate::attention::{AttnShape, Rope};
+pub mod eval;
+
 use crate::config::ModelConfig;
+use crate::data::rng::SplitMix64;
+use crate::fused::attention::{AttnShape, Rope};
+use crate::fused::quant::{ste, ternary, QuantApply};
 use crate::fused::{act_quant, FusedOps};
-use crate::quant::{ste, ternary, QuantApply};
-use crate::rng::SplitMix64;
 use burn::module::{Module, Param};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::Backend;

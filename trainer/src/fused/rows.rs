@@ -1,11 +1,11 @@
 //! Row kernels on plain `f32` slices, shared by the flex kernels (`crate::fused`) and the fused
-//! attention (`crate::attention`): reductions on 16 independent lanes, the int8 absmax quantizer
+//! attention (`crate::fused::attention`): reductions on 16 independent lanes, the int8 absmax quantizer
 //! of one row, and the row partition of the rayon tasks.
 //!
 //! A plain `f32` sum must keep its order and so stays scalar; 16 partial sums vectorize. Their
 //! order is fixed, so every result is the same for any number of threads.
 
-use crate::quant::SCALE_FLOOR;
+use crate::fused::quant::SCALE_FLOOR;
 use rayon::prelude::*;
 
 /// Lanes of the row reductions: 16 independent partial results.
@@ -104,7 +104,7 @@ pub fn int8_scale(row: &[f32]) -> f32 {
 }
 
 /// The quantized value of `v` at `scale`: `round_half_even(v/scale)·scale` (the clamp to
-/// −128..=127 of `docs/MODEL.md` never binds, see `crate::quant::absmax_int8`).
+/// −128..=127 of `docs/MODEL.md` never binds, see `crate::fused::quant::absmax_int8`).
 #[inline(always)]
 pub fn int8_value(v: f32, scale: f32) -> f32 {
     round_half_even_small(v / scale) * scale

@@ -3,7 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
-/// SplitMix64 (Steele, Lea, Flood 2014): 64-bit state, passes BigCrush, trivially resumable.
+/// [`runtime::SplitMix64`]'s stream with a named, serializable state: 64-bit, passes BigCrush,
+/// trivially resumable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SplitMix64 {
     /// The full generator state.
@@ -18,11 +19,10 @@ impl SplitMix64 {
 
     /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        let mut stream = runtime::SplitMix64(self.state);
+        let bits = stream.next_u64();
+        self.state = stream.0;
+        bits
     }
 
     /// A uniform integer in `0..n` (`n > 0`), by Lemire's multiply-shift (bias < n / 2^64).

@@ -4,8 +4,8 @@
 //! Stage 2 of the schedule changes the weight decay and keeps every moment.
 
 use crate::config::{MatrixOptimizer, TrainConfig};
-use crate::gradients::{matrix_ids, split_off};
 use crate::model::Model;
+use crate::train::gradients::{matrix_ids, split_off};
 use burn::module::ParamId;
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::decay::WeightDecayConfig;

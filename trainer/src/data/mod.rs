@@ -1,8 +1,14 @@
-//! The data pipeline: character vocabulary, the 90/10 split, random training batches and the
+//! The data pipeline: the vocabulary (characters, or byte-level BPE learned from the training
+//! split: [`bpe`]), the 90/10 split of the text, random training batches and the
 //! validation windows of the quantized evaluation.
 
-use crate::error::{Result, TrainError};
-use crate::rng::SplitMix64;
+pub mod bpe;
+pub mod rng;
+
+use crate::config::TokenizerKind;
+use crate::data::bpe::{char_count, Bpe};
+use crate::data::rng::SplitMix64;
+use crate::error::{shown, Result, TrainError};
 use std::path::Path;
 
 /// Character vocabulary: the distinct characters of the corpus sorted by code point; a token id
@@ -45,11 +51,63 @@ impl Vocab {
     }
 }
 
-/// The encoded corpus split nanoGPT's way: first 90% of the characters train, the rest validate.
+/// A run's tokenizer: the characters of the corpus, or byte-level BPE.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Tokenizer {
+    /// One token per character (the distinct characters of the whole corpus).
+    Char(Vocab),
+    /// Byte-level BPE learned from the training split.
+    Bpe(Bpe),
+}
+
+impl Tokenizer {
+    /// Number of tokens.
+    pub fn len(&self) -> usize {
+        match self {
+            Tokenizer::Char(v) => v.len(),
+            Tokenizer::Bpe(b) => b.len(),
+        }
+    }
+
+    /// True when there are no tokens.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Which kind it is.
+    pub fn kind(&self) -> TokenizerKind {
+        match self {
+            Tokenizer::Char(_) => TokenizerKind::Char,
+            Tokenizer::Bpe(_) => TokenizerKind::Bpe,
+        }
+    }
+
+    /// The token strings, for `vocab.json` (BPE tokens as ISO-8859-1: `trainer/EXPORT.md`).
+    pub fn strings(&self) -> Vec<String> {
+        match self {
+            Tokenizer::Char(v) => v.strings(),
+            Tokenizer::Bpe(b) => b.strings(),
+        }
+    }
+
+    /// `(characters, bytes)` of token `id`'s text (a character counts where its first byte is).
+    pub fn token_size(&self, id: u32) -> (usize, usize) {
+        match self {
+            Tokenizer::Char(v) => (1, v.tokens.get(id as usize).map_or(0, |c| c.len_utf8())),
+            Tokenizer::Bpe(b) => b
+                .tokens
+                .get(id as usize)
+                .map_or((0, 0), |t| (char_count(t), t.len())),
+        }
+    }
+}
+
+/// The encoded corpus split nanoGPT's way, on the text: its first ⌊9n/10⌋ characters train,
+/// the rest validate, whatever the tokenizer.
 #[derive(Debug, Clone)]
 pub struct Corpus {
-    /// the vocabulary built from the whole corpus
-    pub vocab: Vocab,
+    /// the tokenizer: the characters of the whole corpus, or BPE learned from the training split
+    pub vocab: Tokenizer,
     /// token ids of the training split
     pub train: Vec<u32>,
     /// token ids of the validation split
@@ -58,6 +116,39 @@ pub struct Corpus {
     pub fingerprint: u64,
     /// number of characters in the corpus
     pub n_chars: usize,
+    /// characters of the training split
+    pub train_chars: usize,
+    /// characters of the validation split
+    pub val_chars: usize,
+}
+
+/// What the validation windows score ([`val_windows`]): predicted tokens and the characters
+/// and bytes of their text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Scored {
+    /// predicted positions (tokens)
+    pub tokens: usize,
+    /// characters of the predicted tokens
+    pub chars: usize,
+    /// bytes of the predicted tokens
+    pub bytes: usize,
+}
+
+impl Corpus {
+    /// What the validation windows of `ctx + 1` tokens score: every token but the first of each
+    /// window, no trailing partial window.
+    pub fn val_scored(&self, ctx: usize) -> Scored {
+        let mut s = Scored::default();
+        for w in self.val.chunks_exact(ctx + 1) {
+            for &t in &w[1..] {
+                let (c, b) = self.vocab.token_size(t);
+                s.tokens += 1;
+                s.chars += c;
+                s.bytes += b;
+            }
+        }
+        s
+    }
 }
 
 /// FNV-1a 64-bit hash.
@@ -79,16 +170,28 @@ pub const CORPUS_HINT: &str = "--data takes any UTF-8 text file; tiny Shakespear
      is public at https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt";
 
 impl Corpus {
-    /// Reads and splits the UTF-8 file at `path`; `ctx_len` is checked against both splits.
-    /// Anything but a regular file of at most [`MAX_CORPUS_BYTES`] is refused before reading.
+    /// Reads and splits the UTF-8 file at `path` with the character vocabulary; `ctx_len` is
+    /// checked against both splits. Anything but a regular file of at most
+    /// [`MAX_CORPUS_BYTES`] is refused before reading.
     pub fn load(path: &Path, ctx_len: usize) -> Result<Self> {
+        Self::load_with(path, ctx_len, TokenizerKind::Char, 0)
+    }
+
+    /// [`Corpus::load`] with the tokenizer `kind` (`bpe_vocab`: the BPE vocabulary to learn,
+    /// 256 byte tokens plus merges).
+    pub fn load_with(
+        path: &Path,
+        ctx_len: usize,
+        kind: TokenizerKind,
+        bpe_vocab: usize,
+    ) -> Result<Self> {
         use std::io::Read;
         let meta = match std::fs::metadata(path) {
             Ok(m) => m,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(TrainError::Data(format!(
                     "data file `{}` does not exist ({CORPUS_HINT})",
-                    path.display()
+                    shown(path)
                 )))
             }
             Err(e) => return Err(TrainError::io("read the data file", path)(e)),
@@ -96,13 +199,13 @@ impl Corpus {
         if !meta.is_file() {
             return Err(TrainError::Data(format!(
                 "data file `{}` is not a regular file ({CORPUS_HINT})",
-                path.display()
+                shown(path)
             )));
         }
         if meta.len() > MAX_CORPUS_BYTES {
             return Err(TrainError::Data(format!(
                 "data file `{}` is {} bytes, more than the {MAX_CORPUS_BYTES} bytes the trainer reads",
-                path.display(),
+                shown(path),
                 meta.len()
             )));
         }
@@ -116,30 +219,45 @@ impl Corpus {
         if bytes.len() as u64 > MAX_CORPUS_BYTES {
             return Err(TrainError::Data(format!(
                 "data file `{}` grew past {MAX_CORPUS_BYTES} bytes while it was read",
-                path.display()
+                shown(path)
             )));
         }
         let text = String::from_utf8(bytes).map_err(|e| {
             TrainError::Data(format!(
                 "data file `{}` is not UTF-8 text ({e})",
-                path.display()
+                shown(path)
             ))
         })?;
-        Self::from_text(&text, ctx_len)
-            .map_err(|e| TrainError::Data(format!("`{}`: {e}", path.display())))
+        Self::from_text_with(&text, ctx_len, kind, bpe_vocab)
+            .map_err(|e| TrainError::Data(format!("`{}`: {e}", shown(path))))
     }
 
-    /// Builds the vocabulary and the split from `text`.
+    /// Builds the character vocabulary and the split from `text`.
     pub fn from_text(text: &str, ctx_len: usize) -> std::result::Result<Self, String> {
+        Self::from_text_with(text, ctx_len, TokenizerKind::Char, 0)
+    }
+
+    /// Splits `text` at character ⌊9n/10⌋ and tokenizes both parts: with the characters of the
+    /// whole text, or (`TokenizerKind::Bpe`) with a byte-level BPE vocabulary of up to
+    /// `bpe_vocab` tokens learned from the training part only.
+    pub fn from_text_with(
+        text: &str,
+        ctx_len: usize,
+        kind: TokenizerKind,
+        bpe_vocab: usize,
+    ) -> std::result::Result<Self, String> {
         if text.is_empty() {
             return Err("the corpus is empty".into());
         }
+        if kind == TokenizerKind::Bpe {
+            return Self::bpe_from_text(text, ctx_len, bpe_vocab);
+        }
         let vocab = Vocab::from_text(text);
-        if vocab.len() > crate::config::MAX_VOCAB {
+        if vocab.len() > runtime::format::MAX_VOCAB as usize {
             return Err(format!(
                 "the corpus has {} distinct characters; a model holds at most {} (token ids are 16-bit)",
                 vocab.len(),
-                crate::config::MAX_VOCAB
+                runtime::format::MAX_VOCAB as usize
             ));
         }
         if vocab.len() < 2 {
@@ -163,11 +281,48 @@ impl Corpus {
             ));
         }
         Ok(Self {
-            vocab,
+            train_chars: train.len(),
+            val_chars: val.len(),
+            vocab: Tokenizer::Char(vocab),
             train,
             val,
             fingerprint: fnv1a64(text.as_bytes()),
             n_chars: n,
+        })
+    }
+
+    fn bpe_from_text(
+        text: &str,
+        ctx_len: usize,
+        bpe_vocab: usize,
+    ) -> std::result::Result<Self, String> {
+        let n = text.chars().count();
+        let n_train = n * 9 / 10;
+        let at = text
+            .char_indices()
+            .nth(n_train)
+            .map_or(text.len(), |(i, _)| i);
+        let (train_text, val_text) = text.split_at(at);
+        let bpe = Bpe::learn(train_text.as_bytes(), bpe_vocab);
+        let train = bpe.encode(train_text.as_bytes());
+        let val = bpe.encode(val_text.as_bytes());
+        if val.len() < ctx_len + 1 || train.len() < ctx_len + 1 {
+            return Err(format!(
+                "the corpus encodes to {} training and {} validation tokens; with ctx {ctx_len} \
+                 each split must hold one window of ctx+1 = {} tokens",
+                train.len(),
+                val.len(),
+                ctx_len + 1
+            ));
+        }
+        Ok(Self {
+            vocab: Tokenizer::Bpe(bpe),
+            train,
+            val,
+            fingerprint: fnv1a64(text.as_bytes()),
+            n_chars: n,
+            train_chars: n_train,
+            val_chars: n - n_train,
         })
     }
 }
@@ -250,10 +405,57 @@ mod tests {
     fn vocab_sorted_and_split() {
         let text = "hello world, hello burn! ".repeat(20);
         let c = Corpus::from_text(&text, 8).unwrap();
-        assert_eq!(c.vocab.tokens[0], ' ');
-        assert!(c.vocab.tokens.windows(2).all(|w| w[0] < w[1]));
+        let Tokenizer::Char(v) = &c.vocab else {
+            panic!("not a character vocabulary")
+        };
+        assert_eq!(v.tokens[0], ' ');
+        assert!(v.tokens.windows(2).all(|w| w[0] < w[1]));
         assert_eq!(c.train.len() + c.val.len(), text.chars().count());
         assert_eq!(c.train.len(), text.chars().count() * 9 / 10);
+        assert_eq!((c.train_chars, c.val_chars), (c.train.len(), c.val.len()));
+        // Every token is one character: the scored characters are the scored tokens.
+        let s = c.val_scored(8);
+        assert_eq!(s.tokens, c.val.len() / 9 * 8);
+        assert_eq!((s.chars, s.bytes), (s.tokens, s.tokens));
+    }
+
+    #[test]
+    fn a_bpe_split_is_the_same_text_as_the_character_split() {
+        let text = "caf\u{e9} au lait, the king; ".repeat(60);
+        let chars = Corpus::from_text(&text, 8).unwrap();
+        let c = Corpus::from_text_with(&text, 8, TokenizerKind::Bpe, 300).unwrap();
+        let Tokenizer::Bpe(bpe) = &c.vocab else {
+            panic!("not BPE")
+        };
+        assert!(bpe.len() <= 300 && bpe.len() > 256);
+        assert_eq!(
+            (c.train_chars, c.val_chars),
+            (chars.train_chars, chars.val_chars)
+        );
+        // The validation tokens decode to exactly the character split's text.
+        let val_text: String = text.chars().skip(chars.train_chars).collect();
+        let back: Vec<u8> = c
+            .val
+            .iter()
+            .flat_map(|&t| bpe.tokens[t as usize].clone())
+            .collect();
+        assert_eq!(back, val_text.as_bytes());
+        // Fewer tokens than characters; the scored characters are those of the targets.
+        assert!(c.val.len() < c.val_chars);
+        let s = c.val_scored(8);
+        let windows = c.val.len() / 9;
+        assert_eq!(s.tokens, windows * 8);
+        let want: usize = c
+            .val
+            .chunks_exact(9)
+            .flat_map(|w| w[1..].iter())
+            .map(|&t| char_count(&bpe.tokens[t as usize]))
+            .sum();
+        assert_eq!(s.chars, want);
+        assert!(s.chars > s.tokens && s.bytes > s.chars);
+        // A text too short in tokens says so.
+        let e = Corpus::from_text_with(&"ab ".repeat(40), 16, TokenizerKind::Bpe, 400).unwrap_err();
+        assert!(e.contains("tokens"), "{e}");
     }
 
     #[test]
