@@ -1,10 +1,12 @@
 //! Kernel benchmarks: `cargo bench -p runtime --bench kernels` (filter with a name, e.g.
 //! `-- ternary_matvec_512x128`). Every dispatching kernel runs at each level this CPU has
-//! (`portable`, `avx2`, `avx512vnni`, `neon`), next to the scalar reference.
+//! (`portable`, `avx2`, `avx512vnni`, `neon`), next to the scalar reference; the ternary ones
+//! also on the row-tiled copy (`tiled avx2`, `tiled avx512vnni`) at the levels that read it.
 //! Throughput is in multiply-accumulates ("elements").
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use runtime::format::ternary_row_bytes;
+use runtime::kernels::tiled::{tile_packed2, tiled_len};
 use runtime::kernels::{self, fast, reference, Level};
 use std::hint::black_box;
 
@@ -50,10 +52,17 @@ fn matvec(c: &mut Criterion) {
         g.bench_function("fast", |b| {
             b.iter(|| fast::ternary_matvec(black_box(&w), rb, black_box(&x), &mut y))
         });
+        let mut buf = vec![0u8; tiled_len(rows as usize, rb * 4)];
+        let t = tile_packed2(&w, rb, rows as usize, &mut buf).unwrap();
         at_levels(|level| {
             g.bench_function(level.name(), |b| {
                 b.iter(|| kernels::ternary_matvec(black_box(&w), rb, black_box(&x), &mut y))
             });
+            if kernels::tiled_level() {
+                g.bench_function(format!("tiled {}", level.name()), |b| {
+                    b.iter(|| kernels::ternary_matvec_tiled(black_box(&t), black_box(&x), &mut y))
+                });
+            }
         });
         g.finish();
     }
@@ -70,12 +79,19 @@ fn matmul(c: &mut Criterion) {
         let mut scratch = vec![0i8; kernels::matmul_scratch_bytes(rb * 4, n)];
         let mut g = c.benchmark_group(format!("ternary_matmul_{rows}x{cols}_block{n}"));
         g.throughput(Throughput::Elements(n as u64 * rows as u64 * cols as u64));
+        let mut buf = vec![0u8; tiled_len(rows as usize, rb * 4)];
+        let t = tile_packed2(&w, rb, rows as usize, &mut buf).unwrap();
         at_levels(|level| {
             g.bench_function(level.name(), |b| {
                 b.iter(|| {
                     kernels::ternary_matmul(black_box(&w), rb, black_box(&x), &mut y, &mut scratch)
                 })
             });
+            if kernels::tiled_level() {
+                g.bench_function(format!("tiled {}", level.name()), |b| {
+                    b.iter(|| kernels::ternary_matmul_tiled(black_box(&t), black_box(&x), &mut y))
+                });
+            }
         });
         g.finish();
     }

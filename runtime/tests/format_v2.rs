@@ -1,10 +1,12 @@
 //! Blob format v2: base-3 matrices (5 weights per byte) load, give bit-identical logits to the
-//! same model in 2-bit form, are refused when malformed, and a v1 blob cannot smuggle them in.
+//! same model in 2-bit form (also through their row-tiled copy), are refused when malformed,
+//! and a v1 blob cannot smuggle them in.
 
 mod common;
 
 use common::{random_model, MCU, TINY};
 use runtime::format::{TernaryEncoding, PREFIX_LEN};
+use runtime::kernels;
 use runtime::schema::MatrixEncodings;
 use runtime::{LoadError, Model, Section, Session, TensorKind};
 
@@ -63,6 +65,17 @@ fn base3_and_mixed_blobs_match_the_2bit_blob_bit_for_bit() {
                     "{c:?} {enc:?} block {block}"
                 );
             }
+            // The row-tiled copy of base-3 and 2-bit matrices alike, at every level (the
+            // x86-64 SIMD levels read it; levels are process-wide, every level the same bits).
+            let mut buf = vec![0u8; m.tiled_bytes()];
+            let mt = m.with_tiled(&mut buf).unwrap();
+            for level in kernels::supported_levels() {
+                kernels::set_level(level).unwrap();
+                for block in [1, 4] {
+                    assert_eq!(logits(mt, &tokens, block), want, "{level} tiled {enc:?}");
+                }
+            }
+            kernels::set_level(kernels::detected()).unwrap();
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Batched prefill: a block of tokens through each layer at once must give exactly the logits
 //! and KV cache of feeding the tokens one by one, for MHA, GQA and MQA models, any block size,
-//! at every kernel level this CPU has.
+//! at every kernel level this CPU has, reading the blob's matrices or their row-tiled copy
+//! (`Model::with_tiled`, which the x86-64 SIMD levels read).
 
 mod common;
 
@@ -49,9 +50,24 @@ fn configs() -> Vec<Config> {
     v
 }
 
+/// `m` with its row-tiled copy in `buf`.
+fn tiled<'a>(m: Model<'a>, buf: &'a mut Vec<u8>) -> Model<'a> {
+    *buf = vec![0xA5; m.tiled_bytes()];
+    let short = m.tiled_bytes() - 64;
+    assert!(matches!(
+        m.with_tiled(&mut vec![0; short]),
+        Err(Error::BufferTooSmall { .. })
+    ));
+    let t = m.with_tiled(buf).unwrap();
+    assert!(t.layer(0).wq.tiled.is_some() && m.layer(0).wq.tiled.is_none());
+    t
+}
+
 fn check(c: Config, seed: u64) {
     let blob = random_model(c, seed).to_blob().unwrap();
     let m = Model::from_bytes(&blob).unwrap();
+    let mut buf = Vec::new();
+    let mt = tiled(m, &mut buf);
     let mut rng = Rng(seed ^ 0x5EED);
     let ctx = c.ctx_len;
     let n = 1 + rng.below(ctx as u64) as usize;
@@ -59,8 +75,15 @@ fn check(c: Config, seed: u64) {
         .map(|_| rng.below(c.vocab_size as u64) as u16)
         .collect();
     let (want_logits, want_k, want_v, want_sc) = one_by_one(m, ctx, &tokens);
+    let want = (
+        want_logits.clone(),
+        want_k.clone(),
+        want_v.clone(),
+        want_sc.clone(),
+    );
+    assert!(one_by_one(mt, ctx, &tokens) == want, "tiled {c:?}");
     let v = c.vocab_size as usize;
-    for block in [2u32, 3, 7, 64] {
+    for (block, m) in [(2u32, m), (3, mt), (7, m), (7, mt), (64, m), (64, mt)] {
         let mut mem = vec![0u8; session_bytes_prefill(&c, ctx, block)];
         let mut s = Session::with_block(m, ctx, block, &mut mem).unwrap();
         // `prefill`: the last logits.
@@ -126,16 +149,32 @@ fn every_level_gives_the_portable_logits_and_cache() {
         let tokens: Vec<u16> = (0..c.ctx_len)
             .map(|_| rng.below(c.vocab_size as u64) as u16)
             .collect();
+        let mut buf = Vec::new();
+        let mt = tiled(m, &mut buf);
         kernels::force_portable();
         let want = one_by_one(m, c.ctx_len, &tokens);
         for level in kernels::supported_levels() {
             kernels::set_level(level).unwrap();
-            assert!(one_by_one(m, c.ctx_len, &tokens) == want, "{level} {c:?}");
-            let mut mem = vec![0u8; session_bytes_prefill(&c, c.ctx_len, c.ctx_len / 2)];
-            let mut s = Session::with_block(m, c.ctx_len, c.ctx_len / 2, &mut mem).unwrap();
-            let last = s.prefill(&tokens).unwrap().to_vec();
-            let v = c.vocab_size as usize;
-            assert_eq!(last, want.0[want.0.len() - v..], "{level} {c:?} prefill");
+            for (m, name) in [(m, "blob"), (mt, "tiled")] {
+                assert!(
+                    one_by_one(m, c.ctx_len, &tokens) == want,
+                    "{level} {name} {c:?}"
+                );
+                let mut mem = vec![0u8; session_bytes_prefill(&c, c.ctx_len, c.ctx_len / 2)];
+                let mut s = Session::with_block(m, c.ctx_len, c.ctx_len / 2, &mut mem).unwrap();
+                let last = s.prefill(&tokens).unwrap().to_vec();
+                let v = c.vocab_size as usize;
+                assert_eq!(
+                    last,
+                    want.0[want.0.len() - v..],
+                    "{level} {name} {c:?} prefill"
+                );
+                let (k, vv, sc) = common::kv_cache(&s, tokens.len());
+                assert!(
+                    (k, vv, sc) == (want.1.clone(), want.2.clone(), want.3.clone()),
+                    "{level} {name} {c:?} prefill KV cache"
+                );
+            }
         }
         kernels::set_level(kernels::detected()).unwrap();
     }

@@ -1,5 +1,7 @@
 //! `tools bench`: whole-model speed of a blob on this host, through the integer runtime, and
-//! the ternary matvec kernel alone at the model's largest shape and at 2048×2048.
+//! the ternary matvec kernel alone at the model's largest shape and at 2048×2048: the kernel and
+//! matrix layout the model runs (the row-tiled copy at the x86-64 SIMD levels, the blob's 2-bit
+//! rows elsewhere).
 //!
 //! Kernel speed is reported in multiply-accumulates per second and, on x86-64, in TSC cycles
 //! per MAC: `rdtsc` read around the same timed loop as the wall clock, so the TSC rate
@@ -10,7 +12,10 @@ use std::time::Instant;
 
 use anyhow::{anyhow, bail, Result};
 use runtime::format::ternary_row_bytes;
-use runtime::kernels::{level, set_level, supported_levels, ternary_matvec, Level};
+use runtime::kernels::tiled::{tile_packed2, tiled_len, TiledMatrix};
+use runtime::kernels::{
+    level, set_level, supported_levels, ternary_matvec, ternary_matvec_tiled, tiled_level, Level,
+};
 use runtime::{session_bytes_prefill, Model, Session};
 
 use crate::term::shown;
@@ -73,12 +78,16 @@ pub struct BenchReport {
     pub tsc_hz: Option<f64>,
     /// The kernel family that ran (`avx512vnni`, `avx2`, `neon`, `portable`).
     pub kernels: String,
+    /// The matrix layout the matvec figures read: `tiled` (the row-tiled copy of the x86-64
+    /// SIMD levels) or `blob` (the blob's 2-bit rows).
+    pub matvec_layout: String,
     /// Prefill session RAM: working memory of the timed session, which prefills blocks of half
     /// the context (`tools inspect`'s "prefill RAM"; its "session RAM" runs one token per pass).
     pub prefill_session_ram_bytes: usize,
-    /// Bytes of the 2-bit copy of a base-3 blob's matrices made in memory for this CPU's SIMD
-    /// kernels (0: the blob ran as stored).
-    pub repacked_in_memory_bytes: u64,
+    /// Bytes of the copy of the model's matrices made in memory for this CPU's SIMD kernels:
+    /// the row-tiled copy at the x86-64 levels, a base-3 blob repacked to 2-bit at the others
+    /// (0: the blob ran as stored).
+    pub matrix_copy_bytes: u64,
     /// Blob size, bytes.
     pub flash_bytes: usize,
 }
@@ -121,11 +130,12 @@ impl std::fmt::Display for Text<'_> {
         };
         writeln!(
             f,
-            "ternary matvec     {:.2} G MACs/s ({}×{}, {} kernels{})",
+            "ternary matvec     {:.2} G MACs/s ({}×{}, {} kernels, {} layout{})",
             r.matvec_macs_per_s / 1e9,
             r.matvec_shape[0],
             r.matvec_shape[1],
             r.kernels,
+            r.matvec_layout,
             per_mac(r.matvec_tsc_cycles_per_mac, r.matvec_tsc_cycles_per_mac_min)
         )?;
         writeln!(
@@ -147,11 +157,16 @@ impl std::fmt::Display for Text<'_> {
             "prefill RAM        {} bytes (ctx {}, prefill in blocks of {})",
             r.prefill_session_ram_bytes, r.ctx_len, r.prefill_tokens
         )?;
-        if r.repacked_in_memory_bytes > 0 {
+        if r.matrix_copy_bytes > 0 {
+            let copy = if r.matvec_layout == "tiled" {
+                "matrices copied to the row-tiled layout"
+            } else {
+                "base-3 matrices repacked to 2-bit"
+            };
             writeln!(
                 f,
-                "weights            base-3 matrices repacked to 2-bit in memory ({} bytes) for the {} kernels",
-                r.repacked_in_memory_bytes, r.kernels
+                "weights            {copy} in memory ({} bytes) for the {} kernels",
+                r.matrix_copy_bytes, r.kernels
             )?;
         }
         writeln!(f, "flash              {} bytes", r.flash_bytes)?;
@@ -170,7 +185,8 @@ fn argmax(logits: &[i32]) -> u16 {
 }
 
 /// Working memory [`bench()`] needs for `rounds` rounds: one session for the timed rounds, one
-/// per core for the all-cores decode, the latency samples and the large matvec's matrix.
+/// per core for the all-cores decode, the latency samples and the large matvec's matrix (and
+/// its row-tiled copy).
 pub fn bench_bytes(config: &runtime::Config, rounds: usize) -> u64 {
     let ctx = config.ctx_len as usize;
     let prefill = (ctx / 2).max(1);
@@ -180,8 +196,9 @@ pub fn bench_bytes(config: &runtime::Config, rounds: usize) -> u64 {
         .saturating_mul(8);
     let session = session_bytes_prefill(config, config.ctx_len, prefill as u32) as u64;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    let cols = ternary_row_bytes(LARGE_MATVEC as u32) * 4;
     let large =
-        (LARGE_MATVEC * ternary_row_bytes(LARGE_MATVEC as u32) + LARGE_MATVEC * (1 + 4)) as u64;
+        (LARGE_MATVEC * cols / 4 + tiled_len(LARGE_MATVEC, cols) + LARGE_MATVEC * (1 + 4)) as u64;
     session
         .saturating_mul(threads.saturating_add(1))
         .saturating_add(samples)
@@ -252,15 +269,38 @@ fn median(v: &mut [f64]) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
-/// [`ternary_matvec`] on `w` (`[rows][row_bytes]`, `cols` real columns), timed in windows.
-fn time_matvec(w: &[u8], row_bytes: usize, rows: usize, cols: usize) -> Timed {
-    let x: Vec<i8> = (0..row_bytes * 4).map(|i| (i * 37 % 255) as i8).collect();
+/// The matrix a matvec figure times: the blob's 2-bit rows or the row-tiled copy.
+enum Matrix<'a> {
+    Blob { w: &'a [u8], row_bytes: usize },
+    Tiled(TiledMatrix<'a>),
+}
+
+impl Matrix<'_> {
+    /// Length of the input vector.
+    fn input_len(&self) -> usize {
+        match self {
+            Matrix::Blob { row_bytes, .. } => row_bytes * 4,
+            Matrix::Tiled(t) => t.cols(),
+        }
+    }
+
+    fn matvec(&self, x: &[i8], y: &mut [i32]) {
+        match self {
+            Matrix::Blob { w, row_bytes } => ternary_matvec(w, *row_bytes, x, y),
+            Matrix::Tiled(t) => ternary_matvec_tiled(t, x, y),
+        }
+    }
+}
+
+/// The matvec kernel on `w` (`rows` outputs, `cols` real columns), timed in windows.
+fn time_matvec(w: &Matrix<'_>, rows: usize, cols: usize) -> Timed {
+    let x: Vec<i8> = (0..w.input_len()).map(|i| (i * 37 % 255) as i8).collect();
     let mut y = vec![0i32; rows];
     let per_window = (1 << 22) / (rows * cols).max(1) + 1;
     let macs = (rows * cols * per_window) as f64;
     let mut run = || {
         for _ in 0..per_window {
-            ternary_matvec(w, row_bytes, std::hint::black_box(&x), &mut y);
+            w.matvec(std::hint::black_box(&x), &mut y);
         }
     };
     run();
@@ -398,9 +438,35 @@ pub fn bench(model: Model<'_>, flash_bytes: usize, rounds: usize) -> Result<Benc
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let (all_cores_tps, threads) = all_cores(model, ctx, block, prefill, decode, threads)?;
     let m = largest_matrix(&model);
-    let small = time_matvec(m.data, m.row_bytes, m.rows, m.cols);
+    let tiled = tiled_level();
+    let small = match m.tiled.filter(|_| tiled) {
+        Some(t) => time_matvec(&Matrix::Tiled(t), m.rows, m.cols),
+        None => time_matvec(
+            &Matrix::Blob {
+                w: m.data,
+                row_bytes: m.row_bytes,
+            },
+            m.rows,
+            m.cols,
+        ),
+    };
     let (lw, lrb) = large_matrix();
-    let large = time_matvec(&lw, lrb, LARGE_MATVEC, LARGE_MATVEC);
+    let mut buf = Vec::new();
+    let large_tiled = if tiled {
+        buf = crate::memory::zeroed(tiled_len(LARGE_MATVEC, lrb * 4))?;
+        tile_packed2(&lw, lrb, LARGE_MATVEC, &mut buf).map(Matrix::Tiled)
+    } else {
+        None
+    };
+    let large = time_matvec(
+        &large_tiled.unwrap_or(Matrix::Blob {
+            w: &lw,
+            row_bytes: lrb,
+        }),
+        LARGE_MATVEC,
+        LARGE_MATVEC,
+    );
+    drop(buf);
     drop(lw);
     let tsc_hz = match (small.tsc_total, large.tsc_total) {
         (Some((t0, s0)), Some((t1, s1))) => Some((t0 + t1) as f64 / (s0 + s1)),
@@ -451,8 +517,14 @@ pub fn bench(model: Model<'_>, flash_bytes: usize, rounds: usize) -> Result<Benc
         matvec_large_tsc_cycles_per_mac_min: large.tsc_per_mac.map(|c| c.1),
         tsc_hz,
         kernels: level().name().to_string(),
+        matvec_layout: if tiled && m.tiled.is_some() {
+            "tiled"
+        } else {
+            "blob"
+        }
+        .to_string(),
         prefill_session_ram_bytes: ram,
-        repacked_in_memory_bytes: 0,
+        matrix_copy_bytes: 0,
         flash_bytes,
     })
 }

@@ -8,8 +8,8 @@ use anyhow::{bail, Context, Result};
 use runtime::format::{known_flags, MAGIC, PREFIX_LEN, VERSION_MAJOR, VERSION_MAJOR_MIN};
 use runtime::Model;
 
-use crate::files;
 use crate::term::shown;
+use crate::{files, memory};
 
 /// The largest blob the format can describe: the prefix's offsets and lengths are `u32`.
 pub const MAX_BLOB_BYTES: u64 = u32::MAX as u64;
@@ -131,22 +131,67 @@ pub fn repack(
         .map_err(|e| anyhow::anyhow!("{}: cannot repack: {e}", shown(path)))
 }
 
-/// The model the host runs from `bytes` (validated once): the blob itself, or, when it stores
-/// matrices in base 3 and this CPU has SIMD kernels (which read the 2-bit encoding), the same
-/// model rewritten with 2-bit matrices into `repacked` (the same weights, so the same outputs
-/// bit for bit; the base-3 kernel is a portable table-lookup kernel made for microcontrollers,
-/// about 20 times slower than the AVX-512 one on a PC). Says so on stderr when `verbose`. The rewrite's
-/// working memory counts against `cap` ([`repack`]). Returns the model and the bytes
-/// `repacked` holds (0 when the blob runs as it is), which stay in use while the model runs.
+/// The copies of a blob's matrices a host keeps in memory beside the blob: the row-tiled copy
+/// that the x86-64 AVX2 and AVX-512 VNNI kernels read ([`Model::with_tiled`]), or, at the
+/// other SIMD levels (NEON), a base-3 blob rewritten with 2-bit matrices (the base-3
+/// table-lookup kernel is made for microcontrollers). Lives as long as the model reading it.
+#[derive(Default)]
+pub struct HostCopies {
+    repacked: Vec<u8>,
+    tiled: Vec<u8>,
+}
+
+/// What a command needs in memory beside the model's copies ([`load_for_host`]).
+pub struct Beside<'b> {
+    /// Said in a refusal: "a session", "a session and the latency samples of 5 rounds".
+    pub what: &'b str,
+    /// Bytes, for the model's configuration.
+    pub bytes: &'b dyn Fn(&runtime::Config) -> u64,
+}
+
+/// The model the host runs from `bytes` (validated once), with the copy of its matrices the
+/// current kernel level reads fastest, in `copies` (the same weights, so the same outputs bit
+/// for bit): at the x86-64 SIMD levels every matrix rewritten into the row-tiled layout (from
+/// the 2-bit or the base-3 encoding); at the other SIMD levels a base-3 blob rewritten with
+/// 2-bit matrices (the base-3 kernel is a portable table-lookup kernel made for
+/// microcontrollers, about 20 times slower than the NEON one), said on stderr when `verbose`.
+/// The copies count against `cap` (`--max-memory`) with what the command needs `beside` them
+/// (so that the advice a refusal gives is enough), and are allocated fallibly. Returns the model and the bytes the copies hold (0 when the
+/// blob runs as it is), which stay in use while the model runs.
 pub fn load_for_host<'a>(
     path: &Path,
     bytes: &'a [u8],
-    repacked: &'a mut Vec<u8>,
+    copies: &'a mut HostCopies,
     cap: u64,
     verbose: bool,
+    beside: Beside<'_>,
 ) -> Result<(Model<'a>, u64)> {
-    use runtime::kernels::{level, Level};
+    use runtime::kernels::{level, tiled_level, Level};
     let m = load(path, bytes)?;
+    let HostCopies { repacked, tiled } = copies;
+    if tiled_level() {
+        let need = m.tiled_bytes();
+        let total = (need as u64).saturating_add((beside.bytes)(m.config()));
+        memory::check(total, cap).with_context(|| {
+            format!(
+                "{}: the row-tiled copy of its matrices ({need} bytes) and {}",
+                shown(path),
+                beside.what
+            )
+        })?;
+        *tiled = memory::zeroed(need)?;
+        let m = m
+            .with_tiled(tiled)
+            .map_err(|e| anyhow::anyhow!("{}: cannot tile the matrices: {e}", shown(path)))?;
+        if verbose {
+            eprintln!(
+                "tools: {}: matrices copied to the row-tiled layout in memory ({need} bytes) for the {} kernels",
+                shown(path),
+                level()
+            );
+        }
+        return Ok((m, need as u64));
+    }
     let base3 = m
         .layout()
         .encodings()

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use runtime::{session_bytes_prefill, Model};
+use runtime::{session_bytes_prefill, Config, Model};
 
 use crate::memory::{self, DEFAULT_MAX_MEMORY};
 use crate::term::shown;
@@ -374,12 +374,12 @@ fn inspect_cmd(file: &Path, json: bool, out: &mut dyn Write) -> Result<()> {
 }
 
 /// A session over the whole context, prefilling `block` tokens at a time, must fit the cap
-/// beside the `held` bytes of a blob repacked in memory ([`blob::load_for_host`]).
+/// beside the `held` bytes of the model's matrices copied in memory ([`blob::load_for_host`]).
 fn check_session(model: &Model<'_>, block: u32, cap: MemoryCap, held: u64) -> Result<u64> {
     let need = session_bytes_prefill(model.config(), model.config().ctx_len, block) as u64;
     memory::check(need.saturating_add(held), cap.max_memory).with_context(|| {
         if held > 0 {
-            format!("a session over the model's whole context and the {held}-byte blob repacked in memory")
+            format!("a session over the model's whole context and the {held} bytes of the model's matrices copied in memory")
         } else {
             "a session over the model's whole context".into()
         }
@@ -399,10 +399,21 @@ fn generate_cmd(
     let cap = host.memory;
     let path = blob::model_path(model);
     let bytes = blob::read(&path)?;
-    let mut repacked = Vec::new();
-    let (model, held) =
-        blob::load_for_host(&path, &bytes, &mut repacked, cap.max_memory, host.verbose)?;
-    check_session(&model, (model.config().ctx_len / 2).max(1), cap, held)?;
+    let mut copies = blob::HostCopies::default();
+    let block = |c: &Config| (c.ctx_len / 2).max(1);
+    let session = |c: &Config| session_bytes_prefill(c, c.ctx_len, block(c)) as u64;
+    let (model, held) = blob::load_for_host(
+        &path,
+        &bytes,
+        &mut copies,
+        cap.max_memory,
+        host.verbose,
+        blob::Beside {
+            what: "a session",
+            bytes: &session,
+        },
+    )?;
+    check_session(&model, block(model.config()), cap, held)?;
     generate::generate(model, prompt, tokens, sampler, out)
 }
 
@@ -415,9 +426,19 @@ fn chat_cmd(
     let cap = host.memory;
     let path = blob::model_path(model);
     let bytes = blob::read(&path)?;
-    let mut repacked = Vec::new();
-    let (model, held) =
-        blob::load_for_host(&path, &bytes, &mut repacked, cap.max_memory, host.verbose)?;
+    let mut copies = blob::HostCopies::default();
+    let session = |c: &Config| session_bytes_prefill(c, c.ctx_len, 1) as u64;
+    let (model, held) = blob::load_for_host(
+        &path,
+        &bytes,
+        &mut copies,
+        cap.max_memory,
+        host.verbose,
+        blob::Beside {
+            what: "a session",
+            bytes: &session,
+        },
+    )?;
     check_session(&model, 1, cap, held)?;
     let mut term = chat::StdTerminal::new(std::io::stdout().lock());
     chat::chat(model, settings, &mut std::io::stdin().lock(), &mut term)
@@ -453,13 +474,17 @@ fn eval_cmd(
 ) -> Result<()> {
     let cap = host.memory;
     let bytes = blob::read(model_path)?;
-    let mut repacked = Vec::new();
+    let mut copies = blob::HostCopies::default();
     let (m, held) = blob::load_for_host(
         model_path,
         &bytes,
-        &mut repacked,
+        &mut copies,
         cap.max_memory,
         host.verbose,
+        blob::Beside {
+            what: "a session",
+            bytes: &|c| session_bytes_prefill(c, c.ctx_len, c.ctx_len) as u64,
+        },
     )?;
     let session = check_session(&m, m.config().ctx_len, cap, held)?;
     // The corpus, its validation tokens (2 bytes per character of the last tenth) and one
@@ -552,14 +577,23 @@ fn bench_cmd(
     let cap = host.memory;
     let path = blob::model_path(model);
     let bytes = blob::read(&path)?;
-    let mut repacked = Vec::new();
-    let (m, held) =
-        blob::load_for_host(&path, &bytes, &mut repacked, cap.max_memory, host.verbose)?;
+    let mut copies = blob::HostCopies::default();
+    let what = format!("a session and the latency samples of {rounds} rounds");
+    let (m, held) = blob::load_for_host(
+        &path,
+        &bytes,
+        &mut copies,
+        cap.max_memory,
+        host.verbose,
+        blob::Beside {
+            what: &what,
+            bytes: &|c| bench::bench_bytes(c, rounds),
+        },
+    )?;
     let need = bench::bench_bytes(m.config(), rounds).saturating_add(held);
-    memory::check(need, cap.max_memory)
-        .with_context(|| format!("a session and the latency samples of {rounds} rounds"))?;
+    memory::check(need, cap.max_memory).context(what)?;
     let mut r = bench::bench(m, bytes.len(), rounds)?;
-    r.repacked_in_memory_bytes = held;
+    r.matrix_copy_bytes = held;
     if json {
         writeln!(out, "{}", serde_json::to_string_pretty(&r)?)?;
         return Ok(());

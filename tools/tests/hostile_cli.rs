@@ -9,6 +9,17 @@ use std::path::{Path, PathBuf};
 use common::{blob, fails_with, tmp, tools, tools_limited, TINY};
 use runtime::{session_bytes_prefill, Config};
 
+/// Bytes of the copies of `blob`'s matrices that the tools keep beside it on this CPU: the
+/// row-tiled copy at the x86-64 SIMD levels, none elsewhere (a 2-bit blob needs no repack).
+fn host_copies(blob: &[u8]) -> u64 {
+    let m = runtime::Model::from_bytes(blob).unwrap();
+    if runtime::kernels::tiled_level() {
+        m.tiled_bytes() as u64
+    } else {
+        0
+    }
+}
+
 fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, bytes).unwrap();
@@ -39,11 +50,15 @@ fn a_session_larger_than_the_cap_is_refused_before_allocating() {
     let eval_need = session_bytes_prefill(&c, c.ctx_len, c.ctx_len) as u64;
     assert!(need > 1 << 30, "{need}");
     let dir = tmp("greedy");
-    let model = write(&dir, "greedy.bin", &blob(c, "greedy"));
+    let b = blob(c, "greedy");
+    // The session and the model's host copies are counted together.
+    let held = host_copies(&b);
+    let (need, eval_need) = (need + held, eval_need + held);
+    let model = write(&dir, "greedy.bin", &b);
     let data = write(&dir, "data.txt", &b"abcde".repeat(20_000));
     let m = model.to_str().unwrap();
     let d = data.to_str().unwrap();
-    let bench_need = tools::bench::bench_bytes(&c, 1);
+    let bench_need = tools::bench::bench_bytes(&c, 1) + held;
     for (args, need) in [
         (
             vec!["generate", "--model", m, "--prompt", "ab", "--tokens", "3"],
@@ -67,9 +82,15 @@ fn a_session_larger_than_the_cap_is_refused_before_allocating() {
 #[test]
 fn max_memory_is_a_flag_with_units() {
     let dir = tmp("maxmem");
-    let model = write(&dir, "tiny.bin", &blob(TINY, "tiny"));
+    let b = blob(TINY, "tiny");
+    let model = write(&dir, "tiny.bin", &b);
     let m = model.to_str().unwrap();
-    let need = session_bytes_prefill(&TINY, TINY.ctx_len, TINY.ctx_len / 2);
+    // The first thing over the cap: the model's row-tiled copy where the tools make one, else
+    // the session.
+    let need = match host_copies(&b) {
+        0 => session_bytes_prefill(&TINY, TINY.ctx_len, TINY.ctx_len / 2),
+        copies => copies as usize,
+    };
     assert!(need > 64);
     let out = tools(&[
         "generate",
@@ -487,9 +508,8 @@ fn the_base3_repack_counts_against_max_memory() {
         "--max-memory",
         "64M",
     ]];
-    if runtime::kernels::level() != runtime::kernels::Level::Portable {
-        // Only a SIMD host repacks in memory (the portable kernels read base 3 as it is).
-        commands.push(vec![
+    let (m64, b64) = (
+        vec![
             "generate",
             "--model",
             m,
@@ -497,8 +517,8 @@ fn the_base3_repack_counts_against_max_memory() {
             "1",
             "--max-memory",
             "64M",
-        ]);
-        commands.push(vec![
+        ],
+        vec![
             "bench",
             "--model",
             m,
@@ -506,7 +526,28 @@ fn the_base3_repack_counts_against_max_memory() {
             "1",
             "--max-memory",
             "64M",
-        ]);
+        ],
+    );
+    if runtime::kernels::tiled_level() {
+        // The x86-64 SIMD levels copy the matrices to the row-tiled layout instead (two bits a
+        // weight, no unpacking): that copy counts against the cap, beside the session.
+        let tiled = loaded.tiled_bytes();
+        assert!(tiled > 8 << 20 && tiled < 64 << 20, "{tiled}");
+        for mut args in [m64.clone(), b64.clone()] {
+            *args.last_mut().unwrap() = "8M";
+            let e = fails_with(&tools(&args), 1);
+            assert!(
+                e.contains("row-tiled copy")
+                    && e.contains(&format!("({tiled} bytes)"))
+                    && e.contains("cap of 8388608"),
+                "{args:?}: {e}"
+            );
+        }
+    } else if runtime::kernels::level() != runtime::kernels::Level::Portable {
+        // Other SIMD hosts repack base 3 to 2-bit in memory (the portable kernels read it as
+        // it is).
+        commands.push(m64);
+        commands.push(b64);
     } else {
         eprintln!("NOTE: portable kernels: generate/bench run base 3 as it is, only `tools repack` is checked");
     }
@@ -548,7 +589,13 @@ fn the_max_memory_advice_fits_the_machine() {
     let dir = tmp("advice");
     let model = write(&dir, "tiny.bin", &blob(TINY, "tiny"));
     let m = model.to_str().unwrap();
-    let need = session_bytes_prefill(&TINY, TINY.ctx_len, TINY.ctx_len / 2);
+    // The session, and the row-tiled copy of the matrices at the x86-64 SIMD levels.
+    let bytes = std::fs::read(&model).unwrap();
+    let copy = match runtime::kernels::tiled_level() {
+        true => runtime::Model::from_bytes(&bytes).unwrap().tiled_bytes(),
+        false => 0,
+    };
+    let need = session_bytes_prefill(&TINY, TINY.ctx_len, TINY.ctx_len / 2) + copy;
     let args = [
         "generate",
         "--model",

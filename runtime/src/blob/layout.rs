@@ -230,15 +230,15 @@ impl Layout {
         self.entry(schema::global_index(kind)?)
     }
 
+    /// Bytes from one layer's start to the next.
+    pub(crate) const fn layer_stride(&self) -> usize {
+        self.layer_stride as usize
+    }
+
     /// Byte range of all layers' sections (and the padding between them) in the data region.
     pub(crate) fn layers_range(&self) -> core::ops::Range<usize> {
         let start = self.layers_start as usize;
         let len = self.layer_stride as usize * self.config.n_layers as usize;
         start..start + len
-    }
-
-    /// Byte range of an entry in the data region.
-    pub(crate) fn range(e: &TensorEntry) -> core::ops::Range<usize> {
-        e.offset as usize..e.offset as usize + e.len as usize
     }
 }

@@ -2,6 +2,7 @@
 //! "Loader guarantees"), then hands it to the borrowed view in `model.rs`.
 
 use super::model::{u16_at, u32_at, CRC32};
+use super::sections::Sections;
 use crate::blob::format::{
     known_flags, round_up, Config, ElemFormat, HeaderInfo, TensorEntry, TensorKind,
     TernaryEncoding, TokenizerInfo, DATA_ALIGN, FLAG_BPE, FLAG_FFN_GATED, MAGIC, MAX_METADATA,
@@ -127,6 +128,7 @@ impl<'a> Model<'a> {
         };
         let hd = Dyadic::from_u64(info.config.head_dim() as u64, 0);
         let model = Model {
+            sections: Sections::new(&layout),
             layout,
             norm_eps: eps.normalized(),
             inv_sqrt_head_dim: hd.rsqrt(),
@@ -137,6 +139,7 @@ impl<'a> Model<'a> {
             data,
             copy: &[],
             copy_start: 0,
+            tiled: &[],
             merges,
             chars_per_kilotoken: tokenizer.and_then(|t| t.chars_per_kilotoken),
         };

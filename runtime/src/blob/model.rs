@@ -2,10 +2,13 @@
 //! nothing copied). This file is the one place that maps the blob to weights; the loader
 //! and its validation are in `load.rs`.
 
-use crate::blob::format::{Config, ElemFormat, TensorEntry, TensorKind, TernaryEncoding};
+use super::sections::{self, MatrixSpan, Sections};
+use crate::blob::format::{Config, TensorKind, TernaryEncoding};
 use crate::blob::layout::Layout;
 use crate::blob::schema;
+use crate::error::Error;
 use crate::fixed::Dyadic;
+use crate::kernels::tiled::{tile_base3, tile_packed2, TiledMatrix};
 use crate::text::bpe::Merges;
 
 /// CRC-32 (ISO-HDLC, the zlib/PNG one) over everything after the prefix.
@@ -15,6 +18,8 @@ pub(crate) const CRC32: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HD
 #[derive(Clone, Copy, Debug)]
 pub struct Model<'a> {
     pub(super) layout: Layout,
+    /// The sections a pass reads, resolved once from `layout`.
+    pub(super) sections: Sections,
     pub(super) norm_eps: Dyadic,
     pub(super) inv_sqrt_head_dim: Dyadic,
     pub(super) val_loss_micro_nats: Option<u64>,
@@ -26,6 +31,9 @@ pub struct Model<'a> {
     /// those bytes ([`Model::with_copy`]); empty when there is none.
     pub(super) copy: &'a [u8],
     pub(super) copy_start: usize,
+    /// The 2-bit matrices of every block in the row-tiled layout ([`Model::with_tiled`]),
+    /// block after block, each block's in schema order; empty when there is none.
+    pub(super) tiled: &'a [u8],
     /// The merge table of a byte-level BPE model (format v4, `FLAG_BPE`), validated.
     pub(super) merges: Option<Merges<'a>>,
     pub(super) chars_per_kilotoken: Option<u32>,
@@ -78,9 +86,20 @@ pub struct TernaryMatrix<'a> {
     pub encoding: TernaryEncoding,
     /// The matrix scale `γ` (normalized).
     pub gamma: Dyadic,
+    /// The same weights in the row-tiled layout of the x86-64 kernels
+    /// ([`kernels::tiled`](crate::kernels::tiled)), when the model has that copy
+    /// ([`Model::with_tiled`]); its input is the 2-bit padded width.
+    pub tiled: Option<TiledMatrix<'a>>,
 }
 
-impl TernaryMatrix<'_> {
+impl<'a> TernaryMatrix<'a> {
+    /// The tiled copy, when the kernels at the current level read it
+    /// ([`kernels::tiled_level`](crate::kernels::tiled_level)).
+    #[inline]
+    pub fn tiled_kernel(&self) -> Option<TiledMatrix<'a>> {
+        self.tiled.filter(|_| crate::kernels::tiled_level())
+    }
+
     /// Length of the input vector the kernels read: `row_bytes` times the weights per byte
     /// (`cols` plus padding columns, whose weights are 0).
     pub fn input_len(&self) -> usize {
@@ -233,53 +252,67 @@ impl<'a> Model<'a> {
     }
 
     fn global(&self, kind: TensorKind) -> &'a [u8] {
-        self.section(self.layout.global_entry(kind))
+        self.bytes(self.sections.global(kind).range(0))
     }
 
-    fn section(&self, entry: Option<TensorEntry>) -> &'a [u8] {
-        entry.map_or(&[], |e| self.bytes(Layout::range(&e)))
-    }
-
-    /// Gains `kind` of layer `l`.
+    /// Gains `kind` of layer `l` (for the writer).
+    #[cfg(feature = "writer")]
     pub(crate) fn layer_gains(&self, l: usize, kind: TensorKind) -> Gains<'a> {
-        Gains(self.section(self.layout.layer_entry(l, kind)))
+        let w = self.layer(l);
+        match kind {
+            TensorKind::AttnNorm => w.attn_norm,
+            TensorKind::AttnSubNorm => w.attn_sub_norm,
+            TensorKind::FfnNorm => w.ffn_norm,
+            TensorKind::FfnSubNorm => w.ffn_sub_norm,
+            _ => Gains(&[]),
+        }
     }
 
-    /// Ternary matrix `kind` of layer `l` with its `γ`.
+    /// Ternary matrix `kind` of layer `l` with its `γ` (for the writer; an empty matrix when
+    /// `kind` is not one of the model's).
     #[cfg(feature = "writer")]
     pub(crate) fn layer_matrix(&self, l: usize, kind: TensorKind) -> TernaryMatrix<'a> {
-        let scales = self.section(self.layout.layer_entry(l, TensorKind::LayerScales));
-        self.layer_matrix_in(l, kind, scales)
+        let s = &self.sections;
+        let shift = l.saturating_mul(s.stride as usize);
+        let scales = self.bytes(s.scales.range(shift));
+        let m = schema::matrix_index(kind)
+            .filter(|&i| i < schema::matrices_per_layer(self.config()))
+            .and_then(|i| Some((i, s.matrices.get(i)?)));
+        match m {
+            Some((i, m)) => self.matrix_at(l, shift, m, scales, i),
+            None => self.matrix_at(l, shift, &MatrixSpan::default(), &[], 0),
+        }
     }
 
-    /// Ternary matrix `kind` of layer `l` with its `γ` from `scales`, the layer's
-    /// `LayerScales` section.
-    fn layer_matrix_in(&self, l: usize, kind: TensorKind, scales: &[u8]) -> TernaryMatrix<'a> {
-        let e = self.layout.layer_entry(l, kind);
-        let (rows, cols, row_bytes, encoding) = match e.map(|e| (e.rows, e.cols, e.format)) {
-            Some((
-                r,
-                c,
-                f @ (ElemFormat::Ternary2 { row_bytes } | ElemFormat::Ternary5 { row_bytes }),
-            )) => (
-                r as usize,
-                c as usize,
-                row_bytes as usize,
-                TernaryEncoding::of(f).unwrap_or_default(),
-            ),
-            _ => (0, 0, 0, TernaryEncoding::Packed2),
-        };
-        let gamma = schema::matrix_index(kind)
-            .and_then(|i| dyadic_at(scales, i * 8))
+    /// Matrix `m` of block `l` (whose sections lie `shift` bytes after block 0's) with its `γ`
+    /// from `scales`, the block's `LayerScales`, and its tiled copy when the model has one.
+    fn matrix_at(
+        &self,
+        l: usize,
+        shift: usize,
+        m: &MatrixSpan,
+        scales: &[u8],
+        slot: usize,
+    ) -> TernaryMatrix<'a> {
+        let gamma = dyadic_at(scales, slot * 8)
             .unwrap_or(Dyadic::ZERO)
             .normalized();
+        let tiled = if self.tiled.is_empty() || m.tiled.range(0).is_empty() {
+            None
+        } else {
+            let shift = l.saturating_mul(self.sections.tiled_stride as usize);
+            self.tiled
+                .get(m.tiled.range(shift))
+                .and_then(|t| TiledMatrix::new(t, m.rows as usize, m.tiled_cols()))
+        };
         TernaryMatrix {
-            data: self.section(e),
-            rows,
-            cols,
-            row_bytes,
-            encoding,
+            data: self.bytes(m.span.range(shift)),
+            rows: m.rows as usize,
+            cols: m.cols as usize,
+            row_bytes: m.row_bytes as usize,
+            encoding: m.encoding,
             gamma,
+            tiled,
         }
     }
 
@@ -332,26 +365,82 @@ impl<'a> Model<'a> {
         Gains(self.global(TensorKind::FinalNorm))
     }
 
-    /// The weights of block `l` (`l < n_layers`).
+    /// The weights of block `l` (`l < n_layers`): block 0's sections, resolved at load,
+    /// `l` strides further on.
     #[cfg_attr(feature = "ram-code", link_section = ".data.runtime.hot")]
     pub fn layer(&self, l: usize) -> LayerWeights<'a> {
-        let scales = self.section(self.layout.layer_entry(l, TensorKind::LayerScales));
+        let s = &self.sections;
+        let shift = l.saturating_mul(s.stride as usize);
+        let scales = self.bytes(s.scales.range(shift));
+        let gains = |i: usize| Gains(self.bytes(s.gains[i].range(shift)));
+        let matrix = |i: usize| self.matrix_at(l, shift, &s.matrices[i], scales, i);
         LayerWeights {
-            attn_norm: self.layer_gains(l, TensorKind::AttnNorm),
-            wq: self.layer_matrix_in(l, TensorKind::Wq, scales),
-            wk: self.layer_matrix_in(l, TensorKind::Wk, scales),
-            wv: self.layer_matrix_in(l, TensorKind::Wv, scales),
-            attn_sub_norm: self.layer_gains(l, TensorKind::AttnSubNorm),
-            wo: self.layer_matrix_in(l, TensorKind::Wo, scales),
-            ffn_norm: self.layer_gains(l, TensorKind::FfnNorm),
-            w_up: self.layer_matrix_in(l, TensorKind::WUp, scales),
-            ffn_sub_norm: self.layer_gains(l, TensorKind::FfnSubNorm),
-            w_down: self.layer_matrix_in(l, TensorKind::WDown, scales),
-            w_gate: self
-                .config()
-                .ffn_gated
-                .then(|| self.layer_matrix_in(l, TensorKind::WGate, scales)),
+            attn_norm: gains(sections::ATTN_NORM),
+            wq: matrix(sections::WQ),
+            wk: matrix(sections::WK),
+            wv: matrix(sections::WV),
+            attn_sub_norm: gains(sections::ATTN_SUB_NORM),
+            wo: matrix(sections::WO),
+            ffn_norm: gains(sections::FFN_NORM),
+            w_up: matrix(sections::W_UP),
+            ffn_sub_norm: gains(sections::FFN_SUB_NORM),
+            w_down: matrix(sections::W_DOWN),
+            w_gate: self.config().ffn_gated.then(|| matrix(sections::W_GATE)),
         }
+    }
+
+    /// Bytes [`Model::with_tiled`] needs: the matrices of every block in the row-tiled layout
+    /// (two bits per weight, rows as wide as the 2-bit encoding pads them, the last tile of each
+    /// matrix padded to 16 rows), plus 63 for aligning the start of the buffer to 64 bytes.
+    /// Saturates.
+    pub fn tiled_bytes(&self) -> usize {
+        (self.sections.tiled_stride as usize)
+            .saturating_mul(self.config().n_layers as usize)
+            .saturating_add(63)
+    }
+
+    /// Writes the matrices of every block (2-bit or base 3) into `buf` in the row-tiled layout
+    /// ([`kernels::tiled`](crate::kernels::tiled)) and returns a model whose matrices carry that
+    /// copy ([`TernaryMatrix::tiled`]). The x86-64 AVX2 and AVX-512 VNNI kernels read it
+    /// ([`kernels::tiled_level`](crate::kernels::tiled_level)); the portable, Arm and
+    /// WebAssembly kernels keep reading the blob. The same weights, so the same results bit for
+    /// bit. A host allocates `buf` ([`Model::tiled_bytes`]); the runtime allocates nothing.
+    ///
+    /// Errors: [`Error::BufferTooSmall`] when `buf` holds fewer than [`Model::tiled_bytes`].
+    pub fn with_tiled(self, buf: &'a mut [u8]) -> Result<Model<'a>, Error> {
+        let needed = self.tiled_bytes();
+        let too_small = Error::BufferTooSmall {
+            needed: u32::try_from(needed).unwrap_or(u32::MAX),
+            given: u32::try_from(buf.len()).unwrap_or(u32::MAX),
+        };
+        let skip = buf.as_ptr().align_offset(64).min(63);
+        let len = needed - 63;
+        let out = buf.get_mut(skip..skip + len).ok_or(too_small)?;
+        let s = self.sections;
+        let layers = self.config().n_layers as usize;
+        for (l, block) in out
+            .chunks_exact_mut(s.tiled_stride.max(1) as usize)
+            .take(layers)
+            .enumerate()
+        {
+            let shift = l * s.stride as usize;
+            for m in s.matrices.iter().filter(|m| !m.tiled.range(0).is_empty()) {
+                let (Some(dst), w) = (
+                    block.get_mut(m.tiled.range(0)),
+                    self.bytes(m.span.range(shift)),
+                ) else {
+                    return Err(too_small);
+                };
+                let (rows, rb) = (m.rows as usize, m.row_bytes as usize);
+                match m.encoding {
+                    TernaryEncoding::Packed2 => tile_packed2(w, rb, rows, dst),
+                    TernaryEncoding::Base3 => tile_base3(w, rb, rows, m.tiled_cols(), dst),
+                }
+                .ok_or(too_small)?;
+            }
+        }
+        let tiled: &'a [u8] = out;
+        Ok(Model { tiled, ..self })
     }
 }
 

@@ -49,6 +49,7 @@ pub mod lut2;
 pub mod reference;
 pub mod softmax;
 pub mod softmax32;
+pub mod tiled;
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 pub mod wasm32;
 #[cfg(target_arch = "x86_64")]
@@ -60,6 +61,7 @@ pub use dsp::int8_dot;
 #[cfg(not(runtime_dsp))]
 pub use fast::int8_dot;
 pub use softmax::{attention_scores, softmax_coefficients};
+pub use tiled::TiledMatrix;
 
 #[cfg(not(runtime_dsp))]
 use fast::ternary_matvec as portable_ternary_matvec;
@@ -147,6 +149,53 @@ pub fn ternary_matmul(w: &[u8], row_bytes: usize, x: &[i8], y: &mut [i32], scrat
     }
     for (xt, yt) in x.chunks_exact(row_bytes * 4).zip(y.chunks_exact_mut(rows)) {
         ternary_matvec(w, row_bytes, xt, yt);
+    }
+}
+
+/// Whether the kernels at the current level read the row-tiled layout ([`tiled`]) faster than
+/// the blob's: the x86-64 AVX2 and AVX-512 VNNI levels. At other levels a tiled matrix still
+/// gives the same results (through the scalar reference), only slowly, so the forward pass
+/// reads the blob there.
+#[inline]
+pub fn tiled_level() -> bool {
+    cfg!(target_arch = "x86_64") && matches!(level(), Level::Avx2 | Level::Avx512Vnni)
+}
+
+/// `y = W · x` for a matrix in the row-tiled layout (the contract of
+/// [`reference::ternary_matvec_tiled`]). Shapes: `x [m.cols()]`, `y [m.rows()]`.
+#[inline]
+pub fn ternary_matvec_tiled(m: &TiledMatrix<'_>, x: &[i8], y: &mut [i32]) {
+    #[cfg(target_arch = "x86_64")]
+    match level() {
+        // SAFETY: `level()` only reports levels the CPU supports.
+        Level::Avx512Vnni => return unsafe { x86_64::tiled_matvec_vnni(m, x, y) },
+        // SAFETY: as above.
+        Level::Avx2 => return unsafe { x86_64::tiled_matvec_avx2(m, x, y) },
+        _ => {}
+    }
+    if x.len() == m.cols() && y.len() == m.rows() {
+        reference::ternary_matvec_tiled(m, x, y)
+    }
+}
+
+/// `Y[t] = W · X[t]` for a block of tokens and a matrix in the row-tiled layout, each tile of
+/// weights decoded once for up to eight tokens. Shapes: `x [n][m.cols()]`, `y [n][m.rows()]`
+/// (token-major).
+#[inline]
+pub fn ternary_matmul_tiled(m: &TiledMatrix<'_>, x: &[i8], y: &mut [i32]) {
+    #[cfg(target_arch = "x86_64")]
+    match level() {
+        // SAFETY: `level()` only reports levels the CPU supports.
+        Level::Avx512Vnni => return unsafe { x86_64::tiled_matmul_vnni(m, x, y) },
+        // SAFETY: as above.
+        Level::Avx2 => return unsafe { x86_64::tiled_matmul_avx2(m, x, y) },
+        _ => {}
+    }
+    if m.cols() == 0 || m.rows() == 0 {
+        return;
+    }
+    for (xt, yt) in x.chunks_exact(m.cols()).zip(y.chunks_exact_mut(m.rows())) {
+        reference::ternary_matvec_tiled(m, xt, yt);
     }
 }
 

@@ -1,5 +1,6 @@
 //! Scalar reference kernels: the obvious loops, the definition the fast ones must match.
 
+use super::tiled::TiledMatrix;
 use super::{decode_base3, decode_ternary};
 
 /// `y[r] = Σ_j W[r][j] · x[j]` for a 2-bit ternary matrix. Shapes: `w [rows][row_bytes]`,
@@ -35,6 +36,21 @@ pub fn ternary5_matvec(w: &[u8], row_bytes: usize, x: &[i8], y: &mut [i32]) {
         let mut acc = 0i32;
         for (j, xv) in x.iter().enumerate() {
             acc += decode_base3(row[j % row_bytes], j / row_bytes) * *xv as i32;
+        }
+        *out = acc;
+    }
+}
+
+/// `y[r] = Σ_j W[r][j] · x[j]` for a matrix in the row-tiled layout
+/// ([`tiled`](super::tiled)). Shapes: `x [m.cols()]`, `y [m.rows()]`. The same sums as
+/// [`ternary_matvec`] on the blob's 2-bit rows of the same weights.
+pub fn ternary_matvec_tiled(m: &TiledMatrix<'_>, x: &[i8], y: &mut [i32]) {
+    debug_assert_eq!(x.len(), m.cols());
+    debug_assert_eq!(y.len(), m.rows());
+    for (r, out) in y.iter_mut().enumerate() {
+        let mut acc = 0i32;
+        for (c, xv) in x.iter().enumerate() {
+            acc += m.weight(r, c) * *xv as i32;
         }
         *out = acc;
     }

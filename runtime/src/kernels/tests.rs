@@ -1,7 +1,7 @@
 //! One suite for every kernel implementation: each must equal the scalar reference exactly.
 
 use super::{decode_base3, decode_ternary, dsp, encode_base3, encode_ternary, fast, lut, lut2};
-use super::{reference, Level};
+use super::{reference, tiled, Level};
 use crate::blob::format::{ternary5_row_bytes, ternary_row_bytes, MAX_WIDTH};
 use std::vec;
 use std::vec::Vec;
@@ -56,6 +56,24 @@ fn check_matvec5(weights: &[i8], rows: usize, cols: usize, x: &[i8], want: &[i32
     super::ternary5_matmul(&w, rb, &x2, &mut got);
     assert_eq!(&got[..rows], want, "base3 matmul rows={rows} cols={cols}");
     assert_eq!(&got[rows..], want, "base3 matmul rows={rows} cols={cols}");
+    // The tiled copy of the base-3 rows, as wide as the 2-bit encoding pads them (the pass's
+    // activation stride), its padding activations holding garbage.
+    let tc = ternary_row_bytes(cols as u32) * 4;
+    let mut buf = vec![0x5Au8; tiled::tiled_len(rows, tc)];
+    let m = tiled::tile_base3(&w, rb, rows, tc, &mut buf).expect("tiled shapes");
+    let weight = |r: usize, c: usize| {
+        if c < cols {
+            weights[r * cols + c] as i32
+        } else {
+            0
+        }
+    };
+    let mut xt: Vec<i8> = (0..2 * tc).map(|k| (k as i8).wrapping_mul(23)).collect();
+    xt[..cols].copy_from_slice(x);
+    xt[tc..tc + cols].copy_from_slice(x);
+    let mut want2 = want.to_vec();
+    want2.extend_from_slice(want);
+    check_tiled_matrix(&m, &weight, &xt, 2, &want2);
 }
 
 type MatVec = fn(&[u8], usize, &[i8], &mut [i32]);
@@ -143,6 +161,109 @@ const DOTS: &[(&str, Dot)] = &[
     ("dsp", dsp::int8_dot),
 ];
 
+type TiledKernel = fn(&tiled::TiledMatrix<'_>, &[i8], &mut [i32]);
+
+/// The tiled kernels this CPU can run: `(name, kernel, block kernel)`.
+fn tiled_kernels() -> Vec<(&'static str, TiledKernel, bool)> {
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
+    let mut v: Vec<(&'static str, TiledKernel, bool)> = vec![
+        ("tiled reference", reference::ternary_matvec_tiled, false),
+        ("tiled dispatch", super::ternary_matvec_tiled, false),
+        ("tiled dispatch matmul", super::ternary_matmul_tiled, true),
+    ];
+    #[cfg(target_arch = "x86_64")]
+    {
+        use super::x86_64 as x;
+        if Level::Avx2.supported() {
+            v.push((
+                "tiled avx2",
+                |m, xs, y| {
+                    // SAFETY: AVX2 is supported (checked above).
+                    unsafe { x::tiled_matvec_avx2(m, xs, y) }
+                },
+                false,
+            ));
+            v.push((
+                "tiled avx2 matmul",
+                |m, xs, y| {
+                    // SAFETY: as above.
+                    unsafe { x::tiled_matmul_avx2(m, xs, y) }
+                },
+                true,
+            ));
+        }
+        if Level::Avx512Vnni.supported() {
+            v.push((
+                "tiled avx512vnni",
+                |m, xs, y| {
+                    // SAFETY: AVX-512 VNNI is supported (checked above).
+                    unsafe { x::tiled_matvec_vnni(m, xs, y) }
+                },
+                false,
+            ));
+            v.push((
+                "tiled avx512vnni matmul",
+                |m, xs, y| {
+                    // SAFETY: as above.
+                    unsafe { x::tiled_matmul_vnni(m, xs, y) }
+                },
+                true,
+            ));
+        }
+    }
+    v
+}
+
+/// The 2-bit matrix `w` rewritten in the tiled layout, through every tiled kernel (and the
+/// dispatchers at every level) for the `n` tokens `xs [n][rb·4]`, against the blob reference's
+/// `want [n][rows]`. The buffer starts dirty: tiling must write every byte.
+fn check_tiled(w: &[u8], rb: usize, rows: usize, xs: &[i8], n: usize, want: &[i32]) {
+    let cols = rb * 4;
+    let mut buf = vec![0xA5u8; tiled::tiled_len(rows, cols)];
+    let m = tiled::tile_packed2(w, rb, rows, &mut buf).expect("tiled shapes");
+    let weight = |r: usize, c: usize| decode_ternary(w[r * rb + c / 4] >> (2 * (c % 4)));
+    check_tiled_matrix(&m, &weight, xs, n, want);
+}
+
+/// A tiled matrix `m`, whose weight `(r, c)` must be `weight(r, c)`, through every tiled kernel
+/// (and the dispatchers at every level) for the `n` tokens `xs [n][m.cols()]`, against `want
+/// [n][rows]`.
+fn check_tiled_matrix(
+    m: &tiled::TiledMatrix<'_>,
+    weight: &dyn Fn(usize, usize) -> i32,
+    xs: &[i8],
+    n: usize,
+    want: &[i32],
+) {
+    let (rows, cols) = (m.rows(), m.cols());
+    for r in 0..rows.div_ceil(16) * 16 {
+        for c in 0..cols {
+            let w = if r < rows { weight(r, c) } else { 0 };
+            assert_eq!(m.weight(r, c), w, "weight ({r}, {c})");
+        }
+    }
+    let run = |name: &str, f: TiledKernel, block: bool| {
+        let mut got = vec![-7i32; n * rows];
+        if block {
+            f(m, xs, &mut got);
+        } else {
+            for (xt, yt) in xs.chunks_exact(cols).zip(got.chunks_exact_mut(rows)) {
+                f(m, xt, yt);
+            }
+        }
+        assert_eq!(got, want, "{name} rows={rows} cols={cols} n={n}");
+    };
+    for (name, f, block) in tiled_kernels() {
+        run(name, f, block);
+    }
+    for level in super::supported_levels() {
+        at_level(level, || {
+            run(level.name(), super::ternary_matvec_tiled, false);
+            run(level.name(), super::ternary_matmul_tiled, true);
+        });
+    }
+}
+
 fn check_matvec(weights: &[i8], rows: usize, cols: usize, x: &[i8]) {
     let (w, rb) = pack(weights, rows, cols);
     let mut xp = vec![0i8; rb * 4];
@@ -173,6 +294,12 @@ fn check_matvec(weights: &[i8], rows: usize, cols: usize, x: &[i8]) {
         }
     }
     check_matvec5(weights, rows, cols, x, &want);
+    // The tiled layout, its padding activations holding garbage (they meet zero weights).
+    let mut xg = xp.clone();
+    for (k, v) in xg[cols..].iter_mut().enumerate() {
+        *v = (k as i8).wrapping_mul(-59);
+    }
+    check_tiled(&w, rb, rows, &xg, 1, &want);
 }
 
 /// A block of `n` tokens through every matrix kernel, against the reference token by token.
@@ -217,6 +344,7 @@ fn check_matmul(weights: &[i8], rows: usize, cols: usize, xs: &[i8], n: usize) {
         f(&w, rb, &xp, &mut got, &mut scratch);
         assert_eq!(got, want, "{name} rows={rows} cols={cols} n={n}");
     }
+    check_tiled(&w, rb, rows, &xp, n, &want);
     // Too little scratch: still exact (token by token).
     let mut got = vec![-7i32; n * rows];
     super::ternary_matmul(&w, rb, &xp, &mut got, &mut []);

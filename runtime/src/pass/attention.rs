@@ -107,9 +107,11 @@ impl Session<'_, '_> {
     fn project_qkv(&mut self, w: &LayerWeights<'_>, l: usize, n: usize, stride: usize) {
         let (wq, wk, wv) = (&w.wq, &w.wk, &w.wv);
         let shared = n == 1
-            && [wq, wk, wv]
-                .iter()
-                .all(|m| m.encoding == TernaryEncoding::Base3 && m.row_bytes == wq.row_bytes);
+            && [wq, wk, wv].iter().all(|m| {
+                m.encoding == TernaryEncoding::Base3
+                    && m.row_bytes == wq.row_bytes
+                    && m.tiled_kernel().is_none()
+            });
         let mut tables = Tables5::new();
         let built = shared
             && self

@@ -127,9 +127,11 @@ impl Session<'_, '_> {
         stride: usize,
     ) {
         let shared = n == 1
-            && [w_up, w_gate]
-                .iter()
-                .all(|m| m.encoding == TernaryEncoding::Base3 && m.row_bytes == w_up.row_bytes);
+            && [w_up, w_gate].iter().all(|m| {
+                m.encoding == TernaryEncoding::Base3
+                    && m.row_bytes == w_up.row_bytes
+                    && m.tiled_kernel().is_none()
+            });
         let mut tables = Tables5::new();
         let built = shared
             && self

@@ -14,7 +14,8 @@ use crate::error::Error;
 use crate::fixed::{mul_round, sat_i32, Dyadic};
 use crate::kernels::lut::Tables5;
 use crate::kernels::{
-    int8_matvec, ternary5_matmul, ternary5_matvec, ternary_matmul, ternary_matvec,
+    int8_matvec, ternary5_matmul, ternary5_matvec, ternary_matmul, ternary_matmul_tiled,
+    ternary_matvec, ternary_matvec_tiled,
 };
 use crate::pass::session::Session;
 
@@ -48,6 +49,15 @@ pub(super) fn matmul(
     let Some(out) = y.get_mut(..n * w.rows) else {
         return;
     };
+    // The row-tiled copy, where the level's kernels read it (x86-64 SIMD) and the model has it.
+    if let Some(t) = w.tiled_kernel().filter(|t| t.cols() == stride) {
+        match act.get(..n * stride) {
+            Some(x) if n == 1 => ternary_matvec_tiled(&t, x, out),
+            Some(x) => ternary_matmul_tiled(&t, x, out),
+            None => {}
+        }
+        return;
+    }
     match w.encoding {
         TernaryEncoding::Packed2 if n > 1 && stride == cols => {
             if let Some(x) = act.get(..n * stride) {

@@ -9,7 +9,10 @@
 //! - an arithmetic right shift is `((x ⊕ s) >> r) ⊕ s` with `s` the sign mask;
 //! - the maximum key is taken with signed compares (the keys are below `2^63`);
 //! - table entries and scales are four scalar loads rather than `vpgather*` (30% faster
-//!   scores on the Zen 4 core measured).
+//!   scores on the Zen 4 core measured);
+//! - whole groups of four keys are plain loads and stores, only the last group's are masked
+//!   (`vpmaskmov` stores cost many times a plain store on AMD cores: 15% of the scores step
+//!   and 13% of the softmax step on the Zen 4 core measured).
 
 use core::arch::x86_64::*;
 
@@ -36,6 +39,35 @@ fn keep(m: __m256i, v: __m256i) -> __m256i {
 fn first(k: usize) -> __m256i {
     let k = k.min(4) as i64;
     gt(_mm256_set1_epi64x(k), _mm256_setr_epi64x(0, 1, 2, 3))
+}
+
+/// Lanes `0..k` of the four `i64` at `p` (`k = min(4, keys left)`, `m` = [`first`]`(k)`):
+/// one plain load for a whole group, a masked one for the last (lanes past it read 0).
+///
+/// # Safety
+/// AVX2; `p` valid for reads of `min(k, 4)` `i64`.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn load4(p: *const i64, k: usize, m: __m256i) -> __m256i {
+    if k >= 4 {
+        _mm256_loadu_si256(p as *const __m256i)
+    } else {
+        _mm256_maskload_epi64(p, m)
+    }
+}
+
+/// Stores lanes `0..k` of `v` at `p` (as [`load4`]).
+///
+/// # Safety
+/// AVX2; `p` valid for writes of `min(k, 4)` `i64`.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn store4(p: *mut i64, k: usize, m: __m256i, v: __m256i) {
+    if k >= 4 {
+        _mm256_storeu_si256(p as *mut __m256i, v)
+    } else {
+        _mm256_maskstore_epi64(p, m, v)
+    }
 }
 
 /// [`Dyadic::mul`] of normalized-or-zero operands, four lanes (mantissas in the low 32 bits,
@@ -127,12 +159,17 @@ fn exp_weights4(sc: __m256i, smax: i64, live: __m256i) -> __m256i {
         ),
         x3_6,
     );
-    // Four table loads (every index is below 64, the table's length; masked lanes read 0).
-    let mut jl = [0u64; 4];
-    // SAFETY: a 32-byte store into a 32-byte array.
-    unsafe { _mm256_storeu_si256(jl.as_mut_ptr() as *mut __m256i, j) };
-    let t = |k: usize| EXP2_NEG_Q30[(jl[k] & 63) as usize] as i64;
-    let table = _mm256_setr_epi64x(t(0), t(1), t(2), t(3));
+    // Four table loads (every index is below 64, the table's length; masked lanes read 0),
+    // the indices taken out of the register (a vector store and scalar reloads of it stall
+    // on store forwarding).
+    let (lo, hi) = (_mm256_castsi256_si128(j), _mm256_extracti128_si256::<1>(j));
+    let t = |v: i64| EXP2_NEG_Q30[(v & 63) as usize] as i64;
+    let table = _mm256_setr_epi64x(
+        t(_mm_cvtsi128_si64(lo)),
+        t(_mm_extract_epi64::<1>(lo)),
+        t(_mm_cvtsi128_si64(hi)),
+        t(_mm_extract_epi64::<1>(hi)),
+    );
     let v = _mm256_srli_epi64::<30>(_mm256_add_epi64(
         _mm256_mul_epu32(table, poly),
         _mm256_set1_epi64x(1 << 29),
@@ -214,11 +251,16 @@ pub unsafe fn softmax_coefficients_avx2(
     for s0 in (0..len).step_by(4) {
         let m = first(len - s0);
         let p = scores.as_mut_ptr().add(s0);
-        let wgt = exp_weights4(_mm256_maskload_epi64(p, m), smax, m);
+        let wgt = exp_weights4(load4(p, len - s0, m), smax, m);
         wsum = _mm256_add_epi64(wsum, wgt);
         let (mant, e) = dyadic_mul4(normalize_weights4(wgt), gather_dyadics4(v_scale, s0, nkv));
         // pack_dyadic: exponent high, mantissa low.
-        _mm256_maskstore_epi64(p, m, _mm256_or_si256(_mm256_slli_epi64::<32>(e), mant));
+        store4(
+            p,
+            len - s0,
+            m,
+            _mm256_or_si256(_mm256_slli_epi64::<32>(e), mant),
+        );
         let biased = _mm256_add_epi64(e, _mm256_set1_epi64x(key_bias));
         let live = gt(mant, _mm256_setzero_si256());
         let key = keep(live, _mm256_or_si256(_mm256_slli_epi64::<32>(biased), mant));
@@ -247,8 +289,9 @@ unsafe fn coefficients4(scores: &[i64], coef: &mut [i32], e: i32) {
     let one = _mm256_set1_epi64x(1);
     let even = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6);
     for s0 in (0..scores.len()).step_by(4) {
-        let m = first(scores.len() - s0);
-        let packed = _mm256_maskload_epi64(scores.as_ptr().add(s0), m);
+        let k = scores.len() - s0;
+        let m = first(k);
+        let packed = load4(scores.as_ptr().add(s0), k, m);
         let mant = _mm256_and_si256(packed, _mm256_set1_epi64x(0xFFFF_FFFF));
         // Exponents are within the clamp: the logical shift's high bits do not matter below.
         let exp = _mm256_srli_epi64::<32>(packed);
@@ -267,8 +310,12 @@ unsafe fn coefficients4(scores: &[i64], coef: &mut [i32], e: i32) {
         let half = _mm256_sllv_epi64(one, _mm256_sub_epi64(sh, one));
         let c = keep(live, _mm256_srlv_epi64(_mm256_add_epi64(mant, half), sh));
         let c = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(c, even));
-        let mask = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(m, even));
-        _mm_maskstore_epi32(coef.as_mut_ptr().add(s0), mask, c);
+        if k >= 4 {
+            _mm_storeu_si128(coef.as_mut_ptr().add(s0) as *mut __m128i, c);
+        } else {
+            let mask = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(m, even));
+            _mm_maskstore_epi32(coef.as_mut_ptr().add(s0), mask, c);
+        }
     }
 }
 
@@ -300,22 +347,27 @@ pub unsafe fn attention_scores_avx2(
     );
     let zero = _mm256_setzero_si256();
     for s0 in (0..len).step_by(4) {
-        let m = first(len - s0);
+        let k = len - s0;
+        let m = first(k);
         let (mant, e) = dyadic_mul4(q, gather_dyadics4(k_scale, s0, nkv));
-        let dm = _mm_maskload_epi32(
-            dots.as_ptr().add(s0),
-            _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(
-                m,
-                _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6),
-            )),
-        );
+        let dm = if k >= 4 {
+            _mm_loadu_si128(dots.as_ptr().add(s0) as *const __m128i)
+        } else {
+            _mm_maskload_epi32(
+                dots.as_ptr().add(s0),
+                _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(
+                    m,
+                    _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6),
+                )),
+            )
+        };
         // x = dot · mant (|x| < 2^61): the magnitudes multiplied, the sign put back.
         let dot = _mm256_cvtepi32_epi64(dm);
         let neg = gt(zero, dot);
         let ax = _mm256_mul_epu32(_mm256_abs_epi32(dot), mant);
         let x = _mm256_sub_epi64(_mm256_xor_si256(ax, neg), neg);
         let out = shift_round4(x, ax, _mm256_add_epi64(e, _mm256_set1_epi64x(24)));
-        _mm256_maskstore_epi64(scores.as_mut_ptr().add(s0), m, out);
+        store4(scores.as_mut_ptr().add(s0), k, m, out);
     }
     true
 }

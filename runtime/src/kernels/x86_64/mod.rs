@@ -8,6 +8,7 @@
 //! | `ternary.rs` | what the ternary kernels share: activation layout, code tables, reductions |
 //! | `ternary_avx2.rs` | ternary matvec and block matmul, AVX2 |
 //! | `ternary_avx512.rs` | ternary matvec and block matmul, AVX-512 VNNI |
+//! | `tiled.rs` | ternary matvec and block matmul on the row-tiled layout, AVX2 and AVX-512 VNNI |
 //! | `int8.rs` | int8 dot products against strided rows, value accumulation |
 //! | `quantize.rs` | the int8 quantizers' loops (RMSNorm statistics, Q2, Q5), eight per step |
 //! | `attention.rs` | attention scores and softmax coefficients, eight keys per step (AVX-512) |
@@ -23,6 +24,7 @@ mod quantize;
 mod ternary;
 mod ternary_avx2;
 mod ternary_avx512;
+mod tiled;
 
 pub use attention::{attention_scores_avx512, softmax_coefficients_avx512};
 pub use attention_avx2::{attention_scores_avx2, softmax_coefficients_avx2};
@@ -34,3 +36,4 @@ pub(crate) use quantize::{
 pub use ternary::{permuted_len, row_bytes_ok, CHUNK, TILE};
 pub use ternary_avx2::{ternary_matmul_avx2, ternary_matvec_avx2};
 pub use ternary_avx512::{ternary_matmul_vnni, ternary_matvec_vnni};
+pub use tiled::{tiled_matmul_avx2, tiled_matmul_vnni, tiled_matvec_avx2, tiled_matvec_vnni};
