@@ -5,6 +5,7 @@
 use super::sections::{self, MatrixSpan, Sections};
 use crate::blob::format::{Config, TensorKind, TernaryEncoding};
 use crate::blob::layout::Layout;
+#[cfg(feature = "writer")]
 use crate::blob::schema;
 use crate::error::Error;
 use crate::fixed::Dyadic;
@@ -255,8 +256,8 @@ impl<'a> Model<'a> {
         self.bytes(self.sections.global(kind).range(0))
     }
 
-    /// Gains `kind` of layer `l` (for the writer).
-    #[cfg(feature = "writer")]
+    /// Gains `kind` of layer `l` (the writer; the split pass copies them to RAM).
+    #[cfg(any(feature = "writer", feature = "workers"))]
     pub(crate) fn layer_gains(&self, l: usize, kind: TensorKind) -> Gains<'a> {
         let w = self.layer(l);
         match kind {
