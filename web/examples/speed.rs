@@ -7,8 +7,9 @@
 //! ```
 //!
 //! `LEVEL`: `portable` runs the shipped blob (base-3 matrices) with the portable kernels, as
-//! WebAssembly does; `best` runs it as `tools generate` does on this CPU (the best kernel
-//! level, base-3 matrices repacked to 2-bit in memory when that level has SIMD kernels).
+//! WebAssembly does; `best` runs it at this CPU's best kernel level with the page's engine
+//! (base-3 matrices repacked to 2-bit in memory when that level has SIMD kernels; without the
+//! row-tiled copy `tools generate` makes on x86-64, so slower there than `tools`).
 //! Greedy, prompt `ROMEO:`, 1000 tokens, 3 rounds after a warm-up by default; prints one
 //! line per round (`web/speed.py` alternates it with the browser).
 
@@ -42,7 +43,7 @@ fn main() {
     .unwrap();
     match level {
         "portable" => force_portable(),
-        // The engine repacks base-3 matrices to 2-bit for SIMD kernels, as `tools generate` does.
+        // The engine repacks base-3 matrices to 2-bit for SIMD kernels (no row-tiled copy).
         "best" => set_level(detected()).unwrap(),
         other => panic!("LEVEL is portable or best, not {other:?}"),
     }
