@@ -373,18 +373,33 @@ fn inspect_cmd(file: &Path, json: bool, out: &mut dyn Write) -> Result<()> {
     Ok(())
 }
 
-/// A session over the whole context, prefilling `block` tokens at a time, must fit the cap
-/// beside the `held` bytes of the model's matrices copied in memory ([`blob::load_for_host`]).
-fn check_session(model: &Model<'_>, block: u32, cap: MemoryCap, held: u64) -> Result<u64> {
-    let need = session_bytes_prefill(model.config(), model.config().ctx_len, block) as u64;
-    memory::check(need.saturating_add(held), cap.max_memory).with_context(|| {
+/// The model from `bytes` as this host runs it (its matrices' copies in `copies`,
+/// [`blob::load_for_host`]) and a session over its whole context, prefilling `block(config)`
+/// tokens at a time, checked against the cap together with the copies. Returns the model, the
+/// copies' bytes and the session's.
+fn load_for_session<'a>(
+    path: &Path,
+    bytes: &'a [u8],
+    copies: &'a mut blob::HostCopies,
+    host: HostModel,
+    block: &dyn Fn(&Config) -> u32,
+) -> Result<(Model<'a>, u64, u64)> {
+    let max = host.memory.max_memory;
+    let session = |c: &Config| session_bytes_prefill(c, c.ctx_len, block(c)) as u64;
+    let beside = blob::Beside {
+        what: "a session",
+        bytes: &session,
+    };
+    let (model, held) = blob::load_for_host(path, bytes, copies, max, host.verbose, beside)?;
+    let need = session(model.config());
+    memory::check(need.saturating_add(held), max).with_context(|| {
         if held > 0 {
             format!("a session over the model's whole context and the {held} bytes of the model's matrices copied in memory")
         } else {
             "a session over the model's whole context".into()
         }
     })?;
-    Ok(need)
+    Ok((model, held, need))
 }
 
 /// `tools generate`.
@@ -396,24 +411,11 @@ fn generate_cmd(
     host: HostModel,
     out: &mut dyn Write,
 ) -> Result<()> {
-    let cap = host.memory;
     let path = blob::model_path(model);
     let bytes = blob::read(&path)?;
     let mut copies = blob::HostCopies::default();
     let block = |c: &Config| (c.ctx_len / 2).max(1);
-    let session = |c: &Config| session_bytes_prefill(c, c.ctx_len, block(c)) as u64;
-    let (model, held) = blob::load_for_host(
-        &path,
-        &bytes,
-        &mut copies,
-        cap.max_memory,
-        host.verbose,
-        blob::Beside {
-            what: "a session",
-            bytes: &session,
-        },
-    )?;
-    check_session(&model, block(model.config()), cap, held)?;
+    let (model, _, _) = load_for_session(&path, &bytes, &mut copies, host, &block)?;
     generate::generate(model, prompt, tokens, sampler, out)
 }
 
@@ -423,23 +425,10 @@ fn chat_cmd(
     settings: runtime::chat::Settings,
     host: HostModel,
 ) -> Result<()> {
-    let cap = host.memory;
     let path = blob::model_path(model);
     let bytes = blob::read(&path)?;
     let mut copies = blob::HostCopies::default();
-    let session = |c: &Config| session_bytes_prefill(c, c.ctx_len, 1) as u64;
-    let (model, held) = blob::load_for_host(
-        &path,
-        &bytes,
-        &mut copies,
-        cap.max_memory,
-        host.verbose,
-        blob::Beside {
-            what: "a session",
-            bytes: &session,
-        },
-    )?;
-    check_session(&model, 1, cap, held)?;
+    let (model, _, _) = load_for_session(&path, &bytes, &mut copies, host, &|_| 1)?;
     let mut term = chat::StdTerminal::new(std::io::stdout().lock());
     chat::chat(model, settings, &mut std::io::stdin().lock(), &mut term)
 }
@@ -475,18 +464,8 @@ fn eval_cmd(
     let cap = host.memory;
     let bytes = blob::read(model_path)?;
     let mut copies = blob::HostCopies::default();
-    let (m, held) = blob::load_for_host(
-        model_path,
-        &bytes,
-        &mut copies,
-        cap.max_memory,
-        host.verbose,
-        blob::Beside {
-            what: "a session",
-            bytes: &|c| session_bytes_prefill(c, c.ctx_len, c.ctx_len) as u64,
-        },
-    )?;
-    let session = check_session(&m, m.config().ctx_len, cap, held)?;
+    let (m, held, session) =
+        load_for_session(model_path, &bytes, &mut copies, host, &|c| c.ctx_len)?;
     // The corpus, its validation tokens (2 bytes per character of the last tenth) and one
     // session must fit the cap; more threads only while their sessions fit too.
     let (file, len) = files::open_regular(data, "data file")?;

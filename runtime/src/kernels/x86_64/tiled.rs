@@ -65,6 +65,17 @@ fn sum_x(x: &[i8]) -> i32 {
     hsum1(acc) + tail
 }
 
+/// `sums[j] = Σ x` of token `c0 + j` (`x` rows `cols` apart; 0 past its end).
+#[inline]
+#[target_feature(enable = "avx2")]
+fn chunk_sums(x: &[i8], cols: usize, c0: usize, sums: &mut [i32]) {
+    for (j, s) in sums.iter_mut().enumerate() {
+        *s = x
+            .get((c0 + j) * cols..(c0 + j + 1) * cols)
+            .map_or(0, |xt| sum_x(xt));
+    }
+}
+
 /// The 32-bit word of activations `x[4i..4i + 4]` in every lane.
 ///
 /// # Safety
@@ -249,11 +260,7 @@ pub unsafe fn tiled_matmul_avx2(m: &TiledMatrix<'_>, x: &[i8], y: &mut [i32]) {
     let mut sums = [0i32; CHUNK_TOKENS];
     for c0 in (0..n).step_by(CHUNK_TOKENS) {
         let nc = (n - c0).min(CHUNK_TOKENS);
-        for (j, s) in sums.iter_mut().enumerate().take(nc) {
-            *s = x
-                .get((c0 + j) * cols..(c0 + j + 1) * cols)
-                .map_or(0, |xt| sum_x(xt));
-        }
+        chunk_sums(x, cols, c0, &mut sums[..nc]);
         for r0 in (0..rows).step_by(8) {
             let (t, h) = (r0 / TILE_ROWS, (r0 % TILE_ROWS) / 8);
             // SAFETY (this block): every block of this half tile lies inside `m.data()`; the
@@ -424,11 +431,7 @@ pub unsafe fn tiled_matmul_vnni(m: &TiledMatrix<'_>, x: &[i8], y: &mut [i32]) {
     let mut sums = [0i32; CHUNK_TOKENS];
     for c0 in (0..n).step_by(CHUNK_TOKENS) {
         let nc = (n - c0).min(CHUNK_TOKENS);
-        for (j, s) in sums.iter_mut().enumerate().take(nc) {
-            *s = x
-                .get((c0 + j) * cols..(c0 + j + 1) * cols)
-                .map_or(0, |xt| sum_x(xt));
-        }
+        chunk_sums(x, cols, c0, &mut sums[..nc]);
         for t in 0..rows.div_ceil(TILE_ROWS) {
             // SAFETY (this block): tile `t` lies inside `m.data()`; the tokens read exist
             // (`c0 + g + k ≤ n`) with `cols` activations each; each stored tile starts inside
