@@ -92,7 +92,7 @@ impl<'a> TiledMatrix<'a> {
     }
 }
 
-/// A tiled matrix being written: every weight 0 until [`set`](Writer::set).
+/// A tiled matrix being written: every weight 0 until its row is [`put`](Writer::put).
 struct Writer<'a> {
     out: &'a mut [u8],
     rows: usize,
@@ -110,18 +110,27 @@ impl<'a> Writer<'a> {
         Some(Writer { out, rows, cols })
     }
 
-    /// Weight `(r, c)` (`r < rows`, `c < cols`; others are ignored) in `{-1, 0, 1}`.
-    #[inline]
-    fn set(&mut self, r: usize, c: usize, w: i32) {
-        if r >= self.rows || c >= self.cols {
+    /// Row `r < rows` from `q`, its fields `q = w + 1 ∈ {0, 1, 2}` in column order (the first
+    /// `cols` are read; a shorter `q` leaves the rest of the row 0).
+    fn put(&mut self, r: usize, q: impl Iterator<Item = u8>) {
+        if r >= self.rows {
             return;
         }
         let blocks = self.cols / BLOCK_COLS;
-        let at =
-            ((r / TILE_ROWS) * blocks + c / BLOCK_COLS) * BLOCK_BYTES + 4 * (r % TILE_ROWS) + c % 4;
-        let shift = 2 * ((c % BLOCK_COLS) / 4);
-        if let Some(b) = self.out.get_mut(at) {
-            *b = (*b & !(3 << shift)) | (((w.clamp(-1, 1) + 1) as u8) << shift);
+        let at = (r / TILE_ROWS) * blocks * BLOCK_BYTES + 4 * (r % TILE_ROWS);
+        let mut q = q.chain(core::iter::repeat(1));
+        for k in 0..blocks {
+            // Byte `b` of the row's four: field `s` is column `16k + 4s + b`.
+            let mut bytes = [0u8; 4];
+            for s in 0..4 {
+                for byte in bytes.iter_mut() {
+                    *byte |= (q.next().unwrap_or(1) & 3) << (2 * s);
+                }
+            }
+            let o = at + k * BLOCK_BYTES;
+            if let Some(d) = self.out.get_mut(o..o + 4) {
+                d.copy_from_slice(&bytes);
+            }
         }
     }
 
@@ -141,14 +150,22 @@ pub fn tile_packed2<'a>(
     rows: usize,
     out: &'a mut [u8],
 ) -> Option<TiledMatrix<'a>> {
+    // `q = w + 1` of each 2-bit code.
+    const Q: [u8; 4] = [1, 2, 1, 0];
     let w = w.get(..rows.checked_mul(row_bytes)?)?;
     let mut t = Writer::new(rows, row_bytes.checked_mul(4)?, out)?;
     for (r, row) in w.chunks_exact(row_bytes.max(1)).enumerate() {
-        for (j, &b) in row.iter().enumerate().filter(|(_, b)| **b != 0) {
-            for s in 0..4 {
-                t.set(r, 4 * j + s, super::decode_ternary(b >> (2 * s)));
-            }
-        }
+        t.put(
+            r,
+            row.iter().flat_map(|&b| {
+                [
+                    Q[b as usize & 3],
+                    Q[(b >> 2) as usize & 3],
+                    Q[(b >> 4) as usize & 3],
+                    Q[(b >> 6) as usize],
+                ]
+            }),
+        );
     }
     t.finish()
 }
@@ -165,14 +182,15 @@ pub fn tile_base3<'a>(
     cols: usize,
     out: &'a mut [u8],
 ) -> Option<TiledMatrix<'a>> {
-    // The five digits of every byte value (bytes ≥ 243 never pass the loader; they read 0).
-    const DIGITS: [[i8; 5]; 256] = {
-        let mut t = [[0i8; 5]; 256];
+    // `q = w + 1` of the five digits of every byte value (bytes ≥ 243 never pass the loader;
+    // they read as zero weights).
+    const Q: [[u8; 5]; 256] = {
+        let mut t = [[1u8; 5]; 256];
         let mut v = 0;
         while v < 243 {
             let mut k = 0;
             while k < 5 {
-                t[v][k] = super::decode_base3(v as u8, k) as i8;
+                t[v][k] = (super::decode_base3(v as u8, k) + 1) as u8;
                 k += 1;
             }
             v += 1;
@@ -182,11 +200,10 @@ pub fn tile_base3<'a>(
     let w = w.get(..rows.checked_mul(row_bytes)?)?;
     let mut t = Writer::new(rows, cols, out)?;
     for (r, row) in w.chunks_exact(row_bytes.max(1)).enumerate() {
-        for (j, &b) in row.iter().enumerate().filter(|(_, b)| **b != 0) {
-            for (k, d) in DIGITS[b as usize].iter().enumerate() {
-                t.set(r, j + k * row_bytes, *d as i32);
-            }
-        }
+        t.put(
+            r,
+            (0..5).flat_map(|k| row.iter().map(move |&b| Q[b as usize][k])),
+        );
     }
     t.finish()
 }
