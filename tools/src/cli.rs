@@ -88,8 +88,8 @@ pub struct Sampling {
 /// The working-memory cap shared by repack, generate, chat, eval and bench.
 #[derive(Debug, Clone, Copy, clap::Args)]
 pub struct MemoryCap {
-    /// Most working memory (session, latency samples, corpus, a base-3 blob's weights unpacked
-    /// to repack them) to allocate, in bytes or with a unit (K, M, G, T: powers of 1024). A blob
+    /// Most working memory (session, latency samples, corpus, the copy of the matrices the
+    /// kernels read, a base-3 blob's weights unpacked to repack them) to allocate, in bytes or with a unit (K, M, G, T: powers of 1024). A blob
     /// whose configuration needs more is refused, and so is one that needs more than the machine
     /// has available (free memory and swap), whatever the cap.
     #[arg(long, value_name = "BYTES", default_value = "1G", value_parser = memory::parse_bytes)]
