@@ -121,6 +121,53 @@ fn store8(y: &mut [i32], r0: usize, v: __m256i) {
     }
 }
 
+/// Adds `Σ q·x` over blocks `k0..k0 + n` (`n ≤ 8`: the `i16` bound) of the tile at `tile` to
+/// the `i32` totals of its two halves: `t1` (fields 0 and 2), `t4` (fields 1 and 3, times four).
+///
+/// # Safety
+/// AVX2; `tile` valid for reads of blocks `k0..k0 + n`, `x` of `x[16·k0 .. 16·(k0 + n)]`.
+#[inline(always)]
+unsafe fn chunk_avx2(
+    tile: *const u8,
+    xp: *const i8,
+    k0: usize,
+    n: usize,
+    t1: &mut [__m256i; 2],
+    t4: &mut [__m256i; 2],
+) {
+    let (m3, mc, ones) = (
+        _mm256_set1_epi8(0x03),
+        _mm256_set1_epi8(0x0C),
+        _mm256_set1_epi16(1),
+    );
+    let mut a1 = [_mm256_setzero_si256(); 2];
+    let mut a4 = [_mm256_setzero_si256(); 2];
+    for k in k0..k0 + n {
+        // (Arrays written out, not `map`ped: a closure does not inherit the target features,
+        // so its intrinsics would become calls.)
+        let xb = [
+            word(xp, 4 * k),
+            word(xp, 4 * k + 1),
+            word(xp, 4 * k + 2),
+            word(xp, 4 * k + 3),
+        ];
+        for h in 0..2 {
+            let v = _mm256_loadu_si256(tile.add(k * BLOCK_BYTES + 32 * h) as *const __m256i);
+            let hi = _mm256_srli_epi16::<4>(v);
+            let p0 = _mm256_maddubs_epi16(_mm256_and_si256(v, m3), xb[0]);
+            let p1 = _mm256_maddubs_epi16(_mm256_and_si256(v, mc), xb[1]);
+            let p2 = _mm256_maddubs_epi16(_mm256_and_si256(hi, m3), xb[2]);
+            let p3 = _mm256_maddubs_epi16(_mm256_and_si256(hi, mc), xb[3]);
+            a1[h] = _mm256_add_epi16(_mm256_add_epi16(a1[h], p0), p2);
+            a4[h] = _mm256_add_epi16(_mm256_add_epi16(a4[h], p1), p3);
+        }
+    }
+    for h in 0..2 {
+        t1[h] = _mm256_add_epi32(t1[h], _mm256_madd_epi16(a1[h], ones));
+        t4[h] = _mm256_add_epi32(t4[h], _mm256_madd_epi16(a4[h], ones));
+    }
+}
+
 /// `y = W · x` with AVX2 (the module docs say how): the contract of
 /// [`reference::ternary_matvec_tiled`](super::super::reference::ternary_matvec_tiled).
 /// Shapes: `x [m.cols()]`, `y [m.rows()]`; others run the reference.
@@ -134,11 +181,6 @@ pub unsafe fn tiled_matvec_avx2(m: &TiledMatrix<'_>, x: &[i8], y: &mut [i32]) {
     }
     let blocks = m.cols() / BLOCK_COLS;
     let sx = _mm256_set1_epi32(sum_x(x));
-    let (m3, mc, ones) = (
-        _mm256_set1_epi8(0x03),
-        _mm256_set1_epi8(0x0C),
-        _mm256_set1_epi16(1),
-    );
     let xp = x.as_ptr();
     for t in 0..m.rows().div_ceil(TILE_ROWS) {
         // SAFETY (this block): `TiledMatrix` holds whole tiles of `blocks` blocks, so every
@@ -147,34 +189,15 @@ pub unsafe fn tiled_matvec_avx2(m: &TiledMatrix<'_>, x: &[i8], y: &mut [i32]) {
         let tile = m.data().as_ptr().add(t * blocks * BLOCK_BYTES);
         let mut t1 = [_mm256_setzero_si256(); 2];
         let mut t4 = [_mm256_setzero_si256(); 2];
-        for k0 in (0..blocks).step_by(8) {
-            let mut a1 = [_mm256_setzero_si256(); 2];
-            let mut a4 = [_mm256_setzero_si256(); 2];
-            for k in k0..(k0 + 8).min(blocks) {
-                // (Arrays written out, not `map`ped: a closure does not inherit the target
-                // features, so its intrinsics would become calls.)
-                let xb = [
-                    word(xp, 4 * k),
-                    word(xp, 4 * k + 1),
-                    word(xp, 4 * k + 2),
-                    word(xp, 4 * k + 3),
-                ];
-                for h in 0..2 {
-                    let v =
-                        _mm256_loadu_si256(tile.add(k * BLOCK_BYTES + 32 * h) as *const __m256i);
-                    let hi = _mm256_srli_epi16::<4>(v);
-                    let p0 = _mm256_maddubs_epi16(_mm256_and_si256(v, m3), xb[0]);
-                    let p1 = _mm256_maddubs_epi16(_mm256_and_si256(v, mc), xb[1]);
-                    let p2 = _mm256_maddubs_epi16(_mm256_and_si256(hi, m3), xb[2]);
-                    let p3 = _mm256_maddubs_epi16(_mm256_and_si256(hi, mc), xb[3]);
-                    a1[h] = _mm256_add_epi16(_mm256_add_epi16(a1[h], p0), p2);
-                    a4[h] = _mm256_add_epi16(_mm256_add_epi16(a4[h], p1), p3);
-                }
-            }
-            for h in 0..2 {
-                t1[h] = _mm256_add_epi32(t1[h], _mm256_madd_epi16(a1[h], ones));
-                t4[h] = _mm256_add_epi32(t4[h], _mm256_madd_epi16(a4[h], ones));
-            }
+        // Whole chunks of eight blocks (a count the compiler sees, so it unrolls them), then
+        // the rest.
+        let mut k0 = 0;
+        while k0 + 8 <= blocks {
+            chunk_avx2(tile, xp, k0, 8, &mut t1, &mut t4);
+            k0 += 8;
+        }
+        if k0 < blocks {
+            chunk_avx2(tile, xp, k0, blocks - k0, &mut t1, &mut t4);
         }
         for h in 0..2 {
             let s = _mm256_add_epi32(t1[h], _mm256_srai_epi32::<2>(t4[h]));
