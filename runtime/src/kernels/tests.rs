@@ -608,6 +608,21 @@ fn dispatch_levels() {
 }
 
 #[test]
+fn int8_matvec_head_rows() {
+    // Rows of 32 (one attention head): the AVX2 kernel's eight-rows path and its remainder.
+    let mut rng = Rng(0x1832);
+    for rows in [1, 7, 8, 9, 16, 23, 130] {
+        for stride in [32, 128] {
+            let m: Vec<i8> = (0..rows * stride).map(|_| rng.next_u64() as i8).collect();
+            let x: Vec<i8> = (0..32).map(|_| rng.next_u64() as i8).collect();
+            check_int8_matvec(&m, stride, &x, rows);
+            // Every entry −128: the largest products.
+            check_int8_matvec(&vec![-128; rows * stride], stride, &[-128; 32], rows);
+        }
+    }
+}
+
+#[test]
 fn int8_weighted_sum_random_and_extremes() {
     let mut rng = Rng(0xC0FF_EE00_1234_5678);
     let check = |coef: &[i32], v: &[i8], stride: usize, hd: usize| {
@@ -771,6 +786,15 @@ fn softmax_coefficients_twins() {
         1,
         false,
     );
+    // One value scale out of the clamp among good ones, at the start, middle and end.
+    for at in [0, 5, 8] {
+        let mut vs = vec![Dyadic::ONE; 9];
+        vs[at] = Dyadic {
+            mant: 1 << 31,
+            exp: 2001,
+        };
+        run_with(&[3, -7, 11, 0, 1 << 20, -9, 4, 2, 1], &vs, 1, false);
+    }
 }
 
 #[test]
@@ -855,6 +879,31 @@ fn attention_scores_twins() {
         1,
         false,
     );
+    // One key scale the vector twins do not take, after and among good ones (the AVX2 twin
+    // finds it while writing: the dispatcher's scalar run must write every score again).
+    for bad in [
+        Dyadic { mant: 3, exp: 0 },
+        Dyadic {
+            mant: 1 << 31,
+            exp: 2001,
+        },
+        Dyadic {
+            mant: 1 << 31,
+            exp: -2001,
+        },
+    ] {
+        for at in [0, 5, 8] {
+            let mut ks = vec![Dyadic::ONE; 9];
+            ks[at] = bad;
+            run(
+                &[3, -7, 11, 0, 1 << 20, -9, 4, 2, 1],
+                Dyadic::ONE,
+                &ks,
+                1,
+                false,
+            );
+        }
+    }
 }
 
 #[test]

@@ -125,6 +125,24 @@ unsafe fn gather_dyadics4(d: &[Dyadic], s0: usize, nkv: usize) -> (__m256i, __m2
     (_mm256_and_si256(v, _mm256_set1_epi64x(0xFFFF_FFFF)), exp)
 }
 
+/// The lanes whose `Dyadic` (as [`gather_dyadics4`] splits it) fails [`dyadic_ok`]: a mantissa
+/// neither zero nor normalized, or an exponent outside the clamp.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn not_ok4((mant, exp): (__m256i, __m256i)) -> __m256i {
+    let zero = _mm256_setzero_si256();
+    let normalized = _mm256_cmpeq_epi64(_mm256_srli_epi64::<31>(mant), _mm256_set1_epi64x(1));
+    let ok_mant = _mm256_or_si256(normalized, _mm256_cmpeq_epi64(mant, zero));
+    let bad_exp = _mm256_or_si256(
+        gt(_mm256_set1_epi64x(EXP_FLOOR as i64), exp),
+        gt(exp, _mm256_set1_epi64x(EXP_CEIL as i64)),
+    );
+    _mm256_or_si256(
+        _mm256_andnot_si256(ok_mant, _mm256_set1_epi64x(-1)),
+        bad_exp,
+    )
+}
+
 /// [`exp_neg_q24`](crate::fixed::exp_neg_q24)`(smax − score)` for four scores (Q30 weights,
 /// zero where `live` is clear). Every product has operands below `2^32` where the weight is
 /// not zero (`z < 2^29`, `r < 2^20`, `x < 2^24`, `table, poly ≤ 2^30`); other lanes compute
@@ -241,10 +259,23 @@ pub unsafe fn softmax_coefficients_avx2(
     if len == 0 || coef.len() < len || nkv == 0 || v_scale.len() < (len - 1) * nkv + 1 {
         return None;
     }
-    if (0..len).any(|s| !dyadic_ok(v_scale[s * nkv])) {
+    // One pass before anything is written: the largest score, and every value scale checked.
+    let mut bad = _mm256_setzero_si256();
+    let mut vmax = _mm256_set1_epi64x(i64::MIN);
+    for s0 in (0..len).step_by(4) {
+        let m = first(len - s0);
+        bad = _mm256_or_si256(bad, not_ok4(gather_dyadics4(v_scale, s0, nkv)));
+        let sc = _mm256_blendv_epi8(
+            _mm256_set1_epi64x(i64::MIN),
+            load4(scores.as_ptr().add(s0), len - s0, m),
+            m,
+        );
+        vmax = _mm256_blendv_epi8(vmax, sc, gt(sc, vmax));
+    }
+    if _mm256_testz_si256(bad, bad) == 0 {
         return None;
     }
-    let smax = scores.iter().copied().max().unwrap_or(0);
+    let smax = hmax_i64(vmax);
     let key_bias = 4096i64; // exponent + bias > 0: nonzero keys beat zero
     let mut wsum = _mm256_setzero_si256();
     let mut kmax = _mm256_setzero_si256();
@@ -321,8 +352,9 @@ unsafe fn coefficients4(scores: &[i64], coef: &mut [i32], e: i32) {
 
 /// [`attention_scores_scalar`](super::super::softmax::attention_scores_scalar) four keys at a time
 /// with AVX2: `dyadic_mul4`, then `mul_round` (`shift_round4` of `dot · mant`). Returns
-/// `false` (and touches nothing) unless `q_scale` and every key scale read are normalized or
-/// zero with exponents in the clamp range; the caller then runs the scalar code.
+/// `false` unless `q_scale` and every key scale read are normalized or zero with exponents in
+/// the clamp range (the key scales are checked as they are read, so `scores` may have been
+/// written by then); the caller then runs the scalar code, which writes every score.
 ///
 /// # Safety
 /// The CPU must support AVX2.
@@ -338,9 +370,10 @@ pub unsafe fn attention_scores_avx2(
     if len == 0 || dots.len() < len || nkv == 0 || k_scale.len() < (len - 1) * nkv + 1 {
         return false;
     }
-    if !dyadic_ok(q_scale) || (0..len).any(|s| !dyadic_ok(k_scale[s * nkv])) {
+    if !dyadic_ok(q_scale) {
         return false;
     }
+    let mut bad = _mm256_setzero_si256();
     let q = (
         _mm256_set1_epi64x(q_scale.mant as i64),
         _mm256_set1_epi64x(q_scale.exp as i64),
@@ -349,7 +382,9 @@ pub unsafe fn attention_scores_avx2(
     for s0 in (0..len).step_by(4) {
         let k = len - s0;
         let m = first(k);
-        let (mant, e) = dyadic_mul4(q, gather_dyadics4(k_scale, s0, nkv));
+        let k_s = gather_dyadics4(k_scale, s0, nkv);
+        bad = _mm256_or_si256(bad, not_ok4(k_s));
+        let (mant, e) = dyadic_mul4(q, k_s);
         let dm = if k >= 4 {
             _mm_loadu_si128(dots.as_ptr().add(s0) as *const __m128i)
         } else {
@@ -369,7 +404,7 @@ pub unsafe fn attention_scores_avx2(
         let out = shift_round4(x, ax, _mm256_add_epi64(e, _mm256_set1_epi64x(24)));
         store4(scores.as_mut_ptr().add(s0), k, m, out);
     }
-    true
+    _mm256_testz_si256(bad, bad) != 0
 }
 
 /// [`shift_round`](crate::fixed::shift_round)`(x, sh)` on four lanes, given `ax = |x|`: right

@@ -3,7 +3,7 @@
 
 use core::arch::x86_64::*;
 
-use super::ternary::hsum4;
+use super::ternary::{hsum4, hsum8};
 
 /// `y[r] = Σ_{j < len} m[r·stride + j] · x[j]` (`len = x.len()`) with AVX2: both sides widened
 /// to `i16` (`vpmovsxbw`), `vpmaddwd` into `i32` (exact for every `i8`, `-128·-128`
@@ -38,6 +38,11 @@ pub unsafe fn int8_matvec_avx2(m: &[i8], stride: usize, x: &[i8], y: &mut [i32])
         }
     }
     let mut r = 0;
+    if len == 32 {
+        // Rows of one attention head (32 dimensions, the shipped model's): eight rows per
+        // step, reduced together.
+        r = matvec_rows32_avx2(m, stride, x, y);
+    }
     while r < rows {
         let k = (rows - r).min(4);
         let mut acc = [_mm256_setzero_si256(); 4];
@@ -71,6 +76,34 @@ pub unsafe fn int8_matvec_avx2(m: &[i8], stride: usize, x: &[i8], y: &mut [i32])
         }
         r += k;
     }
+}
+
+/// [`int8_matvec_avx2`] for rows of 32 (`x.len() == 32`), eight rows per step: each row two
+/// widened halves against `x`'s, the eight rows' lanes summed by one [`hsum8`] and stored at
+/// once. Returns the rows done (a multiple of eight); the caller does the rest.
+///
+/// # Safety
+/// AVX2; `x` holds 32 entries and `m` every row's (`m.len() ≥ (rows − 1)·stride + 32`).
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn matvec_rows32_avx2(m: &[i8], stride: usize, x: &[i8], y: &mut [i32]) -> usize {
+    let wide = |p: *const i8| _mm256_cvtepi8_epi16(_mm_loadu_si128(p as *const __m128i));
+    let (x0, x1) = (wide(x.as_ptr()), wide(x.as_ptr().add(16)));
+    let full = y.len() & !7;
+    for (r, out) in (0..full).step_by(8).zip(y.chunks_exact_mut(8)) {
+        let mut acc = [_mm256_setzero_si256(); 8];
+        for (i, a) in acc.iter_mut().enumerate() {
+            // SAFETY: row `r + i < rows` spans `(r + i)·stride .. + 32 ≤ m.len()`.
+            let p = m.as_ptr().add((r + i) * stride);
+            *a = _mm256_add_epi32(
+                _mm256_madd_epi16(wide(p), x0),
+                _mm256_madd_epi16(wide(p.add(16)), x1),
+            );
+        }
+        // SAFETY: `out` holds eight `i32`.
+        _mm256_storeu_si256(out.as_mut_ptr() as *mut __m256i, hsum8(&acc));
+    }
+    full
 }
 
 /// Positions per `i32` flush of [`int8_weighted_sum_avx2`]: a `vpmaddwd` lane adds two
@@ -137,27 +170,52 @@ unsafe fn weighted_block<const H: usize>(
         _mm256_cvtepi8_epi16(_mm_loadu_si128(v.add(s * stride + 16 * h) as *const __m128i))
     };
     // Two i16 halves of a dword: position s low, position s + 1 high.
-    let pair = |a: i32, b: i32| _mm256_set1_epi32((a & 0xFFFF) | (b << 16));
+    let pair = |a: i32, b: i32| (a & 0xFFFF) | (b << 16);
+    // Per chunk of positions: the coefficients' 12-bit halves paired once ([low, high]), then
+    // each 16 dimensions' four accumulators kept in registers over the chunk.
+    const PAIRS: usize = 64;
+    let mut halves = [[0i32; 2]; PAIRS];
     let mut lo = [[_mm256_setzero_si256(); 2]; H];
     let mut hi = [[_mm256_setzero_si256(); 2]; H];
-    for (k, c) in coef.chunks(2).enumerate() {
-        let s = 2 * k;
-        let (c0, c1) = (c[0], c.get(1).copied().unwrap_or(0));
-        let cl = pair(c0 & 0xFFF, c1 & 0xFFF);
-        let ch = pair(c0 >> 12, c1 >> 12);
+    for (ci, chunk) in coef.chunks(2 * PAIRS).enumerate() {
+        let base = 2 * PAIRS * ci;
+        let pairs = chunk.len() / 2;
+        for (hv, c) in halves.iter_mut().zip(chunk.chunks_exact(2)) {
+            *hv = [
+                pair(c[0] & 0xFFF, c[1] & 0xFFF),
+                pair(c[0] >> 12, c[1] >> 12),
+            ];
+        }
+        // An odd position out (the last chunk's) pairs with a zero row, never read.
+        let last = chunk.chunks_exact(2).remainder().first().copied();
         for h in 0..H {
-            let a = row(s, h);
-            let b = if c.len() == 2 {
-                row(s + 1, h)
-            } else {
-                _mm256_setzero_si256()
-            };
-            // Dimensions 0-3 and 8-11 (p[0]), 4-7 and 12-15 (p[1]), positions interleaved.
-            let p = [_mm256_unpacklo_epi16(a, b), _mm256_unpackhi_epi16(a, b)];
-            for q in 0..2 {
-                lo[h][q] = _mm256_add_epi32(lo[h][q], _mm256_madd_epi16(p[q], cl));
-                hi[h][q] = _mm256_add_epi32(hi[h][q], _mm256_madd_epi16(p[q], ch));
+            let (mut l, mut g) = (lo[h], hi[h]);
+            // (A macro, not a closure: a closure does not inherit the target features, so
+            // its intrinsics would become calls.)
+            macro_rules! add {
+                ($a:expr, $b:expr, $cl:expr, $ch:expr) => {{
+                    let (a, b, cl, ch) = ($a, $b, $cl, $ch);
+                    // Dimensions 0-3 and 8-11 (p[0]), 4-7 and 12-15 (p[1]), positions
+                    // interleaved.
+                    let p = [_mm256_unpacklo_epi16(a, b), _mm256_unpackhi_epi16(a, b)];
+                    for q in 0..2 {
+                        l[q] = _mm256_add_epi32(l[q], _mm256_madd_epi16(p[q], cl));
+                        g[q] = _mm256_add_epi32(g[q], _mm256_madd_epi16(p[q], ch));
+                    }
+                }};
             }
+            for (k, hv) in halves[..pairs].iter().enumerate() {
+                let (cl, ch) = (_mm256_set1_epi32(hv[0]), _mm256_set1_epi32(hv[1]));
+                add!(row(base + 2 * k, h), row(base + 2 * k + 1, h), cl, ch);
+            }
+            if let Some(c) = last {
+                let (cl, ch) = (
+                    _mm256_set1_epi32(pair(c & 0xFFF, 0)),
+                    _mm256_set1_epi32(pair(c >> 12, 0)),
+                );
+                add!(row(base + 2 * pairs, h), _mm256_setzero_si256(), cl, ch);
+            }
+            (lo[h], hi[h]) = (l, g);
         }
     }
     // Back to dimension order: lanes of p[0] are dimensions 0-3 | 8-11, of p[1] 4-7 | 12-15.
