@@ -16,7 +16,12 @@ pub const MAX_BLOB_BYTES: u64 = u32::MAX as u64;
 
 /// The model shipped in the repository (`models/shakespeare-mcu.bin`).
 pub fn shipped_model() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/shakespeare-mcu.bin")
+    // The workspace root is the tools crate's parent (named without a `tools/..` detour).
+    let tools = Path::new(env!("CARGO_MANIFEST_DIR"));
+    tools
+        .parent()
+        .unwrap_or(tools)
+        .join("models/shakespeare-mcu.bin")
 }
 
 /// `path`, or the shipped model when `None`.
