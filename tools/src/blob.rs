@@ -148,7 +148,8 @@ pub struct HostCopies {
 
 /// What a command needs in memory beside the model's copies ([`load_for_host`]).
 pub struct Beside<'b> {
-    /// Said in a refusal: "a session", "a session and the latency samples of 5 rounds".
+    /// Said in a refusal: "a session over the model's whole context", "a session and the
+    /// latency samples of 5 rounds".
     pub what: &'b str,
     /// Bytes, for the model's configuration.
     pub bytes: &'b dyn Fn(&runtime::Config) -> u64,
@@ -173,17 +174,18 @@ pub fn load_for_host<'a>(
 ) -> Result<(Model<'a>, u64)> {
     use runtime::kernels::{level, tiled_level, Level};
     let m = load(path, bytes)?;
+    // The copies (`held` bytes) and what the command needs beside them must fit the cap.
+    let beside_bytes = (beside.bytes)(m.config());
+    let fits = |held: u64, copy: &str| {
+        memory::check(held.saturating_add(beside_bytes), cap).with_context(|| match held {
+            0 => beside.what.to_string(),
+            _ => format!("{}: {copy} ({held} bytes) and {}", shown(path), beside.what),
+        })
+    };
     let HostCopies { repacked, tiled } = copies;
     if tiled_level() {
         let need = m.tiled_bytes();
-        let total = (need as u64).saturating_add((beside.bytes)(m.config()));
-        memory::check(total, cap).with_context(|| {
-            format!(
-                "{}: the row-tiled copy of its matrices ({need} bytes) and {}",
-                shown(path),
-                beside.what
-            )
-        })?;
+        fits(need as u64, "the row-tiled copy of its matrices")?;
         *tiled = memory::zeroed(need)?;
         let m = m
             .with_tiled(tiled)
@@ -202,9 +204,13 @@ pub fn load_for_host<'a>(
         .encodings()
         .contains(&runtime::TernaryEncoding::Base3);
     if !base3 || level() == Level::Portable {
+        fits(0, "")?;
         return Ok((m, 0));
     }
+    // The repack checks its own working memory; the repacked blob then stays beside the rest.
     *repacked = repack(path, &m, Default::default(), cap)?;
+    let held = repacked.len() as u64;
+    fits(held, "its matrices repacked to 2-bit")?;
     if verbose {
         eprintln!(
             "tools: {}: base-3 matrices repacked to 2-bit in memory for the {} kernels",
@@ -212,6 +218,5 @@ pub fn load_for_host<'a>(
             level()
         );
     }
-    let held = repacked.len() as u64;
     Ok((load(path, repacked)?, held))
 }

@@ -384,21 +384,14 @@ fn load_for_session<'a>(
     host: HostModel,
     block: &dyn Fn(&Config) -> u32,
 ) -> Result<(Model<'a>, u64, u64)> {
-    let max = host.memory.max_memory;
     let session = |c: &Config| session_bytes_prefill(c, c.ctx_len, block(c)) as u64;
     let beside = blob::Beside {
-        what: "a session",
+        what: "a session over the model's whole context",
         bytes: &session,
     };
+    let max = host.memory.max_memory;
     let (model, held) = blob::load_for_host(path, bytes, copies, max, host.verbose, beside)?;
     let need = session(model.config());
-    memory::check(need.saturating_add(held), max).with_context(|| {
-        if held > 0 {
-            format!("a session over the model's whole context and the {held} bytes of the model's matrices copied in memory")
-        } else {
-            "a session over the model's whole context".into()
-        }
-    })?;
     Ok((model, held, need))
 }
 
@@ -569,8 +562,6 @@ fn bench_cmd(
             bytes: &|c| bench::bench_bytes(c, rounds),
         },
     )?;
-    let need = bench::bench_bytes(m.config(), rounds).saturating_add(held);
-    memory::check(need, cap.max_memory).context(what)?;
     let mut r = bench::bench(m, bytes.len(), rounds)?;
     r.matrix_copy_bytes = held;
     if json {

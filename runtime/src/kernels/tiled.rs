@@ -112,13 +112,12 @@ impl<'a> Writer<'a> {
 
     /// Row `r < rows` from `q`, its fields `q = w + 1 ∈ {0, 1, 2}` in column order (the first
     /// `cols` are read; a shorter `q` leaves the rest of the row 0).
-    fn put(&mut self, r: usize, q: impl Iterator<Item = u8>) {
+    fn put(&mut self, r: usize, mut q: impl Iterator<Item = u8>) {
         if r >= self.rows {
             return;
         }
         let blocks = self.cols / BLOCK_COLS;
         let at = (r / TILE_ROWS) * blocks * BLOCK_BYTES + 4 * (r % TILE_ROWS);
-        let mut q = q.chain(core::iter::repeat(1));
         for k in 0..blocks {
             // Byte `b` of the row's four: field `s` is column `16k + 4s + b`.
             let mut bytes = [0u8; 4];
