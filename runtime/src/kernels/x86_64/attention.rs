@@ -66,6 +66,18 @@ unsafe fn gather_dyadics8(d: &[Dyadic], s0: usize, nkv: usize) -> (__m512i, __m5
     )
 }
 
+/// The lanes of `live` whose `Dyadic` (as [`gather_dyadics8`] splits it) fails
+/// [`dyadic_ok`]: a mantissa neither zero nor normalized, or an exponent outside the clamp.
+#[inline]
+#[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl,avx512dq,avx512cd")]
+fn not_ok8((mant, exp): (__m512i, __m512i), live: __mmask8) -> __mmask8 {
+    let ok_mant = _mm512_testn_epi64_mask(mant, mant)
+        | _mm512_cmpge_epu64_mask(mant, _mm512_set1_epi64(1 << 31));
+    let bad_exp = _mm512_cmplt_epi64_mask(exp, _mm512_set1_epi64(EXP_FLOOR as i64))
+        | _mm512_cmpgt_epi64_mask(exp, _mm512_set1_epi64(EXP_CEIL as i64));
+    live & (!ok_mant | bad_exp)
+}
+
 /// [`exp_neg_q24`](crate::fixed::exp_neg_q24)`(smax − score)` for eight scores (Q30 weights,
 /// zero where `live` is clear): `t = z·log2 e` (`vpmullq`), a gathered `2^(−j/64)`, a cubic,
 /// per-lane shifts by `n`.
@@ -144,10 +156,19 @@ pub unsafe fn softmax_coefficients_avx512(
     if len == 0 || coef.len() < len || nkv == 0 || v_scale.len() < (len - 1) * nkv + 1 {
         return None;
     }
-    if (0..len).any(|s| !dyadic_ok(v_scale[s * nkv])) {
+    // One pass before anything is written: the largest score, and every value scale checked.
+    let mut bad: __mmask8 = 0;
+    let mut vmax = _mm512_set1_epi64(i64::MIN);
+    for s0 in (0..len).step_by(8) {
+        let m = first(len - s0);
+        bad |= not_ok8(gather_dyadics8(v_scale, s0, nkv), m);
+        let sc = _mm512_mask_loadu_epi64(vmax, m, scores.as_ptr().add(s0));
+        vmax = _mm512_max_epi64(vmax, sc);
+    }
+    if bad != 0 {
         return None;
     }
-    let smax = scores.iter().copied().max().unwrap_or(0);
+    let smax = _mm512_reduce_max_epi64(vmax);
     let key_bias = 4096i64; // exponent + bias > 0: nonzero keys beat zero
     let mut wsum = _mm512_setzero_si512();
     let mut kmax = _mm512_setzero_si512();
@@ -203,9 +224,10 @@ pub unsafe fn softmax_coefficients_avx512(
 
 /// [`attention_scores_scalar`](super::super::softmax::attention_scores_scalar) eight keys at a time
 /// with AVX-512: `dyadic_mul8`, then `mul_round` (`vpmullq`, per-lane rounding right shifts
-/// or saturating left shifts). Returns `false` (and touches nothing) unless `q_scale` and
-/// every key scale read are normalized or zero with exponents in the clamp range; the caller
-/// then runs the scalar code.
+/// or saturating left shifts). Returns `false` unless `q_scale` and every key scale read are
+/// normalized or zero with exponents in the clamp range (the key scales are checked as they
+/// are read, so `scores` may have been written by then); the caller then runs the scalar
+/// code, which writes every score.
 ///
 /// # Safety
 /// The CPU must support AVX-512 F, BW, VL, DQ and CD.
@@ -221,16 +243,19 @@ pub unsafe fn attention_scores_avx512(
     if len == 0 || dots.len() < len || nkv == 0 || k_scale.len() < (len - 1) * nkv + 1 {
         return false;
     }
-    if !dyadic_ok(q_scale) || (0..len).any(|s| !dyadic_ok(k_scale[s * nkv])) {
+    if !dyadic_ok(q_scale) {
         return false;
     }
+    let mut bad: __mmask8 = 0;
     let q = (
         _mm512_set1_epi64(q_scale.mant as i64),
         _mm512_set1_epi64(q_scale.exp as i64),
     );
     for s0 in (0..len).step_by(8) {
         let m = first(len - s0);
-        let (mant, e) = dyadic_mul8(q, gather_dyadics8(k_scale, s0, nkv), m);
+        let k_s = gather_dyadics8(k_scale, s0, nkv);
+        bad |= not_ok8(k_s, m);
+        let (mant, e) = dyadic_mul8(q, k_s, m);
         // mul_round(dot, d, 24): x · mant (|·| < 2^63), then shift_round by exp + 24.
         let dot = _mm512_cvtepi32_epi64(_mm256_maskz_loadu_epi32(m, dots.as_ptr().add(s0)));
         let out = shift_round8(
@@ -239,7 +264,7 @@ pub unsafe fn attention_scores_avx512(
         );
         _mm512_mask_storeu_epi64(scores.as_mut_ptr().add(s0), m, out);
     }
-    true
+    bad == 0
 }
 
 /// [`shift_round`](crate::fixed::shift_round)`(x, sh)` on eight lanes: right shifts round half

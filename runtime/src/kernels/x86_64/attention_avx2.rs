@@ -101,22 +101,29 @@ fn dyadic_mul4(
     (keep(live, mant), keep(live, e))
 }
 
-/// The `Dyadic`s at `d[(s0 + i)·nkv]` for the four lanes `i` (lanes past the end of `d` read
-/// its last entry: their products are masked away by the callers), split into `(mant, exp)`
-/// lanes. Four scalar loads: cheaper than `vpgatherqq` on the cores measured.
+/// The `Dyadic`s at `d[(s0 + i)·nkv]` for the four lanes `i` as they lie in memory (mantissa
+/// in the low 32 bits, exponent in the high 32; lanes past the end of `d` read its last entry:
+/// their products are masked away by the callers). Four scalar loads: cheaper than
+/// `vpgatherqq` on the cores measured.
 ///
 /// # Safety
 /// AVX2; `d` not empty.
 #[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn gather_dyadics4(d: &[Dyadic], s0: usize, nkv: usize) -> (__m256i, __m256i) {
+unsafe fn load_dyadics4(d: &[Dyadic], s0: usize, nkv: usize) -> __m256i {
     let last = d.len() - 1;
     // `Dyadic` is `repr(C)`: mantissa low, exponent high, 4-byte aligned.
     let at = |i: usize| {
         let p = d.as_ptr().add(((s0 + i) * nkv).min(last)) as *const i64;
         p.read_unaligned()
     };
-    let v = _mm256_setr_epi64x(at(0), at(1), at(2), at(3));
+    _mm256_setr_epi64x(at(0), at(1), at(2), at(3))
+}
+
+/// [`load_dyadics4`]'s lanes split into `(mant, exp)` lanes.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn split_dyadics4(v: __m256i) -> (__m256i, __m256i) {
     let exp = _mm256_or_si256(
         _mm256_srli_epi64::<32>(v),
         // Sign-extend the exponent: the high word's sign, spread over the high half.
@@ -125,17 +132,24 @@ unsafe fn gather_dyadics4(d: &[Dyadic], s0: usize, nkv: usize) -> (__m256i, __m2
     (_mm256_and_si256(v, _mm256_set1_epi64x(0xFFFF_FFFF)), exp)
 }
 
-/// The lanes whose `Dyadic` (as [`gather_dyadics4`] splits it) fails [`dyadic_ok`]: a mantissa
-/// neither zero nor normalized, or an exponent outside the clamp.
+/// The lanes of [`load_dyadics4`] whose `Dyadic` fails [`dyadic_ok`] (a mantissa neither zero
+/// nor normalized, or an exponent outside the clamp), tested without splitting them: with
+/// `v = exp·2^32 + mant` (`0 ≤ mant < 2^32`), `exp ≥ EXP_FLOOR` is `v ≥ EXP_FLOOR·2^32` and
+/// `exp ≤ EXP_CEIL` is `v < (EXP_CEIL + 1)·2^32`.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn not_ok4((mant, exp): (__m256i, __m256i)) -> __m256i {
-    let zero = _mm256_setzero_si256();
-    let normalized = _mm256_cmpeq_epi64(_mm256_srli_epi64::<31>(mant), _mm256_set1_epi64x(1));
-    let ok_mant = _mm256_or_si256(normalized, _mm256_cmpeq_epi64(mant, zero));
+fn not_ok4(v: __m256i) -> __m256i {
+    let mant = _mm256_and_si256(v, _mm256_set1_epi64x(0xFFFF_FFFF));
+    let ok_mant = _mm256_or_si256(
+        gt(mant, _mm256_set1_epi64x(0x7FFF_FFFF)),
+        _mm256_cmpeq_epi64(mant, _mm256_setzero_si256()),
+    );
     let bad_exp = _mm256_or_si256(
-        gt(_mm256_set1_epi64x(EXP_FLOOR as i64), exp),
-        gt(exp, _mm256_set1_epi64x(EXP_CEIL as i64)),
+        gt(_mm256_set1_epi64x((EXP_FLOOR as i64) << 32), v),
+        gt(
+            v,
+            _mm256_set1_epi64x(((EXP_CEIL as i64) << 32) | 0xFFFF_FFFF),
+        ),
     );
     _mm256_or_si256(
         _mm256_andnot_si256(ok_mant, _mm256_set1_epi64x(-1)),
@@ -197,29 +211,24 @@ fn exp_weights4(sc: __m256i, smax: i64, live: __m256i) -> __m256i {
 }
 
 /// `Dyadic::from_u64(w, −30)` for weights `w ≤ 2^30` (zero stays zero): `w` shifted left until
-/// bit 31 is set, by a binary search over 16, 8, 4, 2, 1. Returns `(mant, exp)`.
+/// bit 31 is set. The shift comes from the exponent of `w` converted to `f64` (exact for every
+/// `i32`): `⌊log2 w⌋ = E − 1023`, so the shift is `1054 − E` (for `w = 0`, `E = 0` and the
+/// shift of 1054 leaves 0). Returns `(mant, exp)`.
 #[inline]
 #[target_feature(enable = "avx2")]
 fn normalize_weights4(w: __m256i) -> (__m256i, __m256i) {
-    let mut u = w;
-    let mut s = _mm256_setzero_si256();
-    macro_rules! step {
-        ($k:literal) => {
-            let small = gt(_mm256_set1_epi64x(1 << (32 - $k)), u);
-            u = _mm256_blendv_epi8(u, _mm256_slli_epi64::<$k>(u), small);
-            s = _mm256_add_epi64(s, keep(small, _mm256_set1_epi64x($k)));
-        };
-    }
-    step!(16);
-    step!(8);
-    step!(4);
-    step!(2);
-    step!(1);
+    let low = _mm256_permutevar8x32_epi32(w, _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6));
+    let f = _mm256_castpd_si256(_mm256_cvtepi32_pd(_mm256_castsi256_si128(low)));
+    let biased = _mm256_srli_epi64::<52>(f);
+    let u = _mm256_sllv_epi64(w, _mm256_sub_epi64(_mm256_set1_epi64x(1054), biased));
     let nz = _mm256_andnot_si256(
         _mm256_cmpeq_epi64(w, _mm256_setzero_si256()),
         _mm256_set1_epi64x(-1),
     );
-    (u, keep(nz, _mm256_sub_epi64(_mm256_set1_epi64x(-30), s)))
+    (
+        u,
+        keep(nz, _mm256_sub_epi64(biased, _mm256_set1_epi64x(1084))),
+    )
 }
 
 /// The four `i64` lanes of `v` summed.
@@ -264,7 +273,7 @@ pub unsafe fn softmax_coefficients_avx2(
     let mut vmax = _mm256_set1_epi64x(i64::MIN);
     for s0 in (0..len).step_by(4) {
         let m = first(len - s0);
-        bad = _mm256_or_si256(bad, not_ok4(gather_dyadics4(v_scale, s0, nkv)));
+        bad = _mm256_or_si256(bad, not_ok4(load_dyadics4(v_scale, s0, nkv)));
         let sc = _mm256_blendv_epi8(
             _mm256_set1_epi64x(i64::MIN),
             load4(scores.as_ptr().add(s0), len - s0, m),
@@ -284,7 +293,10 @@ pub unsafe fn softmax_coefficients_avx2(
         let p = scores.as_mut_ptr().add(s0);
         let wgt = exp_weights4(load4(p, len - s0, m), smax, m);
         wsum = _mm256_add_epi64(wsum, wgt);
-        let (mant, e) = dyadic_mul4(normalize_weights4(wgt), gather_dyadics4(v_scale, s0, nkv));
+        let (mant, e) = dyadic_mul4(
+            normalize_weights4(wgt),
+            split_dyadics4(load_dyadics4(v_scale, s0, nkv)),
+        );
         // pack_dyadic: exponent high, mantissa low.
         store4(
             p,
@@ -382,8 +394,9 @@ pub unsafe fn attention_scores_avx2(
     for s0 in (0..len).step_by(4) {
         let k = len - s0;
         let m = first(k);
-        let k_s = gather_dyadics4(k_scale, s0, nkv);
-        bad = _mm256_or_si256(bad, not_ok4(k_s));
+        let packed = load_dyadics4(k_scale, s0, nkv);
+        bad = _mm256_or_si256(bad, not_ok4(packed));
+        let k_s = split_dyadics4(packed);
         let (mant, e) = dyadic_mul4(q, k_s);
         let dm = if k >= 4 {
             _mm_loadu_si128(dots.as_ptr().add(s0) as *const __m128i)
@@ -438,4 +451,51 @@ fn shift_round4(x: __m256i, ax: __m256i, sh: __m256i) -> __m256i {
         _mm256_and_si256(sra(x, _mm256_sub_epi64(r, one)), one),
     );
     _mm256_blendv_epi8(keep(near, rv), lv, left)
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use std::{eprintln, vec, vec::Vec};
+
+    /// The normalization through `f64` exponents against `Dyadic::from_u64`, on every power of
+    /// two and its neighbours up to `2^30` (where rounding to `f64` could move an exponent if
+    /// the conversion were inexact) and on random weights.
+    #[test]
+    fn normalize_weights4_equals_from_u64() {
+        if !std::is_x86_feature_detected!("avx2") {
+            eprintln!("skipped: this CPU has no AVX2");
+            return;
+        }
+        let mut ws: Vec<i64> = vec![0, 1, 2, 3, (1 << 30) - 1, 1 << 30];
+        for k in 1..30 {
+            ws.extend([(1 << k) - 1, 1 << k, (1 << k) + 1]);
+        }
+        let mut rng = crate::rng::SplitMix64(0x5EED_00F6_4E00_0001);
+        ws.extend((0..4000).map(|_| (rng.next_u64() >> (34 + rng.next_u64() % 30)) as i64));
+        while ws.len() % 4 != 0 {
+            ws.push(0);
+        }
+        for four in ws.chunks_exact(4) {
+            // SAFETY: AVX2 is present (checked above).
+            let (mant, exp) = unsafe {
+                let w = _mm256_loadu_si256(four.as_ptr() as *const __m256i);
+                let (m, e) = normalize_weights4(w);
+                let (mut ms, mut es) = ([0i64; 4], [0i64; 4]);
+                _mm256_storeu_si256(ms.as_mut_ptr() as *mut __m256i, m);
+                _mm256_storeu_si256(es.as_mut_ptr() as *mut __m256i, e);
+                (ms, es)
+            };
+            for i in 0..4 {
+                let want = Dyadic::from_u64(four[i] as u64, -30);
+                assert_eq!(
+                    (mant[i], exp[i]),
+                    (want.mant as i64, want.exp as i64),
+                    "w = {}",
+                    four[i]
+                );
+            }
+        }
+    }
 }
