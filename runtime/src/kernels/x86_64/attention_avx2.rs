@@ -474,7 +474,7 @@ mod tests {
         }
         let mut rng = crate::rng::SplitMix64(0x5EED_00F6_4E00_0001);
         ws.extend((0..4000).map(|_| (rng.next_u64() >> (34 + rng.next_u64() % 30)) as i64));
-        while ws.len() % 4 != 0 {
+        while !ws.len().is_multiple_of(4) {
             ws.push(0);
         }
         for four in ws.chunks_exact(4) {
