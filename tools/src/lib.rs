@@ -31,7 +31,7 @@ pub mod convert;
 pub mod eval;
 pub mod files;
 pub mod generate;
-pub mod inspect;
+pub use inspect;
 pub mod memory;
 pub mod pack;
 pub mod rundir;

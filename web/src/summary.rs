@@ -1,12 +1,6 @@
-//! The model summary the page shows: `tools inspect`'s own code, compiled in.
-//!
-//! `tools` is a command-line crate (clap, Ctrl-C handling, file I/O) that does not build for
-//! `wasm32-unknown-unknown`; its inspect module depends on nothing but the runtime and serde,
-//! so the binding compiles that one file. The page therefore shows, character for character,
-//! what `tools inspect` (and `tools inspect --json`) prints (a test checks it).
-
-#[path = "../../tools/src/inspect.rs"]
-mod inspect;
+//! The model summary the page shows: the report of the `inspect` crate, which `tools inspect`
+//! prints. The page therefore shows, character for character, what `tools inspect` (and
+//! `tools inspect --json`) prints (a test checks it).
 
 use runtime::Model;
 

@@ -1,4 +1,9 @@
-//! `tools inspect`: what a blob holds.
+//! What a blob holds: the report of `tools inspect` (text through `Display`, JSON through
+//! `Serialize`), built from a loaded [`Model`] and its bytes. Its own crate so that the web page
+//! shows the same report from the same code: `tools` is a command-line crate that does not
+//! build for `wasm32-unknown-unknown`.
+
+#![warn(missing_docs)]
 
 use std::fmt;
 
