@@ -22,7 +22,7 @@
 //! | | `forward` | [`Session::forward`]: one token in, Q15.16 logits (nats) out; [`Session::prefill`] / [`Session::forward_block`]: a block of tokens per pass, bit-identical |
 //! | | `attention`, `ffn`, `norm` | the block's halves and the fused RMSNorm + int8 quantizers |
 //! | | `workers` | (feature `workers`) `workers::Workers`: the pass split between two cores, `Session::with_workers` |
-//! | `kernels/` | [`kernels`] | ternary (2-bit: scalar, Cortex-M DSP, AVX2, AVX-512 VNNI, NEON, chosen at run time, and WebAssembly SIMD128, chosen at compile time; base 3: table lookup, `asm!` rows on Cortex-M DSP) and int8 kernels, each with a scalar reference twin; [`kernels::tiled`]: the row-tiled in-memory copy the x86-64 SIMD kernels read ([`Model::with_tiled`]) |
+//! | `kernels/` | [`kernels`] | ternary (2-bit: scalar, Cortex-M DSP, AVX2, AVX-VNNI, AVX-512 VNNI, NEON, chosen at run time, and WebAssembly SIMD128, chosen at compile time; base 3: table lookup, `asm!` rows on Cortex-M DSP) and int8 kernels, each with a scalar reference twin; [`kernels::tiled`]: the row-tiled in-memory copy the x86-64 SIMD kernels read ([`Model::with_tiled`]) |
 //! | `text/` | [`tokenizer`] | [`encode`] (a BPE model's merges, else greedy longest match), [`decode`] |
 //! | | [`bpe`] | byte-level BPE: the chunking rule, [`bpe::Merges`], the encoder |
 //! | | [`utf8`] | [`Utf8Stream`]: streamed output that never splits a UTF-8 character |

@@ -76,7 +76,7 @@ pub struct BenchReport {
     /// TSC ticks per second, measured over the timed matvec loops against the OS's monotonic
     /// clock (x86-64 only).
     pub tsc_hz: Option<f64>,
-    /// The kernel family that ran (`avx512vnni`, `avx2`, `neon`, `portable`).
+    /// The kernel family that ran (`avx512vnni`, `avxvnni`, `avx2`, `neon`, `portable`).
     pub kernels: String,
     /// The matrix layout the matvec figures read: `tiled` (the row-tiled copy of the x86-64
     /// SIMD levels) or `blob` (the blob's 2-bit rows).
@@ -205,10 +205,16 @@ pub fn bench_bytes(config: &runtime::Config, rounds: usize) -> u64 {
         .saturating_add(large)
 }
 
-/// Runs the kernels at the level named `name` (`portable`, `avx2`, `avx512vnni`, `neon`) from
-/// now on; a level this CPU cannot run is refused with the levels it can.
+/// Runs the kernels at the level named `name` (`portable`, `avx2`, `avxvnni`, `avx512vnni`,
+/// `neon`) from now on; a level this CPU cannot run is refused with the levels it can.
 pub fn force_level(name: &str) -> Result<Level> {
-    let all = [Level::Portable, Level::Avx2, Level::Avx512Vnni, Level::Neon];
+    let all = [
+        Level::Portable,
+        Level::Avx2,
+        Level::AvxVnni,
+        Level::Avx512Vnni,
+        Level::Neon,
+    ];
     let Some(l) = all.into_iter().find(|l| l.name() == name) else {
         bail!(
             "--kernels {name}: no such kernel level (known: {})",

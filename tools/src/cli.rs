@@ -40,8 +40,8 @@ pub struct Cli {
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct KernelLevel {
     /// Run the kernels at this level instead of the best one the CPU has: `portable`, `avx2`,
-    /// `avx512vnni` or `neon` (every level computes the same integers, so only the speed
-    /// changes; a level the CPU cannot run is refused).
+    /// `avxvnni`, `avx512vnni` or `neon` (every level computes the same integers, so only the
+    /// speed changes; a level the CPU cannot run is refused).
     #[arg(long, value_name = "LEVEL")]
     pub kernels: Option<String>,
 }

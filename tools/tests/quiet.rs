@@ -13,7 +13,9 @@ use runtime::kernels::{detected, Level};
 fn copy_line() -> Option<&'static str> {
     match detected() {
         Level::Portable => None,
-        Level::Avx2 | Level::Avx512Vnni => Some("copied to the row-tiled layout in memory"),
+        Level::Avx2 | Level::AvxVnni | Level::Avx512Vnni => {
+            Some("copied to the row-tiled layout in memory")
+        }
         _ => Some("repacked to 2-bit in memory"),
     }
 }

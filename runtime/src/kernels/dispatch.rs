@@ -24,16 +24,22 @@ pub enum Level {
     Neon = 4,
     /// WebAssembly SIMD128 (compiled in with `-C target-feature=+simd128`).
     Simd128 = 5,
+    /// x86-64 AVX-VNNI (`vpdpbusd` on 256-bit vectors, VEX-encoded: the desktop and
+    /// efficiency cores without AVX-512, Alder Lake on), on top of the AVX2 level: the
+    /// ternary matvec uses it, every other step runs the AVX2 level's kernels. Chosen on CPUs
+    /// that have it and lack the AVX-512 VNNI level.
+    AvxVnni = 6,
 }
 
 impl Level {
-    /// A short name (`portable`, `avx2`, `avx512vnni`, `neon`, `simd128`), as benchmarks print
-    /// it.
+    /// A short name (`portable`, `avx2`, `avxvnni`, `avx512vnni`, `neon`, `simd128`), as
+    /// benchmarks print it.
     pub const fn name(self) -> &'static str {
         match self {
             Level::Portable => "portable",
             Level::Avx2 => "avx2",
             Level::Avx512Vnni => "avx512vnni",
+            Level::AvxVnni => "avxvnni",
             Level::Neon => "neon",
             Level::Simd128 => "simd128",
         }
@@ -43,11 +49,23 @@ impl Level {
     pub fn supported(self) -> bool {
         match self {
             Level::Portable => true,
-            Level::Avx2 => matches!(detected(), Level::Avx2 | Level::Avx512Vnni),
+            Level::Avx2 => detected().runs_avx2(),
+            Level::AvxVnni => match detected() {
+                Level::AvxVnni => true,
+                Level::Avx512Vnni => avx_vnni(),
+                _ => false,
+            },
             Level::Avx512Vnni => detected() == Level::Avx512Vnni,
             Level::Neon => detected() == Level::Neon,
             Level::Simd128 => detected() == Level::Simd128,
         }
+    }
+
+    /// Whether the level runs the AVX2 level's kernels where it has none of its own (the
+    /// x86-64 SIMD levels: `avx2`, `avxvnni`, `avx512vnni`).
+    #[inline]
+    pub const fn runs_avx2(self) -> bool {
+        matches!(self, Level::Avx2 | Level::AvxVnni | Level::Avx512Vnni)
     }
 
     fn from_u8(v: u8) -> Option<Level> {
@@ -57,6 +75,7 @@ impl Level {
             3 => Some(Level::Avx512Vnni),
             4 => Some(Level::Neon),
             5 => Some(Level::Simd128),
+            6 => Some(Level::AvxVnni),
             _ => None,
         }
     }
@@ -125,6 +144,7 @@ pub fn supported_levels() -> impl Iterator<Item = Level> {
     [
         Level::Portable,
         Level::Avx2,
+        Level::AvxVnni,
         Level::Avx512Vnni,
         Level::Neon,
         Level::Simd128,
@@ -181,12 +201,35 @@ fn detect() -> Level {
     {
         return Level::Avx512Vnni;
     }
+    if avx_vnni() {
+        return Level::AvxVnni;
+    }
     return Level::Avx2;
 
     #[target_feature(enable = "xsave")]
     unsafe fn xgetbv0() -> u64 {
         _xgetbv(0)
     }
+}
+
+/// Whether the CPU has AVX-VNNI (`CPUID.(EAX=7, ECX=1):EAX[4]`). Its instructions use the
+/// `ymm` state the AVX2 level already requires of the OS; callers check that level first.
+#[cfg(target_arch = "x86_64")]
+#[allow(unused_unsafe)] // `__cpuid` is safe since Rust 1.87
+fn avx_vnni() -> bool {
+    use core::arch::x86_64::{__cpuid, __cpuid_count};
+    // SAFETY: CPUID exists on every x86-64 CPU; leaf 7 is read only if it exists, and its
+    // subleaf 1 only if leaf 7 reports it.
+    unsafe {
+        __cpuid(0).eax >= 7
+            && __cpuid_count(7, 0).eax >= 1
+            && __cpuid_count(7, 1).eax & (1 << 4) != 0
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn avx_vnni() -> bool {
+    false
 }
 
 #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]

@@ -101,7 +101,9 @@ pub fn ternary_matvec(w: &[u8], row_bytes: usize, x: &[i8], y: &mut [i32]) {
             // SAFETY: `level()` only reports levels the CPU supports.
             Level::Avx512Vnni => return unsafe { x86_64::ternary_matvec_vnni(w, row_bytes, x, y) },
             // SAFETY: as above.
-            Level::Avx2 => return unsafe { x86_64::ternary_matvec_avx2(w, row_bytes, x, y) },
+            Level::Avx2 | Level::AvxVnni => {
+                return unsafe { x86_64::ternary_matvec_avx2(w, row_bytes, x, y) }
+            }
             _ => {}
         }
     }
@@ -133,7 +135,7 @@ pub fn ternary_matmul(w: &[u8], row_bytes: usize, x: &[i8], y: &mut [i32], scrat
                     return unsafe { x86_64::ternary_matmul_vnni(w, row_bytes, x, y, scratch) }
                 }
                 // SAFETY: as above.
-                Level::Avx2 => {
+                Level::Avx2 | Level::AvxVnni => {
                     return unsafe { x86_64::ternary_matmul_avx2(w, row_bytes, x, y, scratch) }
                 }
                 _ => {}
@@ -153,12 +155,12 @@ pub fn ternary_matmul(w: &[u8], row_bytes: usize, x: &[i8], y: &mut [i32], scrat
 }
 
 /// Whether the kernels at the current level read the row-tiled layout ([`tiled`]) faster than
-/// the blob's: the x86-64 AVX2 and AVX-512 VNNI levels. At other levels a tiled matrix still
+/// the blob's: the x86-64 levels (AVX2, AVX-VNNI, AVX-512 VNNI). At other levels a tiled matrix still
 /// gives the same results (through the scalar reference), only slowly, so the forward pass
 /// reads the blob there.
 #[inline]
 pub fn tiled_level() -> bool {
-    cfg!(target_arch = "x86_64") && matches!(level(), Level::Avx2 | Level::Avx512Vnni)
+    cfg!(target_arch = "x86_64") && level().runs_avx2()
 }
 
 /// `y = W · x` for a matrix in the row-tiled layout (the contract of
@@ -171,6 +173,8 @@ pub fn ternary_matvec_tiled(m: &TiledMatrix<'_>, x: &[i8], y: &mut [i32]) {
         Level::Avx512Vnni => return unsafe { x86_64::tiled_matvec_vnni(m, x, y) },
         // SAFETY: as above.
         Level::Avx2 => return unsafe { x86_64::tiled_matvec_avx2(m, x, y) },
+        // SAFETY: as above.
+        Level::AvxVnni => return unsafe { x86_64::tiled_matvec_avxvnni(m, x, y) },
         _ => {}
     }
     if x.len() == m.cols() && y.len() == m.rows() {
@@ -189,6 +193,8 @@ pub fn ternary_matmul_tiled(m: &TiledMatrix<'_>, x: &[i8], y: &mut [i32]) {
         Level::Avx512Vnni => return unsafe { x86_64::tiled_matmul_vnni(m, x, y) },
         // SAFETY: as above.
         Level::Avx2 => return unsafe { x86_64::tiled_matmul_avx2(m, x, y) },
+        // SAFETY: as above.
+        Level::AvxVnni => return unsafe { x86_64::tiled_matmul_avxvnni(m, x, y) },
         _ => {}
     }
     if m.cols() == 0 || m.rows() == 0 {
@@ -208,7 +214,7 @@ pub fn int8_matvec(m: &[i8], stride: usize, x: &[i8], y: &mut [i32]) {
         return fast::int8_matvec(m, stride, x, y);
     }
     #[cfg(target_arch = "x86_64")]
-    if matches!(level(), Level::Avx2 | Level::Avx512Vnni) {
+    if level().runs_avx2() {
         // SAFETY: `level()` only reports levels the CPU supports.
         return unsafe { x86_64::int8_matvec_avx2(m, stride, x, y) };
     }
@@ -237,7 +243,9 @@ pub fn int8_weighted_sum(coef: &[i32], v: &[i8], stride: usize, acc: &mut [i64])
             return unsafe { x86_64::int8_weighted_sum_avx512(coef, v, stride, acc) }
         }
         // SAFETY: as above.
-        Level::Avx2 => return unsafe { x86_64::int8_weighted_sum_avx2(coef, v, stride, acc) },
+        Level::Avx2 | Level::AvxVnni => {
+            return unsafe { x86_64::int8_weighted_sum_avx2(coef, v, stride, acc) }
+        }
         _ => {}
     }
     #[cfg(runtime_dsp)]

@@ -41,8 +41,8 @@ pub fn attention_scores(
             super::Level::Avx512Vnni => unsafe {
                 x::attention_scores_avx512(dots, q_scale, k_scale, nkv, scores)
             },
-            // SAFETY: the AVX2 level is only reported on CPUs with AVX2.
-            super::Level::Avx2 => unsafe {
+            // SAFETY: the AVX2 and AVX-VNNI levels are only reported on CPUs with AVX2.
+            super::Level::Avx2 | super::Level::AvxVnni => unsafe {
                 x::attention_scores_avx2(dots, q_scale, k_scale, nkv, scores)
             },
             _ => false,
@@ -73,8 +73,8 @@ pub fn softmax_coefficients(
             super::Level::Avx512Vnni => unsafe {
                 x::softmax_coefficients_avx512(scores, coef, v_scale, nkv)
             },
-            // SAFETY: the AVX2 level is only reported on CPUs with AVX2.
-            super::Level::Avx2 => unsafe {
+            // SAFETY: the AVX2 and AVX-VNNI levels are only reported on CPUs with AVX2.
+            super::Level::Avx2 | super::Level::AvxVnni => unsafe {
                 x::softmax_coefficients_avx2(scores, coef, v_scale, nkv)
             },
             _ => None,

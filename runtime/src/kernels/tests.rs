@@ -192,7 +192,43 @@ fn tiled_kernels() -> Vec<(&'static str, TiledKernel, bool)> {
                 true,
             ));
         }
+        if Level::AvxVnni.supported() {
+            v.push((
+                "tiled avxvnni",
+                |m, xs, y| {
+                    // SAFETY: AVX-VNNI is supported (checked above).
+                    unsafe { x::tiled_matvec_avxvnni(m, xs, y) }
+                },
+                false,
+            ));
+            v.push((
+                "tiled avxvnni matmul",
+                |m, xs, y| {
+                    // SAFETY: as above.
+                    unsafe { x::tiled_matmul_avxvnni(m, xs, y) }
+                },
+                true,
+            ));
+        }
         if Level::Avx512Vnni.supported() {
+            // The AVX-VNNI kernel's EVEX twin: the same code with the other encoding of
+            // `vpdpbusd`, so its arithmetic is tested where AVX-VNNI is missing.
+            v.push((
+                "tiled vnni256 (the avxvnni kernel's twin)",
+                |m, xs, y| {
+                    // SAFETY: AVX-512 VNNI (with VL) is supported (checked above).
+                    unsafe { x::tiled_matvec_vnni256(m, xs, y) }
+                },
+                false,
+            ));
+            v.push((
+                "tiled vnni256 matmul (the avxvnni kernel's twin)",
+                |m, xs, y| {
+                    // SAFETY: as above.
+                    unsafe { x::tiled_matmul_vnni256(m, xs, y) }
+                },
+                true,
+            ));
             v.push((
                 "tiled avx512vnni",
                 |m, xs, y| {

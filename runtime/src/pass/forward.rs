@@ -248,8 +248,11 @@ impl Session<'_, '_> {
         }
         #[cfg(target_arch = "x86_64")]
         match crate::kernels::level() {
-            // SAFETY: `level()` reports AVX2 only on CPUs with AVX2, BMI1, BMI2 and LZCNT.
-            crate::kernels::Level::Avx2 => return unsafe { self.run_v3(n) },
+            // SAFETY: `level()` reports AVX2 and AVX-VNNI only on CPUs with AVX2, BMI1, BMI2
+            // and LZCNT.
+            crate::kernels::Level::Avx2 | crate::kernels::Level::AvxVnni => {
+                return unsafe { self.run_v3(n) }
+            }
             // SAFETY: the AVX-512 VNNI level includes AVX-512 F/BW/VL/DQ and the AVX2 level's.
             crate::kernels::Level::Avx512Vnni => return unsafe { self.run_v4(n) },
             _ => {}

@@ -14,13 +14,12 @@ use crate::blob::model::Gains;
 use crate::fixed::{bit_len, Dyadic, INV_127, Q127};
 use crate::kernels::{max_abs_i32, max_abs_i64};
 
-/// Whether the AVX2 twins of the loops below run (the AVX2 and AVX-512 levels; they return
+/// Whether the AVX2 twins of the loops below run (the x86-64 SIMD levels; they return
 /// the same bits as the scalar loops, see `kernels/x86_64/quantize.rs`).
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 fn avx2() -> bool {
-    use crate::kernels::{level, Level};
-    matches!(level(), Level::Avx2 | Level::Avx512Vnni)
+    crate::kernels::level().runs_avx2()
 }
 
 /// `out = Q2(RMSNorm(x; g))`. Shapes: `x [n]`, `gain [n]`, `out [≥ n]` (only `out[..n]` written).

@@ -45,13 +45,13 @@ use super::super::tiled::{TiledMatrix, BLOCK_BYTES, BLOCK_COLS, TILE_ROWS};
 use super::ternary::hsum1;
 
 /// Tokens whose `Σ x` one block-matmul pass keeps on the stack.
-const CHUNK_TOKENS: usize = 64;
+pub(super) const CHUNK_TOKENS: usize = 64;
 
 /// `Σ x` over `x` (AVX2: `vpmaddubsw` by ones, then `vpmaddwd`). `|Σ| < 2^23` for vectors of
 /// at most `2^15 + 64` entries.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn sum_x(x: &[i8]) -> i32 {
+pub(super) fn sum_x(x: &[i8]) -> i32 {
     let (ones8, ones16) = (_mm256_set1_epi8(1), _mm256_set1_epi16(1));
     let mut acc = _mm256_setzero_si256();
     let mut chunks = x.chunks_exact(32);
@@ -70,7 +70,7 @@ fn sum_x(x: &[i8]) -> i32 {
 /// `sums[j] = Σ x` of token `c0 + j` (`x` rows `cols` apart; 0 past its end).
 #[inline]
 #[target_feature(enable = "avx2")]
-fn chunk_sums(x: &[i8], cols: usize, c0: usize, sums: &mut [i32]) {
+pub(super) fn chunk_sums(x: &[i8], cols: usize, c0: usize, sums: &mut [i32]) {
     for (j, s) in sums.iter_mut().enumerate() {
         *s = x
             .get((c0 + j) * cols..(c0 + j + 1) * cols)
@@ -83,7 +83,7 @@ fn chunk_sums(x: &[i8], cols: usize, c0: usize, sums: &mut [i32]) {
 /// # Safety
 /// `x` must be valid for reads of bytes `4i..4i + 4`.
 #[inline(always)]
-unsafe fn word(x: *const i8, i: usize) -> __m256i {
+pub(super) unsafe fn word(x: *const i8, i: usize) -> __m256i {
     _mm256_set1_epi32((x.add(4 * i) as *const i32).read_unaligned())
 }
 
@@ -97,12 +97,12 @@ unsafe fn word512(x: *const i8, i: usize) -> __m512i {
 }
 
 /// Whether a matvec call has the shapes the kernels read without bounds checks.
-fn matvec_ok(m: &TiledMatrix<'_>, x: &[i8], y: &[i32]) -> bool {
+pub(super) fn matvec_ok(m: &TiledMatrix<'_>, x: &[i8], y: &[i32]) -> bool {
     x.len() == m.cols() && y.len() == m.rows()
 }
 
 /// Tokens in a block-matmul call, when the shapes agree: `x [n][cols]`, `y [n][rows]`.
-fn matmul_tokens(m: &TiledMatrix<'_>, x: &[i8], y: &[i32]) -> Option<usize> {
+pub(super) fn matmul_tokens(m: &TiledMatrix<'_>, x: &[i8], y: &[i32]) -> Option<usize> {
     let n = x.len().checked_div(m.cols())?;
     (x.len() == n * m.cols() && y.len() == n.checked_mul(m.rows())?).then_some(n)
 }
@@ -110,7 +110,7 @@ fn matmul_tokens(m: &TiledMatrix<'_>, x: &[i8], y: &[i32]) -> Option<usize> {
 /// Writes `v` (eight `i32`) to `y[r0..]`, cut at `y`'s end.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn store8(y: &mut [i32], r0: usize, v: __m256i) {
+pub(super) fn store8(y: &mut [i32], r0: usize, v: __m256i) {
     if let Some(out) = y.get_mut(r0..r0 + 8) {
         // SAFETY: `out` holds eight `i32`.
         unsafe { _mm256_storeu_si256(out.as_mut_ptr() as *mut __m256i, v) };
@@ -253,7 +253,7 @@ unsafe fn half_tokens_avx2<const K: usize>(
 }
 
 /// Splits `n` tokens into groups of 8, 4, 2 and 1 (as many eights as fit): `(first, size)`.
-fn token_groups(n: usize) -> impl Iterator<Item = (usize, usize)> {
+pub(super) fn token_groups(n: usize) -> impl Iterator<Item = (usize, usize)> {
     let mut g = 0;
     core::iter::from_fn(move || {
         let left = n - g;
@@ -269,51 +269,69 @@ fn token_groups(n: usize) -> impl Iterator<Item = (usize, usize)> {
     })
 }
 
-/// `Y[t] = W · X[t]` for a block of tokens with AVX2 (the module docs say how): the contract of
-/// [`reference::ternary_matvec_tiled`](super::super::reference::ternary_matvec_tiled) token by
-/// token. Shapes: `x [n][m.cols()]`, `y [n][m.rows()]`; others run the reference.
-///
-/// # Safety
-/// The CPU must support AVX2.
-#[target_feature(enable = "avx2")]
-pub unsafe fn tiled_matmul_avx2(m: &TiledMatrix<'_>, x: &[i8], y: &mut [i32]) {
-    let Some(n) = matmul_tokens(m, x, y) else {
-        return matmul_fallback(m, x, y);
-    };
-    let (rows, cols) = (m.rows(), m.cols());
-    let blocks = cols / BLOCK_COLS;
-    let mut sums = [0i32; CHUNK_TOKENS];
-    for c0 in (0..n).step_by(CHUNK_TOKENS) {
-        let nc = (n - c0).min(CHUNK_TOKENS);
-        chunk_sums(x, cols, c0, &mut sums[..nc]);
-        for r0 in (0..rows).step_by(8) {
-            let (t, h) = (r0 / TILE_ROWS, (r0 % TILE_ROWS) / 8);
-            // SAFETY (this block): every block of this half tile lies inside `m.data()`; the
-            // tokens `c0 + g .. c0 + g + k ≤ n` each have `cols = 16 · blocks` activations.
-            let half = m.data().as_ptr().add(t * blocks * BLOCK_BYTES + 32 * h);
-            for (g, k) in token_groups(nc) {
-                let x0 = x.as_ptr().add((c0 + g) * cols);
-                let mut out = [_mm256_setzero_si256(); 8];
-                match k {
-                    8 => out = half_tokens_avx2::<8>(half, blocks, x0, cols),
-                    4 => out[..4].copy_from_slice(&half_tokens_avx2::<4>(half, blocks, x0, cols)),
-                    2 => out[..2].copy_from_slice(&half_tokens_avx2::<2>(half, blocks, x0, cols)),
-                    _ => out[..1].copy_from_slice(&half_tokens_avx2::<1>(half, blocks, x0, cols)),
-                }
-                for (j, v) in out.iter().enumerate().take(k) {
-                    let s = _mm256_sub_epi32(*v, _mm256_set1_epi32(sums[g + j]));
-                    let at = (c0 + g + j) * rows;
-                    if let Some(yt) = y.get_mut(at..at + rows) {
-                        store8(yt, r0, s);
+/// Defines `$name`, the block matmul over half tiles (eight rows) with the per-half kernel
+/// `$half::<K>` (the `Σ q·x` of `K` tokens, as [`half_tokens_avx2`]), compiled with
+/// `$features`: the driver the AVX2 and AVX-VNNI block matmuls share.
+macro_rules! half_tile_matmul {
+    ($(#[$doc:meta])* $name:ident, $features:literal, $half:ident) => {
+        $(#[$doc])*
+        #[target_feature(enable = $features)]
+        pub unsafe fn $name(m: &TiledMatrix<'_>, x: &[i8], y: &mut [i32]) {
+            use super::tiled::{chunk_sums, matmul_fallback, matmul_tokens, store8};
+            use super::tiled::{token_groups, CHUNK_TOKENS};
+            let Some(n) = matmul_tokens(m, x, y) else {
+                return matmul_fallback(m, x, y);
+            };
+            let (rows, cols) = (m.rows(), m.cols());
+            let blocks = cols / BLOCK_COLS;
+            let mut sums = [0i32; CHUNK_TOKENS];
+            for c0 in (0..n).step_by(CHUNK_TOKENS) {
+                let nc = (n - c0).min(CHUNK_TOKENS);
+                chunk_sums(x, cols, c0, &mut sums[..nc]);
+                for r0 in (0..rows).step_by(8) {
+                    let (t, h) = (r0 / TILE_ROWS, (r0 % TILE_ROWS) / 8);
+                    // SAFETY (this block): every block of this half tile lies inside
+                    // `m.data()`; the tokens `c0 + g .. c0 + g + k ≤ n` each have `cols = 16 ·
+                    // blocks` activations.
+                    let half = m.data().as_ptr().add(t * blocks * BLOCK_BYTES + 32 * h);
+                    for (g, k) in token_groups(nc) {
+                        let x0 = x.as_ptr().add((c0 + g) * cols);
+                        let mut out = [_mm256_setzero_si256(); 8];
+                        match k {
+                            8 => out = $half::<8>(half, blocks, x0, cols),
+                            4 => out[..4].copy_from_slice(&$half::<4>(half, blocks, x0, cols)),
+                            2 => out[..2].copy_from_slice(&$half::<2>(half, blocks, x0, cols)),
+                            _ => out[..1].copy_from_slice(&$half::<1>(half, blocks, x0, cols)),
+                        }
+                        for (j, v) in out.iter().enumerate().take(k) {
+                            let s = _mm256_sub_epi32(*v, _mm256_set1_epi32(sums[g + j]));
+                            let at = (c0 + g + j) * rows;
+                            if let Some(yt) = y.get_mut(at..at + rows) {
+                                store8(yt, r0, s);
+                            }
+                        }
                     }
                 }
             }
         }
-    }
+    };
 }
+pub(super) use half_tile_matmul;
+
+half_tile_matmul!(
+    /// `Y[t] = W · X[t]` for a block of tokens with AVX2 (the module docs say how): the
+    /// contract of [`reference::ternary_matvec_tiled`](super::super::reference::ternary_matvec_tiled)
+    /// token by token. Shapes: `x [n][m.cols()]`, `y [n][m.rows()]`; others run the reference.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2.
+    tiled_matmul_avx2,
+    "avx2",
+    half_tokens_avx2
+);
 
 /// The reference token by token, for calls whose shapes do not agree.
-fn matmul_fallback(m: &TiledMatrix<'_>, x: &[i8], y: &mut [i32]) {
+pub(super) fn matmul_fallback(m: &TiledMatrix<'_>, x: &[i8], y: &mut [i32]) {
     if m.cols() == 0 || m.rows() == 0 {
         y.fill(0);
         return;
