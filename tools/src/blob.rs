@@ -136,10 +136,10 @@ pub fn repack(
         .map_err(|e| anyhow::anyhow!("{}: cannot repack: {e}", shown(path)))
 }
 
-/// The copies of a blob's matrices a host keeps in memory beside the blob: the row-tiled copy
-/// that the x86-64 AVX2 and AVX-512 VNNI kernels read ([`Model::with_tiled`]), or, at the
-/// other SIMD levels (NEON), a base-3 blob rewritten with 2-bit matrices (the base-3
-/// table-lookup kernel is made for microcontrollers). Lives as long as the model reading it.
+/// The copies of a blob's matrices a host keeps in memory beside the blob: the row-tiled copy that
+/// the x86-64 SIMD kernels (AVX2, AVX-VNNI, AVX-512 VNNI) read ([`Model::with_tiled`]), or, at the
+/// other SIMD levels (NEON), a base-3 blob rewritten with 2-bit matrices (the base-3 table-lookup
+/// kernel is made for microcontrollers). Lives as long as the model reading it.
 #[derive(Default)]
 pub struct HostCopies {
     repacked: Vec<u8>,

@@ -402,8 +402,8 @@ impl<'a> Model<'a> {
 
     /// Writes the matrices of every block (2-bit or base 3) into `buf` in the row-tiled layout
     /// ([`kernels::tiled`](crate::kernels::tiled)) and returns a model whose matrices carry that
-    /// copy ([`TernaryMatrix::tiled`]). The x86-64 AVX2 and AVX-512 VNNI kernels read it
-    /// ([`kernels::tiled_level`](crate::kernels::tiled_level)); the portable, Arm and
+    /// copy ([`TernaryMatrix::tiled`]). The x86-64 SIMD kernels (AVX2, AVX-VNNI, AVX-512 VNNI) read
+    /// it ([`kernels::tiled_level`](crate::kernels::tiled_level)); the portable, Arm and
     /// WebAssembly kernels keep reading the blob. The same weights, so the same results bit for
     /// bit. A host allocates `buf` ([`Model::tiled_bytes`]); the runtime allocates nothing.
     ///

@@ -1,7 +1,8 @@
-//! Integer kernels, tract/candle style: a plain scalar [`reference`](mod@reference) twin for each, a portable
-//! optimized variant ([`fast`]; [`dsp`] on Arm cores with the DSP extension), per-architecture
-//! SIMD variants (`x86_64`: AVX2 and AVX-512 VNNI; `aarch64`: NEON; `wasm32`: SIMD128), and one shared test suite
-//! that demands exact equality between all of them on random and extreme inputs.
+//! Integer kernels, tract/candle style: a plain scalar [`reference`](mod@reference) twin for each,
+//! a portable optimized variant ([`fast`]; [`dsp`] on Arm cores with the DSP extension),
+//! per-architecture SIMD variants (`x86_64`: AVX2, AVX-VNNI and AVX-512 VNNI; `aarch64`: NEON;
+//! `wasm32`: SIMD128), and one shared test suite that demands exact equality between all of them on
+//! random and extreme inputs.
 //!
 //! The functions exported here ([`ternary_matvec`], [`ternary_matmul`], [`int8_matvec`],
 //! [`int8_weighted_sum`], [`int8_dot`], and the attention steps [`attention_scores`] and
@@ -154,10 +155,10 @@ pub fn ternary_matmul(w: &[u8], row_bytes: usize, x: &[i8], y: &mut [i32], scrat
     }
 }
 
-/// Whether the kernels at the current level read the row-tiled layout ([`tiled`]) faster than
-/// the blob's: the x86-64 levels (AVX2, AVX-VNNI, AVX-512 VNNI). At other levels a tiled matrix still
-/// gives the same results (through the scalar reference), only slowly, so the forward pass
-/// reads the blob there.
+/// Whether the kernels at the current level read the row-tiled layout ([`tiled`]) faster than the
+/// blob's: the x86-64 levels (AVX2, AVX-VNNI, AVX-512 VNNI). At other levels a tiled matrix still
+/// gives the same results (through the scalar reference), only slowly, so the forward pass reads
+/// the blob there.
 #[inline]
 pub fn tiled_level() -> bool {
     cfg!(target_arch = "x86_64") && level().runs_avx2()

@@ -42,7 +42,7 @@ pub(crate) fn rmsnorm_quantize(
     debug_assert!(out.len() >= x.len());
     #[cfg(target_arch = "x86_64")]
     if avx2() {
-        // SAFETY: the AVX2 and AVX-512 levels are only reported on CPUs with AVX2.
+        // SAFETY: the x86-64 SIMD levels are only reported on CPUs with AVX2.
         return unsafe { rmsnorm_quantize_avx2(x, x_scale, gain, eps, out) };
     }
     if cfg!(target_arch = "arm") {
@@ -173,7 +173,7 @@ pub(crate) fn absmax_quantize(v: &[i64], out: &mut [i8]) -> u64 {
     debug_assert_eq!(v.len(), out.len());
     #[cfg(target_arch = "x86_64")]
     if avx2() {
-        // SAFETY: the AVX2 and AVX-512 levels are only reported on CPUs with AVX2.
+        // SAFETY: the x86-64 SIMD levels are only reported on CPUs with AVX2.
         return unsafe { absmax_quantize_avx2(v, out) };
     }
     if cfg!(target_arch = "arm") {
