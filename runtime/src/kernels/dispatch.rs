@@ -26,8 +26,8 @@ pub enum Level {
     Simd128 = 5,
     /// x86-64 AVX-VNNI (`vpdpbusd` on 256-bit vectors, VEX-encoded: the desktop and
     /// efficiency cores without AVX-512, Alder Lake on), on top of the AVX2 level: the
-    /// ternary matvec uses it, every other step runs the AVX2 level's kernels. Chosen on CPUs
-    /// that have it and lack the AVX-512 VNNI level.
+    /// ternary matvec and block matmul on the row-tiled copy use it, every other step runs the
+    /// AVX2 level's kernels. Chosen on CPUs that have it and lack the AVX-512 VNNI level.
     AvxVnni = 6,
 }
 
