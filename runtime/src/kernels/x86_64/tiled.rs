@@ -6,15 +6,18 @@
 //!
 //! # AVX2 matvec
 //!
-//! The two halves of a tile (rows 0-7 and 8-15: the first and last 32 bytes of each block)
-//! share the block's four activation words, broadcast once (`vpbroadcastd` from memory). Per
-//! half and block: `h = v >> 4` (in 16-bit lanes; the bits that cross from the next byte are
-//! masked off), fields 0 and 2 (`v & 0x03`, `h & 0x03`) against words 0 and 2 into an `i16`
-//! accumulator `a₁`, fields 1 and 3 times four (`v & 0x0C`, `h & 0x0C`) against words 1 and 3
-//! into `a₄`. Compiled (rustc 1.95, release), a block of 256 weights takes 36 instructions: four
-//! broadcasts, two loads, two shifts, eight ANDs, eight `vpmaddubsw`, eight adds, one mask
-//! broadcast again (AVX2 has 16 vector registers) and three of loop control; no reduction
-//! across lanes per row, as the blob layout's kernel needs.
+//! Two tiles per step, each in two halves (rows 0-7 and 8-15: the first and last 32 bytes of
+//! each block), share the block's four activation words, broadcast once (`vpbroadcastd` from
+//! memory). Per half and block: `h = v >> 4` (in 16-bit lanes; the bits that cross from the
+//! next byte are masked off), fields 0 and 2 (`v & 0x03`, `h & 0x03`) against words 0 and 2
+//! into an `i16` accumulator `a₁`, fields 1 and 3 times four (`v & 0x0C`, `h & 0x0C`) against
+//! words 1 and 3 into `a₄`. Compiled (rustc 1.95, release), two blocks of 256 weights take 63
+//! instructions: four broadcasts, four loads, four shifts, 16 ANDs, 16 `vpmaddubsw`, 16 adds
+//! and three of loop control, with the eight accumulators and both masks in registers (one
+//! tile per step took 36 per block, reloading a mask); no reduction across lanes per row, as
+//! the blob layout's kernel needs. On cores with four vector pipes (Zen 3 and 4) the vector
+//! instructions bound the loop: LLVM's Zen 3 model (`llvm-mca -mcpu=znver3`) puts it at 7.0
+//! cycles per block against 8.0 with one tile per step.
 //!
 //! Bounds: lane `2i + e` of a `vpmaddubsw` is row `i`'s products over two columns, `|lane| ≤
 //! 2·2·128 = 512` (`−512 ≤ lane ≤ 508`), four times that for `a₄`. A block adds two lanes to
@@ -123,27 +126,28 @@ pub(super) fn store8(y: &mut [i32], r0: usize, v: __m256i) {
     }
 }
 
-/// Adds `Σ q·x` over blocks `k0..k0 + n` (`n ≤ 8`: the `i16` bound) of the tile at `tile` to
-/// the `i32` totals of its two halves: `t1` (fields 0 and 2), `t4` (fields 1 and 3, times four).
+/// Adds `Σ q·x` over blocks `k0..k0 + n` (`n ≤ 8`: the `i16` bound) of the `N` tiles at
+/// `tiles` to the `i32` totals of their two halves: `t1` (fields 0 and 2), `t4` (fields 1 and
+/// 3, times four). The tiles share each block's four activation broadcasts.
 ///
 /// # Safety
-/// AVX2; `tile` valid for reads of blocks `k0..k0 + n`, `x` of `x[16·k0 .. 16·(k0 + n)]`.
+/// AVX2; every tile valid for reads of blocks `k0..k0 + n`, `x` of `x[16·k0 .. 16·(k0 + n)]`.
 #[inline(always)]
-unsafe fn chunk_avx2(
-    tile: *const u8,
+unsafe fn chunk_avx2<const N: usize>(
+    tiles: [*const u8; N],
     xp: *const i8,
     k0: usize,
     n: usize,
-    t1: &mut [__m256i; 2],
-    t4: &mut [__m256i; 2],
+    t1: &mut [[__m256i; 2]; N],
+    t4: &mut [[__m256i; 2]; N],
 ) {
     let (m3, mc, ones) = (
         _mm256_set1_epi8(0x03),
         _mm256_set1_epi8(0x0C),
         _mm256_set1_epi16(1),
     );
-    let mut a1 = [_mm256_setzero_si256(); 2];
-    let mut a4 = [_mm256_setzero_si256(); 2];
+    let mut a1 = [[_mm256_setzero_si256(); 2]; N];
+    let mut a4 = [[_mm256_setzero_si256(); 2]; N];
     for k in k0..k0 + n {
         // (Arrays written out, not `map`ped: a closure does not inherit the target features,
         // so its intrinsics would become calls.)
@@ -153,20 +157,61 @@ unsafe fn chunk_avx2(
             word(xp, 4 * k + 2),
             word(xp, 4 * k + 3),
         ];
-        for h in 0..2 {
-            let v = _mm256_loadu_si256(tile.add(k * BLOCK_BYTES + 32 * h) as *const __m256i);
-            let hi = _mm256_srli_epi16::<4>(v);
-            let p0 = _mm256_maddubs_epi16(_mm256_and_si256(v, m3), xb[0]);
-            let p1 = _mm256_maddubs_epi16(_mm256_and_si256(v, mc), xb[1]);
-            let p2 = _mm256_maddubs_epi16(_mm256_and_si256(hi, m3), xb[2]);
-            let p3 = _mm256_maddubs_epi16(_mm256_and_si256(hi, mc), xb[3]);
-            a1[h] = _mm256_add_epi16(_mm256_add_epi16(a1[h], p0), p2);
-            a4[h] = _mm256_add_epi16(_mm256_add_epi16(a4[h], p1), p3);
+        for j in 0..N {
+            for h in 0..2 {
+                let v =
+                    _mm256_loadu_si256(tiles[j].add(k * BLOCK_BYTES + 32 * h) as *const __m256i);
+                let hi = _mm256_srli_epi16::<4>(v);
+                let p0 = _mm256_maddubs_epi16(_mm256_and_si256(v, m3), xb[0]);
+                let p1 = _mm256_maddubs_epi16(_mm256_and_si256(v, mc), xb[1]);
+                let p2 = _mm256_maddubs_epi16(_mm256_and_si256(hi, m3), xb[2]);
+                let p3 = _mm256_maddubs_epi16(_mm256_and_si256(hi, mc), xb[3]);
+                a1[j][h] = _mm256_add_epi16(_mm256_add_epi16(a1[j][h], p0), p2);
+                a4[j][h] = _mm256_add_epi16(_mm256_add_epi16(a4[j][h], p1), p3);
+            }
         }
     }
-    for h in 0..2 {
-        t1[h] = _mm256_add_epi32(t1[h], _mm256_madd_epi16(a1[h], ones));
-        t4[h] = _mm256_add_epi32(t4[h], _mm256_madd_epi16(a4[h], ones));
+    for j in 0..N {
+        for h in 0..2 {
+            t1[j][h] = _mm256_add_epi32(t1[j][h], _mm256_madd_epi16(a1[j][h], ones));
+            t4[j][h] = _mm256_add_epi32(t4[j][h], _mm256_madd_epi16(a4[j][h], ones));
+        }
+    }
+}
+
+/// `Σ q·x − Σ x` of `N` consecutive tiles from tile `t`, written to `y` (whole chunks of eight
+/// blocks, a count the compiler sees so that it unrolls them, then the rest).
+///
+/// # Safety
+/// AVX2; tiles `t..t + N` lie in `m`, `x` holds `m.cols()` activations, `16 · t < y.len()`.
+#[inline(always)]
+unsafe fn tiles_avx2<const N: usize>(
+    m: &TiledMatrix<'_>,
+    t: usize,
+    xp: *const i8,
+    sx: __m256i,
+    y: &mut [i32],
+) {
+    let blocks = m.cols() / BLOCK_COLS;
+    let mut tiles = [m.data().as_ptr(); N];
+    for (j, p) in tiles.iter_mut().enumerate() {
+        *p = p.add((t + j) * blocks * BLOCK_BYTES);
+    }
+    let mut t1 = [[_mm256_setzero_si256(); 2]; N];
+    let mut t4 = [[_mm256_setzero_si256(); 2]; N];
+    let mut k0 = 0;
+    while k0 + 8 <= blocks {
+        chunk_avx2(tiles, xp, k0, 8, &mut t1, &mut t4);
+        k0 += 8;
+    }
+    if k0 < blocks {
+        chunk_avx2(tiles, xp, k0, blocks - k0, &mut t1, &mut t4);
+    }
+    for j in 0..N {
+        for h in 0..2 {
+            let s = _mm256_add_epi32(t1[j][h], _mm256_srai_epi32::<2>(t4[j][h]));
+            store8(y, TILE_ROWS * (t + j) + 8 * h, _mm256_sub_epi32(s, sx));
+        }
     }
 }
 
@@ -181,32 +226,25 @@ pub unsafe fn tiled_matvec_avx2(m: &TiledMatrix<'_>, x: &[i8], y: &mut [i32]) {
     if !matvec_ok(m, x, y) {
         return super::super::reference::ternary_matvec_tiled(m, x, y);
     }
-    let blocks = m.cols() / BLOCK_COLS;
     let sx = _mm256_set1_epi32(sum_x(x));
     let xp = x.as_ptr();
-    for t in 0..m.rows().div_ceil(TILE_ROWS) {
-        // SAFETY (this block): `TiledMatrix` holds whole tiles of `blocks` blocks, so every
-        // block read lies inside `m.data()`; the words read are `x[16k..16k + 16]`, `k <
-        // blocks = cols / 16`, inside `x` (`matvec_ok`).
-        let tile = m.data().as_ptr().add(t * blocks * BLOCK_BYTES);
-        let mut t1 = [_mm256_setzero_si256(); 2];
-        let mut t4 = [_mm256_setzero_si256(); 2];
-        // Whole chunks of eight blocks (a count the compiler sees, so it unrolls them), then
-        // the rest.
-        let mut k0 = 0;
-        while k0 + 8 <= blocks {
-            chunk_avx2(tile, xp, k0, 8, &mut t1, &mut t4);
-            k0 += 8;
-        }
-        if k0 < blocks {
-            chunk_avx2(tile, xp, k0, blocks - k0, &mut t1, &mut t4);
-        }
-        for h in 0..2 {
-            let s = _mm256_add_epi32(t1[h], _mm256_srai_epi32::<2>(t4[h]));
-            store8(y, TILE_ROWS * t + 8 * h, _mm256_sub_epi32(s, sx));
-        }
+    let tiles = m.rows().div_ceil(TILE_ROWS);
+    // SAFETY (this loop): `TiledMatrix` holds whole tiles of `cols / 16` blocks, so every block
+    // read lies inside `m.data()`; the words read are `x[16k..16k + 16]`, `k < cols / 16`,
+    // inside `x` (`matvec_ok`); each tile written starts inside `y`.
+    let mut t = 0;
+    while t + TILES_PER_STEP <= tiles {
+        tiles_avx2::<TILES_PER_STEP>(m, t, xp, sx, y);
+        t += TILES_PER_STEP;
+    }
+    while t < tiles {
+        tiles_avx2::<1>(m, t, xp, sx, y);
+        t += 1;
     }
 }
+
+/// Tiles whose blocks one step of the AVX2 matvec reads, sharing each block's broadcasts.
+const TILES_PER_STEP: usize = 2;
 
 /// Adds `Σ q·x` of one half tile (eight rows, the 32 bytes at `half` of each block) for `K`
 /// tokens (`x` rows `cols` apart from `x0`) and returns it, one vector per token.
