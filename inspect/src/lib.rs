@@ -173,8 +173,8 @@ pub fn inspect(model: &Model<'_>, blob: &[u8]) -> Inspection {
 
 /// `s` safe for a terminal: control characters (escape sequences among them) and the
 /// bidirectional-override characters become `\u{…}` escapes; `\` is doubled so the output
-/// stays unambiguous. (Here rather than in `term.rs` because the web page compiles this
-/// file alone.)
+/// stays unambiguous. The one escape of the project: `tools` (its `term` module) and the
+/// trainer (paths in its messages) call it too.
 pub fn printable(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {

@@ -102,18 +102,7 @@ pub type Result<T> = std::result::Result<T, TrainError>;
 /// hostile file name cannot drive the terminal. Every message of the trainer names paths
 /// through this.
 pub fn shown(path: &Path) -> String {
-    let mut out = String::new();
-    for c in path.to_string_lossy().chars() {
-        let bidi = matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
-        if c == '\\' {
-            out.push_str("\\\\");
-        } else if c.is_control() || bidi {
-            out.extend(c.escape_unicode());
-        } else {
-            out.push(c);
-        }
-    }
-    out
+    inspect::printable(&path.to_string_lossy())
 }
 
 #[cfg(test)]
